@@ -1,0 +1,5 @@
+//! llmtrace: OpenTelemetry distributed tracing for LLM traffic.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod propagation;

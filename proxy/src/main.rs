@@ -1,0 +1,1 @@
+fn main() { eprintln!("llmtrace-proxy: not built yet"); std::process::exit(2) }
