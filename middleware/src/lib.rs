@@ -1,5 +1,27 @@
-//! llmtrace: OpenTelemetry distributed tracing for LLM traffic.
+//! # llmtrace
+//!
+//! OpenTelemetry distributed tracing for LLM traffic.
+//!
+//! - [`propagation`]: W3C Trace Context (Level 2) and W3C Baggage over `http::HeaderMap`,
+//!   exact to the specification, also as an OpenTelemetry `TextMapPropagator`.
+//! - [`ServerLayer`] and [`ClientLayer`]: tower layers for axum, hyper and tonic whose spans
+//!   live until the response body ends, so streamed responses are measured whole and a
+//!   client that disconnects mid-stream leaves a closed span marked as aborted.
+//!
+//! ```
+//! use axum::{Router, routing::post};
+//! use llmtrace::ServerLayer;
+//!
+//! let app: Router = Router::new()
+//!     .route("/v1/chat/completions", post(|| async { "..." }))
+//!     .layer(ServerLayer::new());
+//! ```
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod layer;
 pub mod propagation;
+pub mod semconv;
+
+pub use layer::{ClientLayer, ServerLayer, TracedBody};

@@ -1,0 +1,346 @@
+//! Reading semantic-convention attributes off `http` types.
+
+use std::borrow::Cow;
+
+use http::header::{self, HeaderName};
+use http::{HeaderMap, Method, StatusCode, Uri, Version};
+use opentelemetry::{Array, Key, KeyValue, StringValue, Value};
+
+use crate::semconv::{self, REDACTED};
+
+/// The normalised method for `http.request.method`, and the original when it is `_OTHER`.
+pub(crate) fn method(method: &Method) -> (&'static str, Option<String>) {
+    let known = match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => return ("_OTHER", Some(method.as_str().to_owned())),
+    };
+    (known, None)
+}
+
+/// Pushes `http.request.method` (and the original when unknown).
+pub(crate) fn push_method(attributes: &mut Vec<KeyValue>, m: &Method) -> &'static str {
+    let (name, original) = method(m);
+    attributes.push(KeyValue::new(semconv::http::REQUEST_METHOD, name));
+    if let Some(original) = original {
+        attributes.push(KeyValue::new(
+            semconv::http::REQUEST_METHOD_ORIGINAL,
+            original,
+        ));
+    }
+    name
+}
+
+/// `network.protocol.version` for an HTTP version.
+pub(crate) fn protocol_version(version: Version) -> Option<&'static str> {
+    Some(match version {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_11 => "1.1",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => return None,
+    })
+}
+
+/// A status code as the `error.type` string.
+pub(crate) fn status_code_str(status: StatusCode) -> String {
+    status.as_u16().to_string()
+}
+
+/// `true` for gRPC requests and responses (`application/grpc`, `application/grpc+proto`, ...).
+pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// Splits a gRPC path `/package.Service/Method` into service and method.
+pub(crate) fn grpc_service_method(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix('/')?;
+    let (service, method) = rest.split_once('/')?;
+    if service.is_empty() || method.is_empty() || method.contains('/') {
+        return None;
+    }
+    Some((service, method))
+}
+
+/// Pushes the `rpc.*` request attributes and returns the span name `service/method`.
+pub(crate) fn push_grpc(attributes: &mut Vec<KeyValue>, path: &str) -> Option<String> {
+    let (service, method) = grpc_service_method(path)?;
+    attributes.push(KeyValue::new(semconv::rpc::SYSTEM, "grpc"));
+    attributes.push(KeyValue::new(semconv::rpc::SERVICE, service.to_owned()));
+    attributes.push(KeyValue::new(semconv::rpc::METHOD, method.to_owned()));
+    Some(format!("{service}/{method}"))
+}
+
+/// The canonical name of a gRPC status code.
+pub(crate) fn grpc_code_name(code: i32) -> &'static str {
+    match code {
+        0 => "OK",
+        1 => "CANCELLED",
+        2 => "UNKNOWN",
+        3 => "INVALID_ARGUMENT",
+        4 => "DEADLINE_EXCEEDED",
+        5 => "NOT_FOUND",
+        6 => "ALREADY_EXISTS",
+        7 => "PERMISSION_DENIED",
+        8 => "RESOURCE_EXHAUSTED",
+        9 => "FAILED_PRECONDITION",
+        10 => "ABORTED",
+        11 => "OUT_OF_RANGE",
+        12 => "UNIMPLEMENTED",
+        13 => "INTERNAL",
+        14 => "UNAVAILABLE",
+        15 => "DATA_LOSS",
+        16 => "UNAUTHENTICATED",
+        _ => "_OTHER",
+    }
+}
+
+/// The logical server host and port: the URI's authority (HTTP/2 `:authority`, absolute-form
+/// requests) or else the `Host` header.
+pub(crate) fn server_address(uri: &Uri, headers: &HeaderMap) -> Option<(String, Option<u16>)> {
+    if let Some(authority) = uri.authority() {
+        return Some((authority.host().to_owned(), authority.port_u16()));
+    }
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let authority: http::uri::Authority = host.parse().ok()?;
+    Some((authority.host().to_owned(), authority.port_u16()))
+}
+
+/// The default port for a scheme, used when the authority names none.
+pub(crate) fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "http" => Some(80),
+        "https" => Some(443),
+        _ => None,
+    }
+}
+
+/// The original client address: the first `for=` of `Forwarded`, else the first entry of
+/// `X-Forwarded-For`.
+pub(crate) fn forwarded_client(headers: &HeaderMap) -> Option<String> {
+    if let Some(forwarded) = headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+        let first = forwarded.split(',').next().unwrap_or_default();
+        for pair in first.split(';') {
+            let Some((name, value)) = pair.trim().split_once('=') else {
+                continue;
+            };
+            if name.trim().eq_ignore_ascii_case("for") {
+                let value = value.trim().trim_matches('"');
+                // `for="[2001:db8::1]:4711"` → `2001:db8::1`
+                let host = if let Some(rest) = value.strip_prefix('[') {
+                    rest.split(']').next().unwrap_or(rest)
+                } else {
+                    value.split(':').next().unwrap_or(value)
+                };
+                if !host.is_empty() {
+                    return Some(host.to_owned());
+                }
+            }
+        }
+    }
+    let xff = headers.get("x-forwarded-for")?.to_str().ok()?;
+    let first = xff.split(',').next()?.trim();
+    (!first.is_empty()).then(|| first.to_owned())
+}
+
+/// `url.full` for a client request, without userinfo and with the values of
+/// credential-bearing query parameters replaced.
+pub(crate) fn redacted_url(uri: &Uri) -> Option<String> {
+    let scheme = uri.scheme_str()?;
+    let authority = uri.authority()?;
+    let host_port = authority
+        .as_str()
+        .rsplit_once('@')
+        .map_or(authority.as_str(), |(_, hp)| hp);
+    let mut url = format!("{scheme}://{host_port}{}", uri.path());
+    if let Some(query) = uri.query() {
+        url.push('?');
+        for (i, pair) in query.split('&').enumerate() {
+            if i > 0 {
+                url.push('&');
+            }
+            match pair.split_once('=') {
+                Some((name, _)) if is_sensitive_query_param(name) => {
+                    url.push_str(name);
+                    url.push_str("=REDACTED");
+                }
+                _ => url.push_str(pair),
+            }
+        }
+    }
+    Some(url)
+}
+
+fn is_sensitive_query_param(name: &str) -> bool {
+    const SENSITIVE: &[&str] = &[
+        "key",
+        "api-key",
+        "api_key",
+        "apikey",
+        "token",
+        "access_token",
+        "sig",
+        "signature",
+        "x-goog-signature",
+        "awsaccesskeyid",
+        "x-amz-signature",
+        "x-amz-credential",
+    ];
+    SENSITIVE.iter().any(|s| s.eq_ignore_ascii_case(name))
+}
+
+/// Headers whose values never reach a span, whatever the configuration says.
+pub const ALWAYS_REDACTED: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "api-key",
+    "x-goog-api-key",
+    "x-amz-security-token",
+];
+
+/// A configured set of headers to record as attributes, with secrets redacted.
+#[derive(Debug, Clone)]
+pub(crate) struct HeaderCapture {
+    headers: Vec<(HeaderName, Key, bool)>,
+}
+
+impl HeaderCapture {
+    /// `names`: headers to capture, `extra_redacted`: more headers whose values are secret.
+    pub(crate) fn new(prefix: &str, names: &[HeaderName], extra_redacted: &[HeaderName]) -> Self {
+        let headers = names
+            .iter()
+            .map(|name| {
+                let redacted =
+                    ALWAYS_REDACTED.contains(&name.as_str()) || extra_redacted.contains(name);
+                (
+                    name.clone(),
+                    Key::from(format!("{prefix}{}", name.as_str())),
+                    redacted,
+                )
+            })
+            .collect();
+        Self { headers }
+    }
+
+    pub(crate) fn attributes(&self, headers: &HeaderMap) -> Vec<KeyValue> {
+        let mut out = Vec::new();
+        for (name, key, redacted) in &self.headers {
+            let values: Vec<StringValue> = headers
+                .get_all(name)
+                .iter()
+                .map(|v| {
+                    if *redacted {
+                        StringValue::from(REDACTED)
+                    } else {
+                        StringValue::from(String::from_utf8_lossy(v.as_bytes()).into_owned())
+                    }
+                })
+                .collect();
+            if !values.is_empty() {
+                out.push(KeyValue::new(
+                    key.clone(),
+                    Value::Array(Array::String(values)),
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// The short name of an error type, for `error.type`.
+pub(crate) fn error_type_name<E>() -> Cow<'static, str> {
+    Cow::Borrowed(std::any::type_name::<E>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_are_normalised() {
+        assert_eq!(method(&Method::GET), ("GET", None));
+        let custom = Method::from_bytes(b"PURGE").unwrap();
+        assert_eq!(method(&custom), ("_OTHER", Some("PURGE".to_owned())));
+    }
+
+    #[test]
+    fn grpc_paths() {
+        assert_eq!(
+            grpc_service_method("/helloworld.Greeter/SayHello"),
+            Some(("helloworld.Greeter", "SayHello"))
+        );
+        assert_eq!(grpc_service_method("/only"), None);
+        assert_eq!(grpc_service_method("/a/b/c"), None);
+        assert_eq!(grpc_service_method("//m"), None);
+    }
+
+    #[test]
+    fn forwarded_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "203.0.113.7, 10.0.0.1".parse().unwrap());
+        assert_eq!(forwarded_client(&h).as_deref(), Some("203.0.113.7"));
+        h.insert(
+            header::FORWARDED,
+            "for=\"[2001:db8::1]:4711\";proto=https, for=10.0.0.2"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(forwarded_client(&h).as_deref(), Some("2001:db8::1"));
+        h.insert(
+            header::FORWARDED,
+            "proto=https;for=192.0.2.60:80".parse().unwrap(),
+        );
+        assert_eq!(forwarded_client(&h).as_deref(), Some("192.0.2.60"));
+    }
+
+    #[test]
+    fn urls_lose_credentials() {
+        let uri: Uri = "https://user:pw@api.example.com:8443/v1/x?key=sekrit&a=1"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            redacted_url(&uri).unwrap(),
+            "https://api.example.com:8443/v1/x?key=REDACTED&a=1"
+        );
+        let relative: Uri = "/v1/x".parse().unwrap();
+        assert_eq!(redacted_url(&relative), None);
+    }
+
+    #[test]
+    fn secrets_are_redacted_even_when_asked_for() {
+        let capture = HeaderCapture::new(
+            "http.request.header.",
+            &[
+                HeaderName::from_static("authorization"),
+                HeaderName::from_static("x-tenant"),
+                HeaderName::from_static("x-custom-secret"),
+            ],
+            &[HeaderName::from_static("x-custom-secret")],
+        );
+        let mut h = HeaderMap::new();
+        h.insert("authorization", "Bearer sk-123".parse().unwrap());
+        h.insert("x-tenant", "acme".parse().unwrap());
+        h.insert("x-custom-secret", "hunter2".parse().unwrap());
+        let attrs = capture.attributes(&h);
+        let text = format!("{attrs:?}");
+        assert!(
+            !text.contains("sk-123") && !text.contains("hunter2"),
+            "{text}"
+        );
+        assert!(text.contains("acme"));
+        assert_eq!(attrs.len(), 3);
+    }
+}

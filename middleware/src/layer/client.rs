@@ -1,0 +1,183 @@
+//! The client layer: a CLIENT span per outbound request, with the context injected.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+use http::{Request, Response};
+use opentelemetry::global::BoxedTracer;
+use opentelemetry::trace::{Span as _, SpanBuilder, SpanKind, TraceContextExt, Tracer};
+use opentelemetry::{Context, KeyValue};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::attrs;
+use super::body::TracedBody;
+use super::future::ResponseFuture;
+use super::span::{ExchangeSpan, Side};
+use super::{boxed_tracer, default_tracer};
+use crate::propagation;
+use crate::semconv;
+
+/// A [`Layer`] that traces outbound HTTP and gRPC requests.
+///
+/// For each request it starts a CLIENT span, a child of the request's
+/// [`opentelemetry::Context`] extension when there is one, else of
+/// [`Context::current()`](opentelemetry::Context::current), and injects that span's context
+/// as `traceparent`, `tracestate` and `baggage`: every outbound hop gets a fresh parent id.
+/// The span ends when the response body ends, fails or is dropped (see [`TracedBody`]);
+/// 4xx and 5xx responses and non-OK gRPC statuses are errors.
+///
+/// Spans are named `{METHOD}` (`{package.Service}/{Method}` for gRPC). `url.full` drops
+/// userinfo and the values of credential-bearing query parameters.
+///
+/// # Example
+///
+/// ```
+/// use llmtrace::ClientLayer;
+/// use tower::ServiceBuilder;
+///
+/// # fn wrap<S>(client: S) {
+/// let traced = ServiceBuilder::new().layer(ClientLayer::new()).service(client);
+/// # let _ = traced;
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct ClientLayer {
+    tracer: Arc<BoxedTracer>,
+}
+
+impl fmt::Debug for ClientLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientLayer").finish_non_exhaustive()
+    }
+}
+
+impl Default for ClientLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ClientLayer {
+    /// A layer that uses the global tracer provider's `llmtrace` tracer (taken when the layer
+    /// is built).
+    pub fn new() -> Self {
+        Self {
+            tracer: Arc::new(default_tracer()),
+        }
+    }
+
+    /// Uses `tracer` instead of the global one.
+    pub fn with_tracer<T>(mut self, tracer: T) -> Self
+    where
+        T: Tracer + Send + Sync + 'static,
+        T::Span: Send + Sync + 'static,
+    {
+        self.tracer = Arc::new(boxed_tracer(tracer));
+        self
+    }
+}
+
+impl<S> Layer<S> for ClientLayer {
+    type Service = ClientService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ClientService {
+            inner,
+            tracer: self.tracer.clone(),
+        }
+    }
+}
+
+/// The [`Service`] made by [`ClientLayer`].
+#[derive(Clone)]
+pub struct ClientService<S> {
+    inner: S,
+    tracer: Arc<BoxedTracer>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for ClientService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientService")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ClientService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Error: fmt::Display,
+    ResBody: http_body::Body,
+    ResBody::Error: fmt::Display,
+{
+    type Response = Response<TracedBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    /// Ready when the inner service is.
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let parent = req
+            .extensions()
+            .get::<Context>()
+            .cloned()
+            .unwrap_or_else(Context::current);
+        let grpc = attrs::is_grpc(req.headers());
+        let span = start_client_span(&self.tracer, &req, grpc, &parent);
+        let cx = parent.with_span(span);
+        propagation::inject(&cx, req.headers_mut());
+        let future = {
+            let _guard = cx.clone().attach();
+            self.inner.call(req)
+        };
+        ResponseFuture::traced(
+            future,
+            ExchangeSpan::new(cx, Side::Client, grpc, None),
+            false,
+        )
+    }
+}
+
+fn start_client_span<B>(
+    tracer: &BoxedTracer,
+    req: &Request<B>,
+    grpc: bool,
+    parent: &Context,
+) -> opentelemetry::global::BoxedSpan {
+    let uri = req.uri();
+    let mut attributes = Vec::with_capacity(8);
+    let method = attrs::push_method(&mut attributes, req.method());
+    let scheme = uri.scheme_str().unwrap_or("http");
+    if let Some((host, port)) = attrs::server_address(uri, req.headers()) {
+        attributes.push(KeyValue::new(semconv::http::SERVER_ADDRESS, host));
+        if let Some(port) = port.or_else(|| attrs::default_port(scheme)) {
+            attributes.push(KeyValue::new(semconv::http::SERVER_PORT, i64::from(port)));
+        }
+    }
+    let name = if grpc {
+        attrs::push_grpc(&mut attributes, uri.path()).unwrap_or_else(|| method.to_owned())
+    } else {
+        method.to_owned()
+    };
+    if let Some(url) = attrs::redacted_url(uri) {
+        attributes.push(KeyValue::new(semconv::http::URL_FULL, url));
+    }
+    let builder = SpanBuilder::from_name(name)
+        .with_kind(SpanKind::Client)
+        .with_attributes(attributes);
+    let mut span = tracer.build_with_context(builder, parent);
+    if span.is_recording() {
+        if let Some(version) = attrs::protocol_version(req.version()) {
+            span.set_attribute(KeyValue::new(
+                semconv::http::NETWORK_PROTOCOL_VERSION,
+                version,
+            ));
+        }
+    }
+    span
+}

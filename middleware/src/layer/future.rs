@@ -1,0 +1,112 @@
+//! The response future shared by the server and client layers.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll, ready};
+
+use http::{HeaderValue, Response};
+use opentelemetry::trace::TraceContextExt;
+use pin_project_lite::pin_project;
+
+use super::body::TracedBody;
+use super::span::{ExchangeSpan, Outcome};
+
+pin_project! {
+    /// Response future of [`ServerService`](super::ServerService) and
+    /// [`ClientService`](super::ClientService).
+    ///
+    /// The span's context is attached while the inner future is polled. When the inner
+    /// service answers, the span moves into the response's [`TracedBody`]; when it fails,
+    /// the span ends with the error; when this future is dropped first, the span ends as
+    /// aborted.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        span: Option<ExchangeSpan>,
+        traceresponse: bool,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn traced(inner: F, span: ExchangeSpan, traceresponse: bool) -> Self {
+        Self {
+            inner,
+            span: Some(span),
+            traceresponse,
+        }
+    }
+
+    pub(crate) fn untraced(inner: F) -> Self {
+        Self {
+            inner,
+            span: None,
+            traceresponse: false,
+        }
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("traced", &self.span.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: http_body::Body,
+    E: fmt::Display,
+{
+    type Output = Result<Response<TracedBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = {
+            let _guard = this
+                .span
+                .as_ref()
+                .and_then(ExchangeSpan::context)
+                .map(|c| c.clone().attach());
+            ready!(this.inner.poll(cx))
+        };
+        let Some(mut span) = this.span.take() else {
+            return Poll::Ready(result.map(|res| res.map(TracedBody::untraced)));
+        };
+        match result {
+            Ok(response) => {
+                let (mut parts, body) = response.into_parts();
+                span.on_response_head(parts.status, &parts.headers);
+                if *this.traceresponse {
+                    if let Some(value) = span.context().and_then(traceresponse_value) {
+                        parts.headers.insert("traceresponse", value);
+                    }
+                }
+                Poll::Ready(Ok(Response::from_parts(
+                    parts,
+                    TracedBody::new(body, Some(span)),
+                )))
+            }
+            Err(error) => {
+                span.end(Outcome::Failed {
+                    error_type: super::attrs::error_type_name::<E>(),
+                    message: error.to_string(),
+                });
+                Poll::Ready(Err(error))
+            }
+        }
+    }
+}
+
+/// `traceresponse` (Trace Context Level 2): our span's id, so the caller can find the trace.
+fn traceresponse_value(cx: &opentelemetry::Context) -> Option<HeaderValue> {
+    let span = cx.span();
+    let sc = span.span_context();
+    if !sc.is_valid() {
+        return None;
+    }
+    let flags = sc.trace_flags().to_u8() & 0x03;
+    HeaderValue::try_from(format!("00-{}-{}-{flags:02x}", sc.trace_id(), sc.span_id())).ok()
+}

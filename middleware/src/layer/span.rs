@@ -1,0 +1,209 @@
+//! One HTTP exchange's span, from the request head to the end of the response body.
+//!
+//! [`ExchangeSpan`] is shared by the server and client layers. It owns the span's
+//! [`Context`] and guarantees the span ends exactly once: through [`ExchangeSpan::end`], or,
+//! when the owner is dropped first (the response future or body was dropped before the end),
+//! as aborted.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use http::{HeaderMap, StatusCode};
+use opentelemetry::trace::{Status, TraceContextExt};
+use opentelemetry::{Context, KeyValue};
+
+use super::attrs::{self, HeaderCapture};
+use crate::semconv;
+
+/// Which side of the exchange the span describes; decides which statuses are errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    /// We received the request: 5xx is an error, 4xx is the caller's problem.
+    Server,
+    /// We sent the request: 4xx and 5xx are both errors.
+    Client,
+}
+
+/// How an exchange ended.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// The response body reached its end.
+    Complete,
+    /// The inner service or the body failed.
+    Failed {
+        error_type: Cow<'static, str>,
+        message: String,
+    },
+    /// The response future or body was dropped before the end.
+    Aborted,
+}
+
+/// A live span for one exchange. See the module docs.
+#[derive(Debug)]
+pub(crate) struct ExchangeSpan {
+    /// `None` once the span has ended.
+    cx: Option<Context>,
+    side: Side,
+    grpc: bool,
+    recording: bool,
+    status: Option<StatusCode>,
+    grpc_status: Option<i32>,
+    body_bytes: u64,
+    response_headers: Option<Arc<HeaderCapture>>,
+}
+
+impl ExchangeSpan {
+    pub(crate) fn new(
+        cx: Context,
+        side: Side,
+        grpc: bool,
+        response_headers: Option<Arc<HeaderCapture>>,
+    ) -> Self {
+        let recording = cx.span().is_recording();
+        Self {
+            cx: Some(cx),
+            side,
+            grpc,
+            recording,
+            status: None,
+            grpc_status: None,
+            body_bytes: 0,
+            response_headers,
+        }
+    }
+
+    /// The span's context, until it ends.
+    pub(crate) fn context(&self) -> Option<&Context> {
+        self.cx.as_ref()
+    }
+
+    /// Records the response head: status, a trailers-only `grpc-status`, captured headers.
+    pub(crate) fn on_response_head(&mut self, status: StatusCode, headers: &HeaderMap) {
+        self.status = Some(status);
+        if self.grpc {
+            self.record_grpc_status(headers);
+        }
+        let Some(cx) = self.cx.as_ref().filter(|_| self.recording) else {
+            return;
+        };
+        let span = cx.span();
+        span.set_attribute(KeyValue::new(
+            semconv::http::RESPONSE_STATUS_CODE,
+            i64::from(status.as_u16()),
+        ));
+        if let Some(capture) = &self.response_headers {
+            span.set_attributes(capture.attributes(headers));
+        }
+    }
+
+    /// Counts streamed response bytes.
+    pub(crate) fn on_data(&mut self, len: usize) {
+        self.body_bytes += len as u64;
+    }
+
+    /// Records `grpc-status` from the trailers.
+    pub(crate) fn on_trailers(&mut self, trailers: &HeaderMap) {
+        if self.grpc {
+            self.record_grpc_status(trailers);
+        }
+    }
+
+    fn record_grpc_status(&mut self, headers: &HeaderMap) {
+        if let Some(code) = headers
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<i32>().ok())
+        {
+            self.grpc_status = Some(code);
+        }
+    }
+
+    /// Ends the span. Later calls (and the drop) do nothing.
+    pub(crate) fn end(&mut self, outcome: Outcome) {
+        let Some(cx) = self.cx.take() else {
+            return;
+        };
+        let span = cx.span();
+        if !self.recording {
+            span.end();
+            return;
+        }
+        let mut attributes = Vec::with_capacity(4);
+        if self.status.is_some() {
+            attributes.push(KeyValue::new(
+                semconv::http::RESPONSE_BODY_SIZE,
+                self.body_bytes as i64,
+            ));
+        }
+        if let Some(code) = self.grpc_status {
+            attributes.push(KeyValue::new(
+                semconv::rpc::GRPC_STATUS_CODE,
+                i64::from(code),
+            ));
+        }
+        let status = match outcome {
+            Outcome::Complete => self.status_from_response(&mut attributes),
+            Outcome::Failed {
+                error_type,
+                message,
+            } => {
+                attributes.push(KeyValue::new(semconv::http::ERROR_TYPE, error_type));
+                Status::error(message)
+            }
+            Outcome::Aborted => {
+                attributes.push(KeyValue::new(semconv::llmtrace::ABORTED, true));
+                attributes.push(KeyValue::new(
+                    semconv::http::ERROR_TYPE,
+                    semconv::llmtrace::ABORTED_ERROR_TYPE,
+                ));
+                let message = match (self.side, self.status.is_some()) {
+                    (Side::Server, true) => "client disconnected before the response body ended",
+                    (Side::Server, false) => "client disconnected before the response started",
+                    (Side::Client, true) => "response body dropped before its end",
+                    (Side::Client, false) => "request cancelled before the response arrived",
+                };
+                Status::error(message)
+            }
+        };
+        span.set_attributes(attributes);
+        span.set_status(status);
+        span.end();
+    }
+
+    fn status_from_response(&self, attributes: &mut Vec<KeyValue>) -> Status {
+        if self.grpc {
+            return match self.grpc_status {
+                Some(0) | None => Status::Unset,
+                Some(code) => {
+                    let name = attrs::grpc_code_name(code);
+                    attributes.push(KeyValue::new(semconv::http::ERROR_TYPE, name));
+                    Status::error(format!("gRPC status {name}"))
+                }
+            };
+        }
+        let Some(status) = self.status else {
+            return Status::Unset;
+        };
+        let is_error = match self.side {
+            Side::Server => status.is_server_error(),
+            Side::Client => status.is_client_error() || status.is_server_error(),
+        };
+        if is_error {
+            attributes.push(KeyValue::new(
+                semconv::http::ERROR_TYPE,
+                attrs::status_code_str(status),
+            ));
+            // Per the HTTP conventions the description is left empty when the status code
+            // already says it all.
+            Status::error("")
+        } else {
+            Status::Unset
+        }
+    }
+}
+
+impl Drop for ExchangeSpan {
+    fn drop(&mut self) {
+        self.end(Outcome::Aborted);
+    }
+}
