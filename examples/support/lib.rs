@@ -1,1 +1,7 @@
-//! Shared code for the examples, tests and benches.
+//! Code shared by the examples, the end-to-end tests and the benches of llmtrace.
+
+pub mod proto {
+    //! The demo completion service (`proto/llmtrace/demo/v1/completion.proto`).
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("llmtrace.demo.v1");
+}

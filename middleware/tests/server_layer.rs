@@ -1,0 +1,428 @@
+//! The server layer against real axum servers on loopback sockets.
+
+mod support;
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::{get, post};
+use bytes::Bytes;
+use http::{HeaderName, Request, StatusCode};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use llmtrace::ServerLayer;
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
+use opentelemetry_sdk::trace::Sampler;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tower::ServiceExt;
+
+const PARENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT_SPAN: &str = "00f067aa0ba902b7";
+
+fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Body> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Ten chunks, `gap` apart.
+fn ten_chunks(gap: Duration) -> Body {
+    let stream = futures::stream::unfold(0u32, move |i| async move {
+        if i == 10 {
+            return None;
+        }
+        tokio::time::sleep(gap).await;
+        Some((Ok::<_, Infallible>(Bytes::from(format!("data: chunk {i}\n\n"))), i + 1))
+    });
+    Body::from_stream(stream)
+}
+
+#[tokio::test]
+async fn span_is_named_by_route_and_parented_by_traceparent() {
+    let rec = Recorder::new();
+    let app = Router::new()
+        .route("/v1/models/{id}", get(|| async { "model" }))
+        .layer(ServerLayer::new().with_tracer(rec.tracer()));
+    let addr = serve(app).await;
+
+    let req = Request::get(format!("http://{addr}/v1/models/gpt-4o?x=1"))
+        .header("traceparent", format!("00-{PARENT_TRACE}-{PARENT_SPAN}-01"))
+        .header("user-agent", "test-agent/1.0")
+        .body(Body::empty())
+        .unwrap();
+    let res = client().request(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    res.into_body().collect().await.unwrap();
+
+    let spans = rec.wait_for(1).await;
+    let s = span(&spans, "GET /v1/models/{id}");
+    assert_eq!(s.span_kind, SpanKind::Server);
+    assert_eq!(s.span_context.trace_id().to_string(), PARENT_TRACE);
+    assert_eq!(s.parent_span_id.to_string(), PARENT_SPAN);
+    assert!(s.parent_span_is_remote);
+    assert!(s.span_context.is_sampled());
+    assert_eq!(attr_str(s, "http.request.method").as_deref(), Some("GET"));
+    assert_eq!(attr_str(s, "http.route").as_deref(), Some("/v1/models/{id}"));
+    assert_eq!(attr_str(s, "url.path").as_deref(), Some("/v1/models/gpt-4o"));
+    assert_eq!(attr_str(s, "url.scheme").as_deref(), Some("http"));
+    assert_eq!(attr_str(s, "server.address").as_deref(), Some("127.0.0.1"));
+    assert_eq!(attr_i64(s, "server.port"), Some(i64::from(addr.port())));
+    assert_eq!(attr_str(s, "network.protocol.version").as_deref(), Some("1.1"));
+    assert_eq!(attr_str(s, "user_agent.original").as_deref(), Some("test-agent/1.0"));
+    assert_eq!(attr_str(s, "client.address").as_deref(), Some("127.0.0.1"));
+    assert_eq!(attr_i64(s, "http.response.status_code"), Some(200));
+    assert_eq!(attr_i64(s, "http.response.body.size"), Some(5));
+    assert_eq!(s.status, Status::Unset);
+    rec.assert_each_ended_once();
+}
+
+#[tokio::test]
+async fn no_route_means_method_only_never_the_raw_path() {
+    let rec = Recorder::new();
+    let app = Router::new()
+        .route("/known", get(|| async { "ok" }))
+        .layer(ServerLayer::new().with_tracer(rec.tracer()));
+    let res = app
+        .oneshot(Request::get("/unknown/12345").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    res.into_body().collect().await.unwrap();
+    let spans = rec.spans();
+    assert_eq!(names(&spans), ["GET"]);
+    // 4xx is the caller's problem on the server side.
+    assert_eq!(spans[0].status, Status::Unset);
+    assert!(attr(&spans[0], "error.type").is_none());
+    // A request without traceparent starts a new trace.
+    assert_eq!(spans[0].parent_span_id, opentelemetry::trace::SpanId::INVALID);
+}
+
+#[tokio::test]
+async fn streamed_body_keeps_the_span_open_until_the_last_chunk() {
+    let rec = Recorder::new();
+    let app = Router::new()
+        .route("/stream", get(|| async { ten_chunks(Duration::from_millis(50)) }))
+        .layer(ServerLayer::new().with_tracer(rec.tracer()));
+    let addr = serve(app).await;
+
+    let started = std::time::Instant::now();
+    let res = client()
+        .request(Request::get(format!("http://{addr}/stream")).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    // The head arrives at once; the body takes 10 × 50 ms.
+    let mut body = res.into_body();
+    let mut chunks = 0;
+    while let Some(frame) = body.frame().await {
+        if frame.unwrap().is_data() {
+            chunks += 1;
+        }
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(chunks, 10);
+
+    let spans = rec.wait_for(1).await;
+    let s = span(&spans, "GET /stream");
+    let d = duration(s);
+    assert!(d >= Duration::from_millis(500), "span lasted {d:?}");
+    assert!(d <= elapsed + Duration::from_millis(50), "span {d:?} outlived the client's {elapsed:?}");
+    assert_eq!(s.status, Status::Unset);
+    assert!(attr(s, "llmtrace.aborted").is_none());
+    assert_eq!(attr_i64(s, "http.response.body.size"), Some(10 * 15));
+    rec.assert_each_ended_once();
+}
+
+#[tokio::test]
+async fn client_disconnect_mid_stream_closes_the_span_as_aborted() {
+    let rec = Recorder::new();
+    let app = Router::new()
+        .route("/stream", get(|| async { ten_chunks(Duration::from_millis(50)) }))
+        .layer(ServerLayer::new().with_tracer(rec.tracer()));
+    let addr = serve(app).await;
+
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket
+        .write_all(b"GET /stream HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    // Read until the first chunk is there, then hang up.
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&seen).contains("chunk 0") {
+        let n = socket.read(&mut buf).await.unwrap();
+        assert!(n > 0, "server closed early");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    drop(socket);
+
+    let spans = rec.wait_for(1).await;
+    let s = span(&spans, "GET /stream");
+    assert!(is_error(s), "status {:?}", s.status);
+    assert_eq!(attr(s, "llmtrace.aborted"), Some(&opentelemetry::Value::Bool(true)));
+    assert_eq!(attr_str(s, "error.type").as_deref(), Some("aborted"));
+    assert_eq!(attr_i64(s, "http.response.status_code"), Some(200));
+    assert!(duration(s) < Duration::from_millis(500), "the span should end when the client leaves");
+    // Give the server time to notice anything else; the span must not end again.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(rec.spans().len(), 1);
+    rec.assert_each_ended_once();
+}
+
+#[tokio::test]
+async fn dropping_the_response_future_before_the_head_is_an_abort() {
+    let rec = Recorder::new();
+    let svc = ServerLayer::new().with_tracer(rec.tracer()).layer_service(tower::service_fn(
+        |_req: Request<Body>| async {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            Ok::<_, Infallible>(http::Response::new(Body::empty()))
+        },
+    ));
+    let fut = svc.oneshot(Request::get("/slow").body(Body::empty()).unwrap());
+    let _ = tokio::time::timeout(Duration::from_millis(20), fut).await;
+    let spans = rec.spans();
+    assert_eq!(spans.len(), 1);
+    assert!(is_error(&spans[0]));
+    assert!(attr(&spans[0], "http.response.status_code").is_none());
+    assert_eq!(attr_str(&spans[0], "error.type").as_deref(), Some("aborted"));
+    rec.assert_each_ended_once();
+}
+
+trait LayerExt {
+    fn layer_service<S>(self, svc: S) -> llmtrace::layer::ServerService<S>;
+}
+impl LayerExt for ServerLayer {
+    fn layer_service<S>(self, svc: S) -> llmtrace::layer::ServerService<S> {
+        tower::Layer::layer(&self, svc)
+    }
+}
+
+#[tokio::test]
+async fn server_errors_and_body_errors_mark_the_span() {
+    let rec = Recorder::new();
+    let app = Router::new()
+        .route("/boom", get(|| async { (StatusCode::BAD_GATEWAY, "upstream down") }))
+        .route(
+            "/broken",
+            get(|| async {
+                let stream = futures::stream::iter(vec![
+                    Ok(Bytes::from_static(b"partial")),
+                    Err(std::io::Error::other("producer failed")),
+                ]);
+                Body::from_stream(stream)
+            }),
+        )
+        .layer(ServerLayer::new().with_tracer(rec.tracer()));
+
+    let res = app
+        .clone()
+        .oneshot(Request::get("/boom").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    res.into_body().collect().await.unwrap();
+    let res = app
+        .oneshot(Request::get("/broken").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert!(res.into_body().collect().await.is_err());
+
+    let spans = rec.spans();
+    let boom = span(&spans, "GET /boom");
+    assert!(is_error(boom));
+    assert_eq!(attr_str(boom, "error.type").as_deref(), Some("502"));
+    let broken = span(&spans, "GET /broken");
+    assert!(is_error(broken));
+    let Status::Error { description } = &broken.status else { unreachable!() };
+    assert!(description.contains("producer failed"), "{description}");
+    assert!(attr_str(broken, "error.type").is_some());
+    assert!(attr(broken, "llmtrace.aborted").is_none());
+    rec.assert_each_ended_once();
+}
+
+#[tokio::test]
+async fn handler_spans_nest_under_the_server_span_via_the_otel_api() {
+    let rec = Recorder::new();
+    let tracer = rec.sdk_tracer();
+    let app = Router::new()
+        .route(
+            "/work",
+            post(move || {
+                let tracer = tracer.clone();
+                async move {
+                    // Created after an await point: the context must be attached on every poll.
+                    tokio::task::yield_now().await;
+                    let span = tracer.start("handler work");
+                    let _cx = opentelemetry::Context::current_with_span(span);
+                    "done"
+                }
+            }),
+        )
+        .layer(ServerLayer::new().with_tracer(rec.tracer()));
+    let res = app
+        .oneshot(Request::post("/work").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    res.into_body().collect().await.unwrap();
+
+    let spans = rec.spans();
+    let server = span(&spans, "POST /work");
+    let child = span(&spans, "handler work");
+    assert_eq!(child.parent_span_id, server.span_context.span_id());
+    assert_eq!(child.span_context.trace_id(), server.span_context.trace_id());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn handler_spans_nest_under_the_server_span_via_tracing() {
+    use tracing::Instrument;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let rec = Recorder::new();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(rec.sdk_tracer()));
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let app = Router::new()
+        .route(
+            "/work",
+            post(|| async {
+                async {
+                    tokio::task::yield_now().await;
+                    tracing::info!("inside");
+                }
+                .instrument(tracing::info_span!("db.query"))
+                .await;
+                "done"
+            }),
+        )
+        .layer(ServerLayer::new().with_tracer(rec.tracer()));
+    let res = app
+        .oneshot(Request::post("/work").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    res.into_body().collect().await.unwrap();
+
+    let spans = rec.spans();
+    let server = span(&spans, "POST /work");
+    let child = span(&spans, "db.query");
+    assert_eq!(child.parent_span_id, server.span_context.span_id());
+    assert_eq!(child.span_context.trace_id(), server.span_context.trace_id());
+}
+
+#[tokio::test]
+async fn skipped_paths_create_no_span() {
+    let rec = Recorder::new();
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/work", get(|| async { "ok" }))
+        .layer(ServerLayer::new().with_tracer(rec.tracer()).skip_paths(["/healthz"]));
+    for path in ["/healthz", "/work", "/healthz"] {
+        let res = app
+            .clone()
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        res.into_body().collect().await.unwrap();
+    }
+    assert_eq!(names(&rec.spans()), ["GET /work"]);
+}
+
+#[tokio::test]
+async fn captured_headers_never_leak_credentials() {
+    let rec = Recorder::new();
+    let app = Router::new()
+        .route(
+            "/v1/chat/completions",
+            post(|| async { ([("x-ratelimit-remaining", "99"), ("set-cookie", "s=secret")], "ok") }),
+        )
+        .layer(
+            ServerLayer::new()
+                .with_tracer(rec.tracer())
+                .capture_request_headers([
+                    HeaderName::from_static("authorization"),
+                    HeaderName::from_static("x-api-key"),
+                    HeaderName::from_static("x-tenant"),
+                    HeaderName::from_static("x-internal-token"),
+                ])
+                .capture_response_headers([
+                    HeaderName::from_static("x-ratelimit-remaining"),
+                    HeaderName::from_static("set-cookie"),
+                ])
+                .redact_headers([HeaderName::from_static("x-internal-token")]),
+        );
+    let res = app
+        .oneshot(
+            Request::post("/v1/chat/completions")
+                .header("authorization", "Bearer sk-live-123")
+                .header("x-api-key", "sk-ant-456")
+                .header("x-tenant", "acme")
+                .header("x-internal-token", "tok-789")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    res.into_body().collect().await.unwrap();
+    let spans = rec.spans();
+    let s = &spans[0];
+    let everything = format!("{:?}", s.attributes);
+    for secret in ["sk-live-123", "sk-ant-456", "tok-789", "s=secret"] {
+        assert!(!everything.contains(secret), "{secret} leaked: {everything}");
+    }
+    assert!(everything.contains("acme"));
+    assert!(attr(s, "http.request.header.authorization").is_some());
+    assert!(attr(s, "http.response.header.x-ratelimit-remaining").is_some());
+}
+
+#[tokio::test]
+async fn traceresponse_names_the_server_span() {
+    let rec = Recorder::new();
+    let app = Router::new()
+        .route("/x", get(|| async { "ok" }))
+        .layer(ServerLayer::new().with_tracer(rec.tracer()).traceresponse(true));
+    let res = app
+        .oneshot(
+            Request::get("/x")
+                .header("traceparent", format!("00-{PARENT_TRACE}-{PARENT_SPAN}-01"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let header = res.headers()["traceresponse"].to_str().unwrap().to_owned();
+    res.into_body().collect().await.unwrap();
+    let spans = rec.spans();
+    let sc = &spans[0].span_context;
+    assert_eq!(header, format!("00-{}-{}-01", sc.trace_id(), sc.span_id()));
+    assert_eq!(sc.trace_id().to_string(), PARENT_TRACE);
+}
+
+#[tokio::test]
+async fn unsampled_requests_still_propagate_and_export_nothing() {
+    let rec = Recorder::with_sampler(Sampler::AlwaysOff);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let seen2 = seen.clone();
+    let app = Router::new()
+        .route(
+            "/x",
+            get(move || {
+                let seen = seen2.clone();
+                async move {
+                    let cx = opentelemetry::Context::current();
+                    *seen.lock().unwrap() = Some(cx.span().span_context().clone());
+                    "ok"
+                }
+            }),
+        )
+        .layer(ServerLayer::new().with_tracer(rec.tracer()));
+    let res = app
+        .oneshot(Request::get("/x").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    res.into_body().collect().await.unwrap();
+    assert!(rec.spans().is_empty());
+    let sc = seen.lock().unwrap().clone().unwrap();
+    assert!(sc.is_valid(), "the handler still sees a valid (unsampled) span context");
+    assert!(!sc.is_sampled());
+    rec.assert_each_ended_once();
+}
