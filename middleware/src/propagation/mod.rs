@@ -1,18 +1,279 @@
-//! TEMPORARY placeholder: replaced by the W3C implementation.
-use opentelemetry::Context;
+//! W3C Trace Context (Level 2) and W3C Baggage over [`http::HeaderMap`], exact to the
+//! specifications.
+//!
+//! [`extract`] reads `traceparent`, `tracestate` and `baggage` from incoming request headers into
+//! an OpenTelemetry [`Context`]; [`inject`] writes the current span's context and the baggage into
+//! outgoing request headers. [`W3cPropagator`] does the same through OpenTelemetry's
+//! [`TextMapPropagator`](opentelemetry::propagation::TextMapPropagator) interface, for code that
+//! uses the global propagator.
+//!
+//! ```
+//! use http::HeaderMap;
+//! use llmtrace::propagation::{extract, inject};
+//! use opentelemetry::trace::TraceContextExt;
+//!
+//! let mut incoming = HeaderMap::new();
+//! incoming.insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().unwrap());
+//! incoming.insert("tracestate", "congo=t61rcWkgMzE".parse().unwrap());
+//!
+//! let cx = extract(&incoming);
+//! assert!(cx.span().span_context().is_remote());
+//!
+//! // (a server would start its span under `cx` here)
+//! let mut outgoing = HeaderMap::new();
+//! inject(&cx, &mut outgoing);
+//! assert_eq!(outgoing["traceparent"], "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+//! assert_eq!(outgoing["tracestate"], "congo=t61rcWkgMzE");
+//! ```
+//!
+//! # What extraction does with each header
+//!
+//! - **`traceparent`**: exactly one header value, parsed by [`TraceParent::parse`] (lowercase hex,
+//!   exact lengths, no all-zero ids, version `ff` refused, higher versions parsed as far as
+//!   version `00` goes). Two values, or two combined with a comma, are refused. A refused
+//!   `traceparent` sets no span context — the caller starts a new trace — and the `tracestate`
+//!   is then ignored. Otherwise the context gets a *remote* span context whose flags keep
+//!   `sampled` (`0x01`) and `random` (`0x02`) and drop every other bit.
+//! - **`tracestate`**: all header values, joined in order, parsed by
+//!   [`TraceState::parse_values`]. An invalid list (bad member, duplicate key, more than 32
+//!   members) is dropped whole; `traceparent` is still used.
+//! - **`baggage`**: all header values, decoded by [`decode_baggage`]; a malformed member is
+//!   dropped alone. Baggage does not depend on `traceparent` being valid. When at least one
+//!   member is decoded, the baggage replaces the parent context's.
+//!
+//! # Carrying `tracestate` unchanged
+//!
+//! A received `tracestate` must reach the next hop unmodified and in order. OpenTelemetry 0.33's
+//! `TraceState`, which spans carry, keeps the order but validates keys differently from the
+//! specification: it refuses a valid `tenant@system` key whose system part has the maximum 14
+//! characters, and one such member makes `TraceState::from_key_value` refuse the whole list.
+//! (It is also more lenient elsewhere — empty values, `tenant@` keys, digit-first simple keys,
+//! over-long tenant parts — which matters only for what we *send*.)
+//!
+//! So [`extract`] stores two things: the span context's OpenTelemetry `TraceState`, holding
+//! every member OpenTelemetry accepts ([`TraceState::to_otel`]), and, as a private context
+//! value, the validated [`TraceState`] exactly as received together with the trace id it belongs
+//! to and the OpenTelemetry `TraceState` derived from it. [`inject`] sends the received text when
+//! the span being propagated is in the same trace *and* its OpenTelemetry `TraceState` is still
+//! the derived one (the SDK copies the parent's into every child; a sampler that changes it
+//! makes the span's own state win). In every other case it sends the span's OpenTelemetry
+//! `TraceState`, filtered to the members the specification allows ([`TraceState::from_otel`]).
+//!
+//! # Trace flags and the Level 2 `random` flag
+//!
+//! [`inject`] always writes version `00` and only the flags it understands. The `random` flag
+//! (`0x02`) is set when any of these holds:
+//! - the span context's flags have it (the OpenTelemetry SDK 0.33 copies the parent's flags into
+//!   sampled and record-only children, so a received `random` flag survives there);
+//! - the span is in the trace received by [`extract`] and the received `traceparent` had it
+//!   (this also covers children the SDK *drops*, which it creates with flags `00`, losing
+//!   `random`);
+//! - the span is in another trace and the context holds [`RandomTraceId`], the marker a layer
+//!   inserts when it starts a new trace with a randomly generated trace id.
+//!
+//! # `HeaderMap` functions versus the `TextMapPropagator`
+//!
+//! [`extract`] sees every value of a header, so it refuses duplicate `traceparent` headers and
+//! joins several `tracestate` and `baggage` headers. [`W3cPropagator`] reads headers through the
+//! generic [`Extractor`](opentelemetry::propagation::Extractor), which yields all values only if
+//! the extractor implements `get_all` ([`HeaderExtractor`] does; a `HashMap` holds one value per
+//! key). Likewise [`inject`] removes stale `traceparent`, `tracestate` and `baggage` headers,
+//! while an [`Injector`](opentelemetry::propagation::Injector) can only set values.
 
-/// Extracts the remote context carried by `traceparent`, `tracestate` and `baggage`.
-pub fn extract(headers: &http::HeaderMap) -> Context {
+mod baggage;
+mod propagator;
+mod traceparent;
+mod tracestate;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use opentelemetry::Context;
+use opentelemetry::baggage::BaggageExt;
+use opentelemetry::trace::{SpanContext, TraceContextExt, TraceFlags, TraceId};
+
+pub use self::baggage::{MAX_BAGGAGE_BYTES, MAX_BAGGAGE_MEMBERS, decode_baggage, encode_baggage};
+pub use self::propagator::{HeaderExtractor, HeaderInjector, W3cPropagator};
+pub use self::traceparent::{
+    FLAG_RANDOM, FLAG_SAMPLED, KNOWN_FLAGS, ParseTraceParentError, TraceParent,
+};
+pub use self::tracestate::{ParseTraceStateError, TraceState};
+
+/// The `traceparent` header name.
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// The `tracestate` header name.
+pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+/// The `baggage` header name.
+pub const BAGGAGE: HeaderName = HeaderName::from_static("baggage");
+
+/// Context marker: the current trace was started here with a randomly generated trace id, so
+/// [`inject`] sets the Level 2 `random` flag (`0x02`) on its `traceparent`.
+///
+/// The OpenTelemetry SDK's default id generator draws trace ids at random but never sets the
+/// flag itself. A server layer that starts a brand-new trace inserts this marker into the
+/// context it runs the request in. It is ignored for a span that continues the trace received
+/// by [`extract`] (whose own `random` flag then applies).
+///
+/// ```
+/// use llmtrace::propagation::{RandomTraceId, inject};
+/// use opentelemetry::Context;
+/// use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+///
+/// let sc = SpanContext::new(
+///     TraceId::from(0x4bf92f3577b34da6a3ce929d0e0e4736),
+///     SpanId::from(0x00f067aa0ba902b7),
+///     TraceFlags::SAMPLED,
+///     false,
+///     TraceState::default(),
+/// );
+/// let cx = Context::new().with_remote_span_context(sc).with_value(RandomTraceId);
+/// let mut headers = http::HeaderMap::new();
+/// inject(&cx, &mut headers);
+/// assert_eq!(headers["traceparent"], "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03");
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RandomTraceId;
+
+/// What [`extract`] received, kept in the context so [`inject`] can send it on unchanged.
+#[derive(Debug)]
+struct ReceivedTraceContext {
+    trace_id: TraceId,
+    random: bool,
+    /// The validated header as received (empty when absent or invalid).
+    trace_state: TraceState,
+    /// What `trace_state` became as OpenTelemetry's `TraceState` on the remote span context.
+    otel_trace_state: opentelemetry::trace::TraceState,
+}
+
+/// Extracts the remote context carried by `traceparent`, `tracestate` and `baggage`, on top of
+/// an empty context. See the [module documentation](self) for the rules.
+pub fn extract(headers: &HeaderMap) -> Context {
     extract_with_context(&Context::new(), headers)
 }
 
-/// Like [`extract`], on top of `parent`.
-pub fn extract_with_context(parent: &Context, headers: &http::HeaderMap) -> Context {
-    let _ = headers;
-    parent.clone()
+/// Like [`extract`], on top of `parent`: the remote span context and the baggage, when present
+/// and valid, replace the parent's; everything else in `parent` is kept.
+pub fn extract_with_context(parent: &Context, headers: &HeaderMap) -> Context {
+    extract_values(
+        parent,
+        headers.get_all(TRACEPARENT).iter().map(HeaderValue::to_str),
+        headers.get_all(TRACESTATE).iter().map(HeaderValue::to_str),
+        headers.get_all(BAGGAGE).iter().map(HeaderValue::as_bytes),
+    )
 }
 
-/// Injects `cx` as `traceparent`, `tracestate` and `baggage`.
-pub fn inject(cx: &Context, headers: &mut http::HeaderMap) {
-    let _ = (cx, headers);
+/// Injects the context's span as `traceparent` and `tracestate` (when non-empty), and its
+/// baggage as `baggage` (when non-empty). Headers of those names that `cx` has nothing for are
+/// removed, so stale values from a reused request never leak. See the
+/// [module documentation](self) for the rules.
+pub fn inject(cx: &Context, headers: &mut HeaderMap) {
+    let outgoing = Outgoing::from_context(cx);
+    set_or_remove(headers, TRACEPARENT, outgoing.traceparent);
+    set_or_remove(headers, TRACESTATE, outgoing.tracestate);
+    set_or_remove(headers, BAGGAGE, outgoing.baggage);
+}
+
+fn set_or_remove(headers: &mut HeaderMap, name: HeaderName, value: Option<String>) {
+    match value.and_then(|v| HeaderValue::try_from(v).ok()) {
+        Some(value) => {
+            headers.insert(name, value);
+        }
+        None => {
+            headers.remove(name);
+        }
+    }
+}
+
+/// The shared extraction, over header values from a `HeaderMap` or an `Extractor`.
+fn extract_values<'a, E>(
+    parent: &Context,
+    traceparent: impl Iterator<Item = Result<&'a str, E>>,
+    tracestate: impl Iterator<Item = Result<&'a str, E>>,
+    baggage: impl Iterator<Item = &'a [u8]>,
+) -> Context {
+    let mut cx = None;
+    if let Ok(tp) = single_traceparent(traceparent) {
+        let trace_state = tracestate
+            .collect::<Result<Vec<&str>, E>>()
+            .ok()
+            .and_then(|values| TraceState::parse_values(values).ok())
+            .unwrap_or_default();
+        let otel_trace_state = trace_state.to_otel();
+        let span_context = SpanContext::new(
+            tp.trace_id,
+            tp.parent_id,
+            tp.trace_flags(),
+            true,
+            otel_trace_state.clone(),
+        );
+        cx = Some(
+            parent
+                .with_remote_span_context(span_context)
+                .with_value(ReceivedTraceContext {
+                    trace_id: tp.trace_id,
+                    random: tp.is_random(),
+                    trace_state,
+                    otel_trace_state,
+                }),
+        );
+    }
+    let baggage = decode_baggage(baggage);
+    match (cx, baggage.is_empty()) {
+        (Some(cx), true) => cx,
+        (Some(cx), false) => cx.with_baggage(baggage),
+        (None, true) => parent.clone(),
+        (None, false) => parent.with_baggage(baggage),
+    }
+}
+
+fn single_traceparent<'a, E>(
+    mut values: impl Iterator<Item = Result<&'a str, E>>,
+) -> Result<TraceParent, ParseTraceParentError> {
+    let first = values.next().ok_or(ParseTraceParentError::Length(0))?;
+    if values.next().is_some() {
+        return Err(ParseTraceParentError::Multiple);
+    }
+    TraceParent::parse(first.map_err(|_| ParseTraceParentError::NotAscii)?)
+}
+
+/// The header values [`inject`] and [`W3cPropagator`] send for a context.
+struct Outgoing {
+    traceparent: Option<String>,
+    tracestate: Option<String>,
+    baggage: Option<String>,
+}
+
+impl Outgoing {
+    fn from_context(cx: &Context) -> Self {
+        let baggage = encode_baggage(cx.baggage());
+        let span = cx.span();
+        let sc = span.span_context();
+        if !sc.is_valid() {
+            return Outgoing {
+                traceparent: None,
+                tracestate: None,
+                baggage,
+            };
+        }
+        let received = cx
+            .get::<ReceivedTraceContext>()
+            .filter(|r| r.trace_id == sc.trace_id());
+        let random = sc.trace_flags() & TraceFlags::new(FLAG_RANDOM) != TraceFlags::default()
+            || match received {
+                Some(received) => received.random,
+                None => cx.get::<RandomTraceId>().is_some(),
+            };
+        let flags =
+            (sc.trace_flags().to_u8() & FLAG_SAMPLED) | if random { FLAG_RANDOM } else { 0 };
+        let traceparent = TraceParent::new(sc.trace_id(), sc.span_id(), flags).to_string();
+        let tracestate = match received {
+            Some(received) if *sc.trace_state() == received.otel_trace_state => {
+                received.trace_state.to_string()
+            }
+            _ => TraceState::from_otel(sc.trace_state()).to_string(),
+        };
+        Outgoing {
+            traceparent: Some(traceparent),
+            tracestate: (!tracestate.is_empty()).then_some(tracestate),
+            baggage,
+        }
+    }
 }

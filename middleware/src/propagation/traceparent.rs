@@ -1,0 +1,256 @@
+//! The `traceparent` header: `version "-" trace-id "-" parent-id "-" trace-flags`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use opentelemetry::trace::{SpanId, TraceFlags, TraceId};
+
+/// The `sampled` trace flag (`0x01`).
+pub const FLAG_SAMPLED: u8 = 0x01;
+/// The Level 2 `random` trace flag (`0x02`): the trace id's rightmost 7 bytes are random.
+pub const FLAG_RANDOM: u8 = 0x02;
+/// The flags this crate understands and propagates; every other bit is dropped on inject.
+pub const KNOWN_FLAGS: u8 = FLAG_SAMPLED | FLAG_RANDOM;
+
+/// Length of a version `00` header, and the minimum length of any version.
+const V00_LEN: usize = 55;
+
+/// A parsed `traceparent` header.
+///
+/// [`TraceParent::parse`] follows the W3C Trace Context Level 2 parsing rules, including the
+/// forward-compatible rules for versions above `00`. Formatting ([`fmt::Display`]) always
+/// writes version `00` and only the flags this crate knows ([`KNOWN_FLAGS`]), which is what a
+/// version `00` participant must send whatever version it received.
+///
+/// ```
+/// use llmtrace::propagation::TraceParent;
+///
+/// let tp = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03").unwrap();
+/// assert!(tp.is_sampled() && tp.is_random());
+/// assert_eq!(tp.to_string(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03");
+///
+/// // A future version is parsed as far as version 00 goes, and re-emitted as version 00.
+/// let tp: TraceParent = "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future".parse().unwrap();
+/// assert_eq!(tp.version, 0xcc);
+/// assert_eq!(tp.to_string(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TraceParent {
+    /// The version received (`0x00`..=`0xfe`). Formatting always writes `00`.
+    pub version: u8,
+    /// The trace id; never all zeros once parsed.
+    pub trace_id: TraceId,
+    /// The caller's span id (`parent-id`); never all zeros once parsed.
+    pub parent_id: SpanId,
+    /// The flags byte as received, unknown bits included. Formatting keeps [`KNOWN_FLAGS`] only.
+    pub flags: u8,
+}
+
+impl TraceParent {
+    /// Creates a version `00` traceparent.
+    pub fn new(trace_id: TraceId, parent_id: SpanId, flags: u8) -> Self {
+        TraceParent {
+            version: 0,
+            trace_id,
+            parent_id,
+            flags,
+        }
+    }
+
+    /// Parses one `traceparent` header value. Optional white space (spaces and tabs) around the
+    /// value is ignored; everything else must match the specification exactly (lowercase hex,
+    /// exact field lengths, no all-zero ids, version `ff` refused, version `00` exactly 55
+    /// characters, a higher version followed by nothing or by `-`).
+    pub fn parse(value: &str) -> Result<Self, ParseTraceParentError> {
+        let s = value.trim_matches(is_ows).as_bytes();
+        if s.len() < V00_LEN {
+            return Err(ParseTraceParentError::Length(s.len()));
+        }
+        let version = parse_hex_byte(&s[0..2]).ok_or(ParseTraceParentError::Version)?;
+        if version == 0xff {
+            return Err(ParseTraceParentError::Version);
+        }
+        if s[2] != b'-' || s[35] != b'-' || s[52] != b'-' {
+            return Err(ParseTraceParentError::Delimiter);
+        }
+        let trace_id = parse_hex_u128(&s[3..35]).ok_or(ParseTraceParentError::TraceId)?;
+        if trace_id == 0 {
+            return Err(ParseTraceParentError::ZeroTraceId);
+        }
+        let parent_id = parse_hex_u64(&s[36..52]).ok_or(ParseTraceParentError::ParentId)?;
+        if parent_id == 0 {
+            return Err(ParseTraceParentError::ZeroParentId);
+        }
+        let flags = parse_hex_byte(&s[53..55]).ok_or(ParseTraceParentError::Flags)?;
+        if s.len() > V00_LEN {
+            if version == 0 {
+                return Err(ParseTraceParentError::Length(s.len()));
+            }
+            // Forward compatibility: a later version may append fields after a dash.
+            if s[V00_LEN] != b'-' {
+                return Err(ParseTraceParentError::Delimiter);
+            }
+        }
+        Ok(TraceParent {
+            version,
+            trace_id: TraceId::from(trace_id),
+            parent_id: SpanId::from(parent_id),
+            flags,
+        })
+    }
+
+    /// The flags this crate propagates (unknown bits cleared), as OpenTelemetry `TraceFlags`.
+    pub fn trace_flags(&self) -> TraceFlags {
+        TraceFlags::new(self.flags & KNOWN_FLAGS)
+    }
+
+    /// Whether the `sampled` flag is set.
+    pub fn is_sampled(&self) -> bool {
+        self.flags & FLAG_SAMPLED != 0
+    }
+
+    /// Whether the Level 2 `random` flag is set.
+    pub fn is_random(&self) -> bool {
+        self.flags & FLAG_RANDOM != 0
+    }
+}
+
+impl FromStr for TraceParent {
+    type Err = ParseTraceParentError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        TraceParent::parse(s)
+    }
+}
+
+impl fmt::Display for TraceParent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "00-{}-{}-{:02x}",
+            self.trace_id,
+            self.parent_id,
+            self.flags & KNOWN_FLAGS
+        )
+    }
+}
+
+/// Why a `traceparent` value was refused. Any of these means: start a new trace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ParseTraceParentError {
+    /// Shorter than 55 characters, or a version `00` value longer than 55 (after trimming OWS).
+    Length(usize),
+    /// The version is not two lowercase hex digits, or is the forbidden `ff`.
+    Version,
+    /// A `-` is missing where the format requires one (also: a later version whose flags are
+    /// followed by something other than `-`).
+    Delimiter,
+    /// The trace id is not 32 lowercase hex digits.
+    TraceId,
+    /// The trace id is all zeros.
+    ZeroTraceId,
+    /// The parent id is not 16 lowercase hex digits.
+    ParentId,
+    /// The parent id is all zeros.
+    ZeroParentId,
+    /// The flags are not two lowercase hex digits.
+    Flags,
+    /// More than one `traceparent` header value was received.
+    Multiple,
+    /// The header value is not visible ASCII.
+    NotAscii,
+}
+
+impl fmt::Display for ParseTraceParentError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseTraceParentError::Length(n) => write!(
+                f,
+                "traceparent has {n} characters (version 00 needs exactly 55, later versions at least 55)"
+            ),
+            ParseTraceParentError::Version => {
+                f.write_str("traceparent version is not two lowercase hex digits other than ff")
+            }
+            ParseTraceParentError::Delimiter => {
+                f.write_str("traceparent is missing a '-' delimiter")
+            }
+            ParseTraceParentError::TraceId => {
+                f.write_str("traceparent trace-id is not 32 lowercase hex digits")
+            }
+            ParseTraceParentError::ZeroTraceId => f.write_str("traceparent trace-id is all zeros"),
+            ParseTraceParentError::ParentId => {
+                f.write_str("traceparent parent-id is not 16 lowercase hex digits")
+            }
+            ParseTraceParentError::ZeroParentId => {
+                f.write_str("traceparent parent-id is all zeros")
+            }
+            ParseTraceParentError::Flags => {
+                f.write_str("traceparent trace-flags is not two lowercase hex digits")
+            }
+            ParseTraceParentError::Multiple => {
+                f.write_str("more than one traceparent header value was received")
+            }
+            ParseTraceParentError::NotAscii => {
+                f.write_str("traceparent header value is not visible ASCII")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ParseTraceParentError {}
+
+/// Optional white space of RFC 7230: space and horizontal tab.
+pub(crate) fn is_ows(c: char) -> bool {
+    c == ' ' || c == '\t'
+}
+
+fn hex_digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    }
+}
+
+fn parse_hex_byte(s: &[u8]) -> Option<u8> {
+    Some((hex_digit(s[0])? << 4) | hex_digit(s[1])?)
+}
+
+fn parse_hex_u64(s: &[u8]) -> Option<u64> {
+    s.iter()
+        .try_fold(0u64, |acc, &b| Some((acc << 4) | u64::from(hex_digit(b)?)))
+}
+
+fn parse_hex_u128(s: &[u8]) -> Option<u128> {
+    s.iter().try_fold(0u128, |acc, &b| {
+        Some((acc << 4) | u128::from(hex_digit(b)?))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = "00-12345678901234567890123456789012-1234567890123456-01";
+
+    #[test]
+    fn parses_and_formats_version_00() {
+        let tp = TraceParent::parse(VALID).unwrap();
+        assert_eq!(tp.version, 0);
+        assert_eq!(
+            tp.trace_id,
+            TraceId::from_hex("12345678901234567890123456789012").unwrap()
+        );
+        assert_eq!(tp.parent_id, SpanId::from_hex("1234567890123456").unwrap());
+        assert_eq!(tp.flags, 1);
+        assert_eq!(tp.to_string(), VALID);
+    }
+
+    #[test]
+    fn multibyte_input_of_the_right_length_does_not_panic() {
+        // 55 bytes with a multi-byte character straddling a field boundary.
+        let s = "00-1234567890123456789012345678901é-234567890123456-01";
+        assert!(TraceParent::parse(s).is_err());
+    }
+}
