@@ -98,9 +98,8 @@ fn server_layer(c: &mut Criterion) {
     let baseline_provider = provider(Sampler::AlwaysOn);
     {
         use tracing_subscriber::layer::SubscriberExt;
-        let subscriber = tracing_subscriber::registry().with(
-            tracing_opentelemetry::layer().with_tracer(baseline_provider.tracer("bench")),
-        );
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(baseline_provider.tracer("bench")));
         tracing::subscriber::set_global_default(subscriber).unwrap();
     }
     let propagator = llmtrace::propagation::W3cPropagator::default();

@@ -19,14 +19,23 @@ use llmtrace::ServerLayer;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let provider = llmtrace_examples::telemetry::init("axum-service");
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:3000".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:3000".into());
 
     let app = Router::new()
-        .route("/v1/models/{id}", get(|Path(id): Path<String>| async move { format!("model {id}\n") }))
+        .route(
+            "/v1/models/{id}",
+            get(|Path(id): Path<String>| async move { format!("model {id}\n") }),
+        )
         .route("/v1/stream", get(stream))
         .route("/healthz", get(|| async { "ok\n" }))
         // `Router::layer` wraps every route after routing, so spans get the route template.
-        .layer(ServerLayer::new().skip_paths(["/healthz"]).traceresponse(true));
+        .layer(
+            ServerLayer::new()
+                .skip_paths(["/healthz"])
+                .traceresponse(true),
+        );
 
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
@@ -53,5 +62,8 @@ async fn stream() -> ([(&'static str, &'static str); 1], Body) {
         };
         Some((Ok::<_, Infallible>(event), i + 1))
     });
-    ([("content-type", "text/event-stream")], Body::from_stream(events))
+    (
+        [("content-type", "text/event-stream")],
+        Body::from_stream(events),
+    )
 }

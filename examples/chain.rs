@@ -14,7 +14,10 @@ use opentelemetry::trace::TracerProvider as _;
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let provider = llmtrace_examples::telemetry::init("chain");
     let chain = llmtrace_examples::chain::start(provider.tracer("llmtrace")).await;
-    println!("front {} → middle {} → backend {}", chain.front, chain.middle, chain.backend);
+    println!(
+        "front {} → middle {} → backend {}",
+        chain.front, chain.middle, chain.backend
+    );
 
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<axum::body::Body>();
@@ -25,7 +28,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .await?;
     let status = response.status();
-    let body = http_body_util::BodyExt::collect(response.into_body()).await?.to_bytes();
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await?
+        .to_bytes();
     println!("{status}: {}", String::from_utf8_lossy(&body));
     provider.shutdown()?;
     Ok(())

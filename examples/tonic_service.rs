@@ -31,7 +31,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
             .connect()
             .await?;
-        let traced = ServiceBuilder::new().layer(ClientLayer::new()).service(channel);
+        let traced = ServiceBuilder::new()
+            .layer(ClientLayer::new())
+            .service(channel);
         let mut client = CompletionsClient::with_origin(traced, format!("http://{addr}").parse()?);
         let reply = client
             .complete(CompleteRequest {

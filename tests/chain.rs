@@ -41,17 +41,31 @@ async fn three_services_form_one_trace_with_correct_parents() {
     let middle = span(&spans, "POST /v1/complete");
     let middle_client = spans
         .iter()
-        .find(|s| s.name == "llmtrace.demo.v1.Completions/Complete" && s.span_kind == SpanKind::Client)
+        .find(|s| {
+            s.name == "llmtrace.demo.v1.Completions/Complete" && s.span_kind == SpanKind::Client
+        })
         .expect("middle's gRPC client span");
     let backend = spans
         .iter()
-        .find(|s| s.name == "llmtrace.demo.v1.Completions/Complete" && s.span_kind == SpanKind::Server)
+        .find(|s| {
+            s.name == "llmtrace.demo.v1.Completions/Complete" && s.span_kind == SpanKind::Server
+        })
         .expect("backend's gRPC server span");
 
     let trace = TraceId::from_hex(caller_trace).unwrap();
     for s in &spans {
-        assert_eq!(s.span_context.trace_id(), trace, "{} left the trace", s.name);
-        assert_eq!(s.span_context.trace_state().header(), "vendor=opaque", "{} lost tracestate", s.name);
+        assert_eq!(
+            s.span_context.trace_id(),
+            trace,
+            "{} left the trace",
+            s.name
+        );
+        assert_eq!(
+            s.span_context.trace_state().header(),
+            "vendor=opaque",
+            "{} lost tracestate",
+            s.name
+        );
     }
     assert_eq!(front.span_kind, SpanKind::Server);
     assert_eq!(front.parent_span_id.to_string(), caller_span);
@@ -69,15 +83,34 @@ async fn three_services_form_one_trace_with_correct_parents() {
         (middle, middle_client),
         (middle_client, backend),
     ] {
-        assert!(child.start_time >= parent.start_time, "{} starts before {}", child.name, parent.name);
-        assert!(child.end_time <= parent.end_time, "{} ends after {}", child.name, parent.name);
+        assert!(
+            child.start_time >= parent.start_time,
+            "{} starts before {}",
+            child.name,
+            parent.name
+        );
+        assert!(
+            child.end_time <= parent.end_time,
+            "{} ends after {}",
+            child.name,
+            parent.name
+        );
     }
     assert_eq!(attr_str(backend, "rpc.system").as_deref(), Some("grpc"));
-    assert_eq!(attr_str(backend, "rpc.service").as_deref(), Some("llmtrace.demo.v1.Completions"));
+    assert_eq!(
+        attr_str(backend, "rpc.service").as_deref(),
+        Some("llmtrace.demo.v1.Completions")
+    );
     assert_eq!(attr_str(backend, "rpc.method").as_deref(), Some("Complete"));
     assert_eq!(attr_i64(backend, "rpc.grpc.status_code"), Some(0));
     assert_eq!(attr_i64(middle_client, "rpc.grpc.status_code"), Some(0));
-    assert_eq!(attr_str(middle_client, "server.address").as_deref(), Some("127.0.0.1"));
-    assert_eq!(attr_str(front_client, "url.full"), Some(format!("http://{}/v1/complete", chain.middle)));
+    assert_eq!(
+        attr_str(middle_client, "server.address").as_deref(),
+        Some("127.0.0.1")
+    );
+    assert_eq!(
+        attr_str(front_client, "url.full"),
+        Some(format!("http://{}/v1/complete", chain.middle))
+    );
     rec.assert_each_ended_once();
 }

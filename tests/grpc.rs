@@ -13,7 +13,12 @@ use opentelemetry::trace::SpanKind;
 use support::*;
 use tower::ServiceBuilder;
 
-async fn start(rec: &Recorder) -> (SocketAddr, CompletionsClient<llmtrace::layer::ClientService<tonic::transport::Channel>>) {
+async fn start(
+    rec: &Recorder,
+) -> (
+    SocketAddr,
+    CompletionsClient<llmtrace::layer::ClientService<tonic::transport::Channel>>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -36,8 +41,14 @@ async fn start(rec: &Recorder) -> (SocketAddr, CompletionsClient<llmtrace::layer
     (addr, client)
 }
 
-fn by_kind<'a>(spans: &'a [opentelemetry_sdk::trace::SpanData], kind: SpanKind) -> &'a opentelemetry_sdk::trace::SpanData {
-    spans.iter().find(|s| s.span_kind == kind).unwrap_or_else(|| panic!("no {kind:?} span in {:?}", names(spans)))
+fn by_kind<'a>(
+    spans: &'a [opentelemetry_sdk::trace::SpanData],
+    kind: SpanKind,
+) -> &'a opentelemetry_sdk::trace::SpanData {
+    spans
+        .iter()
+        .find(|s| s.span_kind == kind)
+        .unwrap_or_else(|| panic!("no {kind:?} span in {:?}", names(spans)))
 }
 
 #[tokio::test]
@@ -45,17 +56,24 @@ async fn unary_error_status_in_trailers_only_response_marks_both_spans() {
     let rec = Recorder::new();
     let (_addr, mut client) = start(&rec).await;
     let status = client
-        .complete(CompleteRequest { model: String::new(), prompt: "x".into(), max_tokens: 0 })
+        .complete(CompleteRequest {
+            model: String::new(),
+            prompt: "x".into(),
+            max_tokens: 0,
+        })
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
 
     let spans = rec.wait_for(2).await;
     for kind in [SpanKind::Server, SpanKind::Client] {
-        let s = by_kind(&spans, kind);
+        let s = by_kind(&spans, kind.clone());
         assert_eq!(s.name, "llmtrace.demo.v1.Completions/Complete");
         assert_eq!(attr_i64(s, "rpc.grpc.status_code"), Some(3), "{kind:?}");
-        assert_eq!(attr_str(s, "error.type").as_deref(), Some("INVALID_ARGUMENT"));
+        assert_eq!(
+            attr_str(s, "error.type").as_deref(),
+            Some("INVALID_ARGUMENT")
+        );
         assert!(is_error(s), "{kind:?} {:?}", s.status);
         // gRPC errors travel with HTTP 200.
         assert_eq!(attr_i64(s, "http.response.status_code"), Some(200));
@@ -68,7 +86,11 @@ async fn server_streaming_span_lasts_until_the_trailers() {
     let rec = Recorder::new();
     let (_addr, mut client) = start(&rec).await;
     let mut stream = client
-        .stream_complete(CompleteRequest { model: "m".into(), prompt: "x".into(), max_tokens: 20 })
+        .stream_complete(CompleteRequest {
+            model: "m".into(),
+            prompt: "x".into(),
+            max_tokens: 20,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -80,12 +102,20 @@ async fn server_streaming_span_lasts_until_the_trailers() {
     assert_eq!(n, 20);
     let spans = rec.wait_for(2).await;
     for kind in [SpanKind::Server, SpanKind::Client] {
-        let s = by_kind(&spans, kind);
+        let s = by_kind(&spans, kind.clone());
         assert_eq!(s.name, "llmtrace.demo.v1.Completions/StreamComplete");
-        assert_eq!(attr_i64(s, "rpc.grpc.status_code"), Some(0), "{kind:?}: status from the trailers");
+        assert_eq!(
+            attr_i64(s, "rpc.grpc.status_code"),
+            Some(0),
+            "{kind:?}: status from the trailers"
+        );
         assert!(!is_error(s));
         // 20 tokens, 10 ms apart.
-        assert!(duration(s) >= Duration::from_millis(200), "{kind:?} lasted {:?}", duration(s));
+        assert!(
+            duration(s) >= Duration::from_millis(200),
+            "{kind:?} lasted {:?}",
+            duration(s)
+        );
     }
     let server = by_kind(&spans, SpanKind::Server);
     let client_span = by_kind(&spans, SpanKind::Client);
@@ -98,7 +128,11 @@ async fn cancelled_server_stream_is_aborted_on_both_sides() {
     let rec = Recorder::new();
     let (_addr, mut client) = start(&rec).await;
     let mut stream = client
-        .stream_complete(CompleteRequest { model: "m".into(), prompt: "x".into(), max_tokens: 1000 })
+        .stream_complete(CompleteRequest {
+            model: "m".into(),
+            prompt: "x".into(),
+            max_tokens: 1000,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -107,7 +141,12 @@ async fn cancelled_server_stream_is_aborted_on_both_sides() {
     let spans = rec.wait_for(2).await;
     assert_eq!(spans.len(), 2, "{:?}", names(&spans));
     for s in &spans {
-        assert_eq!(attr(s, "llmtrace.aborted"), Some(&opentelemetry::Value::Bool(true)), "{:?}", s.span_kind);
+        assert_eq!(
+            attr(s, "llmtrace.aborted"),
+            Some(&opentelemetry::Value::Bool(true)),
+            "{:?}",
+            s.span_kind
+        );
         assert!(is_error(s));
         assert!(duration(s) < Duration::from_secs(5));
     }

@@ -25,7 +25,10 @@ use crate::proto::completions_client::CompletionsClient;
 
 /// A tracer the chain's layers can share.
 pub trait ChainTracer: Tracer<Span: Send + Sync + 'static> + Clone + Send + Sync + 'static {}
-impl<T> ChainTracer for T where T: Tracer<Span: Send + Sync + 'static> + Clone + Send + Sync + 'static {}
+impl<T> ChainTracer for T where
+    T: Tracer<Span: Send + Sync + 'static> + Clone + Send + Sync + 'static
+{
+}
 
 /// Addresses of the three running services.
 #[derive(Debug, Clone, Copy)]
@@ -77,7 +80,8 @@ async fn start_middle<T: ChainTracer>(tracer: T, backend: SocketAddr) -> SocketA
     let traced = ServiceBuilder::new()
         .layer(ClientLayer::new().with_tracer(tracer.clone()))
         .service(channel);
-    let client = CompletionsClient::with_origin(traced, format!("http://{backend}").parse().unwrap());
+    let client =
+        CompletionsClient::with_origin(traced, format!("http://{backend}").parse().unwrap());
     let app = Router::new()
         .route("/v1/complete", post(middle_complete))
         .with_state(client)
