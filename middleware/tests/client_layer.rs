@@ -10,8 +10,8 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use llmtrace::ClientLayer;
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
 use opentelemetry::Context;
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
 use support::*;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
@@ -20,8 +20,12 @@ fn upstream(
     status: StatusCode,
     chunks: usize,
 ) -> (
-    impl Service<Request<Body>, Response = Response<Body>, Error = std::convert::Infallible, Future: Send>
-    + Clone,
+    impl Service<
+        Request<Body>,
+        Response = Response<Body>,
+        Error = std::convert::Infallible,
+        Future: Send,
+    > + Clone,
     Arc<Mutex<Vec<HeaderMap>>>,
 ) {
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -32,7 +36,10 @@ fn upstream(
             let stream = futures::stream::unfold(0, move |i| async move {
                 (i < chunks).then(|| (Ok::<_, std::io::Error>(Bytes::from_static(b"chunk")), i + 1))
             });
-            Ok(Response::builder().status(status).body(Body::from_stream(stream)).unwrap())
+            Ok(Response::builder()
+                .status(status)
+                .body(Body::from_stream(stream))
+                .unwrap())
         }
     });
     (svc, seen)
@@ -42,7 +49,9 @@ fn upstream(
 async fn client_span_is_a_child_of_the_current_context_and_is_injected() {
     let rec = Recorder::new();
     let (svc, seen) = upstream(StatusCode::OK, 3);
-    let client = ServiceBuilder::new().layer(ClientLayer::new().with_tracer(rec.tracer())).service(svc);
+    let client = ServiceBuilder::new()
+        .layer(ClientLayer::new().with_tracer(rec.tracer()))
+        .service(svc);
 
     let parent = rec.sdk_tracer().start("caller");
     let parent_cx = Context::current_with_span(parent);
@@ -52,21 +61,29 @@ async fn client_span_is_a_child_of_the_current_context_and_is_injected() {
         client
             .clone()
             .oneshot(
-                Request::post("https://user:pw@api.example.com/v1/chat/completions?api-key=s3cret&v=1")
-                    .body(Body::empty())
-                    .unwrap(),
+                Request::post(
+                    "https://user:pw@api.example.com/v1/chat/completions?api-key=s3cret&v=1",
+                )
+                .body(Body::empty())
+                .unwrap(),
             )
             .await
             .unwrap()
     };
-    assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "chunkchunkchunk");
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        "chunkchunkchunk"
+    );
     parent_cx.span().end();
 
     let spans = rec.spans();
     let s = span(&spans, "POST");
     assert_eq!(s.span_kind, SpanKind::Client);
     assert_eq!(s.parent_span_id, parent_id);
-    assert_eq!(attr_str(s, "server.address").as_deref(), Some("api.example.com"));
+    assert_eq!(
+        attr_str(s, "server.address").as_deref(),
+        Some("api.example.com")
+    );
     assert_eq!(attr_i64(s, "server.port"), Some(443));
     assert_eq!(
         attr_str(s, "url.full").as_deref(),
@@ -78,7 +95,11 @@ async fn client_span_is_a_child_of_the_current_context_and_is_injected() {
     let traceparent = headers[0]["traceparent"].to_str().unwrap();
     assert_eq!(
         traceparent,
-        format!("00-{}-{}-01", s.span_context.trace_id(), s.span_context.span_id()),
+        format!(
+            "00-{}-{}-01",
+            s.span_context.trace_id(),
+            s.span_context.span_id()
+        ),
         "the upstream sees the CLIENT span as its parent"
     );
     rec.assert_each_ended_once();
@@ -88,19 +109,29 @@ async fn client_span_is_a_child_of_the_current_context_and_is_injected() {
 async fn every_hop_gets_a_new_parent_id() {
     let rec = Recorder::new();
     let (svc, seen) = upstream(StatusCode::OK, 0);
-    let client = ServiceBuilder::new().layer(ClientLayer::new().with_tracer(rec.tracer())).service(svc);
+    let client = ServiceBuilder::new()
+        .layer(ClientLayer::new().with_tracer(rec.tracer()))
+        .service(svc);
     let cx = Context::current_with_span(rec.sdk_tracer().start("caller"));
     let _guard = cx.clone().attach();
     for _ in 0..3 {
-        let res = client.clone().oneshot(Request::get("http://up/x").body(Body::empty()).unwrap()).await.unwrap();
+        let res = client
+            .clone()
+            .oneshot(Request::get("http://up/x").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         res.into_body().collect().await.unwrap();
     }
     let headers = seen.lock().unwrap();
-    let parents: std::collections::HashSet<_> =
-        headers.iter().map(|h| h["traceparent"].to_str().unwrap()[36..52].to_owned()).collect();
+    let parents: std::collections::HashSet<_> = headers
+        .iter()
+        .map(|h| h["traceparent"].to_str().unwrap()[36..52].to_owned())
+        .collect();
     assert_eq!(parents.len(), 3, "{headers:?}");
-    let trace_ids: std::collections::HashSet<_> =
-        headers.iter().map(|h| h["traceparent"].to_str().unwrap()[3..35].to_owned()).collect();
+    let trace_ids: std::collections::HashSet<_> = headers
+        .iter()
+        .map(|h| h["traceparent"].to_str().unwrap()[3..35].to_owned())
+        .collect();
     assert_eq!(trace_ids.len(), 1);
 }
 
@@ -108,7 +139,9 @@ async fn every_hop_gets_a_new_parent_id() {
 async fn context_in_request_extensions_wins_over_the_current_one() {
     let rec = Recorder::new();
     let (svc, _) = upstream(StatusCode::OK, 0);
-    let client = ServiceBuilder::new().layer(ClientLayer::new().with_tracer(rec.tracer())).service(svc);
+    let client = ServiceBuilder::new()
+        .layer(ClientLayer::new().with_tracer(rec.tracer()))
+        .service(svc);
     let explicit = Context::current_with_span(rec.sdk_tracer().start("explicit"));
     let explicit_id = explicit.span().span_context().span_id();
     let mut req = Request::get("http://up/x").body(Body::empty()).unwrap();
@@ -123,8 +156,13 @@ async fn context_in_request_extensions_wins_over_the_current_one() {
 async fn client_side_4xx_is_an_error() {
     let rec = Recorder::new();
     let (svc, _) = upstream(StatusCode::TOO_MANY_REQUESTS, 1);
-    let client = ServiceBuilder::new().layer(ClientLayer::new().with_tracer(rec.tracer())).service(svc);
-    let res = client.oneshot(Request::get("http://up/x").body(Body::empty()).unwrap()).await.unwrap();
+    let client = ServiceBuilder::new()
+        .layer(ClientLayer::new().with_tracer(rec.tracer()))
+        .service(svc);
+    let res = client
+        .oneshot(Request::get("http://up/x").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     res.into_body().collect().await.unwrap();
     let spans = rec.spans();
     assert!(is_error(&spans[0]));
@@ -135,15 +173,23 @@ async fn client_side_4xx_is_an_error() {
 async fn dropping_the_response_body_early_is_an_abort() {
     let rec = Recorder::new();
     let (svc, _) = upstream(StatusCode::OK, 1000);
-    let client = ServiceBuilder::new().layer(ClientLayer::new().with_tracer(rec.tracer())).service(svc);
-    let res = client.oneshot(Request::get("http://up/x").body(Body::empty()).unwrap()).await.unwrap();
+    let client = ServiceBuilder::new()
+        .layer(ClientLayer::new().with_tracer(rec.tracer()))
+        .service(svc);
+    let res = client
+        .oneshot(Request::get("http://up/x").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     let mut body = res.into_body();
     body.frame().await.unwrap().unwrap();
     drop(body);
     let spans = rec.spans();
     assert_eq!(spans.len(), 1);
     assert!(is_error(&spans[0]));
-    assert_eq!(attr(&spans[0], "llmtrace.aborted"), Some(&opentelemetry::Value::Bool(true)));
+    assert_eq!(
+        attr(&spans[0], "llmtrace.aborted"),
+        Some(&opentelemetry::Value::Bool(true))
+    );
     rec.assert_each_ended_once();
 }
 
@@ -152,14 +198,27 @@ async fn transport_errors_end_the_span_with_the_error() {
     let rec = Recorder::new();
     let failing = tower::service_fn(|_req: Request<Body>| async {
         tokio::time::sleep(Duration::from_millis(1)).await;
-        Err::<Response<Body>, _>(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused"))
+        Err::<Response<Body>, _>(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connection refused",
+        ))
     });
-    let client = ServiceBuilder::new().layer(ClientLayer::new().with_tracer(rec.tracer())).service(failing);
-    let err = client.oneshot(Request::get("http://up/x").body(Body::empty()).unwrap()).await.unwrap_err();
+    let client = ServiceBuilder::new()
+        .layer(ClientLayer::new().with_tracer(rec.tracer()))
+        .service(failing);
+    let err = client
+        .oneshot(Request::get("http://up/x").body(Body::empty()).unwrap())
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
     let spans = rec.spans();
-    let Status::Error { description } = &spans[0].status else { panic!("{:?}", spans[0].status) };
+    let Status::Error { description } = &spans[0].status else {
+        panic!("{:?}", spans[0].status)
+    };
     assert!(description.contains("connection refused"));
-    assert_eq!(attr_str(&spans[0], "error.type").as_deref(), Some("std::io::error::Error"));
+    assert_eq!(
+        attr_str(&spans[0], "error.type").as_deref(),
+        Some("std::io::error::Error")
+    );
     rec.assert_each_ended_once();
 }

@@ -34,7 +34,10 @@ fn ten_chunks(gap: Duration) -> Body {
             return None;
         }
         tokio::time::sleep(gap).await;
-        Some((Ok::<_, Infallible>(Bytes::from(format!("data: chunk {i}\n\n"))), i + 1))
+        Some((
+            Ok::<_, Infallible>(Bytes::from(format!("data: chunk {i}\n\n"))),
+            i + 1,
+        ))
     });
     Body::from_stream(stream)
 }
@@ -64,13 +67,25 @@ async fn span_is_named_by_route_and_parented_by_traceparent() {
     assert!(s.parent_span_is_remote);
     assert!(s.span_context.is_sampled());
     assert_eq!(attr_str(s, "http.request.method").as_deref(), Some("GET"));
-    assert_eq!(attr_str(s, "http.route").as_deref(), Some("/v1/models/{id}"));
-    assert_eq!(attr_str(s, "url.path").as_deref(), Some("/v1/models/gpt-4o"));
+    assert_eq!(
+        attr_str(s, "http.route").as_deref(),
+        Some("/v1/models/{id}")
+    );
+    assert_eq!(
+        attr_str(s, "url.path").as_deref(),
+        Some("/v1/models/gpt-4o")
+    );
     assert_eq!(attr_str(s, "url.scheme").as_deref(), Some("http"));
     assert_eq!(attr_str(s, "server.address").as_deref(), Some("127.0.0.1"));
     assert_eq!(attr_i64(s, "server.port"), Some(i64::from(addr.port())));
-    assert_eq!(attr_str(s, "network.protocol.version").as_deref(), Some("1.1"));
-    assert_eq!(attr_str(s, "user_agent.original").as_deref(), Some("test-agent/1.0"));
+    assert_eq!(
+        attr_str(s, "network.protocol.version").as_deref(),
+        Some("1.1")
+    );
+    assert_eq!(
+        attr_str(s, "user_agent.original").as_deref(),
+        Some("test-agent/1.0")
+    );
     assert_eq!(attr_str(s, "client.address").as_deref(), Some("127.0.0.1"));
     assert_eq!(attr_i64(s, "http.response.status_code"), Some(200));
     assert_eq!(attr_i64(s, "http.response.body.size"), Some(5));
@@ -96,20 +111,30 @@ async fn no_route_means_method_only_never_the_raw_path() {
     assert_eq!(spans[0].status, Status::Unset);
     assert!(attr(&spans[0], "error.type").is_none());
     // A request without traceparent starts a new trace.
-    assert_eq!(spans[0].parent_span_id, opentelemetry::trace::SpanId::INVALID);
+    assert_eq!(
+        spans[0].parent_span_id,
+        opentelemetry::trace::SpanId::INVALID
+    );
 }
 
 #[tokio::test]
 async fn streamed_body_keeps_the_span_open_until_the_last_chunk() {
     let rec = Recorder::new();
     let app = Router::new()
-        .route("/stream", get(|| async { ten_chunks(Duration::from_millis(50)) }))
+        .route(
+            "/stream",
+            get(|| async { ten_chunks(Duration::from_millis(50)) }),
+        )
         .layer(ServerLayer::new().with_tracer(rec.tracer()));
     let addr = serve(app).await;
 
     let started = std::time::Instant::now();
     let res = client()
-        .request(Request::get(format!("http://{addr}/stream")).body(Body::empty()).unwrap())
+        .request(
+            Request::get(format!("http://{addr}/stream"))
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     // The head arrives at once; the body takes 10 × 50 ms.
@@ -127,7 +152,10 @@ async fn streamed_body_keeps_the_span_open_until_the_last_chunk() {
     let s = span(&spans, "GET /stream");
     let d = duration(s);
     assert!(d >= Duration::from_millis(500), "span lasted {d:?}");
-    assert!(d <= elapsed + Duration::from_millis(50), "span {d:?} outlived the client's {elapsed:?}");
+    assert!(
+        d <= elapsed + Duration::from_millis(50),
+        "span {d:?} outlived the client's {elapsed:?}"
+    );
     assert_eq!(s.status, Status::Unset);
     assert!(attr(s, "llmtrace.aborted").is_none());
     assert_eq!(attr_i64(s, "http.response.body.size"), Some(10 * 15));
@@ -138,7 +166,10 @@ async fn streamed_body_keeps_the_span_open_until_the_last_chunk() {
 async fn client_disconnect_mid_stream_closes_the_span_as_aborted() {
     let rec = Recorder::new();
     let app = Router::new()
-        .route("/stream", get(|| async { ten_chunks(Duration::from_millis(50)) }))
+        .route(
+            "/stream",
+            get(|| async { ten_chunks(Duration::from_millis(50)) }),
+        )
         .layer(ServerLayer::new().with_tracer(rec.tracer()));
     let addr = serve(app).await;
 
@@ -160,10 +191,16 @@ async fn client_disconnect_mid_stream_closes_the_span_as_aborted() {
     let spans = rec.wait_for(1).await;
     let s = span(&spans, "GET /stream");
     assert!(is_error(s), "status {:?}", s.status);
-    assert_eq!(attr(s, "llmtrace.aborted"), Some(&opentelemetry::Value::Bool(true)));
+    assert_eq!(
+        attr(s, "llmtrace.aborted"),
+        Some(&opentelemetry::Value::Bool(true))
+    );
     assert_eq!(attr_str(s, "error.type").as_deref(), Some("aborted"));
     assert_eq!(attr_i64(s, "http.response.status_code"), Some(200));
-    assert!(duration(s) < Duration::from_millis(500), "the span should end when the client leaves");
+    assert!(
+        duration(s) < Duration::from_millis(500),
+        "the span should end when the client leaves"
+    );
     // Give the server time to notice anything else; the span must not end again.
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(rec.spans().len(), 1);
@@ -173,19 +210,22 @@ async fn client_disconnect_mid_stream_closes_the_span_as_aborted() {
 #[tokio::test]
 async fn dropping_the_response_future_before_the_head_is_an_abort() {
     let rec = Recorder::new();
-    let svc = ServerLayer::new().with_tracer(rec.tracer()).layer_service(tower::service_fn(
-        |_req: Request<Body>| async {
+    let svc = ServerLayer::new()
+        .with_tracer(rec.tracer())
+        .layer_service(tower::service_fn(|_req: Request<Body>| async {
             tokio::time::sleep(Duration::from_secs(10)).await;
             Ok::<_, Infallible>(http::Response::new(Body::empty()))
-        },
-    ));
+        }));
     let fut = svc.oneshot(Request::get("/slow").body(Body::empty()).unwrap());
     let _ = tokio::time::timeout(Duration::from_millis(20), fut).await;
     let spans = rec.spans();
     assert_eq!(spans.len(), 1);
     assert!(is_error(&spans[0]));
     assert!(attr(&spans[0], "http.response.status_code").is_none());
-    assert_eq!(attr_str(&spans[0], "error.type").as_deref(), Some("aborted"));
+    assert_eq!(
+        attr_str(&spans[0], "error.type").as_deref(),
+        Some("aborted")
+    );
     rec.assert_each_ended_once();
 }
 
@@ -202,7 +242,10 @@ impl LayerExt for ServerLayer {
 async fn server_errors_and_body_errors_mark_the_span() {
     let rec = Recorder::new();
     let app = Router::new()
-        .route("/boom", get(|| async { (StatusCode::BAD_GATEWAY, "upstream down") }))
+        .route(
+            "/boom",
+            get(|| async { (StatusCode::BAD_GATEWAY, "upstream down") }),
+        )
         .route(
             "/broken",
             get(|| async {
@@ -233,7 +276,9 @@ async fn server_errors_and_body_errors_mark_the_span() {
     assert_eq!(attr_str(boom, "error.type").as_deref(), Some("502"));
     let broken = span(&spans, "GET /broken");
     assert!(is_error(broken));
-    let Status::Error { description } = &broken.status else { unreachable!() };
+    let Status::Error { description } = &broken.status else {
+        unreachable!()
+    };
     assert!(description.contains("producer failed"), "{description}");
     assert!(attr_str(broken, "error.type").is_some());
     assert!(attr(broken, "llmtrace.aborted").is_none());
@@ -269,7 +314,10 @@ async fn handler_spans_nest_under_the_server_span_via_the_otel_api() {
     let server = span(&spans, "POST /work");
     let child = span(&spans, "handler work");
     assert_eq!(child.parent_span_id, server.span_context.span_id());
-    assert_eq!(child.span_context.trace_id(), server.span_context.trace_id());
+    assert_eq!(
+        child.span_context.trace_id(),
+        server.span_context.trace_id()
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -306,7 +354,10 @@ async fn handler_spans_nest_under_the_server_span_via_tracing() {
     let server = span(&spans, "POST /work");
     let child = span(&spans, "db.query");
     assert_eq!(child.parent_span_id, server.span_context.span_id());
-    assert_eq!(child.span_context.trace_id(), server.span_context.trace_id());
+    assert_eq!(
+        child.span_context.trace_id(),
+        server.span_context.trace_id()
+    );
 }
 
 #[tokio::test]
@@ -315,7 +366,11 @@ async fn skipped_paths_create_no_span() {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/work", get(|| async { "ok" }))
-        .layer(ServerLayer::new().with_tracer(rec.tracer()).skip_paths(["/healthz"]));
+        .layer(
+            ServerLayer::new()
+                .with_tracer(rec.tracer())
+                .skip_paths(["/healthz"]),
+        );
     for path in ["/healthz", "/work", "/healthz"] {
         let res = app
             .clone()
@@ -333,7 +388,12 @@ async fn captured_headers_never_leak_credentials() {
     let app = Router::new()
         .route(
             "/v1/chat/completions",
-            post(|| async { ([("x-ratelimit-remaining", "99"), ("set-cookie", "s=secret")], "ok") }),
+            post(|| async {
+                (
+                    [("x-ratelimit-remaining", "99"), ("set-cookie", "s=secret")],
+                    "ok",
+                )
+            }),
         )
         .layer(
             ServerLayer::new()
@@ -367,7 +427,10 @@ async fn captured_headers_never_leak_credentials() {
     let s = &spans[0];
     let everything = format!("{:?}", s.attributes);
     for secret in ["sk-live-123", "sk-ant-456", "tok-789", "s=secret"] {
-        assert!(!everything.contains(secret), "{secret} leaked: {everything}");
+        assert!(
+            !everything.contains(secret),
+            "{secret} leaked: {everything}"
+        );
     }
     assert!(everything.contains("acme"));
     assert!(attr(s, "http.request.header.authorization").is_some());
@@ -377,9 +440,11 @@ async fn captured_headers_never_leak_credentials() {
 #[tokio::test]
 async fn traceresponse_names_the_server_span() {
     let rec = Recorder::new();
-    let app = Router::new()
-        .route("/x", get(|| async { "ok" }))
-        .layer(ServerLayer::new().with_tracer(rec.tracer()).traceresponse(true));
+    let app = Router::new().route("/x", get(|| async { "ok" })).layer(
+        ServerLayer::new()
+            .with_tracer(rec.tracer())
+            .traceresponse(true),
+    );
     let res = app
         .oneshot(
             Request::get("/x")
@@ -422,7 +487,10 @@ async fn unsampled_requests_still_propagate_and_export_nothing() {
     res.into_body().collect().await.unwrap();
     assert!(rec.spans().is_empty());
     let sc = seen.lock().unwrap().clone().unwrap();
-    assert!(sc.is_valid(), "the handler still sees a valid (unsampled) span context");
+    assert!(
+        sc.is_valid(),
+        "the handler still sees a valid (unsampled) span context"
+    );
     assert!(!sc.is_sampled());
     rec.assert_each_ended_once();
 }

@@ -173,7 +173,8 @@ impl Span for CountingSpan {
     ) where
         T: Into<Cow<'static, str>>,
     {
-        self.inner.add_event_with_timestamp(name, timestamp, attributes)
+        self.inner
+            .add_event_with_timestamp(name, timestamp, attributes)
     }
     fn span_context(&self) -> &SpanContext {
         self.inner.span_context()
