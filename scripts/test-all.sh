@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Every check and test of the project, on a fresh machine: formatting, lints, unit and
+# integration tests (real sockets, in-memory span export), doctests, docs, and the benches
+# run once in test mode. Installs what it needs; needs only the Rust toolchain to start.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, all features, warnings are errors)"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+step "cargo test (unit, integration, examples, benches in test mode)"
+cargo test --workspace --all-features --all-targets
+
+step "doctests"
+cargo test --workspace --all-features --doc
+
+step "cargo doc (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps
+
+if [ "${LLMTRACE_FUZZ_SECONDS:-0}" != "0" ]; then
+  step "fuzz header parsers for ${LLMTRACE_FUZZ_SECONDS}s"
+  command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+  (cd middleware/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run header_parsers -- \
+      -max_total_time="${LLMTRACE_FUZZ_SECONDS}")
+fi
+
+step "all checks passed"
