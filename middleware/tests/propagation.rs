@@ -253,11 +253,7 @@ fn traceparent_parse_table() {
             format!("00_{tid}-{pid}-01"),
             Err(Delimiter),
         ),
-        (
-            "non-ASCII",
-            format!("00-{tid}-{pid}-0\u{e9}"),
-            Err(Flags),
-        ),
+        ("non-ASCII", format!("00-{tid}-{pid}-0\u{e9}"), Err(Flags)),
     ];
     for (rule, input, expected) in rows {
         let parsed = TraceParent::parse(&input);
@@ -265,7 +261,11 @@ fn traceparent_parse_table() {
             Ok(formatted) => {
                 let tp = parsed.unwrap_or_else(|e| panic!("{rule}: {input:?} refused: {e}"));
                 assert_eq!(tp.to_string(), formatted, "{rule}");
-                assert_eq!(tp.trace_id, opentelemetry::trace::TraceId::from_hex(tid).unwrap(), "{rule}");
+                assert_eq!(
+                    tp.trace_id,
+                    opentelemetry::trace::TraceId::from_hex(tid).unwrap(),
+                    "{rule}"
+                );
                 assert_eq!(tp.parent_id, SpanId::from_hex(pid).unwrap(), "{rule}");
             }
             Err(reason) => assert_eq!(parsed, Err(reason), "{rule}: {input:?}"),
