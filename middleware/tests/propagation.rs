@@ -21,6 +21,11 @@ const PARENT_ID: &str = "1234567890123456";
 const TP01: &str = "00-12345678901234567890123456789012-1234567890123456-01";
 const TP00: &str = "00-12345678901234567890123456789012-1234567890123456-00";
 
+/// Request headers as sent, in order: (name, value).
+type Sent<'a> = Vec<(&'a str, &'a str)>;
+/// A baggage entry: (key, value, metadata).
+type BaggageEntry<'a> = (&'a str, &'a str, &'a str);
+
 fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     let mut map = HeaderMap::new();
     for (name, value) in pairs {
@@ -670,7 +675,7 @@ fn w3c_test_suite_cases() {
     let other_trace = "00-12345678901234567890123456789011-1234567890123456-01";
 
     #[rustfmt::skip]
-    let rows: Vec<(&str, Vec<(&str, &str)>, Expect)> = vec![
+    let rows: Vec<(&str, Sent, Expect)> = vec![
         ("test_both_traceparent_and_tracestate_missing", vec![], NewTrace),
         ("test_traceparent_included_tracestate_missing", vec![("traceparent", TP01)], Continue(None)),
         ("test_traceparent_duplicated", vec![("traceparent", other_trace), ("traceparent", TP01)], NewTrace),
@@ -776,7 +781,7 @@ fn callbacks(sent: &[(&str, &str)], count: usize) -> Vec<TraceParent> {
 fn w3c_test_suite_advanced_cases() {
     use std::collections::HashSet;
     let zero = "00-00000000000000000000000000000000-1234567890123456-01";
-    let rows: Vec<(&str, Vec<(&str, &str)>, Option<&str>)> = vec![
+    let rows: Vec<(&str, Sent, Option<&str>)> = vec![
         (
             "test_multiple_requests_with_valid_traceparent",
             vec![("traceparent", TP01)],
@@ -1270,7 +1275,7 @@ fn baggage_decode_limits() {
 
 #[test]
 fn baggage_encode_table() {
-    let rows: Vec<(&str, Vec<(&str, &str, &str)>, Option<&str>)> = vec![
+    let rows: Vec<(&str, Vec<BaggageEntry>, Option<&str>)> = vec![
         ("empty baggage: no header", vec![], None),
         (
             "sorted by key",
