@@ -63,6 +63,8 @@ pub mod llmtrace {
     pub const ABORTED: &str = "llmtrace.aborted";
     /// The `error.type` value used for an aborted exchange.
     pub const ABORTED_ERROR_TYPE: &str = "aborted";
+    /// The `error.type` value used when the inner service or body panicked.
+    pub const PANIC_ERROR_TYPE: &str = "panic";
 }
 
 /// Value written in place of a captured header that carries a secret.

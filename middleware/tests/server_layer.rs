@@ -494,3 +494,24 @@ async fn unsampled_requests_still_propagate_and_export_nothing() {
     assert!(!sc.is_sampled());
     rec.assert_each_ended_once();
 }
+
+#[tokio::test]
+async fn a_panicking_handler_ends_the_span_once_as_a_panic() {
+    let rec = Recorder::new();
+    let svc = ServerLayer::new()
+        .with_tracer(rec.tracer())
+        .layer_service(tower::service_fn(|_req: Request<Body>| async {
+            tokio::task::yield_now().await;
+            if true {
+                panic!("handler bug");
+            }
+            Ok::<_, Infallible>(http::Response::new(Body::empty()))
+        }));
+    let joined = tokio::spawn(svc.oneshot(Request::get("/p").body(Body::empty()).unwrap())).await;
+    assert!(joined.unwrap_err().is_panic());
+    let spans = rec.spans();
+    assert_eq!(spans.len(), 1);
+    assert!(is_error(&spans[0]));
+    assert_eq!(attr_str(&spans[0], "error.type").as_deref(), Some("panic"));
+    rec.assert_each_ended_once();
+}

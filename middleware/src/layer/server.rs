@@ -34,8 +34,8 @@ use crate::semconv;
 /// carry the `rpc.*` attributes; a non-OK `grpc-status`, in the headers or the trailers, marks
 /// the span as an error, as does an HTTP 5xx.
 ///
-/// The context is also inserted into the request's extensions as an
-/// [`opentelemetry::Context`], where [`ClientLayer`](super::ClientLayer) finds it.
+/// Inside the handler, [`opentelemetry::Context::current()`] is the server span's context;
+/// capture it before spawning tasks that should nest under the request.
 ///
 /// # Example
 ///
@@ -231,7 +231,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let config = &*self.config;
         if config.skip_paths.iter().any(|p| p == req.uri().path()) {
             return ResponseFuture::untraced(self.inner.call(req));
@@ -243,7 +243,6 @@ where
         if new_trace {
             cx = cx.with_value(propagation::RandomTraceId);
         }
-        req.extensions_mut().insert(cx.clone());
         let future = {
             let _guard = cx.clone().attach();
             self.inner.call(req)

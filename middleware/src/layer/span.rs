@@ -204,6 +204,18 @@ impl ExchangeSpan {
 
 impl Drop for ExchangeSpan {
     fn drop(&mut self) {
-        self.end(Outcome::Aborted);
+        if self.cx.is_none() {
+            return;
+        }
+        // Dropped while unwinding: the inner service or body panicked while we held the span.
+        let outcome = if std::thread::panicking() {
+            Outcome::Failed {
+                error_type: Cow::Borrowed(semconv::llmtrace::PANIC_ERROR_TYPE),
+                message: "panicked while handling the request".to_owned(),
+            }
+        } else {
+            Outcome::Aborted
+        };
+        self.end(outcome);
     }
 }
