@@ -41,10 +41,10 @@ async fn start(
     (addr, client)
 }
 
-fn by_kind<'a>(
-    spans: &'a [opentelemetry_sdk::trace::SpanData],
+fn by_kind(
+    spans: &[opentelemetry_sdk::trace::SpanData],
     kind: SpanKind,
-) -> &'a opentelemetry_sdk::trace::SpanData {
+) -> &opentelemetry_sdk::trace::SpanData {
     spans
         .iter()
         .find(|s| s.span_kind == kind)

@@ -2,6 +2,7 @@
 
 mod support;
 
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,18 +16,15 @@ use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
 use support::*;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
+type SeenHeaders = Arc<Mutex<Vec<HeaderMap>>>;
+
 /// A fake upstream that records the headers it was sent.
 fn upstream(
     status: StatusCode,
     chunks: usize,
 ) -> (
-    impl Service<
-        Request<Body>,
-        Response = Response<Body>,
-        Error = std::convert::Infallible,
-        Future: Send,
-    > + Clone,
-    Arc<Mutex<Vec<HeaderMap>>>,
+    impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send> + Clone,
+    SeenHeaders,
 ) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let seen2 = seen.clone();
