@@ -515,3 +515,73 @@ async fn a_panicking_handler_ends_the_span_once_as_a_panic() {
     assert_eq!(attr_str(&spans[0], "error.type").as_deref(), Some("panic"));
     rec.assert_each_ended_once();
 }
+
+/// Level 2: a trace we start has a random trace id, so what we send on carries the random
+/// flag; a received trace keeps the caller's flags.
+#[tokio::test]
+async fn random_flag_is_set_on_new_traces_and_kept_on_received_ones() {
+    use llmtrace::ClientLayer;
+    use std::sync::{Arc, Mutex};
+
+    let rec = Recorder::new();
+    let sent = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sent2 = sent.clone();
+    let upstream = tower::service_fn(move |req: Request<Body>| {
+        sent2
+            .lock()
+            .unwrap()
+            .push(req.headers()["traceparent"].to_str().unwrap().to_owned());
+        async { Ok::<_, Infallible>(http::Response::new(Body::empty())) }
+    });
+    let client = tower::ServiceBuilder::new()
+        .layer(ClientLayer::new().with_tracer(rec.tracer()))
+        .service(upstream);
+    let app = Router::new()
+        .route(
+            "/hop",
+            get(move || {
+                let client = client.clone();
+                async move {
+                    let res = client
+                        .oneshot(Request::get("http://next/").body(Body::empty()).unwrap())
+                        .await
+                        .unwrap();
+                    res.into_body().collect().await.unwrap();
+                    "ok"
+                }
+            }),
+        )
+        .layer(ServerLayer::new().with_tracer(rec.tracer()));
+
+    for traceparent in [
+        None,
+        Some(format!("00-{PARENT_TRACE}-{PARENT_SPAN}-01")),
+        Some(format!("00-{PARENT_TRACE}-{PARENT_SPAN}-03")),
+    ] {
+        let mut req = Request::get("/hop");
+        if let Some(tp) = &traceparent {
+            req = req.header("traceparent", tp);
+        }
+        let res = app
+            .clone()
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        res.into_body().collect().await.unwrap();
+    }
+    let sent = sent.lock().unwrap();
+    assert!(
+        sent[0].ends_with("-03"),
+        "new trace: sampled + random, got {}",
+        sent[0]
+    );
+    assert!(!sent[0].contains(PARENT_TRACE));
+    assert!(
+        sent[1].starts_with(&format!("00-{PARENT_TRACE}-")) && sent[1].ends_with("-01"),
+        "{}",
+        sent[1]
+    );
+    assert!(sent[2].ends_with("-03"), "{}", sent[2]);
+    // A new parent id on every hop.
+    assert!(!sent[1].contains(PARENT_SPAN) && !sent[2].contains(PARENT_SPAN));
+}
