@@ -53,6 +53,22 @@ pub async fn start<T: ChainTracer>(tracer: T) -> Chain {
     }
 }
 
+/// A listener whose accepted sockets have `TCP_NODELAY` set: without it, small writes can
+/// wait for a delayed ACK (~40 ms on Linux).
+pub fn nodelay(listener: tokio::net::TcpListener) -> impl axum::serve::Listener<Addr = SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    })
+}
+
+/// A plain hyper client with `TCP_NODELAY` on its connections.
+pub fn http_client() -> Client<HttpConnector, Body> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
 async fn listener() -> (tokio::net::TcpListener, SocketAddr) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -61,7 +77,7 @@ async fn listener() -> (tokio::net::TcpListener, SocketAddr) {
 
 async fn start_backend<T: ChainTracer>(tracer: T) -> SocketAddr {
     let (listener, addr) = listener().await;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .layer(ServerLayer::new().with_tracer(tracer))
@@ -87,7 +103,7 @@ async fn start_middle<T: ChainTracer>(tracer: T, backend: SocketAddr) -> SocketA
         .with_state(client)
         .layer(ServerLayer::new().with_tracer(tracer));
     let (listener, addr) = listener().await;
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    tokio::spawn(async move { axum::serve(nodelay(listener), app).await.unwrap() });
     addr
 }
 
@@ -111,7 +127,7 @@ async fn middle_complete(
 type TracedHttp = llmtrace::layer::ClientService<Client<HttpConnector, Body>>;
 
 async fn start_front<T: ChainTracer>(tracer: T, middle: SocketAddr) -> SocketAddr {
-    let client: Client<HttpConnector, Body> = Client::builder(TokioExecutor::new()).build_http();
+    let client: Client<HttpConnector, Body> = http_client();
     let traced = ServiceBuilder::new()
         .layer(ClientLayer::new().with_tracer(tracer.clone()))
         .service(client);
@@ -120,7 +136,7 @@ async fn start_front<T: ChainTracer>(tracer: T, middle: SocketAddr) -> SocketAdd
         .with_state((traced, middle))
         .layer(ServerLayer::new().with_tracer(tracer));
     let (listener, addr) = listener().await;
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    tokio::spawn(async move { axum::serve(nodelay(listener), app).await.unwrap() });
     addr
 }
 

@@ -29,6 +29,9 @@ impl Completions for DemoCompletions {
         if request.model.is_empty() {
             return Err(Status::invalid_argument("model is required"));
         }
+        if request.prompt.is_empty() {
+            return Err(Status::invalid_argument("prompt is empty"));
+        }
         // The server layer keeps its span's context current while the handler runs.
         let trace_id = opentelemetry::Context::current()
             .span()
