@@ -24,14 +24,20 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(formatted.len(), 55);
         let again = TraceParent::parse(&formatted).expect("formatted traceparent parses");
         assert_eq!(again.to_string(), formatted);
-        assert_eq!((again.trace_id, again.parent_id), (tp.trace_id, tp.parent_id));
+        assert_eq!(
+            (again.trace_id, again.parent_id),
+            (tp.trace_id, tp.parent_id)
+        );
     }
 
     // tracestate: the input's lines are the header values.
     if let Ok(ts) = TraceState::parse_values(text.split('\n')) {
         assert!(ts.len() <= TraceState::MAX_MEMBERS);
         let formatted = ts.to_string();
-        assert_eq!(TraceState::parse(&formatted).expect("formatted tracestate parses"), ts);
+        assert_eq!(
+            TraceState::parse(&formatted).expect("formatted tracestate parses"),
+            ts
+        );
         assert!(TraceState::from_otel(&ts.to_otel()).len() <= ts.len());
     }
 
