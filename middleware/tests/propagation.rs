@@ -950,10 +950,17 @@ fn inject_table() {
             None,
         ),
         (
-            "RandomTraceId marker",
+            "RandomTraceId marker naming the span's trace",
             base.with_remote_span_context(span_context(trace, span, 1, ""))
-                .with_value(RandomTraceId),
+                .with_value(RandomTraceId(TraceId::from(trace))),
             Some(tp("03")),
+            None,
+        ),
+        (
+            "RandomTraceId marker naming another trace",
+            base.with_remote_span_context(span_context(trace, span, 1, ""))
+                .with_value(RandomTraceId(TraceId::from(trace + 1))),
+            Some(tp("01")),
             None,
         ),
         (
@@ -1035,15 +1042,16 @@ fn received_random_flag_applies_only_to_its_own_trace() {
             .unwrap()
             .ends_with("-01")
     );
-    let marked = other_trace.with_value(RandomTraceId);
+    let marked = other_trace.with_value(RandomTraceId(TraceId::from(5)));
     assert!(
         injected(&marked)["traceparent"]
             .to_str()
             .unwrap()
             .ends_with("-03")
     );
-    // The marker does not apply to the received trace, whose own flag decides.
-    let cx = extract(&headers(&[("traceparent", TP01)])).with_value(RandomTraceId);
+    // A marker for another trace does not apply to the received one, whose own flag decides.
+    let cx =
+        extract(&headers(&[("traceparent", TP01)])).with_value(RandomTraceId(TraceId::from(5)));
     assert!(
         injected(&cx)["traceparent"]
             .to_str()

@@ -201,9 +201,24 @@ fn a_sampler_that_changes_tracestate_wins() {
 #[test]
 fn a_new_trace_gets_the_random_flag_from_the_marker() {
     let (provider, _exporter) = provider(Sampler::AlwaysOn);
-    // No traceparent: the layer starts a new trace with a random id and marks the context.
-    let cx = extract(&HeaderMap::new()).with_value(RandomTraceId);
-    let (out, server_sc, _) = hop(&provider, &cx);
+    // No traceparent: the layer starts a new trace with a random id and marks the context
+    // with that trace's id, as the server layer does.
+    let tracer = provider.tracer("propagation-sdk");
+    let server = tracer
+        .span_builder("server")
+        .with_kind(SpanKind::Server)
+        .start_with_context(&tracer, &extract(&HeaderMap::new()));
+    let server_sc = server.span_context().clone();
+    let cx = Context::new()
+        .with_span(server)
+        .with_value(RandomTraceId(server_sc.trace_id()));
+    let client = tracer
+        .span_builder("client")
+        .with_kind(SpanKind::Client)
+        .start_with_context(&tracer, &cx);
+    let cx = cx.with_span(client);
+    let mut out = HeaderMap::new();
+    inject(&cx, &mut out);
     let tp = traceparent(&out);
     assert_eq!(tp.trace_id, server_sc.trace_id());
     assert_eq!(tp.flags, 0x03);

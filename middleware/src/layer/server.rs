@@ -7,7 +7,7 @@ use std::task::{Context as TaskContext, Poll};
 use http::header::{self, HeaderName};
 use http::{Request, Response};
 use opentelemetry::global::BoxedTracer;
-use opentelemetry::trace::{SpanBuilder, SpanKind, TraceContextExt, Tracer};
+use opentelemetry::trace::{Span as _, SpanBuilder, SpanKind, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -239,9 +239,10 @@ where
         let parent = propagation::extract(req.headers());
         let new_trace = !parent.span().span_context().is_valid();
         let (span, grpc) = start_server_span(config, &req, &parent);
+        let trace_id = span.span_context().trace_id();
         let mut cx = parent.with_span(span);
         if new_trace {
-            cx = cx.with_value(propagation::RandomTraceId);
+            cx = cx.with_value(propagation::RandomTraceId(trace_id));
         }
         let future = {
             let _guard = cx.clone().attach();
@@ -257,8 +258,6 @@ fn start_server_span<B>(
     req: &Request<B>,
     parent: &Context,
 ) -> (opentelemetry::global::BoxedSpan, bool) {
-    use opentelemetry::trace::Span as _;
-
     let headers = req.headers();
     let grpc = attrs::is_grpc(headers);
     let path = req.uri().path();

@@ -68,8 +68,8 @@
 //! - the span is in the trace received by [`extract`] and the received `traceparent` had it
 //!   (this also covers children the SDK *drops*, which it creates with flags `00`, losing
 //!   `random`);
-//! - the span is in another trace and the context holds [`RandomTraceId`], the marker a layer
-//!   inserts when it starts a new trace with a randomly generated trace id.
+//! - the context holds [`RandomTraceId`] naming the span's trace: the marker a layer inserts
+//!   when it starts a new trace with a randomly generated trace id.
 //!
 //! # `HeaderMap` functions versus the `TextMapPropagator`
 //!
@@ -104,33 +104,34 @@ pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 /// The `baggage` header name.
 pub const BAGGAGE: HeaderName = HeaderName::from_static("baggage");
 
-/// Context marker: the current trace was started here with a randomly generated trace id, so
-/// [`inject`] sets the Level 2 `random` flag (`0x02`) on its `traceparent`.
+/// Marks the trace with this id as one whose trace id was generated randomly, so that
+/// [`inject`] sets the Level 2 `random` flag (`0x02`) on the `traceparent` of its spans.
 ///
 /// The OpenTelemetry SDK's default id generator draws trace ids at random but never sets the
-/// flag itself. A server layer that starts a brand-new trace inserts this marker into the
-/// context it runs the request in. It is ignored for a span that continues the trace received
-/// by [`extract`] (whose own `random` flag then applies).
+/// flag itself. A server layer that starts a brand-new trace inserts this marker, naming the
+/// new trace, into the context it runs the request in. It only applies to spans of that trace,
+/// so it can never leak into a trace received by [`extract`] (whose own flag applies).
 ///
 /// ```
 /// use llmtrace::propagation::{RandomTraceId, inject};
 /// use opentelemetry::Context;
 /// use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 ///
+/// let trace_id = TraceId::from(0x4bf92f3577b34da6a3ce929d0e0e4736);
 /// let sc = SpanContext::new(
-///     TraceId::from(0x4bf92f3577b34da6a3ce929d0e0e4736),
+///     trace_id,
 ///     SpanId::from(0x00f067aa0ba902b7),
 ///     TraceFlags::SAMPLED,
 ///     false,
 ///     TraceState::default(),
 /// );
-/// let cx = Context::new().with_remote_span_context(sc).with_value(RandomTraceId);
+/// let cx = Context::new().with_remote_span_context(sc).with_value(RandomTraceId(trace_id));
 /// let mut headers = http::HeaderMap::new();
 /// inject(&cx, &mut headers);
 /// assert_eq!(headers["traceparent"], "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03");
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RandomTraceId;
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RandomTraceId(pub TraceId);
 
 /// What [`extract`] received, kept in the context so [`inject`] can send it on unchanged.
 #[derive(Debug)]
@@ -204,16 +205,22 @@ fn extract_values<'a, E>(
             true,
             otel_trace_state.clone(),
         );
-        cx = Some(
-            parent
-                .with_remote_span_context(span_context)
-                .with_value(ReceivedTraceContext {
-                    trace_id: tp.trace_id,
-                    random: tp.is_random(),
-                    trace_state,
-                    otel_trace_state,
-                }),
-        );
+        let remote = parent.with_remote_span_context(span_context);
+        // The received context is only needed where the span context cannot carry it: a
+        // tracestate member OpenTelemetry refused, or the random flag, which the SDK drops
+        // from the children it does not sample. Skipping it otherwise saves two allocations
+        // per request.
+        let otel_members = (&otel_trace_state).into_iter().count();
+        cx = Some(if tp.is_random() || otel_members != trace_state.len() {
+            remote.with_value(ReceivedTraceContext {
+                trace_id: tp.trace_id,
+                random: tp.is_random(),
+                trace_state,
+                otel_trace_state,
+            })
+        } else {
+            remote
+        });
     }
     let baggage = decode_baggage(baggage);
     match (cx, baggage.is_empty()) {
@@ -257,10 +264,10 @@ impl Outgoing {
             .get::<ReceivedTraceContext>()
             .filter(|r| r.trace_id == sc.trace_id());
         let random = sc.trace_flags() & TraceFlags::new(FLAG_RANDOM) != TraceFlags::default()
-            || match received {
-                Some(received) => received.random,
-                None => cx.get::<RandomTraceId>().is_some(),
-            };
+            || received.is_some_and(|r| r.random)
+            || cx
+                .get::<RandomTraceId>()
+                .is_some_and(|m| m.0 == sc.trace_id());
         let flags =
             (sc.trace_flags().to_u8() & FLAG_SAMPLED) | if random { FLAG_RANDOM } else { 0 };
         let traceparent = TraceParent::new(sc.trace_id(), sc.span_id(), flags).to_string();
