@@ -1,5 +1,6 @@
 //! The client layer: a CLIENT span per outbound request, with the context injected.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
@@ -159,10 +160,10 @@ fn start_client_span<B>(
             attributes.push(KeyValue::new(semconv::http::SERVER_PORT, i64::from(port)));
         }
     }
-    let name = if grpc {
-        attrs::push_grpc(&mut attributes, uri.path()).unwrap_or_else(|| method.to_owned())
+    let name: Cow<'static, str> = if grpc {
+        attrs::push_grpc(&mut attributes, uri.path()).map_or(Cow::Borrowed(method), Cow::Owned)
     } else {
-        method.to_owned()
+        Cow::Borrowed(method)
     };
     if let Some(url) = attrs::redacted_url(uri) {
         attributes.push(KeyValue::new(semconv::http::URL_FULL, url));

@@ -1,5 +1,6 @@
 //! The server layer: a SERVER span per inbound request, ended when the response body ends.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
@@ -263,10 +264,10 @@ fn start_server_span<B>(
     let path = req.uri().path();
     let scheme = req.uri().scheme_str().unwrap_or("http");
 
-    // What a sampler may want to see goes in at creation; the rest only when recording.
+    // What a sampler may want to see goes in at creation (method, scheme, route, rpc.*);
+    // the rest, including the path, which costs an allocation, only when recording.
     let mut attributes = Vec::with_capacity(8);
     let method = attrs::push_method(&mut attributes, req.method());
-    attributes.push(KeyValue::new(semconv::http::URL_PATH, path.to_owned()));
     attributes.push(KeyValue::new(
         semconv::http::URL_SCHEME,
         if scheme == "https" { "https" } else { "http" },
@@ -275,10 +276,12 @@ fn start_server_span<B>(
     if let Some(route) = route {
         attributes.push(KeyValue::new(semconv::http::ROUTE, route.to_owned()));
     }
-    let name = match (grpc, route) {
-        (true, _) => attrs::push_grpc(&mut attributes, path).unwrap_or_else(|| method.to_owned()),
-        (false, Some(route)) => format!("{method} {route}"),
-        (false, None) => method.to_owned(),
+    let name: Cow<'static, str> = match (grpc, route) {
+        (true, _) => {
+            attrs::push_grpc(&mut attributes, path).map_or(Cow::Borrowed(method), Cow::Owned)
+        }
+        (false, Some(route)) => Cow::Owned(format!("{method} {route}")),
+        (false, None) => Cow::Borrowed(method),
     };
     let builder = SpanBuilder::from_name(name)
         .with_kind(SpanKind::Server)
@@ -288,7 +291,8 @@ fn start_server_span<B>(
         return (span, grpc);
     }
 
-    let mut more = Vec::with_capacity(8);
+    let mut more = Vec::with_capacity(10);
+    more.push(KeyValue::new(semconv::http::URL_PATH, path.to_owned()));
     if let Some((host, port)) = attrs::server_address(req.uri(), headers) {
         more.push(KeyValue::new(semconv::http::SERVER_ADDRESS, host));
         if let Some(port) = port.or_else(|| attrs::default_port(scheme)) {

@@ -62,7 +62,7 @@ impl TraceParent {
     /// exact field lengths, no all-zero ids, version `ff` refused, version `00` exactly 55
     /// characters, a higher version followed by nothing or by `-`).
     pub fn parse(value: &str) -> Result<Self, ParseTraceParentError> {
-        let s = value.trim_matches(is_ows).as_bytes();
+        let s = trim_ows(value.as_bytes());
         if s.len() < V00_LEN {
             return Err(ParseTraceParentError::Length(s.len()));
         }
@@ -205,6 +205,17 @@ pub(crate) fn is_ows(c: char) -> bool {
     c == ' ' || c == '\t'
 }
 
+/// Trims optional white space (spaces and tabs, nothing else) from both ends.
+fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
 fn hex_digit(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
@@ -217,15 +228,40 @@ fn parse_hex_byte(s: &[u8]) -> Option<u8> {
     Some((hex_digit(s[0])? << 4) | hex_digit(s[1])?)
 }
 
+/// Lowercase hex digit values; 0xff marks every other byte. A table keeps the per-request
+/// parse of 48 digits branch-light.
+const HEX: [u8; 256] = {
+    let mut table = [0xff; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
+
 fn parse_hex_u64(s: &[u8]) -> Option<u64> {
-    s.iter()
-        .try_fold(0u64, |acc, &b| Some((acc << 4) | u64::from(hex_digit(b)?)))
+    let mut acc = 0u64;
+    let mut bad = 0u8;
+    for &b in s {
+        let v = HEX[b as usize];
+        bad |= v;
+        acc = (acc << 4) | u64::from(v & 0x0f);
+    }
+    // Any invalid digit set the high bits of `bad`; valid digits never do.
+    (bad & 0xf0 == 0).then_some(acc)
 }
 
 fn parse_hex_u128(s: &[u8]) -> Option<u128> {
-    s.iter().try_fold(0u128, |acc, &b| {
-        Some((acc << 4) | u128::from(hex_digit(b)?))
-    })
+    let (high, low) = s.split_at(s.len().saturating_sub(16));
+    let high = parse_hex_u64(high)?;
+    let low = parse_hex_u64(low)?;
+    Some((u128::from(high) << 64) | u128::from(low))
 }
 
 #[cfg(test)]

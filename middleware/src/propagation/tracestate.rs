@@ -145,6 +145,9 @@ impl TraceState {
     /// header still reaches the next hop.
     pub fn to_otel(&self) -> opentelemetry::trace::TraceState {
         use opentelemetry::trace::TraceState as OtelTraceState;
+        if self.is_empty() {
+            return OtelTraceState::NONE;
+        }
         let accepted = self
             .iter()
             .filter(|member| OtelTraceState::from_key_value([*member]).is_ok());
