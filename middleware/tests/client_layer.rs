@@ -220,3 +220,44 @@ async fn transport_errors_end_the_span_with_the_error() {
     );
     rec.assert_each_ended_once();
 }
+
+#[tokio::test]
+async fn baggage_and_tracestate_of_the_current_context_are_injected() {
+    use opentelemetry::baggage::BaggageExt;
+
+    let rec = Recorder::new();
+    let (svc, seen) = upstream(StatusCode::OK, 0);
+    let client = ServiceBuilder::new()
+        .layer(ClientLayer::new().with_tracer(rec.tracer()))
+        .service(svc);
+    let mut incoming = HeaderMap::new();
+    incoming.insert(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            .parse()
+            .unwrap(),
+    );
+    incoming.insert("tracestate", "vendor=abc,other=x".parse().unwrap());
+    incoming.insert("baggage", "user_id=42,tier=gold;p=1".parse().unwrap());
+    let cx = llmtrace::propagation::extract(&incoming);
+    assert_eq!(cx.baggage().len(), 2);
+    let _guard = cx.attach();
+    let res = client
+        .oneshot(Request::get("http://up/x").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    res.into_body().collect().await.unwrap();
+
+    let headers = seen.lock().unwrap();
+    assert_eq!(headers[0]["tracestate"], "vendor=abc,other=x");
+    let baggage = headers[0]["baggage"].to_str().unwrap();
+    let mut members: Vec<_> = baggage.split(',').collect();
+    members.sort();
+    assert_eq!(members, ["tier=gold;p=1", "user_id=42"]);
+    assert!(
+        headers[0]["traceparent"]
+            .to_str()
+            .unwrap()
+            .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+    );
+}
