@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod genai;
 pub mod layer;
 pub mod propagation;
 pub mod semconv;
