@@ -56,6 +56,85 @@ pub mod rpc {
     pub const GRPC_STATUS_CODE: &str = "rpc.grpc.status_code";
 }
 
+/// GenAI semantic conventions (semconv v1.41, "Development" status).
+pub mod gen_ai {
+    /// `chat`, `text_completion`, `embeddings`, ...
+    pub const OPERATION_NAME: &str = "gen_ai.operation.name";
+    /// `openai`, `anthropic`, `azure.ai.openai`, ...
+    pub const PROVIDER_NAME: &str = "gen_ai.provider.name";
+    /// The model the request asked for.
+    pub const REQUEST_MODEL: &str = "gen_ai.request.model";
+    /// Whether the request asked for a streamed response.
+    pub const REQUEST_STREAM: &str = "gen_ai.request.stream";
+    /// `max_tokens` / `max_completion_tokens` / `max_output_tokens`.
+    pub const REQUEST_MAX_TOKENS: &str = "gen_ai.request.max_tokens";
+    /// Sampling temperature.
+    pub const REQUEST_TEMPERATURE: &str = "gen_ai.request.temperature";
+    /// Nucleus sampling.
+    pub const REQUEST_TOP_P: &str = "gen_ai.request.top_p";
+    /// Top-k sampling.
+    pub const REQUEST_TOP_K: &str = "gen_ai.request.top_k";
+    /// Stop sequences (string array).
+    pub const REQUEST_STOP_SEQUENCES: &str = "gen_ai.request.stop_sequences";
+    /// Frequency penalty.
+    pub const REQUEST_FREQUENCY_PENALTY: &str = "gen_ai.request.frequency_penalty";
+    /// Presence penalty.
+    pub const REQUEST_PRESENCE_PENALTY: &str = "gen_ai.request.presence_penalty";
+    /// Seed.
+    pub const REQUEST_SEED: &str = "gen_ai.request.seed";
+    /// Number of choices asked for, when not 1.
+    pub const REQUEST_CHOICE_COUNT: &str = "gen_ai.request.choice.count";
+    /// Encoding formats asked for (embeddings).
+    pub const REQUEST_ENCODING_FORMATS: &str = "gen_ai.request.encoding_formats";
+    /// The provider's id of the response.
+    pub const RESPONSE_ID: &str = "gen_ai.response.id";
+    /// The model that answered.
+    pub const RESPONSE_MODEL: &str = "gen_ai.response.model";
+    /// One finish reason per choice (string array).
+    pub const RESPONSE_FINISH_REASONS: &str = "gen_ai.response.finish_reasons";
+    /// Seconds from the request to the first content-bearing chunk (double).
+    pub const RESPONSE_TIME_TO_FIRST_CHUNK: &str = "gen_ai.response.time_to_first_chunk";
+    /// Input (prompt) tokens.
+    pub const USAGE_INPUT_TOKENS: &str = "gen_ai.usage.input_tokens";
+    /// Output (completion) tokens.
+    pub const USAGE_OUTPUT_TOKENS: &str = "gen_ai.usage.output_tokens";
+    /// Input tokens served from the provider's cache.
+    pub const USAGE_CACHE_READ_INPUT_TOKENS: &str = "gen_ai.usage.cache_read.input_tokens";
+    /// Input tokens written to the provider's cache.
+    pub const USAGE_CACHE_CREATION_INPUT_TOKENS: &str = "gen_ai.usage.cache_creation.input_tokens";
+    /// Output tokens spent on reasoning.
+    pub const USAGE_REASONING_OUTPUT_TOKENS: &str = "gen_ai.usage.reasoning.output_tokens";
+    /// Conversation id, when the caller supplies one.
+    pub const CONVERSATION_ID: &str = "gen_ai.conversation.id";
+    /// Opt-in content: the request's messages, as JSON.
+    pub const INPUT_MESSAGES: &str = "gen_ai.input.messages";
+    /// Opt-in content: the response's messages, as JSON.
+    pub const OUTPUT_MESSAGES: &str = "gen_ai.output.messages";
+    /// Opt-in content: the system prompt, as JSON.
+    pub const SYSTEM_INSTRUCTIONS: &str = "gen_ai.system_instructions";
+    /// `input` or `output`, on `gen_ai.client.token.usage`.
+    pub const TOKEN_TYPE: &str = "gen_ai.token.type";
+
+    /// Metric instrument names.
+    pub mod metrics {
+        /// Histogram, seconds.
+        pub const CLIENT_OPERATION_DURATION: &str = "gen_ai.client.operation.duration";
+        /// Histogram, `{token}`.
+        pub const CLIENT_TOKEN_USAGE: &str = "gen_ai.client.token.usage";
+        /// Histogram, seconds; streams only.
+        pub const CLIENT_TIME_TO_FIRST_CHUNK: &str = "gen_ai.client.operation.time_to_first_chunk";
+        /// Histogram, seconds; each chunk after the first.
+        pub const CLIENT_TIME_PER_OUTPUT_CHUNK: &str =
+            "gen_ai.client.operation.time_per_output_chunk";
+        /// Histogram, seconds.
+        pub const SERVER_REQUEST_DURATION: &str = "gen_ai.server.request.duration";
+        /// Histogram, seconds.
+        pub const SERVER_TIME_TO_FIRST_TOKEN: &str = "gen_ai.server.time_to_first_token";
+        /// Histogram, seconds.
+        pub const SERVER_TIME_PER_OUTPUT_TOKEN: &str = "gen_ai.server.time_per_output_token";
+    }
+}
+
 /// Names of our own, under `llmtrace.`.
 pub mod llmtrace {
     /// `true` when the response body was dropped before its end: the client went away
@@ -65,6 +144,62 @@ pub mod llmtrace {
     pub const ABORTED_ERROR_TYPE: &str = "aborted";
     /// The `error.type` value used when the inner service or body panicked.
     pub const PANIC_ERROR_TYPE: &str = "panic";
+    /// The `error.type` of a stream that ended before its final event.
+    pub const TRUNCATED_ERROR_TYPE: &str = "stream_truncated";
+
+    /// Number of tools the request offered (int).
+    pub const REQUEST_TOOL_COUNT: &str = "llmtrace.request.tool_count";
+    /// Seconds from the request to the first response body byte (double).
+    pub const TIME_TO_FIRST_BYTE: &str = "llmtrace.response.time_to_first_byte";
+    /// Where the timings were measured: `client`, `gateway` or `server`.
+    pub const MEASURED_AT: &str = "llmtrace.measured_at";
+    /// Content-bearing events in the stream (int).
+    pub const STREAM_CHUNKS: &str = "llmtrace.stream.chunks";
+    /// All server-sent events in the stream (int).
+    pub const STREAM_EVENTS: &str = "llmtrace.stream.events";
+    /// Whether the stream's final event (`[DONE]`, `message_stop`, ...) arrived (bool).
+    pub const STREAM_COMPLETE: &str = "llmtrace.stream.complete";
+    /// Mean gap between content chunks, seconds (double).
+    pub const GAP_MEAN: &str = "llmtrace.stream.gap.mean";
+    /// Median gap between content chunks, seconds (double, estimated: see `genai::GapStats`).
+    pub const GAP_P50: &str = "llmtrace.stream.gap.p50";
+    /// 99th percentile gap between content chunks, seconds (double, estimated).
+    pub const GAP_P99: &str = "llmtrace.stream.gap.p99";
+    /// Longest gap between content chunks, seconds (double, exact).
+    pub const GAP_MAX: &str = "llmtrace.stream.gap.max";
+    /// Gaps longer than the configured stall threshold (int).
+    pub const STALLS: &str = "llmtrace.stream.stalls";
+    /// Output tokens per second after the first token (double).
+    pub const OUTPUT_TOKENS_PER_SECOND: &str = "llmtrace.usage.output_tokens_per_second";
+    /// `reported`, `estimated` or `missing`.
+    pub const USAGE_SOURCE: &str = "llmtrace.usage.source";
+    /// `content_filter` or `refusal`, when the provider reports one.
+    pub const GUARDRAIL: &str = "llmtrace.guardrail";
+    /// Server-sent events skipped because they exceeded the size cap (int).
+    pub const OVERSIZED_EVENTS: &str = "llmtrace.stream.oversized_events";
+    /// What the observer could not parse (request or response), for diagnosis.
+    pub const PARSE_ERROR: &str = "llmtrace.parse_error";
+    /// Whether captured content was cut at the configured cap (bool).
+    pub const CONTENT_TRUNCATED: &str = "llmtrace.content.truncated";
+
+    /// Event at the first content-bearing chunk.
+    pub const EVENT_FIRST_TOKEN: &str = "llmtrace.first_token";
+    /// Event when the provider reports content filtering or a refusal.
+    pub const EVENT_GUARDRAIL: &str = "guardrail.triggered";
+    /// Optional event per streamed chunk.
+    pub const EVENT_TOKEN_STREAMED: &str = "token.streamed";
+    /// Index of a streamed chunk (int), on `token.streamed`.
+    pub const CHUNK_INDEX: &str = "llmtrace.chunk.index";
+}
+
+/// Exception event names (semantic conventions).
+pub mod exception {
+    /// The event name.
+    pub const EVENT: &str = "exception";
+    /// The exception's type.
+    pub const TYPE: &str = "exception.type";
+    /// The exception's message.
+    pub const MESSAGE: &str = "exception.message";
 }
 
 /// Value written in place of a captured header that carries a secret.

@@ -1,4 +1,66 @@
-//! PLACEHOLDER — being written (incremental SSE decoder). API contract only.
+//! An incremental, sans-IO decoder for Server-Sent Events (`text/event-stream`), exact to the
+//! WHATWG HTML rules for [interpreting an event stream].
+//!
+//! Feed the response body chunk by chunk, as it arrives, to [`SseDecoder::feed`]; call
+//! [`SseDecoder::finish`] when the body ends. Chunk boundaries may fall anywhere: inside a
+//! field name, between the CR and the LF of a CRLF, inside the byte-order mark, inside a
+//! multi-byte UTF-8 character. The decoder reports the same events however the stream is cut.
+//!
+//! # When events are dispatched
+//!
+//! `on_event` is called from inside `feed`, once for each blank line that ends an event whose
+//! data buffer is not empty, in stream order, before `feed` returns. Nothing is dispatched at
+//! any other time:
+//!
+//! - an event without `data` lines (only `event:`, `id:`, `retry:` or comments) is not
+//!   dispatched, as the spec says; its fields are forgotten at the blank line;
+//! - an event not yet closed by a blank line when the stream ends is discarded by `finish`
+//!   (the spec's "any pending data must be discarded");
+//! - an event larger than the size cap (below) is skipped.
+//!
+//! The event's `data` is its `data` lines joined with `\n`; `event` is `None` for the default
+//! type (`message`); `id` and `retry` are those of the event's own `id` and `retry` fields.
+//! The spec's `EventSource` also carries the last `id` forward to later events (and across a
+//! reconnection): a consumer that needs that keeps the last `Some` it saw.
+//!
+//! Lines end with CRLF, LF or CR. A byte-order mark is skipped only at the very start of the
+//! stream. Invalid UTF-8 is replaced with U+FFFD exactly as the spec's UTF-8 decode does; valid
+//! events are handed out as borrowed `&str` without being copied or allocated again.
+//!
+//! # Size cap and memory bound
+//!
+//! The decoder never holds the stream. It buffers only what the current event needs: the
+//! values of its `data` lines (each plus a `\n`), its event type and its id. A partial line is
+//! not buffered as such: its bytes go straight to the field they belong to (comments, unknown
+//! fields and `retry` values are never buffered), and at most 5 bytes of a field name are
+//! kept. Buffers are reused from event to event, so a stream in steady state allocates
+//! nothing.
+//!
+//! An event for which these buffers would exceed `max_event_bytes`
+//! ([`DEFAULT_MAX_EVENT_BYTES`], 1 MiB, by default) is given up on at the byte that crosses
+//! the cap: its buffers are emptied, the rest of it up to its blank line is skipped without
+//! buffering, it is counted in [`SseDecoder::oversized_events`], and decoding goes on cleanly
+//! with the next event. No buffer grows past the cap (growth is clamped to it), and the
+//! buffers that are rarely large (event type, id, the scratch used to decode invalid UTF-8)
+//! are released at the end of an event that made them large. So between events the decoder
+//! holds at most the data buffer (≤ cap) plus the decode scratch (≤ cap) plus a few KiB; see
+//! [`SseDecoder::buffered_capacity`].
+//!
+//! [interpreting an event stream]: https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation
+
+use std::mem;
+
+use memchr::{memchr, memchr2};
+
+/// The size cap of [`SseDecoder::default`]: 1 MiB per event.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 1 << 20;
+
+/// The UTF-8 byte-order mark, skipped at the start of a stream.
+const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
+
+/// Capacity above which the event-type, id and decode-scratch buffers are released at the end
+/// of an event: values that large are abnormal, so keeping the memory is not worth it.
+const KEEP_SMALL_BUFFER: usize = 1024;
 
 /// One dispatched server-sent event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -7,33 +69,635 @@ pub struct SseEvent<'a> {
     pub event: Option<&'a str>,
     /// The `data` field lines joined with `\n`.
     pub data: &'a str,
-    /// The `id` field of this event, if it had one.
+    /// The `id` field of this event, if it had one (without NUL; it may be empty).
     pub id: Option<&'a str>,
-    /// The `retry` field of this event, if it had a valid one.
+    /// The `retry` field of this event, if it had a valid one (ASCII digits only, saturating
+    /// at `u64::MAX`).
     pub retry: Option<u64>,
 }
 
-/// Incremental SSE decoder.
-#[derive(Debug, Default)]
-pub struct SseDecoder {}
+/// Incremental Server-Sent Events decoder: bytes in, [`SseEvent`]s out, no I/O.
+///
+/// See the [module docs](self) for when events are dispatched, the size cap and the memory
+/// bound.
+///
+/// ```
+/// use llmtrace::genai::sse::SseDecoder;
+///
+/// let mut decoder = SseDecoder::default();
+/// let mut seen = Vec::new();
+/// // Chunks may split anywhere, here inside a field name and between CR and LF.
+/// for chunk in [&b"event: message_start\r\nda"[..], b"ta: {\"a\":1}\r", b"\n\r\ndata: [DONE]\n\n"] {
+///     decoder.feed(chunk, |event| seen.push((event.event.map(str::to_owned), event.data.to_owned())));
+/// }
+/// decoder.finish();
+/// assert_eq!(seen, [
+///     (Some("message_start".to_owned()), r#"{"a":1}"#.to_owned()),
+///     (None, "[DONE]".to_owned()),
+/// ]);
+/// assert_eq!(decoder.oversized_events(), 0);
+/// ```
+#[derive(Debug)]
+pub struct SseDecoder {
+    max_event_bytes: usize,
 
-impl SseDecoder {
-    /// A decoder that gives up on (skips) any single event larger than `max_event_bytes`.
-    pub fn new(max_event_bytes: usize) -> Self {
-        let _ = max_event_bytes;
-        Self {}
+    // === stream state ===
+    /// How many bytes of the BOM have been matched at the start of the stream; `None` once the
+    /// start of the stream is behind us.
+    bom_matched: Option<u8>,
+    /// The last line ended with a CR that ended a chunk: an LF starting the next chunk belongs
+    /// to the same line end.
+    pending_cr: bool,
+    /// Where the current (partial) line stands.
+    line: Line,
+    /// The field name read so far on the current line (only while it is a prefix of a known
+    /// field name, so at most 5 bytes).
+    name: [u8; 5],
+    name_len: u8,
+
+    // === current event ===
+    /// The current event went over the cap: skip it up to its blank line.
+    skipping: bool,
+    /// Raw `data` values, each followed by `\n`.
+    data: Vec<u8>,
+    /// Raw event type.
+    event: Vec<u8>,
+    /// Raw id of this event, valid when `has_id`.
+    id: Vec<u8>,
+    has_id: bool,
+    /// The value of the `id` line being read, kept apart until it is known to be free of NUL.
+    id_line: Vec<u8>,
+    id_line_has_nul: bool,
+    /// The value of the `retry` line being read: `Some` while it is all digits so far.
+    retry_line: Option<u64>,
+    retry_line_digits: bool,
+    retry: Option<u64>,
+    /// Where invalid UTF-8 is decoded with replacement at dispatch.
+    scratch: String,
+
+    oversized: u64,
+}
+
+/// Position within the current line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Line {
+    /// Nothing of the line seen yet: a line end here is a blank line.
+    Start,
+    /// Reading the field name, which is so far a prefix of a known field name.
+    Name,
+    /// Just after the colon: an optional single space is still to be dropped.
+    ValueStart(Field),
+    /// Reading the value.
+    Value(Field),
+    /// A comment, an unknown field, or a line of a skipped event: ignored up to its end.
+    Ignore,
+}
+
+/// The fields the decoder acts on; all others are ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Event,
+    Data,
+    Id,
+    Retry,
+}
+
+impl Field {
+    const ALL: [(&'static [u8], Field); 4] = [
+        (b"event", Field::Event),
+        (b"data", Field::Data),
+        (b"id", Field::Id),
+        (b"retry", Field::Retry),
+    ];
+
+    fn named(name: &[u8]) -> Option<Field> {
+        Self::ALL
+            .iter()
+            .find(|(known, _)| *known == name)
+            .map(|&(_, field)| field)
     }
 
-    /// Feeds the next chunk; calls `on_event` for each complete event.
+    fn is_prefix(name: &[u8]) -> bool {
+        Self::ALL.iter().any(|(known, _)| known.starts_with(name))
+    }
+}
+
+// === impl SseDecoder ===
+
+impl Default for SseDecoder {
+    /// A decoder with the [`DEFAULT_MAX_EVENT_BYTES`] (1 MiB) cap.
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_EVENT_BYTES)
+    }
+}
+
+impl SseDecoder {
+    /// A decoder that gives up on (skips) any single event larger than `max_event_bytes`: the
+    /// bytes buffered for it, its `data` values each with a `\n`, its event type and its id.
+    pub fn new(max_event_bytes: usize) -> Self {
+        Self {
+            max_event_bytes,
+            bom_matched: Some(0),
+            pending_cr: false,
+            line: Line::Start,
+            name: [0; 5],
+            name_len: 0,
+            skipping: false,
+            data: Vec::new(),
+            event: Vec::new(),
+            id: Vec::new(),
+            has_id: false,
+            id_line: Vec::new(),
+            id_line_has_nul: false,
+            retry_line: None,
+            retry_line_digits: false,
+            retry: None,
+            scratch: String::new(),
+            oversized: 0,
+        }
+    }
+
+    /// Feeds the next chunk of the stream; calls `on_event` for each event it completes, in
+    /// order, before returning.
     pub fn feed(&mut self, chunk: &[u8], mut on_event: impl FnMut(SseEvent<'_>)) {
-        let _ = (chunk, &mut on_event);
+        let mut rest = chunk;
+        if rest.is_empty() {
+            return;
+        }
+        if self.bom_matched.is_some() {
+            match self.skip_bom(rest) {
+                Some(after) => rest = after,
+                None => return,
+            }
+        }
+        if mem::take(&mut self.pending_cr) && rest.first() == Some(&b'\n') {
+            rest = &rest[1..];
+        }
+        while let Some(end) = memchr2(b'\r', b'\n', rest) {
+            self.line_bytes(&rest[..end]);
+            if self.end_line() {
+                if let Some(event) = self.dispatchable() {
+                    on_event(event);
+                }
+                self.reset_event();
+            }
+            let terminator = if rest[end] == b'\r' {
+                match rest.get(end + 1) {
+                    Some(b'\n') => 2,
+                    Some(_) => 1,
+                    None => {
+                        self.pending_cr = true;
+                        1
+                    }
+                }
+            } else {
+                1
+            };
+            rest = &rest[end + terminator..];
+        }
+        self.line_bytes(rest);
     }
 
     /// End of stream: an event without its terminating blank line is discarded (per spec).
-    pub fn finish(&mut self) {}
+    ///
+    /// The decoder is then ready for a new stream (a BOM is skipped again at its start); the
+    /// [`oversized_events`](Self::oversized_events) count is kept.
+    pub fn finish(&mut self) {
+        self.reset_event();
+        self.line = Line::Start;
+        self.name_len = 0;
+        self.pending_cr = false;
+        self.bom_matched = Some(0);
+    }
 
-    /// Events skipped because they exceeded the size cap.
+    /// Events skipped because they exceeded the size cap, since the decoder was made.
     pub fn oversized_events(&self) -> u64 {
-        0
+        self.oversized
+    }
+
+    /// The size cap this decoder was made with.
+    pub fn max_event_bytes(&self) -> usize {
+        self.max_event_bytes
+    }
+
+    /// The bytes the decoder's buffers have allocated, for checking the memory bound: at most
+    /// about twice the cap between events (data buffer and decode scratch, each clamped to the
+    /// cap), usually at most the size of the largest event seen.
+    pub fn buffered_capacity(&self) -> usize {
+        self.data.capacity()
+            + self.event.capacity()
+            + self.id.capacity()
+            + self.id_line.capacity()
+            + self.scratch.capacity()
+    }
+
+    // --- stream level ---
+
+    /// Matches the BOM at the very start of the stream, across chunks. Returns what follows
+    /// it, or `None` if the whole chunk is (so far) a prefix of the BOM.
+    fn skip_bom<'c>(&mut self, chunk: &'c [u8]) -> Option<&'c [u8]> {
+        let before = usize::from(self.bom_matched.unwrap_or(0));
+        let mut matched = before;
+        let mut used = 0;
+        while matched < BOM.len() && used < chunk.len() && chunk[used] == BOM[matched] {
+            matched += 1;
+            used += 1;
+        }
+        if matched == BOM.len() {
+            self.bom_matched = None;
+            return Some(&chunk[used..]);
+        }
+        if used == chunk.len() {
+            self.bom_matched = Some(matched as u8);
+            return None;
+        }
+        // Not a BOM after all: what was held back is ordinary content (never CR or LF).
+        self.bom_matched = None;
+        self.line_bytes(&BOM[..matched]);
+        Some(&chunk[used..])
+    }
+
+    /// Part of the current line, without CR or LF.
+    fn line_bytes(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            match self.line {
+                Line::Start => {
+                    self.line = if bytes[0] == b':' || self.skipping {
+                        Line::Ignore
+                    } else {
+                        Line::Name
+                    };
+                }
+                Line::Name => {
+                    let colon = memchr(b':', bytes);
+                    let part = &bytes[..colon.unwrap_or(bytes.len())];
+                    let len = usize::from(self.name_len);
+                    if len + part.len() > self.name.len() {
+                        self.line = Line::Ignore;
+                        return;
+                    }
+                    self.name[len..len + part.len()].copy_from_slice(part);
+                    self.name_len += part.len() as u8;
+                    let name = &self.name[..usize::from(self.name_len)];
+                    match colon {
+                        None if Field::is_prefix(name) => return,
+                        None => {
+                            self.line = Line::Ignore;
+                            return;
+                        }
+                        Some(at) => {
+                            self.line = match Field::named(name) {
+                                Some(field) => {
+                                    self.begin_value(field);
+                                    Line::ValueStart(field)
+                                }
+                                None => Line::Ignore,
+                            };
+                            bytes = &bytes[at + 1..];
+                        }
+                    }
+                }
+                Line::ValueStart(field) => {
+                    if bytes[0] == b' ' {
+                        bytes = &bytes[1..];
+                    }
+                    self.line = Line::Value(field);
+                }
+                Line::Value(field) => {
+                    self.value_bytes(field, bytes);
+                    return;
+                }
+                Line::Ignore => return,
+            }
+        }
+    }
+
+    /// The current line ended. Returns whether it was a blank line (which ends the event).
+    fn end_line(&mut self) -> bool {
+        let line = mem::replace(&mut self.line, Line::Start);
+        match line {
+            Line::Start => return true,
+            Line::Ignore => {}
+            Line::Name => {
+                // A line without a colon: the whole line is the field name, the value empty.
+                if let Some(field) = Field::named(&self.name[..usize::from(self.name_len)]) {
+                    self.begin_value(field);
+                    self.end_value(field);
+                }
+            }
+            Line::ValueStart(field) | Line::Value(field) => self.end_value(field),
+        }
+        self.name_len = 0;
+        false
+    }
+
+    // --- fields ---
+
+    fn begin_value(&mut self, field: Field) {
+        match field {
+            Field::Event => self.event.clear(),
+            Field::Data => {}
+            Field::Id => {
+                self.id_line.clear();
+                self.id_line_has_nul = false;
+            }
+            Field::Retry => {
+                self.retry_line = Some(0);
+                self.retry_line_digits = false;
+            }
+        }
+    }
+
+    fn value_bytes(&mut self, field: Field, bytes: &[u8]) {
+        match field {
+            Field::Retry => {
+                for &byte in bytes {
+                    self.retry_line = match (self.retry_line, byte) {
+                        (Some(n), b'0'..=b'9') => {
+                            Some(n.saturating_mul(10).saturating_add(u64::from(byte - b'0')))
+                        }
+                        _ => None,
+                    };
+                }
+                self.retry_line_digits = true;
+            }
+            Field::Id if !self.id_line_has_nul && memchr(0, bytes).is_some() => {
+                // This id will be ignored: no need to keep its bytes.
+                self.id_line_has_nul = true;
+                self.id_line.clear();
+            }
+            Field::Id if self.id_line_has_nul => {}
+            Field::Id | Field::Event | Field::Data => {
+                if !self.fits(bytes.len()) {
+                    self.give_up();
+                    return;
+                }
+                let buffer = match field {
+                    Field::Id => &mut self.id_line,
+                    Field::Event => &mut self.event,
+                    _ => &mut self.data,
+                };
+                extend_clamped(buffer, bytes, self.max_event_bytes);
+            }
+        }
+    }
+
+    fn end_value(&mut self, field: Field) {
+        match field {
+            Field::Event => {}
+            Field::Data => {
+                if !self.fits(1) {
+                    self.give_up();
+                    return;
+                }
+                extend_clamped(&mut self.data, b"\n", self.max_event_bytes);
+            }
+            Field::Id => {
+                if !self.id_line_has_nul {
+                    mem::swap(&mut self.id, &mut self.id_line);
+                    self.has_id = true;
+                }
+                self.id_line.clear();
+            }
+            Field::Retry => {
+                if let (Some(retry), true) = (self.retry_line, self.retry_line_digits) {
+                    self.retry = Some(retry);
+                }
+            }
+        }
+    }
+
+    /// Whether `more` bytes can still be buffered for the current event.
+    fn fits(&self, more: usize) -> bool {
+        let held = self.data.len() + self.event.len() + self.id.len() + self.id_line.len();
+        held.saturating_add(more) <= self.max_event_bytes
+    }
+
+    /// The current event is over the cap: drop it and skip to its blank line.
+    fn give_up(&mut self) {
+        self.oversized += 1;
+        self.reset_event();
+        self.skipping = true;
+        self.line = Line::Ignore;
+    }
+
+    // --- events ---
+
+    /// At a blank line: the event to dispatch, if any (its buffers are reset afterwards by
+    /// `reset_event`).
+    fn dispatchable(&mut self) -> Option<SseEvent<'_>> {
+        if self.skipping || self.data.is_empty() {
+            return None;
+        }
+        let data = &self.data[..self.data.len() - 1]; // without the last `\n`
+        let id = if self.has_id { &self.id[..] } else { &[][..] };
+        if let (Ok(data), Ok(event), Ok(id)) = (
+            std::str::from_utf8(data),
+            std::str::from_utf8(&self.event),
+            std::str::from_utf8(id),
+        ) {
+            return Some(self.event_of(data, event, id));
+        }
+        // Invalid UTF-8 somewhere: decode with replacement into the reused scratch buffer.
+        let scratch = &mut self.scratch;
+        scratch.clear();
+        push_lossy(scratch, data);
+        let data_end = scratch.len();
+        push_lossy(scratch, &self.event);
+        let event_end = scratch.len();
+        push_lossy(scratch, id);
+        let scratch = &self.scratch;
+        Some(SseEvent {
+            event: Some(&scratch[data_end..event_end]).filter(|event| !event.is_empty()),
+            data: &scratch[..data_end],
+            id: self.has_id.then_some(&scratch[event_end..]),
+            retry: self.retry,
+        })
+    }
+
+    fn event_of<'s>(&self, data: &'s str, event: &'s str, id: &'s str) -> SseEvent<'s> {
+        SseEvent {
+            event: Some(event).filter(|event| !event.is_empty()),
+            data,
+            id: self.has_id.then_some(id),
+            retry: self.retry,
+        }
+    }
+
+    /// Forgets the current event, keeping the buffers (unless they grew abnormally large).
+    fn reset_event(&mut self) {
+        self.skipping = false;
+        self.data.clear();
+        self.event.clear();
+        self.id.clear();
+        self.id_line.clear();
+        self.has_id = false;
+        self.id_line_has_nul = false;
+        self.retry = None;
+        self.retry_line = None;
+        self.scratch.clear();
+        for buffer in [&mut self.event, &mut self.id, &mut self.id_line] {
+            if buffer.capacity() > KEEP_SMALL_BUFFER {
+                *buffer = Vec::new();
+            }
+        }
+        if self.scratch.capacity() > self.max_event_bytes.max(KEEP_SMALL_BUFFER) {
+            self.scratch = String::new();
+        }
+    }
+}
+
+/// Appends to a buffer whose length stays within `cap`, growing it by doubling but never
+/// beyond `cap`.
+fn extend_clamped(buffer: &mut Vec<u8>, bytes: &[u8], cap: usize) {
+    let needed = buffer.len() + bytes.len();
+    if needed > buffer.capacity() {
+        let target = needed.max(buffer.capacity() * 2).min(cap).max(needed);
+        buffer.reserve_exact(target - buffer.len());
+    }
+    buffer.extend_from_slice(bytes);
+}
+
+/// Appends `bytes` decoded as UTF-8, each maximal invalid subsequence replaced with U+FFFD (as
+/// `String::from_utf8_lossy` and the WHATWG UTF-8 decoder do).
+fn push_lossy(out: &mut String, bytes: &[u8]) {
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        if !chunk.invalid().is_empty() {
+            out.push(char::REPLACEMENT_CHARACTER);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (event, data, id, retry) of each event.
+    type Owned = (Option<String>, String, Option<String>, Option<u64>);
+
+    fn decode_chunks(decoder: &mut SseDecoder, chunks: &[&[u8]]) -> Vec<Owned> {
+        let mut out = Vec::new();
+        for chunk in chunks {
+            decoder.feed(chunk, |e| {
+                out.push((
+                    e.event.map(str::to_owned),
+                    e.data.to_owned(),
+                    e.id.map(str::to_owned),
+                    e.retry,
+                ))
+            });
+        }
+        decoder.finish();
+        out
+    }
+
+    fn data_of(events: &[Owned]) -> Vec<&str> {
+        events.iter().map(|e| e.1.as_str()).collect()
+    }
+
+    #[test]
+    fn bom_split_byte_by_byte_is_skipped() {
+        let mut decoder = SseDecoder::default();
+        let events = decode_chunks(
+            &mut decoder,
+            &[b"\xEF", b"\xBB", b"\xBF", b"data", b": x\n", b"\n"],
+        );
+        assert_eq!(data_of(&events), ["x"]);
+    }
+
+    #[test]
+    fn partial_bom_is_content() {
+        // EF BB then 'd': the held-back bytes start the first line's field name, so the line
+        // is an unknown field; the next event is fine.
+        let mut decoder = SseDecoder::default();
+        let events = decode_chunks(&mut decoder, &[b"\xEF\xBB", b"data: x\n\ndata: y\n\n"]);
+        assert_eq!(data_of(&events), ["y"]);
+        // EF then a line end: the replayed byte is an unknown field name.
+        let events = decode_chunks(&mut decoder, &[b"\xEF", b"\ndata: z\n\n"]);
+        assert_eq!(data_of(&events), ["z"]);
+        assert_eq!(decoder.bom_matched, Some(0), "finish re-arms the BOM check");
+    }
+
+    #[test]
+    fn bom_only_once() {
+        let mut decoder = SseDecoder::default();
+        let events = decode_chunks(&mut decoder, &[b"\xEF\xBB\xBF", b"\xEF\xBB\xBFdata: x\n\n"]);
+        assert!(events.is_empty());
+    }
+
+    #[test]
+    fn cr_at_chunk_end_then_lf_is_one_line_end() {
+        let mut decoder = SseDecoder::default();
+        let mut out = Vec::new();
+        decoder.feed(b"data: a\r", |e| out.push(e.data.to_owned()));
+        assert!(decoder.pending_cr);
+        // An empty chunk does not forget the pending CR.
+        decoder.feed(b"", |e| out.push(e.data.to_owned()));
+        assert!(decoder.pending_cr);
+        decoder.feed(b"\n", |e| out.push(e.data.to_owned()));
+        assert!(out.is_empty(), "CR + LF across chunks is one line end");
+        decoder.feed(b"\r", |e| out.push(e.data.to_owned()));
+        assert_eq!(out, ["a"]);
+    }
+
+    #[test]
+    fn name_longer_than_known_fields_is_ignored_without_buffering() {
+        let mut decoder = SseDecoder::new(16);
+        let mut long = b"x".repeat(1000);
+        long.extend_from_slice(b": value\ndata: ok\n\n");
+        assert_eq!(data_of(&decode_chunks(&mut decoder, &[&long])), ["ok"]);
+        assert_eq!(decoder.oversized_events(), 0);
+    }
+
+    #[test]
+    fn extend_clamped_never_passes_the_cap() {
+        let mut buffer = Vec::new();
+        for _ in 0..100 {
+            extend_clamped(&mut buffer, &[b'x'; 7], 700);
+            assert!(buffer.capacity() <= 700);
+        }
+        assert_eq!(buffer.len(), 700);
+    }
+
+    #[test]
+    fn push_lossy_matches_std() {
+        let cases: [&[u8]; 6] = [
+            b"plain",
+            b"\xFF",
+            b"a\xE2\x82b",
+            b"\xF0\x9F\x99",
+            b"\xC0\x80",
+            b"\xED\xA0\x80x",
+        ];
+        for bytes in cases {
+            let mut out = String::new();
+            push_lossy(&mut out, bytes);
+            assert_eq!(out, String::from_utf8_lossy(bytes));
+        }
+    }
+
+    #[test]
+    fn steady_state_does_not_grow_buffers() {
+        let mut decoder = SseDecoder::default();
+        let event = b"event: delta\nid: 7\ndata: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n";
+        decoder.feed(event, |_| {});
+        let capacity = decoder.buffered_capacity();
+        for _ in 0..1000 {
+            decoder.feed(event, |_| {});
+        }
+        assert_eq!(decoder.buffered_capacity(), capacity);
+    }
+
+    #[test]
+    fn large_event_type_is_released_after_the_event() {
+        let mut decoder = SseDecoder::default();
+        let mut stream = b"event: ".to_vec();
+        stream.extend(std::iter::repeat_n(b'e', 100_000));
+        stream.extend_from_slice(b"\ndata: x\n\n");
+        let mut types = Vec::new();
+        decoder.feed(&stream, |e| types.push(e.event.map(str::len)));
+        assert_eq!(types, [Some(100_000)]);
+        assert!(decoder.buffered_capacity() < 4 * KEEP_SMALL_BUFFER);
     }
 }

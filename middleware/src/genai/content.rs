@@ -1,0 +1,88 @@
+//! Opt-in content capture in the semantic conventions' message shape.
+//!
+//! `gen_ai.input.messages` and `gen_ai.output.messages` are JSON arrays of
+//! `{"role": ..., "parts": [{"type": "text", "content": ...}], "finish_reason": ...}`;
+//! `gen_ai.system_instructions` is a JSON array of parts.
+
+use serde_json::{Value, json};
+
+use super::endpoint::ApiFormat;
+
+/// `(system instructions, input messages)` as JSON strings.
+pub(crate) fn input_messages(format: ApiFormat, body: &Value) -> (Option<String>, Option<String>) {
+    let system = match format {
+        ApiFormat::AnthropicMessages => body.get("system").map(parts_of),
+        ApiFormat::OpenAiResponses => body.get("instructions").map(parts_of),
+        _ => None,
+    };
+    let messages = match format {
+        ApiFormat::OpenAiChat | ApiFormat::AnthropicMessages => body
+            .get("messages")
+            .and_then(Value::as_array)
+            .map(|messages| messages.iter().map(message).collect::<Vec<_>>()),
+        ApiFormat::OpenAiCompletions => body
+            .get("prompt")
+            .map(|p| vec![json!({"role": "user", "parts": parts_of(p)})]),
+        ApiFormat::OpenAiResponses => body.get("input").map(|input| match input {
+            Value::Array(items) => items.iter().map(message).collect(),
+            other => vec![json!({"role": "user", "parts": parts_of(other)})],
+        }),
+        ApiFormat::OpenAiEmbeddings => body
+            .get("input")
+            .map(|p| vec![json!({"role": "user", "parts": parts_of(p)})]),
+    };
+    (
+        system.filter(|s| !s.as_array().is_some_and(Vec::is_empty)).map(|s| s.to_string()),
+        messages.map(|m| Value::Array(m).to_string()),
+    )
+}
+
+/// The output messages, one per choice.
+pub(crate) fn output_messages(texts: &[(u32, String)], finish_reasons: &[(u32, String)]) -> Option<String> {
+    if texts.is_empty() {
+        return None;
+    }
+    let messages: Vec<Value> = texts
+        .iter()
+        .map(|(index, text)| {
+            let reason = finish_reasons
+                .iter()
+                .find(|(i, _)| i == index)
+                .map(|(_, r)| r.as_str());
+            json!({
+                "role": "assistant",
+                "parts": [{"type": "text", "content": text}],
+                "finish_reason": reason,
+            })
+        })
+        .collect();
+    Some(Value::Array(messages).to_string())
+}
+
+fn message(m: &Value) -> Value {
+    let role = m.get("role").and_then(Value::as_str).unwrap_or("user");
+    let parts = m.get("content").map(parts_of).unwrap_or_else(|| json!([]));
+    json!({"role": role, "parts": parts})
+}
+
+/// A string, or an array of provider content parts, as semconv parts.
+fn parts_of(content: &Value) -> Value {
+    match content {
+        Value::String(text) => json!([{"type": "text", "content": text}]),
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|part| match part {
+                    Value::String(text) => json!({"type": "text", "content": text}),
+                    _ => match part.get("text").and_then(Value::as_str) {
+                        Some(text) => json!({"type": "text", "content": text}),
+                        None => json!({
+                            "type": part.get("type").and_then(Value::as_str).unwrap_or("unknown")
+                        }),
+                    },
+                })
+                .collect(),
+        ),
+        other => json!([{"type": "text", "content": other.to_string()}]),
+    }
+}

@@ -1,0 +1,666 @@
+//! [`Exchange`]: one LLM request/response, observed without doing any I/O.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use opentelemetry::{Array, KeyValue, StringValue, Value};
+
+use super::endpoint::{ApiFormat, Endpoint};
+use super::gaps::GapStats;
+use super::request::RequestInfo;
+use super::response::{EventKind, ResponseState, Usage};
+use super::sse::SseDecoder;
+use crate::semconv::{exception, gen_ai, llmtrace};
+
+/// Which kinds of prompt and completion content may be recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ContentKind {
+    /// `gen_ai.input.messages`
+    InputMessages,
+    /// `gen_ai.system_instructions`
+    SystemInstructions,
+    /// `gen_ai.output.messages`
+    OutputMessages,
+}
+
+/// A hook that sees captured content (as the JSON string about to be recorded) and returns
+/// what to record instead, or `None` to record nothing.
+pub type Redactor = Arc<dyn Fn(ContentKind, String) -> Option<String> + Send + Sync>;
+
+/// Which chunks get a `token.streamed` span event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TokenEvents {
+    /// None (the default).
+    #[default]
+    Off,
+    /// The first `n` content chunks.
+    FirstN(u32),
+    /// Every `n`th content chunk.
+    EveryNth(u32),
+    /// Every content chunk, up to [`GenAiConfig::max_token_events`].
+    All,
+}
+
+/// How GenAI exchanges are observed. Shared by the tower layer and the proxy.
+#[derive(Clone)]
+pub struct GenAiConfig {
+    /// Record prompt and completion content (`gen_ai.input.messages`, ...). Off by default:
+    /// content may be personal data; turn it on only where that is allowed.
+    pub capture_content: bool,
+    /// Cap on each captured content attribute, in bytes (default 16 KiB).
+    pub content_cap: usize,
+    /// Applied to captured content before it is recorded.
+    pub redactor: Option<Redactor>,
+    /// `token.streamed` events (default off).
+    pub token_events: TokenEvents,
+    /// Cap on `token.streamed` events per span (default 1000).
+    pub max_token_events: u32,
+    /// A gap between content chunks longer than this is a stall (default 1 s).
+    pub stall_threshold: Duration,
+    /// A single server-sent event larger than this is skipped by the observer (the bytes
+    /// still flow; default 1 MiB).
+    pub max_event_bytes: usize,
+    /// Non-streamed response bodies larger than this are not parsed (default 8 MiB).
+    pub max_json_body_bytes: usize,
+    /// When the provider reports no usage, estimate output tokens from the streamed text
+    /// (about 4 bytes a token) and mark `llmtrace.usage.source = estimated`. Off by default.
+    pub estimate_usage: bool,
+    /// `llmtrace.measured_at`: `client`, `gateway` or `server`.
+    pub measured_at: &'static str,
+}
+
+impl Default for GenAiConfig {
+    fn default() -> Self {
+        Self {
+            capture_content: false,
+            content_cap: 16 * 1024,
+            redactor: None,
+            token_events: TokenEvents::Off,
+            max_token_events: 1000,
+            stall_threshold: Duration::from_secs(1),
+            max_event_bytes: 1024 * 1024,
+            max_json_body_bytes: 8 * 1024 * 1024,
+            estimate_usage: false,
+            measured_at: "client",
+        }
+    }
+}
+
+impl fmt::Debug for GenAiConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenAiConfig")
+            .field("capture_content", &self.capture_content)
+            .field("content_cap", &self.content_cap)
+            .field("redactor", &self.redactor.is_some())
+            .field("token_events", &self.token_events)
+            .field("stall_threshold", &self.stall_threshold)
+            .field("max_event_bytes", &self.max_event_bytes)
+            .field("max_json_body_bytes", &self.max_json_body_bytes)
+            .field("estimate_usage", &self.estimate_usage)
+            .field("measured_at", &self.measured_at)
+            .finish()
+    }
+}
+
+/// How the response ended, as the transport saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// The body reached its end.
+    Complete,
+    /// The transport failed (connection reset, timeout, body error).
+    Failed {
+        /// `error.type`
+        error_type: Cow<'static, str>,
+        /// What happened.
+        message: String,
+    },
+    /// The body was dropped before its end: the client went away.
+    Aborted,
+}
+
+/// A span event produced by the observer.
+#[derive(Debug, Clone)]
+pub struct SpanEventRecord {
+    /// Event name.
+    pub name: &'static str,
+    /// When it happened.
+    pub time: SystemTime,
+    /// Its attributes.
+    pub attributes: Vec<KeyValue>,
+}
+
+/// Everything an exchange concluded, to record on its span and metrics.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Attributes to set on the span when it ends.
+    pub attributes: Vec<KeyValue>,
+    /// Span events with their own timestamps (first token, guardrail, exception, chunks).
+    pub events: Vec<SpanEventRecord>,
+    /// `(error.type, message)` when the exchange failed in a way the HTTP status does not
+    /// show (in-stream error, truncated stream, provider error body).
+    pub error: Option<(String, String)>,
+    /// Values for the GenAI metrics.
+    pub metrics: MetricValues,
+}
+
+/// The numbers behind the GenAI metrics of one exchange.
+#[derive(Debug, Clone, Default)]
+pub struct MetricValues {
+    /// Attributes every metric of this exchange carries.
+    pub attributes: Vec<KeyValue>,
+    /// Request to end of response.
+    pub duration: Duration,
+    /// Request to first content chunk (streams only).
+    pub time_to_first_chunk: Option<Duration>,
+    /// Gaps between content chunks, as `(value, count)` buckets.
+    pub chunk_gaps: Vec<(Duration, u32)>,
+    /// Reported (or estimated) input tokens.
+    pub input_tokens: Option<i64>,
+    /// Reported (or estimated) output tokens.
+    pub output_tokens: Option<i64>,
+    /// Mean time per output token after the first (server metric).
+    pub time_per_output_token: Option<Duration>,
+    /// Whether this was a streamed response.
+    pub streamed: bool,
+}
+
+/// One LLM exchange, observed incrementally: the request as parsed, then the response head,
+/// every response body chunk as it passes, and the end. It holds O(1) memory per stream
+/// (the SSE decoder's current event, fixed-size gap statistics, and — only when content
+/// capture is on — capped text).
+///
+/// All methods take the time as an argument, so the same object serves a tower body, a
+/// pingora phase or a test with synthetic clocks.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use llmtrace::genai::{End, Endpoint, Exchange, GenAiConfig, RequestInfo};
+///
+/// let endpoint = Endpoint::detect("/v1/chat/completions", None).unwrap();
+/// let request = RequestInfo::parse(&endpoint, br#"{"model":"gpt-4o","stream":true}"#, false);
+/// let t0 = Instant::now();
+/// let mut exchange = Exchange::new(Default::default(), endpoint, request, t0);
+/// assert_eq!(exchange.span_name(), "chat gpt-4o");
+///
+/// let mut head = http::HeaderMap::new();
+/// head.insert("content-type", "text/event-stream".parse().unwrap());
+/// exchange.on_response_head(200, &head, t0 + Duration::from_millis(90));
+/// exchange.on_response_data(
+///     b"data: {\"id\":\"c1\",\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n",
+///     t0 + Duration::from_millis(120),
+/// );
+/// exchange.on_response_data(
+///     b"data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n",
+///     t0 + Duration::from_millis(150),
+/// );
+/// let report = exchange.finish(End::Complete, t0 + Duration::from_millis(151));
+/// assert!(report.error.is_none());
+/// assert_eq!(report.metrics.time_to_first_chunk, Some(Duration::from_millis(120)));
+/// ```
+pub struct Exchange {
+    config: Arc<GenAiConfig>,
+    endpoint: Endpoint,
+    request: RequestInfo,
+    start: Instant,
+    start_wall: SystemTime,
+    status: Option<u16>,
+    streaming: bool,
+    first_byte: Option<Instant>,
+    first_chunk: Option<Instant>,
+    last_chunk: Option<Instant>,
+    sse: Option<SseDecoder>,
+    body: Vec<u8>,
+    body_overflow: bool,
+    state: ResponseState,
+    gaps: GapStats,
+    token_events: Vec<(Instant, u64)>,
+    guardrail_at: Option<Instant>,
+}
+
+impl fmt::Debug for Exchange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Exchange")
+            .field("endpoint", &self.endpoint)
+            .field("model", &self.request.model)
+            .field("status", &self.status)
+            .field("streaming", &self.streaming)
+            .field("chunks", &self.state.chunks)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Exchange {
+    /// Starts observing; `now` is when the request was sent (client side) or received
+    /// (server side).
+    pub fn new(config: Arc<GenAiConfig>, endpoint: Endpoint, request: RequestInfo, now: Instant) -> Self {
+        let state = ResponseState {
+            capture: config.capture_content,
+            capture_cap: config.content_cap,
+            ..ResponseState::default()
+        };
+        Self {
+            config,
+            endpoint,
+            request,
+            start: now,
+            start_wall: SystemTime::now(),
+            status: None,
+            streaming: false,
+            first_byte: None,
+            first_chunk: None,
+            last_chunk: None,
+            sse: None,
+            body: Vec::new(),
+            body_overflow: false,
+            state,
+            gaps: GapStats::default(),
+            token_events: Vec::new(),
+            guardrail_at: None,
+        }
+    }
+
+    /// The recognised endpoint.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// The parsed request.
+    pub fn request(&self) -> &RequestInfo {
+        &self.request
+    }
+
+    /// `{gen_ai.operation.name} {gen_ai.request.model}`, or the operation alone.
+    pub fn span_name(&self) -> String {
+        let operation = self.endpoint.format.operation();
+        match &self.request.model {
+            Some(model) => format!("{operation} {model}"),
+            None => operation.to_owned(),
+        }
+    }
+
+    /// The attributes known when the request starts, for span creation (and samplers).
+    pub fn start_attributes(&self) -> Vec<KeyValue> {
+        let r = &self.request;
+        let mut a = Vec::with_capacity(16);
+        a.push(KeyValue::new(gen_ai::OPERATION_NAME, self.endpoint.format.operation()));
+        a.push(KeyValue::new(gen_ai::PROVIDER_NAME, self.endpoint.provider.name().to_owned()));
+        if let Some(model) = &r.model {
+            a.push(KeyValue::new(gen_ai::REQUEST_MODEL, model.clone()));
+        }
+        if self.endpoint.format != ApiFormat::OpenAiEmbeddings {
+            a.push(KeyValue::new(gen_ai::REQUEST_STREAM, r.stream));
+        }
+        if let Some(v) = r.max_tokens {
+            a.push(KeyValue::new(gen_ai::REQUEST_MAX_TOKENS, v));
+        }
+        for (key, value) in [
+            (gen_ai::REQUEST_TEMPERATURE, r.temperature),
+            (gen_ai::REQUEST_TOP_P, r.top_p),
+            (gen_ai::REQUEST_TOP_K, r.top_k),
+            (gen_ai::REQUEST_FREQUENCY_PENALTY, r.frequency_penalty),
+            (gen_ai::REQUEST_PRESENCE_PENALTY, r.presence_penalty),
+        ] {
+            if let Some(v) = value {
+                a.push(KeyValue::new(key, v));
+            }
+        }
+        if !r.stop_sequences.is_empty() {
+            a.push(KeyValue::new(gen_ai::REQUEST_STOP_SEQUENCES, string_array(&r.stop_sequences)));
+        }
+        if let Some(v) = r.seed {
+            a.push(KeyValue::new(gen_ai::REQUEST_SEED, v));
+        }
+        if let Some(n) = r.choice_count.filter(|n| *n != 1) {
+            a.push(KeyValue::new(gen_ai::REQUEST_CHOICE_COUNT, n));
+        }
+        if let Some(n) = r.tool_count {
+            a.push(KeyValue::new(llmtrace::REQUEST_TOOL_COUNT, n));
+        }
+        if let Some(format) = &r.encoding_format {
+            a.push(KeyValue::new(
+                gen_ai::REQUEST_ENCODING_FORMATS,
+                string_array(std::slice::from_ref(format)),
+            ));
+        }
+        a
+    }
+
+    /// The response head arrived.
+    pub fn on_response_head(&mut self, status: u16, headers: &http::HeaderMap, _now: Instant) {
+        self.status = Some(status);
+        let content_type = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        self.streaming = content_type.trim_start().starts_with("text/event-stream");
+        if self.streaming {
+            self.sse = Some(SseDecoder::new(self.config.max_event_bytes));
+        }
+    }
+
+    /// A chunk of the response body passed through (unchanged: the caller forwards it).
+    pub fn on_response_data(&mut self, data: &[u8], now: Instant) {
+        if data.is_empty() {
+            return;
+        }
+        self.first_byte.get_or_insert(now);
+        let Some(sse) = self.sse.as_mut() else {
+            if !self.body_overflow {
+                if self.body.len() + data.len() > self.config.max_json_body_bytes {
+                    self.body_overflow = true;
+                    self.body = Vec::new();
+                } else {
+                    self.body.extend_from_slice(data);
+                }
+            }
+            return;
+        };
+        let format = self.endpoint.format;
+        let state = &mut self.state;
+        let mut content_events = 0u32;
+        let guardrail_before = state.guardrail;
+        sse.feed(data, |event| {
+            if state.on_event(format, &event) == EventKind::Content {
+                state.chunks += 1;
+                content_events += 1;
+            }
+        });
+        if state.guardrail.is_some() && guardrail_before.is_none() {
+            self.guardrail_at = Some(now);
+        }
+        for _ in 0..content_events {
+            self.on_content_chunk(now);
+        }
+    }
+
+    fn on_content_chunk(&mut self, now: Instant) {
+        if self.first_chunk.is_none() {
+            self.first_chunk = Some(now);
+        }
+        if let Some(last) = self.last_chunk {
+            let gap = now.saturating_duration_since(last);
+            self.gaps.record(gap, gap > self.config.stall_threshold);
+        }
+        self.last_chunk = Some(now);
+        let index = self.state.chunks;
+        let wanted = match self.config.token_events {
+            TokenEvents::Off => false,
+            TokenEvents::FirstN(n) => index <= u64::from(n),
+            TokenEvents::EveryNth(n) => n > 0 && index % u64::from(n) == 0,
+            TokenEvents::All => true,
+        };
+        if wanted && self.token_events.len() < self.config.max_token_events as usize {
+            self.token_events.push((now, index));
+        }
+    }
+
+    fn wall(&self, at: Instant) -> SystemTime {
+        self.start_wall + at.saturating_duration_since(self.start)
+    }
+
+    /// The response ended: concludes what the exchange recorded. Call once.
+    pub fn finish(&mut self, end: End, now: Instant) -> Report {
+        let status = self.status.unwrap_or(0);
+        if let Some(sse) = self.sse.as_mut() {
+            sse.finish();
+        } else if self.status.is_some() {
+            if self.body_overflow {
+                self.state.note_parse_error(format!(
+                    "response body over {} bytes was not parsed",
+                    self.config.max_json_body_bytes
+                ));
+            } else {
+                let body = std::mem::take(&mut self.body);
+                self.state.on_json_body(self.endpoint.format, status, &body);
+            }
+        }
+        let state = &mut self.state;
+        let streamed = self.sse.is_some();
+
+        // A stream that ended before its final event: every choice without a finish reason
+        // gets `error`, and the exchange is an error unless something better explains it.
+        if streamed && !state.complete && status < 400 {
+            if state.finish_reasons.is_empty() {
+                state.finish_reasons.push((0, "error".to_owned()));
+            }
+            let n = self.request.choice_count.unwrap_or(1).max(1) as u32;
+            for index in 0..n {
+                if !state.finish_reasons.iter().any(|(i, _)| *i == index) {
+                    state.finish_reasons.push((index, "error".to_owned()));
+                }
+            }
+            state.finish_reasons.sort_by_key(|(i, _)| *i);
+            if state.error.is_none() && end != End::Aborted {
+                state.error = Some((
+                    llmtrace::TRUNCATED_ERROR_TYPE.to_owned(),
+                    "the stream ended before its final event".to_owned(),
+                ));
+            }
+        }
+        if let End::Failed { error_type, message } = &end {
+            if state.error.is_none() {
+                state.error = Some((error_type.to_string(), message.clone()));
+            }
+        }
+        if state.error.is_none() && status >= 400 {
+            state.error = Some((status.to_string(), format!("HTTP {status}")));
+        }
+        let state = &self.state;
+
+        let mut a = Vec::with_capacity(24);
+        if let Some(id) = &state.id {
+            a.push(KeyValue::new(gen_ai::RESPONSE_ID, id.clone()));
+        }
+        if let Some(model) = &state.model {
+            a.push(KeyValue::new(gen_ai::RESPONSE_MODEL, model.clone()));
+        }
+        if !state.finish_reasons.is_empty() {
+            let reasons: Vec<String> = state.finish_reasons.iter().map(|(_, r)| r.clone()).collect();
+            a.push(KeyValue::new(gen_ai::RESPONSE_FINISH_REASONS, string_array(&reasons)));
+        }
+        let mut usage = state.usage;
+        let source = if state.usage_reported {
+            "reported"
+        } else if self.config.estimate_usage && state.content_bytes > 0 {
+            usage.output = Some(state.content_bytes.div_ceil(4) as i64);
+            "estimated"
+        } else {
+            "missing"
+        };
+        push_usage(&mut a, &usage);
+        a.push(KeyValue::new(llmtrace::USAGE_SOURCE, source));
+        a.push(KeyValue::new(llmtrace::MEASURED_AT, self.config.measured_at));
+        if let Some(first_byte) = self.first_byte {
+            a.push(KeyValue::new(
+                llmtrace::TIME_TO_FIRST_BYTE,
+                first_byte.saturating_duration_since(self.start).as_secs_f64(),
+            ));
+        }
+        let ttfc = self.first_chunk.map(|t| t.saturating_duration_since(self.start));
+        if streamed {
+            if let Some(ttfc) = ttfc {
+                a.push(KeyValue::new(gen_ai::RESPONSE_TIME_TO_FIRST_CHUNK, ttfc.as_secs_f64()));
+            }
+            a.push(KeyValue::new(llmtrace::STREAM_CHUNKS, state.chunks as i64));
+            a.push(KeyValue::new(llmtrace::STREAM_EVENTS, state.events as i64));
+            a.push(KeyValue::new(llmtrace::STREAM_COMPLETE, state.complete));
+            if let (Some(mean), Some(max)) = (self.gaps.mean(), self.gaps.max()) {
+                a.push(KeyValue::new(llmtrace::GAP_MEAN, mean.as_secs_f64()));
+                a.push(KeyValue::new(llmtrace::GAP_MAX, max.as_secs_f64()));
+                if let Some(p50) = self.gaps.quantile(0.5) {
+                    a.push(KeyValue::new(llmtrace::GAP_P50, p50.as_secs_f64()));
+                }
+                if let Some(p99) = self.gaps.quantile(0.99) {
+                    a.push(KeyValue::new(llmtrace::GAP_P99, p99.as_secs_f64()));
+                }
+            }
+            a.push(KeyValue::new(llmtrace::STALLS, self.gaps.stalls() as i64));
+            let oversized = self.sse.as_ref().map_or(0, SseDecoder::oversized_events);
+            if oversized > 0 {
+                a.push(KeyValue::new(llmtrace::OVERSIZED_EVENTS, oversized as i64));
+            }
+        }
+        // Generation speed: output tokens over the time from the first to the last chunk
+        // (streams), or over the whole exchange.
+        let generation_time = match (self.first_chunk, self.last_chunk) {
+            (Some(first), Some(last)) if last > first => Some(last - first),
+            _ => Some(now.saturating_duration_since(self.start)).filter(|_| !streamed),
+        };
+        let mut time_per_output_token = None;
+        if let (Some(output), Some(time)) = (usage.output.filter(|n| *n > 0), generation_time) {
+            if !time.is_zero() {
+                a.push(KeyValue::new(
+                    llmtrace::OUTPUT_TOKENS_PER_SECOND,
+                    output as f64 / time.as_secs_f64(),
+                ));
+            }
+            if output > 1 && streamed {
+                time_per_output_token = Some(time / (output as u32 - 1).max(1));
+            }
+        }
+        if let Some(guardrail) = state.guardrail {
+            a.push(KeyValue::new(llmtrace::GUARDRAIL, guardrail));
+        }
+        if let Some(parse_error) = self.request.parse_error.as_ref().or(state.parse_error.as_ref()) {
+            a.push(KeyValue::new(llmtrace::PARSE_ERROR, parse_error.clone()));
+        }
+        if let Some((error_type, _)) = &state.error {
+            a.push(KeyValue::new(crate::semconv::http::ERROR_TYPE, error_type.clone()));
+        }
+        if self.config.capture_content {
+            self.push_content(&mut a);
+        }
+
+        let mut events = Vec::new();
+        if let Some(first) = self.first_chunk.filter(|_| streamed) {
+            events.push(SpanEventRecord {
+                name: llmtrace::EVENT_FIRST_TOKEN,
+                time: self.wall(first),
+                attributes: vec![KeyValue::new(
+                    gen_ai::RESPONSE_TIME_TO_FIRST_CHUNK,
+                    first.saturating_duration_since(self.start).as_secs_f64(),
+                )],
+            });
+        }
+        for (at, index) in &self.token_events {
+            events.push(SpanEventRecord {
+                name: llmtrace::EVENT_TOKEN_STREAMED,
+                time: self.wall(*at),
+                attributes: vec![KeyValue::new(llmtrace::CHUNK_INDEX, *index as i64)],
+            });
+        }
+        if let Some(guardrail) = state.guardrail {
+            events.push(SpanEventRecord {
+                name: llmtrace::EVENT_GUARDRAIL,
+                time: self.wall(self.guardrail_at.unwrap_or(now)),
+                attributes: vec![KeyValue::new(llmtrace::GUARDRAIL, guardrail)],
+            });
+        }
+        if let Some((error_type, message)) = &state.error {
+            events.push(SpanEventRecord {
+                name: exception::EVENT,
+                time: self.wall(now),
+                attributes: vec![
+                    KeyValue::new(exception::TYPE, error_type.clone()),
+                    KeyValue::new(exception::MESSAGE, message.clone()),
+                ],
+            });
+        }
+
+        let mut metric_attributes = vec![
+            KeyValue::new(gen_ai::OPERATION_NAME, self.endpoint.format.operation()),
+            KeyValue::new(gen_ai::PROVIDER_NAME, self.endpoint.provider.name().to_owned()),
+        ];
+        if let Some(model) = &self.request.model {
+            metric_attributes.push(KeyValue::new(gen_ai::REQUEST_MODEL, model.clone()));
+        }
+        if let Some(model) = &state.model {
+            metric_attributes.push(KeyValue::new(gen_ai::RESPONSE_MODEL, model.clone()));
+        }
+        if let Some((error_type, _)) = &state.error {
+            metric_attributes.push(KeyValue::new(crate::semconv::http::ERROR_TYPE, error_type.clone()));
+        }
+        let metrics = MetricValues {
+            attributes: metric_attributes,
+            duration: now.saturating_duration_since(self.start),
+            time_to_first_chunk: ttfc.filter(|_| streamed),
+            chunk_gaps: self.gaps.buckets().collect(),
+            input_tokens: usage.input,
+            output_tokens: usage.output,
+            time_per_output_token,
+            streamed,
+        };
+        Report {
+            attributes: a,
+            events,
+            error: state.error.clone(),
+            metrics,
+        }
+    }
+
+    fn push_content(&self, a: &mut Vec<KeyValue>) {
+        let cap = self.config.content_cap;
+        let mut truncated = self.state.capture_truncated;
+        let mut record = |a: &mut Vec<KeyValue>, kind: ContentKind, key: &'static str, json: String| {
+            let mut json = json;
+            if json.len() > cap {
+                let mut cut = cap;
+                while !json.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                json.truncate(cut);
+                truncated = true;
+            }
+            let json = match &self.config.redactor {
+                Some(redact) => redact(kind, json),
+                None => Some(json),
+            };
+            if let Some(json) = json {
+                a.push(KeyValue::new(key, json));
+            }
+        };
+        if let Some(body) = &self.request.body {
+            let (system, messages) = super::content::input_messages(self.endpoint.format, body);
+            if let Some(system) = system {
+                record(a, ContentKind::SystemInstructions, gen_ai::SYSTEM_INSTRUCTIONS, system);
+            }
+            if let Some(messages) = messages {
+                record(a, ContentKind::InputMessages, gen_ai::INPUT_MESSAGES, messages);
+            }
+        }
+        let output = super::content::output_messages(&self.state.output_text, &self.state.finish_reasons);
+        if let Some(output) = output {
+            record(a, ContentKind::OutputMessages, gen_ai::OUTPUT_MESSAGES, output);
+        }
+        if truncated {
+            a.push(KeyValue::new(llmtrace::CONTENT_TRUNCATED, true));
+        }
+    }
+
+    /// Usage so far (for tests and adapters that log it).
+    pub fn usage(&self) -> Usage {
+        self.state.usage
+    }
+}
+
+fn push_usage(a: &mut Vec<KeyValue>, usage: &Usage) {
+    for (key, value) in [
+        (gen_ai::USAGE_INPUT_TOKENS, usage.input),
+        (gen_ai::USAGE_OUTPUT_TOKENS, usage.output),
+        (gen_ai::USAGE_CACHE_READ_INPUT_TOKENS, usage.cache_read),
+        (gen_ai::USAGE_CACHE_CREATION_INPUT_TOKENS, usage.cache_creation),
+        (gen_ai::USAGE_REASONING_OUTPUT_TOKENS, usage.reasoning),
+    ] {
+        if let Some(v) = value {
+            a.push(KeyValue::new(key, v));
+        }
+    }
+}
+
+fn string_array(items: &[String]) -> Value {
+    Value::Array(Array::String(
+        items.iter().map(|s| StringValue::from(s.clone())).collect(),
+    ))
+}

@@ -1,0 +1,627 @@
+//! Reading LLM responses: streamed events and whole JSON bodies, per wire format.
+//!
+//! Streamed events take a fast path: most chunks of a stream are plain content deltas, and
+//! for those we only need to know *that* they carry content (and how much), which a few
+//! `memmem` searches for JSON keys answer without parsing. The JSON is parsed in full only
+//! for the rare events that carry facts: the first chunk (id, model), finish reasons, usage,
+//! errors, refusals, and every event when content capture is on.
+//!
+//! The key searches rely on one property of JSON: the bytes `"key"` followed by optional
+//! white space and `:` can only be an object key, because a quote inside a string value is
+//! always escaped. When a search is not conclusive the event is parsed in full.
+
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
+use serde_json::Value;
+
+use super::endpoint::ApiFormat;
+use super::sse::SseEvent;
+
+/// Token counts as the provider reported them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Usage {
+    /// Input (prompt) tokens.
+    pub input: Option<i64>,
+    /// Output (completion) tokens.
+    pub output: Option<i64>,
+    /// Input tokens read from the provider's prompt cache.
+    pub cache_read: Option<i64>,
+    /// Input tokens written to the provider's prompt cache.
+    pub cache_creation: Option<i64>,
+    /// Output tokens spent on reasoning.
+    pub reasoning: Option<i64>,
+}
+
+impl Usage {
+    fn is_empty(&self) -> bool {
+        *self == Usage::default()
+    }
+}
+
+/// What the observed response said, accumulated event by event.
+#[derive(Debug, Default)]
+pub(crate) struct ResponseState {
+    pub id: Option<String>,
+    pub model: Option<String>,
+    /// `(choice index, reason)`, kept sorted by index.
+    pub finish_reasons: Vec<(u32, String)>,
+    pub usage: Usage,
+    pub usage_reported: bool,
+    /// Content-bearing events.
+    pub chunks: u64,
+    /// All events.
+    pub events: u64,
+    /// Bytes of output text seen (for the optional estimate).
+    pub content_bytes: u64,
+    /// The stream's final event arrived.
+    pub complete: bool,
+    /// `(error.type, message)` from an error body or event.
+    pub error: Option<(String, String)>,
+    pub guardrail: Option<&'static str>,
+    pub parse_error: Option<String>,
+    /// Output text per choice, when content capture is on (capped by the caller).
+    pub output_text: Vec<(u32, String)>,
+    pub capture: bool,
+    pub capture_cap: usize,
+    pub capture_truncated: bool,
+}
+
+/// Whether an event carried output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EventKind {
+    Content,
+    Other,
+}
+
+static FINISH_REASON: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"finish_reason\""));
+static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
+static ERROR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"error\""));
+static REFUSAL: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"refusal\""));
+static CONTENT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"content\""));
+static TEXT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"text\""));
+static TOOL_CALLS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"tool_calls\""));
+
+/// What follows `"key":` for the first occurrence of the key, white space skipped.
+/// `None` when the key is absent.
+fn value_after<'d>(data: &'d [u8], finder: &Finder<'_>) -> Option<&'d [u8]> {
+    let mut from = 0;
+    while let Some(at) = finder.find(&data[from..]) {
+        let after_key = from + at + finder.needle().len();
+        let rest = skip_ws(&data[after_key..]);
+        if let Some(value) = rest.strip_prefix(b":") {
+            return Some(skip_ws(value));
+        }
+        from = after_key;
+    }
+    None
+}
+
+fn skip_ws(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t' | b'\n' | b'\r', rest @ ..] = s {
+        s = rest;
+    }
+    s
+}
+
+/// The length of the JSON string starting at `s[0] == '"'`, in raw bytes between the quotes.
+fn string_len(s: &[u8]) -> Option<usize> {
+    let body = s.strip_prefix(b"\"")?;
+    let mut from = 0;
+    loop {
+        let at = memchr::memchr(b'"', &body[from..])? + from;
+        let backslashes = body[..at].iter().rev().take_while(|b| **b == b'\\').count();
+        if backslashes % 2 == 0 {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+}
+
+fn is_null(value: Option<&[u8]>) -> bool {
+    value.is_none_or(|v| v.starts_with(b"null"))
+}
+
+impl ResponseState {
+    /// Observes one server-sent event.
+    pub(crate) fn on_event(&mut self, format: ApiFormat, event: &SseEvent<'_>) -> EventKind {
+        self.events += 1;
+        match format {
+            ApiFormat::OpenAiChat | ApiFormat::OpenAiCompletions => self.openai_chunk(event.data),
+            ApiFormat::OpenAiResponses => self.responses_event(event),
+            ApiFormat::AnthropicMessages => self.anthropic_event(event),
+            ApiFormat::OpenAiEmbeddings => EventKind::Other,
+        }
+    }
+
+    // === OpenAI Chat Completions and Completions ===
+
+    fn openai_chunk(&mut self, data: &str) -> EventKind {
+        let data = data.trim();
+        if data == "[DONE]" {
+            self.complete = true;
+            return EventKind::Other;
+        }
+        let bytes = data.as_bytes();
+        let needs_parse = self.capture
+            || self.id.is_none()
+            || !is_null(value_after(bytes, &FINISH_REASON))
+            || !is_null(value_after(bytes, &USAGE))
+            || !is_null(value_after(bytes, &REFUSAL))
+            || value_after(bytes, &ERROR).is_some();
+        if !needs_parse {
+            // A plain delta: content (chat), text (completions) or a tool-call fragment.
+            for finder in [&*CONTENT, &*TEXT] {
+                if let Some(value) = value_after(bytes, finder) {
+                    if let Some(len) = string_len(value).filter(|len| *len > 0) {
+                        self.content_bytes += len as u64;
+                        return EventKind::Content;
+                    }
+                }
+            }
+            if value_after(bytes, &TOOL_CALLS).is_some_and(|v| v.starts_with(b"[")) {
+                return EventKind::Content;
+            }
+            return EventKind::Other;
+        }
+        match serde_json::from_str::<Value>(data) {
+            Ok(value) => self.openai_value(&value, true),
+            Err(error) => {
+                self.note_parse_error(format!("stream event is not JSON: {error}"));
+                EventKind::Other
+            }
+        }
+    }
+
+    /// A chat/completions chunk (`streamed`) or whole response body.
+    fn openai_value(&mut self, value: &Value, streamed: bool) -> EventKind {
+        if let Some(error) = value.get("error").filter(|e| !e.is_null()) {
+            self.set_error(openai_error(error));
+            return EventKind::Other;
+        }
+        self.take_id_model(value);
+        if let Some(usage) = value.get("usage").filter(|u| u.is_object()) {
+            self.set_usage(openai_usage(usage));
+        }
+        let mut kind = EventKind::Other;
+        for choice in value.get("choices").and_then(Value::as_array).into_iter().flatten() {
+            let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0) as u32;
+            let part = if streamed {
+                choice.get("delta")
+            } else {
+                choice.get("message")
+            };
+            let text = part
+                .and_then(|p| p.get("content"))
+                .and_then(Value::as_str)
+                .or_else(|| choice.get("text").and_then(Value::as_str));
+            if let Some(text) = text.filter(|t| !t.is_empty()) {
+                kind = EventKind::Content;
+                self.content_bytes += text.len() as u64;
+                self.capture_text(index, text);
+            }
+            if let Some(refusal) = part
+                .and_then(|p| p.get("refusal"))
+                .and_then(Value::as_str)
+                .filter(|r| !r.is_empty())
+            {
+                kind = EventKind::Content;
+                self.guardrail = Some("refusal");
+                self.capture_text(index, refusal);
+            }
+            if let Some(calls) = part.and_then(|p| p.get("tool_calls")).and_then(Value::as_array) {
+                if !calls.is_empty() {
+                    kind = EventKind::Content;
+                    for call in calls {
+                        if let Some(args) = call
+                            .get("function")
+                            .and_then(|f| f.get("arguments"))
+                            .and_then(Value::as_str)
+                        {
+                            self.capture_text(index, args);
+                        }
+                    }
+                }
+            }
+            if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+                if reason == "content_filter" {
+                    self.guardrail = Some("content_filter");
+                }
+                self.set_finish_reason(index, reason);
+            }
+        }
+        kind
+    }
+
+    // === OpenAI Responses API ===
+
+    fn responses_event(&mut self, event: &SseEvent<'_>) -> EventKind {
+        let parsed;
+        let kind = match event.event {
+            Some(kind) => kind,
+            None => {
+                // No `event:` line: the type is in the data.
+                parsed = serde_json::from_str::<Value>(event.data).ok();
+                match parsed.as_ref().and_then(|v| v.get("type")).and_then(Value::as_str) {
+                    Some(kind) => kind,
+                    None => return EventKind::Other,
+                }
+            }
+        };
+        match kind {
+            "response.output_text.delta"
+            | "response.refusal.delta"
+            | "response.function_call_arguments.delta" => {
+                if kind == "response.refusal.delta" {
+                    self.guardrail = Some("refusal");
+                }
+                let bytes = event.data.as_bytes();
+                let delta = value_after(bytes, &DELTA_KEY).and_then(string_len).unwrap_or(0);
+                self.content_bytes += delta as u64;
+                if self.capture {
+                    if let Ok(value) = serde_json::from_str::<Value>(event.data) {
+                        let index = value.get("output_index").and_then(Value::as_u64).unwrap_or(0);
+                        if let Some(text) = value.get("delta").and_then(Value::as_str) {
+                            self.capture_text(index as u32, text);
+                        }
+                    }
+                }
+                EventKind::Content
+            }
+            "response.created" | "response.in_progress" | "response.completed"
+            | "response.incomplete" | "response.failed" | "error" => {
+                let value = match serde_json::from_str::<Value>(event.data) {
+                    Ok(value) => value,
+                    Err(error) => {
+                        self.note_parse_error(format!("stream event is not JSON: {error}"));
+                        return EventKind::Other;
+                    }
+                };
+                if kind == "error" {
+                    let error = value.get("error").unwrap_or(&value);
+                    self.set_error(openai_error(error));
+                    return EventKind::Other;
+                }
+                if let Some(response) = value.get("response") {
+                    self.responses_object(response);
+                }
+                if matches!(kind, "response.completed" | "response.incomplete" | "response.failed") {
+                    self.complete = true;
+                }
+                EventKind::Other
+            }
+            _ => EventKind::Other,
+        }
+    }
+
+    /// A Responses API `response` object (streamed lifecycle event or whole body).
+    fn responses_object(&mut self, response: &Value) {
+        self.take_id_model(response);
+        if let Some(usage) = response.get("usage").filter(|u| u.is_object()) {
+            self.set_usage(Usage {
+                input: usage.get("input_tokens").and_then(Value::as_i64),
+                output: usage.get("output_tokens").and_then(Value::as_i64),
+                cache_read: usage
+                    .pointer("/input_tokens_details/cached_tokens")
+                    .and_then(Value::as_i64),
+                cache_creation: None,
+                reasoning: usage
+                    .pointer("/output_tokens_details/reasoning_tokens")
+                    .and_then(Value::as_i64),
+            });
+        }
+        match response.get("status").and_then(Value::as_str) {
+            Some("completed") => self.set_finish_reason(0, "stop"),
+            Some("incomplete") => {
+                let reason = response
+                    .pointer("/incomplete_details/reason")
+                    .and_then(Value::as_str)
+                    .unwrap_or("incomplete");
+                if reason == "content_filter" {
+                    self.guardrail = Some("content_filter");
+                }
+                self.set_finish_reason(0, reason);
+            }
+            Some("failed") => {
+                self.set_finish_reason(0, "error");
+                if let Some(error) = response.get("error").filter(|e| !e.is_null()) {
+                    self.set_error(openai_error(error));
+                }
+            }
+            _ => {}
+        }
+        if self.capture && response.get("status").and_then(Value::as_str) != Some("in_progress") {
+            for (index, item) in response
+                .get("output")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                for part in item.get("content").and_then(Value::as_array).into_iter().flatten() {
+                    if let Some(text) = part.get("text").and_then(Value::as_str) {
+                        if !self.output_text.iter().any(|(i, _)| *i == index as u32) {
+                            self.capture_text(index as u32, text);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // === Anthropic Messages ===
+
+    fn anthropic_event(&mut self, event: &SseEvent<'_>) -> EventKind {
+        let parsed;
+        let kind = match event.event {
+            Some(kind) => kind,
+            None => {
+                parsed = serde_json::from_str::<Value>(event.data).ok();
+                match parsed.as_ref().and_then(|v| v.get("type")).and_then(Value::as_str) {
+                    Some(kind) => kind,
+                    None => return EventKind::Other,
+                }
+            }
+        };
+        match kind {
+            "content_block_delta" => {
+                let bytes = event.data.as_bytes();
+                let len = [&*TEXT, &*PARTIAL_JSON, &*THINKING]
+                    .iter()
+                    .find_map(|f| value_after(bytes, f).and_then(string_len))
+                    .unwrap_or(0);
+                self.content_bytes += len as u64;
+                if self.capture {
+                    if let Ok(value) = serde_json::from_str::<Value>(event.data) {
+                        let index = value.get("index").and_then(Value::as_u64).unwrap_or(0);
+                        let delta = value.get("delta");
+                        if let Some(text) = delta
+                            .and_then(|d| d.get("text").or_else(|| d.get("partial_json")))
+                            .and_then(Value::as_str)
+                        {
+                            self.capture_text(index as u32, text);
+                        }
+                    }
+                }
+                if len > 0 {
+                    EventKind::Content
+                } else {
+                    EventKind::Other
+                }
+            }
+            "message_start" | "message_delta" | "error" => {
+                let value = match serde_json::from_str::<Value>(event.data) {
+                    Ok(value) => value,
+                    Err(error) => {
+                        self.note_parse_error(format!("stream event is not JSON: {error}"));
+                        return EventKind::Other;
+                    }
+                };
+                match kind {
+                    "message_start" => {
+                        if let Some(message) = value.get("message") {
+                            self.anthropic_message(message);
+                        }
+                    }
+                    "message_delta" => {
+                        if let Some(reason) = value.pointer("/delta/stop_reason").and_then(Value::as_str) {
+                            self.set_finish_reason(0, reason);
+                        }
+                        if let Some(usage) = value.get("usage").filter(|u| u.is_object()) {
+                            self.merge_anthropic_usage(usage);
+                        }
+                    }
+                    _ => self.set_error(anthropic_error(&value)),
+                }
+                EventKind::Other
+            }
+            "message_stop" => {
+                self.complete = true;
+                EventKind::Other
+            }
+            _ => EventKind::Other,
+        }
+    }
+
+    /// An Anthropic `message` object (from `message_start` or a whole body).
+    fn anthropic_message(&mut self, message: &Value) {
+        self.take_id_model(message);
+        if let Some(usage) = message.get("usage").filter(|u| u.is_object()) {
+            self.merge_anthropic_usage(usage);
+        }
+        if let Some(reason) = message.get("stop_reason").and_then(Value::as_str) {
+            self.set_finish_reason(0, reason);
+        }
+        if self.capture {
+            for block in message.get("content").and_then(Value::as_array).into_iter().flatten() {
+                if let Some(text) = block.get("text").and_then(Value::as_str) {
+                    self.capture_text(0, text);
+                }
+            }
+        }
+    }
+
+    /// Anthropic reports usage in parts: input at `message_start`, cumulative output at
+    /// `message_delta`. A field present later replaces the earlier value.
+    fn merge_anthropic_usage(&mut self, usage: &Value) {
+        let get = |k: &str| usage.get(k).and_then(Value::as_i64);
+        let new = Usage {
+            input: get("input_tokens"),
+            output: get("output_tokens"),
+            cache_read: get("cache_read_input_tokens"),
+            cache_creation: get("cache_creation_input_tokens"),
+            reasoning: None,
+        };
+        let old = self.usage;
+        self.set_usage(Usage {
+            input: new.input.or(old.input),
+            output: new.output.or(old.output),
+            cache_read: new.cache_read.or(old.cache_read),
+            cache_creation: new.cache_creation.or(old.cache_creation),
+            reasoning: old.reasoning,
+        });
+    }
+
+    // === Whole (non-streamed) bodies ===
+
+    /// Observes a complete JSON response body (non-streamed, or an error body).
+    pub(crate) fn on_json_body(&mut self, format: ApiFormat, status: u16, body: &[u8]) {
+        let value: Value = match serde_json::from_slice(body) {
+            Ok(value) => value,
+            Err(error) => {
+                if status >= 400 {
+                    self.set_error((status.to_string(), String::from_utf8_lossy(&body[..body.len().min(256)]).into_owned()));
+                } else if !body.is_empty() {
+                    self.note_parse_error(format!("response body is not JSON: {error}"));
+                }
+                return;
+            }
+        };
+        if status >= 400 || value.get("error").is_some_and(|e| !e.is_null()) {
+            let error = match format {
+                ApiFormat::AnthropicMessages => anthropic_error(&value),
+                _ => value
+                    .get("error")
+                    .map(openai_error)
+                    .unwrap_or_else(|| (status.to_string(), String::new())),
+            };
+            self.set_error(error);
+            return;
+        }
+        match format {
+            ApiFormat::OpenAiChat | ApiFormat::OpenAiCompletions => {
+                self.openai_value(&value, false);
+            }
+            ApiFormat::OpenAiEmbeddings => {
+                self.take_id_model(&value);
+                if let Some(usage) = value.get("usage").filter(|u| u.is_object()) {
+                    self.set_usage(openai_usage(usage));
+                }
+            }
+            ApiFormat::OpenAiResponses => self.responses_object(&value),
+            ApiFormat::AnthropicMessages => self.anthropic_message(&value),
+        }
+    }
+
+    // === shared ===
+
+    fn take_id_model(&mut self, value: &Value) {
+        if self.id.is_none() {
+            self.id = value.get("id").and_then(Value::as_str).map(str::to_owned);
+        }
+        if self.model.is_none() {
+            self.model = value.get("model").and_then(Value::as_str).map(str::to_owned);
+        }
+    }
+
+    fn set_usage(&mut self, usage: Usage) {
+        if !usage.is_empty() {
+            self.usage = usage;
+            self.usage_reported = true;
+        }
+    }
+
+    fn set_finish_reason(&mut self, index: u32, reason: &str) {
+        match self.finish_reasons.binary_search_by_key(&index, |(i, _)| *i) {
+            Ok(at) => self.finish_reasons[at].1 = reason.to_owned(),
+            Err(at) => self.finish_reasons.insert(at, (index, reason.to_owned())),
+        }
+    }
+
+    fn set_error(&mut self, error: (String, String)) {
+        if self.error.is_none() {
+            self.error = Some(error);
+        }
+    }
+
+    pub(crate) fn note_parse_error(&mut self, message: String) {
+        if self.parse_error.is_none() {
+            self.parse_error = Some(message);
+        }
+    }
+
+    fn capture_text(&mut self, index: u32, text: &str) {
+        if !self.capture {
+            return;
+        }
+        let used: usize = self.output_text.iter().map(|(_, t)| t.len()).sum();
+        let room = self.capture_cap.saturating_sub(used);
+        if room == 0 {
+            self.capture_truncated = true;
+            return;
+        }
+        let mut take = text.len().min(room);
+        while !text.is_char_boundary(take) {
+            take -= 1;
+        }
+        if take < text.len() {
+            self.capture_truncated = true;
+        }
+        match self.output_text.iter_mut().find(|(i, _)| *i == index) {
+            Some((_, buffer)) => buffer.push_str(&text[..take]),
+            None => self.output_text.push((index, text[..take].to_owned())),
+        }
+    }
+}
+
+static DELTA_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"delta\""));
+static PARTIAL_JSON: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"partial_json\""));
+static THINKING: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"thinking\""));
+
+fn openai_usage(usage: &Value) -> Usage {
+    let get = |k: &str| usage.get(k).and_then(Value::as_i64);
+    Usage {
+        input: get("prompt_tokens"),
+        output: get("completion_tokens"),
+        cache_read: usage
+            .pointer("/prompt_tokens_details/cached_tokens")
+            .and_then(Value::as_i64),
+        cache_creation: None,
+        reasoning: usage
+            .pointer("/completion_tokens_details/reasoning_tokens")
+            .and_then(Value::as_i64),
+    }
+}
+
+/// `(error.type, message)` of an OpenAI error object: its `code` when that is a string
+/// (`rate_limit_exceeded`), else its `type`.
+fn openai_error(error: &Value) -> (String, String) {
+    let kind = error
+        .get("code")
+        .and_then(Value::as_str)
+        .or_else(|| error.get("type").and_then(Value::as_str))
+        .unwrap_or("_OTHER");
+    let message = error.get("message").and_then(Value::as_str).unwrap_or_default();
+    (kind.to_owned(), message.to_owned())
+}
+
+/// `(error.type, message)` of an Anthropic error body or event.
+fn anthropic_error(value: &Value) -> (String, String) {
+    let error = value.get("error").unwrap_or(value);
+    let kind = error.get("type").and_then(Value::as_str).unwrap_or("_OTHER");
+    let message = error.get("message").and_then(Value::as_str).unwrap_or_default();
+    (kind.to_owned(), message.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_values_are_found_with_or_without_spaces() {
+        let compact = br#"{"a":1,"finish_reason":null,"content":"hi"}"#;
+        assert!(is_null(value_after(compact, &FINISH_REASON)));
+        assert_eq!(value_after(compact, &CONTENT).and_then(string_len), Some(2));
+        let spaced = br#"{"finish_reason" : "stop", "content": "h\"i\\"}"#;
+        assert!(!is_null(value_after(spaced, &FINISH_REASON)));
+        assert_eq!(value_after(spaced, &CONTENT).and_then(string_len), Some(6));
+    }
+
+    #[test]
+    fn a_key_inside_a_string_value_is_not_a_key() {
+        // The text mentions "finish_reason": but escaped, so it is not a key.
+        let data = br#"{"content":"say \"finish_reason\": stop","finish_reason":null}"#;
+        assert!(is_null(value_after(data, &FINISH_REASON)));
+    }
+}
