@@ -58,6 +58,9 @@ pub const DEFAULT_MAX_EVENT_BYTES: usize = 1 << 20;
 /// The UTF-8 byte-order mark, skipped at the start of a stream.
 const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
 
+/// The first allocation of a buffer, so that small values do not reallocate byte by byte.
+const MIN_BUFFER: usize = 64;
+
 /// Capacity above which the event-type, id and decode-scratch buffers are released at the end
 /// of an event: values that large are abnormal, so keeping the memory is not worth it.
 const KEEP_SMALL_BUFFER: usize = 1024;
@@ -547,12 +550,16 @@ impl SseDecoder {
     }
 }
 
-/// Appends to a buffer whose length stays within `cap`, growing it by doubling but never
-/// beyond `cap`.
+/// Appends to a buffer whose length stays within `cap`, growing it by doubling (from
+/// [`MIN_BUFFER`]) but never beyond `cap`.
 fn extend_clamped(buffer: &mut Vec<u8>, bytes: &[u8], cap: usize) {
     let needed = buffer.len() + bytes.len();
     if needed > buffer.capacity() {
-        let target = needed.max(buffer.capacity() * 2).min(cap).max(needed);
+        let target = needed
+            .max(buffer.capacity() * 2)
+            .max(MIN_BUFFER)
+            .min(cap)
+            .max(needed);
         buffer.reserve_exact(target - buffer.len());
     }
     buffer.extend_from_slice(bytes);
@@ -681,6 +688,8 @@ mod tests {
     fn steady_state_does_not_grow_buffers() {
         let mut decoder = SseDecoder::default();
         let event = b"event: delta\nid: 7\ndata: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n";
+        // The id buffers swap at each `id` line: two events allocate both.
+        decoder.feed(event, |_| {});
         decoder.feed(event, |_| {});
         let capacity = decoder.buffered_capacity();
         for _ in 0..1000 {
