@@ -25,4 +25,4 @@ pub mod layer;
 pub mod propagation;
 pub mod semconv;
 
-pub use layer::{ClientLayer, ServerLayer, TracedBody};
+pub use layer::{ClientLayer, GenAiLayer, ServerLayer, TracedBody};

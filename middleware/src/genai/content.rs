@@ -32,13 +32,18 @@ pub(crate) fn input_messages(format: ApiFormat, body: &Value) -> (Option<String>
             .map(|p| vec![json!({"role": "user", "parts": parts_of(p)})]),
     };
     (
-        system.filter(|s| !s.as_array().is_some_and(Vec::is_empty)).map(|s| s.to_string()),
+        system
+            .filter(|s| !s.as_array().is_some_and(Vec::is_empty))
+            .map(|s| s.to_string()),
         messages.map(|m| Value::Array(m).to_string()),
     )
 }
 
 /// The output messages, one per choice.
-pub(crate) fn output_messages(texts: &[(u32, String)], finish_reasons: &[(u32, String)]) -> Option<String> {
+pub(crate) fn output_messages(
+    texts: &[(u32, String)],
+    finish_reasons: &[(u32, String)],
+) -> Option<String> {
     if texts.is_empty() {
         return None;
     }

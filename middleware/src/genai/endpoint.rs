@@ -102,7 +102,10 @@ impl Endpoint {
             });
         }
         let host = host.map(|h| h.split(':').next().unwrap_or(h).to_ascii_lowercase());
-        let host_is = |suffix: &str| host.as_deref().is_some_and(|h| h == suffix || h.ends_with(&format!(".{suffix}")));
+        let host_is = |suffix: &str| {
+            host.as_deref()
+                .is_some_and(|h| h == suffix || h.ends_with(&format!(".{suffix}")))
+        };
         let unversioned = path.strip_prefix("/v1").unwrap_or(path);
         let format = if unversioned == "/messages" {
             ApiFormat::AnthropicMessages

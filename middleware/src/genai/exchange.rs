@@ -234,7 +234,12 @@ impl fmt::Debug for Exchange {
 impl Exchange {
     /// Starts observing; `now` is when the request was sent (client side) or received
     /// (server side).
-    pub fn new(config: Arc<GenAiConfig>, endpoint: Endpoint, request: RequestInfo, now: Instant) -> Self {
+    pub fn new(
+        config: Arc<GenAiConfig>,
+        endpoint: Endpoint,
+        request: RequestInfo,
+        now: Instant,
+    ) -> Self {
         let state = ResponseState {
             capture: config.capture_content,
             capture_cap: config.content_cap,
@@ -284,8 +289,14 @@ impl Exchange {
     pub fn start_attributes(&self) -> Vec<KeyValue> {
         let r = &self.request;
         let mut a = Vec::with_capacity(16);
-        a.push(KeyValue::new(gen_ai::OPERATION_NAME, self.endpoint.format.operation()));
-        a.push(KeyValue::new(gen_ai::PROVIDER_NAME, self.endpoint.provider.name().to_owned()));
+        a.push(KeyValue::new(
+            gen_ai::OPERATION_NAME,
+            self.endpoint.format.operation(),
+        ));
+        a.push(KeyValue::new(
+            gen_ai::PROVIDER_NAME,
+            self.endpoint.provider.name().to_owned(),
+        ));
         if let Some(model) = &r.model {
             a.push(KeyValue::new(gen_ai::REQUEST_MODEL, model.clone()));
         }
@@ -307,7 +318,10 @@ impl Exchange {
             }
         }
         if !r.stop_sequences.is_empty() {
-            a.push(KeyValue::new(gen_ai::REQUEST_STOP_SEQUENCES, string_array(&r.stop_sequences)));
+            a.push(KeyValue::new(
+                gen_ai::REQUEST_STOP_SEQUENCES,
+                string_array(&r.stop_sequences),
+            ));
         }
         if let Some(v) = r.seed {
             a.push(KeyValue::new(gen_ai::REQUEST_SEED, v));
@@ -439,7 +453,11 @@ impl Exchange {
                 ));
             }
         }
-        if let End::Failed { error_type, message } = &end {
+        if let End::Failed {
+            error_type,
+            message,
+        } = &end
+        {
             if state.error.is_none() {
                 state.error = Some((error_type.to_string(), message.clone()));
             }
@@ -457,8 +475,15 @@ impl Exchange {
             a.push(KeyValue::new(gen_ai::RESPONSE_MODEL, model.clone()));
         }
         if !state.finish_reasons.is_empty() {
-            let reasons: Vec<String> = state.finish_reasons.iter().map(|(_, r)| r.clone()).collect();
-            a.push(KeyValue::new(gen_ai::RESPONSE_FINISH_REASONS, string_array(&reasons)));
+            let reasons: Vec<String> = state
+                .finish_reasons
+                .iter()
+                .map(|(_, r)| r.clone())
+                .collect();
+            a.push(KeyValue::new(
+                gen_ai::RESPONSE_FINISH_REASONS,
+                string_array(&reasons),
+            ));
         }
         let mut usage = state.usage;
         let source = if state.usage_reported {
@@ -471,17 +496,27 @@ impl Exchange {
         };
         push_usage(&mut a, &usage);
         a.push(KeyValue::new(llmtrace::USAGE_SOURCE, source));
-        a.push(KeyValue::new(llmtrace::MEASURED_AT, self.config.measured_at));
+        a.push(KeyValue::new(
+            llmtrace::MEASURED_AT,
+            self.config.measured_at,
+        ));
         if let Some(first_byte) = self.first_byte {
             a.push(KeyValue::new(
                 llmtrace::TIME_TO_FIRST_BYTE,
-                first_byte.saturating_duration_since(self.start).as_secs_f64(),
+                first_byte
+                    .saturating_duration_since(self.start)
+                    .as_secs_f64(),
             ));
         }
-        let ttfc = self.first_chunk.map(|t| t.saturating_duration_since(self.start));
+        let ttfc = self
+            .first_chunk
+            .map(|t| t.saturating_duration_since(self.start));
         if streamed {
             if let Some(ttfc) = ttfc {
-                a.push(KeyValue::new(gen_ai::RESPONSE_TIME_TO_FIRST_CHUNK, ttfc.as_secs_f64()));
+                a.push(KeyValue::new(
+                    gen_ai::RESPONSE_TIME_TO_FIRST_CHUNK,
+                    ttfc.as_secs_f64(),
+                ));
             }
             a.push(KeyValue::new(llmtrace::STREAM_CHUNKS, state.chunks as i64));
             a.push(KeyValue::new(llmtrace::STREAM_EVENTS, state.events as i64));
@@ -523,11 +558,19 @@ impl Exchange {
         if let Some(guardrail) = state.guardrail {
             a.push(KeyValue::new(llmtrace::GUARDRAIL, guardrail));
         }
-        if let Some(parse_error) = self.request.parse_error.as_ref().or(state.parse_error.as_ref()) {
+        if let Some(parse_error) = self
+            .request
+            .parse_error
+            .as_ref()
+            .or(state.parse_error.as_ref())
+        {
             a.push(KeyValue::new(llmtrace::PARSE_ERROR, parse_error.clone()));
         }
         if let Some((error_type, _)) = &state.error {
-            a.push(KeyValue::new(crate::semconv::http::ERROR_TYPE, error_type.clone()));
+            a.push(KeyValue::new(
+                crate::semconv::http::ERROR_TYPE,
+                error_type.clone(),
+            ));
         }
         if self.config.capture_content {
             self.push_content(&mut a);
@@ -571,7 +614,10 @@ impl Exchange {
 
         let mut metric_attributes = vec![
             KeyValue::new(gen_ai::OPERATION_NAME, self.endpoint.format.operation()),
-            KeyValue::new(gen_ai::PROVIDER_NAME, self.endpoint.provider.name().to_owned()),
+            KeyValue::new(
+                gen_ai::PROVIDER_NAME,
+                self.endpoint.provider.name().to_owned(),
+            ),
         ];
         if let Some(model) = &self.request.model {
             metric_attributes.push(KeyValue::new(gen_ai::REQUEST_MODEL, model.clone()));
@@ -580,7 +626,10 @@ impl Exchange {
             metric_attributes.push(KeyValue::new(gen_ai::RESPONSE_MODEL, model.clone()));
         }
         if let Some((error_type, _)) = &state.error {
-            metric_attributes.push(KeyValue::new(crate::semconv::http::ERROR_TYPE, error_type.clone()));
+            metric_attributes.push(KeyValue::new(
+                crate::semconv::http::ERROR_TYPE,
+                error_type.clone(),
+            ));
         }
         let metrics = MetricValues {
             attributes: metric_attributes,
@@ -603,36 +652,53 @@ impl Exchange {
     fn push_content(&self, a: &mut Vec<KeyValue>) {
         let cap = self.config.content_cap;
         let mut truncated = self.state.capture_truncated;
-        let mut record = |a: &mut Vec<KeyValue>, kind: ContentKind, key: &'static str, json: String| {
-            let mut json = json;
-            if json.len() > cap {
-                let mut cut = cap;
-                while !json.is_char_boundary(cut) {
-                    cut -= 1;
+        let mut record =
+            |a: &mut Vec<KeyValue>, kind: ContentKind, key: &'static str, json: String| {
+                let mut json = json;
+                if json.len() > cap {
+                    let mut cut = cap;
+                    while !json.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    json.truncate(cut);
+                    truncated = true;
                 }
-                json.truncate(cut);
-                truncated = true;
-            }
-            let json = match &self.config.redactor {
-                Some(redact) => redact(kind, json),
-                None => Some(json),
+                let json = match &self.config.redactor {
+                    Some(redact) => redact(kind, json),
+                    None => Some(json),
+                };
+                if let Some(json) = json {
+                    a.push(KeyValue::new(key, json));
+                }
             };
-            if let Some(json) = json {
-                a.push(KeyValue::new(key, json));
-            }
-        };
         if let Some(body) = &self.request.body {
             let (system, messages) = super::content::input_messages(self.endpoint.format, body);
             if let Some(system) = system {
-                record(a, ContentKind::SystemInstructions, gen_ai::SYSTEM_INSTRUCTIONS, system);
+                record(
+                    a,
+                    ContentKind::SystemInstructions,
+                    gen_ai::SYSTEM_INSTRUCTIONS,
+                    system,
+                );
             }
             if let Some(messages) = messages {
-                record(a, ContentKind::InputMessages, gen_ai::INPUT_MESSAGES, messages);
+                record(
+                    a,
+                    ContentKind::InputMessages,
+                    gen_ai::INPUT_MESSAGES,
+                    messages,
+                );
             }
         }
-        let output = super::content::output_messages(&self.state.output_text, &self.state.finish_reasons);
+        let output =
+            super::content::output_messages(&self.state.output_text, &self.state.finish_reasons);
         if let Some(output) = output {
-            record(a, ContentKind::OutputMessages, gen_ai::OUTPUT_MESSAGES, output);
+            record(
+                a,
+                ContentKind::OutputMessages,
+                gen_ai::OUTPUT_MESSAGES,
+                output,
+            );
         }
         if truncated {
             a.push(KeyValue::new(llmtrace::CONTENT_TRUNCATED, true));
@@ -650,7 +716,10 @@ fn push_usage(a: &mut Vec<KeyValue>, usage: &Usage) {
         (gen_ai::USAGE_INPUT_TOKENS, usage.input),
         (gen_ai::USAGE_OUTPUT_TOKENS, usage.output),
         (gen_ai::USAGE_CACHE_READ_INPUT_TOKENS, usage.cache_read),
-        (gen_ai::USAGE_CACHE_CREATION_INPUT_TOKENS, usage.cache_creation),
+        (
+            gen_ai::USAGE_CACHE_CREATION_INPUT_TOKENS,
+            usage.cache_creation,
+        ),
         (gen_ai::USAGE_REASONING_OUTPUT_TOKENS, usage.reasoning),
     ] {
         if let Some(v) = value {

@@ -126,7 +126,20 @@ mod tests {
             assert!(high > low);
             previous_high = high;
         }
-        for us in [0u64, 1, 7, 8, 9, 15, 16, 100, 1_000, 20_000, 1_000_000, 123_456_789] {
+        for us in [
+            0u64,
+            1,
+            7,
+            8,
+            9,
+            15,
+            16,
+            100,
+            1_000,
+            20_000,
+            1_000_000,
+            123_456_789,
+        ] {
             let (low, high) = bounds_of(bucket_of(us));
             assert!(low <= us && us < high, "{us} not in [{low}, {high})");
         }
@@ -141,14 +154,20 @@ mod tests {
         }
         let check = |q: f64, truth_ms: f64| {
             let got = stats.quantile(q).unwrap().as_secs_f64() * 1000.0;
-            assert!((got - truth_ms).abs() <= truth_ms / 16.0 + 0.001, "q{q}: {got} vs {truth_ms}");
+            assert!(
+                (got - truth_ms).abs() <= truth_ms / 16.0 + 0.001,
+                "q{q}: {got} vs {truth_ms}"
+            );
         };
         check(0.5, 500.0);
         check(0.99, 990.0);
         assert_eq!(stats.max(), Some(Duration::from_millis(1000)));
         assert_eq!(stats.mean(), Some(Duration::from_micros(500_500)));
         assert_eq!(stats.stalls(), 100);
-        assert_eq!(stats.buckets().map(|(_, n)| u64::from(n)).sum::<u64>(), 1000);
+        assert_eq!(
+            stats.buckets().map(|(_, n)| u64::from(n)).sum::<u64>(),
+            1000
+        );
     }
 
     #[test]

@@ -10,8 +10,8 @@ const DURATION_BUCKETS: [f64; 14] = [
     0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
 ];
 const TOKEN_BUCKETS: [f64; 14] = [
-    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0,
-    4194304.0, 16777216.0, 67108864.0,
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+    16777216.0, 67108864.0,
 ];
 const PER_CHUNK_BUCKETS: [f64; 13] = [
     0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
@@ -136,7 +136,10 @@ impl GenAiMetrics {
     }
 
     fn record_tokens(&self, values: &MetricValues, attributes: &[KeyValue]) {
-        for (kind, count) in [("input", values.input_tokens), ("output", values.output_tokens)] {
+        for (kind, count) in [
+            ("input", values.input_tokens),
+            ("output", values.output_tokens),
+        ] {
             if let Some(count) = count.and_then(|c| u64::try_from(c).ok()) {
                 let mut with_type = attributes.to_vec();
                 with_type.push(KeyValue::new(TOKEN_TYPE, kind));

@@ -79,7 +79,10 @@ impl RequestInfo {
         if let Some(model) = object.get("model").and_then(Value::as_str) {
             info.model = Some(model.to_owned());
         }
-        info.stream = object.get("stream").and_then(Value::as_bool).unwrap_or(false);
+        info.stream = object
+            .get("stream")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         info.include_usage = object
             .get("stream_options")
             .and_then(|o| o.get("include_usage"))

@@ -75,7 +75,8 @@ pub(crate) enum EventKind {
     Other,
 }
 
-static FINISH_REASON: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"finish_reason\""));
+static FINISH_REASON: LazyLock<Finder<'static>> =
+    LazyLock::new(|| Finder::new(b"\"finish_reason\""));
 static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
 static ERROR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"error\""));
 static REFUSAL: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"refusal\""));
@@ -185,7 +186,12 @@ impl ResponseState {
             self.set_usage(openai_usage(usage));
         }
         let mut kind = EventKind::Other;
-        for choice in value.get("choices").and_then(Value::as_array).into_iter().flatten() {
+        for choice in value
+            .get("choices")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0) as u32;
             let part = if streamed {
                 choice.get("delta")
@@ -210,7 +216,10 @@ impl ResponseState {
                 self.guardrail = Some("refusal");
                 self.capture_text(index, refusal);
             }
-            if let Some(calls) = part.and_then(|p| p.get("tool_calls")).and_then(Value::as_array) {
+            if let Some(calls) = part
+                .and_then(|p| p.get("tool_calls"))
+                .and_then(Value::as_array)
+            {
                 if !calls.is_empty() {
                     kind = EventKind::Content;
                     for call in calls {
@@ -243,7 +252,11 @@ impl ResponseState {
             None => {
                 // No `event:` line: the type is in the data.
                 parsed = serde_json::from_str::<Value>(event.data).ok();
-                match parsed.as_ref().and_then(|v| v.get("type")).and_then(Value::as_str) {
+                match parsed
+                    .as_ref()
+                    .and_then(|v| v.get("type"))
+                    .and_then(Value::as_str)
+                {
                     Some(kind) => kind,
                     None => return EventKind::Other,
                 }
@@ -257,11 +270,16 @@ impl ResponseState {
                     self.guardrail = Some("refusal");
                 }
                 let bytes = event.data.as_bytes();
-                let delta = value_after(bytes, &DELTA_KEY).and_then(string_len).unwrap_or(0);
+                let delta = value_after(bytes, &DELTA_KEY)
+                    .and_then(string_len)
+                    .unwrap_or(0);
                 self.content_bytes += delta as u64;
                 if self.capture {
                     if let Ok(value) = serde_json::from_str::<Value>(event.data) {
-                        let index = value.get("output_index").and_then(Value::as_u64).unwrap_or(0);
+                        let index = value
+                            .get("output_index")
+                            .and_then(Value::as_u64)
+                            .unwrap_or(0);
                         if let Some(text) = value.get("delta").and_then(Value::as_str) {
                             self.capture_text(index as u32, text);
                         }
@@ -269,8 +287,12 @@ impl ResponseState {
                 }
                 EventKind::Content
             }
-            "response.created" | "response.in_progress" | "response.completed"
-            | "response.incomplete" | "response.failed" | "error" => {
+            "response.created"
+            | "response.in_progress"
+            | "response.completed"
+            | "response.incomplete"
+            | "response.failed"
+            | "error" => {
                 let value = match serde_json::from_str::<Value>(event.data) {
                     Ok(value) => value,
                     Err(error) => {
@@ -286,7 +308,10 @@ impl ResponseState {
                 if let Some(response) = value.get("response") {
                     self.responses_object(response);
                 }
-                if matches!(kind, "response.completed" | "response.incomplete" | "response.failed") {
+                if matches!(
+                    kind,
+                    "response.completed" | "response.incomplete" | "response.failed"
+                ) {
                     self.complete = true;
                 }
                 EventKind::Other
@@ -339,7 +364,12 @@ impl ResponseState {
                 .flatten()
                 .enumerate()
             {
-                for part in item.get("content").and_then(Value::as_array).into_iter().flatten() {
+                for part in item
+                    .get("content")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     if let Some(text) = part.get("text").and_then(Value::as_str) {
                         if !self.output_text.iter().any(|(i, _)| *i == index as u32) {
                             self.capture_text(index as u32, text);
@@ -358,7 +388,11 @@ impl ResponseState {
             Some(kind) => kind,
             None => {
                 parsed = serde_json::from_str::<Value>(event.data).ok();
-                match parsed.as_ref().and_then(|v| v.get("type")).and_then(Value::as_str) {
+                match parsed
+                    .as_ref()
+                    .and_then(|v| v.get("type"))
+                    .and_then(Value::as_str)
+                {
                     Some(kind) => kind,
                     None => return EventKind::Other,
                 }
@@ -405,7 +439,9 @@ impl ResponseState {
                         }
                     }
                     "message_delta" => {
-                        if let Some(reason) = value.pointer("/delta/stop_reason").and_then(Value::as_str) {
+                        if let Some(reason) =
+                            value.pointer("/delta/stop_reason").and_then(Value::as_str)
+                        {
                             self.set_finish_reason(0, reason);
                         }
                         if let Some(usage) = value.get("usage").filter(|u| u.is_object()) {
@@ -434,7 +470,12 @@ impl ResponseState {
             self.set_finish_reason(0, reason);
         }
         if self.capture {
-            for block in message.get("content").and_then(Value::as_array).into_iter().flatten() {
+            for block in message
+                .get("content")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(text) = block.get("text").and_then(Value::as_str) {
                     self.capture_text(0, text);
                 }
@@ -471,7 +512,10 @@ impl ResponseState {
             Ok(value) => value,
             Err(error) => {
                 if status >= 400 {
-                    self.set_error((status.to_string(), String::from_utf8_lossy(&body[..body.len().min(256)]).into_owned()));
+                    self.set_error((
+                        status.to_string(),
+                        String::from_utf8_lossy(&body[..body.len().min(256)]).into_owned(),
+                    ));
                 } else if !body.is_empty() {
                     self.note_parse_error(format!("response body is not JSON: {error}"));
                 }
@@ -511,7 +555,10 @@ impl ResponseState {
             self.id = value.get("id").and_then(Value::as_str).map(str::to_owned);
         }
         if self.model.is_none() {
-            self.model = value.get("model").and_then(Value::as_str).map(str::to_owned);
+            self.model = value
+                .get("model")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
         }
     }
 
@@ -523,7 +570,10 @@ impl ResponseState {
     }
 
     fn set_finish_reason(&mut self, index: u32, reason: &str) {
-        match self.finish_reasons.binary_search_by_key(&index, |(i, _)| *i) {
+        match self
+            .finish_reasons
+            .binary_search_by_key(&index, |(i, _)| *i)
+        {
             Ok(at) => self.finish_reasons[at].1 = reason.to_owned(),
             Err(at) => self.finish_reasons.insert(at, (index, reason.to_owned())),
         }
@@ -592,15 +642,24 @@ fn openai_error(error: &Value) -> (String, String) {
         .and_then(Value::as_str)
         .or_else(|| error.get("type").and_then(Value::as_str))
         .unwrap_or("_OTHER");
-    let message = error.get("message").and_then(Value::as_str).unwrap_or_default();
+    let message = error
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     (kind.to_owned(), message.to_owned())
 }
 
 /// `(error.type, message)` of an Anthropic error body or event.
 fn anthropic_error(value: &Value) -> (String, String) {
     let error = value.get("error").unwrap_or(value);
-    let kind = error.get("type").and_then(Value::as_str).unwrap_or("_OTHER");
-    let message = error.get("message").and_then(Value::as_str).unwrap_or_default();
+    let kind = error
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("_OTHER");
+    let message = error
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     (kind.to_owned(), message.to_owned())
 }
 

@@ -687,7 +687,8 @@ mod tests {
     #[test]
     fn steady_state_does_not_grow_buffers() {
         let mut decoder = SseDecoder::default();
-        let event = b"event: delta\nid: 7\ndata: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n";
+        let event =
+            b"event: delta\nid: 7\ndata: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n";
         // The id buffers swap at each `id` line: two events allocate both.
         decoder.feed(event, |_| {});
         decoder.feed(event, |_| {});

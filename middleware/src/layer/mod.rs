@@ -8,6 +8,7 @@ mod attrs;
 mod body;
 mod client;
 mod future;
+mod genai;
 mod server;
 mod span;
 
@@ -15,6 +16,7 @@ pub use attrs::ALWAYS_REDACTED;
 pub use body::TracedBody;
 pub use client::{ClientLayer, ClientService};
 pub use future::ResponseFuture;
+pub use genai::{GenAiBody, GenAiLayer, GenAiService, RequestBody};
 pub use server::{ServerLayer, ServerService};
 
 use opentelemetry::InstrumentationScope;

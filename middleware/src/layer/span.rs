@@ -50,6 +50,9 @@ pub(crate) struct ExchangeSpan {
     grpc_status: Option<i32>,
     body_bytes: u64,
     response_headers: Option<Arc<HeaderCapture>>,
+    /// An error the body revealed that the HTTP status does not show (an in-stream error
+    /// event, a truncated stream, a provider error body).
+    body_error: Option<(String, String)>,
 }
 
 impl ExchangeSpan {
@@ -69,6 +72,7 @@ impl ExchangeSpan {
             grpc_status: None,
             body_bytes: 0,
             response_headers,
+            body_error: None,
         }
     }
 
@@ -94,6 +98,11 @@ impl ExchangeSpan {
         if let Some(capture) = &self.response_headers {
             span.set_attributes(capture.attributes(headers));
         }
+    }
+
+    /// Marks the exchange as failed when it completes: `error_type` wins over the status.
+    pub(crate) fn fail_on_complete(&mut self, error_type: String, message: String) {
+        self.body_error = Some((error_type, message));
     }
 
     /// Counts streamed response bytes.
@@ -142,7 +151,13 @@ impl ExchangeSpan {
             ));
         }
         let status = match outcome {
-            Outcome::Complete => self.status_from_response(&mut attributes),
+            Outcome::Complete => match self.body_error.take() {
+                Some((error_type, message)) => {
+                    attributes.push(KeyValue::new(semconv::http::ERROR_TYPE, error_type));
+                    Status::error(message)
+                }
+                None => self.status_from_response(&mut attributes),
+            },
             Outcome::Failed {
                 error_type,
                 message,

@@ -1,0 +1,651 @@
+//! [`GenAiLayer`]: GenAI spans and metrics for calls to, or services of, LLM APIs.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll, ready};
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use opentelemetry::global::BoxedTracer;
+use opentelemetry::trace::{Span as _, SpanBuilder, SpanKind, TraceContextExt, Tracer};
+use opentelemetry::{Context, KeyValue};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::attrs;
+use super::span::{ExchangeSpan, Outcome, Side};
+use super::{boxed_tracer, default_tracer};
+use crate::genai::{End, Endpoint, Exchange, GenAiConfig, GenAiMetrics, Provider, RequestInfo};
+use crate::propagation;
+use crate::semconv;
+
+/// Request bodies up to this size are read before the request is sent, to learn the model.
+const DEFAULT_MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
+
+/// A [`Layer`] that records a GenAI span (`chat gpt-4o`), its events and the GenAI metrics
+/// for every LLM API exchange, streamed or not, measured until the response body ends.
+///
+/// - [`GenAiLayer::client`] wraps an HTTP client that calls a provider (OpenAI, Anthropic,
+///   Azure OpenAI, vLLM, Ollama, ...): CLIENT spans, the span's context injected as
+///   `traceparent`, `gen_ai.client.*` metrics.
+/// - [`GenAiLayer::server`] wraps a service that *serves* an OpenAI- or Anthropic-compatible
+///   API: SERVER spans continuing the caller's trace, `gen_ai.server.*` metrics.
+///
+/// The request body (up to 8 MiB; larger ones stream through unread) is read before the
+/// request goes on, so the span starts knowing the model, stream flag and parameters. The
+/// response body passes through frame by frame, unchanged and at once, while the
+/// [`Exchange`] observes it. Requests that are not LLM API calls (model listings, health
+/// checks) pass through untraced.
+///
+/// ```
+/// use llmtrace::layer::GenAiLayer;
+/// use tower::ServiceBuilder;
+///
+/// # fn wrap<S>(client: S) {
+/// let traced = ServiceBuilder::new()
+///     .layer(GenAiLayer::client().with_meter(&opentelemetry::global::meter("llmtrace")))
+///     .service(client);
+/// # let _ = traced;
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct GenAiLayer {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    side: Side,
+    tracer: BoxedTracer,
+    config: Arc<GenAiConfig>,
+    metrics: Option<GenAiMetrics>,
+    provider: Option<Provider>,
+    max_request_bytes: usize,
+}
+
+impl fmt::Debug for GenAiLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenAiLayer")
+            .field("side", &self.shared.side)
+            .field("config", &self.shared.config)
+            .field("metrics", &self.shared.metrics.is_some())
+            .field("provider", &self.shared.provider)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GenAiLayer {
+    /// For clients of LLM APIs.
+    pub fn client() -> Self {
+        Self::new(Side::Client, "client")
+    }
+
+    /// For services that serve an LLM API.
+    pub fn server() -> Self {
+        Self::new(Side::Server, "server")
+    }
+
+    fn new(side: Side, measured_at: &'static str) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                side,
+                tracer: default_tracer(),
+                config: Arc::new(GenAiConfig {
+                    measured_at,
+                    ..GenAiConfig::default()
+                }),
+                metrics: None,
+                provider: None,
+                max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            }),
+        }
+    }
+
+    fn update(mut self, f: impl FnOnce(&mut Shared)) -> Self {
+        let shared = Arc::get_mut(&mut self.shared).expect("configure the layer before cloning it");
+        f(shared);
+        self
+    }
+
+    /// Uses `tracer` instead of the global one.
+    pub fn with_tracer<T>(self, tracer: T) -> Self
+    where
+        T: Tracer + Send + Sync + 'static,
+        T::Span: Send + Sync + 'static,
+    {
+        self.update(|s| s.tracer = boxed_tracer(tracer))
+    }
+
+    /// Records the GenAI metrics on instruments from `meter`.
+    pub fn with_meter(self, meter: &opentelemetry::metrics::Meter) -> Self {
+        let metrics = GenAiMetrics::new(meter);
+        self.update(|s| s.metrics = Some(metrics))
+    }
+
+    /// Records the GenAI metrics on these (shared) instruments.
+    pub fn with_metrics(self, metrics: GenAiMetrics) -> Self {
+        self.update(|s| s.metrics = Some(metrics))
+    }
+
+    /// How exchanges are observed (content capture, token events, stall threshold, ...).
+    /// `measured_at` is set by the layer's side.
+    pub fn with_config(self, mut config: GenAiConfig) -> Self {
+        self.update(|s| {
+            config.measured_at = s.config.measured_at;
+            s.config = Arc::new(config);
+        })
+    }
+
+    /// Names the provider (`gen_ai.provider.name`), e.g. `vllm` or `ollama` for an
+    /// OpenAI-compatible server; by default it is told from the path and host.
+    pub fn with_provider_name(self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        self.update(|s| {
+            s.provider = Some(match name.as_str() {
+                "openai" => Provider::OpenAi,
+                "anthropic" => Provider::Anthropic,
+                "azure.ai.openai" => Provider::AzureOpenAi,
+                _ => Provider::Other(name.into()),
+            })
+        })
+    }
+
+    /// Request bodies larger than this stream through without being read (default 8 MiB).
+    pub fn with_max_request_bytes(self, max: usize) -> Self {
+        self.update(|s| s.max_request_bytes = max)
+    }
+}
+
+impl<S> Layer<S> for GenAiLayer {
+    type Service = GenAiService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GenAiService {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// The [`Service`] made by [`GenAiLayer`].
+#[derive(Clone)]
+pub struct GenAiService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for GenAiService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenAiService")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for GenAiService<S>
+where
+    S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: fmt::Display + Send + 'static,
+    ReqBody: Body<Data = Bytes> + Send + Unpin + 'static,
+    ReqBody::Error: fmt::Display + Send,
+    ResBody: Body<Data = Bytes>,
+    ResBody::Error: fmt::Display,
+{
+    type Response = Response<GenAiBody<ResBody>>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    /// Ready when the inner service is.
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        // The inner service was made ready for this call; keep that one, leave a clone.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let shared = self.shared.clone();
+        let host = req.uri().host().map(str::to_owned).or_else(|| {
+            req.headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        });
+        let endpoint = Endpoint::detect(
+            req.uri()
+                .path_and_query()
+                .map_or(req.uri().path(), |pq| pq.as_str()),
+            host.as_deref(),
+        );
+        let Some(mut endpoint) = endpoint else {
+            let future = inner.call(req.map(RequestBody::untouched));
+            return Box::pin(async move { Ok(future.await?.map(GenAiBody::untraced)) });
+        };
+        if let Some(provider) = &shared.provider {
+            endpoint.provider = provider.clone();
+        }
+        let parent = match shared.side {
+            Side::Client => req
+                .extensions()
+                .get::<Context>()
+                .cloned()
+                .unwrap_or_else(Context::current),
+            Side::Server => propagation::extract(req.headers()),
+        };
+        Box::pin(async move {
+            let (mut parts, body) = req.into_parts();
+            let (body, complete) = read_prefix(body, shared.max_request_bytes).await;
+            let request = match &complete {
+                Some(bytes) => RequestInfo::parse(&endpoint, bytes, shared.config.capture_content),
+                None => {
+                    let mut info = RequestInfo::parse(&endpoint, b"", false);
+                    info.parse_error = Some(format!(
+                        "request body over {} bytes was not read",
+                        shared.max_request_bytes
+                    ));
+                    info
+                }
+            };
+            let exchange = Exchange::new(shared.config.clone(), endpoint, request, Instant::now());
+            let cx = start_span(&shared, &exchange, &parts, &parent);
+            if shared.side == Side::Client {
+                propagation::inject(&cx, &mut parts.headers);
+            }
+            let span = ExchangeSpan::new(cx.clone(), shared.side, false, None);
+            let mut observed = Observed {
+                span,
+                exchange,
+                shared: shared.clone(),
+                done: false,
+            };
+            let future = {
+                let _guard = cx.clone().attach();
+                inner.call(Request::from_parts(parts, body))
+            };
+            let result = {
+                // Keep the context current while the inner service runs.
+                let mut future = std::pin::pin!(future);
+                std::future::poll_fn(|task| {
+                    let _guard = cx.clone().attach();
+                    future.as_mut().poll(task)
+                })
+                .await
+            };
+            match result {
+                Ok(response) => {
+                    let (parts, body) = response.into_parts();
+                    observed.span.on_response_head(parts.status, &parts.headers);
+                    observed.exchange.on_response_head(
+                        parts.status.as_u16(),
+                        &parts.headers,
+                        Instant::now(),
+                    );
+                    Ok(Response::from_parts(parts, GenAiBody::new(body, observed)))
+                }
+                Err(error) => {
+                    observed.finish(End::Failed {
+                        error_type: attrs::error_type_name::<S::Error>(),
+                        message: error.to_string(),
+                    });
+                    Err(error)
+                }
+            }
+        })
+    }
+}
+
+fn start_span(
+    shared: &Shared,
+    exchange: &Exchange,
+    parts: &http::request::Parts,
+    parent: &Context,
+) -> Context {
+    let mut attributes = exchange.start_attributes();
+    if let Some((host, port)) = attrs::server_address(&parts.uri, &parts.headers) {
+        attributes.push(KeyValue::new(semconv::http::SERVER_ADDRESS, host));
+        let scheme = parts.uri.scheme_str().unwrap_or("http");
+        if let Some(port) = port.or_else(|| attrs::default_port(scheme)) {
+            attributes.push(KeyValue::new(semconv::http::SERVER_PORT, i64::from(port)));
+        }
+    }
+    attrs::push_method(&mut attributes, &parts.method);
+    let kind = match shared.side {
+        Side::Client => SpanKind::Client,
+        Side::Server => SpanKind::Server,
+    };
+    let builder = SpanBuilder::from_name(exchange.span_name())
+        .with_kind(kind)
+        .with_attributes(attributes);
+    let span = shared.tracer.build_with_context(builder, parent);
+    let new_trace = !parent.span().span_context().is_valid();
+    let trace_id = span.span_context().trace_id();
+    let cx = parent.with_span(span);
+    if new_trace {
+        cx.with_value(propagation::RandomTraceId(trace_id))
+    } else {
+        cx
+    }
+}
+
+/// Reads up to `max` bytes of `body`. Returns a body that replays what was read followed by
+/// the rest, and the whole body when it fit.
+async fn read_prefix<B>(mut body: B, max: usize) -> (RequestBody<B>, Option<Bytes>)
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    let mut buffer = BytesMut::new();
+    let mut trailers = None;
+    loop {
+        if body.is_end_stream() {
+            break;
+        }
+        let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+        match frame {
+            None => break,
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(mut data) => {
+                    let data = data.copy_to_bytes(data.remaining());
+                    buffer.extend_from_slice(&data);
+                    if buffer.len() > max {
+                        let prefix = buffer.freeze();
+                        return (RequestBody::prefixed(prefix, body, None), None);
+                    }
+                }
+                Err(frame) => {
+                    trailers = frame.into_trailers().ok();
+                    break;
+                }
+            },
+            Some(Err(error)) => {
+                // Let the inner service see the failure when it reads the body.
+                let prefix = buffer.freeze();
+                return (RequestBody::failed(prefix, body, error), None);
+            }
+        }
+    }
+    let bytes = buffer.freeze();
+    (
+        RequestBody::read(bytes.clone(), body, trailers),
+        Some(bytes),
+    )
+}
+
+pin_project! {
+    /// The request body [`GenAiService`] sends on: what it read first, then the rest of the
+    /// original body (untouched when nothing was read).
+    pub struct RequestBody<B>
+    where
+        B: Body,
+    {
+        prefix: Option<Bytes>,
+        trailers: Option<http::HeaderMap>,
+        error: Option<B::Error>,
+        finished: bool,
+        #[pin]
+        rest: B,
+    }
+}
+
+impl<B: Body> RequestBody<B> {
+    fn untouched(rest: B) -> Self {
+        Self {
+            prefix: None,
+            trailers: None,
+            error: None,
+            finished: false,
+            rest,
+        }
+    }
+
+    fn read(prefix: Bytes, rest: B, trailers: Option<http::HeaderMap>) -> Self {
+        // The original body is done: only the prefix (and trailers) remain.
+        Self {
+            prefix: Some(prefix),
+            trailers,
+            error: None,
+            finished: true,
+            rest,
+        }
+    }
+
+    fn prefixed(prefix: Bytes, rest: B, trailers: Option<http::HeaderMap>) -> Self {
+        Self {
+            prefix: Some(prefix),
+            trailers,
+            error: None,
+            finished: false,
+            rest,
+        }
+    }
+
+    fn failed(prefix: Bytes, rest: B, error: B::Error) -> Self {
+        Self {
+            prefix: Some(prefix),
+            trailers: None,
+            error: Some(error),
+            finished: true,
+            rest,
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for RequestBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        if let Some(prefix) = this.prefix.take() {
+            if !prefix.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(prefix))));
+            }
+        }
+        if let Some(error) = this.error.take() {
+            return Poll::Ready(Some(Err(error)));
+        }
+        if *this.finished {
+            return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
+        }
+        this.rest.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.prefix.as_ref().is_none_or(Bytes::is_empty)
+            && self.error.is_none()
+            && self.trailers.is_none()
+            && (self.finished || self.rest.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let prefix = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
+        if self.finished {
+            return SizeHint::with_exact(prefix);
+        }
+        let rest = self.rest.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + prefix);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + prefix);
+        }
+        hint
+    }
+}
+
+impl<B: fmt::Debug + Body> fmt::Debug for RequestBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestBody")
+            .field("rest", &self.rest)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One exchange in flight: its span and observer. Ends exactly once: on
+/// [`finish`](Self::finish) or, when dropped first, as aborted.
+struct Observed {
+    span: ExchangeSpan,
+    exchange: Exchange,
+    shared: Arc<Shared>,
+    done: bool,
+}
+
+impl Observed {
+    fn finish(&mut self, end: End) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let now = Instant::now();
+        let aborted = end == End::Aborted;
+        let failed = matches!(end, End::Failed { .. });
+        let failure = match &end {
+            End::Failed {
+                error_type,
+                message,
+            } => Some((error_type.clone(), message.clone())),
+            _ => None,
+        };
+        let report = self.exchange.finish(end, now);
+        if let Some(metrics) = &self.shared.metrics {
+            match self.shared.side {
+                Side::Client => metrics.record_client(&report.metrics),
+                Side::Server => metrics.record_server(&report.metrics),
+            }
+        }
+        if let Some(cx) = self.span.context() {
+            let span = cx.span();
+            if span.is_recording() {
+                span.set_attributes(report.attributes);
+                for event in report.events {
+                    span.add_event_with_timestamp(event.name, event.time, event.attributes);
+                }
+            }
+        }
+        let outcome = if aborted {
+            Outcome::Aborted
+        } else if let (true, Some((error_type, message))) = (failed, failure) {
+            Outcome::Failed {
+                error_type,
+                message,
+            }
+        } else {
+            if let Some((error_type, message)) = report.error {
+                self.span.fail_on_complete(error_type, message);
+            }
+            Outcome::Complete
+        };
+        self.span.end(outcome);
+    }
+}
+
+impl Drop for Observed {
+    fn drop(&mut self) {
+        self.finish(End::Aborted);
+    }
+}
+
+pin_project! {
+    /// The response body of [`GenAiService`]: every frame passes through unchanged and at
+    /// once; the exchange's observer sees it on the way. The GenAI span ends when the body
+    /// ends, fails, or is dropped early (client gone: `llmtrace.aborted`).
+    pub struct GenAiBody<B> {
+        #[pin]
+        inner: B,
+        observed: Option<Box<Observed>>,
+    }
+}
+
+impl<B> GenAiBody<B> {
+    fn new(inner: B, observed: Observed) -> Self
+    where
+        B: Body,
+    {
+        let mut observed = Some(Box::new(observed));
+        if inner.is_end_stream() {
+            if let Some(mut o) = observed.take() {
+                o.finish(End::Complete);
+            }
+        }
+        Self { inner, observed }
+    }
+
+    fn untraced(inner: B) -> Self {
+        Self {
+            inner,
+            observed: None,
+        }
+    }
+}
+
+impl<B: fmt::Debug> fmt::Debug for GenAiBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenAiBody")
+            .field("inner", &self.inner)
+            .field("traced", &self.observed.is_some())
+            .finish()
+    }
+}
+
+impl<B> Body for GenAiBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: fmt::Display,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let mut this = self.project();
+        let Some(observed) = this.observed.as_mut() else {
+            return this.inner.poll_frame(cx);
+        };
+        let result = {
+            let _guard = observed.span.context().map(|c| c.clone().attach());
+            ready!(this.inner.as_mut().poll_frame(cx))
+        };
+        match &result {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    observed.span.on_data(data.len());
+                    observed.exchange.on_response_data(data, Instant::now());
+                }
+                if this.inner.is_end_stream() {
+                    observed.finish(End::Complete);
+                    *this.observed = None;
+                }
+            }
+            Some(Err(error)) => {
+                observed.finish(End::Failed {
+                    error_type: attrs::error_type_name::<B::Error>(),
+                    message: error.to_string(),
+                });
+                *this.observed = None;
+            }
+            None => {
+                observed.finish(End::Complete);
+                *this.observed = None;
+            }
+        }
+        Poll::Ready(result)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
