@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use opentelemetry::{Array, KeyValue, StringValue, Value};
 
-use super::endpoint::{ApiFormat, Endpoint};
+use super::endpoint::Endpoint;
 use super::gaps::GapStats;
 use super::request::RequestInfo;
 use super::response::{EventKind, ResponseState, Usage};
@@ -300,8 +300,9 @@ impl Exchange {
         if let Some(model) = &r.model {
             a.push(KeyValue::new(gen_ai::REQUEST_MODEL, model.clone()));
         }
-        if self.endpoint.format != ApiFormat::OpenAiEmbeddings {
-            a.push(KeyValue::new(gen_ai::REQUEST_STREAM, r.stream));
+        // Required if and only if the request streams.
+        if r.stream {
+            a.push(KeyValue::new(gen_ai::REQUEST_STREAM, true));
         }
         if let Some(v) = r.max_tokens {
             a.push(KeyValue::new(gen_ai::REQUEST_MAX_TOKENS, v));
@@ -485,7 +486,7 @@ impl Exchange {
                 string_array(&reasons),
             ));
         }
-        let mut usage = state.usage;
+        let mut usage = state.usage();
         let source = if state.usage_reported {
             "reported"
         } else if self.config.estimate_usage && state.content_bytes > 0 {
@@ -707,7 +708,7 @@ impl Exchange {
 
     /// Usage so far (for tests and adapters that log it).
     pub fn usage(&self) -> Usage {
-        self.state.usage
+        self.state.usage()
     }
 }
 

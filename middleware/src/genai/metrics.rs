@@ -13,7 +13,7 @@ const TOKEN_BUCKETS: [f64; 14] = [
     1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
     16777216.0, 67108864.0,
 ];
-const PER_CHUNK_BUCKETS: [f64; 13] = [
+const PER_TOKEN_BUCKETS: [f64; 13] = [
     0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
 ];
 const SERVER_TTFT_BUCKETS: [f64; 16] = [
@@ -71,7 +71,7 @@ impl GenAiMetrics {
             client_time_per_output_chunk: seconds(
                 names::CLIENT_TIME_PER_OUTPUT_CHUNK,
                 "Time between consecutive chunks of a streamed response.",
-                &PER_CHUNK_BUCKETS,
+                &DURATION_BUCKETS,
             ),
             server_duration: seconds(
                 names::SERVER_REQUEST_DURATION,
@@ -86,7 +86,7 @@ impl GenAiMetrics {
             server_time_per_output_token: seconds(
                 names::SERVER_TIME_PER_OUTPUT_TOKEN,
                 "Time per output token generated after the first token.",
-                &PER_CHUNK_BUCKETS,
+                &PER_TOKEN_BUCKETS,
             ),
         }
     }

@@ -66,6 +66,9 @@ pub(crate) struct ResponseState {
     pub capture: bool,
     pub capture_cap: usize,
     pub capture_truncated: bool,
+    /// Anthropic's `input_tokens` leaves out cached tokens; the conventions' input count
+    /// includes them.
+    pub input_excludes_cache: bool,
 }
 
 /// Whether an event carried output.
@@ -125,6 +128,18 @@ fn is_null(value: Option<&[u8]>) -> bool {
 }
 
 impl ResponseState {
+    /// Usage as the conventions count it: input tokens include cached ones.
+    pub(crate) fn usage(&self) -> Usage {
+        let mut usage = self.usage;
+        if self.input_excludes_cache {
+            if let Some(input) = usage.input {
+                usage.input =
+                    Some(input + usage.cache_read.unwrap_or(0) + usage.cache_creation.unwrap_or(0));
+            }
+        }
+        usage
+    }
+
     /// Observes one server-sent event.
     pub(crate) fn on_event(&mut self, format: ApiFormat, event: &SseEvent<'_>) -> EventKind {
         self.events += 1;
@@ -435,7 +450,7 @@ impl ResponseState {
                 match kind {
                     "message_start" => {
                         if let Some(message) = value.get("message") {
-                            self.anthropic_message(message);
+                            self.anthropic_message(message, true);
                         }
                     }
                     "message_delta" => {
@@ -460,11 +475,21 @@ impl ResponseState {
         }
     }
 
-    /// An Anthropic `message` object (from `message_start` or a whole body).
-    fn anthropic_message(&mut self, message: &Value) {
+    /// An Anthropic `message` object (from `message_start`, or a whole body). At
+    /// `message_start` the output count is a placeholder: the final one comes with
+    /// `message_delta`.
+    fn anthropic_message(&mut self, message: &Value, at_start: bool) {
         self.take_id_model(message);
         if let Some(usage) = message.get("usage").filter(|u| u.is_object()) {
-            self.merge_anthropic_usage(usage);
+            if at_start {
+                let mut usage = usage.clone();
+                if let Some(object) = usage.as_object_mut() {
+                    object.remove("output_tokens");
+                }
+                self.merge_anthropic_usage(&usage);
+            } else {
+                self.merge_anthropic_usage(usage);
+            }
         }
         if let Some(reason) = message.get("stop_reason").and_then(Value::as_str) {
             self.set_finish_reason(0, reason);
@@ -495,6 +520,7 @@ impl ResponseState {
             reasoning: None,
         };
         let old = self.usage;
+        self.input_excludes_cache = true;
         self.set_usage(Usage {
             input: new.input.or(old.input),
             output: new.output.or(old.output),
@@ -544,21 +570,27 @@ impl ResponseState {
                 }
             }
             ApiFormat::OpenAiResponses => self.responses_object(&value),
-            ApiFormat::AnthropicMessages => self.anthropic_message(&value),
+            ApiFormat::AnthropicMessages => self.anthropic_message(&value, false),
         }
     }
 
     // === shared ===
 
+    /// Takes the first non-empty id and model (Azure's first chunk, carrying prompt filter
+    /// results, has empty ones).
     fn take_id_model(&mut self, value: &Value) {
+        let non_empty = |key: &str| {
+            value
+                .get(key)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
         if self.id.is_none() {
-            self.id = value.get("id").and_then(Value::as_str).map(str::to_owned);
+            self.id = non_empty("id");
         }
         if self.model.is_none() {
-            self.model = value
-                .get("model")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
+            self.model = non_empty("model");
         }
     }
 

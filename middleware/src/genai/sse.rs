@@ -377,8 +377,7 @@ impl SseDecoder {
 
     /// The current line ended. Returns whether it was a blank line (which ends the event).
     fn end_line(&mut self) -> bool {
-        let line = mem::replace(&mut self.line, Line::Start);
-        match line {
+        match self.line {
             Line::Start => return true,
             Line::Ignore => {}
             Line::Name => {
@@ -390,6 +389,8 @@ impl SseDecoder {
             }
             Line::ValueStart(field) | Line::Value(field) => self.end_value(field),
         }
+        // Also after `give_up` above: the next line starts afresh (and is skipped if need be).
+        self.line = Line::Start;
         self.name_len = 0;
         false
     }
