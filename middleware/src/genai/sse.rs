@@ -40,11 +40,13 @@
 //! ([`DEFAULT_MAX_EVENT_BYTES`], 1 MiB, by default) is given up on at the byte that crosses
 //! the cap: its buffers are emptied, the rest of it up to its blank line is skipped without
 //! buffering, it is counted in [`SseDecoder::oversized_events`], and decoding goes on cleanly
-//! with the next event. No buffer grows past the cap (growth is clamped to it), and the
-//! buffers that are rarely large (event type, id, the scratch used to decode invalid UTF-8)
-//! are released at the end of an event that made them large. So between events the decoder
-//! holds at most the data buffer (≤ cap) plus the decode scratch (≤ cap) plus a few KiB; see
-//! [`SseDecoder::buffered_capacity`].
+//! with the next event. The field buffers never grow past the cap (growth is clamped to it).
+//! The scratch buffer that holds the decoded form of an event with invalid UTF-8 can reach up
+//! to 3 × its raw size while that event is handed out (each invalid byte may become a 3-byte
+//! U+FFFD), and is released afterwards if it exceeds the cap. The buffers that are rarely large
+//! (event type, id) are released at the end of an event that made them larger than 1 KiB. So
+//! between events the decoder holds at most the data buffer (≤ cap) plus the decode scratch
+//! (≤ cap) plus a few KiB; see [`SseDecoder::buffered_capacity`].
 //!
 //! [interpreting an event stream]: https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation
 
