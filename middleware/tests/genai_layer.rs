@@ -1,0 +1,456 @@
+//! `GenAiLayer` end to end over tower services that stream like providers do: timing,
+//! untouched bytes, aborts, errors, metrics for every request sampled or not.
+
+mod support;
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use llmtrace::layer::GenAiLayer;
+use opentelemetry::metrics::MeterProvider as _;
+use opentelemetry::trace::{SpanKind, Status};
+use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::trace::Sampler;
+use support::*;
+use tower::{ServiceBuilder, ServiceExt};
+
+/// One OpenAI chat stream: `tokens` content chunks, the first after `ttft`, then `gap` apart,
+/// a finish chunk, a usage chunk and `[DONE]`.
+fn openai_events(tokens: usize) -> Vec<Bytes> {
+    let chunk = |delta: &str, finish: &str| {
+        Bytes::from(format!(
+            "data: {{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-2024-08-06\",\"choices\":[{{\"index\":0,\"delta\":{delta},\"finish_reason\":{finish}}}],\"usage\":null}}\n\n"
+        ))
+    };
+    let mut events = vec![chunk(r#"{"role":"assistant","content":""}"#, "null")];
+    for i in 0..tokens {
+        events.push(chunk(&format!(r#"{{"content":" tok{i}"}}"#), "null"));
+    }
+    events.push(chunk("{}", r#""stop""#));
+    events.push(Bytes::from_static(b"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-2024-08-06\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":10,\"total_tokens\":19}}\n\n"));
+    events.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    events
+}
+
+/// A provider stand-in: streams `events`, the second one (first content) after `ttft` and
+/// the rest `gap` apart; records the request it got.
+fn provider(
+    events: Vec<Bytes>,
+    ttft: Duration,
+    gap: Duration,
+    seen: Arc<Mutex<Vec<(http::HeaderMap, Bytes)>>>,
+) -> impl tower::Service<
+    Request<llmtrace::layer::RequestBody<Body>>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future: Send,
+> + Clone
++ Send {
+    tower::service_fn(move |req: Request<llmtrace::layer::RequestBody<Body>>| {
+        let events = events.clone();
+        let seen = seen.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            seen.lock().unwrap().push((parts.headers, body));
+            let stream = futures::stream::unfold((0usize, events), move |(i, events)| async move {
+                if i >= events.len() {
+                    return None;
+                }
+                let wait = match i {
+                    0 => Duration::ZERO,
+                    1 => ttft,
+                    _ => gap,
+                };
+                tokio::time::sleep(wait).await;
+                Some((Ok::<_, Infallible>(events[i].clone()), (i + 1, events)))
+            });
+            Ok(Response::builder()
+                .header("content-type", "text/event-stream; charset=utf-8")
+                .body(Body::from_stream(stream))
+                .unwrap())
+        }
+    })
+}
+
+fn chat_request(stream: bool) -> Request<Body> {
+    Request::post("https://api.openai.com/v1/chat/completions")
+        .header("authorization", "Bearer sk-secret")
+        .header("content-type", "application/json")
+        .body(Body::from(format!(
+            r#"{{"model":"gpt-4o","stream":{stream},"stream_options":{{"include_usage":true}},"max_tokens":100,"messages":[{{"role":"user","content":"hi"}}]}}"#
+        )))
+        .unwrap()
+}
+
+fn f64_attr(span: &opentelemetry_sdk::trace::SpanData, key: &str) -> f64 {
+    match attr(span, key) {
+        Some(opentelemetry::Value::F64(v)) => *v,
+        other => panic!("{key}: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn streamed_chat_is_measured_whole_and_passes_through_unchanged() {
+    let rec = Recorder::new();
+    let seen = Arc::default();
+    let events = openai_events(10);
+    let expected: Vec<u8> = events.iter().flat_map(|b| b.to_vec()).collect();
+    let ttft = Duration::from_millis(120);
+    let gap = Duration::from_millis(25);
+    let client = ServiceBuilder::new()
+        .layer(GenAiLayer::client().with_tracer(rec.tracer()))
+        .service(provider(events, ttft, gap, Arc::clone(&seen)));
+
+    let started = std::time::Instant::now();
+    let response = client.oneshot(chat_request(true)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let elapsed = started.elapsed();
+    assert_eq!(
+        body.as_ref(),
+        expected.as_slice(),
+        "bytes must pass through unchanged"
+    );
+
+    let spans = rec.spans();
+    assert_eq!(spans.len(), 1);
+    let s = &spans[0];
+    assert_eq!(s.name, "chat gpt-4o");
+    assert_eq!(s.span_kind, SpanKind::Client);
+    assert_eq!(s.status, Status::Unset);
+    assert_eq!(
+        attr_str(s, "gen_ai.provider.name").as_deref(),
+        Some("openai")
+    );
+    assert_eq!(
+        attr_str(s, "gen_ai.response.model").as_deref(),
+        Some("gpt-4o-2024-08-06")
+    );
+    assert_eq!(attr_i64(s, "gen_ai.usage.output_tokens"), Some(10));
+    assert_eq!(attr_i64(s, "llmtrace.stream.chunks"), Some(10));
+    assert_eq!(
+        attr_str(s, "server.address").as_deref(),
+        Some("api.openai.com")
+    );
+    // Timing within a few ms of the provider's real delays.
+    let measured_ttft = f64_attr(s, "gen_ai.response.time_to_first_chunk");
+    assert!(
+        (measured_ttft - ttft.as_secs_f64()).abs() < 0.015,
+        "ttft {measured_ttft} vs {ttft:?}"
+    );
+    let p50 = f64_attr(s, "llmtrace.stream.gap.p50");
+    assert!(
+        (p50 - gap.as_secs_f64()).abs() < 0.010,
+        "gap p50 {p50} vs {gap:?}"
+    );
+    let max = f64_attr(s, "llmtrace.stream.gap.max");
+    assert!(
+        max >= gap.as_secs_f64() - 0.001 && max < gap.as_secs_f64() + 0.030,
+        "gap max {max}"
+    );
+    let d = duration(s);
+    assert!(d >= ttft + gap * 9, "span {d:?} shorter than the stream");
+    assert!(d <= elapsed, "span {d:?} outlived the client's {elapsed:?}");
+    // The first-token event sits at TTFT.
+    let first = s
+        .events
+        .iter()
+        .find(|e| e.name == "llmtrace.first_token")
+        .expect("first token event");
+    let offset = first.timestamp.duration_since(s.start_time).unwrap();
+    assert!(
+        (offset.as_secs_f64() - measured_ttft).abs() < 0.005,
+        "{offset:?}"
+    );
+
+    // The upstream got the request body unchanged and our span as its parent, never a leak.
+    let seen = seen.lock().unwrap();
+    let (headers, body) = &seen[0];
+    assert!(body.starts_with(br#"{"model":"gpt-4o""#));
+    let tp = headers["traceparent"].to_str().unwrap();
+    assert!(tp.contains(&s.span_context.span_id().to_string()));
+    assert!(!format!("{:?}", s.attributes).contains("sk-secret"));
+    rec.assert_each_ended_once();
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_stream_closes_the_span_as_aborted() {
+    let rec = Recorder::new();
+    let client = ServiceBuilder::new()
+        .layer(GenAiLayer::client().with_tracer(rec.tracer()))
+        .service(provider(
+            openai_events(50),
+            Duration::from_millis(5),
+            Duration::from_millis(5),
+            Arc::default(),
+        ));
+    let response = client.oneshot(chat_request(true)).await.unwrap();
+    let mut body = response.into_body();
+    for _ in 0..4 {
+        body.frame().await.unwrap().unwrap();
+    }
+    drop(body);
+    let spans = rec.spans();
+    assert_eq!(spans.len(), 1);
+    let s = &spans[0];
+    assert!(is_error(s));
+    assert_eq!(
+        attr(s, "llmtrace.aborted"),
+        Some(&opentelemetry::Value::Bool(true))
+    );
+    assert_eq!(
+        attr(s, "llmtrace.stream.complete"),
+        Some(&opentelemetry::Value::Bool(false))
+    );
+    assert_eq!(attr_i64(s, "llmtrace.stream.chunks"), Some(3));
+    rec.assert_each_ended_once();
+}
+
+#[tokio::test]
+async fn a_stream_cut_before_its_final_event_is_an_error_with_finish_reason_error() {
+    let rec = Recorder::new();
+    let mut events = openai_events(5);
+    events.truncate(4); // role + 3 tokens, then the connection "closes" cleanly
+    let client = ServiceBuilder::new()
+        .layer(GenAiLayer::client().with_tracer(rec.tracer()))
+        .service(provider(
+            events,
+            Duration::ZERO,
+            Duration::ZERO,
+            Arc::default(),
+        ));
+    let response = client.oneshot(chat_request(true)).await.unwrap();
+    response.into_body().collect().await.unwrap();
+    let spans = rec.spans();
+    let s = &spans[0];
+    assert!(is_error(s));
+    assert_eq!(
+        attr_str(s, "error.type").as_deref(),
+        Some("stream_truncated")
+    );
+    assert!(format!("{:?}", attr(s, "gen_ai.response.finish_reasons")).contains("error"));
+    assert!(s.events.iter().any(|e| e.name == "exception"));
+}
+
+#[tokio::test]
+async fn provider_error_bodies_become_error_type() {
+    let rec = Recorder::new();
+    let upstream = tower::service_fn(|_req: Request<llmtrace::layer::RequestBody<Body>>| async {
+        Ok::<_, Infallible>(
+            Response::builder()
+                .status(429)
+                .header("content-type", "application/json")
+                .body(Body::from(r#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#))
+                .unwrap(),
+        )
+    });
+    let client = ServiceBuilder::new()
+        .layer(GenAiLayer::client().with_tracer(rec.tracer()))
+        .service(upstream);
+    let response = client.oneshot(chat_request(false)).await.unwrap();
+    assert_eq!(response.status(), 429);
+    response.into_body().collect().await.unwrap();
+    let s = &rec.spans()[0];
+    assert!(is_error(s));
+    assert_eq!(
+        attr_str(s, "error.type").as_deref(),
+        Some("rate_limit_exceeded")
+    );
+    assert_eq!(attr_i64(s, "http.response.status_code"), Some(429));
+}
+
+#[tokio::test]
+async fn garbage_with_an_sse_content_type_is_forwarded_untouched() {
+    let rec = Recorder::new();
+    let garbage = Bytes::from_static(
+        b"<html>\r\n<body>502 Bad Gateway\x00\xff\xfe</body></html>\n\n{not json",
+    );
+    let g = garbage.clone();
+    let upstream = tower::service_fn(move |_req: Request<llmtrace::layer::RequestBody<Body>>| {
+        let g = g.clone();
+        async move {
+            Ok::<_, Infallible>(
+                Response::builder()
+                    .header("content-type", "text/event-stream")
+                    .body(Body::from(g))
+                    .unwrap(),
+            )
+        }
+    });
+    let client = ServiceBuilder::new()
+        .layer(GenAiLayer::client().with_tracer(rec.tracer()))
+        .service(upstream);
+    let response = client.oneshot(chat_request(true)).await.unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, garbage);
+    let spans = rec.spans();
+    assert_eq!(spans.len(), 1);
+    assert_eq!(attr_i64(&spans[0], "llmtrace.stream.chunks"), Some(0));
+    rec.assert_each_ended_once();
+}
+
+#[tokio::test]
+async fn broken_request_json_is_forwarded_and_the_span_says_so() {
+    let rec = Recorder::new();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let client = ServiceBuilder::new()
+        .layer(GenAiLayer::client().with_tracer(rec.tracer()))
+        .service(provider(
+            openai_events(1),
+            Duration::ZERO,
+            Duration::ZERO,
+            Arc::clone(&seen),
+        ));
+    let broken = r#"{"model":"gpt-4o","messages":[{"#;
+    let request = Request::post("http://localhost/v1/chat/completions")
+        .body(Body::from(broken))
+        .unwrap();
+    client
+        .oneshot(request)
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        seen.lock().unwrap()[0].1,
+        broken.as_bytes(),
+        "the upstream decides"
+    );
+    let s = &rec.spans()[0];
+    assert_eq!(s.name, "chat");
+    assert!(
+        attr_str(s, "llmtrace.parse_error")
+            .unwrap()
+            .contains("not JSON")
+    );
+}
+
+#[tokio::test]
+async fn other_paths_pass_through_untraced() {
+    let rec = Recorder::new();
+    let upstream = tower::service_fn(|_req: Request<llmtrace::layer::RequestBody<Body>>| async {
+        Ok::<_, Infallible>(Response::new(Body::from("{\"data\":[]}")))
+    });
+    let client = ServiceBuilder::new()
+        .layer(GenAiLayer::client().with_tracer(rec.tracer()))
+        .service(upstream);
+    let response = client
+        .oneshot(
+            Request::get("http://localhost/v1/models")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        "{\"data\":[]}"
+    );
+    assert!(rec.spans().is_empty());
+}
+
+fn histogram_count(exporter: &InMemoryMetricExporter, name: &str) -> u64 {
+    let mut count = 0;
+    for rm in exporter.get_finished_metrics().unwrap() {
+        for sm in rm.scope_metrics() {
+            for metric in sm.metrics().filter(|m| m.name() == name) {
+                match metric.data() {
+                    AggregatedMetrics::F64(MetricData::Histogram(h)) => {
+                        count += h.data_points().map(|p| p.count()).sum::<u64>()
+                    }
+                    AggregatedMetrics::U64(MetricData::Histogram(h)) => {
+                        count += h.data_points().map(|p| p.count()).sum::<u64>()
+                    }
+                    other => panic!("{name}: {other:?}"),
+                }
+            }
+        }
+    }
+    count
+}
+
+#[tokio::test]
+async fn metrics_are_recorded_for_every_request_even_unsampled() {
+    let rec = Recorder::with_sampler(Sampler::AlwaysOff);
+    let exporter = InMemoryMetricExporter::default();
+    let meters = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(exporter.clone()).build())
+        .build();
+    let layer = GenAiLayer::client()
+        .with_tracer(rec.tracer())
+        .with_meter(&meters.meter("test"));
+    let client = ServiceBuilder::new().layer(layer).service(provider(
+        openai_events(4),
+        Duration::ZERO,
+        Duration::from_millis(1),
+        Arc::default(),
+    ));
+    for _ in 0..7 {
+        let response = client.clone().oneshot(chat_request(true)).await.unwrap();
+        response.into_body().collect().await.unwrap();
+    }
+    meters.force_flush().unwrap();
+    assert!(rec.spans().is_empty(), "nothing sampled");
+    assert_eq!(
+        histogram_count(&exporter, "gen_ai.client.operation.duration"),
+        7
+    );
+    assert_eq!(
+        histogram_count(&exporter, "gen_ai.client.operation.time_to_first_chunk"),
+        7
+    );
+    // input and output per request
+    assert_eq!(histogram_count(&exporter, "gen_ai.client.token.usage"), 14);
+    // 3 gaps between 4 content chunks, per request
+    assert_eq!(
+        histogram_count(&exporter, "gen_ai.client.operation.time_per_output_chunk"),
+        21
+    );
+}
+
+#[tokio::test]
+async fn the_server_side_continues_the_callers_trace() {
+    let rec = Recorder::new();
+    let service = ServiceBuilder::new()
+        .layer(GenAiLayer::server().with_tracer(rec.tracer()))
+        .service(provider(
+            openai_events(3),
+            Duration::ZERO,
+            Duration::ZERO,
+            Arc::default(),
+        ));
+    let mut request = chat_request(true);
+    request.headers_mut().insert(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            .parse()
+            .unwrap(),
+    );
+    service
+        .oneshot(request)
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
+    let s = &rec.spans()[0];
+    assert_eq!(s.span_kind, SpanKind::Server);
+    assert_eq!(
+        s.span_context.trace_id().to_string(),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    assert_eq!(
+        attr_str(s, "llmtrace.measured_at").as_deref(),
+        Some("server")
+    );
+}
