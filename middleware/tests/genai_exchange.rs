@@ -1,0 +1,248 @@
+//! The sans-IO exchange: content capture, token events, guardrails, oversized events.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use llmtrace::genai::{
+    ContentKind, End, Endpoint, Exchange, GenAiConfig, RequestInfo, TokenEvents,
+};
+use opentelemetry::Value;
+
+fn exchange(config: GenAiConfig, path: &str, request: &str, t0: Instant) -> Exchange {
+    let endpoint = Endpoint::detect(path, None).unwrap();
+    let request = RequestInfo::parse(&endpoint, request.as_bytes(), config.capture_content);
+    let mut exchange = Exchange::new(Arc::new(config), endpoint, request, t0);
+    let mut head = http::HeaderMap::new();
+    head.insert("content-type", "text/event-stream".parse().unwrap());
+    exchange.on_response_head(200, &head, t0);
+    exchange
+}
+
+fn get<'a>(report: &'a llmtrace::genai::Report, key: &str) -> Option<&'a Value> {
+    report
+        .attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| &kv.value)
+}
+
+fn chunk(text: &str) -> Vec<u8> {
+    format!("data: {{\"id\":\"c\",\"model\":\"m\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":{}}},\"finish_reason\":null}}]}}\n\n", serde_json::to_string(text).unwrap()).into_bytes()
+}
+
+const DONE: &[u8] = b"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+const CHAT: &str = r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"My card is 4111-1111-1111-1111"}]}"#;
+
+#[test]
+fn content_is_not_captured_unless_asked() {
+    let t0 = Instant::now();
+    let mut ex = exchange(GenAiConfig::default(), "/v1/chat/completions", CHAT, t0);
+    ex.on_response_data(&chunk("Sure."), t0);
+    ex.on_response_data(DONE, t0);
+    let report = ex.finish(End::Complete, t0);
+    let all = format!("{:?}", report.attributes);
+    assert!(!all.contains("4111") && !all.contains("Sure."), "{all}");
+    assert!(get(&report, "gen_ai.input.messages").is_none());
+}
+
+#[test]
+fn captured_content_follows_the_conventions_shape_and_goes_through_the_redactor() {
+    let t0 = Instant::now();
+    let config = GenAiConfig {
+        capture_content: true,
+        redactor: Some(Arc::new(|kind, text: String| match kind {
+            ContentKind::InputMessages => Some(text.replace("4111-1111-1111-1111", "[CARD]")),
+            _ => Some(text),
+        })),
+        ..GenAiConfig::default()
+    };
+    let mut ex = exchange(config, "/v1/chat/completions", CHAT, t0);
+    for piece in ["Hello", ", ", "wörld 🙂"] {
+        ex.on_response_data(&chunk(piece), t0);
+    }
+    ex.on_response_data(DONE, t0);
+    let report = ex.finish(End::Complete, t0);
+    let input = get(&report, "gen_ai.input.messages").unwrap().as_str();
+    let input: serde_json::Value = serde_json::from_str(&input).unwrap();
+    assert_eq!(input[0]["role"], "system");
+    assert_eq!(input[1]["parts"][0]["content"], "My card is [CARD]");
+    let output = get(&report, "gen_ai.output.messages").unwrap().as_str();
+    let output: serde_json::Value = serde_json::from_str(&output).unwrap();
+    assert_eq!(output[0]["role"], "assistant");
+    assert_eq!(output[0]["parts"][0]["content"], "Hello, wörld 🙂");
+    assert_eq!(output[0]["finish_reason"], "stop");
+}
+
+#[test]
+fn captured_content_is_capped_on_a_character_boundary() {
+    let t0 = Instant::now();
+    let config = GenAiConfig {
+        capture_content: true,
+        content_cap: 10,
+        ..GenAiConfig::default()
+    };
+    let mut ex = exchange(config, "/v1/chat/completions", CHAT, t0);
+    ex.on_response_data(&chunk("ééééééééééééééééééé"), t0);
+    ex.on_response_data(DONE, t0);
+    let report = ex.finish(End::Complete, t0);
+    for key in ["gen_ai.input.messages", "gen_ai.output.messages"] {
+        let value = get(&report, key).unwrap().as_str();
+        assert!(value.len() <= 10, "{key}: {value}");
+    }
+    assert_eq!(
+        get(&report, "llmtrace.content.truncated"),
+        Some(&Value::Bool(true))
+    );
+}
+
+#[test]
+fn token_events_follow_the_chosen_policy_and_cap() {
+    let t0 = Instant::now();
+    for (policy, cap, expected) in [
+        (TokenEvents::Off, 1000, 0),
+        (TokenEvents::FirstN(3), 1000, 3),
+        (TokenEvents::EveryNth(4), 1000, 5),
+        (TokenEvents::All, 1000, 20),
+        (TokenEvents::All, 7, 7),
+    ] {
+        let config = GenAiConfig {
+            token_events: policy,
+            max_token_events: cap,
+            ..GenAiConfig::default()
+        };
+        let mut ex = exchange(config, "/v1/chat/completions", CHAT, t0);
+        for i in 0..20u64 {
+            ex.on_response_data(&chunk("x"), t0 + Duration::from_millis(10 * i));
+        }
+        ex.on_response_data(DONE, t0 + Duration::from_millis(200));
+        let report = ex.finish(End::Complete, t0 + Duration::from_millis(201));
+        let n = report
+            .events
+            .iter()
+            .filter(|e| e.name == "token.streamed")
+            .count();
+        assert_eq!(n, expected, "{policy:?} cap {cap}");
+    }
+}
+
+#[test]
+fn stalls_and_gaps_come_from_the_chunk_times() {
+    let t0 = Instant::now();
+    let config = GenAiConfig {
+        stall_threshold: Duration::from_millis(500),
+        ..GenAiConfig::default()
+    };
+    let mut ex = exchange(config, "/v1/chat/completions", CHAT, t0);
+    let times = [100u64, 120, 140, 900, 920, 2000];
+    for ms in times {
+        ex.on_response_data(&chunk("x"), t0 + Duration::from_millis(ms));
+    }
+    ex.on_response_data(DONE, t0 + Duration::from_millis(2001));
+    let report = ex.finish(End::Complete, t0 + Duration::from_millis(2002));
+    assert_eq!(get(&report, "llmtrace.stream.stalls"), Some(&Value::I64(2)));
+    assert_eq!(
+        get(&report, "gen_ai.response.time_to_first_chunk"),
+        Some(&Value::F64(0.1))
+    );
+    assert_eq!(
+        get(&report, "llmtrace.stream.gap.max"),
+        Some(&Value::F64(1.08))
+    );
+    assert_eq!(
+        report
+            .metrics
+            .chunk_gaps
+            .iter()
+            .map(|(_, n)| n)
+            .sum::<u32>(),
+        5
+    );
+}
+
+#[test]
+fn content_filter_and_refusals_raise_a_guardrail_event() {
+    let t0 = Instant::now();
+    let mut ex = exchange(GenAiConfig::default(), "/v1/chat/completions", CHAT, t0);
+    ex.on_response_data(&chunk("I"), t0);
+    ex.on_response_data(b"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"content_filter\"}]}\n\ndata: [DONE]\n\n", t0);
+    let report = ex.finish(End::Complete, t0);
+    assert_eq!(
+        get(&report, "llmtrace.guardrail"),
+        Some(&Value::String("content_filter".into()))
+    );
+    assert!(
+        report
+            .events
+            .iter()
+            .any(|e| e.name == "guardrail.triggered")
+    );
+}
+
+#[test]
+fn a_ten_megabyte_line_is_skipped_and_the_stream_goes_on() {
+    let t0 = Instant::now();
+    let mut ex = exchange(GenAiConfig::default(), "/v1/chat/completions", CHAT, t0);
+    ex.on_response_data(&chunk("before"), t0);
+    let mut huge = b"data: {\"choices\":[{\"delta\":{\"content\":\"".to_vec();
+    huge.resize(10 * 1024 * 1024, b'a');
+    for piece in huge.chunks(64 * 1024) {
+        ex.on_response_data(piece, t0);
+    }
+    ex.on_response_data(b"\"}}]}\n\n", t0);
+    ex.on_response_data(&chunk("after"), t0);
+    ex.on_response_data(DONE, t0);
+    let report = ex.finish(End::Complete, t0);
+    assert_eq!(
+        get(&report, "llmtrace.stream.oversized_events"),
+        Some(&Value::I64(1))
+    );
+    assert_eq!(get(&report, "llmtrace.stream.chunks"), Some(&Value::I64(2)));
+    assert_eq!(
+        get(&report, "llmtrace.stream.complete"),
+        Some(&Value::Bool(true))
+    );
+}
+
+#[test]
+fn truncated_json_in_an_event_is_reported_not_fatal() {
+    let t0 = Instant::now();
+    let mut ex = exchange(GenAiConfig::default(), "/v1/chat/completions", CHAT, t0);
+    ex.on_response_data(
+        b"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"finish_reason\":\"sto\n\n",
+        t0,
+    );
+    ex.on_response_data(&chunk("ok"), t0);
+    ex.on_response_data(DONE, t0);
+    let report = ex.finish(End::Complete, t0);
+    assert!(
+        get(&report, "llmtrace.parse_error")
+            .unwrap()
+            .as_str()
+            .contains("not JSON")
+    );
+    assert_eq!(
+        get(&report, "llmtrace.stream.complete"),
+        Some(&Value::Bool(true))
+    );
+}
+
+#[test]
+fn estimated_usage_is_marked_as_such() {
+    let t0 = Instant::now();
+    let config = GenAiConfig {
+        estimate_usage: true,
+        ..GenAiConfig::default()
+    };
+    let mut ex = exchange(config, "/v1/chat/completions", CHAT, t0);
+    ex.on_response_data(&chunk("twelve bytes"), t0);
+    ex.on_response_data(DONE, t0);
+    let report = ex.finish(End::Complete, t0);
+    assert_eq!(
+        get(&report, "llmtrace.usage.source"),
+        Some(&Value::String("estimated".into()))
+    );
+    assert_eq!(
+        get(&report, "gen_ai.usage.output_tokens"),
+        Some(&Value::I64(3))
+    );
+}
