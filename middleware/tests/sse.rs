@@ -775,6 +775,30 @@ fn comments_unknown_fields_and_retry_are_not_buffered() {
 }
 
 #[test]
+fn id_with_nul_past_the_cap_gives_up_whatever_the_chunking() {
+    // Found by the fuzzer: the bytes before the NUL went over the cap only when they came in a
+    // chunk of their own.
+    let stream = b"id: 0123456789abcdefghij\0\ndata: a\n\ndata: b\n\n";
+    for at in 0..=stream.len() {
+        let (a, b) = stream.split_at(at);
+        assert_eq!(
+            decode_with(16, &[a, b]),
+            (vec![ev("b")], 1),
+            "split at {at}"
+        );
+    }
+    let stream = b"id: 0123456789\0abcdefghij\ndata: a\n\n";
+    for at in 0..=stream.len() {
+        let (a, b) = stream.split_at(at);
+        assert_eq!(
+            decode_with(16, &[a, b]),
+            (vec![ev("a")], 0),
+            "split at {at}"
+        );
+    }
+}
+
+#[test]
 fn id_with_nul_is_not_buffered() {
     let mut stream = b"id: \0".to_vec();
     stream.resize(100_000, b'i');

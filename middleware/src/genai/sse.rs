@@ -427,37 +427,41 @@ impl SseDecoder {
                 }
                 self.retry_line_digits = true;
             }
-            Field::Id if !self.id_line_has_nul && memchr(0, bytes).is_some() => {
-                // This id will be ignored: no need to keep its bytes.
-                self.id_line_has_nul = true;
-                self.id_line.clear();
-            }
             Field::Id if self.id_line_has_nul => {}
-            Field::Id | Field::Event | Field::Data => {
-                if !self.fits(bytes.len()) {
-                    self.give_up();
-                    return;
+            Field::Id => match memchr(0, bytes) {
+                None => self.append(field, bytes),
+                Some(nul) => {
+                    // This id will be ignored: its bytes need not be kept. Those before the NUL
+                    // still count, so that the cap is crossed or not whatever the chunking.
+                    self.append(field, &bytes[..nul]);
+                    if !self.skipping {
+                        self.id_line_has_nul = true;
+                        self.id_line.clear();
+                    }
                 }
-                let buffer = match field {
-                    Field::Id => &mut self.id_line,
-                    Field::Event => &mut self.event,
-                    _ => &mut self.data,
-                };
-                extend_clamped(buffer, bytes, self.max_event_bytes);
-            }
+            },
+            Field::Event | Field::Data => self.append(field, bytes),
         }
+    }
+
+    /// Buffers value bytes of `field`, or gives up on the event if they do not fit.
+    fn append(&mut self, field: Field, bytes: &[u8]) {
+        if !self.fits(bytes.len()) {
+            self.give_up();
+            return;
+        }
+        let buffer = match field {
+            Field::Id => &mut self.id_line,
+            Field::Event => &mut self.event,
+            Field::Data | Field::Retry => &mut self.data, // (retry values are never buffered)
+        };
+        extend_clamped(buffer, bytes, self.max_event_bytes);
     }
 
     fn end_value(&mut self, field: Field) {
         match field {
             Field::Event => {}
-            Field::Data => {
-                if !self.fits(1) {
-                    self.give_up();
-                    return;
-                }
-                extend_clamped(&mut self.data, b"\n", self.max_event_bytes);
-            }
+            Field::Data => self.append(field, b"\n"),
             Field::Id => {
                 if !self.id_line_has_nul {
                     mem::swap(&mut self.id, &mut self.id_line);
