@@ -71,7 +71,12 @@ impl Timeline {
             tokio::time::sleep_until(start + at).await;
             match frame {
                 Frame::Data(bytes) => Some((Ok(bytes), Some(frames))),
-                Frame::Abort => Some((Err(io::Error::other("mock: connection cut")), None)),
+                Frame::Abort => {
+                    // Return Pending once so that hyper flushes what it has buffered: the
+                    // peer gets every event before the cut, as from a peer that dies.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    Some((Err(io::Error::other("mock: connection cut")), None))
+                }
             }
         });
         Body::from_stream(stream)
