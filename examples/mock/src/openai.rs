@@ -944,9 +944,9 @@ const OPENAI_MODELS: &[&str] = &[
     "text-embedding-3-large",
 ];
 const ANTHROPIC_MODELS: &[(&str, &str)] = &[
-    ("claude-sonnet-4-5", "Claude Sonnet 4.5"),
+    ("claude-sonnet-4-6", "Claude Sonnet 4.6"),
     ("claude-haiku-4-5", "Claude Haiku 4.5"),
-    ("claude-opus-4-1", "Claude Opus 4.1"),
+    ("claude-opus-4-7", "Claude Opus 4.7"),
 ];
 
 fn openai_model(id: &str) -> J {

@@ -846,7 +846,7 @@ async fn responses_whole_incomplete_and_tools() {
 
 fn claude(stream: bool) -> Value {
     json!({
-        "model": "claude-sonnet-4-5",
+        "model": "claude-sonnet-4-6",
         "max_tokens": 1024,
         "system": "Be kind.",
         "messages": [{"role": "user", "content": [{"type": "text", "text": "Hello Claude there"}]}],
