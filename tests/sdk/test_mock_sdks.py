@@ -431,3 +431,24 @@ def test_anthropic_http_errors(claude):
 def test_anthropic_count_tokens(claude):
     count = claude.messages.count_tokens(model="claude-sonnet-4-6", messages=CLAUDE_MESSAGES)
     assert count.input_tokens == 5
+
+
+# === Azure OpenAI ===
+
+
+def test_azure_client_streams_through_the_deployment_path(mock_url):
+    client = openai.AzureOpenAI(azure_endpoint=mock_url, api_key="mock", api_version="2024-10-21", max_retries=0)
+    stream = client.chat.completions.create(
+        model="my-gpt4o-deployment",
+        messages=MESSAGES,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_headers=FAST,
+    )
+    chunks = list(stream)
+    # Azure opens with a chunk of prompt filter results and no choices: code that reads
+    # chunk.choices[0] unguarded breaks on it (and on the usage chunk).
+    assert chunks[0].choices == [] and chunks[0].usage is None
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == DEFAULT_TEXT
+    assert chunks[1].model == "my-gpt4o-deployment"
+    assert chunks[-1].usage.completion_tokens == 16

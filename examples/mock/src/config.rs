@@ -201,6 +201,9 @@ pub fn parse_faults(value: &str) -> Result<Vec<Fault>, String> {
         .collect()
 }
 
+/// The largest `x-mock-tokens` (answers are scheduled whole before they start).
+const MAX_TOKENS: u64 = 1_000_000;
+
 /// The effective settings of one request: the config overridden by its headers.
 #[derive(Clone, Debug)]
 pub(crate) struct Controls {
@@ -238,7 +241,16 @@ impl Controls {
             ttft: ms(headers::TTFT_MS, config.ttft)?,
             gap: ms(headers::GAP_MS, config.gap)?,
             stall: ms(headers::STALL_MS, config.stall)?,
-            tokens: number(map, headers::TOKENS)?.map_or(config.tokens, |n| n as usize),
+            tokens: match number(map, headers::TOKENS)? {
+                Some(n) if n > MAX_TOKENS => {
+                    return Err(format!(
+                        "{}: at most {MAX_TOKENS}, got {n}",
+                        headers::TOKENS
+                    ));
+                }
+                Some(n) => n as usize,
+                None => config.tokens,
+            },
             usage: text(map, headers::USAGE)?.map_or(Ok(config.usage), str::parse)?,
             faults: text(map, headers::FAULT)?
                 .map_or_else(|| Ok(config.faults.clone()), parse_faults)?,

@@ -121,6 +121,21 @@ fn azure_prompt_filters() -> J {
     ])
 }
 
+/// Streams are scheduled whole before the first byte: keep one answer below a million events.
+fn check_size(plan: &Plan, choices: usize) -> Result<(), Response> {
+    const MAX_EVENTS: usize = 1_000_000;
+    if plan.steps().saturating_mul(choices) > MAX_EVENTS {
+        return Err(invalid(
+            P,
+            &format!(
+                "the mock sends at most {MAX_EVENTS} token events per answer (tokens x choices)"
+            ),
+            None,
+        ));
+    }
+    Ok(())
+}
+
 // === chat completions ===
 
 struct Chat {
@@ -177,6 +192,9 @@ pub(crate) async fn chat(req: MockRequest, deployment: Option<String>) -> Respon
         },
     );
     let n = uint(body, "n").unwrap_or(1).clamp(1, 128) as usize;
+    if let Err(r) = check_size(&plan, n) {
+        return r;
+    }
     let chat = Chat {
         id: ids::base62("chatcmpl-", 29),
         created: ids::unix_now(),
@@ -428,6 +446,9 @@ pub(crate) async fn completions(req: MockRequest, deployment: Option<String>) ->
         },
     );
     let choices = prompts.len() * uint(body, "n").unwrap_or(1).clamp(1, 128) as usize;
+    if let Err(r) = check_size(&plan, choices) {
+        return r;
+    }
     let id = ids::base62("cmpl-", 29);
     let created = ids::unix_now();
     let usage = || {
