@@ -188,8 +188,8 @@ impl Mock {
         log.iter().cloned().collect()
     }
 
-    /// Serves on `listener` (HTTP/1.1 and cleartext HTTP/2, `TCP_NODELAY` on every accepted
-    /// socket) until the future is dropped or an accept error ends it.
+    /// Serves on `listener` (HTTP/1.1 and cleartext HTTP/2 with prior knowledge, `TCP_NODELAY`
+    /// on every accepted socket) until the future is dropped.
     pub async fn serve(self, listener: TcpListener) -> io::Result<()> {
         axum::serve(listener.tap_io(set_nodelay), self.router()).await
     }
