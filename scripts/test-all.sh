@@ -16,6 +16,9 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 step "cargo test (unit, integration, examples, benches in test mode)"
 cargo test --workspace --all-features --all-targets
 
+step "official openai and anthropic Python SDKs against the mock provider (installs them in tests/sdk/.venv)"
+bash tests/sdk/run.sh
+
 step "doctests"
 cargo test --workspace --all-features --doc
 
