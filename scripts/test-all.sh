@@ -25,14 +25,16 @@ cargo test --workspace --all-features --doc
 step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps
 
-# The fuzz target must keep building; a short run catches regressions in the header parsers.
-# LLMTRACE_FUZZ_SECONDS=0 skips it, a larger value fuzzes longer.
-LLMTRACE_FUZZ_SECONDS="${LLMTRACE_FUZZ_SECONDS:-30}"
+# The fuzz targets must keep building; a short run of each catches regressions in the
+# parsers. LLMTRACE_FUZZ_SECONDS=0 skips it, a larger value fuzzes longer (per target).
+LLMTRACE_FUZZ_SECONDS="${LLMTRACE_FUZZ_SECONDS:-20}"
 if [ "$LLMTRACE_FUZZ_SECONDS" != "0" ]; then
-  step "fuzz header parsers for ${LLMTRACE_FUZZ_SECONDS}s"
   command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz --version 0.13.2
-  (cd middleware/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run header_parsers -- \
-      -max_total_time="${LLMTRACE_FUZZ_SECONDS}")
+  for target in header_parsers sse_decoder genai_observer; do
+    step "fuzz $target for ${LLMTRACE_FUZZ_SECONDS}s"
+    (cd middleware/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- \
+        -max_total_time="${LLMTRACE_FUZZ_SECONDS}")
+  done
 fi
 
 step "all checks passed"
