@@ -78,14 +78,35 @@ pub(crate) enum EventKind {
     Other,
 }
 
+static TEXT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"text\""));
+
+static CONTENT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"content\""));
+static TOOL_CALLS: LazyLock<Finder<'static>> =
+    LazyLock::new(|| Finder::new(b"\"tool_calls\""));
 static FINISH_REASON: LazyLock<Finder<'static>> =
     LazyLock::new(|| Finder::new(b"\"finish_reason\""));
 static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
-static ERROR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"error\""));
-static REFUSAL: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"refusal\""));
-static CONTENT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"content\""));
-static TEXT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"text\""));
-static TOOL_CALLS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"tool_calls\""));
+
+/// The position and value of the first `"key":` at or after `from`.
+fn key_at<'d>(data: &'d [u8], from: usize, finder: &Finder<'_>) -> Option<(usize, &'d [u8])> {
+    let mut from = from;
+    while let Some(found) = finder.find(&data[from..]) {
+        let at = from + found;
+        let after_key = at + finder.needle().len();
+        if let Some(value) = skip_ws(&data[after_key..]).strip_prefix(b":") {
+            return Some((at, skip_ws(value)));
+        }
+        from = after_key;
+    }
+    None
+}
+
+/// The value of `"key":`, looked for after `at` first (where providers put it), then before.
+fn key_after_or_before<'d>(data: &'d [u8], at: usize, finder: &Finder<'_>) -> Option<&'d [u8]> {
+    key_at(data, at, finder)
+        .or_else(|| key_at(&data[..at], 0, finder))
+        .map(|(_, value)| value)
+}
 
 /// What follows `"key":` for the first occurrence of the key, white space skipped.
 /// `None` when the key is absent.
@@ -159,27 +180,32 @@ impl ResponseState {
             self.complete = true;
             return EventKind::Other;
         }
-        let bytes = data.as_bytes();
-        let needs_parse = self.capture
-            || self.id.is_none()
-            || !is_null(value_after(bytes, &FINISH_REASON))
-            || !is_null(value_after(bytes, &USAGE))
-            || !is_null(value_after(bytes, &REFUSAL))
-            || value_after(bytes, &ERROR).is_some();
-        if !needs_parse {
-            // A plain delta: content (chat), text (completions) or a tool-call fragment.
-            for finder in [&*CONTENT, &*TEXT] {
-                if let Some(value) = value_after(bytes, finder) {
-                    if let Some(len) = string_len(value).filter(|len| *len > 0) {
-                        self.content_bytes += len as u64;
-                        return EventKind::Content;
-                    }
+        // Fast path, for the plain deltas that make up almost all of a stream: a non-empty
+        // `content` (chat) or `text` (completions) string, or a `tool_calls` fragment, with
+        // no finish reason and no usage. Providers put `finish_reason` and `usage` after the
+        // delta, so each key is searched from where the previous one was found: about one
+        // pass over the chunk. A key missing from that tail is looked for in the head too,
+        // so an unusual order costs time, never correctness. Anything else (the first chunk,
+        // finish and usage chunks, errors, refusals, chunks without content) is parsed in full.
+        if !self.capture && self.id.is_some() {
+            let bytes = data.as_bytes();
+            let output = [&*CONTENT, &*TEXT, &*TOOL_CALLS]
+                .iter()
+                .find_map(|key| key_at(bytes, 0, key));
+            if let Some((at, value)) = output {
+                let text_len = string_len(value);
+                let carries_output = match text_len {
+                    Some(len) => len > 0,
+                    None => value.starts_with(b"["), // tool_calls
+                };
+                if carries_output
+                    && is_null(key_after_or_before(bytes, at, &FINISH_REASON))
+                    && is_null(key_after_or_before(bytes, at, &USAGE))
+                {
+                    self.content_bytes += text_len.unwrap_or(0) as u64;
+                    return EventKind::Content;
                 }
             }
-            if value_after(bytes, &TOOL_CALLS).is_some_and(|v| v.starts_with(b"[")) {
-                return EventKind::Content;
-            }
-            return EventKind::Other;
         }
         match serde_json::from_str::<Value>(data) {
             Ok(value) => self.openai_value(&value, true),
@@ -194,6 +220,11 @@ impl ResponseState {
     fn openai_value(&mut self, value: &Value, streamed: bool) -> EventKind {
         if let Some(error) = value.get("error").filter(|e| !e.is_null()) {
             self.set_error(openai_error(error));
+            return EventKind::Other;
+        }
+        // vLLM and some other servers: `{"object": "error", "message": ..., "type": ...}`.
+        if value.get("object").and_then(Value::as_str) == Some("error") {
+            self.set_error(openai_error(value));
             return EventKind::Other;
         }
         self.take_id_model(value);
@@ -699,20 +730,36 @@ fn anthropic_error(value: &Value) -> (String, String) {
 mod tests {
     use super::*;
 
+    fn value<'d>(data: &'d [u8], finder: &Finder<'_>) -> Option<&'d [u8]> {
+        key_after_or_before(data, 0, finder)
+    }
+
     #[test]
     fn key_values_are_found_with_or_without_spaces() {
         let compact = br#"{"a":1,"finish_reason":null,"content":"hi"}"#;
-        assert!(is_null(value_after(compact, &FINISH_REASON)));
-        assert_eq!(value_after(compact, &CONTENT).and_then(string_len), Some(2));
+        assert!(is_null(value(compact, &FINISH_REASON)));
+        assert_eq!(value(compact, &CONTENT).and_then(string_len), Some(2));
         let spaced = br#"{"finish_reason" : "stop", "content": "h\"i\\"}"#;
-        assert!(!is_null(value_after(spaced, &FINISH_REASON)));
-        assert_eq!(value_after(spaced, &CONTENT).and_then(string_len), Some(6));
+        assert!(!is_null(value(spaced, &FINISH_REASON)));
+        assert_eq!(value(spaced, &CONTENT).and_then(string_len), Some(6));
+        assert_eq!(value(spaced, &TEXT), None);
+    }
+
+    #[test]
+    fn keys_before_the_content_are_found_too() {
+        let data = br#"{"usage":{"prompt_tokens":1},"content":"x","finish_reason":null}"#;
+        let (at, _) = key_at(data, 0, &CONTENT).unwrap();
+        assert!(!is_null(key_after_or_before(data, at, &USAGE)));
+        assert!(is_null(key_after_or_before(data, at, &FINISH_REASON)));
     }
 
     #[test]
     fn a_key_inside_a_string_value_is_not_a_key() {
         // The text mentions "finish_reason": but escaped, so it is not a key.
         let data = br#"{"content":"say \"finish_reason\": stop","finish_reason":null}"#;
-        assert!(is_null(value_after(data, &FINISH_REASON)));
+        assert!(is_null(value(data, &FINISH_REASON)));
+        // A string value equal to a key name is not a key either.
+        let data = br#"{"type":"content","content":"x"}"#;
+        assert_eq!(value(data, &CONTENT).and_then(string_len), Some(1));
     }
 }
