@@ -239,7 +239,10 @@ impl SseDecoder {
             rest = &rest[1..];
         }
         while let Some(end) = memchr2(b'\r', b'\n', rest) {
-            self.line_bytes(&rest[..end]);
+            let line = &rest[..end];
+            if !self.whole_field_line(line) {
+                self.line_bytes(line);
+            }
             if self.end_line() {
                 if let Some(event) = self.dispatchable() {
                     on_event(event);
@@ -320,6 +323,27 @@ impl SseDecoder {
         self.bom_matched = None;
         self.line_bytes(&BOM[..matched]);
         Some(&chunk[used..])
+    }
+
+    /// Fast path for the lines that make up almost every stream: a whole `data:` or
+    /// `event:` line in one chunk. Does what `line_bytes` would, without routing the field
+    /// name byte by byte; returns `false` to leave any other line to `line_bytes`.
+    fn whole_field_line(&mut self, line: &[u8]) -> bool {
+        if !matches!(self.line, Line::Start) || self.skipping {
+            return false;
+        }
+        let (field, value) = if let Some(value) = line.strip_prefix(b"data:") {
+            (Field::Data, value)
+        } else if let Some(value) = line.strip_prefix(b"event:") {
+            (Field::Event, value)
+        } else {
+            return false;
+        };
+        let value = value.strip_prefix(b" ").unwrap_or(value);
+        self.begin_value(field);
+        self.line = Line::Value(field);
+        self.value_bytes(field, value);
+        true
     }
 
     /// Part of the current line, without CR or LF.
