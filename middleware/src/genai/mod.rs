@@ -16,6 +16,7 @@ mod metrics;
 mod request;
 mod response;
 pub mod sse;
+mod usage;
 
 pub use endpoint::{ApiFormat, Endpoint, Provider};
 pub use exchange::{
@@ -26,3 +27,4 @@ pub use gaps::GapStats;
 pub use metrics::GenAiMetrics;
 pub use request::RequestInfo;
 pub use response::Usage;
+pub use usage::{UsageChunkFilter, request_with_usage};
