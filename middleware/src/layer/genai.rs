@@ -55,16 +55,47 @@ const DEFAULT_MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
 /// ```
 #[derive(Clone)]
 pub struct GenAiLayer {
-    shared: Arc<Shared>,
+    shared: Arc<GenAiRecorder>,
 }
 
-struct Shared {
+/// What a [`GenAiLayer`] (or the gateway) shares across exchanges: side, tracer, observer
+/// configuration, metric instruments. Made by the layer's builder; see
+/// [`GenAiLayer::into_recorder`].
+pub struct GenAiRecorder {
     side: Side,
     tracer: BoxedTracer,
     config: Arc<GenAiConfig>,
     metrics: Option<GenAiMetrics>,
     provider: Option<Provider>,
     max_request_bytes: usize,
+}
+
+impl fmt::Debug for GenAiRecorder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenAiRecorder")
+            .field("side", &self.side)
+            .field("config", &self.config)
+            .field("metrics", &self.metrics.is_some())
+            .field("provider", &self.provider)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GenAiRecorder {
+    /// The observer configuration.
+    pub fn config(&self) -> &Arc<GenAiConfig> {
+        &self.config
+    }
+
+    /// The configured provider name override, if any.
+    pub fn provider(&self) -> Option<&Provider> {
+        self.provider.as_ref()
+    }
+
+    /// Request bodies up to this size are read before sending.
+    pub fn max_request_bytes(&self) -> usize {
+        self.max_request_bytes
+    }
 }
 
 impl fmt::Debug for GenAiLayer {
@@ -89,9 +120,21 @@ impl GenAiLayer {
         Self::new(Side::Server, "server")
     }
 
+    /// For a gateway between clients and providers: CLIENT spans toward the provider, like
+    /// [`client`](Self::client), with `llmtrace.measured_at = gateway`.
+    pub fn gateway() -> Self {
+        Self::new(Side::Client, "gateway")
+    }
+
+    /// The shared state, for adapters that drive [`GenAiSpan`] themselves (the gateway's
+    /// pingora phases) instead of wrapping a tower service.
+    pub fn into_recorder(self) -> Arc<GenAiRecorder> {
+        self.shared
+    }
+
     fn new(side: Side, measured_at: &'static str) -> Self {
         Self {
-            shared: Arc::new(Shared {
+            shared: Arc::new(GenAiRecorder {
                 side,
                 tracer: default_tracer(),
                 config: Arc::new(GenAiConfig {
@@ -105,7 +148,7 @@ impl GenAiLayer {
         }
     }
 
-    fn update(mut self, f: impl FnOnce(&mut Shared)) -> Self {
+    fn update(mut self, f: impl FnOnce(&mut GenAiRecorder)) -> Self {
         let shared = Arc::get_mut(&mut self.shared).expect("configure the layer before cloning it");
         f(shared);
         self
@@ -175,7 +218,7 @@ impl<S> Layer<S> for GenAiLayer {
 #[derive(Clone)]
 pub struct GenAiService<S> {
     inner: S,
-    shared: Arc<Shared>,
+    shared: Arc<GenAiRecorder>,
 }
 
 impl<S: fmt::Debug> fmt::Debug for GenAiService<S> {
@@ -255,17 +298,11 @@ where
                 }
             };
             let exchange = Exchange::new(shared.config.clone(), endpoint, request, Instant::now());
-            let cx = start_span(&shared, &exchange, &parts, &parent);
+            let mut observed = GenAiSpan::start(&shared, exchange, &parts, &parent);
+            let cx = observed.context().cloned().unwrap_or_default();
             if shared.side == Side::Client {
                 propagation::inject(&cx, &mut parts.headers);
             }
-            let span = ExchangeSpan::new(cx.clone(), shared.side, false, None);
-            let mut observed = Observed {
-                span,
-                exchange,
-                shared: shared.clone(),
-                done: false,
-            };
             let future = {
                 let _guard = cx.clone().attach();
                 inner.call(Request::from_parts(parts, body))
@@ -282,12 +319,7 @@ where
             match result {
                 Ok(response) => {
                     let (parts, body) = response.into_parts();
-                    observed.span.on_response_head(parts.status, &parts.headers);
-                    observed.exchange.on_response_head(
-                        parts.status.as_u16(),
-                        &parts.headers,
-                        Instant::now(),
-                    );
+                    observed.on_response_head(parts.status, &parts.headers);
                     Ok(Response::from_parts(parts, GenAiBody::new(body, observed)))
                 }
                 Err(error) => {
@@ -303,7 +335,7 @@ where
 }
 
 fn start_span(
-    shared: &Shared,
+    shared: &GenAiRecorder,
     exchange: &Exchange,
     parts: &http::request::Parts,
     parent: &Context,
@@ -490,17 +522,70 @@ impl<B: fmt::Debug + Body> fmt::Debug for RequestBody<B> {
     }
 }
 
-/// One exchange in flight: its span and observer. Ends exactly once: on
-/// [`finish`](Self::finish) or, when dropped first, as aborted.
-struct Observed {
+/// One GenAI exchange in flight: its span and its [`Exchange`] observer. It ends exactly
+/// once: on [`finish`](Self::finish) or, when dropped first, as aborted. [`GenAiLayer`] drives
+/// it from a tower body; the gateway drives it from its pingora phases.
+pub struct GenAiSpan {
     span: ExchangeSpan,
     exchange: Exchange,
-    shared: Arc<Shared>,
+    shared: Arc<GenAiRecorder>,
     done: bool,
 }
 
-impl Observed {
-    fn finish(&mut self, end: End) {
+impl fmt::Debug for GenAiSpan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenAiSpan")
+            .field("exchange", &self.exchange)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GenAiSpan {
+    /// Starts the span for `exchange`, a child of `parent`, with the request's method, URI
+    /// and headers for the `server.*` attributes. The caller injects [`context`](Self::context)
+    /// into the upstream request when it calls a provider.
+    pub fn start(
+        recorder: &Arc<GenAiRecorder>,
+        exchange: Exchange,
+        parts: &http::request::Parts,
+        parent: &Context,
+    ) -> GenAiSpan {
+        let cx = start_span(recorder, &exchange, parts, parent);
+        GenAiSpan {
+            span: ExchangeSpan::new(cx, recorder.side, false, None),
+            exchange,
+            shared: recorder.clone(),
+            done: false,
+        }
+    }
+
+    /// The span's context, until it ends.
+    pub fn context(&self) -> Option<&Context> {
+        self.span.context()
+    }
+
+    /// The observer.
+    pub fn exchange(&self) -> &Exchange {
+        &self.exchange
+    }
+
+    /// The response head arrived.
+    pub fn on_response_head(&mut self, status: http::StatusCode, headers: &http::HeaderMap) {
+        self.span.on_response_head(status, headers);
+        self.exchange
+            .on_response_head(status.as_u16(), headers, Instant::now());
+    }
+
+    /// A response body chunk passed through.
+    pub fn on_response_data(&mut self, data: &[u8]) {
+        self.span.on_data(data.len());
+        self.exchange.on_response_data(data, Instant::now());
+    }
+
+    /// Ends the exchange: records the report on the span and the metrics, ends the span.
+    /// Later calls do nothing.
+    pub fn finish(&mut self, end: End) {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
@@ -547,7 +632,7 @@ impl Observed {
     }
 }
 
-impl Drop for Observed {
+impl Drop for GenAiSpan {
     fn drop(&mut self) {
         self.finish(End::Aborted);
     }
@@ -560,12 +645,12 @@ pin_project! {
     pub struct GenAiBody<B> {
         #[pin]
         inner: B,
-        observed: Option<Box<Observed>>,
+        observed: Option<Box<GenAiSpan>>,
     }
 }
 
 impl<B> GenAiBody<B> {
-    fn new(inner: B, observed: Observed) -> Self
+    fn new(inner: B, observed: GenAiSpan) -> Self
     where
         B: Body,
     {
@@ -618,8 +703,7 @@ where
         match &result {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
-                    observed.span.on_data(data.len());
-                    observed.exchange.on_response_data(data, Instant::now());
+                    observed.on_response_data(data);
                 }
                 if this.inner.is_end_stream() {
                     observed.finish(End::Complete);

@@ -16,7 +16,7 @@ pub use attrs::ALWAYS_REDACTED;
 pub use body::TracedBody;
 pub use client::{ClientLayer, ClientService};
 pub use future::ResponseFuture;
-pub use genai::{GenAiBody, GenAiLayer, GenAiService, RequestBody};
+pub use genai::{GenAiBody, GenAiLayer, GenAiRecorder, GenAiService, GenAiSpan, RequestBody};
 pub use server::{ServerLayer, ServerService};
 
 use opentelemetry::InstrumentationScope;
