@@ -40,7 +40,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     provider.force_flush()?;
     println!(
         "\n{}",
-        llmtrace_examples::waterfall::render(&spans.get_finished_spans()?)
+        llmtrace_proxy::waterfall::render(&spans.get_finished_spans()?)
     );
     provider.shutdown()?;
     Ok(())

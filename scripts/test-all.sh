@@ -7,6 +7,12 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# pingora's build needs cmake (Debian package); install it when missing.
+if ! command -v cmake >/dev/null; then
+  step "installing cmake (needed to build pingora)"
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq cmake; else sudo apt-get update -qq && sudo apt-get install -y -qq cmake; fi
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -4,7 +4,6 @@ pub mod chain;
 pub mod completion;
 pub mod telemetry;
 pub mod trace_context;
-pub mod waterfall;
 
 pub mod proto {
     //! The demo completion service (`proto/llmtrace/demo/v1/completion.proto`).

@@ -1,4 +1,227 @@
+//! `llmtrace-proxy`: the LLM API gateway.
+//!
+//! ```text
+//! llmtrace-proxy demo                                   # mock provider + proxy + traffic + waterfall
+//! llmtrace-proxy --listen 127.0.0.1:8080 --upstream https://api.openai.com [--provider openai]
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use llmtrace::GenAiLayer;
+use llmtrace_proxy::telemetry::{self, Export};
+use llmtrace_proxy::{Gateway, GatewayConfig, Timeouts, Upstream};
+use opentelemetry::global::BoxedTracer;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use pingora::prelude::*;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "llmtrace-proxy",
+    version,
+    about = "An LLM API gateway that traces every request"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "LLMTRACE_LISTEN")]
+    listen: String,
+    /// The upstream base URL (e.g. https://api.openai.com, http://127.0.0.1:8000 for vLLM).
+    #[arg(long, env = "LLMTRACE_UPSTREAM")]
+    upstream: Option<String>,
+    /// gen_ai.provider.name for an OpenAI-compatible upstream (vllm, ollama, ...); by default
+    /// told from the path and host.
+    #[arg(long, env = "LLMTRACE_PROVIDER")]
+    provider: Option<String>,
+    /// With no OTLP endpoint configured, write spans as JSON lines to this file instead of
+    /// stdout.
+    #[arg(long)]
+    spans_file: Option<std::path::PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start the bundled mock provider and the proxy, send a little traffic, and print the
+    /// trace waterfall.
+    Demo,
+}
+
 fn main() {
-    eprintln!("llmtrace-proxy: not built yet");
-    std::process::exit(2)
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Demo) => demo(),
+        None => serve(&cli),
+    };
+    if let Err(error) = result {
+        eprintln!("llmtrace-proxy: {error}");
+        std::process::exit(2);
+    }
+}
+
+fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
+    let upstream = cli
+        .upstream
+        .as_deref()
+        .ok_or("--upstream URL is required (or run `llmtrace-proxy demo`)")?;
+    let upstream = Upstream::parse(upstream)?;
+    let export = match (&cli.spans_file, Export::from_env()) {
+        (_, otlp @ Export::Otlp { .. }) => otlp,
+        (Some(path), _) => Export::File(path.clone()),
+        (None, export) => export,
+    };
+    let provider = telemetry::tracer_provider(&export)?;
+    eprintln!(
+        "llmtrace-proxy: listening on http://{} → {}://{}:{}, spans → {:?}",
+        cli.listen,
+        if upstream.tls { "https" } else { "http" },
+        upstream.host,
+        upstream.port,
+        export
+    );
+    let server = build_server(&cli.listen, upstream, cli.provider.clone(), &provider)?;
+    server.run_forever()
+}
+
+fn build_server(
+    listen: &str,
+    upstream: Upstream,
+    provider_name: Option<String>,
+    provider: &SdkTracerProvider,
+) -> Result<Server, Box<dyn std::error::Error>> {
+    let mut server = Server::new(None)?;
+    server.bootstrap();
+    let tracer = BoxedTracer::new(Box::new(provider.tracer("llmtrace-proxy")));
+    let mut layer = GenAiLayer::gateway().with_tracer(provider.tracer("llmtrace-proxy"));
+    if let Some(name) = provider_name {
+        layer = layer.with_provider_name(name);
+    }
+    let config = GatewayConfig {
+        upstream,
+        timeouts: Timeouts::default(),
+    };
+    let gateway = Gateway::new(config, tracer, layer.into_recorder());
+    let mut service = http_proxy_service(&server.configuration, gateway);
+    service.add_tcp(listen);
+    server.add_service(service);
+    Ok(server)
+}
+
+fn free_port() -> std::io::Result<SocketAddr> {
+    std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()
+}
+
+/// The mock provider, the proxy in front of it, a little traffic, and the waterfall.
+fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    let mock = runtime.block_on(llmtrace_mock::MockServer::start(
+        llmtrace_mock::MockConfig {
+            ttft: Duration::from_millis(120),
+            gap: Duration::from_millis(25),
+            tokens: 12,
+            ..Default::default()
+        },
+    ))?;
+    let spans = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(spans.clone())
+        .build();
+    let listen = free_port()?;
+    let upstream = Upstream::parse(&mock.url())?;
+    let server = build_server(&listen.to_string(), upstream, None, &provider)?;
+    std::thread::spawn(move || server.run_forever());
+    let provider = Arc::new(provider);
+
+    println!(
+        "mock provider on {}, llmtrace-proxy on http://{listen}\n",
+        mock.url()
+    );
+    runtime.block_on(async {
+        wait_for(listen).await;
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http::<http_body_util::Full<bytes::Bytes>>();
+        let requests: [DemoRequest; 4] = [
+            ("stream chat", "/v1/chat/completions", &[], r#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Say hello"}]}"#),
+            ("chat", "/v1/chat/completions", &[], r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello"}]}"#),
+            ("stream messages", "/v1/messages", &[("anthropic-version", "2023-06-01")], r#"{"model":"claude-sonnet-4-6","stream":true,"max_tokens":64,"messages":[{"role":"user","content":"Say hello"}]}"#),
+            ("rate limited", "/v1/chat/completions", &[("x-mock-fault", "429")], r#"{"model":"gpt-4o","messages":[{"role":"user","content":"again"}]}"#),
+        ];
+        for (label, path, headers, body) in requests {
+            let mut request = http::Request::post(format!("http://{listen}{path}"))
+                .header("content-type", "application/json")
+                .header("authorization", "Bearer sk-demo");
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            let request = request.body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
+            let started = std::time::Instant::now();
+            let response = client.request(request).await?;
+            let status = response.status();
+            let trace = response
+                .headers()
+                .get("x-llmtrace-trace-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_owned();
+            let body = http_body_util::BodyExt::collect(response.into_body()).await?.to_bytes();
+            println!(
+                "{label:<16} {path:<22} → {status} in {:>7.1} ms, {:>5} bytes, trace {trace}",
+                started.elapsed().as_secs_f64() * 1000.0,
+                body.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })?;
+    let finished = spans.get_finished_spans()?;
+    println!("\n{}", llmtrace_proxy::waterfall::render(&finished));
+    for span in finished
+        .iter()
+        .filter(|s| s.span_kind == opentelemetry::trace::SpanKind::Client)
+    {
+        let get = |key: &str| {
+            span.attributes
+                .iter()
+                .find(|kv| kv.key.as_str() == key)
+                .map(|kv| kv.value.to_string())
+                .unwrap_or_else(|| "-".into())
+        };
+        println!(
+            "{:<28} ttft {:>8} s  tokens in/out {}/{}  finish {}  usage {}",
+            span.name,
+            get("gen_ai.response.time_to_first_chunk"),
+            get("gen_ai.usage.input_tokens"),
+            get("gen_ai.usage.output_tokens"),
+            get("gen_ai.response.finish_reasons"),
+            get("llmtrace.usage.source"),
+        );
+    }
+    println!(
+        "\nNext: run the proxy in front of a real provider and point your client at it:\n  \
+         llmtrace-proxy --listen 127.0.0.1:8080 --upstream https://api.openai.com\n  \
+         OPENAI_BASE_URL=http://127.0.0.1:8080/v1 python your_app.py\n\
+         Spans go to stdout as JSON lines; set OTEL_EXPORTER_OTLP_ENDPOINT to send them to a collector."
+    );
+    let _ = provider.shutdown();
+    std::process::exit(0);
+}
+
+/// `(label, path, extra headers, body)` of one demo request.
+type DemoRequest = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
+
+async fn wait_for(addr: SocketAddr) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

@@ -276,6 +276,13 @@ impl Exchange {
         &self.request
     }
 
+    /// Sets the request once its body has been read, for adapters that must start the span
+    /// before the body arrives (a proxy sends the request head upstream first).
+    pub fn set_request(&mut self, request: RequestInfo) {
+        self.state.capture = self.config.capture_content;
+        self.request = request;
+    }
+
     /// `{gen_ai.operation.name} {gen_ai.request.model}`, or the operation alone.
     pub fn span_name(&self) -> String {
         let operation = self.endpoint.format.operation();

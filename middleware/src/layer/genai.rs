@@ -570,6 +570,17 @@ impl GenAiSpan {
         &self.exchange
     }
 
+    /// The request body was read after the span started: renames the span
+    /// (`chat gpt-4o`) and records the request attributes.
+    pub fn set_request(&mut self, request: RequestInfo) {
+        self.exchange.set_request(request);
+        if let Some(cx) = self.span.context() {
+            let span = cx.span();
+            span.update_name(self.exchange.span_name());
+            span.set_attributes(self.exchange.start_attributes());
+        }
+    }
+
     /// The response head arrived.
     pub fn on_response_head(&mut self, status: http::StatusCode, headers: &http::HeaderMap) {
         self.span.on_response_head(status, headers);
