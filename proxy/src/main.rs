@@ -10,13 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use llmtrace::GenAiLayer;
+use llmtrace_proxy::Upstream;
 use llmtrace_proxy::telemetry::{self, Export};
-use llmtrace_proxy::{Gateway, GatewayConfig, Timeouts, Upstream};
-use opentelemetry::global::BoxedTracer;
-use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use pingora::prelude::*;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -82,32 +78,9 @@ fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         upstream.port,
         export
     );
-    let server = build_server(&cli.listen, upstream, cli.provider.clone(), &provider)?;
+    let server =
+        llmtrace_proxy::build_server(&cli.listen, upstream, cli.provider.clone(), &provider)?;
     server.run_forever()
-}
-
-fn build_server(
-    listen: &str,
-    upstream: Upstream,
-    provider_name: Option<String>,
-    provider: &SdkTracerProvider,
-) -> Result<Server, Box<dyn std::error::Error>> {
-    let mut server = Server::new(None)?;
-    server.bootstrap();
-    let tracer = BoxedTracer::new(Box::new(provider.tracer("llmtrace-proxy")));
-    let mut layer = GenAiLayer::gateway().with_tracer(provider.tracer("llmtrace-proxy"));
-    if let Some(name) = provider_name {
-        layer = layer.with_provider_name(name);
-    }
-    let config = GatewayConfig {
-        upstream,
-        timeouts: Timeouts::default(),
-    };
-    let gateway = Gateway::new(config, tracer, layer.into_recorder());
-    let mut service = http_proxy_service(&server.configuration, gateway);
-    service.add_tcp(listen);
-    server.add_service(service);
-    Ok(server)
 }
 
 fn free_port() -> std::io::Result<SocketAddr> {
@@ -131,7 +104,7 @@ fn demo() -> Result<(), Box<dyn std::error::Error>> {
         .build();
     let listen = free_port()?;
     let upstream = Upstream::parse(&mock.url())?;
-    let server = build_server(&listen.to_string(), upstream, None, &provider)?;
+    let server = llmtrace_proxy::build_server(&listen.to_string(), upstream, None, &provider)?;
     std::thread::spawn(move || server.run_forever());
     let provider = Arc::new(provider);
 

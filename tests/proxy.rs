@@ -1,0 +1,154 @@
+//! The gateway end to end: a client, llmtrace-proxy (pingora) and the mock provider on
+//! loopback, spans exported to memory.
+
+#[path = "../middleware/tests/support/mod.rs"]
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use llmtrace_mock::{MockConfig, MockServer};
+use llmtrace_proxy::Upstream;
+use opentelemetry::Value;
+use opentelemetry::trace::SpanKind;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn start(rec: &Recorder) -> (MockServer, SocketAddr) {
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let server = llmtrace_proxy::build_server(
+        &listen.to_string(),
+        Upstream::parse(&mock.url()).unwrap(),
+        None,
+        &rec.provider,
+    )
+    .unwrap();
+    std::thread::spawn(move || server.run_forever());
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(listen).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (mock, listen)
+}
+
+fn f64_attr(span: &opentelemetry_sdk::trace::SpanData, key: &str) -> f64 {
+    match attr(span, key) {
+        Some(Value::F64(v)) => *v,
+        other => panic!("{key}: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_chat_through_the_proxy_forms_one_trace() {
+    let rec = Recorder::new();
+    let (mock, proxy) = start(&rec).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<bytes::Bytes>>();
+    let caller_trace = "0af7651916cd43dd8448eb211c80319c";
+    let request = http::Request::post(format!("http://{proxy}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer sk-live-secret")
+        .header("traceparent", format!("00-{caller_trace}-b7ad6b7169203331-01"))
+        .header("x-mock-ttft-ms", "150")
+        .header("x-mock-gap-ms", "20")
+        .header("x-mock-tokens", "10")
+        .body(Full::from(r#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-llmtrace-trace-id"], caller_trace);
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert_eq!(
+        text.matches("\"content\":\"tok").count() + text.matches("\"content\":\" tok").count(),
+        10
+    );
+
+    let spans = rec.wait_for(2).await;
+    let server = spans
+        .iter()
+        .find(|s| s.span_kind == SpanKind::Server)
+        .expect("server span");
+    let genai = spans
+        .iter()
+        .find(|s| s.span_kind == SpanKind::Client)
+        .expect("genai span");
+    assert_eq!(server.name, "POST /v1/chat/completions");
+    assert_eq!(genai.name, "chat gpt-4o");
+    assert_eq!(server.span_context.trace_id().to_string(), caller_trace);
+    assert_eq!(server.parent_span_id.to_string(), "b7ad6b7169203331");
+    assert_eq!(genai.parent_span_id, server.span_context.span_id());
+    assert_eq!(
+        attr_str(genai, "llmtrace.measured_at").as_deref(),
+        Some("gateway")
+    );
+    assert_eq!(attr_i64(genai, "gen_ai.usage.output_tokens"), Some(10));
+    let ttft = f64_attr(genai, "gen_ai.response.time_to_first_chunk");
+    assert!((ttft - 0.150).abs() < 0.020, "ttft {ttft}");
+    assert!(genai.end_time <= server.end_time);
+
+    // Upstream got the GenAI span as parent, and the request id.
+    let received = mock.received_requests();
+    let upstream = received.last().unwrap();
+    let traceparent = upstream.headers["traceparent"].to_str().unwrap();
+    assert_eq!(
+        traceparent,
+        format!("00-{caller_trace}-{}-01", genai.span_context.span_id())
+    );
+    assert_eq!(upstream.headers["x-request-id"], request_id.as_str());
+    for span in &spans {
+        assert!(!format!("{:?}", span.attributes).contains("sk-live-secret"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_disconnects_mid_stream_leaves_aborted_spans() {
+    let rec = Recorder::new();
+    let (_mock, proxy) = start(&rec).await;
+    let body = r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let mut socket = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-mock-tokens: 500\r\nx-mock-ttft-ms: 1\r\nx-mock-gap-ms: 10\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while String::from_utf8_lossy(&seen).matches("tok").count() < 3 {
+        let n = socket.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        seen.extend_from_slice(&buf[..n]);
+    }
+    drop(socket);
+    let spans = rec.wait_for(2).await;
+    assert_eq!(spans.len(), 2, "{:?}", names(&spans));
+    for span in &spans {
+        assert!(is_error(span), "{}: {:?}", span.name, span.status);
+        assert_eq!(
+            attr(span, "llmtrace.aborted"),
+            Some(&Value::Bool(true)),
+            "{}",
+            span.name
+        );
+    }
+    let genai = spans
+        .iter()
+        .find(|s| s.span_kind == SpanKind::Client)
+        .unwrap();
+    assert_eq!(
+        attr(genai, "llmtrace.stream.complete"),
+        Some(&Value::Bool(false))
+    );
+}
