@@ -1,0 +1,494 @@
+//! The gateway's configuration file (TOML). The doc comments on these types are the user
+//! documentation of each field.
+//!
+//! ```toml
+//! [server]
+//! listen = "0.0.0.0:8080"
+//!
+//! [[upstreams]]
+//! name = "openai"
+//! url = "https://api.openai.com"
+//! provider = "openai"
+//! api_key = "${OPENAI_API_KEY}"
+//!
+//! [[upstreams]]
+//! name = "anthropic"
+//! url = "https://api.anthropic.com"
+//! provider = "anthropic"
+//! api_key = "${ANTHROPIC_API_KEY}"
+//!
+//! [[routes]]
+//! path_prefix = "/v1/messages"
+//! upstream = "anthropic"
+//!
+//! [[routes]]
+//! path_prefix = "/"
+//! upstream = "openai"
+//! ```
+//!
+//! `${NAME}` anywhere in a string is replaced by the environment variable `NAME` when the file
+//! is loaded (`$${` writes a literal `${`); an unset variable is an error that names it.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::upstream::Upstream;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listener and limits.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// How requests are observed and spans exported.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    /// Where requests may go. The gateway forwards only to these.
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Which upstream serves which request: the first route that matches wins.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the gateway listens on (default `127.0.0.1:8080`).
+    pub listen: String,
+    /// Admin listener for `/metrics`, `/healthz`, `/readyz` (default `127.0.0.1:9464`;
+    /// keep it on loopback or a private network).
+    pub admin: Option<String>,
+    /// Request bodies larger than this are refused with 413 (default 32 MiB).
+    pub max_request_body_bytes: usize,
+    /// On SIGTERM, in-flight streams get this long to finish (default 30 s).
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".to_owned(),
+            admin: None,
+            max_request_body_bytes: 32 * 1024 * 1024,
+            shutdown_grace_seconds: 30,
+        }
+    }
+}
+
+/// `[telemetry]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// OTLP endpoint; the standard `OTEL_EXPORTER_OTLP_ENDPOINT` wins when set. With neither,
+    /// spans are written as JSON lines to stdout or `spans_file`.
+    pub otlp_endpoint: Option<String>,
+    /// `grpc` or `http/protobuf` (default); `OTEL_EXPORTER_OTLP_PROTOCOL` wins when set.
+    pub otlp_protocol: Option<String>,
+    /// Where JSON-line spans go when no OTLP endpoint is set (default stdout).
+    pub spans_file: Option<String>,
+    /// Record prompt and completion content on spans (default false).
+    pub capture_content: bool,
+    /// For streamed OpenAI chat/completions requests that did not ask for usage, ask
+    /// upstream and remove the usage chunk from the client's stream (default true).
+    pub inject_stream_usage: bool,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            otlp_protocol: None,
+            spans_file: None,
+            capture_content: false,
+            inject_stream_usage: true,
+        }
+    }
+}
+
+/// The kind of provider an upstream is, which decides how credentials are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    /// OpenAI: `Authorization: Bearer`.
+    Openai,
+    /// Anthropic: `x-api-key`.
+    Anthropic,
+    /// Azure OpenAI: `api-key`.
+    Azure,
+    /// vLLM, Ollama, LiteLLM, ...: `Authorization: Bearer`.
+    OpenaiCompatible,
+}
+
+impl ProviderKind {
+    /// `gen_ai.provider.name`, when the kind names one.
+    pub fn provider_name(self) -> Option<&'static str> {
+        match self {
+            ProviderKind::Openai => Some("openai"),
+            ProviderKind::Anthropic => Some("anthropic"),
+            ProviderKind::Azure => Some("azure.ai.openai"),
+            ProviderKind::OpenaiCompatible => None,
+        }
+    }
+}
+
+/// `[[upstreams]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Name routes refer to.
+    pub name: String,
+    /// Base URL, `http://` or `https://`.
+    pub url: String,
+    /// `openai` (default), `anthropic`, `azure` or `openai-compatible`.
+    #[serde(default = "default_kind")]
+    pub provider: ProviderKind,
+    /// `gen_ai.provider.name` for an `openai-compatible` upstream (e.g. `vllm`).
+    pub provider_name: Option<String>,
+    /// The upstream's API key, injected as the provider expects; use `${ENV}`. The client's
+    /// own credentials are then removed.
+    pub api_key: Option<String>,
+    /// Connect timeout in ms (default 10 000).
+    #[serde(default = "default_connect_ms")]
+    pub connect_timeout_ms: u64,
+    /// Longest silence from the upstream — before the first byte and between chunks — in ms
+    /// (default 300 000).
+    #[serde(default = "default_idle_ms")]
+    pub idle_timeout_ms: u64,
+}
+
+fn default_kind() -> ProviderKind {
+    ProviderKind::Openai
+}
+fn default_connect_ms() -> u64 {
+    10_000
+}
+fn default_idle_ms() -> u64 {
+    300_000
+}
+
+/// `[[routes]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Requests whose path starts with this (default `/`: everything).
+    #[serde(default = "default_prefix")]
+    pub path_prefix: String,
+    /// Only requests for this `Host` (without port), when set.
+    pub host: Option<String>,
+    /// The upstream's name.
+    pub upstream: String,
+    /// Client keys accepted on this route (`Authorization: Bearer KEY` or `x-api-key`); when
+    /// set, other requests get 401. Use `${ENV}`.
+    #[serde(default)]
+    pub client_keys: Vec<String>,
+}
+
+fn default_prefix() -> String {
+    "/".to_owned()
+}
+
+/// A configuration error that names the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted path of the field, e.g. `upstreams[1].url`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn error(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Reads, substitutes `${ENV}` and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| error(path.display().to_string(), format!("cannot read: {e}")))?;
+        Config::parse(&text, |name| std::env::var(name).ok())
+    }
+
+    /// Parses `text`, looking variables up with `env`.
+    ///
+    /// ```
+    /// use llmtrace_proxy::config::Config;
+    ///
+    /// let text = "[[upstreams]]\nname = \"a\"\nurl = \"${URL}\"\n[[routes]]\nupstream = \"a\"\n";
+    /// let config = Config::parse(text, |_| Some("http://127.0.0.1:8000".into())).unwrap();
+    /// assert_eq!(config.upstreams[0].url, "http://127.0.0.1:8000");
+    /// let err = Config::parse(text, |_| None).unwrap_err();
+    /// assert!(err.to_string().contains("URL"));
+    /// ```
+    pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let substituted = substitute(text, &env)?;
+        let config: Config = toml::from_str(&substituted).map_err(|e| {
+            let span = e.span().map(|s| line_of(&substituted, s.start));
+            error(
+                span.map_or("config".to_owned(), |line| format!("line {line}")),
+                e.message().to_owned(),
+            )
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// A configuration for one upstream and no file: `--upstream URL [--provider KIND]`.
+    pub fn single(listen: &str, url: &str, provider: Option<&str>) -> Result<Config, ConfigError> {
+        let (kind, provider_name) = match provider {
+            None | Some("openai") => (ProviderKind::Openai, None),
+            Some("anthropic") => (ProviderKind::Anthropic, None),
+            Some("azure") | Some("azure.ai.openai") => (ProviderKind::Azure, None),
+            Some("openai-compatible") => (ProviderKind::OpenaiCompatible, None),
+            Some(other) => (ProviderKind::OpenaiCompatible, Some(other.to_owned())),
+        };
+        let config = Config {
+            server: ServerConfig {
+                listen: listen.to_owned(),
+                ..ServerConfig::default()
+            },
+            telemetry: TelemetryConfig::default(),
+            upstreams: vec![UpstreamConfig {
+                name: "default".to_owned(),
+                url: url.to_owned(),
+                provider: kind,
+                provider_name,
+                api_key: None,
+                connect_timeout_ms: default_connect_ms(),
+                idle_timeout_ms: default_idle_ms(),
+            }],
+            routes: vec![RouteConfig {
+                path_prefix: "/".to_owned(),
+                host: None,
+                upstream: "default".to_owned(),
+                client_keys: Vec::new(),
+            }],
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: names resolve, URLs parse, addresses parse.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.server
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| {
+                error(
+                    "server.listen",
+                    format!("{:?} is not an address: {e}", self.server.listen),
+                )
+            })?;
+        if let Some(admin) = &self.server.admin {
+            admin
+                .parse::<std::net::SocketAddr>()
+                .map_err(|e| error("server.admin", format!("{admin:?} is not an address: {e}")))?;
+        }
+        if self.upstreams.is_empty() {
+            return Err(error("upstreams", "at least one upstream is needed"));
+        }
+        let mut names = HashSet::new();
+        for (i, upstream) in self.upstreams.iter().enumerate() {
+            if !names.insert(upstream.name.as_str()) {
+                return Err(error(
+                    format!("upstreams[{i}].name"),
+                    format!("{:?} is used twice", upstream.name),
+                ));
+            }
+            Upstream::parse(&upstream.url)
+                .map_err(|e| error(format!("upstreams[{i}].url"), e.0))?;
+            if upstream.connect_timeout_ms == 0 || upstream.idle_timeout_ms == 0 {
+                return Err(error(
+                    format!("upstreams[{i}]"),
+                    "timeouts must be greater than 0",
+                ));
+            }
+            if upstream.api_key.as_deref() == Some("") {
+                return Err(error(
+                    format!("upstreams[{i}].api_key"),
+                    "is empty (is its variable set?)",
+                ));
+            }
+        }
+        if self.routes.is_empty() {
+            return Err(error("routes", "at least one route is needed"));
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            if !names.contains(route.upstream.as_str()) {
+                return Err(error(
+                    format!("routes[{i}].upstream"),
+                    format!("no upstream is named {:?}", route.upstream),
+                ));
+            }
+            if !route.path_prefix.starts_with('/') {
+                return Err(error(
+                    format!("routes[{i}].path_prefix"),
+                    "must start with /",
+                ));
+            }
+            if route.client_keys.iter().any(String::is_empty) {
+                return Err(error(
+                    format!("routes[{i}].client_keys"),
+                    "an empty key (is its variable set?)",
+                ));
+            }
+        }
+        if let Some(protocol) = &self.telemetry.otlp_protocol {
+            if !matches!(protocol.as_str(), "grpc" | "http/protobuf") {
+                return Err(error(
+                    "telemetry.otlp_protocol",
+                    "must be grpc or http/protobuf",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The route for a request, by path and host.
+    pub fn route(&self, path: &str, host: Option<&str>) -> Option<&RouteConfig> {
+        let host = host.map(|h| h.split(':').next().unwrap_or(h));
+        self.routes.iter().find(|route| {
+            path.starts_with(&route.path_prefix)
+                && route.host.as_deref().is_none_or(|want| Some(want) == host)
+        })
+    }
+
+    /// The upstream named `name`.
+    pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {
+        self.upstreams.iter().find(|u| u.name == name)
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// Replaces `${NAME}` with the variable's value; `$${` is a literal `${`.
+fn substitute(text: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        if let Some(after) = rest.strip_prefix("$${") {
+            out.push_str("${");
+            rest = after;
+        } else if let Some(after) = rest.strip_prefix("${") {
+            let end = after.find('}').ok_or_else(|| {
+                error(
+                    format!("line {}", line_of(text, text.len() - rest.len())),
+                    "unclosed ${",
+                )
+            })?;
+            let name = &after[..end];
+            let value = env(name).ok_or_else(|| {
+                error(
+                    format!("line {}", line_of(text, text.len() - rest.len())),
+                    format!("environment variable {name} is not set"),
+                )
+            })?;
+            out.push_str(&value);
+            rest = &after[end + 1..];
+        } else {
+            out.push('$');
+            rest = &rest[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "KEY" => Some("sk-1".into()),
+            _ => None,
+        }
+    }
+
+    const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+[[upstreams]]
+name = "openai"
+url = "https://api.openai.com"
+api_key = "${KEY}"
+[[upstreams]]
+name = "claude"
+url = "https://api.anthropic.com"
+provider = "anthropic"
+[[routes]]
+path_prefix = "/v1/messages"
+upstream = "claude"
+[[routes]]
+upstream = "openai"
+"#;
+
+    #[test]
+    fn a_good_file_loads_and_routes() {
+        let config = Config::parse(GOOD, env).unwrap();
+        assert_eq!(config.upstreams[0].api_key.as_deref(), Some("sk-1"));
+        assert_eq!(
+            config.route("/v1/messages", None).unwrap().upstream,
+            "claude"
+        );
+        assert_eq!(
+            config.route("/v1/chat/completions", None).unwrap().upstream,
+            "openai"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        for (text, field) in [
+            (GOOD.replace("${KEY}", "${MISSING}"), "line 7"),
+            (
+                GOOD.replace("https://api.openai.com", "ftp://x"),
+                "upstreams[0].url",
+            ),
+            (
+                GOOD.replace("upstream = \"claude\"", "upstream = \"nope\""),
+                "routes[0].upstream",
+            ),
+            (GOOD.replace("127.0.0.1:8080", "nowhere"), "server.listen"),
+            (
+                GOOD.replace("provider = \"anthropic\"", "provider = \"cohere\""),
+                "line",
+            ),
+            (format!("{GOOD}\n[server2]\n"), "line"),
+        ] {
+            let err = Config::parse(&text, env).unwrap_err();
+            assert!(err.field.starts_with(field), "{err} (wanted {field})");
+            if field == "line 7" {
+                assert!(err.message.contains("MISSING"), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn dollar_escapes() {
+        assert_eq!(
+            substitute("a $${X} b $ c ${KEY}", &env).unwrap(),
+            "a ${X} b $ c sk-1"
+        );
+    }
+}
