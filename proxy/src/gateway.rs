@@ -3,15 +3,20 @@
 //! Per request: an inbound SERVER span continuing the caller's W3C context; for LLM API
 //! calls, a GenAI CLIENT span under it (the core's [`GenAiSpan`]) whose context goes upstream
 //! in `traceparent`, so a traced provider nests under it. The response streams through
-//! untouched while the core observes it; both spans end when the response is fully sent, the
-//! client goes away, or the exchange fails.
+//! untouched — but for the one change the configuration asks for: a usage chunk the gateway
+//! requested itself is taken out again — while the core observes it. Both spans end when the
+//! response is fully sent, the client goes away, or the exchange fails; then one JSON access
+//! log line is written.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use llmtrace::genai::{End, Endpoint, Exchange, RequestInfo};
+use llmtrace::genai::{
+    ApiFormat, End, Endpoint, Exchange, Provider, RequestInfo, Summary, UsageChunkFilter,
+    request_with_usage,
+};
 use llmtrace::layer::{GenAiRecorder, GenAiSpan};
 use llmtrace::propagation;
 use llmtrace::semconv;
@@ -21,44 +26,28 @@ use opentelemetry::{Context, KeyValue};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 
+use crate::config::{Config, ProviderKind, UpstreamConfig};
 use crate::upstream::Upstream;
 
 /// The response header that tells the client the trace id of its request.
 pub const TRACE_ID_HEADER: &str = "x-llmtrace-trace-id";
 /// The request id header: forwarded when the client sent one, generated otherwise.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// Largest usage-chunk candidate held back while deciding whether to remove it.
+const MAX_HELD_EVENT: usize = 64 * 1024;
 
-/// Timeouts toward the upstream.
-#[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
-    /// TCP (and TLS) connect.
-    pub connect: Duration,
-    /// Longest wait for any read from the upstream: time to first byte and the idle gap
-    /// between chunks.
-    pub idle: Duration,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Self {
-            connect: Duration::from_secs(10),
-            idle: Duration::from_secs(300),
-        }
-    }
-}
-
-/// The gateway's configuration for one upstream.
+/// An upstream as the gateway uses it.
 #[derive(Debug, Clone)]
-pub struct GatewayConfig {
-    /// Where requests go.
-    pub upstream: Upstream,
-    /// Timeouts toward it.
-    pub timeouts: Timeouts,
+struct Target {
+    name: String,
+    upstream: Upstream,
+    config: UpstreamConfig,
 }
 
 /// The pingora proxy.
 pub struct Gateway {
-    config: GatewayConfig,
+    config: Arc<Config>,
+    targets: Vec<Target>,
     tracer: BoxedTracer,
     recorder: Arc<GenAiRecorder>,
 }
@@ -66,16 +55,30 @@ pub struct Gateway {
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gateway")
-            .field("config", &self.config)
+            .field(
+                "upstreams",
+                &self.targets.iter().map(|t| &t.name).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
 
 impl Gateway {
-    /// A gateway that records spans with `tracer` and GenAI spans and metrics with `recorder`.
-    pub fn new(config: GatewayConfig, tracer: BoxedTracer, recorder: Arc<GenAiRecorder>) -> Self {
+    /// A gateway for a validated `config`, recording spans with `tracer` and GenAI spans and
+    /// metrics with `recorder`.
+    pub fn new(config: Arc<Config>, tracer: BoxedTracer, recorder: Arc<GenAiRecorder>) -> Self {
+        let targets = config
+            .upstreams
+            .iter()
+            .map(|u| Target {
+                name: u.name.clone(),
+                upstream: Upstream::parse(&u.url).expect("validated configuration"),
+                config: u.clone(),
+            })
+            .collect();
         Self {
             config,
+            targets,
             tracer,
             recorder,
         }
@@ -85,17 +88,26 @@ impl Gateway {
 /// One request's state across the phases.
 #[derive(Default)]
 pub struct RequestCtx {
+    received: Option<Instant>,
+    request_id: String,
+    route: Option<String>,
+    target: Option<usize>,
     /// The inbound SERVER span's context.
     server: Option<Context>,
     /// The GenAI exchange, for LLM API calls.
     genai: Option<GenAiSpan>,
     endpoint: Option<Endpoint>,
-    /// A copy of the request body, up to the recorder's limit, to read the model.
+    /// A copy of the request body (bounded), to read the model; held back entirely when the
+    /// gateway may rewrite it to ask for usage.
     request_body: BytesMut,
     request_body_over: bool,
-    request_id: String,
+    hold_request_body: bool,
+    prompt_hash: Option<String>,
+    /// Set when the gateway asked upstream for usage: the usage chunk is removed again.
+    usage_filter: Option<UsageChunkFilter>,
     status: u16,
-    received: Option<Instant>,
+    summary: Option<Summary>,
+    upstream_sent: Option<Instant>,
 }
 
 #[async_trait]
@@ -106,7 +118,7 @@ impl ProxyHttp for Gateway {
         RequestCtx::default()
     }
 
-    /// The request head arrived: continue the caller's trace, start the spans.
+    /// The request head arrived: route it, check the client, continue the caller's trace.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.received = Some(Instant::now());
         let req = session.req_header();
@@ -114,28 +126,348 @@ impl ProxyHttp for Gateway {
             .headers
             .get(REQUEST_ID_HEADER)
             .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 200)
+            .filter(|v| !v.is_empty() && v.len() <= 200 && v.is_ascii())
             .map_or_else(new_request_id, str::to_owned);
-        let parent = propagation::extract(&req.headers);
         let path = req.uri.path().to_owned();
+        let host = req
+            .uri
+            .host()
+            .or_else(|| {
+                req.headers
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
+            .map(str::to_owned);
+
+        // Only configured upstreams, only through a route.
+        let Some(route) = self.config.route(&path, host.as_deref()) else {
+            return reply(session, 404, "no_route", "no route matches this request").await;
+        };
+        let target_index = self
+            .targets
+            .iter()
+            .position(|t| t.name == route.upstream)
+            .expect("validated configuration");
+        if !route.client_keys.is_empty() && !client_key_ok(&req.headers, &route.client_keys) {
+            return reply(
+                session,
+                401,
+                "invalid_api_key",
+                "missing or unknown client key",
+            )
+            .await;
+        }
+        let too_large = req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+            .is_some_and(|n| n > self.config.server.max_request_body_bytes);
+        if too_large {
+            let message = format!(
+                "request body over the gateway's limit of {} bytes",
+                self.config.server.max_request_body_bytes
+            );
+            return reply(session, 413, "request_too_large", &message).await;
+        }
+        let target = &self.targets[target_index];
+        ctx.target = Some(target_index);
+
+        let req = session.req_header();
+        let parent = propagation::extract(&req.headers);
         ctx.endpoint = Endpoint::detect(
             req.uri.path_and_query().map_or(&path[..], |pq| pq.as_str()),
-            Some(&self.config.upstream.host),
+            Some(&target.upstream.host),
+        )
+        .map(|mut endpoint| {
+            endpoint.provider = provider_of(&target.config, &endpoint);
+            endpoint
+        });
+        let route_name = ctx.endpoint.as_ref().map(route_template);
+        let server =
+            self.start_server_span(session, &parent, route_name.as_deref(), &ctx.request_id);
+        if let Some(endpoint) = ctx.endpoint.clone() {
+            // The model is in the body, which arrives after the request head has gone
+            // upstream: the GenAI span starts now and is named once the body is read.
+            let exchange = Exchange::new(
+                self.recorder.config().clone(),
+                endpoint.clone(),
+                RequestInfo::parse(&endpoint, b"", false),
+                Instant::now(),
+            );
+            let parts = session.req_header().as_owned_parts();
+            ctx.genai = Some(GenAiSpan::start(&self.recorder, exchange, &parts, &server));
+            ctx.hold_request_body = self.config.telemetry.inject_stream_usage
+                && matches!(
+                    endpoint.format,
+                    ApiFormat::OpenAiChat | ApiFormat::OpenAiCompletions
+                );
+        }
+        ctx.route = route_name;
+        ctx.server = Some(server);
+        Ok(false)
+    }
+
+    /// Where to send it: the routed upstream, nowhere else.
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let target = &self.targets[ctx.target.unwrap_or(0)];
+        let upstream = &target.upstream;
+        let mut peer = HttpPeer::new(
+            (upstream.host.as_str(), upstream.port),
+            upstream.tls,
+            upstream.host.clone(),
         );
-        let route = ctx.endpoint.as_ref().map(route_template);
+        peer.options.connection_timeout =
+            Some(Duration::from_millis(target.config.connect_timeout_ms));
+        peer.options.read_timeout = Some(Duration::from_millis(target.config.idle_timeout_ms));
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        Ok(Box::new(peer))
+    }
+
+    /// The request head going upstream: our context, the request id, the upstream's host and
+    /// credentials.
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let target = &self.targets[ctx.target.unwrap_or(0)];
+        let upstream = &target.upstream;
+        upstream_request.insert_header(http::header::HOST, upstream.authority())?;
+        if !upstream.base_path.is_empty() {
+            let path = upstream_request
+                .uri
+                .path_and_query()
+                .map_or("/", |pq| pq.as_str());
+            let uri: http::Uri = format!("{}{path}", upstream.base_path)
+                .parse()
+                .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "upstream path", e))?;
+            upstream_request.set_uri(uri);
+        }
+        if let Some(key) = &target.config.api_key {
+            for name in ["authorization", "x-api-key", "api-key"] {
+                upstream_request.remove_header(name);
+            }
+            match target.config.provider {
+                ProviderKind::Anthropic => {
+                    upstream_request.insert_header("x-api-key", key.as_str())?
+                }
+                ProviderKind::Azure => upstream_request.insert_header("api-key", key.as_str())?,
+                ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
+                    upstream_request.insert_header("authorization", format!("Bearer {key}"))?
+                }
+            }
+        }
+        if ctx.hold_request_body {
+            // The body may be rewritten (to ask for usage): its length is not known yet.
+            upstream_request.remove_header(&http::header::CONTENT_LENGTH);
+        }
+        upstream_request.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+        // The GenAI span's own id goes upstream, so a traced provider nests under it.
+        let cx = ctx
+            .genai
+            .as_ref()
+            .and_then(GenAiSpan::context)
+            .or(ctx.server.as_ref());
+        if let Some(cx) = cx {
+            let mut headers = http::HeaderMap::new();
+            propagation::inject(cx, &mut headers);
+            for name in [
+                propagation::TRACEPARENT,
+                propagation::TRACESTATE,
+                propagation::BAGGAGE,
+            ] {
+                upstream_request.remove_header(&name);
+            }
+            for (name, value) in headers {
+                if let Some(name) = name {
+                    upstream_request.insert_header(name, value)?;
+                }
+            }
+        }
+        ctx.upstream_sent = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Request body chunks: passed through as they come, with a bounded copy kept to read the
+    /// model — or, for a request the gateway may rewrite, held until the end.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if ctx.genai.is_none() {
+            return Ok(());
+        }
+        let limit = self
+            .config
+            .server
+            .max_request_body_bytes
+            .min(self.recorder.max_request_bytes());
+        if let Some(chunk) = body.as_ref() {
+            if ctx.request_body.len() + chunk.len() > limit {
+                if ctx.hold_request_body {
+                    return Err(Error::explain(
+                        ErrorType::HTTPStatus(413),
+                        "request body over the limit",
+                    ));
+                }
+                ctx.request_body_over = true;
+                ctx.request_body = BytesMut::new();
+            } else if !ctx.request_body_over {
+                ctx.request_body.extend_from_slice(chunk);
+            }
+            if ctx.hold_request_body {
+                *body = None;
+            }
+        }
+        if !end_of_stream {
+            return Ok(());
+        }
+        let (Some(genai), Some(endpoint)) = (ctx.genai.as_mut(), ctx.endpoint.as_ref()) else {
+            return Ok(());
+        };
+        let original = std::mem::take(&mut ctx.request_body).freeze();
+        let mut info =
+            RequestInfo::parse(endpoint, &original, self.config.telemetry.capture_content);
+        if ctx.request_body_over {
+            info.parse_error = Some(format!("request body over {limit} bytes was not read"));
+        } else {
+            ctx.prompt_hash = Some(prompt_hash(&original));
+        }
+        genai.set_request(info);
+        if ctx.hold_request_body {
+            *body = Some(match request_with_usage(endpoint, &original) {
+                Some(rewritten) => {
+                    ctx.usage_filter = Some(UsageChunkFilter::new(MAX_HELD_EVENT));
+                    Bytes::from(rewritten)
+                }
+                None => original,
+            });
+        }
+        Ok(())
+    }
+
+    /// The response head going to the client: tell it the trace and request ids.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.status = upstream_response.status.as_u16();
+        if let Some(genai) = ctx.genai.as_mut() {
+            genai.on_response_head(upstream_response.status, &upstream_response.headers);
+        }
+        let is_stream = upstream_response
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if !is_stream {
+            ctx.usage_filter = None;
+        } else if ctx.usage_filter.is_some() {
+            // The body changes length: it goes out chunked.
+            upstream_response.remove_header(&http::header::CONTENT_LENGTH);
+        }
+        if let Some(cx) = &ctx.server {
+            let trace_id = cx.span().span_context().trace_id().to_string();
+            upstream_response.insert_header(TRACE_ID_HEADER, trace_id)?;
+        }
+        upstream_response.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    /// Each response body chunk: the core observes it as the provider sent it, and it goes on
+    /// at once, unchanged (bar a usage chunk the gateway asked for itself).
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if let Some(genai) = ctx.genai.as_mut() {
+            if let Some(chunk) = body.as_ref() {
+                genai.on_response_data(chunk);
+            }
+            if let Some(filter) = ctx.usage_filter.as_mut() {
+                let mut out = Vec::new();
+                if let Some(chunk) = body.as_ref() {
+                    filter.push(chunk, &mut out);
+                }
+                if end_of_stream {
+                    filter.finish(&mut out);
+                }
+                *body = Some(Bytes::from(out));
+            }
+            if end_of_stream {
+                ctx.summary = genai.finish(End::Complete);
+            }
+        }
+        Ok(None)
+    }
+
+    /// The request is over, one way or another: end the spans, write the access log line.
+    async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
+        let aborted = error.is_some_and(|e| e.esource() == &ErrorSource::Downstream);
+        if let Some(mut genai) = ctx.genai.take() {
+            let summary = match error {
+                None => genai.finish(End::Complete),
+                Some(_) if aborted => genai.finish(End::Aborted),
+                Some(e) => genai.finish(End::Failed {
+                    error_type: error_type(e).into(),
+                    message: e.to_string(),
+                }),
+            };
+            if summary.is_some() {
+                ctx.summary = summary;
+            }
+        }
+        let status = session
+            .response_written()
+            .map_or(ctx.status, |r| r.status.as_u16());
+        let (trace_id, span_id) = match ctx.server.take() {
+            Some(server) => {
+                let span = server.span();
+                end_server_span(&span, status, aborted, error);
+                let sc = span.span_context();
+                (sc.trace_id().to_string(), sc.span_id().to_string())
+            }
+            None => (String::new(), String::new()),
+        };
+        access_log(session, ctx, status, aborted, &trace_id, &span_id, self);
+    }
+}
+
+impl Gateway {
+    fn start_server_span(
+        &self,
+        session: &Session,
+        parent: &Context,
+        route: Option<&str>,
+        request_id: &str,
+    ) -> Context {
+        let req = session.req_header();
         let method = req.method.as_str().to_owned();
-        let name = match &route {
+        let name = match route {
             Some(route) => format!("{method} {route}"),
             None => method.clone(),
         };
         let mut attributes = vec![
             KeyValue::new(semconv::http::REQUEST_METHOD, method),
-            KeyValue::new(semconv::http::URL_PATH, path),
+            KeyValue::new(semconv::http::URL_PATH, req.uri.path().to_owned()),
             KeyValue::new(semconv::http::URL_SCHEME, "http"),
-            KeyValue::new("http.request.header.x-request-id", ctx.request_id.clone()),
+            KeyValue::new("http.request.header.x-request-id", request_id.to_owned()),
         ];
         if let Some(route) = route {
-            attributes.push(KeyValue::new(semconv::http::ROUTE, route));
+            attributes.push(KeyValue::new(semconv::http::ROUTE, route.to_owned()));
         }
         if let Some(agent) = req
             .headers
@@ -162,219 +494,145 @@ impl ProxyHttp for Gateway {
             SpanBuilder::from_name(name)
                 .with_kind(SpanKind::Server)
                 .with_attributes(attributes),
-            &parent,
+            parent,
         );
         let trace_id = span.span_context().trace_id();
-        let mut server = parent.with_span(span);
-        if !parent.span().span_context().is_valid() {
-            server = server.with_value(propagation::RandomTraceId(trace_id));
+        let server = parent.with_span(span);
+        if parent.span().span_context().is_valid() {
+            server
+        } else {
+            server.with_value(propagation::RandomTraceId(trace_id))
         }
-        if let Some(endpoint) = ctx.endpoint.clone() {
-            // The model is read from the body, which arrives after the request head has gone
-            // upstream; the GenAI span starts now and is named once the body is read.
-            let request = RequestInfo::parse(&endpoint, b"", false);
-            let exchange = Exchange::new(
-                self.recorder.config().clone(),
-                endpoint,
-                request,
-                Instant::now(),
-            );
-            let parts = req.as_owned_parts();
-            ctx.genai = Some(GenAiSpan::start(&self.recorder, exchange, &parts, &server));
-        }
-        ctx.server = Some(server);
-        Ok(false)
     }
+}
 
-    /// Where to send it: the configured upstream, nowhere else.
-    async fn upstream_peer(
-        &self,
-        _session: &mut Session,
-        _ctx: &mut RequestCtx,
-    ) -> Result<Box<HttpPeer>> {
-        let upstream = &self.config.upstream;
-        let mut peer = HttpPeer::new(
-            (upstream.host.as_str(), upstream.port),
-            upstream.tls,
-            upstream.host.clone(),
-        );
-        peer.options.connection_timeout = Some(self.config.timeouts.connect);
-        peer.options.read_timeout = Some(self.config.timeouts.idle);
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
-        Ok(Box::new(peer))
+fn end_server_span(
+    span: &opentelemetry::trace::SpanRef<'_>,
+    status: u16,
+    aborted: bool,
+    error: Option<&Error>,
+) {
+    if status > 0 {
+        span.set_attribute(KeyValue::new(
+            semconv::http::RESPONSE_STATUS_CODE,
+            i64::from(status),
+        ));
     }
+    if aborted {
+        span.set_attribute(KeyValue::new(semconv::llmtrace::ABORTED, true));
+        span.set_attribute(KeyValue::new(
+            semconv::http::ERROR_TYPE,
+            semconv::llmtrace::ABORTED_ERROR_TYPE,
+        ));
+        span.set_status(Status::error(
+            "client disconnected before the response ended",
+        ));
+    } else if let Some(e) = error {
+        span.set_attribute(KeyValue::new(semconv::http::ERROR_TYPE, error_type(e)));
+        span.set_status(Status::error(e.to_string()));
+    } else if status >= 500 {
+        span.set_attribute(KeyValue::new(semconv::http::ERROR_TYPE, status.to_string()));
+        span.set_status(Status::error(""));
+    }
+    span.end();
+}
 
-    /// The request head going upstream: our context, the request id, the upstream's host.
-    async fn upstream_request_filter(
-        &self,
-        _session: &mut Session,
-        upstream_request: &mut RequestHeader,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        let upstream = &self.config.upstream;
-        upstream_request.insert_header(http::header::HOST, upstream.authority())?;
-        if !upstream.base_path.is_empty() {
-            let path = upstream_request
-                .uri
-                .path_and_query()
-                .map_or("/", |pq| pq.as_str());
-            let uri: http::Uri = format!("{}{path}", upstream.base_path)
-                .parse()
-                .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "upstream path", e))?;
-            upstream_request.set_uri(uri);
-        }
-        upstream_request.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
-        // The GenAI span's own id goes upstream, so a traced provider nests under it.
-        let cx = ctx
-            .genai
-            .as_ref()
-            .and_then(GenAiSpan::context)
-            .or(ctx.server.as_ref());
-        if let Some(cx) = cx {
-            let mut headers = http::HeaderMap::new();
-            propagation::inject(cx, &mut headers);
-            for name in [
-                propagation::TRACEPARENT,
-                propagation::TRACESTATE,
-                propagation::BAGGAGE,
-            ] {
-                upstream_request.remove_header(&name);
-            }
-            for (name, value) in headers {
-                if let Some(name) = name {
-                    upstream_request.insert_header(name, value)?;
-                }
-            }
-        }
-        Ok(())
-    }
+/// One JSON line per request on stderr (stdout carries the spans by default).
+fn access_log(
+    session: &Session,
+    ctx: &RequestCtx,
+    status: u16,
+    aborted: bool,
+    trace_id: &str,
+    span_id: &str,
+    gateway: &Gateway,
+) {
+    let summary = ctx.summary.clone().unwrap_or_default();
+    let duration = ctx.received.map(|t| t.elapsed());
+    let line = serde_json::json!({
+        "trace_id": trace_id,
+        "span_id": span_id,
+        "request_id": ctx.request_id,
+        "method": session.req_header().method.as_str(),
+        "path": session.req_header().uri.path(),
+        "route": ctx.route,
+        "upstream": ctx.target.map(|i| gateway.targets[i].name.as_str()),
+        "model": summary.request_model,
+        "response_model": summary.response_model,
+        "stream": summary.stream,
+        "status": status,
+        "input_tokens": summary.input_tokens,
+        "output_tokens": summary.output_tokens,
+        "ttft_ms": summary.time_to_first_chunk.map(|d| d.as_secs_f64() * 1000.0),
+        "duration_ms": duration.map(|d| d.as_secs_f64() * 1000.0),
+        "gateway_ms": match (ctx.received, ctx.upstream_sent) {
+            (Some(received), Some(sent)) => Some(sent.duration_since(received).as_secs_f64() * 1000.0),
+            _ => None,
+        },
+        "finish_reason": summary.finish_reasons.first(),
+        "error_type": summary.error_type,
+        "prompt_hash": ctx.prompt_hash,
+        "client_aborted": aborted,
+    });
+    eprintln!("{line}");
+}
 
-    /// Request body chunks go through as they come; a copy (bounded) is kept to read the model.
-    async fn request_body_filter(
-        &self,
-        _session: &mut Session,
-        body: &mut Option<Bytes>,
-        end_of_stream: bool,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        if ctx.genai.is_none() {
-            return Ok(());
-        }
-        if let Some(chunk) = body {
-            if ctx.request_body.len() + chunk.len() > self.recorder.max_request_bytes() {
-                ctx.request_body_over = true;
-                ctx.request_body = BytesMut::new();
-            } else if !ctx.request_body_over {
-                ctx.request_body.extend_from_slice(chunk);
-            }
-        }
-        if end_of_stream {
-            if let (Some(genai), Some(endpoint)) = (ctx.genai.as_mut(), ctx.endpoint.as_ref()) {
-                let mut info = RequestInfo::parse(
-                    endpoint,
-                    &ctx.request_body,
-                    self.recorder.config().capture_content,
-                );
-                if ctx.request_body_over {
-                    info.parse_error = Some(format!(
-                        "request body over {} bytes was not read",
-                        self.recorder.max_request_bytes()
-                    ));
-                }
-                genai.set_request(info);
-            }
-            ctx.request_body = BytesMut::new();
-        }
-        Ok(())
-    }
+/// A reply from the gateway itself, in the OpenAI error shape.
+async fn reply(session: &mut Session, status: u16, code: &str, message: &str) -> Result<bool> {
+    let body = serde_json::json!({
+        "error": {"message": message, "type": "llmtrace_gateway", "code": code}
+    })
+    .to_string();
+    let mut header = ResponseHeader::build(status, Some(3))?;
+    header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session
+        .write_response_body(Some(Bytes::from(body)), true)
+        .await?;
+    Ok(true)
+}
 
-    /// The response head going to the client: tell it the trace and request ids.
-    async fn response_filter(
-        &self,
-        _session: &mut Session,
-        upstream_response: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        ctx.status = upstream_response.status.as_u16();
-        if let Some(genai) = ctx.genai.as_mut() {
-            genai.on_response_head(upstream_response.status, &upstream_response.headers);
-        }
-        if let Some(cx) = &ctx.server {
-            let trace_id = cx.span().span_context().trace_id().to_string();
-            upstream_response.insert_header(TRACE_ID_HEADER, trace_id)?;
-        }
-        upstream_response.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
-        Ok(())
-    }
+fn client_key_ok(headers: &http::HeaderMap, keys: &[String]) -> bool {
+    let bearer = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+    [bearer, api_key].into_iter().flatten().any(|given| {
+        keys.iter()
+            .any(|k| constant_time_eq(k.as_bytes(), given.as_bytes()))
+    })
+}
 
-    /// Each response body chunk, passed on unchanged and at once; the core observes it.
-    fn response_body_filter(
-        &self,
-        _session: &mut Session,
-        body: &mut Option<Bytes>,
-        end_of_stream: bool,
-        ctx: &mut RequestCtx,
-    ) -> Result<Option<Duration>> {
-        if let Some(genai) = ctx.genai.as_mut() {
-            if let Some(chunk) = body {
-                genai.on_response_data(chunk);
-            }
-            if end_of_stream {
-                genai.finish(End::Complete);
-            }
-        }
-        Ok(None)
-    }
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
 
-    /// The request is over, one way or another: end the spans.
-    async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
-        let aborted = error.is_some_and(|e| e.esource() == &ErrorSource::Downstream);
-        if let Some(mut genai) = ctx.genai.take() {
-            match error {
-                None => genai.finish(End::Complete),
-                Some(_) if aborted => genai.finish(End::Aborted),
-                Some(e) => genai.finish(End::Failed {
-                    error_type: error_type(e).into(),
-                    message: e.to_string(),
-                }),
-            }
-        }
-        let Some(server) = ctx.server.take() else {
-            return;
-        };
-        let span = server.span();
-        let status = session
-            .response_written()
-            .map_or(ctx.status, |r| r.status.as_u16());
-        if status > 0 {
-            span.set_attribute(KeyValue::new(
-                semconv::http::RESPONSE_STATUS_CODE,
-                i64::from(status),
-            ));
-        }
-        if aborted {
-            span.set_attribute(KeyValue::new(semconv::llmtrace::ABORTED, true));
-            span.set_attribute(KeyValue::new(
-                semconv::http::ERROR_TYPE,
-                semconv::llmtrace::ABORTED_ERROR_TYPE,
-            ));
-            span.set_status(Status::error(
-                "client disconnected before the response ended",
-            ));
-        } else if let Some(e) = error {
-            span.set_attribute(KeyValue::new(semconv::http::ERROR_TYPE, error_type(e)));
-            span.set_status(Status::error(e.to_string()));
-        } else if status >= 500 {
-            span.set_attribute(KeyValue::new(semconv::http::ERROR_TYPE, status.to_string()));
-            span.set_status(Status::error(""));
-        }
-        span.end();
+fn provider_of(upstream: &UpstreamConfig, endpoint: &Endpoint) -> Provider {
+    match (upstream.provider, &upstream.provider_name) {
+        (_, Some(name)) => Provider::Other(name.clone().into()),
+        (ProviderKind::Openai, None) => Provider::OpenAi,
+        (ProviderKind::Anthropic, None) => Provider::Anthropic,
+        (ProviderKind::Azure, None) => Provider::AzureOpenAi,
+        (ProviderKind::OpenaiCompatible, None) => endpoint.provider.clone(),
     }
+}
+
+/// A hash of the request body for the access log: requests can be correlated, the prompt is
+/// never written.
+fn prompt_hash(body: &[u8]) -> String {
+    // FNV-1a, 64 bit: stable across runs and platforms, not a secret.
+    let hash = body.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{hash:016x}")
 }
 
 /// The route template of an endpoint (deployment names and other ids left out).
 fn route_template(endpoint: &Endpoint) -> String {
-    use llmtrace::genai::ApiFormat;
     let operation = match endpoint.format {
         ApiFormat::OpenAiChat => "chat/completions",
         ApiFormat::OpenAiCompletions => "completions",

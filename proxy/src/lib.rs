@@ -11,39 +11,39 @@ pub mod telemetry;
 pub mod upstream;
 pub mod waterfall;
 
-pub use gateway::{Gateway, GatewayConfig, Timeouts};
+pub use config::Config;
+pub use gateway::Gateway;
 pub use upstream::Upstream;
 
+use std::sync::Arc;
+
 use llmtrace::GenAiLayer;
+use llmtrace::genai::GenAiConfig;
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use pingora::prelude::*;
 
-/// A pingora server with the gateway listening on `listen`, forwarding to `upstream`, and
-/// tracing with `provider`. Call `run_forever()` on it (on its own thread in tests).
-///
-/// `provider_name` sets `gen_ai.provider.name` for OpenAI-compatible upstreams.
+/// A pingora server with the gateway for `config`, tracing with `provider`. Call
+/// `run_forever()` on it (on its own thread in tests).
 pub fn build_server(
-    listen: &str,
-    upstream: Upstream,
-    provider_name: Option<String>,
+    config: Arc<config::Config>,
     provider: &SdkTracerProvider,
 ) -> std::result::Result<Server, Box<dyn std::error::Error>> {
     let mut server = Server::new(None)?;
     server.bootstrap();
     let tracer = BoxedTracer::new(Box::new(provider.tracer("llmtrace-proxy")));
-    let mut layer = GenAiLayer::gateway().with_tracer(provider.tracer("llmtrace-proxy"));
-    if let Some(name) = provider_name {
-        layer = layer.with_provider_name(name);
-    }
-    let config = GatewayConfig {
-        upstream,
-        timeouts: Timeouts::default(),
-    };
-    let gateway = Gateway::new(config, tracer, layer.into_recorder());
+    let recorder = GenAiLayer::gateway()
+        .with_tracer(provider.tracer("llmtrace-proxy"))
+        .with_config(GenAiConfig {
+            capture_content: config.telemetry.capture_content,
+            ..GenAiConfig::default()
+        })
+        .into_recorder();
+    let listen = config.server.listen.clone();
+    let gateway = Gateway::new(config, tracer, recorder);
     let mut service = http_proxy_service(&server.configuration, gateway);
-    service.add_tcp(listen);
+    service.add_tcp(&listen);
     server.add_service(service);
     Ok(server)
 }

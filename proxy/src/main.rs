@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use llmtrace_proxy::Upstream;
 use llmtrace_proxy::telemetry::{self, Export};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
@@ -23,9 +22,12 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080", env = "LLMTRACE_LISTEN")]
-    listen: String,
+    /// A TOML configuration file (routes, upstreams, telemetry); see the README.
+    #[arg(long, env = "LLMTRACE_CONFIG", conflicts_with = "upstream")]
+    config: Option<std::path::PathBuf>,
+    /// Address to listen on (overrides the file's `server.listen`).
+    #[arg(long, env = "LLMTRACE_LISTEN")]
+    listen: Option<String>,
     /// The upstream base URL (e.g. https://api.openai.com, http://127.0.0.1:8000 for vLLM).
     #[arg(long, env = "LLMTRACE_UPSTREAM")]
     upstream: Option<String>,
@@ -44,12 +46,28 @@ enum Command {
     /// Start the bundled mock provider and the proxy, send a little traffic, and print the
     /// trace waterfall.
     Demo,
+    /// Check a configuration file and exit: 0 when valid, 2 with the field at fault.
+    Check {
+        /// The file.
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Demo) => demo(),
+        Some(Command::Check { config }) => llmtrace_proxy::Config::load(&config)
+            .map(|c| {
+                println!(
+                    "{}: valid ({} upstreams, {} routes)",
+                    config.display(),
+                    c.upstreams.len(),
+                    c.routes.len()
+                )
+            })
+            .map_err(Into::into),
         None => serve(&cli),
     };
     if let Err(error) = result {
@@ -59,27 +77,57 @@ fn main() {
 }
 
 fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
-    let upstream = cli
-        .upstream
-        .as_deref()
-        .ok_or("--upstream URL is required (or run `llmtrace-proxy demo`)")?;
-    let upstream = Upstream::parse(upstream)?;
-    let export = match (&cli.spans_file, Export::from_env()) {
-        (_, otlp @ Export::Otlp { .. }) => otlp,
-        (Some(path), _) => Export::File(path.clone()),
-        (None, export) => export,
+    let mut config = match (&cli.config, &cli.upstream) {
+        (Some(path), _) => llmtrace_proxy::Config::load(path)?,
+        (None, Some(upstream)) => llmtrace_proxy::Config::single(
+            cli.listen.as_deref().unwrap_or("127.0.0.1:8080"),
+            upstream,
+            cli.provider.as_deref(),
+        )?,
+        (None, None) => {
+            return Err(
+                "--upstream URL or --config FILE is required (or run `llmtrace-proxy demo`)".into(),
+            );
+        }
+    };
+    if let Some(listen) = &cli.listen {
+        config.server.listen = listen.clone();
+        config.validate()?;
+    }
+    if let Some(path) = &cli.spans_file {
+        config.telemetry.spans_file = Some(path.display().to_string());
+    }
+    let export = match Export::from_env() {
+        otlp @ Export::Otlp { .. } => otlp,
+        _ => match (
+            &config.telemetry.otlp_endpoint,
+            &config.telemetry.spans_file,
+        ) {
+            (Some(endpoint), _) => {
+                // The exporters read the standard variable; the file's value stands in for it.
+                // SAFETY: single-threaded here, before any thread that reads the environment.
+                unsafe { std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint) };
+                Export::Otlp {
+                    protocol: config
+                        .telemetry
+                        .otlp_protocol
+                        .clone()
+                        .unwrap_or_else(|| "http/protobuf".to_owned()),
+                }
+            }
+            (None, Some(path)) => Export::File(path.into()),
+            (None, None) => Export::Stdout,
+        },
     };
     let provider = telemetry::tracer_provider(&export)?;
     eprintln!(
-        "llmtrace-proxy: listening on http://{} → {}://{}:{}, spans → {:?}",
-        cli.listen,
-        if upstream.tls { "https" } else { "http" },
-        upstream.host,
-        upstream.port,
+        "llmtrace-proxy: listening on http://{} ({} upstreams, {} routes), spans → {:?}",
+        config.server.listen,
+        config.upstreams.len(),
+        config.routes.len(),
         export
     );
-    let server =
-        llmtrace_proxy::build_server(&cli.listen, upstream, cli.provider.clone(), &provider)?;
+    let server = llmtrace_proxy::build_server(std::sync::Arc::new(config), &provider)?;
     server.run_forever()
 }
 
@@ -103,8 +151,8 @@ fn demo() -> Result<(), Box<dyn std::error::Error>> {
         .with_simple_exporter(spans.clone())
         .build();
     let listen = free_port()?;
-    let upstream = Upstream::parse(&mock.url())?;
-    let server = llmtrace_proxy::build_server(&listen.to_string(), upstream, None, &provider)?;
+    let config = llmtrace_proxy::Config::single(&listen.to_string(), &mock.url(), None)?;
+    let server = llmtrace_proxy::build_server(Arc::new(config), &provider)?;
     std::thread::spawn(move || server.run_forever());
     let provider = Arc::new(provider);
 

@@ -143,6 +143,30 @@ pub struct Report {
     pub error: Option<(String, String)>,
     /// Values for the GenAI metrics.
     pub metrics: MetricValues,
+    /// The few facts an access log wants.
+    pub summary: Summary,
+}
+
+/// The few facts of an exchange an access log line wants.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Summary {
+    /// The model asked for.
+    pub request_model: Option<String>,
+    /// The model that answered.
+    pub response_model: Option<String>,
+    /// Whether the request asked for a stream.
+    pub stream: bool,
+    /// Input tokens (reported or estimated).
+    pub input_tokens: Option<i64>,
+    /// Output tokens (reported or estimated).
+    pub output_tokens: Option<i64>,
+    /// Request to first content chunk.
+    pub time_to_first_chunk: Option<Duration>,
+    /// Finish reasons, one per choice.
+    pub finish_reasons: Vec<String>,
+    /// `error.type`, when the exchange failed.
+    pub error_type: Option<String>,
 }
 
 /// The numbers behind the GenAI metrics of one exchange.
@@ -649,11 +673,26 @@ impl Exchange {
             time_per_output_token,
             streamed,
         };
+        let summary = Summary {
+            request_model: self.request.model.clone(),
+            response_model: state.model.clone(),
+            stream: self.request.stream,
+            input_tokens: usage.input,
+            output_tokens: usage.output,
+            time_to_first_chunk: metrics.time_to_first_chunk,
+            finish_reasons: state
+                .finish_reasons
+                .iter()
+                .map(|(_, r)| r.clone())
+                .collect(),
+            error_type: state.error.as_ref().map(|(t, _)| t.clone()),
+        };
         Report {
             attributes: a,
             events,
             error: state.error.clone(),
             metrics,
+            summary,
         }
     }
 

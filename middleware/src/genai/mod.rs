@@ -21,7 +21,7 @@ mod usage;
 pub use endpoint::{ApiFormat, Endpoint, Provider};
 pub use exchange::{
     ContentKind, End, Exchange, GenAiConfig, MetricValues, Redactor, Report, SpanEventRecord,
-    TokenEvents,
+    Summary, TokenEvents,
 };
 pub use gaps::GapStats;
 pub use metrics::GenAiMetrics;

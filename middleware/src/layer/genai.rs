@@ -20,7 +20,9 @@ use tower_service::Service;
 use super::attrs;
 use super::span::{ExchangeSpan, Outcome, Side};
 use super::{boxed_tracer, default_tracer};
-use crate::genai::{End, Endpoint, Exchange, GenAiConfig, GenAiMetrics, Provider, RequestInfo};
+use crate::genai::{
+    End, Endpoint, Exchange, GenAiConfig, GenAiMetrics, Provider, RequestInfo, Summary,
+};
 use crate::propagation;
 use crate::semconv;
 
@@ -594,11 +596,11 @@ impl GenAiSpan {
         self.exchange.on_response_data(data, Instant::now());
     }
 
-    /// Ends the exchange: records the report on the span and the metrics, ends the span.
-    /// Later calls do nothing.
-    pub fn finish(&mut self, end: End) {
+    /// Ends the exchange: records the report on the span and the metrics, ends the span, and
+    /// returns the summary for an access log. Later calls do nothing and return `None`.
+    pub fn finish(&mut self, end: End) -> Option<Summary> {
         if std::mem::replace(&mut self.done, true) {
-            return;
+            return None;
         }
         let now = Instant::now();
         let aborted = end == End::Aborted;
@@ -611,6 +613,7 @@ impl GenAiSpan {
             _ => None,
         };
         let report = self.exchange.finish(end, now);
+        let summary = report.summary.clone();
         if let Some(metrics) = &self.shared.metrics {
             match self.shared.side {
                 Side::Client => metrics.record_client(&report.metrics),
@@ -640,6 +643,7 @@ impl GenAiSpan {
             Outcome::Complete
         };
         self.span.end(outcome);
+        Some(summary)
     }
 }
 
