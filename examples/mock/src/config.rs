@@ -237,6 +237,8 @@ impl Controls {
         let ms = |name: &str, default: Duration| -> Result<Duration, String> {
             Ok(number(map, name)?.map_or(default, Duration::from_millis))
         };
+        // Applied around the handler (ids are drawn there); checked here so a bad one is a 400.
+        number(map, headers::SEED)?;
         Ok(Controls {
             ttft: ms(headers::TTFT_MS, config.ttft)?,
             gap: ms(headers::GAP_MS, config.gap)?,

@@ -1,7 +1,11 @@
 //! Identifiers shaped like the providers' (`chatcmpl-…`, `resp_…`, `msg_01…`, `req_…`).
 //!
 //! Unique within a process and across restarts (seeded from the clock), not cryptographic.
+//! Within [`seeded`] (a request that sends `x-mock-seed`), ids follow from the seed alone and
+//! `created` is [`SEEDED_CREATED`]: the same request gets the same bytes every time.
 
+use std::cell::Cell;
+use std::future::Future;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -20,17 +24,53 @@ pub(crate) fn splitmix64(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// `created` / `created_at` of answers to seeded requests (2025-01-01T00:00:00Z).
+pub(crate) const SEEDED_CREATED: u64 = 1_735_689_600;
+
+/// The id source of one seeded request: its seed and how many values it has drawn.
+struct Seeded {
+    seed: u64,
+    drawn: Cell<u64>,
+}
+
+tokio::task_local! {
+    static SEEDED: Seeded;
+}
+
+/// Runs `f` (a request's handler) with ids drawn from `seed` and a fixed `created`, when
+/// `seed` is given; as usual otherwise. Every id is generated before the handler returns its
+/// response (bodies are scheduled whole), so the scope covers them all.
+pub(crate) async fn seeded<F: Future>(seed: Option<u64>, f: F) -> F::Output {
+    match seed {
+        Some(seed) => {
+            let state = Seeded {
+                seed: splitmix64(seed),
+                drawn: Cell::new(0),
+            };
+            SEEDED.scope(state, f).await
+        }
+        None => f.await,
+    }
+}
+
+fn mix(seed: u64, n: u64) -> u64 {
+    splitmix64(seed ^ n.wrapping_mul(0x2545_F491_4F6C_DD1D))
+}
+
 fn next() -> u64 {
+    if let Ok(value) = SEEDED.try_with(|s| {
+        let n = s.drawn.get();
+        s.drawn.set(n + 1);
+        mix(s.seed, n)
+    }) {
+        return value;
+    }
     let seed = *SEED.get_or_init(|| {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
     });
-    splitmix64(
-        seed ^ COUNTER
-            .fetch_add(1, Ordering::Relaxed)
-            .wrapping_mul(0x2545_F491_4F6C_DD1D),
-    )
+    mix(seed, COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 fn random_chars(alphabet: &[u8], len: usize) -> String {
@@ -59,8 +99,11 @@ pub(crate) fn hex(prefix: &str, len: usize) -> String {
     format!("{prefix}{}", random_chars(HEX, len))
 }
 
-/// Seconds since the Unix epoch, for `created` / `created_at`.
+/// Seconds since the Unix epoch, for `created` / `created_at` ([`SEEDED_CREATED`] when seeded).
 pub(crate) fn unix_now() -> u64 {
+    if SEEDED.try_with(|_| ()).is_ok() {
+        return SEEDED_CREATED;
+    }
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -77,5 +120,19 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), "chatcmpl-".len() + 29);
         assert!(hex("req_", 32)[4..].chars().all(|c| c.is_ascii_hexdigit()));
+    }
+
+    #[tokio::test]
+    async fn seeded_ids_repeat_per_seed() {
+        let draw = || async { (base62("chatcmpl-", 29), hex("req_", 32), unix_now()) };
+        let a = seeded(Some(7), draw()).await;
+        let b = seeded(Some(7), draw()).await;
+        let c = seeded(Some(8), draw()).await;
+        assert_eq!(a, b);
+        assert_ne!(a.0, c.0);
+        assert_eq!(a.2, SEEDED_CREATED);
+        let free = seeded(None, draw()).await;
+        assert_ne!(free.0, a.0);
+        assert_ne!(free.2, SEEDED_CREATED);
     }
 }

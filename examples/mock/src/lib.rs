@@ -45,6 +45,7 @@
 //! | `x-mock-cached-tokens` | 0 | prompt tokens reported as cache reads |
 //! | `x-mock-cache-creation-tokens` | 0 | prompt tokens reported as cache writes (Anthropic) |
 //! | `x-mock-reasoning-tokens` | 0 | reasoning tokens reported (OpenAI) |
+//! | `x-mock-seed` | none | a number: ids (`chatcmpl-…`, `msg_01…`, `x-request-id`, …) and the `obfuscation` padding follow from it, `created` is fixed (2025-01-01), so the same request with the same seed gets the same bytes |
 //!
 //! An invalid value is a 400 that says what is wrong.
 //!
@@ -128,6 +129,9 @@ pub mod headers {
     pub const CACHE_CREATION_TOKENS: &str = "x-mock-cache-creation-tokens";
     /// Reasoning tokens reported (OpenAI).
     pub const REASONING_TOKENS: &str = "x-mock-reasoning-tokens";
+    /// A number that makes ids and timestamps deterministic: the same request with the same
+    /// seed gets the same response bytes.
+    pub const SEED: &str = "x-mock-seed";
 }
 
 /// A request the mock received, as it arrived.

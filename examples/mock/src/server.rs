@@ -17,7 +17,7 @@ use crate::json::J;
 use crate::plan::Interrupt;
 use crate::respond::{self, Provider};
 use crate::timeline::Timeline;
-use crate::{ReceivedRequest, anthropic, openai};
+use crate::{ReceivedRequest, anthropic, ids, openai};
 
 /// Largest request body read (embeddings of long documents stay well below).
 const BODY_LIMIT: usize = 64 << 20;
@@ -201,4 +201,16 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .fallback(not_found)
         .with_state(shared)
+        .layer(axum::middleware::from_fn(seed_scope))
+}
+
+/// `x-mock-seed`: the request's ids and timestamps follow from the seed (see [`ids::seeded`]).
+/// A value that is not a number is left to the extractor, which answers 400.
+async fn seed_scope(req: Request, next: axum::middleware::Next) -> Response {
+    let seed = req
+        .headers()
+        .get(crate::headers::SEED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    ids::seeded(seed, next.run(req)).await
 }
