@@ -30,7 +30,13 @@ pub fn build_server(
     config: Arc<config::Config>,
     provider: &SdkTracerProvider,
 ) -> std::result::Result<Server, Box<dyn std::error::Error>> {
-    let mut server = Server::new(None)?;
+    let conf = pingora::server::configuration::ServerConf {
+        // In-flight streams get this long after SIGTERM (pingora's own default is 300 s).
+        grace_period_seconds: Some(config.server.shutdown_grace_seconds),
+        graceful_shutdown_timeout_seconds: Some(5),
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let tracer = BoxedTracer::new(Box::new(provider.tracer("llmtrace-proxy")));
     let recorder = GenAiLayer::gateway()

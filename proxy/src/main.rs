@@ -128,7 +128,13 @@ fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         export
     );
     let server = llmtrace_proxy::build_server(std::sync::Arc::new(config), &provider)?;
-    server.run_forever()
+    // Returns after a graceful (SIGTERM: in-flight streams drain for the grace period) or
+    // quick (SIGINT) shutdown; then the batched spans are flushed before the process exits.
+    server.run(pingora::server::RunArgs::default());
+    if let Err(error) = provider.shutdown() {
+        eprintln!("llmtrace-proxy: flushing spans at shutdown: {error}");
+    }
+    Ok(())
 }
 
 fn free_port() -> std::io::Result<SocketAddr> {
