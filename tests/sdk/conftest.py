@@ -43,3 +43,43 @@ def oai(mock_url):
 @pytest.fixture
 def claude(mock_url):
     return anthropic.Anthropic(base_url=mock_url, api_key="sk-ant-mock", max_retries=0)
+
+
+# === llmtrace-proxy in front of the mock (test_proxy_sdks.py, test_collector_down.py) ===
+
+
+@pytest.fixture(scope="session")
+def proxy(mock_url):
+    """(proxy URL, spans file) of an llmtrace-proxy in front of the mock writing JSON-lines spans.
+
+    run.sh starts it and passes LLMTRACE_PROXY_URL and LLMTRACE_SPANS_FILE; without them the
+    session starts the already-built binary itself.
+    """
+    from proxyutil import Proxy
+
+    url = os.environ.get("LLMTRACE_PROXY_URL")
+    spans_file = os.environ.get("LLMTRACE_SPANS_FILE")
+    if url and spans_file:
+        yield url.rstrip("/"), spans_file
+        return
+    instance = Proxy(mock_url)
+    try:
+        instance.start()
+    except FileNotFoundError as e:
+        pytest.exit(f"{e} (or cargo build -p llmtrace-proxy)", 2)
+    try:
+        yield instance.url, instance.spans_file
+    finally:
+        instance.stop()
+
+
+@pytest.fixture(scope="session")
+def proxy_url(proxy):
+    return proxy[0]
+
+
+@pytest.fixture(scope="session")
+def spans(proxy):
+    from proxyutil import Spans
+
+    return Spans(proxy[1])
