@@ -205,6 +205,10 @@ async fn usage_is_asked_for_upstream_and_its_chunk_never_reaches_the_client() {
         "usage chunk leaked: {body}"
     );
     assert!(!body.contains("prompt_tokens"), "{body}");
+    assert!(
+        !body.contains("\"usage\":null"),
+        "the null usage members leaked: {body}"
+    );
     assert!(body.ends_with("data: [DONE]\n\n"));
     let upstream = mock.received_requests();
     let sent: serde_json::Value = serde_json::from_slice(&upstream.last().unwrap().body).unwrap();

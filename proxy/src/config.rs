@@ -252,7 +252,10 @@ impl Config {
     /// A configuration for one upstream and no file: `--upstream URL [--provider KIND]`.
     pub fn single(listen: &str, url: &str, provider: Option<&str>) -> Result<Config, ConfigError> {
         let (kind, provider_name) = match provider {
-            None | Some("openai") => (ProviderKind::Openai, None),
+            // No kind given: the provider is told per request from the path and host
+            // (`/v1/messages` is Anthropic, ...), as for an OpenAI-compatible upstream.
+            None => (ProviderKind::OpenaiCompatible, None),
+            Some("openai") => (ProviderKind::Openai, None),
             Some("anthropic") => (ProviderKind::Anthropic, None),
             Some("azure") | Some("azure.ai.openai") => (ProviderKind::Azure, None),
             Some("openai-compatible") => (ProviderKind::OpenaiCompatible, None),

@@ -286,26 +286,14 @@ def test_anthropic_messages_stream(claude, rec, mock_url, spans):
     assert server["attributes"]["http.response.status_code"] == 200
 
 
-# === known proxy bugs: these fail today (strict xfail: they flip to XPASS when fixed) ===
+# === once proxy bugs (found by these tests, now fixed) ===
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='proxy bug: with no stream_options.include_usage from the client, the proxy asks '
-    'upstream for usage and removes the usage chunk, but every other chunk keeps the '
-    '"usage":null the upstream then adds, so the client gets different bytes',
-)
 def test_injected_usage_is_invisible(oai, rec, mock_url):
     list(oai.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True, extra_headers=controls()))
     assert_transparent(rec.last, mock_url)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="proxy bug: --upstream without --provider is configured as provider openai "
-    "(Config::single), so Anthropic /v1/messages spans say gen_ai.provider.name=openai; "
-    "the --provider help says it is told from the path and host by default",
-)
 def test_anthropic_provider_name_without_provider_flag(claude, rec, spans):
     claude.messages.create(model="claude-sonnet-4-6", max_tokens=8, messages=CLAUDE_MESSAGES, extra_headers=controls())
     _, client = trace_of(rec.last, spans, "POST /v1/messages", "chat claude-sonnet-4-6")

@@ -57,8 +57,9 @@ enum State {
     Pass,
 }
 
-/// Removes OpenAI usage-only chunks (`"choices": []` with a `usage` object) from an SSE
-/// byte stream and passes every other byte through unchanged.
+/// Removes what asking for usage added to an OpenAI stream: the usage-only chunk
+/// (`"choices": []` with a `usage` object), and the `,"usage":null` member the provider then
+/// puts in every other chunk. Every other byte passes through unchanged.
 ///
 /// An event's bytes are held only until it is clear it is not a usage chunk, which is as soon
 /// as its `"choices":[` shows an element (a few hundred bytes into the event), or at its end.
@@ -89,7 +90,12 @@ pub struct UsageChunkFilter {
     removed: u64,
     /// Whether the last finished event was removed.
     last_removed: bool,
+    /// Bytes withheld because they may be the start of `,"usage":null` (split across chunks).
+    tail: Vec<u8>,
 }
+
+/// The member a provider adds to every chunk once usage is asked for.
+const NULL_USAGE: &[u8] = b",\"usage\":null";
 
 impl UsageChunkFilter {
     /// A filter that holds at most `max_held` bytes of an undecided event.
@@ -103,6 +109,7 @@ impl UsageChunkFilter {
             blank_cr_pending: None,
             removed: 0,
             last_removed: false,
+            tail: Vec::new(),
         }
     }
 
@@ -135,7 +142,7 @@ impl UsageChunkFilter {
             rest = &rest[segment.len()..];
             self.last_removed = false;
             match self.state {
-                State::Pass => out.extend_from_slice(segment),
+                State::Pass => self.emit(segment, out, event_ends),
                 State::Undecided => {
                     self.held.extend_from_slice(segment);
                     self.decide(out, event_ends);
@@ -150,10 +157,33 @@ impl UsageChunkFilter {
         }
     }
 
-    /// End of stream: whatever is still held goes out unchanged.
+    /// End of stream: whatever is still held goes out.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
-        out.append(&mut self.held);
+        let held = std::mem::take(&mut self.held);
+        self.emit(&held, out, true);
         self.state = State::Undecided;
+    }
+
+    /// Writes `bytes` of a kept event without the `,"usage":null` members, withholding a
+    /// possible start of one at the end until the next chunk shows whether it is one.
+    fn emit(&mut self, bytes: &[u8], out: &mut Vec<u8>, event_ended: bool) {
+        let mut data = std::mem::take(&mut self.tail);
+        data.extend_from_slice(bytes);
+        let mut rest = &data[..];
+        while let Some(at) = memmem::find(rest, NULL_USAGE) {
+            out.extend_from_slice(&rest[..at]);
+            rest = &rest[at + NULL_USAGE.len()..];
+        }
+        let keep = if event_ended {
+            0
+        } else {
+            (1..NULL_USAGE.len())
+                .rev()
+                .find(|n| rest.ends_with(&NULL_USAGE[..*n]))
+                .unwrap_or(0)
+        };
+        out.extend_from_slice(&rest[..rest.len() - keep]);
+        self.tail = rest[rest.len() - keep..].to_vec();
     }
 
     /// Settles the held event if it can be settled.
@@ -194,7 +224,8 @@ impl UsageChunkFilter {
     }
 
     fn flush_and_pass(&mut self, out: &mut Vec<u8>, event_ended: bool) {
-        out.append(&mut self.held);
+        let held = std::mem::take(&mut self.held);
+        self.emit(&held, out, event_ended);
         if !event_ended {
             self.state = State::Pass;
         }
@@ -257,6 +288,7 @@ data: [DONE]\r\n\r\n";
         text.split_inclusive("\r\n\r\n")
             .filter(|event| !event.contains("\"choices\":[]"))
             .collect::<String>()
+            .replace(",\"usage\":null", "")
             .into_bytes()
     }
 
@@ -294,13 +326,31 @@ data: [DONE]\r\n\r\n";
         for stream in [
             &b"event: message_start\ndata: {\"type\":\"message_start\"}\n\n"[..],
             b"garbage without structure",
-            b": comment\n\ndata: {\"choices\":[],\"usage\":null}\n\n",
+            b": comment\n\ndata: {\"choices\":[]}\n\n",
         ] {
             let mut filter = UsageChunkFilter::new(1 << 20);
             let mut out = Vec::new();
             filter.push(stream, &mut out);
             filter.finish(&mut out);
             assert_eq!(out, stream);
+        }
+    }
+
+    #[test]
+    fn null_usage_members_split_anywhere_are_removed() {
+        let stream = b"data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"say ,\\\"usage\\\":null\"}}],\"usage\":null}\n\n";
+        let want = b"data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"say ,\\\"usage\\\":null\"}}]}\n\n";
+        for at in 0..=stream.len() {
+            let mut filter = UsageChunkFilter::new(1 << 20);
+            let mut out = Vec::new();
+            filter.push(&stream[..at], &mut out);
+            filter.push(&stream[at..], &mut out);
+            filter.finish(&mut out);
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(want),
+                "split at {at}"
+            );
         }
     }
 
