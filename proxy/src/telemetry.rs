@@ -72,9 +72,14 @@ pub fn tracer_provider(export: &Export) -> Result<SdkTracerProvider, Box<dyn std
     let provider = match export {
         Export::Otlp { protocol } => {
             let exporter = match protocol.as_str() {
-                "grpc" => opentelemetry_otlp::SpanExporter::builder()
-                    .with_tonic()
-                    .build()?,
+                "grpc" => {
+                    // tonic's channel runs its connection on a tokio runtime: give it one of its
+                    // own, alive for the process, apart from pingora's and the request path.
+                    let _guard = export_runtime()?.enter();
+                    opentelemetry_otlp::SpanExporter::builder()
+                        .with_tonic()
+                        .build()?
+                }
                 "http/protobuf" | "http" => opentelemetry_otlp::SpanExporter::builder()
                     .with_http()
                     .build()?,
@@ -103,6 +108,20 @@ pub fn tracer_provider(export: &Export) -> Result<SdkTracerProvider, Box<dyn std
         ),
     };
     Ok(provider.build())
+}
+
+/// A small tokio runtime for the OTLP/gRPC exporter's connection.
+fn export_runtime() -> std::io::Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    if let Some(runtime) = RUNTIME.get() {
+        return Ok(runtime);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("llmtrace-otlp")
+        .enable_all()
+        .build()?;
+    Ok(RUNTIME.get_or_init(|| runtime))
 }
 
 /// A span exporter that writes one JSON object per finished span and line.
