@@ -61,15 +61,18 @@ async fn a_streamed_chat_through_the_proxy_forms_one_trace() {
         .header("x-mock-ttft-ms", "150")
         .header("x-mock-gap-ms", "20")
         .header("x-mock-tokens", "10")
+        .header("x-request-id", "client-req-1")
         .body(Full::from(r#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#))
         .unwrap();
     let response = client.request(request).await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-llmtrace-trace-id"], caller_trace);
-    let request_id = response.headers()["x-request-id"]
+    // The provider's request id reaches the client untouched.
+    let provider_request_id = response.headers()["x-request-id"]
         .to_str()
         .unwrap()
         .to_owned();
+    assert_ne!(provider_request_id, "client-req-1");
     let body = response.into_body().collect().await.unwrap().to_bytes();
     let text = String::from_utf8_lossy(&body);
     assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
@@ -109,7 +112,15 @@ async fn a_streamed_chat_through_the_proxy_forms_one_trace() {
         traceparent,
         format!("00-{caller_trace}-{}-01", genai.span_context.span_id())
     );
-    assert_eq!(upstream.headers["x-request-id"], request_id.as_str());
+    assert_eq!(upstream.headers["x-request-id"], "client-req-1");
+    assert_eq!(
+        attr_str(server, "http.request.header.x-request-id").as_deref(),
+        Some("client-req-1")
+    );
+    assert_eq!(
+        attr_str(server, "llmtrace.upstream.request_id"),
+        Some(provider_request_id)
+    );
     for span in &spans {
         assert!(!format!("{:?}", span.attributes).contains("sk-live-secret"));
     }

@@ -108,6 +108,7 @@ pub struct RequestCtx {
     status: u16,
     summary: Option<Summary>,
     upstream_sent: Option<Instant>,
+    upstream_request_id: Option<String>,
 }
 
 #[async_trait]
@@ -380,7 +381,26 @@ impl ProxyHttp for Gateway {
             let trace_id = cx.span().span_context().trace_id().to_string();
             upstream_response.insert_header(TRACE_ID_HEADER, trace_id)?;
         }
-        upstream_response.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+        // The provider's own request id (the one its support asks for) reaches the client
+        // untouched and is recorded; ours is returned only when the provider sent none.
+        match upstream_response
+            .headers
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(upstream_id) => {
+                ctx.upstream_request_id = Some(upstream_id.to_owned());
+                if let Some(cx) = &ctx.server {
+                    cx.span().set_attribute(KeyValue::new(
+                        "llmtrace.upstream.request_id",
+                        upstream_id.to_owned(),
+                    ));
+                }
+            }
+            None => {
+                upstream_response.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+            }
+        }
         Ok(())
     }
 
@@ -553,6 +573,7 @@ fn access_log(
         "trace_id": trace_id,
         "span_id": span_id,
         "request_id": ctx.request_id,
+        "upstream_request_id": ctx.upstream_request_id,
         "method": session.req_header().method.as_str(),
         "path": session.req_header().uri.path(),
         "route": ctx.route,

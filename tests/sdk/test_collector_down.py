@@ -213,16 +213,7 @@ def test_report(measured, proxies, collectors, capsys):
 @pytest.mark.parametrize(
     "protocol",
     [
-        pytest.param(
-            "grpc",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="proxy bug: OTEL_EXPORTER_OTLP_PROTOCOL=grpc panics at startup: the tonic "
-                "exporter is built in telemetry::tracer_provider, called from main's serve() "
-                "outside any Tokio runtime ('there is no reactor running', tonic "
-                "Endpoint::connect_lazy spawns on the current runtime)",
-            ),
-        ),
+        "grpc",
         "http/protobuf",
     ],
 )
