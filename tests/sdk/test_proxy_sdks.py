@@ -5,7 +5,7 @@ For every request:
 - the proxy is transparent: the raw response bytes the SDK read through the proxy equal those
   the mock sends for the identical request sent to it directly (`x-mock-seed` makes the mock's
   ids and timestamps repeat), and so do the headers, except the proxy's own
-  (`x-request-id`, `x-llmtrace-trace-id`) and per-connection ones;
+  (`x-llmtrace-trace-id`, and `x-request-id` when the provider sends none) and per-connection ones;
 - the spans the proxy exported for it: a SERVER span `POST <route>` and, under it, a GenAI
   CLIENT span `<operation> <model>`, in the trace named by `x-llmtrace-trace-id`, with the
   usage the SDK reports, errors and aborts as the README says, and no credential anywhere.
@@ -93,8 +93,14 @@ def trace_of(exchange, spans, server_name, client_name):
     assert server["trace_id"] == client["trace_id"] == trace_id
     assert server["start_unix_nano"] <= client["start_unix_nano"]
     assert client["end_unix_nano"] <= server["end_unix_nano"]
+    # The provider's own request id reaches the client untouched (and is recorded); the
+    # proxy's id is returned only when the provider sent none.
     request_id = exchange.headers["x-request-id"]
-    assert server["attributes"]["http.request.header.x-request-id"] == request_id
+    upstream_id = server["attributes"].get("llmtrace.upstream.request_id")
+    if upstream_id is not None:
+        assert upstream_id == request_id
+    else:
+        assert server["attributes"]["http.request.header.x-request-id"] == request_id
     text = json.dumps(found)
     assert API_KEY not in text and ANTHROPIC_KEY not in text
     assert API_KEY[8:] not in text and ANTHROPIC_KEY[12:] not in text
