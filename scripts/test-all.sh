@@ -22,8 +22,11 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 step "cargo test (unit, integration, examples, benches in test mode)"
 cargo test --workspace --all-features --all-targets
 
-step "official openai and anthropic Python SDKs against the mock provider (installs them in tests/sdk/.venv)"
+step "official openai and anthropic Python SDKs against the mock and through the proxy; collector down/hanging (installs them in tests/sdk/.venv)"
 bash tests/sdk/run.sh
+
+step "spans through the proxy into a real OTLP backend (Arize Phoenix from PyPI), gRPC and HTTP"
+bash tests/e2e/run.sh
 
 step "doctests"
 cargo test --workspace --all-features --doc
