@@ -49,6 +49,12 @@ pub fn build_server(
     let listen = config.server.listen.clone();
     let gateway = Gateway::new(config, tracer, recorder);
     let mut service = http_proxy_service(&server.configuration, gateway);
+    // Clients may speak HTTP/1.1 or HTTP/2 (prior knowledge, h2c) on the same port.
+    let mut options = pingora::apps::HttpServerOptions::default();
+    options.h2c = true;
+    if let Some(proxy) = service.app_logic_mut() {
+        proxy.server_options = Some(options);
+    }
     service.add_tcp(&listen);
     server.add_service(service);
     Ok(server)
