@@ -21,6 +21,14 @@ async fn start(rec: &Recorder) -> (MockServer, SocketAddr) {
 }
 
 async fn start_with(rec: &Recorder, edit: impl FnOnce(&mut Config)) -> (MockServer, SocketAddr) {
+    start_full(rec, edit, None).await
+}
+
+async fn start_full(
+    rec: &Recorder,
+    edit: impl FnOnce(&mut Config),
+    meter: Option<&opentelemetry::metrics::Meter>,
+) -> (MockServer, SocketAddr) {
     let mock = MockServer::start(MockConfig::default()).await.unwrap();
     let listen = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -29,7 +37,7 @@ async fn start_with(rec: &Recorder, edit: impl FnOnce(&mut Config)) -> (MockServ
     let mut config = Config::single(&listen.to_string(), &mock.url(), None).unwrap();
     edit(&mut config);
     config.validate().unwrap();
-    let server = llmtrace_proxy::build_server(Arc::new(config), &rec.provider).unwrap();
+    let server = llmtrace_proxy::build_server(Arc::new(config), &rec.provider, meter).unwrap();
     std::thread::spawn(move || server.run_forever());
     for _ in 0..300 {
         if tokio::net::TcpStream::connect(listen).await.is_ok() {
@@ -351,4 +359,49 @@ async fn http2_clients_are_served_on_the_same_port() {
         .find(|s| s.span_kind == SpanKind::Client)
         .unwrap();
     assert_eq!(attr_i64(genai, "gen_ai.usage.output_tokens"), Some(4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn genai_metrics_are_recorded_for_every_request() {
+    use opentelemetry::metrics::MeterProvider as _;
+    use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+    use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+
+    let rec = Recorder::with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOff);
+    let exporter = InMemoryMetricExporter::default();
+    let meters = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(exporter.clone()).build())
+        .build();
+    let meter = meters.meter("test");
+    let (_mock, proxy) = start_full(&rec, |_| {}, Some(&meter)).await;
+    for fault in ["", "", "429"] {
+        let headers: Vec<(&str, &str)> = if fault.is_empty() {
+            vec![("x-mock-tokens", "3")]
+        } else {
+            vec![("x-mock-fault", fault)]
+        };
+        post(
+            proxy,
+            "/v1/chat/completions",
+            &headers,
+            r#"{"model":"gpt-4o","stream":true,"messages":[]}"#,
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    meters.force_flush().unwrap();
+    let mut durations = 0;
+    for rm in exporter.get_finished_metrics().unwrap() {
+        for sm in rm.scope_metrics() {
+            for metric in sm.metrics() {
+                if metric.name() == "gen_ai.client.operation.duration" {
+                    if let AggregatedMetrics::F64(MetricData::Histogram(h)) = metric.data() {
+                        durations += h.data_points().map(|p| p.count()).sum::<u64>();
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(durations, 3, "one duration per request, none sampled");
+    assert!(rec.spans().is_empty());
 }

@@ -26,9 +26,12 @@ use pingora::prelude::*;
 
 /// A pingora server with the gateway for `config`, tracing with `provider`. Call
 /// `run_forever()` on it (on its own thread in tests).
+///
+/// With `meter`, the GenAI metrics (`gen_ai.client.*`) are recorded for every request.
 pub fn build_server(
     config: Arc<config::Config>,
     provider: &SdkTracerProvider,
+    meter: Option<&opentelemetry::metrics::Meter>,
 ) -> std::result::Result<Server, Box<dyn std::error::Error>> {
     let conf = pingora::server::configuration::ServerConf {
         // In-flight streams get this long after SIGTERM (pingora's own default is 300 s).
@@ -39,13 +42,16 @@ pub fn build_server(
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let tracer = BoxedTracer::new(Box::new(provider.tracer("llmtrace-proxy")));
-    let recorder = GenAiLayer::gateway()
+    let mut layer = GenAiLayer::gateway()
         .with_tracer(provider.tracer("llmtrace-proxy"))
         .with_config(GenAiConfig {
             capture_content: config.telemetry.capture_content,
             ..GenAiConfig::default()
-        })
-        .into_recorder();
+        });
+    if let Some(meter) = meter {
+        layer = layer.with_meter(meter);
+    }
+    let recorder = layer.into_recorder();
     let listen = config.server.listen.clone();
     let gateway = Gateway::new(config, tracer, recorder);
     let mut service = http_proxy_service(&server.configuration, gateway);

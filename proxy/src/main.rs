@@ -120,6 +120,10 @@ fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         },
     };
     let provider = telemetry::tracer_provider(&export)?;
+    let meters = telemetry::meter_provider(&export)?;
+    let meter = meters
+        .as_ref()
+        .map(|m| opentelemetry::metrics::MeterProvider::meter(m, "llmtrace-proxy"));
     eprintln!(
         "llmtrace-proxy: listening on http://{} ({} upstreams, {} routes), spans → {:?}",
         config.server.listen,
@@ -127,12 +131,18 @@ fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         config.routes.len(),
         export
     );
-    let server = llmtrace_proxy::build_server(std::sync::Arc::new(config), &provider)?;
+    let server =
+        llmtrace_proxy::build_server(std::sync::Arc::new(config), &provider, meter.as_ref())?;
     // Returns after a graceful (SIGTERM: in-flight streams drain for the grace period) or
     // quick (SIGINT) shutdown; then the batched spans are flushed before the process exits.
     server.run(pingora::server::RunArgs::default());
     if let Err(error) = provider.shutdown() {
         eprintln!("llmtrace-proxy: flushing spans at shutdown: {error}");
+    }
+    if let Some(meters) = meters {
+        if let Err(error) = meters.shutdown() {
+            eprintln!("llmtrace-proxy: flushing metrics at shutdown: {error}");
+        }
     }
     Ok(())
 }
@@ -158,7 +168,7 @@ fn demo() -> Result<(), Box<dyn std::error::Error>> {
         .build();
     let listen = free_port()?;
     let config = llmtrace_proxy::Config::single(&listen.to_string(), &mock.url(), None)?;
-    let server = llmtrace_proxy::build_server(Arc::new(config), &provider)?;
+    let server = llmtrace_proxy::build_server(Arc::new(config), &provider, None)?;
     std::thread::spawn(move || server.run_forever());
     let provider = Arc::new(provider);
 

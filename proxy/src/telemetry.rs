@@ -110,6 +110,39 @@ pub fn tracer_provider(export: &Export) -> Result<SdkTracerProvider, Box<dyn std
     Ok(provider.build())
 }
 
+/// The meter provider for `export`: GenAI metrics go over OTLP next to the spans (every
+/// 60 s, or `OTEL_METRIC_EXPORT_INTERVAL`). With the JSON-lines default there is no metrics
+/// backend, and `None` is returned.
+pub fn meter_provider(
+    export: &Export,
+) -> Result<Option<opentelemetry_sdk::metrics::SdkMeterProvider>, Box<dyn std::error::Error>> {
+    let Export::Otlp { protocol } = export else {
+        return Ok(None);
+    };
+    let exporter = match protocol.as_str() {
+        "grpc" => {
+            let _guard = export_runtime()?.enter();
+            opentelemetry_otlp::MetricExporter::builder()
+                .with_tonic()
+                .build()?
+        }
+        _ => opentelemetry_otlp::MetricExporter::builder()
+            .with_http()
+            .build()?,
+    };
+    let resource = Resource::builder()
+        .with_service_name(
+            std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "llmtrace-proxy".to_owned()),
+        )
+        .build();
+    Ok(Some(
+        opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+            .with_resource(resource)
+            .with_periodic_exporter(exporter)
+            .build(),
+    ))
+}
+
 /// A small tokio runtime for the OTLP/gRPC exporter's connection.
 fn export_runtime() -> std::io::Result<&'static tokio::runtime::Runtime> {
     static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
