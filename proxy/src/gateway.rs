@@ -183,7 +183,7 @@ impl ProxyHttp for Gateway {
             endpoint.provider = provider_of(&target.config, &endpoint);
             endpoint
         });
-        let route_name = ctx.endpoint.as_ref().map(route_template);
+        let route_name = ctx.endpoint.as_ref().map(Endpoint::route);
         let server =
             self.start_server_span(session, &parent, route_name.as_deref(), &ctx.request_id);
         if let Some(endpoint) = ctx.endpoint.clone() {
@@ -650,23 +650,6 @@ fn prompt_hash(body: &[u8]) -> String {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     });
     format!("{hash:016x}")
-}
-
-/// The route template of an endpoint (deployment names and other ids left out).
-fn route_template(endpoint: &Endpoint) -> String {
-    let operation = match endpoint.format {
-        ApiFormat::OpenAiChat => "chat/completions",
-        ApiFormat::OpenAiCompletions => "completions",
-        ApiFormat::OpenAiEmbeddings => "embeddings",
-        ApiFormat::OpenAiResponses => "responses",
-        ApiFormat::AnthropicMessages => "messages",
-        _ => "unknown",
-    };
-    if endpoint.deployment.is_some() {
-        format!("/openai/deployments/{{deployment}}/{operation}")
-    } else {
-        format!("/v1/{operation}")
-    }
 }
 
 fn error_type(error: &Error) -> String {

@@ -69,6 +69,31 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// The route template for span names and `http.route`: the API path with ids (the Azure
+    /// deployment) left out, e.g. `/v1/chat/completions` or
+    /// `/openai/deployments/{deployment}/chat/completions`.
+    ///
+    /// ```
+    /// use llmtrace::genai::Endpoint;
+    ///
+    /// let e = Endpoint::detect("/openai/deployments/prod-gpt4o/chat/completions", None).unwrap();
+    /// assert_eq!(e.route(), "/openai/deployments/{deployment}/chat/completions");
+    /// ```
+    pub fn route(&self) -> String {
+        let operation = match self.format {
+            ApiFormat::OpenAiChat => "chat/completions",
+            ApiFormat::OpenAiCompletions => "completions",
+            ApiFormat::OpenAiEmbeddings => "embeddings",
+            ApiFormat::OpenAiResponses => "responses",
+            ApiFormat::AnthropicMessages => "messages",
+        };
+        if self.deployment.is_some() {
+            format!("/openai/deployments/{{deployment}}/{operation}")
+        } else {
+            format!("/v1/{operation}")
+        }
+    }
+
     /// Recognises an endpoint from the request path (query ignored) and host.
     ///
     /// - `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/responses` (also
