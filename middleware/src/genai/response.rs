@@ -86,6 +86,16 @@ static FINISH_REASON: LazyLock<Finder<'static>> =
     LazyLock::new(|| Finder::new(b"\"finish_reason\""));
 static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
 
+/// An event's type: its `event:` field, or else the `type` member of its data (servers that
+/// send no `event:` lines). `parsed` keeps the parsed data alive for the returned borrow.
+fn event_type<'e>(event: &SseEvent<'e>, parsed: &'e mut Option<Value>) -> Option<&'e str> {
+    if let Some(kind) = event.event {
+        return Some(kind);
+    }
+    *parsed = serde_json::from_str::<Value>(event.data).ok();
+    parsed.as_ref()?.get("type")?.as_str()
+}
+
 /// The position and value of the first `"key":` at or after `from`.
 fn key_at<'d>(data: &'d [u8], from: usize, finder: &Finder<'_>) -> Option<(usize, &'d [u8])> {
     let mut from = from;
@@ -206,12 +216,9 @@ impl ResponseState {
                 }
             }
         }
-        match serde_json::from_str::<Value>(data) {
-            Ok(value) => self.openai_value(&value, true),
-            Err(error) => {
-                self.note_parse_error(format!("stream event is not JSON: {error}"));
-                EventKind::Other
-            }
+        match self.parse_event(data) {
+            Some(value) => self.openai_value(&value, true),
+            None => EventKind::Other,
         }
     }
 
@@ -288,24 +295,23 @@ impl ResponseState {
         kind
     }
 
+    /// Parses an event's JSON; what is not JSON is noted on the span, never fatal.
+    fn parse_event(&mut self, data: &str) -> Option<Value> {
+        match serde_json::from_str::<Value>(data) {
+            Ok(value) => Some(value),
+            Err(error) => {
+                self.note_parse_error(format!("stream event is not JSON: {error}"));
+                None
+            }
+        }
+    }
+
     // === OpenAI Responses API ===
 
     fn responses_event(&mut self, event: &SseEvent<'_>) -> EventKind {
-        let parsed;
-        let kind = match event.event {
-            Some(kind) => kind,
-            None => {
-                // No `event:` line: the type is in the data.
-                parsed = serde_json::from_str::<Value>(event.data).ok();
-                match parsed
-                    .as_ref()
-                    .and_then(|v| v.get("type"))
-                    .and_then(Value::as_str)
-                {
-                    Some(kind) => kind,
-                    None => return EventKind::Other,
-                }
-            }
+        let mut parsed = None;
+        let Some(kind) = event_type(event, &mut parsed) else {
+            return EventKind::Other;
         };
         match kind {
             "response.output_text.delta"
@@ -338,12 +344,8 @@ impl ResponseState {
             | "response.incomplete"
             | "response.failed"
             | "error" => {
-                let value = match serde_json::from_str::<Value>(event.data) {
-                    Ok(value) => value,
-                    Err(error) => {
-                        self.note_parse_error(format!("stream event is not JSON: {error}"));
-                        return EventKind::Other;
-                    }
+                let Some(value) = self.parse_event(event.data) else {
+                    return EventKind::Other;
                 };
                 if kind == "error" {
                     let error = value.get("error").unwrap_or(&value);
@@ -428,20 +430,9 @@ impl ResponseState {
     // === Anthropic Messages ===
 
     fn anthropic_event(&mut self, event: &SseEvent<'_>) -> EventKind {
-        let parsed;
-        let kind = match event.event {
-            Some(kind) => kind,
-            None => {
-                parsed = serde_json::from_str::<Value>(event.data).ok();
-                match parsed
-                    .as_ref()
-                    .and_then(|v| v.get("type"))
-                    .and_then(Value::as_str)
-                {
-                    Some(kind) => kind,
-                    None => return EventKind::Other,
-                }
-            }
+        let mut parsed = None;
+        let Some(kind) = event_type(event, &mut parsed) else {
+            return EventKind::Other;
         };
         match kind {
             "content_block_delta" => {
@@ -470,12 +461,8 @@ impl ResponseState {
                 }
             }
             "message_start" | "message_delta" | "error" => {
-                let value = match serde_json::from_str::<Value>(event.data) {
-                    Ok(value) => value,
-                    Err(error) => {
-                        self.note_parse_error(format!("stream event is not JSON: {error}"));
-                        return EventKind::Other;
-                    }
+                let Some(value) = self.parse_event(event.data) else {
+                    return EventKind::Other;
                 };
                 match kind {
                     "message_start" => {
