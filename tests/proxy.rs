@@ -27,25 +27,50 @@ async fn start_with(rec: &Recorder, edit: impl FnOnce(&mut Config)) -> (MockServ
 async fn start_full(
     rec: &Recorder,
     edit: impl FnOnce(&mut Config),
-    meter: Option<&opentelemetry::metrics::Meter>,
+    meters: Option<opentelemetry_sdk::metrics::SdkMeterProvider>,
 ) -> (MockServer, SocketAddr) {
     let mock = MockServer::start(MockConfig::default()).await.unwrap();
-    let listen = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let mut config = Config::single(&listen.to_string(), &mock.url(), None).unwrap();
+    let mut telemetry = llmtrace_proxy::Telemetry::with_tracer_provider(rec.provider.clone());
+    if let Some(meters) = meters {
+        telemetry.meter_provider = meters;
+    }
+    let url = mock.url();
+    let (listen, _state) = start_gateway(&telemetry, &url, edit).await;
+    (mock, listen)
+}
+
+/// Starts the gateway for `Config::single(url)` edited by `edit`; returns its address and state.
+async fn start_gateway(
+    telemetry: &llmtrace_proxy::Telemetry,
+    url: &str,
+    edit: impl FnOnce(&mut Config),
+) -> (SocketAddr, llmtrace_proxy::admin::AdminState) {
+    let listen = free_addr();
+    let mut config = Config::single(&listen.to_string(), url, None).unwrap();
     edit(&mut config);
     config.validate().unwrap();
-    let server = llmtrace_proxy::build_server(Arc::new(config), &rec.provider, meter).unwrap();
+    let built = llmtrace_proxy::build_server(Arc::new(config), telemetry).unwrap();
+    let state = built.state.clone();
+    let server = built.server;
     std::thread::spawn(move || server.run_forever());
+    wait_listening(listen).await;
+    (listen, state)
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+async fn wait_listening(addr: SocketAddr) {
     for _ in 0..300 {
-        if tokio::net::TcpStream::connect(listen).await.is_ok() {
-            break;
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    (mock, listen)
 }
 
 fn f64_attr(span: &opentelemetry_sdk::trace::SpanData, key: &str) -> f64 {
@@ -363,7 +388,6 @@ async fn http2_clients_are_served_on_the_same_port() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn genai_metrics_are_recorded_for_every_request() {
-    use opentelemetry::metrics::MeterProvider as _;
     use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
     use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
 
@@ -372,8 +396,7 @@ async fn genai_metrics_are_recorded_for_every_request() {
     let meters = SdkMeterProvider::builder()
         .with_reader(PeriodicReader::builder(exporter.clone()).build())
         .build();
-    let meter = meters.meter("test");
-    let (_mock, proxy) = start_full(&rec, |_| {}, Some(&meter)).await;
+    let (_mock, proxy) = start_full(&rec, |_| {}, Some(meters.clone())).await;
     for fault in ["", "", "429"] {
         let headers: Vec<(&str, &str)> = if fault.is_empty() {
             vec![("x-mock-tokens", "3")]
@@ -404,4 +427,327 @@ async fn genai_metrics_are_recorded_for_every_request() {
     }
     assert_eq!(durations, 3, "one duration per request, none sampled");
     assert!(rec.spans().is_empty());
+}
+
+/// A config with the mock as `primary`'s fallback: `primary_url` answers first.
+fn with_fallback(primary_url: String, mock_url: String) -> impl FnOnce(&mut Config) {
+    move |config: &mut Config| {
+        let mut fallback = config.upstreams[0].clone();
+        fallback.name = "mock".into();
+        fallback.url = mock_url;
+        config.upstreams[0].url = primary_url;
+        config.upstreams[0].name = "primary".into();
+        config.upstreams.push(fallback);
+        config.routes[0].upstream = "primary".into();
+        config.routes[0].fallbacks = vec!["mock".into()];
+    }
+}
+
+/// An upstream that answers every request with `status` and closes.
+async fn failing_upstream(status: u16) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = hits.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let hits = counted.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let mut seen = Vec::new();
+                // Read the whole request (head + body) before answering.
+                while let Ok(n) = tcp.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&seen);
+                    if text.contains("\r\n\r\n") && text.ends_with('}')
+                        || text.ends_with("0\r\n\r\n")
+                    {
+                        break;
+                    }
+                }
+                hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let body = r#"{"error":{"message":"overloaded","type":"server_error"}}"#;
+                let answer = format!(
+                    "HTTP/1.1 {status} Oops\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tcp.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    (addr, hits)
+}
+
+fn events<'a>(
+    span: &'a opentelemetry_sdk::trace::SpanData,
+    name: &str,
+) -> Vec<&'a opentelemetry::trace::Event> {
+    span.events.iter().filter(|e| e.name == name).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retryable_status_falls_back_to_the_next_upstream_before_any_byte_reaches_the_client() {
+    let rec = Recorder::new();
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let (failing, hits) = failing_upstream(503).await;
+    let telemetry = llmtrace_proxy::Telemetry::with_tracer_provider(rec.provider.clone());
+    let (proxy, state) = start_gateway(
+        &telemetry,
+        &mock.url(),
+        with_fallback(format!("http://{failing}"), mock.url()),
+    )
+    .await;
+    let body = r#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#;
+    let headers = [
+        ("x-mock-tokens", "3"),
+        ("x-mock-seed", "7"),
+        ("x-mock-ttft-ms", "0"),
+    ];
+    let (status, _, through_proxy) = post(proxy, "/v1/chat/completions", &headers, body).await;
+    assert_eq!(status, 200, "{through_proxy}");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(mock.requests_received(), 1);
+    // The client sees exactly the fallback's bytes: nothing of the 503.
+    let (_, _, direct) = post(mock.addr(), "/v1/chat/completions", &headers, body).await;
+    assert_eq!(through_proxy, direct);
+
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let spans = rec.spans();
+    let genai = spans
+        .iter()
+        .find(|s| s.span_kind == SpanKind::Client)
+        .unwrap();
+    assert_eq!(
+        attr_str(genai, "llmtrace.upstream.name").as_deref(),
+        Some("mock")
+    );
+    assert_eq!(attr_i64(genai, "llmtrace.upstream.attempts"), Some(2));
+    let retries = events(genai, "llmtrace.upstream.retry");
+    assert_eq!(retries.len(), 1);
+    let reason = retries[0]
+        .attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == "llmtrace.retry.reason");
+    assert_eq!(
+        reason.map(|kv| kv.value.to_string()).as_deref(),
+        Some("503")
+    );
+    assert_eq!(attr_i64(genai, "gen_ai.usage.output_tokens"), Some(3));
+    assert!(!is_error(genai));
+    let metrics = state.prometheus.render();
+    assert!(
+        metrics.contains(r#"llmtrace_proxy_upstream_retries_total{llmtrace_retry_reason="503",llmtrace_upstream="primary"} 1"#)
+            || metrics.contains(r#"llmtrace_proxy_upstream_retries_total{llmtrace_upstream="primary",llmtrace_retry_reason="503"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_falls_back_and_exhausted_attempts_return_the_last_answer() {
+    let rec = Recorder::new();
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let telemetry = llmtrace_proxy::Telemetry::with_tracer_provider(rec.provider.clone());
+    let closed = free_addr();
+    let (proxy, _) = start_gateway(
+        &telemetry,
+        &mock.url(),
+        with_fallback(format!("http://{closed}"), mock.url()),
+    )
+    .await;
+    let body = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
+    let (status, _, _) = post(
+        proxy,
+        "/v1/chat/completions",
+        &[("x-mock-tokens", "2")],
+        body,
+    )
+    .await;
+    assert_eq!(status, 200);
+    // Both attempts used, the mock's 429 is what the client gets: no third try.
+    let (status, headers, text) = post(
+        proxy,
+        "/v1/chat/completions",
+        &[("x-mock-fault", "429")],
+        body,
+    )
+    .await;
+    assert_eq!(status, 429, "{text}");
+    assert!(headers.contains_key("retry-after"));
+    assert_eq!(mock.requests_received(), 2);
+
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let spans = rec.spans();
+    let clients: Vec<_> = spans
+        .iter()
+        .filter(|s| s.span_kind == SpanKind::Client)
+        .collect();
+    assert_eq!(clients.len(), 2);
+    for genai in &clients {
+        let retries = events(genai, "llmtrace.upstream.retry");
+        assert_eq!(retries.len(), 1, "{:?}", genai.events);
+        let reason = retries[0]
+            .attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == "llmtrace.retry.reason")
+            .unwrap();
+        assert_eq!(reason.value.to_string(), "connection_refused");
+        assert_eq!(attr_i64(genai, "llmtrace.upstream.attempts"), Some(2));
+    }
+    // The last answer (the mock's 429) is the one recorded and returned.
+    assert!(
+        clients
+            .iter()
+            .any(|s| attr_i64(s, "http.response.status_code") == Some(429) && is_error(s)),
+        "{clients:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_started_is_never_retried_and_the_total_timeout_cuts_a_long_one() {
+    let rec = Recorder::new();
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let telemetry = llmtrace_proxy::Telemetry::with_tracer_provider(rec.provider.clone());
+    let (proxy, _) = start_gateway(&telemetry, &mock.url(), |config| {
+        config.routes[0].retries = Some(2);
+        config.upstreams[0].total_timeout_ms = Some(400);
+    })
+    .await;
+    let body = r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    // Cut mid-stream: the client already has bytes, so no retry, and its body ends broken.
+    let request = http::Request::post(format!("http://{proxy}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .header("x-mock-fault", "cut")
+        .header("x-mock-ttft-ms", "0")
+        .header("x-mock-gap-ms", "1")
+        .body(Full::from(body.to_owned()))
+        .unwrap();
+    let response = client().request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.into_body().collect().await.is_err());
+    assert_eq!(mock.requests_received(), 1);
+
+    // 30 tokens 50 ms apart (1.5 s) against a 400 ms total: cut, and said so.
+    let mut request = http::Request::post(format!("http://{proxy}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .header("x-mock-tokens", "30")
+        .header("x-mock-gap-ms", "50")
+        .header("x-mock-ttft-ms", "0");
+    request = request.header("x-request-id", "total-timeout");
+    let started = std::time::Instant::now();
+    let response = client()
+        .request(request.body(Full::from(body.to_owned())).unwrap())
+        .await
+        .unwrap();
+    let received = response.into_body().collect().await;
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_millis(1400), "{elapsed:?}");
+    if let Ok(body) = received {
+        let text = String::from_utf8_lossy(&body.to_bytes()).into_owned();
+        assert!(!text.contains("[DONE]"), "{text}");
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let spans = rec.spans();
+    let cut = spans
+        .iter()
+        .filter(|s| s.span_kind == SpanKind::Client)
+        .find(|s| attr_str(s, "error.type").as_deref() == Some("timeout"));
+    assert!(
+        cut.is_some(),
+        "{:#?}",
+        spans
+            .iter()
+            .map(|s| (&s.name, &s.attributes))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_serves_metrics_health_and_readiness() {
+    let rec = Recorder::new();
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let telemetry = llmtrace_proxy::Telemetry::with_tracer_provider(rec.provider.clone());
+    let admin = free_addr();
+    let (proxy, state) = start_gateway(&telemetry, &mock.url(), |config| {
+        config.server.admin = Some(admin.to_string());
+    })
+    .await;
+    wait_listening(admin).await;
+    let body = r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    post(
+        proxy,
+        "/v1/chat/completions",
+        &[("x-mock-tokens", "2"), ("x-mock-ttft-ms", "0")],
+        body,
+    )
+    .await;
+    post(
+        proxy,
+        "/v1/chat/completions",
+        &[("x-mock-fault", "500")],
+        body,
+    )
+    .await;
+    let get = |path: &'static str| async move {
+        let response = client()
+            .request(
+                http::Request::get(format!("http://{admin}{path}"))
+                    .body(Full::default())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    // The in-flight guard goes when pingora's last phase for the request is over, a moment
+    // after the client has the body.
+    let mut scrape = get("/metrics").await;
+    for _ in 0..100 {
+        if scrape.1.contains("llmtrace_proxy_in_flight_requests 0") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        scrape = get("/metrics").await;
+    }
+    let (status, metrics) = scrape;
+    assert_eq!(status, 200);
+    for want in [
+        "llmtrace_proxy_in_flight_requests 0",
+        "# TYPE llmtrace_proxy_requests_total counter",
+        "# TYPE llmtrace_proxy_errors_total counter",
+        "# TYPE gen_ai_client_operation_duration_seconds histogram",
+        "# TYPE gen_ai_client_operation_time_to_first_chunk_seconds histogram",
+        "# TYPE gen_ai_client_token_usage histogram",
+    ] {
+        assert!(metrics.contains(want), "missing {want:?}:\n{metrics}");
+    }
+    let requests: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("llmtrace_proxy_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(requests, 2, "{metrics}");
+    assert!(metrics.contains(r#"error_type="500""#), "{metrics}");
+    assert_eq!(get("/healthz").await.0, 200);
+    assert_eq!(get("/readyz").await.0, 200);
+    state.start_draining();
+    let (status, text) = get("/readyz").await;
+    assert_eq!(status, 503);
+    assert!(text.contains("draining"));
+    // Still serving while draining.
+    let (status, _, _) = post(
+        proxy,
+        "/v1/chat/completions",
+        &[("x-mock-tokens", "1")],
+        body,
+    )
+    .await;
+    assert_eq!(status, 200);
 }

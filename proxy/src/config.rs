@@ -61,13 +61,19 @@ pub struct Config {
 pub struct ServerConfig {
     /// Address the gateway listens on (default `127.0.0.1:8080`).
     pub listen: String,
-    /// Admin listener for `/metrics`, `/healthz`, `/readyz` (default `127.0.0.1:9464`;
-    /// keep it on loopback or a private network).
+    /// Admin listener for `/metrics`, `/healthz`, `/readyz`: an address, or `"off"`. The
+    /// binary listens on `127.0.0.1:9464` when this is not set; keep it on loopback or a
+    /// private network.
     pub admin: Option<String>,
     /// Request bodies larger than this are refused with 413 (default 32 MiB).
     pub max_request_body_bytes: usize,
-    /// On SIGTERM, in-flight streams get this long to finish (default 30 s).
+    /// On SIGTERM, in-flight streams get this long to finish (default 30 s); the wait ends
+    /// as soon as none is left. Give the orchestrator's kill timeout a few seconds more
+    /// (Kubernetes' `terminationGracePeriodSeconds` defaults to 30).
     pub shutdown_grace_seconds: u64,
+    /// A PEM file of the CAs that upstream TLS certificates are checked against, in place of
+    /// the system's roots (a private PKI, a self-signed test upstream). Default: the system's.
+    pub upstream_ca_file: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -77,6 +83,7 @@ impl Default for ServerConfig {
             admin: None,
             max_request_body_bytes: 32 * 1024 * 1024,
             shutdown_grace_seconds: 30,
+            upstream_ca_file: None,
         }
     }
 }
@@ -156,10 +163,23 @@ pub struct UpstreamConfig {
     /// Connect timeout in ms (default 10 000).
     #[serde(default = "default_connect_ms")]
     pub connect_timeout_ms: u64,
-    /// Longest silence from the upstream — before the first byte and between chunks — in ms
-    /// (default 300 000).
+    /// Longest silence from the upstream in ms (default 300 000): the wait for the response
+    /// head, and every gap between chunks after it. It is pingora's per-read timeout, so one
+    /// value covers both (pingora 0.9 has no separate time-to-first-byte timeout); set
+    /// `first_byte_timeout_ms` lower to bound the wait for the head more tightly, at the
+    /// price of also bounding the gaps by it.
     #[serde(default = "default_idle_ms")]
     pub idle_timeout_ms: u64,
+    /// Longest wait for the response head in ms. When lower than `idle_timeout_ms` it
+    /// replaces it as the read timeout (see there). Default: unset.
+    #[serde(default)]
+    pub first_byte_timeout_ms: Option<u64>,
+    /// Longest whole exchange in ms, from the request's arrival to the response's last byte
+    /// (default unset: no limit). It is checked as each chunk arrives, so a silent upstream
+    /// is cut by the read timeout, a chatty one at the first chunk past the deadline; the
+    /// client's stream then ends early and the spans say `error.type = timeout`.
+    #[serde(default)]
+    pub total_timeout_ms: Option<u64>,
 }
 
 fn default_kind() -> ProviderKind {
@@ -187,6 +207,31 @@ pub struct RouteConfig {
     /// set, other requests get 401. Use `${ENV}`.
     #[serde(default)]
     pub client_keys: Vec<String>,
+    /// Upstreams tried, in order, when the previous attempt failed before its first response
+    /// byte (connect error, or a status in `retry_on`). Never after a response started: a
+    /// client never sees two streams spliced.
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+    /// Extra attempts after the first (default: one per fallback, so 0 without fallbacks).
+    /// Attempt `i` goes to the `i`-th of `[upstream, fallbacks...]`, wrapping around, so
+    /// `retries = 2` with no fallbacks tries the same upstream three times. Attempts are
+    /// immediate (no backoff); a request whose body is over 64 KiB is not retried (pingora
+    /// keeps 64 KiB to replay).
+    pub retries: Option<u32>,
+    /// Response statuses that count as a failed attempt (default 429, 500, 502, 503, 504).
+    #[serde(default = "default_retry_on")]
+    pub retry_on: Vec<u16>,
+}
+
+impl RouteConfig {
+    /// Attempts in all: the first and the retries.
+    pub fn max_attempts(&self) -> u32 {
+        1 + self.retries.unwrap_or(self.fallbacks.len() as u32)
+    }
+}
+
+fn default_retry_on() -> Vec<u16> {
+    vec![429, 500, 502, 503, 504]
 }
 
 fn default_prefix() -> String {
@@ -275,12 +320,17 @@ impl Config {
                 api_key: None,
                 connect_timeout_ms: default_connect_ms(),
                 idle_timeout_ms: default_idle_ms(),
+                first_byte_timeout_ms: None,
+                total_timeout_ms: None,
             }],
             routes: vec![RouteConfig {
                 path_prefix: "/".to_owned(),
                 host: None,
                 upstream: "default".to_owned(),
                 client_keys: Vec::new(),
+                fallbacks: Vec::new(),
+                retries: None,
+                retry_on: default_retry_on(),
             }],
         };
         config.validate()?;
@@ -298,7 +348,7 @@ impl Config {
                     format!("{:?} is not an address: {e}", self.server.listen),
                 )
             })?;
-        if let Some(admin) = &self.server.admin {
+        if let Some(admin) = self.server.admin.as_ref().filter(|a| *a != "off") {
             admin
                 .parse::<std::net::SocketAddr>()
                 .map_err(|e| error("server.admin", format!("{admin:?} is not an address: {e}")))?;
@@ -316,7 +366,11 @@ impl Config {
             }
             Upstream::parse(&upstream.url)
                 .map_err(|e| error(format!("upstreams[{i}].url"), e.0))?;
-            if upstream.connect_timeout_ms == 0 || upstream.idle_timeout_ms == 0 {
+            if upstream.connect_timeout_ms == 0
+                || upstream.idle_timeout_ms == 0
+                || upstream.first_byte_timeout_ms == Some(0)
+                || upstream.total_timeout_ms == Some(0)
+            {
                 return Err(error(
                     format!("upstreams[{i}]"),
                     "timeouts must be greater than 0",
@@ -344,6 +398,23 @@ impl Config {
                     format!("routes[{i}].path_prefix"),
                     "must start with /",
                 ));
+            }
+            for (j, fallback) in route.fallbacks.iter().enumerate() {
+                if !names.contains(fallback.as_str()) {
+                    return Err(error(
+                        format!("routes[{i}].fallbacks[{j}]"),
+                        format!("no upstream is named {fallback:?}"),
+                    ));
+                }
+            }
+            if let Some(status) = route.retry_on.iter().find(|s| !(400..=599).contains(*s)) {
+                return Err(error(
+                    format!("routes[{i}].retry_on"),
+                    format!("{status} is not an error status (400-599)"),
+                ));
+            }
+            if route.retries.is_some_and(|r| r > 10) {
+                return Err(error(format!("routes[{i}].retries"), "at most 10"));
             }
             if route.client_keys.iter().any(String::is_empty) {
                 return Err(error(

@@ -26,7 +26,9 @@ use opentelemetry::{Context, KeyValue};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 
+use crate::admin::AdminState;
 use crate::config::{Config, ProviderKind, UpstreamConfig};
+use crate::metrics::InFlight;
 use crate::upstream::Upstream;
 
 /// The response header that tells the client the trace id of its request.
@@ -35,6 +37,31 @@ pub const TRACE_ID_HEADER: &str = "x-llmtrace-trace-id";
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Largest usage-chunk candidate held back while deciding whether to remove it.
 const MAX_HELD_EVENT: usize = 64 * 1024;
+
+/// Span attributes and events of the gateway's own measurements.
+pub mod names {
+    /// Time from the request head's arrival to the upstream being chosen: the gateway's own
+    /// work before anything goes upstream (routing, checks, span start), in µs.
+    pub const GATEWAY_REQUEST_US: &str = "llmtrace.gateway.request_us";
+    /// Time to get a connection to the upstream and write the request head (pool hit, or
+    /// connect and TLS), in µs. Upstream side, not the gateway's own work.
+    pub const UPSTREAM_CONNECT_US: &str = "llmtrace.upstream.connect_us";
+    /// Per response chunk: time from reading it from the upstream to handing it to the
+    /// client connection, the largest over the stream, in µs.
+    pub const GATEWAY_CHUNK_MAX_US: &str = "llmtrace.gateway.chunk_latency.max_us";
+    /// The same, averaged over the stream's chunks, in µs.
+    pub const GATEWAY_CHUNK_MEAN_US: &str = "llmtrace.gateway.chunk_latency.mean_us";
+    /// The configured upstream that answered (or failed last).
+    pub const UPSTREAM_NAME: &str = "llmtrace.upstream.name";
+    /// Attempts made (1 when the first one answered).
+    pub const UPSTREAM_ATTEMPTS: &str = "llmtrace.upstream.attempts";
+    /// The provider's own request id (its `x-request-id`).
+    pub const UPSTREAM_REQUEST_ID: &str = "llmtrace.upstream.request_id";
+    /// Event: an attempt failed before its first byte and the request is tried again.
+    pub const RETRY_EVENT: &str = "llmtrace.upstream.retry";
+    /// On the retry event: why (`429`, `503`, `connection_refused`, ...).
+    pub const RETRY_REASON: &str = "llmtrace.retry.reason";
+}
 
 /// An upstream as the gateway uses it.
 #[derive(Debug, Clone)]
@@ -50,6 +77,7 @@ pub struct Gateway {
     targets: Vec<Target>,
     tracer: BoxedTracer,
     recorder: Arc<GenAiRecorder>,
+    state: AdminState,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -64,9 +92,14 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
-    /// A gateway for a validated `config`, recording spans with `tracer` and GenAI spans and
-    /// metrics with `recorder`.
-    pub fn new(config: Arc<Config>, tracer: BoxedTracer, recorder: Arc<GenAiRecorder>) -> Self {
+    /// A gateway for a validated `config`, recording spans with `tracer`, GenAI spans and
+    /// metrics with `recorder`, and its own counters in `state`.
+    pub fn new(
+        config: Arc<Config>,
+        tracer: BoxedTracer,
+        recorder: Arc<GenAiRecorder>,
+        state: AdminState,
+    ) -> Self {
         let targets = config
             .upstreams
             .iter()
@@ -81,6 +114,7 @@ impl Gateway {
             targets,
             tracer,
             recorder,
+            state,
         }
     }
 }
@@ -109,6 +143,31 @@ pub struct RequestCtx {
     summary: Option<Summary>,
     upstream_sent: Option<Instant>,
     upstream_request_id: Option<String>,
+    /// Counts the request in flight until the context is dropped.
+    in_flight: Option<InFlight>,
+    /// Targets of the route, in the order attempts use them.
+    candidates: Vec<usize>,
+    max_attempts: u32,
+    retry_on: Vec<u16>,
+    /// 0 for the first attempt.
+    attempt: u32,
+    /// A retry of a reused connection the upstream had closed (it never saw the request).
+    stale_retried: bool,
+    /// Set when an answer was turned into a retry.
+    retry_status: Option<u16>,
+    request_parsed: bool,
+    peer_selected: Option<Instant>,
+    total_deadline: Option<Instant>,
+    chunk_arrived: Option<Instant>,
+    chunk_latency: ChunkLatency,
+}
+
+/// The gateway's own time per response chunk.
+#[derive(Default, Debug, Clone, Copy)]
+struct ChunkLatency {
+    max: Duration,
+    sum: Duration,
+    count: u32,
 }
 
 #[async_trait]
@@ -122,6 +181,11 @@ impl ProxyHttp for Gateway {
     /// The request head arrived: route it, check the client, continue the caller's trace.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.received = Some(Instant::now());
+        ctx.in_flight = Some(self.state.metrics.start());
+        if self.state.draining() {
+            // Shutting down: serve this request, then close the connection.
+            session.set_keepalive(None);
+        }
         let req = session.req_header();
         ctx.request_id = req
             .headers
@@ -172,6 +236,16 @@ impl ProxyHttp for Gateway {
         }
         let target = &self.targets[target_index];
         ctx.target = Some(target_index);
+        ctx.candidates = std::iter::once(target_index)
+            .chain(
+                route
+                    .fallbacks
+                    .iter()
+                    .filter_map(|name| self.targets.iter().position(|t| &t.name == name)),
+            )
+            .collect();
+        ctx.max_attempts = route.max_attempts();
+        ctx.retry_on = route.retry_on.clone();
 
         let req = session.req_header();
         let parent = propagation::extract(&req.headers);
@@ -214,7 +288,19 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let target = &self.targets[ctx.target.unwrap_or(0)];
+        // Attempt i goes to the i-th candidate, wrapping around.
+        let index = match ctx.candidates.len() {
+            0 => ctx.target.unwrap_or(0),
+            n => ctx.candidates[ctx.attempt as usize % n],
+        };
+        ctx.target = Some(index);
+        let now = Instant::now();
+        ctx.peer_selected.get_or_insert(now);
+        let target = &self.targets[index];
+        if let Some(total) = target.config.total_timeout_ms {
+            let received = ctx.received.unwrap_or(now);
+            ctx.total_deadline = Some(received + Duration::from_millis(total));
+        }
         let upstream = &target.upstream;
         let mut peer = HttpPeer::new(
             (upstream.host.as_str(), upstream.port),
@@ -223,7 +309,13 @@ impl ProxyHttp for Gateway {
         );
         peer.options.connection_timeout =
             Some(Duration::from_millis(target.config.connect_timeout_ms));
-        peer.options.read_timeout = Some(Duration::from_millis(target.config.idle_timeout_ms));
+        let read_ms = target
+            .config
+            .first_byte_timeout_ms
+            .map_or(target.config.idle_timeout_ms, |ttfb| {
+                ttfb.min(target.config.idle_timeout_ms)
+            });
+        peer.options.read_timeout = Some(Duration::from_millis(read_ms));
         peer.options.idle_timeout = Some(Duration::from_secs(60));
         Ok(Box::new(peer))
     }
@@ -237,6 +329,11 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let target = &self.targets[ctx.target.unwrap_or(0)];
+        // A retry replays the body from the start.
+        ctx.request_body.clear();
+        ctx.request_body_over = false;
+        ctx.usage_filter = None;
+        ctx.retry_status = None;
         let upstream = &target.upstream;
         upstream_request.insert_header(http::header::HOST, upstream.authority())?;
         if !upstream.base_path.is_empty() {
@@ -335,14 +432,17 @@ impl ProxyHttp for Gateway {
             return Ok(());
         };
         let original = std::mem::take(&mut ctx.request_body).freeze();
-        let mut info =
-            RequestInfo::parse(endpoint, &original, self.config.telemetry.capture_content);
-        if ctx.request_body_over {
-            info.parse_error = Some(format!("request body over {limit} bytes was not read"));
-        } else {
-            ctx.prompt_hash = Some(prompt_hash(&original));
+        if !ctx.request_parsed {
+            ctx.request_parsed = true;
+            let mut info =
+                RequestInfo::parse(endpoint, &original, self.config.telemetry.capture_content);
+            if ctx.request_body_over {
+                info.parse_error = Some(format!("request body over {limit} bytes was not read"));
+            } else {
+                ctx.prompt_hash = Some(prompt_hash(&original));
+            }
+            genai.set_request(info);
         }
-        genai.set_request(info);
         if ctx.hold_request_body {
             *body = Some(match request_with_usage(endpoint, &original) {
                 Some(rewritten) => {
@@ -355,6 +455,86 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    /// The upstream's response head, before anything reaches the client: a status the route
+    /// retries on becomes a retry while attempts remain.
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let status = upstream_response.status.as_u16();
+        if ctx.retry_on.contains(&status) && self.may_retry(session, ctx) {
+            ctx.retry_status = Some(status);
+            let mut error = Error::explain(
+                ErrorType::HTTPStatus(status),
+                "upstream answered with a retryable status",
+            );
+            error.set_retry(true);
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    /// Each chunk as read from the upstream: the start of the gateway's time for it.
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        ctx.chunk_arrived = Some(Instant::now());
+        Ok(None)
+    }
+
+    /// Connecting failed: another attempt when the route allows one (nothing was sent).
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let retry = self.may_retry(session, ctx);
+        e.set_retry(retry);
+        if retry {
+            self.note_retry(ctx, &error_type(&e));
+        }
+        e
+    }
+
+    /// Proxying failed before or while the response came: retried only while nothing has
+    /// reached the client — a status the route retries on, or a kept-alive connection the
+    /// upstream had already closed (it never saw the request).
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("upstream {peer}"));
+        let replayable = ctx.status == 0 && !session.as_ref().retry_buffer_truncated();
+        if let Some(status) = ctx.retry_status.take() {
+            let retry = replayable && self.may_retry(session, ctx);
+            e.set_retry(retry);
+            if retry {
+                self.note_retry(ctx, &status.to_string());
+            }
+        } else {
+            e.retry.decide_reuse(client_reused);
+            let stale = e.retry() && replayable && !ctx.stale_retried;
+            e.set_retry(stale);
+            if stale {
+                // Same upstream again, not counted as an attempt.
+                ctx.stale_retried = true;
+            }
+        }
+        e
+    }
+
     /// The response head going to the client: tell it the trace and request ids.
     async fn response_filter(
         &self,
@@ -365,6 +545,19 @@ impl ProxyHttp for Gateway {
         ctx.status = upstream_response.status.as_u16();
         if let Some(genai) = ctx.genai.as_mut() {
             genai.on_response_head(upstream_response.status, &upstream_response.headers);
+        }
+        if let (Some(cx), Some(target)) =
+            (ctx.genai.as_ref().and_then(GenAiSpan::context), ctx.target)
+        {
+            let span = cx.span();
+            span.set_attribute(KeyValue::new(
+                names::UPSTREAM_NAME,
+                self.targets[target].name.clone(),
+            ));
+            span.set_attribute(KeyValue::new(
+                names::UPSTREAM_ATTEMPTS,
+                i64::from(ctx.attempt + 1),
+            ));
         }
         let is_stream = upstream_response
             .headers
@@ -392,7 +585,7 @@ impl ProxyHttp for Gateway {
                 ctx.upstream_request_id = Some(upstream_id.to_owned());
                 if let Some(cx) = &ctx.server {
                     cx.span().set_attribute(KeyValue::new(
-                        "llmtrace.upstream.request_id",
+                        names::UPSTREAM_REQUEST_ID,
                         upstream_id.to_owned(),
                     ));
                 }
@@ -413,6 +606,14 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
+        if let Some(deadline) = ctx.total_deadline {
+            if Instant::now() > deadline && !end_of_stream {
+                return Err(Error::explain(
+                    ErrorType::ReadTimedout,
+                    "the exchange ran past the upstream's total_timeout_ms",
+                ));
+            }
+        }
         if let Some(genai) = ctx.genai.as_mut() {
             if let Some(chunk) = body.as_ref() {
                 genai.on_response_data(chunk);
@@ -427,7 +628,17 @@ impl ProxyHttp for Gateway {
                 }
                 *body = Some(Bytes::from(out));
             }
-            if end_of_stream {
+        }
+        if let Some(arrived) = ctx.chunk_arrived.take() {
+            let spent = arrived.elapsed();
+            let latency = &mut ctx.chunk_latency;
+            latency.max = latency.max.max(spent);
+            latency.sum += spent;
+            latency.count += 1;
+        }
+        if end_of_stream {
+            if let Some(mut genai) = ctx.genai.take() {
+                record_gateway_time(&genai, ctx);
                 ctx.summary = genai.finish(End::Complete);
             }
         }
@@ -438,6 +649,7 @@ impl ProxyHttp for Gateway {
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
         let aborted = error.is_some_and(|e| e.esource() == &ErrorSource::Downstream);
         if let Some(mut genai) = ctx.genai.take() {
+            record_gateway_time(&genai, ctx);
             let summary = match error {
                 None => genai.finish(End::Complete),
                 Some(_) if aborted => genai.finish(End::Aborted),
@@ -462,11 +674,50 @@ impl ProxyHttp for Gateway {
             }
             None => (String::new(), String::new()),
         };
+        let upstream = ctx.target.map_or("", |i| self.targets[i].name.as_str());
+        let error_type = if aborted {
+            Some(semconv::llmtrace::ABORTED_ERROR_TYPE.to_owned())
+        } else if let Some(e) = error {
+            Some(error_type(e))
+        } else if status >= 500 {
+            Some(status.to_string())
+        } else {
+            ctx.summary.as_ref().and_then(|s| s.error_type.clone())
+        };
+        self.state.metrics.record(
+            ctx.route.as_deref().unwrap_or(""),
+            upstream,
+            status,
+            error_type.as_deref(),
+        );
         access_log(session, ctx, status, aborted, &trace_id, &span_id, self);
     }
 }
 
 impl Gateway {
+    /// Another attempt is allowed: the route has attempts left and pingora can replay the
+    /// request body (it keeps the first 64 KiB).
+    fn may_retry(&self, session: &Session, ctx: &RequestCtx) -> bool {
+        ctx.attempt + 1 < ctx.max_attempts && !session.as_ref().retry_buffer_truncated()
+    }
+
+    /// Counts and records a failed attempt; the next one goes to the next candidate.
+    fn note_retry(&self, ctx: &mut RequestCtx, reason: &str) {
+        let upstream = ctx.target.map_or("", |i| self.targets[i].name.as_str());
+        self.state.metrics.retry(upstream, reason);
+        if let Some(cx) = ctx.genai.as_ref().and_then(GenAiSpan::context) {
+            cx.span().add_event(
+                names::RETRY_EVENT,
+                vec![
+                    KeyValue::new(names::UPSTREAM_NAME, upstream.to_owned()),
+                    KeyValue::new(names::RETRY_REASON, reason.to_owned()),
+                    KeyValue::new(names::UPSTREAM_ATTEMPTS, i64::from(ctx.attempt + 1)),
+                ],
+            );
+        }
+        ctx.attempt += 1;
+    }
+
     fn start_server_span(
         &self,
         session: &Session,
@@ -523,6 +774,38 @@ impl Gateway {
         } else {
             server.with_value(propagation::RandomTraceId(trace_id))
         }
+    }
+}
+
+/// The gateway's own share of the latency, next to the provider's, on the GenAI span.
+fn record_gateway_time(genai: &GenAiSpan, ctx: &RequestCtx) {
+    let Some(cx) = genai.context() else {
+        return;
+    };
+    let span = cx.span();
+    let micros = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+    if let (Some(received), Some(selected)) = (ctx.received, ctx.peer_selected) {
+        span.set_attribute(KeyValue::new(
+            names::GATEWAY_REQUEST_US,
+            micros(selected.duration_since(received)),
+        ));
+        if let Some(sent) = ctx.upstream_sent {
+            span.set_attribute(KeyValue::new(
+                names::UPSTREAM_CONNECT_US,
+                micros(sent.saturating_duration_since(selected)),
+            ));
+        }
+    }
+    let latency = ctx.chunk_latency;
+    if latency.count > 0 {
+        span.set_attribute(KeyValue::new(
+            names::GATEWAY_CHUNK_MAX_US,
+            micros(latency.max),
+        ));
+        span.set_attribute(KeyValue::new(
+            names::GATEWAY_CHUNK_MEAN_US,
+            micros(latency.sum / latency.count),
+        ));
     }
 }
 
@@ -586,10 +869,12 @@ fn access_log(
         "output_tokens": summary.output_tokens,
         "ttft_ms": summary.time_to_first_chunk.map(|d| d.as_secs_f64() * 1000.0),
         "duration_ms": duration.map(|d| d.as_secs_f64() * 1000.0),
-        "gateway_ms": match (ctx.received, ctx.upstream_sent) {
-            (Some(received), Some(sent)) => Some(sent.duration_since(received).as_secs_f64() * 1000.0),
+        "gateway_ms": match (ctx.received, ctx.peer_selected) {
+            (Some(received), Some(selected)) => Some(selected.duration_since(received).as_secs_f64() * 1000.0),
             _ => None,
         },
+        "gateway_chunk_max_ms": (ctx.chunk_latency.count > 0).then_some(ctx.chunk_latency.max.as_secs_f64() * 1000.0),
+        "attempts": ctx.attempt + 1,
         "finish_reason": summary.finish_reasons.first(),
         "error_type": summary.error_type,
         "prompt_hash": ctx.prompt_hash,

@@ -5,55 +5,99 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod config;
+pub mod export_queue;
 pub mod gateway;
+pub mod metrics;
 pub mod telemetry;
 pub mod upstream;
 pub mod waterfall;
 
 pub use config::Config;
 pub use gateway::Gateway;
+pub use telemetry::Telemetry;
 pub use upstream::Upstream;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use llmtrace::GenAiLayer;
 use llmtrace::genai::GenAiConfig;
 use opentelemetry::global::BoxedTracer;
+use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::trace::SdkTracerProvider;
 use pingora::prelude::*;
 
-/// A pingora server with the gateway for `config`, tracing with `provider`. Call
-/// `run_forever()` on it (on its own thread in tests).
-///
-/// With `meter`, the GenAI metrics (`gen_ai.client.*`) are recorded for every request.
+use crate::admin::{AdminApp, AdminState, DrainOnTerm};
+use crate::metrics::ProxyMetrics;
+
+/// A built gateway: the pingora server (gateway and admin listeners) and the state the admin
+/// endpoints and the shutdown sequence read.
+pub struct ProxyServer {
+    /// The pingora server. `run_forever()` it on a thread in tests; the binary calls
+    /// [`ProxyServer::run`].
+    pub server: Server,
+    /// In-flight requests, readiness, metrics.
+    pub state: AdminState,
+    grace: Duration,
+}
+
+impl std::fmt::Debug for ProxyServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyServer")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProxyServer {
+    /// Serves until a signal: SIGTERM drains in-flight requests for at most the grace period
+    /// (and no longer than they need), SIGINT stops at once ([`DrainOnTerm`]). Returns when
+    /// the server has stopped; flush the telemetry then.
+    pub fn run(self) {
+        let signals = DrainOnTerm::new(self.state.clone(), self.grace);
+        self.server.run(pingora::server::RunArgs {
+            shutdown_signal: Box::new(signals),
+        });
+    }
+}
+
+/// Builds the gateway for `config`, recording with `telemetry`: the proxy listener (HTTP/1.1
+/// and h2c on one port) and, when `server.admin` names an address, the admin listener.
 pub fn build_server(
     config: Arc<config::Config>,
-    provider: &SdkTracerProvider,
-    meter: Option<&opentelemetry::metrics::Meter>,
-) -> std::result::Result<Server, Box<dyn std::error::Error>> {
+    telemetry: &Telemetry,
+) -> std::result::Result<ProxyServer, Box<dyn std::error::Error>> {
+    let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
     let conf = pingora::server::configuration::ServerConf {
-        // In-flight streams get this long after SIGTERM (pingora's own default is 300 s).
-        grace_period_seconds: Some(config.server.shutdown_grace_seconds),
+        // The drain happens before pingora's shutdown starts (see `DrainOnTerm`); this second
+        // is for requests that arrived during its last moments.
+        grace_period_seconds: Some(1),
         graceful_shutdown_timeout_seconds: Some(5),
+        ca_file: config.server.upstream_ca_file.clone(),
         ..Default::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
+    let provider = &telemetry.tracer_provider;
+    let meter = telemetry.meter_provider.meter("llmtrace-proxy");
     let tracer = BoxedTracer::new(Box::new(provider.tracer("llmtrace-proxy")));
-    let mut layer = GenAiLayer::gateway()
+    let recorder = GenAiLayer::gateway()
         .with_tracer(provider.tracer("llmtrace-proxy"))
         .with_config(GenAiConfig {
             capture_content: config.telemetry.capture_content,
             ..GenAiConfig::default()
-        });
-    if let Some(meter) = meter {
-        layer = layer.with_meter(meter);
-    }
-    let recorder = layer.into_recorder();
+        })
+        .with_meter(&meter)
+        .into_recorder();
+    let state = AdminState::new(
+        ProxyMetrics::new(&meter, telemetry.export_stats.clone()),
+        telemetry.prometheus.clone(),
+    );
     let listen = config.server.listen.clone();
-    let gateway = Gateway::new(config, tracer, recorder);
+    let admin = config.server.admin.clone().filter(|a| a != "off");
+    let gateway = Gateway::new(config, tracer, recorder, state.clone());
     let mut service = http_proxy_service(&server.configuration, gateway);
     // Clients may speak HTTP/1.1 or HTTP/2 (prior knowledge, h2c) on the same port.
     let mut options = pingora::apps::HttpServerOptions::default();
@@ -63,5 +107,17 @@ pub fn build_server(
     }
     service.add_tcp(&listen);
     server.add_service(service);
-    Ok(server)
+    if let Some(admin) = admin {
+        let mut service = pingora::services::listening::Service::new(
+            "llmtrace-admin".to_owned(),
+            AdminApp::new(state.clone()),
+        );
+        service.add_tcp(&admin);
+        server.add_service(service);
+    }
+    Ok(ProxyServer {
+        server,
+        state,
+        grace,
+    })
 }

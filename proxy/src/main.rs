@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use llmtrace_proxy::telemetry::{self, Export};
+use llmtrace_proxy::Telemetry;
+use llmtrace_proxy::telemetry::Export;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
 #[derive(Parser, Debug)]
@@ -39,7 +40,14 @@ struct Cli {
     /// stdout.
     #[arg(long)]
     spans_file: Option<std::path::PathBuf>,
+    /// Admin listener (`/metrics`, `/healthz`, `/readyz`), or `off` (overrides the file's
+    /// `server.admin`; default 127.0.0.1:9464).
+    #[arg(long, env = "LLMTRACE_ADMIN")]
+    admin: Option<String>,
 }
+
+/// The admin listener when neither the file nor `--admin` names one.
+const DEFAULT_ADMIN: &str = "127.0.0.1:9464";
 
 #[derive(Subcommand, Debug)]
 enum Command {
@@ -92,13 +100,20 @@ fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     };
     if let Some(listen) = &cli.listen {
         config.server.listen = listen.clone();
-        config.validate()?;
     }
+    if let Some(admin) = &cli.admin {
+        config.server.admin = Some(admin.clone());
+    }
+    config
+        .server
+        .admin
+        .get_or_insert_with(|| DEFAULT_ADMIN.to_owned());
+    config.validate()?;
     if let Some(path) = &cli.spans_file {
         config.telemetry.spans_file = Some(path.display().to_string());
     }
     let export = match Export::from_env() {
-        otlp @ Export::Otlp { .. } => otlp,
+        env @ (Export::Otlp { .. } | Export::Disabled) => env,
         _ => match (
             &config.telemetry.otlp_endpoint,
             &config.telemetry.spans_file,
@@ -119,31 +134,20 @@ fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
             (None, None) => Export::Stdout,
         },
     };
-    let provider = telemetry::tracer_provider(&export)?;
-    let meters = telemetry::meter_provider(&export)?;
-    let meter = meters
-        .as_ref()
-        .map(|m| opentelemetry::metrics::MeterProvider::meter(m, "llmtrace-proxy"));
+    let telemetry = Telemetry::new(&export)?;
     eprintln!(
-        "llmtrace-proxy: listening on http://{} ({} upstreams, {} routes), spans → {:?}",
+        "llmtrace-proxy: listening on http://{} ({} upstreams, {} routes), admin {}, spans → {:?}",
         config.server.listen,
         config.upstreams.len(),
         config.routes.len(),
+        config.server.admin.as_deref().unwrap_or("off"),
         export
     );
-    let server =
-        llmtrace_proxy::build_server(std::sync::Arc::new(config), &provider, meter.as_ref())?;
-    // Returns after a graceful (SIGTERM: in-flight streams drain for the grace period) or
-    // quick (SIGINT) shutdown; then the batched spans are flushed before the process exits.
-    server.run(pingora::server::RunArgs::default());
-    if let Err(error) = provider.shutdown() {
-        eprintln!("llmtrace-proxy: flushing spans at shutdown: {error}");
-    }
-    if let Some(meters) = meters {
-        if let Err(error) = meters.shutdown() {
-            eprintln!("llmtrace-proxy: flushing metrics at shutdown: {error}");
-        }
-    }
+    let server = llmtrace_proxy::build_server(Arc::new(config), &telemetry)?;
+    // Returns after SIGTERM (in-flight streams drained, for the grace period at most) or
+    // SIGINT; then the queued spans and metrics are flushed before the process exits.
+    server.run();
+    telemetry.shutdown();
     Ok(())
 }
 
@@ -168,8 +172,9 @@ fn demo() -> Result<(), Box<dyn std::error::Error>> {
         .build();
     let listen = free_port()?;
     let config = llmtrace_proxy::Config::single(&listen.to_string(), &mock.url(), None)?;
-    let server = llmtrace_proxy::build_server(Arc::new(config), &provider, None)?;
-    std::thread::spawn(move || server.run_forever());
+    let telemetry = Telemetry::with_tracer_provider(provider.clone());
+    let server = llmtrace_proxy::build_server(Arc::new(config), &telemetry)?;
+    std::thread::spawn(move || server.server.run_forever());
     let provider = Arc::new(provider);
 
     println!(

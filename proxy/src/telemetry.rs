@@ -7,8 +7,11 @@
 //! by the SDK. With no endpoint, the embedded default writes each finished span as a JSON line
 //! to stdout (or a file), so a newcomer sees traces without a collector.
 //!
-//! Export runs on the SDK's `BatchSpanProcessor` thread with a bounded queue: a slow or dead
-//! collector costs dropped spans, never a slow or failed request.
+//! `OTEL_SDK_DISABLED=true` turns tracing off: no span is recorded or exported (metrics and
+//! the access log stay).
+//!
+//! Export runs on its own thread behind a bounded queue ([`ExportQueue`]): a slow or dead
+//! collector costs dropped spans, counted on `/metrics`, never a slow or failed request.
 
 use std::fmt;
 use std::io::Write;
@@ -19,9 +22,11 @@ use opentelemetry::trace::{SpanKind, Status};
 use opentelemetry::{KeyValue, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter,
-};
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+
+use crate::export_queue::{ExportQueue, ExportStats, QueueConfig};
+use crate::metrics::PrometheusReader;
 
 /// Where spans go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,11 +40,16 @@ pub enum Export {
     Stdout,
     /// JSON lines appended to a file.
     File(std::path::PathBuf),
+    /// No spans at all (`OTEL_SDK_DISABLED=true`).
+    Disabled,
 }
 
 impl Export {
     /// What the environment asks for: OTLP when an endpoint is set, else JSON lines on stdout.
     pub fn from_env() -> Export {
+        if std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+            return Export::Disabled;
+        }
         let endpoint = [
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
             "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -57,19 +67,98 @@ impl Export {
     }
 }
 
-/// Builds the tracer provider for `export`, with a bounded batch queue.
-pub fn tracer_provider(export: &Export) -> Result<SdkTracerProvider, Box<dyn std::error::Error>> {
-    let resource = Resource::builder()
+/// Everything the gateway records with: spans, metrics, and the counters of both pipelines.
+#[derive(Debug, Clone)]
+pub struct Telemetry {
+    /// Spans.
+    pub tracer_provider: SdkTracerProvider,
+    /// Metrics: read by `/metrics` through `prometheus`, and pushed over OTLP when configured.
+    pub meter_provider: SdkMeterProvider,
+    /// The pull reader behind `/metrics`.
+    pub prometheus: PrometheusReader,
+    /// The span export queue's counters (none when spans are not exported through one).
+    pub export_stats: Option<Arc<ExportStats>>,
+}
+
+impl Telemetry {
+    /// Spans through `tracer_provider` (tests, the demo), metrics readable on `/metrics` only.
+    pub fn with_tracer_provider(tracer_provider: SdkTracerProvider) -> Self {
+        let prometheus = PrometheusReader::default();
+        let meter_provider = SdkMeterProvider::builder()
+            .with_reader(prometheus.clone())
+            .build();
+        Self {
+            tracer_provider,
+            meter_provider,
+            prometheus,
+            export_stats: None,
+        }
+    }
+
+    /// What `export` asks for: the span pipeline behind a counted queue, and a meter
+    /// provider read by `/metrics` and, with OTLP, exported next to the spans (every 60 s, or
+    /// `OTEL_METRIC_EXPORT_INTERVAL`).
+    pub fn new(export: &Export) -> Result<Self, Box<dyn std::error::Error>> {
+        let (tracer_provider, stats) = tracer_provider(export)?;
+        let prometheus = PrometheusReader::default();
+        let mut meters = SdkMeterProvider::builder()
+            .with_resource(resource())
+            .with_reader(prometheus.clone());
+        if let Export::Otlp { protocol } = export {
+            let exporter = match protocol.as_str() {
+                "grpc" => {
+                    let _guard = export_runtime()?.enter();
+                    opentelemetry_otlp::MetricExporter::builder()
+                        .with_tonic()
+                        .build()?
+                }
+                _ => opentelemetry_otlp::MetricExporter::builder()
+                    .with_http()
+                    .build()?,
+            };
+            meters = meters.with_periodic_exporter(exporter);
+        }
+        Ok(Self {
+            tracer_provider,
+            meter_provider: meters.build(),
+            prometheus,
+            export_stats: stats,
+        })
+    }
+
+    /// Flushes and stops both pipelines; errors are reported on stderr.
+    pub fn shutdown(&self) {
+        if let Err(error) = self.tracer_provider.shutdown() {
+            eprintln!("llmtrace-proxy: flushing spans at shutdown: {error}");
+        }
+        if let Err(error) = self.meter_provider.shutdown() {
+            eprintln!("llmtrace-proxy: flushing metrics at shutdown: {error}");
+        }
+    }
+}
+
+fn resource() -> Resource {
+    Resource::builder()
         .with_service_name(
             std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "llmtrace-proxy".to_owned()),
         )
-        .build();
-    let batch = BatchConfigBuilder::default()
-        .with_max_queue_size(8192)
-        .with_max_export_batch_size(512)
-        .build();
-    let builder = SdkTracerProvider::builder().with_resource(resource);
-    let provider = match export {
+        .build()
+}
+
+/// A tracer provider and the counters of its export queue (none when nothing is exported).
+pub type SpanPipeline = (SdkTracerProvider, Option<Arc<ExportStats>>);
+
+/// Builds the tracer provider for `export`, exporting through a bounded, counted queue.
+pub fn tracer_provider(export: &Export) -> Result<SpanPipeline, Box<dyn std::error::Error>> {
+    let builder = SdkTracerProvider::builder().with_resource(resource());
+    let config = QueueConfig::default();
+    let queue = match export {
+        Export::Disabled => {
+            let provider = builder
+                .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOff)
+                .build();
+            return Ok((provider, None));
+        }
         Export::Otlp { protocol } => {
             let exporter = match protocol.as_str() {
                 "grpc" => {
@@ -90,57 +179,13 @@ pub fn tracer_provider(export: &Export) -> Result<SdkTracerProvider, Box<dyn std
                     .into());
                 }
             };
-            builder.with_span_processor(
-                BatchSpanProcessor::builder(exporter)
-                    .with_batch_config(batch)
-                    .build(),
-            )
+            ExportQueue::new(exporter, config)
         }
-        Export::Stdout => builder.with_span_processor(
-            BatchSpanProcessor::builder(JsonLines::stdout())
-                .with_batch_config(batch)
-                .build(),
-        ),
-        Export::File(path) => builder.with_span_processor(
-            BatchSpanProcessor::builder(JsonLines::file(path)?)
-                .with_batch_config(batch)
-                .build(),
-        ),
+        Export::Stdout => ExportQueue::new(JsonLines::stdout(), config),
+        Export::File(path) => ExportQueue::new(JsonLines::file(path)?, config),
     };
-    Ok(provider.build())
-}
-
-/// The meter provider for `export`: GenAI metrics go over OTLP next to the spans (every
-/// 60 s, or `OTEL_METRIC_EXPORT_INTERVAL`). With the JSON-lines default there is no metrics
-/// backend, and `None` is returned.
-pub fn meter_provider(
-    export: &Export,
-) -> Result<Option<opentelemetry_sdk::metrics::SdkMeterProvider>, Box<dyn std::error::Error>> {
-    let Export::Otlp { protocol } = export else {
-        return Ok(None);
-    };
-    let exporter = match protocol.as_str() {
-        "grpc" => {
-            let _guard = export_runtime()?.enter();
-            opentelemetry_otlp::MetricExporter::builder()
-                .with_tonic()
-                .build()?
-        }
-        _ => opentelemetry_otlp::MetricExporter::builder()
-            .with_http()
-            .build()?,
-    };
-    let resource = Resource::builder()
-        .with_service_name(
-            std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "llmtrace-proxy".to_owned()),
-        )
-        .build();
-    Ok(Some(
-        opentelemetry_sdk::metrics::SdkMeterProvider::builder()
-            .with_resource(resource)
-            .with_periodic_exporter(exporter)
-            .build(),
-    ))
+    let stats = queue.stats();
+    Ok((builder.with_span_processor(queue).build(), Some(stats)))
 }
 
 /// A small tokio runtime for the OTLP/gRPC exporter's connection.

@@ -478,7 +478,9 @@ impl Exchange {
                 }
             }
             state.finish_reasons.sort_by_key(|(i, _)| *i);
-            if state.error.is_none() && end != End::Aborted {
+            // A failure the caller names (a timeout, a connection error) says more than
+            // "truncated"; an abort is the client's doing, not the stream's.
+            if state.error.is_none() && end == End::Complete {
                 state.error = Some((
                     llmtrace::TRUNCATED_ERROR_TYPE.to_owned(),
                     "the stream ended before its final event".to_owned(),

@@ -1,0 +1,247 @@
+//! The admin listener (`server.admin` / `--admin`, loopback by default): Prometheus
+//! `/metrics`, `/healthz` (the process serves) and `/readyz` (it takes traffic: 503 once a
+//! SIGTERM started draining, so load balancers stop sending before the listener closes).
+//! And the shutdown sequence that goes with it ([`DrainOnTerm`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::{Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
+
+use crate::metrics::{PrometheusReader, ProxyMetrics};
+
+/// What the admin endpoints and the shutdown sequence share with the gateway.
+#[derive(Debug, Clone)]
+pub struct AdminState {
+    /// The gateway's counters (in-flight requests among them).
+    pub metrics: ProxyMetrics,
+    /// Renders every instrument for `/metrics`.
+    pub prometheus: PrometheusReader,
+    draining: Arc<AtomicBool>,
+}
+
+impl AdminState {
+    /// State for a gateway whose instruments are `metrics`, read through `prometheus`.
+    pub fn new(metrics: ProxyMetrics, prometheus: PrometheusReader) -> Self {
+        Self {
+            metrics,
+            prometheus,
+            draining: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// True once shutdown began: `/readyz` answers 503.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Starts draining (what SIGTERM does).
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The admin HTTP app.
+#[derive(Debug, Clone)]
+pub struct AdminApp {
+    state: AdminState,
+}
+
+impl AdminApp {
+    /// The app over `state`.
+    pub fn new(state: AdminState) -> Self {
+        Self { state }
+    }
+
+    /// The answer to `method path`: status, content type and body.
+    pub fn answer(&self, method: &http::Method, path: &str) -> (StatusCode, &'static str, String) {
+        const TEXT: &str = "text/plain; charset=utf-8";
+        if method != http::Method::GET && method != http::Method::HEAD {
+            return (StatusCode::METHOD_NOT_ALLOWED, TEXT, "GET only\n".into());
+        }
+        match path {
+            "/metrics" => (
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.state.prometheus.render(),
+            ),
+            "/healthz" => (StatusCode::OK, TEXT, "ok\n".into()),
+            "/readyz" if self.state.draining() => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                TEXT,
+                format!(
+                    "draining: {} requests in flight\n",
+                    self.state.metrics.in_flight()
+                ),
+            ),
+            "/readyz" => (StatusCode::OK, TEXT, "ready\n".into()),
+            _ => (
+                StatusCode::NOT_FOUND,
+                TEXT,
+                "not found: /metrics, /healthz, /readyz\n".into(),
+            ),
+        }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let (status, content_type, body) = {
+            let req = session.req_header();
+            self.answer(&req.method, req.uri.path())
+        };
+        Response::builder()
+            .status(status)
+            .header(http::header::CONTENT_TYPE, content_type)
+            .header(http::header::CONTENT_LENGTH, body.len())
+            .body(body.into_bytes())
+            .unwrap_or_default()
+    }
+}
+
+/// The gateway's shutdown signals, in place of pingora's default handling.
+///
+/// - SIGTERM: `/readyz` turns 503 at once; requests already in flight (streams included) get up
+///   to the grace period to finish, and the wait ends as soon as none is left, not after the
+///   full period as pingora's own graceful shutdown does. New requests that still arrive are
+///   served meanwhile (load balancers take a moment to notice `/readyz`). Then the listeners
+///   close and the process flushes its spans and exits.
+/// - SIGINT: stop now (in-flight requests are cut, spans still flushed).
+/// - SIGQUIT: pingora's graceful upgrade (hand the listeners to a new process).
+#[derive(Debug)]
+pub struct DrainOnTerm {
+    state: AdminState,
+    grace: Duration,
+}
+
+impl DrainOnTerm {
+    /// Drains `state`'s in-flight requests for at most `grace` after SIGTERM.
+    pub fn new(state: AdminState, grace: Duration) -> Self {
+        Self { state, grace }
+    }
+
+    /// The drain itself: readiness off, then wait until nothing is in flight or the grace
+    /// period is over. Returns how long it waited.
+    pub async fn drain(&self) -> Duration {
+        self.state.start_draining();
+        let started = tokio::time::Instant::now();
+        while self.state.metrics.in_flight() > 0 && started.elapsed() < self.grace {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        started.elapsed()
+    }
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for DrainOnTerm {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::quit()),
+        ) else {
+            // Without signal handlers there is nothing to wait for but the process's end.
+            std::future::pending::<()>().await;
+            unreachable!()
+        };
+        tokio::select! {
+            _ = term.recv() => {
+                eprintln!(
+                    "llmtrace-proxy: SIGTERM: draining {} in-flight requests (at most {:?})",
+                    self.state.metrics.in_flight(),
+                    self.grace
+                );
+                tokio::select! {
+                    waited = self.drain() => {
+                        eprintln!(
+                            "llmtrace-proxy: drained in {:.1} s, {} requests still in flight",
+                            waited.as_secs_f64(),
+                            self.state.metrics.in_flight()
+                        );
+                        // The grace period is spent: pingora then only closes the listeners
+                        // and stops its runtimes.
+                        ShutdownSignal::GracefulTerminate
+                    }
+                    _ = int.recv() => ShutdownSignal::FastShutdown,
+                }
+            }
+            _ = int.recv() => ShutdownSignal::FastShutdown,
+            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::metrics::MeterProvider as _;
+    use opentelemetry_sdk::metrics::SdkMeterProvider;
+
+    fn state() -> AdminState {
+        let reader = PrometheusReader::default();
+        let provider = SdkMeterProvider::builder()
+            .with_reader(reader.clone())
+            .build();
+        let metrics = ProxyMetrics::new(&provider.meter("t"), None);
+        // The provider must outlive the test's collections.
+        std::mem::forget(provider);
+        AdminState::new(metrics, reader)
+    }
+
+    #[test]
+    fn endpoints_answer_and_readiness_follows_draining() {
+        let state = state();
+        let app = AdminApp::new(state.clone());
+        let get = http::Method::GET;
+        assert_eq!(app.answer(&get, "/healthz").0, StatusCode::OK);
+        assert_eq!(app.answer(&get, "/readyz").0, StatusCode::OK);
+        let (status, content_type, body) = app.answer(&get, "/metrics");
+        assert_eq!(status, StatusCode::OK);
+        assert!(content_type.starts_with("text/plain; version=0.0.4"));
+        assert!(
+            body.contains("llmtrace_proxy_in_flight_requests 0"),
+            "{body}"
+        );
+        assert_eq!(app.answer(&get, "/nope").0, StatusCode::NOT_FOUND);
+        assert_eq!(
+            app.answer(&http::Method::POST, "/metrics").0,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        state.start_draining();
+        let (status, _, body) = app.answer(&get, "/readyz");
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("draining"));
+        assert_eq!(app.answer(&get, "/healthz").0, StatusCode::OK);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_drain_ends_when_nothing_is_in_flight_or_the_grace_is_spent() {
+        let state = state();
+        let drain = DrainOnTerm::new(state.clone(), Duration::from_secs(30));
+        let guard = state.metrics.start();
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            drop(guard);
+        });
+        let waited = drain.drain().await;
+        assert!(state.draining());
+        assert!(
+            waited >= Duration::from_secs(2) && waited < Duration::from_secs(3),
+            "{waited:?}"
+        );
+        release.await.unwrap();
+
+        let _stuck = state.metrics.start();
+        let waited = DrainOnTerm::new(state.clone(), Duration::from_secs(5))
+            .drain()
+            .await;
+        assert!(waited >= Duration::from_secs(5) && waited < Duration::from_secs(6));
+    }
+}

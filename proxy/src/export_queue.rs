@@ -1,0 +1,370 @@
+//! A bounded, counted span export queue.
+//!
+//! The SDK's `BatchSpanProcessor` drops spans when its queue is full but keeps the count to
+//! itself. A gateway has to say how many spans it lost, and why: [`ExportQueue`] is the same
+//! pipeline — a bounded queue in front of one export thread that sends batches — with every
+//! span counted as queued, exported, dropped (queue full) or failed (the exporter said no).
+//! The request path only ever does a non-blocking `try_send`: a slow or dead collector fills
+//! the queue and costs counted drops, never latency.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use opentelemetry::Context;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
+
+/// Counters of an [`ExportQueue`], read by the admin endpoint.
+#[derive(Debug, Default)]
+pub struct ExportStats {
+    /// Spans handed to the queue.
+    pub queued: AtomicU64,
+    /// Spans the exporter accepted.
+    pub exported: AtomicU64,
+    /// Spans dropped because the queue was full (or the queue was shut down).
+    pub dropped: AtomicU64,
+    /// Spans in batches the exporter failed to send.
+    pub failed: AtomicU64,
+    /// Failed export calls.
+    pub export_errors: AtomicU64,
+}
+
+impl ExportStats {
+    fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// Sizes and timing of an [`ExportQueue`].
+#[derive(Debug, Clone, Copy)]
+pub struct QueueConfig {
+    /// Spans held at most; more are dropped and counted (default 8192).
+    pub max_queue: usize,
+    /// Spans per export call at most (default 512).
+    pub max_batch: usize,
+    /// A partial batch is sent after this long (default 1 s).
+    pub delay: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            max_queue: 8192,
+            max_batch: 512,
+            delay: Duration::from_secs(1),
+        }
+    }
+}
+
+enum Message {
+    Span(Box<SpanData>),
+    Flush(mpsc::Sender<OTelSdkResult>),
+    Shutdown(mpsc::Sender<OTelSdkResult>),
+}
+
+/// A span processor that queues finished spans (bounded) and exports them in batches on its
+/// own thread, counting every span ([`ExportStats`]).
+///
+/// ```
+/// use llmtrace_proxy::export_queue::{ExportQueue, QueueConfig};
+/// use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+///
+/// let exporter = InMemorySpanExporter::default();
+/// let queue = ExportQueue::new(exporter.clone(), QueueConfig::default());
+/// let stats = queue.stats();
+/// let provider = SdkTracerProvider::builder().with_span_processor(queue).build();
+/// # use opentelemetry::trace::{Tracer, TracerProvider};
+/// provider.tracer("doc").in_span("work", |_| {});
+/// provider.force_flush().unwrap();
+/// assert_eq!(exporter.get_finished_spans().unwrap().len(), 1);
+/// assert_eq!(stats.exported.load(std::sync::atomic::Ordering::Relaxed), 1);
+/// ```
+pub struct ExportQueue {
+    sender: SyncSender<Message>,
+    stats: Arc<ExportStats>,
+    resource: Arc<Mutex<Option<Resource>>>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl fmt::Debug for ExportQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExportQueue")
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExportQueue {
+    /// A queue in front of `exporter`, with its export thread started.
+    pub fn new<E: SpanExporter + 'static>(exporter: E, config: QueueConfig) -> Self {
+        let (sender, receiver) = mpsc::sync_channel(config.max_queue.max(1));
+        let stats = Arc::new(ExportStats::default());
+        let resource = Arc::new(Mutex::new(None));
+        let worker = {
+            let stats = stats.clone();
+            let resource = resource.clone();
+            std::thread::Builder::new()
+                .name("llmtrace-export".into())
+                .spawn(move || run(exporter, receiver, stats, resource, config))
+                .expect("spawning the span export thread")
+        };
+        Self {
+            sender,
+            stats,
+            resource,
+            worker: Mutex::new(Some(worker)),
+        }
+    }
+
+    /// The queue's counters.
+    pub fn stats(&self) -> Arc<ExportStats> {
+        self.stats.clone()
+    }
+
+    fn control(
+        &self,
+        make: impl FnOnce(mpsc::Sender<OTelSdkResult>) -> Message,
+        timeout: Duration,
+    ) -> OTelSdkResult {
+        let (tx, rx) = mpsc::channel();
+        // A full queue makes this wait for room: only flush and shutdown do, never a request.
+        self.sender
+            .send(make(tx))
+            .map_err(|_| OTelSdkError::AlreadyShutdown)?;
+        rx.recv_timeout(timeout)
+            .map_err(|_| OTelSdkError::Timeout(timeout))?
+    }
+}
+
+impl SpanProcessor for ExportQueue {
+    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        if !span.span_context.is_sampled() {
+            return;
+        }
+        ExportStats::add(&self.stats.queued, 1);
+        match self.sender.try_send(Message::Span(Box::new(span))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                ExportStats::add(&self.stats.dropped, 1);
+            }
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.control(Message::Flush, Duration::from_secs(30))
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        let result = self.control(Message::Shutdown, timeout);
+        if result.is_ok() {
+            if let Some(worker) = self.worker.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                let _ = worker.join();
+            }
+        }
+        result
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        *self.resource.lock().unwrap_or_else(|e| e.into_inner()) = Some(resource.clone());
+    }
+}
+
+fn run<E: SpanExporter>(
+    mut exporter: E,
+    receiver: Receiver<Message>,
+    stats: Arc<ExportStats>,
+    resource: Arc<Mutex<Option<Resource>>>,
+    config: QueueConfig,
+) {
+    let mut resource_set = false;
+    let mut batch: Vec<SpanData> = Vec::with_capacity(config.max_batch);
+    let mut deadline = Instant::now() + config.delay;
+    let send = |exporter: &mut E, batch: &mut Vec<SpanData>, resource_set: &mut bool| {
+        if !*resource_set {
+            if let Some(resource) = resource.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                exporter.set_resource(&resource);
+            }
+            *resource_set = true;
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let n = batch.len();
+        let result = futures::executor::block_on(exporter.export(std::mem::take(batch)));
+        match &result {
+            Ok(()) => ExportStats::add(&stats.exported, n),
+            Err(_) => {
+                ExportStats::add(&stats.failed, n);
+                ExportStats::add(&stats.export_errors, 1);
+            }
+        }
+        result
+    };
+    loop {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match receiver.recv_timeout(wait) {
+            Ok(Message::Span(span)) => {
+                batch.push(*span);
+                if batch.len() >= config.max_batch {
+                    let _ = send(&mut exporter, &mut batch, &mut resource_set);
+                    deadline = Instant::now() + config.delay;
+                }
+            }
+            Ok(Message::Flush(reply)) => {
+                let mut result = drain(&receiver, &mut batch, config.max_batch, |b| {
+                    send(&mut exporter, b, &mut resource_set)
+                });
+                result = result.and(send(&mut exporter, &mut batch, &mut resource_set));
+                let _ = reply.send(result.and(exporter.force_flush()));
+                deadline = Instant::now() + config.delay;
+            }
+            Ok(Message::Shutdown(reply)) => {
+                let mut result = drain(&receiver, &mut batch, config.max_batch, |b| {
+                    send(&mut exporter, b, &mut resource_set)
+                });
+                result = result.and(send(&mut exporter, &mut batch, &mut resource_set));
+                let _ = reply.send(result.and(exporter.shutdown()));
+                return;
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                let _ = send(&mut exporter, &mut batch, &mut resource_set);
+                deadline = Instant::now() + config.delay;
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                let _ = send(&mut exporter, &mut batch, &mut resource_set);
+                return;
+            }
+        }
+    }
+}
+
+/// Moves every span already queued into batches, sending each full one.
+fn drain(
+    receiver: &Receiver<Message>,
+    batch: &mut Vec<SpanData>,
+    max_batch: usize,
+    mut send: impl FnMut(&mut Vec<SpanData>) -> OTelSdkResult,
+) -> OTelSdkResult {
+    let mut result = Ok(());
+    while let Ok(message) = receiver.try_recv() {
+        match message {
+            Message::Span(span) => {
+                batch.push(*span);
+                if batch.len() >= max_batch {
+                    result = result.and(send(batch));
+                }
+            }
+            // A second flush or shutdown while draining: answered once this one is done.
+            Message::Flush(reply) | Message::Shutdown(reply) => {
+                let _ = reply.send(Ok(()));
+            }
+        }
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::{Tracer, TracerProvider};
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+
+    /// An exporter that blocks until released, then fails or succeeds.
+    #[derive(Debug, Clone)]
+    struct Gate {
+        open: Arc<(Mutex<bool>, std::sync::Condvar)>,
+        fail: bool,
+    }
+
+    impl SpanExporter for Gate {
+        async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
+            let (lock, cvar) = &*self.open;
+            let mut open = lock.lock().unwrap();
+            while !*open {
+                open = cvar.wait(open).unwrap();
+            }
+            if self.fail {
+                Err(OTelSdkError::InternalFailure("collector down".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    fn gate(fail: bool) -> Gate {
+        Gate {
+            open: Arc::new((Mutex::new(false), std::sync::Condvar::new())),
+            fail,
+        }
+    }
+
+    fn release(gate: &Gate) {
+        *gate.open.0.lock().unwrap() = true;
+        gate.open.1.notify_all();
+    }
+
+    #[test]
+    fn a_stuck_exporter_costs_counted_drops_and_never_blocks_on_end() {
+        let exporter = gate(false);
+        let queue = ExportQueue::new(
+            exporter.clone(),
+            QueueConfig {
+                max_queue: 10,
+                max_batch: 5,
+                delay: Duration::from_millis(10),
+            },
+        );
+        let stats = queue.stats();
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(queue)
+            .build();
+        let tracer = provider.tracer("t");
+        let started = Instant::now();
+        for _ in 0..1000 {
+            tracer.in_span("s", |_| {});
+        }
+        // 1000 spans against a stuck exporter: no waiting on the request path.
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let dropped = ExportStats::get(&stats.dropped);
+        // The worker holds at most one batch (5) and the queue 10: the rest is dropped.
+        assert!(dropped >= 1000 - 15, "dropped {dropped}");
+        assert_eq!(ExportStats::get(&stats.queued), 1000);
+        release(&exporter);
+        provider.force_flush().unwrap();
+        assert_eq!(
+            ExportStats::get(&stats.exported) + dropped,
+            1000,
+            "every span is exported or counted as dropped"
+        );
+    }
+
+    #[test]
+    fn failed_exports_are_counted() {
+        let exporter = gate(true);
+        release(&exporter);
+        let queue = ExportQueue::new(exporter, QueueConfig::default());
+        let stats = queue.stats();
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(queue)
+            .build();
+        for _ in 0..3 {
+            provider.tracer("t").in_span("s", |_| {});
+        }
+        let _ = provider.force_flush();
+        assert_eq!(ExportStats::get(&stats.failed), 3);
+        assert_eq!(ExportStats::get(&stats.export_errors), 1);
+        assert!(provider.shutdown().is_ok());
+    }
+}

@@ -1,0 +1,369 @@
+//! The gateway's metrics: its own instruments, and a Prometheus view of every instrument.
+//!
+//! There is one source of truth, the OpenTelemetry meter provider. The GenAI histograms of
+//! the core (`gen_ai.client.*`) and the gateway's counters ([`ProxyMetrics`]) are recorded
+//! there once; a pull reader ([`PrometheusReader`]) renders them in the Prometheus text format
+//! for the admin listener's `/metrics`, and, when OTLP is configured, a periodic reader sends
+//! the same instruments to the collector.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Meter};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMetrics};
+use opentelemetry_sdk::metrics::reader::MetricReader;
+use opentelemetry_sdk::metrics::{InstrumentKind, ManualReader, Pipeline, Temporality};
+
+use crate::export_queue::ExportStats;
+
+/// A pull reader the meter provider and the admin endpoint share: the provider registers it,
+/// `/metrics` collects through it.
+#[derive(Debug, Clone, Default)]
+pub struct PrometheusReader {
+    reader: Arc<ManualReader>,
+}
+
+impl MetricReader for PrometheusReader {
+    fn register_pipeline(&self, pipeline: Weak<Pipeline>) {
+        self.reader.register_pipeline(pipeline);
+    }
+    fn collect(&self, rm: &mut ResourceMetrics) -> OTelSdkResult {
+        self.reader.collect(rm)
+    }
+    fn force_flush(&self) -> OTelSdkResult {
+        self.reader.force_flush()
+    }
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.reader.shutdown_with_timeout(timeout)
+    }
+    fn temporality(&self, _kind: InstrumentKind) -> Temporality {
+        // Prometheus counters and histograms are cumulative.
+        Temporality::Cumulative
+    }
+}
+
+impl PrometheusReader {
+    /// Every instrument in the Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let mut metrics = ResourceMetrics::default();
+        if self.reader.collect(&mut metrics).is_err() {
+            return String::new();
+        }
+        render(&metrics)
+    }
+}
+
+/// Renders collected metrics as Prometheus text: dots become underscores, the unit `s`
+/// becomes `_seconds`, counters get `_total`, histograms `_bucket`/`_sum`/`_count`.
+pub fn render(metrics: &ResourceMetrics) -> String {
+    let mut out = String::new();
+    for scope in metrics.scope_metrics() {
+        for metric in scope.metrics() {
+            let mut name = sanitize(metric.name());
+            match metric.unit() {
+                "s" if !name.ends_with("_seconds") => name.push_str("_seconds"),
+                "By" if !name.ends_with("_bytes") => name.push_str("_bytes"),
+                _ => {}
+            }
+            match metric.data() {
+                AggregatedMetrics::F64(data) => write_data(&mut out, &name, metric, data),
+                AggregatedMetrics::U64(data) => write_data(&mut out, &name, metric, data),
+                AggregatedMetrics::I64(data) => write_data(&mut out, &name, metric, data),
+            }
+        }
+    }
+    out
+}
+
+trait Number: Copy {
+    fn text(self) -> String;
+}
+impl Number for f64 {
+    fn text(self) -> String {
+        if self.is_infinite() {
+            if self > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
+        } else {
+            self.to_string()
+        }
+    }
+}
+impl Number for u64 {
+    fn text(self) -> String {
+        self.to_string()
+    }
+}
+impl Number for i64 {
+    fn text(self) -> String {
+        self.to_string()
+    }
+}
+
+fn write_data<T: Number>(
+    out: &mut String,
+    name: &str,
+    metric: &opentelemetry_sdk::metrics::data::Metric,
+    data: &MetricData<T>,
+) {
+    let help = metric
+        .description()
+        .replace('\\', r"\\")
+        .replace('\n', r"\n");
+    match data {
+        MetricData::Sum(sum) => {
+            let (name, kind) = if sum.is_monotonic() {
+                (format!("{name}_total"), "counter")
+            } else {
+                (name.to_owned(), "gauge")
+            };
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for point in sum.data_points() {
+                let labels = labels(point.attributes(), None);
+                let _ = writeln!(out, "{name}{labels} {}", point.value().text());
+            }
+        }
+        MetricData::Gauge(gauge) => {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for point in gauge.data_points() {
+                let labels = labels(point.attributes(), None);
+                let _ = writeln!(out, "{name}{labels} {}", point.value().text());
+            }
+        }
+        MetricData::Histogram(histogram) => {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            for point in histogram.data_points() {
+                let mut cumulative = 0u64;
+                let bounds: Vec<f64> = point.bounds().collect();
+                for (i, count) in point.bucket_counts().enumerate() {
+                    cumulative += count;
+                    let le = bounds.get(i).copied().unwrap_or(f64::INFINITY).text();
+                    let labels = labels(point.attributes(), Some(&le));
+                    let _ = writeln!(out, "{name}_bucket{labels} {cumulative}");
+                }
+                let labels = labels(point.attributes(), None);
+                let _ = writeln!(out, "{name}_sum{labels} {}", point.sum().text());
+                let _ = writeln!(out, "{name}_count{labels} {}", point.count());
+            }
+        }
+        // Not configured anywhere in the gateway.
+        MetricData::ExponentialHistogram(_) => {}
+    }
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+fn labels<'a>(attributes: impl Iterator<Item = &'a KeyValue>, le: Option<&str>) -> String {
+    let mut parts: Vec<String> = attributes
+        .map(|kv| {
+            let value = kv
+                .value
+                .as_str()
+                .replace('\\', r"\\")
+                .replace('"', "\\\"")
+                .replace('\n', r"\n");
+            format!("{}=\"{value}\"", sanitize(kv.key.as_str()))
+        })
+        .collect();
+    // The SDK keeps attributes in no fixed order; sorted labels make stable series.
+    parts.sort_unstable();
+    if let Some(le) = le {
+        parts.push(format!("le=\"{le}\""));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("{{{}}}", parts.join(","))
+    }
+}
+
+/// The gateway's own instruments. Names are `llmtrace.proxy.*`; in Prometheus they read
+/// `llmtrace_proxy_requests_total`, `llmtrace_proxy_in_flight_requests`, ...
+#[derive(Debug, Clone)]
+pub struct ProxyMetrics {
+    requests: Counter<u64>,
+    errors: Counter<u64>,
+    retries: Counter<u64>,
+    in_flight: Arc<AtomicI64>,
+}
+
+impl ProxyMetrics {
+    /// Creates the instruments on `meter`; `export` (when spans are exported through an
+    /// [`crate::export_queue::ExportQueue`]) adds the span pipeline's counters.
+    pub fn new(meter: &Meter, export: Option<Arc<ExportStats>>) -> Self {
+        let in_flight = Arc::new(AtomicI64::new(0));
+        let gauge = in_flight.clone();
+        meter
+            .i64_observable_gauge("llmtrace.proxy.in_flight_requests")
+            .with_description("Requests being served (head received, response not yet ended)")
+            .with_callback(move |observer| observer.observe(gauge.load(Ordering::Relaxed), &[]))
+            .build();
+        if let Some(stats) = export {
+            let spans =
+                |name: &'static str, description: &'static str, read: fn(&ExportStats) -> u64| {
+                    let stats = stats.clone();
+                    meter
+                        .u64_observable_counter(name)
+                        .with_description(description)
+                        .with_callback(move |observer| observer.observe(read(&stats), &[]))
+                        .build();
+                };
+            spans(
+                "llmtrace.proxy.spans.exported",
+                "Spans the exporter accepted",
+                |s| ExportStats::get(&s.exported),
+            );
+            spans(
+                "llmtrace.proxy.spans.dropped",
+                "Spans dropped because the export queue was full (slow or dead collector)",
+                |s| ExportStats::get(&s.dropped),
+            );
+            spans(
+                "llmtrace.proxy.spans.export_failed",
+                "Spans in batches the exporter failed to send",
+                |s| ExportStats::get(&s.failed),
+            );
+            spans(
+                "llmtrace.proxy.export.errors",
+                "Failed span export calls",
+                |s| ExportStats::get(&s.export_errors),
+            );
+        }
+        Self {
+            requests: meter
+                .u64_counter("llmtrace.proxy.requests")
+                .with_description("Requests served, by route, upstream and status class")
+                .build(),
+            errors: meter
+                .u64_counter("llmtrace.proxy.errors")
+                .with_description(
+                    "Requests that failed: 5xx, upstream errors, timeouts, client aborts",
+                )
+                .build(),
+            retries: meter
+                .u64_counter("llmtrace.proxy.upstream.retries")
+                .with_description("Upstream attempts retried before the first response byte")
+                .build(),
+            in_flight,
+        }
+    }
+
+    /// A request's head arrived. The returned guard counts it in flight until dropped.
+    pub fn start(&self) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.in_flight.clone())
+    }
+
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// A request ended.
+    pub fn record(&self, route: &str, upstream: &str, status: u16, error_type: Option<&str>) {
+        let class = match status {
+            0 => "none",
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        let attributes = [
+            KeyValue::new("http.route", route.to_owned()),
+            KeyValue::new("llmtrace.upstream", upstream.to_owned()),
+            KeyValue::new("http.response.status_class", class),
+        ];
+        self.requests.add(1, &attributes);
+        if let Some(error_type) = error_type {
+            self.errors.add(
+                1,
+                &[
+                    KeyValue::new("http.route", route.to_owned()),
+                    KeyValue::new("llmtrace.upstream", upstream.to_owned()),
+                    KeyValue::new("error.type", error_type.to_owned()),
+                ],
+            );
+        }
+    }
+
+    /// An upstream attempt failed before its first byte and the request is tried again.
+    pub fn retry(&self, upstream: &str, reason: &str) {
+        self.retries.add(
+            1,
+            &[
+                KeyValue::new("llmtrace.upstream", upstream.to_owned()),
+                KeyValue::new("llmtrace.retry.reason", reason.to_owned()),
+            ],
+        );
+    }
+}
+
+/// Counts a request in flight until dropped.
+#[derive(Debug)]
+pub struct InFlight(Arc<AtomicI64>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::metrics::MeterProvider as _;
+    use opentelemetry_sdk::metrics::SdkMeterProvider;
+
+    #[test]
+    fn renders_counters_gauges_and_histograms_in_prometheus_text() {
+        let reader = PrometheusReader::default();
+        let provider = SdkMeterProvider::builder()
+            .with_reader(reader.clone())
+            .build();
+        let meter = provider.meter("t");
+        let metrics = ProxyMetrics::new(&meter, Some(Arc::new(ExportStats::default())));
+        let guard = metrics.start();
+        metrics.record("/v1/chat/completions", "openai", 200, None);
+        metrics.record(
+            "/v1/chat/completions",
+            "openai",
+            502,
+            Some("connection_refused"),
+        );
+        let histogram = meter
+            .f64_histogram("gen_ai.client.operation.duration")
+            .with_unit("s")
+            .with_boundaries(vec![0.01, 0.1])
+            .build();
+        histogram.record(0.05, &[KeyValue::new("gen_ai.request.model", "gpt-4o")]);
+        histogram.record(5.0, &[KeyValue::new("gen_ai.request.model", "gpt-4o")]);
+        let text = reader.render();
+        for want in [
+            "# TYPE llmtrace_proxy_requests_total counter",
+            r#"llmtrace_proxy_requests_total{http_response_status_class="2xx",http_route="/v1/chat/completions",llmtrace_upstream="openai"} 1"#,
+            r#"llmtrace_proxy_errors_total{error_type="connection_refused",http_route="/v1/chat/completions",llmtrace_upstream="openai"} 1"#,
+            "llmtrace_proxy_in_flight_requests 1",
+            "llmtrace_proxy_spans_dropped_total 0",
+            "# TYPE gen_ai_client_operation_duration_seconds histogram",
+            r#"gen_ai_client_operation_duration_seconds_bucket{gen_ai_request_model="gpt-4o",le="0.01"} 0"#,
+            r#"gen_ai_client_operation_duration_seconds_bucket{gen_ai_request_model="gpt-4o",le="0.1"} 1"#,
+            r#"gen_ai_client_operation_duration_seconds_bucket{gen_ai_request_model="gpt-4o",le="+Inf"} 2"#,
+            r#"gen_ai_client_operation_duration_seconds_count{gen_ai_request_model="gpt-4o"} 2"#,
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        drop(guard);
+        assert!(
+            reader
+                .render()
+                .contains("llmtrace_proxy_in_flight_requests 0")
+        );
+    }
+}
