@@ -7,6 +7,9 @@
 //! - [`ServerLayer`] and [`ClientLayer`]: tower layers for axum, hyper and tonic whose spans
 //!   live until the response body ends, so streamed responses are measured whole and a
 //!   client that disconnects mid-stream leaves a closed span marked as aborted.
+//! - [`sampling`] (feature `sampling`): head-sampling rules for the OpenTelemetry SDK
+//!   (`RuleSampler`) and a tail-sampling span processor (`TailSampler`) that keeps whole traces
+//!   by what happened in them: errors, slow or stalled streams, client aborts, attributes.
 //!
 //! ```
 //! use axum::{Router, routing::post};
@@ -23,6 +26,9 @@
 pub mod genai;
 pub mod layer;
 pub mod propagation;
+#[cfg(feature = "sampling")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sampling")))]
+pub mod sampling;
 pub mod semconv;
 
 pub use layer::{ClientLayer, GenAiLayer, ServerLayer, TracedBody};

@@ -204,3 +204,55 @@ pub mod exception {
 
 /// Value written in place of a captured header that carries a secret.
 pub const REDACTED: &str = "[REDACTED]";
+
+// === Sampling ===
+// Names of the `sampling` module (head rules and the tail sampler). Kept as the last section
+// of this file.
+
+/// Names the head rules and the tail sampler record (`llmtrace::sampling`).
+pub mod sampling {
+    /// Why the tail sampler kept a trace, on the trace's local root span (string): one of the
+    /// `REASON_*` values below, `attribute:<key>` for an attribute policy, the policies'
+    /// reasons joined by `+` for an `all` policy, or the name configured on the policy.
+    pub const REASON: &str = "llmtrace.sampling.reason";
+    /// The name of the head rule that sampled a span (string), set by `RuleSampler` for
+    /// named rules.
+    pub const RULE: &str = "llmtrace.sampling.rule";
+
+    /// Reason: a span failed (error status or `error.type`, client aborts aside).
+    pub const REASON_ERROR: &str = "error";
+    /// Reason: a span lasted longer than the duration threshold.
+    pub const REASON_SLOW: &str = "slow";
+    /// Reason: `gen_ai.response.time_to_first_chunk` over the threshold.
+    pub const REASON_TTFT: &str = "ttft";
+    /// Reason: inter-chunk gap p99 or the stall count over the threshold.
+    pub const REASON_STALL: &str = "stall";
+    /// Reason: the client went away (`llmtrace.aborted`).
+    pub const REASON_ABORTED: &str = "aborted";
+    /// Reason: a probabilistic policy (by trace id) in the policy list.
+    pub const REASON_RATIO: &str = "ratio";
+    /// Reason: no policy matched; the fallback ratio kept it.
+    pub const REASON_FALLBACK: &str = "fallback";
+
+    /// Metric instrument names of the tail sampler (`TailSampler::register_metrics`).
+    pub mod metrics {
+        /// Counter, `{trace}`: traces decided, by [`DECISION`].
+        pub const TRACES: &str = "llmtrace.sampling.traces";
+        /// Counter, `{span}`: spans forwarded or dropped, by [`DECISION`].
+        pub const SPANS: &str = "llmtrace.sampling.spans";
+        /// Counter, `{trace}`: traces decided before their local root ended (memory cap,
+        /// orphan timeout, shutdown).
+        pub const DECIDED_EARLY: &str = "llmtrace.sampling.decided_early";
+        /// Counter, `{trace}`: traces pushed out of the buffer by the trace or span cap (and
+        /// decided then).
+        pub const EVICTED: &str = "llmtrace.sampling.evicted";
+        /// Counter, `{trace}`: traces a policy would have kept that the rate limit dropped.
+        pub const RATE_LIMITED: &str = "llmtrace.sampling.rate_limited";
+        /// Gauge, `{trace}`: traces buffered, awaiting a decision.
+        pub const BUFFERED_TRACES: &str = "llmtrace.sampling.buffered.traces";
+        /// Gauge, `{span}`: spans buffered, awaiting their trace's decision.
+        pub const BUFFERED_SPANS: &str = "llmtrace.sampling.buffered.spans";
+        /// Attribute on [`TRACES`] and [`SPANS`]: `kept` or `dropped`.
+        pub const DECISION: &str = "llmtrace.sampling.decision";
+    }
+}

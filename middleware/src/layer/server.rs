@@ -264,8 +264,9 @@ fn start_server_span<B>(
     let path = req.uri().path();
     let scheme = req.uri().scheme_str().unwrap_or("http");
 
-    // What a sampler may want to see goes in at creation (method, scheme, route, rpc.*);
-    // the rest, including the path, which costs an allocation, only when recording.
+    // What a sampler may want to see goes in at creation (method, scheme, route, rpc.*, the
+    // captured request headers, which rules match on: a user tier, a tenant); the rest,
+    // including the path, which costs an allocation, only when recording.
     let mut attributes = Vec::with_capacity(8);
     let method = attrs::push_method(&mut attributes, req.method());
     attributes.push(KeyValue::new(
@@ -283,6 +284,9 @@ fn start_server_span<B>(
         (false, Some(route)) => Cow::Owned(format!("{method} {route}")),
         (false, None) => Cow::Borrowed(method),
     };
+    if let Some(capture) = &config.request_capture {
+        attributes.extend(capture.attributes(headers));
+    }
     let builder = SpanBuilder::from_name(name)
         .with_kind(SpanKind::Server)
         .with_attributes(attributes);
@@ -329,9 +333,6 @@ fn start_server_span<B>(
         attrs::forwarded_client(headers).or_else(|| peer.map(|p| p.ip().to_string()))
     {
         more.push(KeyValue::new(semconv::http::CLIENT_ADDRESS, client));
-    }
-    if let Some(capture) = &config.request_capture {
-        more.extend(capture.attributes(headers));
     }
     span.set_attributes(more);
     (span, grpc)
