@@ -751,3 +751,92 @@ async fn the_admin_listener_serves_metrics_health_and_readiness() {
     .await;
     assert_eq!(status, 200);
 }
+
+/// A TLS endpoint for `127.0.0.1` with a fresh self-signed certificate, forwarding to `to`.
+/// Returns its address and the certificate (PEM).
+async fn tls_in_front_of(to: SocketAddr) -> (SocketAddr, String) {
+    use tokio_rustls::rustls;
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let pem = cert.cert.pem();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.cert.der().clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(to).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    (addr, pem)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_upstream_is_verified_against_the_configured_ca() {
+    let rec = Recorder::new();
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let (tls, pem) = tls_in_front_of(mock.addr()).await;
+    let dir = std::env::temp_dir().join(format!("llmtrace-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, pem).unwrap();
+    let telemetry = llmtrace_proxy::Telemetry::with_tracer_provider(rec.provider.clone());
+    let url = format!("https://{tls}");
+    let ca_file = ca.display().to_string();
+    let (proxy, _) = start_gateway(&telemetry, &url, |config| {
+        config.server.upstream_ca_file = Some(ca_file);
+    })
+    .await;
+    let body = r#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#;
+    let headers = [
+        ("x-mock-tokens", "3"),
+        ("x-mock-seed", "3"),
+        ("x-mock-ttft-ms", "0"),
+    ];
+    let (status, _, through_tls) = post(proxy, "/v1/chat/completions", &headers, body).await;
+    assert_eq!(status, 200, "{through_tls}");
+    let (_, _, direct) = post(mock.addr(), "/v1/chat/completions", &headers, body).await;
+    assert_eq!(through_tls, direct);
+
+    // The same upstream checked against the system's roots: refused, and said so.
+    let (proxy, _) = start_gateway(&telemetry, &url, |_| {}).await;
+    let (status, _, _) = post(proxy, "/v1/chat/completions", &headers, body).await;
+    assert_eq!(status, 502);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let spans = rec.spans();
+    let clients: Vec<_> = spans
+        .iter()
+        .filter(|s| s.span_kind == SpanKind::Client)
+        .collect();
+    assert_eq!(clients.len(), 2);
+    assert!(
+        clients
+            .iter()
+            .any(|s| !is_error(s) && attr_i64(s, "gen_ai.usage.output_tokens") == Some(3))
+    );
+    let refused = clients.iter().find(|s| is_error(s)).unwrap();
+    let error_type = attr_str(refused, "error.type").unwrap_or_default();
+    assert!(
+        error_type.contains("TLS")
+            || error_type.contains("Cert")
+            || error_type.contains("Handshake"),
+        "{error_type}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
