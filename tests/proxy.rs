@@ -342,7 +342,27 @@ async fn only_configured_routes_and_keys_pass_and_upstream_credentials_replace_t
         "Bearer sk-upstream-secret"
     );
     tokio::time::sleep(Duration::from_millis(100)).await;
-    for span in rec.spans() {
+    // Each refusal has its SERVER span with the status and the reason.
+    let spans = rec.spans();
+    let mut refused: Vec<(i64, String)> = spans
+        .iter()
+        .filter_map(|s| {
+            Some((
+                attr_i64(s, "http.response.status_code")?,
+                attr_str(s, "llmtrace.gateway.refused")?,
+            ))
+        })
+        .collect();
+    refused.sort();
+    assert_eq!(
+        refused,
+        [
+            (401, "invalid_api_key".to_owned()),
+            (404, "no_route".to_owned()),
+            (413, "request_too_large".to_owned())
+        ]
+    );
+    for span in spans {
         let text = format!("{:?}", span.attributes);
         assert!(
             !text.contains("sk-upstream-secret") && !text.contains("client-key-1"),

@@ -55,6 +55,9 @@ pub mod names {
     pub const UPSTREAM_NAME: &str = "llmtrace.upstream.name";
     /// Attempts made (1 when the first one answered).
     pub const UPSTREAM_ATTEMPTS: &str = "llmtrace.upstream.attempts";
+    /// Why the gateway answered a request itself: `no_route`, `invalid_api_key`,
+    /// `request_too_large`.
+    pub const REFUSED: &str = "llmtrace.gateway.refused";
     /// The provider's own request id (its `x-request-id`).
     pub const UPSTREAM_REQUEST_ID: &str = "llmtrace.upstream.request_id";
     /// Event: an attempt failed before its first byte and the request is tried again.
@@ -206,7 +209,15 @@ impl ProxyHttp for Gateway {
 
         // Only configured upstreams, only through a route.
         let Some(route) = self.config.route(&path, host.as_deref()) else {
-            return reply(session, 404, "no_route", "no route matches this request").await;
+            return self
+                .refuse(
+                    session,
+                    ctx,
+                    404,
+                    "no_route",
+                    "no route matches this request",
+                )
+                .await;
         };
         let target_index = self
             .targets
@@ -214,13 +225,15 @@ impl ProxyHttp for Gateway {
             .position(|t| t.name == route.upstream)
             .expect("validated configuration");
         if !route.client_keys.is_empty() && !client_key_ok(&req.headers, &route.client_keys) {
-            return reply(
-                session,
-                401,
-                "invalid_api_key",
-                "missing or unknown client key",
-            )
-            .await;
+            return self
+                .refuse(
+                    session,
+                    ctx,
+                    401,
+                    "invalid_api_key",
+                    "missing or unknown client key",
+                )
+                .await;
         }
         let too_large = req
             .headers
@@ -232,7 +245,9 @@ impl ProxyHttp for Gateway {
                 "request body over the gateway's limit of {} bytes",
                 self.config.server.max_request_body_bytes
             );
-            return reply(session, 413, "request_too_large", &message).await;
+            return self
+                .refuse(session, ctx, 413, "request_too_large", &message)
+                .await;
         }
         let target = &self.targets[target_index];
         ctx.target = Some(target_index);
@@ -695,6 +710,27 @@ impl ProxyHttp for Gateway {
 }
 
 impl Gateway {
+    /// Answers the request from the gateway itself (no route, bad key, too large). It still
+    /// gets its SERVER span, ended in `logging` with the status and the reason, so refusals
+    /// show up in traces too.
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        status: u16,
+        code: &str,
+        message: &str,
+    ) -> Result<bool> {
+        let parent = propagation::extract(&session.req_header().headers);
+        let server = self.start_server_span(session, &parent, None, &ctx.request_id);
+        server
+            .span()
+            .set_attribute(KeyValue::new(names::REFUSED, code.to_owned()));
+        ctx.server = Some(server);
+        ctx.status = status;
+        reply(session, status, code, message).await
+    }
+
     /// Another attempt is allowed: the route has attempts left and pingora can replay the
     /// request body (it keeps the first 64 KiB).
     fn may_retry(&self, session: &Session, ctx: &RequestCtx) -> bool {
