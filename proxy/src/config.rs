@@ -104,6 +104,8 @@ pub struct TelemetryConfig {
     /// For streamed OpenAI chat/completions requests that did not ask for usage, ask
     /// upstream and remove the usage chunk from the client's stream (default true).
     pub inject_stream_usage: bool,
+    /// One JSON access-log line per request on stderr (default true).
+    pub access_log: bool,
 }
 
 impl Default for TelemetryConfig {
@@ -114,6 +116,7 @@ impl Default for TelemetryConfig {
             spans_file: None,
             capture_content: false,
             inject_stream_usage: true,
+            access_log: true,
         }
     }
 }

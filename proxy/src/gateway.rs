@@ -705,7 +705,9 @@ impl ProxyHttp for Gateway {
             status,
             error_type.as_deref(),
         );
-        access_log(session, ctx, status, aborted, &trace_id, &span_id, self);
+        if self.config.telemetry.access_log {
+            access_log(session, ctx, status, aborted, &trace_id, &span_id, self);
+        }
     }
 }
 

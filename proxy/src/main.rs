@@ -171,7 +171,9 @@ fn demo() -> Result<(), Box<dyn std::error::Error>> {
         .with_simple_exporter(spans.clone())
         .build();
     let listen = free_port()?;
-    let config = llmtrace_proxy::Config::single(&listen.to_string(), &mock.url(), None)?;
+    let mut config = llmtrace_proxy::Config::single(&listen.to_string(), &mock.url(), None)?;
+    // The demo prints its own summary; the access log would interleave with it.
+    config.telemetry.access_log = false;
     let telemetry = Telemetry::with_tracer_provider(provider.clone());
     let server = llmtrace_proxy::build_server(Arc::new(config), &telemetry)?;
     std::thread::spawn(move || server.server.run_forever());
@@ -231,14 +233,26 @@ fn demo() -> Result<(), Box<dyn std::error::Error>> {
                 .map(|kv| kv.value.to_string())
                 .unwrap_or_else(|| "-".into())
         };
+        let ms = |key: &str| {
+            get(key)
+                .parse::<f64>()
+                .map_or_else(|_| "-".to_owned(), |s| format!("{:.1} ms", s * 1000.0))
+        };
+        let us = |key: &str| {
+            get(key)
+                .parse::<i64>()
+                .map_or_else(|_| "-".to_owned(), |us| format!("{us} µs"))
+        };
         println!(
-            "{:<28} ttft {:>8} s  tokens in/out {}/{}  finish {}  usage {}",
+            "{:<24} ttft {:>9}  tokens in/out {}/{}  finish {:<12} usage {:<8} gateway: request {}, per chunk max {}",
             span.name,
-            get("gen_ai.response.time_to_first_chunk"),
+            ms("gen_ai.response.time_to_first_chunk"),
             get("gen_ai.usage.input_tokens"),
             get("gen_ai.usage.output_tokens"),
             get("gen_ai.response.finish_reasons"),
             get("llmtrace.usage.source"),
+            us("llmtrace.gateway.request_us"),
+            us("llmtrace.gateway.chunk_latency.max_us"),
         );
     }
     println!(
