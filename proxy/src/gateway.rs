@@ -706,7 +706,16 @@ impl ProxyHttp for Gateway {
             error_type.as_deref(),
         );
         if self.config.telemetry.access_log {
-            access_log(session, ctx, status, aborted, &trace_id, &span_id, self);
+            let ids = (trace_id.as_str(), span_id.as_str());
+            access_log(
+                session,
+                ctx,
+                status,
+                aborted,
+                error_type.as_deref(),
+                ids,
+                self,
+            );
         }
     }
 }
@@ -884,8 +893,8 @@ fn access_log(
     ctx: &RequestCtx,
     status: u16,
     aborted: bool,
-    trace_id: &str,
-    span_id: &str,
+    error_type: Option<&str>,
+    (trace_id, span_id): (&str, &str),
     gateway: &Gateway,
 ) {
     let summary = ctx.summary.clone().unwrap_or_default();
@@ -914,7 +923,7 @@ fn access_log(
         "gateway_chunk_max_ms": (ctx.chunk_latency.count > 0).then_some(ctx.chunk_latency.max.as_secs_f64() * 1000.0),
         "attempts": ctx.attempt + 1,
         "finish_reason": summary.finish_reasons.first(),
-        "error_type": summary.error_type,
+        "error_type": error_type,
         "prompt_hash": ctx.prompt_hash,
         "client_aborted": aborted,
     });

@@ -104,11 +104,23 @@ fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(admin) = &cli.admin {
         config.server.admin = Some(admin.clone());
     }
-    config
-        .server
-        .admin
-        .get_or_insert_with(|| DEFAULT_ADMIN.to_owned());
     config.validate()?;
+    match config.server.admin.as_deref() {
+        // Asked for: it must be available.
+        Some(addr) if addr != "off" => {
+            if let Err(e) = std::net::TcpListener::bind(addr) {
+                return Err(format!("admin listener {addr}: {e} (set --admin ADDR or off)").into());
+            }
+        }
+        Some(_) => {}
+        // The default: a second gateway on the machine goes on without one.
+        None => match std::net::TcpListener::bind(DEFAULT_ADMIN) {
+            Ok(_) => config.server.admin = Some(DEFAULT_ADMIN.to_owned()),
+            Err(e) => eprintln!(
+                "llmtrace-proxy: no admin listener: {DEFAULT_ADMIN}: {e} (set --admin ADDR)"
+            ),
+        },
+    }
     if let Some(path) = &cli.spans_file {
         config.telemetry.spans_file = Some(path.display().to_string());
     }
