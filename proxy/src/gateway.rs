@@ -17,11 +17,11 @@ use llmtrace::genai::{
     ApiFormat, End, Endpoint, Exchange, Provider, RequestInfo, Summary, UsageChunkFilter,
     request_with_usage,
 };
-use llmtrace::layer::{GenAiRecorder, GenAiSpan};
+use llmtrace::layer::{GenAiRecorder, GenAiSpan, InboundRequest, InboundSpan};
 use llmtrace::propagation;
 use llmtrace::semconv;
 use opentelemetry::global::BoxedTracer;
-use opentelemetry::trace::{Span as _, SpanBuilder, SpanKind, Status, TraceContextExt, Tracer};
+use opentelemetry::trace::TraceContextExt;
 use opentelemetry::{Context, KeyValue};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
@@ -130,7 +130,9 @@ pub struct RequestCtx {
     route: Option<String>,
     target: Option<usize>,
     /// The inbound SERVER span's context.
-    server: Option<Context>,
+    server: Option<InboundSpan>,
+    /// The response head was recorded on the SERVER span.
+    server_head: bool,
     /// The GenAI exchange, for LLM API calls.
     genai: Option<GenAiSpan>,
     endpoint: Option<Endpoint>,
@@ -275,6 +277,7 @@ impl ProxyHttp for Gateway {
         let route_name = ctx.endpoint.as_ref().map(Endpoint::route);
         let server =
             self.start_server_span(session, &parent, route_name.as_deref(), &ctx.request_id);
+        let server_cx = server.context().cloned().unwrap_or_default();
         if let Some(endpoint) = ctx.endpoint.clone() {
             // The model is in the body, which arrives after the request head has gone
             // upstream: the GenAI span starts now and is named once the body is read.
@@ -285,7 +288,12 @@ impl ProxyHttp for Gateway {
                 Instant::now(),
             );
             let parts = session.req_header().as_owned_parts();
-            ctx.genai = Some(GenAiSpan::start(&self.recorder, exchange, &parts, &server));
+            ctx.genai = Some(GenAiSpan::start(
+                &self.recorder,
+                exchange,
+                &parts,
+                &server_cx,
+            ));
             ctx.hold_request_body = self.config.telemetry.inject_stream_usage
                 && matches!(
                     endpoint.format,
@@ -385,7 +393,7 @@ impl ProxyHttp for Gateway {
             .genai
             .as_ref()
             .and_then(GenAiSpan::context)
-            .or(ctx.server.as_ref());
+            .or(ctx.server.as_ref().and_then(InboundSpan::context));
         if let Some(cx) = cx {
             let mut headers = http::HeaderMap::new();
             propagation::inject(cx, &mut headers);
@@ -585,7 +593,11 @@ impl ProxyHttp for Gateway {
             // The body changes length: it goes out chunked.
             upstream_response.remove_header(&http::header::CONTENT_LENGTH);
         }
-        if let Some(cx) = &ctx.server {
+        if let Some(server) = ctx.server.as_mut() {
+            server.on_response_head(upstream_response.status, &upstream_response.headers);
+            ctx.server_head = true;
+        }
+        if let Some(cx) = ctx.server.as_ref().and_then(InboundSpan::context) {
             let trace_id = cx.span().span_context().trace_id().to_string();
             upstream_response.insert_header(TRACE_ID_HEADER, trace_id)?;
         }
@@ -598,7 +610,7 @@ impl ProxyHttp for Gateway {
         {
             Some(upstream_id) => {
                 ctx.upstream_request_id = Some(upstream_id.to_owned());
-                if let Some(cx) = &ctx.server {
+                if let Some(cx) = ctx.server.as_ref().and_then(InboundSpan::context) {
                     cx.span().set_attribute(KeyValue::new(
                         names::UPSTREAM_REQUEST_ID,
                         upstream_id.to_owned(),
@@ -644,6 +656,9 @@ impl ProxyHttp for Gateway {
                 *body = Some(Bytes::from(out));
             }
         }
+        if let (Some(server), Some(chunk)) = (ctx.server.as_mut(), body.as_ref()) {
+            server.on_data(chunk.len());
+        }
         if let Some(arrived) = ctx.chunk_arrived.take() {
             let spent = arrived.elapsed();
             let latency = &mut ctx.chunk_latency;
@@ -681,11 +696,27 @@ impl ProxyHttp for Gateway {
             .response_written()
             .map_or(ctx.status, |r| r.status.as_u16());
         let (trace_id, span_id) = match ctx.server.take() {
-            Some(server) => {
-                let span = server.span();
-                end_server_span(&span, status, aborted, error);
-                let sc = span.span_context();
-                (sc.trace_id().to_string(), sc.span_id().to_string())
+            Some(mut server) => {
+                let ids = server
+                    .context()
+                    .map_or((String::new(), String::new()), |cx| {
+                        let sc = cx.span().span_context().clone();
+                        (sc.trace_id().to_string(), sc.span_id().to_string())
+                    });
+                if !ctx.server_head && status > 0 {
+                    if let Ok(status) = http::StatusCode::from_u16(status) {
+                        server.on_response_head(status, &http::HeaderMap::new());
+                    }
+                }
+                server.end(match error {
+                    None => End::Complete,
+                    Some(_) if aborted => End::Aborted,
+                    Some(e) => End::Failed {
+                        error_type: error_type(e).into(),
+                        message: e.to_string(),
+                    },
+                });
+                ids
             }
             None => (String::new(), String::new()),
         };
@@ -734,9 +765,10 @@ impl Gateway {
     ) -> Result<bool> {
         let parent = propagation::extract(&session.req_header().headers);
         let server = self.start_server_span(session, &parent, None, &ctx.request_id);
-        server
-            .span()
-            .set_attribute(KeyValue::new(names::REFUSED, code.to_owned()));
+        if let Some(cx) = server.context() {
+            cx.span()
+                .set_attribute(KeyValue::new(names::REFUSED, code.to_owned()));
+        }
         ctx.server = Some(server);
         ctx.status = status;
         reply(session, status, code, message).await
@@ -771,56 +803,28 @@ impl Gateway {
         parent: &Context,
         route: Option<&str>,
         request_id: &str,
-    ) -> Context {
+    ) -> InboundSpan {
         let req = session.req_header();
-        let method = req.method.as_str().to_owned();
-        let name = match route {
-            Some(route) => format!("{method} {route}"),
-            None => method.clone(),
+        let request = InboundRequest {
+            method: &req.method,
+            uri: &req.uri,
+            version: if session.is_http2() {
+                http::Version::HTTP_2
+            } else {
+                http::Version::HTTP_11
+            },
+            headers: &req.headers,
+            route,
+            peer: session.client_addr().and_then(|a| a.as_inet()).copied(),
         };
-        let mut attributes = vec![
-            KeyValue::new(semconv::http::REQUEST_METHOD, method),
-            KeyValue::new(semconv::http::URL_PATH, req.uri.path().to_owned()),
-            KeyValue::new(semconv::http::URL_SCHEME, "http"),
-            KeyValue::new("http.request.header.x-request-id", request_id.to_owned()),
-        ];
-        if let Some(route) = route {
-            attributes.push(KeyValue::new(semconv::http::ROUTE, route.to_owned()));
-        }
-        if let Some(agent) = req
-            .headers
-            .get(http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-        {
-            attributes.push(KeyValue::new(
-                semconv::http::USER_AGENT_ORIGINAL,
-                agent.to_owned(),
+        let server = InboundSpan::start(&self.tracer, &request, parent);
+        if let Some(cx) = server.context() {
+            cx.span().set_attribute(KeyValue::new(
+                "http.request.header.x-request-id",
+                request_id.to_owned(),
             ));
         }
-        if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
-            attributes.push(KeyValue::new(
-                semconv::http::CLIENT_ADDRESS,
-                addr.ip().to_string(),
-            ));
-        }
-        let version = if session.is_http2() { "2" } else { "1.1" };
-        attributes.push(KeyValue::new(
-            semconv::http::NETWORK_PROTOCOL_VERSION,
-            version,
-        ));
-        let span = self.tracer.build_with_context(
-            SpanBuilder::from_name(name)
-                .with_kind(SpanKind::Server)
-                .with_attributes(attributes),
-            parent,
-        );
-        let trace_id = span.span_context().trace_id();
-        let server = parent.with_span(span);
-        if parent.span().span_context().is_valid() {
-            server
-        } else {
-            server.with_value(propagation::RandomTraceId(trace_id))
-        }
+        server
     }
 }
 
@@ -854,37 +858,6 @@ fn record_gateway_time(genai: &GenAiSpan, ctx: &RequestCtx) {
             micros(latency.sum / latency.count),
         ));
     }
-}
-
-fn end_server_span(
-    span: &opentelemetry::trace::SpanRef<'_>,
-    status: u16,
-    aborted: bool,
-    error: Option<&Error>,
-) {
-    if status > 0 {
-        span.set_attribute(KeyValue::new(
-            semconv::http::RESPONSE_STATUS_CODE,
-            i64::from(status),
-        ));
-    }
-    if aborted {
-        span.set_attribute(KeyValue::new(semconv::llmtrace::ABORTED, true));
-        span.set_attribute(KeyValue::new(
-            semconv::http::ERROR_TYPE,
-            semconv::llmtrace::ABORTED_ERROR_TYPE,
-        ));
-        span.set_status(Status::error(
-            "client disconnected before the response ended",
-        ));
-    } else if let Some(e) = error {
-        span.set_attribute(KeyValue::new(semconv::http::ERROR_TYPE, error_type(e)));
-        span.set_status(Status::error(e.to_string()));
-    } else if status >= 500 {
-        span.set_attribute(KeyValue::new(semconv::http::ERROR_TYPE, status.to_string()));
-        span.set_status(Status::error(""));
-    }
-    span.end();
 }
 
 /// One JSON line per request on stderr (stdout carries the spans by default).
