@@ -104,6 +104,12 @@ pub fn sampled_by_ratio(trace_id: TraceId, ratio: f64) -> bool {
     (low >> 1) < upper_bound
 }
 
+/// A span without a parent, or whose parent is in another process: the root of what this
+/// process saw of a trace.
+pub(crate) fn is_local_root(span: &opentelemetry_sdk::trace::SpanData) -> bool {
+    span.parent_span_id == opentelemetry::trace::SpanId::INVALID || span.parent_span_is_remote
+}
+
 /// A sampling configuration that cannot work: a ratio outside 0 to 1, an empty policy, ...
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError(String);

@@ -9,7 +9,7 @@ use opentelemetry_sdk::trace::SpanData;
 use serde::Deserialize;
 
 use super::pattern::Pattern;
-use super::{ConfigError, check_ratio, sampled_by_ratio};
+use super::{ConfigError, check_ratio, is_local_root, sampled_by_ratio};
 use crate::semconv::{self, sampling as names};
 
 /// A reason to keep a trace. A policy matches a trace when one of its spans (any span, not
@@ -45,7 +45,8 @@ pub enum Policy {
     /// away (`llmtrace.aborted`) are not errors here; see [`Aborted`](Policy::Aborted).
     /// Reason `error`.
     Error,
-    /// A span lasted at least this long (the root lasts longest). Reason `slow`.
+    /// The trace's local root span lasted at least this long (any span, when the trace was
+    /// decided before its root ended). Reason `slow`.
     Duration(Duration),
     /// `gen_ai.response.time_to_first_chunk` at least this long. Reason `ttft`.
     TimeToFirstChunk(Duration),
@@ -275,6 +276,17 @@ impl CompiledPolicy {
                 .iter()
                 .all(|m| m.evaluate(trace_id, spans).is_some()),
             Test::Ratio(ratio) => sampled_by_ratio(trace_id, *ratio),
+            // The request's duration is its root's: a background child that outlives the
+            // request does not make it slow. Without an ended root (decided early), the
+            // longest span stands in.
+            test @ Test::Duration(_) => {
+                let mut roots = spans.iter().filter(|s| is_local_root(s)).peekable();
+                if roots.peek().is_some() {
+                    roots.any(|span| test.matches_span(span))
+                } else {
+                    spans.iter().any(|span| test.matches_span(span))
+                }
+            }
             test => spans.iter().any(|span| test.matches_span(span)),
         };
         matched.then(|| self.reason.clone().expect("named or a leaf"))
@@ -405,7 +417,16 @@ mod tests {
         let slow = span(6000, vec![], Status::Unset);
         let five = Policy::Duration(Duration::from_secs(5));
         assert_eq!(eval(five.clone(), std::slice::from_ref(&ok)), None);
-        assert_eq!(eval(five, &[ok.clone(), slow]).as_deref(), Some("slow"));
+        assert_eq!(
+            eval(five.clone(), &[ok.clone(), slow.clone()]).as_deref(),
+            Some("slow")
+        );
+        // A child that outlives a quick root does not make the request slow...
+        let mut late_child = slow.clone();
+        late_child.parent_span_id = opentelemetry::trace::SpanId::from(7u64);
+        assert_eq!(eval(five.clone(), &[ok.clone(), late_child.clone()]), None);
+        // ...but without a root (decided early) the longest span stands in.
+        assert_eq!(eval(five, &[late_child]).as_deref(), Some("slow"));
 
         let stream = span(
             10,

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use opentelemetry::metrics::Meter;
-use opentelemetry::trace::{SpanId, TraceId};
+use opentelemetry::trace::TraceId;
 use opentelemetry::{Context, KeyValue, StringValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
@@ -17,7 +17,7 @@ use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
 use serde::Deserialize;
 
 use super::policy::{CompiledPolicy, Policy};
-use super::{ConfigError, check_ratio, millis, sampled_by_ratio};
+use super::{ConfigError, check_ratio, is_local_root, millis, sampled_by_ratio};
 use crate::semconv::sampling as names;
 
 /// The tail sampler's configuration: `[tail]` in the gateway's TOML.
@@ -400,10 +400,6 @@ impl TokenBucket {
             false
         }
     }
-}
-
-fn is_local_root(span: &SpanData) -> bool {
-    span.parent_span_id == SpanId::INVALID || span.parent_span_is_remote
 }
 
 struct Ticker {
@@ -927,7 +923,7 @@ impl<P: SpanProcessor + 'static> TailSamplerBuilder<P> {
 mod tests {
     use super::*;
     use opentelemetry::Value;
-    use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceFlags, TraceState};
+    use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceState};
     use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
     use std::time::SystemTime;
 
