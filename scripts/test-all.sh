@@ -46,4 +46,7 @@ if [ "$LLMTRACE_FUZZ_SECONDS" != "0" ]; then
   done
 fi
 
+step "load harness smoke test: proxy, nginx and LiteLLM in front of the mock (benches/load/run.sh --quick)"
+bash benches/load/run.sh --quick
+
 step "all checks passed"

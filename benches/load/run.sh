@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The load harness of issue 6: llmtrace-proxy (tracing on and off), nginx and LiteLLM in front
+# of the same mock upstream, measured one after the other on loopback.
+#
+#   bash benches/load/run.sh            # full run (~15 min): benches/load/results + BENCHMARKS.md
+#   bash benches/load/run.sh --quick    # smoke test (~2 min): benches/load/results/quick
+#
+# Installs what is missing (cmake and nginx with apt-get, LiteLLM in benches/load/.venv),
+# builds the proxy and the harness in release mode, runs, and exits non-zero when the
+# harness did not produce numbers. Extra arguments go to `llmtrace-load run` (see --help),
+# e.g. --targets direct,proxy-tracing,nginx or --nice -10 on a machine shared with other jobs.
+# LLMTRACE_LOAD_SKIP_LITELLM=1 leaves LiteLLM out (no install, no measurement).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+step() { printf '\n==> %s\n' "$*"; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+quick=""
+args=()
+for arg in "$@"; do
+  case "$arg" in
+    --quick) quick=1 ;;
+    *) args+=("$arg") ;;
+  esac
+done
+
+missing=()
+command -v cmake >/dev/null || missing+=(cmake)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+if [ ${#missing[@]} -gt 0 ]; then
+  step "installing ${missing[*]} (apt-get)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+
+venv=benches/load/.venv
+targets="direct,proxy-tracing,proxy-no-tracing,nginx,litellm"
+if [ "${LLMTRACE_LOAD_SKIP_LITELLM:-0}" = 1 ]; then
+  targets="direct,proxy-tracing,proxy-no-tracing,nginx"
+elif [ ! -x "$venv/bin/litellm" ]; then
+  step "installing LiteLLM (litellm[proxy]) in $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check 'litellm[proxy]'
+fi
+
+step "building llmtrace-proxy and llmtrace-load (release)"
+cargo build --release -p llmtrace-proxy -p llmtrace-load
+target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+
+if [ -n "$quick" ]; then
+  out=benches/load/results/quick
+  set -- run --quick --out "$out"
+  command_line="bash benches/load/run.sh --quick"
+else
+  out=benches/load/results
+  set -- run --out "$out" --benchmarks-md BENCHMARKS.md
+  command_line="bash benches/load/run.sh"
+fi
+[ ${#args[@]} -gt 0 ] && command_line+=" ${args[*]}"
+
+step "running the harness ($out)"
+rm -f "$out/results.json"
+"$target_dir/release/llmtrace-load" "$@" \
+  --proxy "$target_dir/release/llmtrace-proxy" \
+  --targets "$targets" \
+  --command-line "$command_line" \
+  ${args[@]+"${args[@]}"}
+
+# The harness exits non-zero without numbers; check the file too, so a silent failure fails.
+python3 - "$out/results.json" <<'PY'
+import json, sys
+results = json.load(open(sys.argv[1]))
+rows = results["targets"]
+bad = [r["target"] for r in rows if not r["stream"]["total"]["p99_ms"]]
+if not rows or bad:
+    sys.exit(f"load harness produced no numbers for: {bad or 'any target'}")
+print(f"load harness: numbers for {len(rows)} targets in {sys.argv[1]}")
+PY

@@ -1,0 +1,479 @@
+//! The load generator: OpenAI chat requests (streamed or not) sent open-loop at a fixed rate,
+//! measured from the client side.
+//!
+//! Every request is timed from its *scheduled* send time ([`Schedule`]): total latency (last
+//! byte), time to first token (first body frame holding a token event), the gaps between
+//! token-bearing frames, and errors by kind. A concurrency cap bounds the requests in flight;
+//! a request waiting for a slot keeps its scheduled time, so the wait counts.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::schedule::Schedule;
+use crate::sse::{SseScanner, has_content};
+use crate::stats::{Latencies, Summary};
+
+/// The key every request sends (`authorization: Bearer ...`); LiteLLM is configured with it
+/// as its master key (it refuses to start without one), the others ignore it.
+pub const API_KEY: &str = "sk-llmtrace-load-5f0c1e7a9b3d4c2e8a6f1b0d7c9e3a5f";
+
+/// The HTTP client of the load generator: HTTP/1.1 keep-alive, `TCP_NODELAY`, unbounded pool.
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// A new client. Each run gets its own, so no connection outlives the target it went to.
+pub fn http_client() -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_keepalive(Some(Duration::from_secs(60)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(usize::MAX)
+        .build(connector)
+}
+
+/// What each request asks for and where it goes.
+#[derive(Clone, Debug)]
+pub struct Workload {
+    /// Base URL of the target, without `/v1` (e.g. `http://127.0.0.1:8080`).
+    pub base_url: String,
+    /// The `model` field (LiteLLM picks the upstream from it; the others ignore it).
+    pub model: String,
+    /// `"stream": true` (an SSE answer) or a single JSON answer.
+    pub stream: bool,
+    /// Words in the user message (the prompt size).
+    pub prompt_words: usize,
+    /// Requests in flight at most; more wait for a slot (their wait counts as latency).
+    pub concurrency: usize,
+    /// A request not finished this long after its scheduled time is an error (`timeout`).
+    pub timeout: Duration,
+}
+
+impl Workload {
+    /// The request body, built once per run.
+    pub fn body(&self) -> Bytes {
+        let prompt = vec!["lorem"; self.prompt_words.max(1)].join(" ");
+        let body = if self.stream {
+            serde_json::json!({
+                "model": self.model,
+                "stream": true,
+                "messages": [{"role": "user", "content": prompt}],
+            })
+        } else {
+            serde_json::json!({
+                "model": self.model,
+                "messages": [{"role": "user", "content": prompt}],
+            })
+        };
+        Bytes::from(body.to_string())
+    }
+
+    fn request(&self, body: Bytes) -> http::Request<Full<Bytes>> {
+        http::Request::post(format!("{}/v1/chat/completions", self.base_url))
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {API_KEY}"))
+            .body(Full::new(body))
+            .expect("static request parts are valid")
+    }
+}
+
+/// The outcome of one open-loop run.
+#[derive(Clone, Debug, Default)]
+pub struct RunResult {
+    /// Requests per second offered.
+    pub rate: f64,
+    /// Length of the schedule.
+    pub duration: Duration,
+    /// Requests sent.
+    pub sent: u64,
+    /// Requests answered in full (status 200, tokens, `[DONE]` when streamed).
+    pub ok: u64,
+    /// Failed requests by kind (`status 502`, `connect`, `body`, `timeout`, `incomplete`).
+    pub errors: BTreeMap<String, u64>,
+    /// Scheduled send to last byte, successful requests.
+    pub total: Latencies,
+    /// Scheduled send to the first token-bearing frame, successful streams.
+    pub ttft: Latencies,
+    /// Between consecutive token-bearing frames, successful streams.
+    pub gaps: Latencies,
+    /// Largest delay between a request's scheduled time and its dispatch: when this grows,
+    /// the generator itself is falling behind.
+    pub max_dispatch_lag: Duration,
+}
+
+impl RunResult {
+    /// Failed requests.
+    pub fn failed(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    /// Failed over sent (0 when nothing was sent).
+    pub fn error_rate(&self) -> f64 {
+        if self.sent == 0 {
+            0.0
+        } else {
+            self.failed() as f64 / self.sent as f64
+        }
+    }
+
+    /// The serializable summary.
+    pub fn report(&self) -> RunReport {
+        RunReport {
+            rate: self.rate,
+            duration_s: self.duration.as_secs_f64(),
+            sent: self.sent,
+            ok: self.ok,
+            errors: self.errors.clone(),
+            total: self.total.summary(),
+            ttft: self.ttft.summary(),
+            gaps: self.gaps.summary(),
+            max_dispatch_lag_ms: self.max_dispatch_lag.as_secs_f64() * 1000.0,
+        }
+    }
+}
+
+/// [`RunResult`] without the histograms, for the JSON output.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    /// Requests per second offered.
+    pub rate: f64,
+    /// Length of the schedule in seconds.
+    pub duration_s: f64,
+    /// Requests sent.
+    pub sent: u64,
+    /// Requests answered in full.
+    pub ok: u64,
+    /// Failures by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// Total latency.
+    pub total: Summary,
+    /// Time to first token.
+    pub ttft: Summary,
+    /// Inter-token gaps.
+    pub gaps: Summary,
+    /// Largest dispatch lag of the generator, ms.
+    pub max_dispatch_lag_ms: f64,
+}
+
+/// What one request measured.
+#[derive(Debug)]
+enum Outcome {
+    Ok {
+        total: Duration,
+        ttft: Option<Duration>,
+        gaps: Vec<Duration>,
+    },
+    Failed(String),
+}
+
+/// Sends `workload` at `rate` requests per second for `duration`, then waits for the requests
+/// in flight (up to the workload's timeout) and returns what they measured.
+pub async fn run_open_loop(
+    client: &HttpClient,
+    workload: &Workload,
+    rate: f64,
+    duration: Duration,
+) -> RunResult {
+    let schedule = Schedule::new(rate, duration);
+    let body = workload.body();
+    let slots = Arc::new(Semaphore::new(workload.concurrency.max(1)));
+    let result = Arc::new(Mutex::new(RunResult {
+        rate,
+        duration,
+        ..RunResult::default()
+    }));
+    let mut tasks = JoinSet::new();
+    if schedule.is_empty() {
+        return Arc::try_unwrap(result)
+            .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+            .unwrap_or_default();
+    }
+    let start = Instant::now() + Duration::from_millis(5);
+    let mut max_lag = Duration::ZERO;
+    for offset in schedule.offsets() {
+        let scheduled = start + offset;
+        tokio::time::sleep_until(scheduled).await;
+        max_lag = max_lag.max(Instant::now().saturating_duration_since(scheduled));
+        let (client, workload, body, slots, result) = (
+            client.clone(),
+            workload.clone(),
+            body.clone(),
+            slots.clone(),
+            result.clone(),
+        );
+        tasks.spawn(async move {
+            let outcome = tokio::time::timeout_at(scheduled + workload.timeout, async {
+                let _slot = slots.acquire_owned().await;
+                one_request(&client, &workload, body, scheduled).await
+            })
+            .await
+            .unwrap_or_else(|_| Outcome::Failed("timeout".to_owned()));
+            let mut result = result.lock().unwrap_or_else(|e| e.into_inner());
+            result.sent += 1;
+            match outcome {
+                Outcome::Ok { total, ttft, gaps } => {
+                    result.ok += 1;
+                    result.total.record(total);
+                    if let Some(ttft) = ttft {
+                        result.ttft.record(ttft);
+                    }
+                    for gap in gaps {
+                        result.gaps.record(gap);
+                    }
+                }
+                Outcome::Failed(kind) => *result.errors.entry(kind).or_default() += 1,
+            }
+        });
+        // Reap finished tasks as we go so the set stays small at high rates.
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+    let mut result = Arc::try_unwrap(result)
+        .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+        .unwrap_or_else(|shared| shared.lock().unwrap_or_else(|e| e.into_inner()).clone());
+    result.max_dispatch_lag = max_lag;
+    result
+}
+
+async fn one_request(
+    client: &HttpClient,
+    workload: &Workload,
+    body: Bytes,
+    scheduled: Instant,
+) -> Outcome {
+    let response = match client.request(workload.request(body)).await {
+        Ok(response) => response,
+        Err(e) if e.is_connect() => return Outcome::Failed("connect".to_owned()),
+        Err(_) => return Outcome::Failed("request".to_owned()),
+    };
+    if response.status() != http::StatusCode::OK {
+        let status = response.status().as_u16();
+        // Read the error body so the connection can be reused.
+        let _ = response.into_body().collect().await;
+        return Outcome::Failed(format!("status {status}"));
+    }
+    let mut body = response.into_body();
+    if !workload.stream {
+        return match body.collect().await.map(|all| all.to_bytes()) {
+            Ok(all) if has_content(&all) => Outcome::Ok {
+                total: scheduled.elapsed(),
+                ttft: None,
+                gaps: Vec::new(),
+            },
+            Ok(_) => Outcome::Failed("incomplete".to_owned()),
+            Err(_) => Outcome::Failed("body".to_owned()),
+        };
+    }
+    let mut scanner = SseScanner::default();
+    let mut ttft = None;
+    let mut last_token: Option<Instant> = None;
+    let mut gaps = Vec::new();
+    loop {
+        match body.frame().await {
+            None => break,
+            Some(Err(_)) => return Outcome::Failed("body".to_owned()),
+            Some(Ok(frame)) => {
+                let Some(data) = frame.data_ref() else {
+                    continue;
+                };
+                let now = Instant::now();
+                let seen = scanner.feed(data);
+                if seen.tokens > 0 {
+                    match last_token {
+                        None => ttft = Some(now - scheduled),
+                        Some(previous) => gaps.push(now - previous),
+                    }
+                    // Tokens that arrived together are 0 apart.
+                    gaps.extend(std::iter::repeat_n(Duration::ZERO, seen.tokens - 1));
+                    last_token = Some(now);
+                }
+            }
+        }
+    }
+    if !scanner.done || scanner.tokens == 0 {
+        return Outcome::Failed("incomplete".to_owned());
+    }
+    Outcome::Ok {
+        total: scheduled.elapsed(),
+        ttft,
+        gaps,
+    }
+}
+
+/// Streams held open on a target, for measuring its memory per open stream.
+pub struct OpenStreams {
+    tasks: JoinSet<()>,
+    started: Arc<AtomicUsize>,
+}
+
+impl OpenStreams {
+    /// Opens `count` streaming requests at `ramp` per second, each read until it ends or is
+    /// cancelled. Returns at once; see [`OpenStreams::wait_started`].
+    pub fn open(client: &HttpClient, workload: &Workload, count: usize, ramp: f64) -> OpenStreams {
+        let mut workload = workload.clone();
+        workload.stream = true;
+        let body = workload.body();
+        let started = Arc::new(AtomicUsize::new(0));
+        let mut tasks = JoinSet::new();
+        let start = Instant::now();
+        for i in 0..count {
+            let at = start + Duration::from_secs_f64(i as f64 / ramp);
+            let (client, workload, body, started) = (
+                client.clone(),
+                workload.clone(),
+                body.clone(),
+                started.clone(),
+            );
+            tasks.spawn(async move {
+                tokio::time::sleep_until(at).await;
+                let Ok(response) = client.request(workload.request(body)).await else {
+                    return;
+                };
+                if response.status() != http::StatusCode::OK {
+                    return;
+                }
+                let mut body = response.into_body();
+                let mut scanner = SseScanner::default();
+                let mut counted = false;
+                while let Some(Ok(frame)) = body.frame().await {
+                    if let Some(data) = frame.data_ref() {
+                        if scanner.feed(data).tokens > 0 && !counted {
+                            counted = true;
+                            started.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+        }
+        OpenStreams { tasks, started }
+    }
+
+    /// How many streams have delivered their first token.
+    pub fn started(&self) -> usize {
+        self.started.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `count` streams have delivered a token, or `limit` has passed; returns how
+    /// many have.
+    pub async fn wait_started(&self, count: usize, limit: Duration) -> usize {
+        let deadline = Instant::now() + limit;
+        while self.started() < count && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.started()
+    }
+
+    /// Drops every stream (the connections close).
+    pub async fn close(mut self) {
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use llmtrace_mock::{MockConfig, MockServer};
+
+    fn workload(base_url: String, stream: bool) -> Workload {
+        Workload {
+            base_url,
+            model: "bench".to_owned(),
+            stream,
+            prompt_words: 8,
+            concurrency: 64,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn measures_streams_against_the_mock() {
+        let mock = MockServer::start(MockConfig {
+            ttft: Duration::from_millis(30),
+            gap: Duration::from_millis(10),
+            tokens: 5,
+            keep_requests: 0,
+            ..MockConfig::default()
+        })
+        .await
+        .unwrap();
+        let client = http_client();
+        let result = run_open_loop(
+            &client,
+            &workload(mock.url(), true),
+            50.0,
+            Duration::from_millis(400),
+        )
+        .await;
+        assert_eq!(result.sent, 20);
+        assert_eq!(result.ok, 20, "{:?}", result.errors);
+        let ttft = result.ttft.quantile_ms(0.5).unwrap();
+        assert!((29.0..200.0).contains(&ttft), "ttft {ttft}");
+        let total = result.total.quantile_ms(0.5).unwrap();
+        assert!(total >= 69.0, "total {total}");
+        // 5 tokens: 4 gaps of ~10 ms per request.
+        assert_eq!(result.gaps.count(), 80);
+        let gap = result.gaps.quantile_ms(0.5).unwrap();
+        assert!((5.0..100.0).contains(&gap), "gap {gap}");
+
+        let plain = run_open_loop(
+            &client,
+            &workload(mock.url(), false),
+            20.0,
+            Duration::from_millis(200),
+        )
+        .await;
+        assert_eq!((plain.sent, plain.ok), (4, 4), "{:?}", plain.errors);
+        assert_eq!(plain.ttft.count(), 0);
+    }
+
+    #[tokio::test]
+    async fn errors_are_counted_by_kind() {
+        // Nothing listens on a port we bound and released.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let client = http_client();
+        let result = run_open_loop(
+            &client,
+            &workload(format!("http://127.0.0.1:{port}"), true),
+            20.0,
+            Duration::from_millis(100),
+        )
+        .await;
+        assert_eq!(result.sent, 2);
+        assert_eq!(result.errors.get("connect"), Some(&2));
+        assert_eq!(result.error_rate(), 1.0);
+    }
+
+    #[tokio::test]
+    async fn open_streams_are_counted_once_started() {
+        let mock = MockServer::start(MockConfig {
+            ttft: Duration::from_millis(10),
+            gap: Duration::from_secs(5),
+            tokens: 3,
+            keep_requests: 0,
+            ..MockConfig::default()
+        })
+        .await
+        .unwrap();
+        let client = http_client();
+        let streams = OpenStreams::open(&client, &workload(mock.url(), true), 20, 1000.0);
+        let started = streams.wait_started(20, Duration::from_secs(5)).await;
+        assert_eq!(started, 20);
+        streams.close().await;
+    }
+}

@@ -1,0 +1,438 @@
+//! `llmtrace-load`: the load harness of issue 6. It puts `llmtrace-proxy` (tracing on and
+//! off), nginx and LiteLLM in front of the same mock OpenAI upstream, one after the other on
+//! loopback, drives each open-loop at fixed rates and reports what each hop adds.
+//!
+//! ```text
+//! llmtrace-load run [--quick] --proxy target/release/llmtrace-proxy --out benches/load/results
+//! llmtrace-load load --url http://127.0.0.1:8080 --rate 500 --duration 30   # one ad-hoc run
+//! llmtrace-load mock --port 9000 --ttft-ms 20 --gap-ms 5 --tokens 32        # a mock upstream
+//! llmtrace-load sink --port 4317 --counts-file counts.json                  # an OTLP sink
+//! ```
+//!
+//! `benches/load/run.sh` installs what is missing, builds, and calls `run`.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+mod bench;
+mod client;
+mod procfs;
+mod report;
+mod schedule;
+mod sink;
+mod sse;
+mod stats;
+mod targets;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+
+use crate::bench::Plan;
+use crate::targets::{MockTiming, Programs, TargetKind};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "llmtrace-load",
+    about = "Load harness: llmtrace-proxy side by side with nginx and LiteLLM"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the comparison: every target, every phase; write the results.
+    Run(Box<RunArgs>),
+    /// One open-loop run against a URL, printed (for profiling a target by hand).
+    Load(LoadArgs),
+    /// Serve the mock OpenAI/Anthropic upstream on a port with fixed timing.
+    Mock(MockArgs),
+    /// Serve an OTLP/gRPC sink that counts spans and discards them.
+    Sink(SinkArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// The short preset (about two minutes): a smoke test that the harness works.
+    #[arg(long)]
+    quick: bool,
+    /// Targets to measure, comma-separated (direct is always measured first).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "direct,proxy-tracing,proxy-no-tracing,nginx,litellm"
+    )]
+    targets: Vec<String>,
+    /// The llmtrace-proxy binary (a release build).
+    #[arg(long, default_value = "target/release/llmtrace-proxy")]
+    proxy: PathBuf,
+    /// The nginx binary (default: found on PATH or in /usr/sbin).
+    #[arg(long)]
+    nginx: Option<PathBuf>,
+    /// LiteLLM's `litellm` entry point (default: benches/load/.venv/bin/litellm).
+    #[arg(long)]
+    litellm: Option<PathBuf>,
+    /// Where results.json, table.md and the plots go.
+    #[arg(long, default_value = "benches/load/results")]
+    out: PathBuf,
+    /// Where logs and generated configurations go.
+    #[arg(long, default_value = "benches/load/.scratch")]
+    scratch: PathBuf,
+    /// Also write BENCHMARKS.md here (plots linked relative to its directory).
+    #[arg(long)]
+    benchmarks_md: Option<PathBuf>,
+    /// The command line to print in the report (default: this process's arguments).
+    #[arg(long)]
+    command_line: Option<String>,
+    /// Override the latency rate (requests/s).
+    #[arg(long)]
+    latency_rate: Option<f64>,
+    /// Override the length of the streamed latency run (s).
+    #[arg(long)]
+    latency_seconds: Option<f64>,
+    /// Override the mock's time to first token (ms).
+    #[arg(long)]
+    ttft_ms: Option<u64>,
+    /// Override the mock's gap between tokens (ms).
+    #[arg(long)]
+    gap_ms: Option<u64>,
+    /// Override the mock's tokens per answer.
+    #[arg(long)]
+    tokens: Option<usize>,
+    /// Override the prompt size (words).
+    #[arg(long)]
+    prompt_words: Option<usize>,
+    /// Override the cap on requests in flight.
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Override the number of streams held open in the memory phase.
+    #[arg(long)]
+    open_streams: Option<usize>,
+    /// Override the length of one sustained-rate step (s).
+    #[arg(long)]
+    step_seconds: Option<f64>,
+    /// Runtime threads of the load generator.
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+    /// Run the harness and everything it starts at this nice value (e.g. -10 on a machine
+    /// shared with other jobs; negative values need root).
+    #[arg(long, allow_hyphen_values = true)]
+    nice: Option<i32>,
+}
+
+#[derive(clap::Args, Debug)]
+struct LoadArgs {
+    /// Base URL of the target (without /v1).
+    #[arg(long)]
+    url: String,
+    /// Requests per second.
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// Seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Non-streamed requests instead of streamed ones.
+    #[arg(long)]
+    no_stream: bool,
+    /// The model field.
+    #[arg(long, default_value = "bench")]
+    model: String,
+    /// Words per prompt.
+    #[arg(long, default_value_t = 200)]
+    prompt_words: usize,
+    /// Requests in flight at most.
+    #[arg(long, default_value_t = 8192)]
+    concurrency: usize,
+    /// Also report CPU seconds per 1 000 requests of this process (and its children).
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Runtime threads of the load generator.
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+}
+
+#[derive(clap::Args, Debug)]
+struct MockArgs {
+    /// Port on 127.0.0.1.
+    #[arg(long)]
+    port: u16,
+    /// Time to first token (ms).
+    #[arg(long, default_value_t = 20)]
+    ttft_ms: u64,
+    /// Gap between tokens (ms).
+    #[arg(long, default_value_t = 5)]
+    gap_ms: u64,
+    /// Tokens per answer.
+    #[arg(long, default_value_t = 32)]
+    tokens: usize,
+    /// Runtime threads.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+}
+
+#[derive(clap::Args, Debug)]
+struct SinkArgs {
+    /// Port on 127.0.0.1.
+    #[arg(long)]
+    port: u16,
+    /// Where the counts are written (JSON).
+    #[arg(long)]
+    counts_file: PathBuf,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    raise_fd_limit();
+    let result = match cli.command {
+        Command::Run(args) => run(*args),
+        Command::Load(args) => load(args),
+        Command::Mock(args) => mock(args),
+        Command::Sink(args) => runtime(1).and_then(|rt| {
+            rt.block_on(sink::serve(
+                ([127, 0, 0, 1], args.port).into(),
+                args.counts_file,
+            ))
+        }),
+    };
+    if let Err(error) = result {
+        eprintln!("llmtrace-load: {error}");
+        std::process::exit(1);
+    }
+}
+
+/// 1 000 open streams through a proxy are 2 000+ sockets: lift the soft limit to the hard
+/// one (children inherit it).
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max.min(1 << 20);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+fn runtime(threads: usize) -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))
+}
+
+fn mock(args: MockArgs) -> Result<(), String> {
+    let config = llmtrace_mock::MockConfig {
+        ttft: Duration::from_millis(args.ttft_ms),
+        gap: Duration::from_millis(args.gap_ms),
+        tokens: args.tokens,
+        keep_requests: 0,
+        ..Default::default()
+    };
+    runtime(args.threads)?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
+            .await
+            .map_err(|e| format!("binding 127.0.0.1:{}: {e}", args.port))?;
+        llmtrace_mock::serve(listener, config)
+            .await
+            .map_err(|e| format!("mock: {e}"))
+    })
+}
+
+fn load(args: LoadArgs) -> Result<(), String> {
+    let workload = client::Workload {
+        base_url: args.url.trim_end_matches('/').to_owned(),
+        model: args.model,
+        stream: !args.no_stream,
+        prompt_words: args.prompt_words,
+        concurrency: args.concurrency,
+        timeout: Duration::from_secs(30),
+    };
+    runtime(args.client_threads)?.block_on(async move {
+        let http = client::http_client();
+        let cpu = |pid: Option<u32>| {
+            pid.map(|p| {
+                procfs::sample_tree(&[p]).cpu_ticks as f64 / procfs::ticks_per_second() as f64
+            })
+        };
+        let before = cpu(args.pid);
+        let result = client::run_open_loop(
+            &http,
+            &workload,
+            args.rate,
+            Duration::from_secs_f64(args.duration),
+        )
+        .await;
+        let after = cpu(args.pid);
+        let report = result.report();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        );
+        if let (Some(b), Some(a)) = (before, after) {
+            println!(
+                "cpu: {:.3} s per 1000 requests",
+                (a - b) / result.sent.max(1) as f64 * 1000.0
+            );
+        }
+        Ok(())
+    })
+}
+
+fn find_program(name: &str, extra: &[&str]) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .chain(extra.iter().map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Sets this thread's nice value; threads and processes started afterwards inherit it.
+fn set_nice(nice: i32) -> Result<(), String> {
+    // SAFETY: setpriority on the calling thread (who = 0); no memory is involved.
+    let status = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+    if status == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "--nice {nice}: {}",
+            std::io::Error::last_os_error()
+        ))
+    }
+}
+
+fn run(args: RunArgs) -> Result<(), String> {
+    if let Some(nice) = args.nice {
+        set_nice(nice)?;
+    }
+    let mut plan = if args.quick {
+        Plan::quick()
+    } else {
+        Plan::full()
+    };
+    let mut kinds = vec![TargetKind::Direct];
+    for name in &args.targets {
+        let kind = TargetKind::parse(name.trim())?;
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
+    plan.targets = kinds;
+    plan.latency_rate = args.latency_rate.unwrap_or(plan.latency_rate);
+    plan.latency_stream_s = args.latency_seconds.unwrap_or(plan.latency_stream_s);
+    plan.fast_mock = MockTiming {
+        ttft_ms: args.ttft_ms.unwrap_or(plan.fast_mock.ttft_ms),
+        gap_ms: args.gap_ms.unwrap_or(plan.fast_mock.gap_ms),
+        tokens: args.tokens.unwrap_or(plan.fast_mock.tokens),
+    };
+    plan.prompt_words = args.prompt_words.unwrap_or(plan.prompt_words);
+    plan.concurrency = args.concurrency.unwrap_or(plan.concurrency);
+    plan.open_streams = args.open_streams.unwrap_or(plan.open_streams);
+    plan.step_s = args.step_seconds.unwrap_or(plan.step_s);
+
+    let harness =
+        std::env::current_exe().map_err(|e| format!("finding this program's path: {e}"))?;
+    if !args.proxy.is_file() {
+        return Err(format!(
+            "{} not found: build it with `cargo build --release -p llmtrace-proxy` or pass --proxy",
+            args.proxy.display()
+        ));
+    }
+    let programs = Programs {
+        harness,
+        proxy: args.proxy.clone(),
+        nginx: args
+            .nginx
+            .clone()
+            .or_else(|| find_program("nginx", &["/usr/sbin", "/usr/local/sbin"])),
+        litellm: args
+            .litellm
+            .clone()
+            .or_else(|| Some(PathBuf::from("benches/load/.venv/bin/litellm")))
+            .filter(|p| p.is_file()),
+    };
+    std::fs::create_dir_all(&args.scratch)
+        .map_err(|e| format!("creating {}: {e}", args.scratch.display()))?;
+    // nginx resolves relative paths against its prefix: hand every program absolute ones.
+    let scratch = std::fs::canonicalize(&args.scratch)
+        .map_err(|e| format!("resolving {}: {e}", args.scratch.display()))?;
+
+    let command = args.command_line.clone().unwrap_or_else(|| {
+        std::env::args()
+            .map(|a| if a.contains(' ') { format!("'{a}'") } else { a })
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    let started = Instant::now();
+    let load_before = procfs::load_average();
+    eprintln!(
+        "llmtrace-load: {} run of {} (load average {load_before})",
+        if plan.quick { "quick" } else { "full" },
+        plan.targets
+            .iter()
+            .map(|k| k.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let results = runtime(args.client_threads)?.block_on(bench::run(&plan, &programs, &scratch))?;
+    let context = report::Context {
+        command,
+        date: shell("date -u '+%Y-%m-%d %H:%M UTC'"),
+        load_before,
+        load_after: procfs::load_average(),
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        kernel: shell("uname -sr"),
+        wall_s: started.elapsed().as_secs_f64(),
+    };
+    let table = report::write(&args.out, &context, &plan, &results)?;
+    println!("\n{table}");
+    println!(
+        "load average before {}, after {}; wall time {:.0} s; results in {}",
+        context.load_before,
+        context.load_after,
+        context.wall_s,
+        args.out.display()
+    );
+    if let Some(path) = &args.benchmarks_md {
+        let base = path.parent().unwrap_or(std::path::Path::new("."));
+        let base = if base.as_os_str().is_empty() {
+            std::path::Path::new(".")
+        } else {
+            base
+        };
+        let plots = args
+            .out
+            .strip_prefix(base)
+            .unwrap_or(&args.out)
+            .display()
+            .to_string();
+        let text = report::benchmarks_md(&context, &plan, &results, &table, &plots);
+        std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    // The harness worked when every target produced latency numbers.
+    let missing: Vec<&str> = results
+        .iter()
+        .filter(|r| r.stream.ok == 0 || r.stream.total.p99_ms.is_none())
+        .map(|r| r.target.name())
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("no numbers for: {}", missing.join(", ")))
+    }
+}
+
+fn shell(command: &str) -> String {
+    std::process::Command::new("sh")
+        .args(["-c", command])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}

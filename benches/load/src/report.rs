@@ -1,0 +1,402 @@
+//! The outputs of a run: `results.json` (everything), `table.md` (the comparison), one CDF
+//! plot per target (SVG) and, for a full run, `BENCHMARKS.md`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use plotters::prelude::*;
+use serde::Serialize;
+
+use crate::bench::{Plan, TargetResult};
+use crate::stats::{Latencies, added};
+use crate::targets::TargetKind;
+
+/// The context of a run, printed next to its numbers.
+#[derive(Clone, Debug, Serialize)]
+pub struct Context {
+    /// The command that produced it.
+    pub command: String,
+    /// When it started (UTC, RFC 3339-ish from `date`).
+    pub date: String,
+    /// `/proc/loadavg` before the run.
+    pub load_before: String,
+    /// `/proc/loadavg` after the run.
+    pub load_after: String,
+    /// Logical CPUs.
+    pub cpus: usize,
+    /// `uname -sr`.
+    pub kernel: String,
+    /// Wall time of the run, s.
+    pub wall_s: f64,
+}
+
+/// The whole of `results.json`.
+#[derive(Serialize)]
+struct Results<'a> {
+    context: &'a Context,
+    plan: &'a Plan,
+    targets: &'a [TargetResult],
+}
+
+fn ms(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v.abs() < 10.0 => format!("{v:.2}"),
+        Some(v) => format!("{v:.1}"),
+        None => "–".to_owned(),
+    }
+}
+
+fn pair(a: Option<f64>, b: Option<f64>) -> String {
+    format!("{} / {}", ms(a), ms(b))
+}
+
+/// The comparison table (Markdown): what each target adds over the direct baseline.
+pub fn table(plan: &Plan, results: &[TargetResult]) -> String {
+    let direct = results
+        .iter()
+        .find(|r| r.target == TargetKind::Direct && r.error.is_none());
+    let base = |f: fn(&TargetResult) -> Option<f64>| direct.and_then(f);
+    let mut out = String::new();
+    let bound = results.first().map_or(0.0, |r| r.p99_bound_ms);
+    let slack = plan.p99_slack_ms;
+    let _ = writeln!(
+        out,
+        "| target | added latency p50 / p99, streamed (ms) | added latency p50 / p99, not streamed (ms) \
+         | added TTFT p50 / p99 (ms) | sustained rate (req/s, p99 ≤ {bound:.0} ms + own added p50) \
+         | CPU s / 1 000 req | RSS idle → {} open streams (MiB) | RSS / stream (KiB) |",
+        plan.open_streams
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    for r in results {
+        let name = match r.target {
+            TargetKind::Litellm if plan.litellm_latency_rate != plan.latency_rate => {
+                format!("litellm (latency at {} req/s)", plan.litellm_latency_rate)
+            }
+            kind => kind.name().to_owned(),
+        };
+        if let Some(error) = &r.error {
+            if r.stream.sent == 0 {
+                let _ = writeln!(
+                    out,
+                    "| {name} | failed: {} |||||||",
+                    error.replace('|', "/")
+                );
+                continue;
+            }
+        }
+        let latency = |run: &crate::client::RunReport,
+                       base_run: Option<&crate::client::RunReport>| {
+            if r.target == TargetKind::Direct {
+                format!("({} / {})", ms(run.total.p50_ms), ms(run.total.p99_ms))
+            } else {
+                pair(
+                    added(run.total.p50_ms, base_run.and_then(|b| b.total.p50_ms)),
+                    added(run.total.p99_ms, base_run.and_then(|b| b.total.p99_ms)),
+                )
+            }
+        };
+        let ttft = if r.target == TargetKind::Direct {
+            format!(
+                "({} / {})",
+                ms(r.stream.ttft.p50_ms),
+                ms(r.stream.ttft.p99_ms)
+            )
+        } else {
+            pair(
+                added(r.stream.ttft.p50_ms, base(|d| d.stream.ttft.p50_ms)),
+                added(r.stream.ttft.p99_ms, base(|d| d.stream.ttft.p99_ms)),
+            )
+        };
+        let sustained = match r.sustained_rps {
+            Some(rate) if r.sustained_capped => format!("≥ {rate:.0}"),
+            Some(rate) => format!("{rate:.0}"),
+            None => "< first step".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | {ttft} | {sustained} | {} | {:.1} → {:.1} ({} open) | {} |",
+            latency(&r.stream, direct.map(|d| &d.stream)),
+            latency(&r.plain, direct.map(|d| &d.plain)),
+            r.cpu_s_per_1000
+                .map_or("–".to_owned(), |c| format!("{c:.3}")),
+            r.memory.rss_idle_kib as f64 / 1024.0,
+            r.memory.rss_open_kib as f64 / 1024.0,
+            r.memory.open,
+            r.memory
+                .kib_per_stream
+                .map_or("–".to_owned(), |k| format!("{k:.1}")),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nThe direct row shows the baseline's own p50 / p99 in parentheses; the other rows \
+         subtract the baseline's percentile from theirs (at the same rate, {} req/s, unless \
+         stated). CPU and RSS of the direct row are the mock's own. Sustained rate: the \
+         highest rate whose p99 stayed under the baseline's p99 + the target's own added p50 + \
+         {slack} ms with ≤ {} % errors; \"≥\" when the search stopped below the target's \
+         limit.",
+        plan.latency_rate,
+        plan.max_error_rate * 100.0,
+    );
+    out
+}
+
+/// The run's parameters, in words, for the report.
+pub fn method(plan: &Plan) -> String {
+    format!(
+        "- Mock upstream (its own process, {threads} runtime threads): TTFT {ft} ms, {fg} ms \
+         between tokens, {fn_} tokens per answer (a streamed answer takes {fa} ms; a \
+         non-streamed one is sent whole after the same time). Prompt: {words} words.\n\
+         - Latency: open-loop, {rate} req/s (LiteLLM {lrate} req/s), {ls} s streamed then \
+         {lp} s not streamed, after {wu} s of warm-up; latency counts from each request's \
+         scheduled send time.\n\
+         - Sustained rate: streamed requests, {step} s per step, rate × {factor} per step from \
+         {start} req/s (LiteLLM {lstart}), {refine} refining step(s) between the last held and \
+         the first failed rate. A step holds when p99 ≤ the direct baseline's p99 + the \
+         target's own added p50 at the latency rate + {slack} ms, and ≤ {err} % of requests \
+         fail.\n\
+         - CPU: utime + stime from `/proc/PID/stat` of the target (and its children) around \
+         the streamed latency run.\n\
+         - Memory: {streams} streams opened at {ramp}/s to a mock that sends a token every \
+         {sg} ms; VmRSS of the target's processes once they all delivered a token, minus the \
+         idle RSS.",
+        threads = plan.mock_threads,
+        ft = plan.fast_mock.ttft_ms,
+        fg = plan.fast_mock.gap_ms,
+        fn_ = plan.fast_mock.tokens,
+        fa = plan.fast_mock.answer_ms(),
+        words = plan.prompt_words,
+        rate = plan.latency_rate,
+        lrate = plan.litellm_latency_rate,
+        ls = plan.latency_stream_s,
+        lp = plan.latency_plain_s,
+        wu = plan.warmup_s,
+        step = plan.step_s,
+        factor = plan.step_factor,
+        start = plan.start_rate,
+        lstart = plan.litellm_start_rate,
+        refine = plan.refine_steps,
+        slack = plan.p99_slack_ms,
+        err = plan.max_error_rate * 100.0,
+        streams = plan.open_streams,
+        ramp = plan.open_ramp,
+        sg = plan.slow_mock.gap_ms,
+    )
+}
+
+/// Writes `results.json`, `table.md` and the plots into `dir`; returns the table.
+pub fn write(
+    dir: &Path,
+    context: &Context,
+    plan: &Plan,
+    results: &[TargetResult],
+) -> Result<String, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let json = serde_json::to_string_pretty(&Results {
+        context,
+        plan,
+        targets: results,
+    })
+    .map_err(|e| e.to_string())?;
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))
+    };
+    write("results.json", &json)?;
+    let table = table(plan, results);
+    write("table.md", &table)?;
+    let direct = results.iter().find(|r| r.target == TargetKind::Direct);
+    for r in results.iter().filter(|r| r.stream_total.count() > 0) {
+        let mut series = vec![
+            (format!("{} total", r.target.name()), &r.stream_total, 0),
+            (format!("{} TTFT", r.target.name()), &r.stream_ttft, 0),
+        ];
+        if let Some(d) = direct.filter(|d| d.target != r.target) {
+            series.push(("direct total".to_owned(), &d.stream_total, 1));
+            series.push(("direct TTFT".to_owned(), &d.stream_ttft, 1));
+        }
+        cdf_plot(
+            &dir.join(format!("cdf-{}.svg", r.target.name())),
+            &format!(
+                "{}: streamed latency CDF at {} req/s",
+                r.target.name(),
+                r.stream.rate
+            ),
+            &series,
+        )?;
+    }
+    let all: Vec<(String, &Latencies, usize)> = results
+        .iter()
+        .filter(|r| r.stream_total.count() > 0)
+        .enumerate()
+        .map(|(i, r)| (r.target.name().to_owned(), &r.stream_total, i))
+        .collect();
+    if !all.is_empty() {
+        cdf_plot(
+            &dir.join("cdf-all.svg"),
+            "streamed request latency CDF, all targets",
+            &all,
+        )?;
+    }
+    Ok(table)
+}
+
+/// A CDF plot: x latency (ms), y fraction of requests, one line per `(label, histogram,
+/// colour index)`; the x axis spans the series' minimum to their largest p99.9.
+pub fn cdf_plot(
+    path: &Path,
+    title: &str,
+    series: &[(String, &Latencies, usize)],
+) -> Result<(), String> {
+    let err = |e: &dyn std::fmt::Display| format!("plotting {}: {e}", path.display());
+    let points: Vec<Vec<(f64, f64)>> = series.iter().map(|(_, l, _)| l.cdf_points()).collect();
+    let lo = points
+        .iter()
+        .filter_map(|p| p.first().map(|p| p.0))
+        .fold(f64::INFINITY, f64::min);
+    let hi = series
+        .iter()
+        .filter_map(|(_, l, _)| l.quantile_ms(0.999))
+        .fold(0.0, f64::max);
+    if !lo.is_finite() || hi <= 0.0 {
+        return Ok(());
+    }
+    let (lo, hi) = ((lo * 0.98).max(0.0), hi * 1.02 + 0.1);
+    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(lo..hi, 0.0..1.0)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("latency from scheduled send (ms)")
+        .y_desc("fraction of requests")
+        .draw()
+        .map_err(|e| err(&e))?;
+    for ((label, _, colour), pts) in series.iter().zip(points) {
+        let colour = Palette99::pick(*colour).to_rgba();
+        let dashed = label.ends_with("TTFT");
+        // A step function: each bucket's fraction holds until the next bucket.
+        let mut steps = Vec::with_capacity(pts.len() * 2);
+        let mut previous = 0.0;
+        for (x, y) in pts {
+            let x = x.min(hi);
+            steps.push((x, previous));
+            steps.push((x, y));
+            previous = y;
+        }
+        let style = ShapeStyle {
+            color: colour,
+            filled: false,
+            stroke_width: if dashed { 1 } else { 2 },
+        };
+        chart
+            .draw_series(LineSeries::new(steps, style))
+            .map_err(|e| err(&e))?
+            .label(label.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
+/// `BENCHMARKS.md`: the latest full run's table, method, context and plots (paths relative
+/// to the repository root).
+pub fn benchmarks_md(
+    context: &Context,
+    plan: &Plan,
+    results: &[TargetResult],
+    table: &str,
+    plots_dir: &str,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# Benchmarks: llmtrace-proxy next to nginx and LiteLLM\n\n\
+         Generated by the load harness in `benches/load` (issue 6). Every target sits in front \
+         of the same mock OpenAI upstream on loopback, on one machine, in one run; the load \
+         generator is open-loop (no coordinated omission) and measures from the client side.\n\n\
+         Command:\n\n```sh\n{}\n```\n\n\
+         Run on {} ({} logical CPUs, {}), wall time {:.0} s. Load average (1/5/15 min) before \
+         {}, after {}. The machine is shared with other jobs; treat ratios from one run as \
+         the result and absolute numbers as indicative.\n\n## Results\n\n{table}\n\
+         ## Targets\n",
+        context.command,
+        context.date,
+        context.cpus,
+        context.kernel,
+        context.wall_s,
+        context.load_before,
+        context.load_after,
+    );
+    for r in results {
+        let _ = writeln!(
+            out,
+            "- **{}**: {}{}",
+            r.target.name(),
+            r.description,
+            r.error
+                .as_ref()
+                .map_or(String::new(), |e| format!(" (error: {e})")),
+        );
+    }
+    let _ = writeln!(out, "\n## Method\n\n{}\n", method(plan));
+    let _ = writeln!(
+        out,
+        "Full numbers (every step, p90/p99.9/max, inter-token gaps, errors by kind, spans \
+         received by the sink): [`{plots_dir}/results.json`]({plots_dir}/results.json).\n\n\
+         ## Latency CDFs (streamed, at the latency rate)\n"
+    );
+    let _ = writeln!(out, "![all targets]({plots_dir}/cdf-all.svg)\n");
+    for r in results.iter().filter(|r| r.stream_total.count() > 0) {
+        let name = r.target.name();
+        let _ = writeln!(out, "![{name}]({plots_dir}/cdf-{name}.svg)\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cdf_plot_writes_an_svg() {
+        let mut a = Latencies::default();
+        let mut b = Latencies::default();
+        for i in 0..100 {
+            a.record(std::time::Duration::from_micros(10_000 + i * 37));
+            b.record(std::time::Duration::from_micros(10_500 + i * 41));
+        }
+        let dir = std::env::temp_dir().join(format!("llmtrace-load-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("cdf.svg");
+        cdf_plot(
+            &path,
+            "test",
+            &[("a".to_owned(), &a, 0), ("b TTFT".to_owned(), &b, 1)],
+        )
+        .unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("polyline"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn formatting() {
+        assert_eq!(ms(Some(0.1234)), "0.12");
+        assert_eq!(ms(Some(123.456)), "123.5");
+        assert_eq!(ms(None), "–");
+        assert_eq!(pair(Some(1.0), None), "1.00 / –");
+    }
+}

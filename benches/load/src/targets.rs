@@ -1,0 +1,685 @@
+//! Starting and stopping what is measured: the mock upstreams and the OTLP sink (helpers of
+//! the run), and the targets in front of the mock (the proxy with and without tracing, nginx,
+//! LiteLLM), each as child processes on loopback ports.
+//!
+//! Every target serves two endpoints: `fast`, in front of the mock whose timing the latency
+//! and rate phases use, and `slow`, in front of the mock whose streams last minutes, for the
+//! open-streams memory phase. nginx and LiteLLM serve both from one process tree (two
+//! `server` blocks, two models); the proxy takes one upstream on its command line, so it runs
+//! as two processes, and each phase measures the one it uses.
+
+use std::fs;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// One child process, in a process group of its own so that stopping it stops its children.
+pub struct Child {
+    name: String,
+    child: std::process::Child,
+    stop_signal: i32,
+}
+
+impl Child {
+    /// Starts `command` with stdout to `stdout` (`None`: discarded) and stderr to `stderr`.
+    pub fn spawn(
+        name: &str,
+        mut command: Command,
+        stdout: Option<&Path>,
+        stderr: &Path,
+        stop_signal: i32,
+    ) -> Result<Child, String> {
+        use std::os::unix::process::CommandExt;
+        let out = match stdout {
+            Some(path) => Stdio::from(create(path)?),
+            None => Stdio::null(),
+        };
+        command
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(Stdio::from(create(stderr)?))
+            .process_group(0);
+        let child = command
+            .spawn()
+            .map_err(|e| format!("starting {name} ({:?}): {e}", command.get_program()))?;
+        Ok(Child {
+            name: name.to_owned(),
+            child,
+            stop_signal,
+        })
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// An error if it has exited.
+    pub fn check_running(&mut self) -> Result<(), String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Err(format!("{} exited: {status}", self.name)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Sends its stop signal to the group, waits up to 10 s, then kills the group.
+    pub fn stop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        let group = -(self.child.id() as i32);
+        // SAFETY: kill(2) on a process group we created; no memory is involved.
+        unsafe { libc::kill(group, self.stop_signal) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                // Children of the group may outlive the leader briefly.
+                // SAFETY: as above.
+                unsafe { libc::kill(group, libc::SIGKILL) };
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("  {} did not stop in 10 s; killing it", self.name);
+        // SAFETY: as above.
+        unsafe { libc::kill(group, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn create(path: &Path) -> Result<fs::File, String> {
+    fs::File::create(path).map_err(|e| format!("creating {}: {e}", path.display()))
+}
+
+/// A free loopback port (bound, read, released: another process could take it in between,
+/// which on a test machine is rare enough).
+pub fn free_port() -> Result<u16, String> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("finding a free port: {e}"))
+}
+
+/// Waits until `port` accepts TCP connections, checking that `child` is still alive.
+pub fn wait_listening(child: &mut Child, port: u16, limit: Duration) -> Result<(), String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + limit;
+    loop {
+        child.check_running()?;
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{} is not listening on {addr} after {limit:?}",
+                child.name
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Where the harness finds the programs it runs.
+#[derive(Clone, Debug)]
+pub struct Programs {
+    /// This harness's own binary (for the `mock` and `sink` subcommands).
+    pub harness: PathBuf,
+    /// `llmtrace-proxy` (release build).
+    pub proxy: PathBuf,
+    /// `nginx` (`None`: nginx is skipped).
+    pub nginx: Option<PathBuf>,
+    /// LiteLLM's `litellm` entry point (`None`: LiteLLM is skipped).
+    pub litellm: Option<PathBuf>,
+}
+
+/// Timing of a mock upstream (fixed for the whole run, so every target sees the same).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct MockTiming {
+    /// Time to first token, ms.
+    pub ttft_ms: u64,
+    /// Gap between tokens, ms.
+    pub gap_ms: u64,
+    /// Tokens per answer.
+    pub tokens: usize,
+}
+
+impl MockTiming {
+    /// How long an answer takes at the mock: TTFT plus the gaps.
+    pub fn answer_ms(&self) -> u64 {
+        self.ttft_ms + self.gap_ms * self.tokens.saturating_sub(1) as u64
+    }
+}
+
+/// The helpers every target shares: the two mocks and the OTLP sink.
+pub struct Upstreams {
+    /// The mock of the latency and rate phases.
+    pub fast: Child,
+    /// Its port.
+    pub fast_port: u16,
+    /// The mock of the open-streams phase.
+    pub slow: Child,
+    /// Its port.
+    pub slow_port: u16,
+    /// The OTLP/gRPC sink.
+    pub sink: Child,
+    /// Its port.
+    pub sink_port: u16,
+    /// Where the sink writes its counts.
+    pub sink_counts: PathBuf,
+}
+
+impl Upstreams {
+    /// Starts both mocks and the sink as processes of their own (their CPU is not the
+    /// target's), with `mock_threads` runtime threads per mock.
+    pub fn start(
+        programs: &Programs,
+        scratch: &Path,
+        fast: MockTiming,
+        slow: MockTiming,
+        mock_threads: usize,
+    ) -> Result<Upstreams, String> {
+        let mock = |name: &str, timing: MockTiming| -> Result<(Child, u16), String> {
+            let port = free_port()?;
+            let mut command = Command::new(&programs.harness);
+            command.args([
+                "mock",
+                "--port",
+                &port.to_string(),
+                "--ttft-ms",
+                &timing.ttft_ms.to_string(),
+                "--gap-ms",
+                &timing.gap_ms.to_string(),
+                "--tokens",
+                &timing.tokens.to_string(),
+                "--threads",
+                &mock_threads.to_string(),
+            ]);
+            let mut child = Child::spawn(
+                name,
+                command,
+                None,
+                &scratch.join(format!("{name}.log")),
+                libc::SIGTERM,
+            )?;
+            wait_listening(&mut child, port, Duration::from_secs(10))?;
+            Ok((child, port))
+        };
+        let (fast, fast_port) = mock("mock-fast", fast)?;
+        let (slow, slow_port) = mock("mock-slow", slow)?;
+        let sink_port = free_port()?;
+        let sink_counts = scratch.join("sink-counts.json");
+        let _ = fs::remove_file(&sink_counts);
+        let mut command = Command::new(&programs.harness);
+        command.args(["sink", "--port", &sink_port.to_string(), "--counts-file"]);
+        command.arg(&sink_counts);
+        let mut sink = Child::spawn(
+            "otlp-sink",
+            command,
+            None,
+            &scratch.join("otlp-sink.log"),
+            libc::SIGTERM,
+        )?;
+        wait_listening(&mut sink, sink_port, Duration::from_secs(10))?;
+        Ok(Upstreams {
+            fast,
+            fast_port,
+            slow,
+            slow_port,
+            sink,
+            sink_port,
+            sink_counts,
+        })
+    }
+}
+
+/// What is measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetKind {
+    /// The mock itself: the baseline every other target is compared with.
+    Direct,
+    /// `llmtrace-proxy`, every request traced and exported over OTLP/gRPC to the sink.
+    ProxyTracing,
+    /// `llmtrace-proxy` with `OTEL_SDK_DISABLED=true`.
+    ProxyNoTracing,
+    /// nginx as a plain reverse proxy, `proxy_buffering off`.
+    Nginx,
+    /// LiteLLM's proxy server.
+    Litellm,
+}
+
+impl TargetKind {
+    /// Every kind, in the order they are measured (the baseline first).
+    pub const ALL: [TargetKind; 5] = [
+        TargetKind::Direct,
+        TargetKind::ProxyTracing,
+        TargetKind::ProxyNoTracing,
+        TargetKind::Nginx,
+        TargetKind::Litellm,
+    ];
+
+    /// The short name used in tables, file names and `--targets`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetKind::Direct => "direct",
+            TargetKind::ProxyTracing => "proxy-tracing",
+            TargetKind::ProxyNoTracing => "proxy-no-tracing",
+            TargetKind::Nginx => "nginx",
+            TargetKind::Litellm => "litellm",
+        }
+    }
+
+    /// Parses a short name.
+    pub fn parse(name: &str) -> Result<TargetKind, String> {
+        TargetKind::ALL
+            .into_iter()
+            .find(|k| k.name() == name)
+            .ok_or_else(|| {
+                format!(
+                    "unknown target {name:?}; expected one of {}",
+                    TargetKind::ALL.map(TargetKind::name).join(", ")
+                )
+            })
+    }
+}
+
+/// One base URL of a running target and the processes that serve it.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    /// `http://127.0.0.1:PORT` (the load generator appends `/v1/chat/completions`).
+    pub base_url: String,
+    /// The `model` to ask for.
+    pub model: String,
+    /// The processes to measure (with their descendants).
+    pub pids: Vec<u32>,
+}
+
+/// A running target; dropping it stops its processes.
+pub struct Running {
+    /// What it is.
+    pub kind: TargetKind,
+    /// In front of the fast mock.
+    pub fast: Endpoint,
+    /// In front of the slow mock.
+    pub slow: Endpoint,
+    /// A sentence on how it was run (version, threads, settings), for the report.
+    pub description: String,
+    children: Vec<Child>,
+}
+
+impl Running {
+    /// An error if one of its processes has exited.
+    pub fn check_running(&mut self) -> Result<(), String> {
+        self.children.iter_mut().try_for_each(Child::check_running)
+    }
+
+    /// Stops its processes.
+    pub fn stop(mut self) {
+        for child in self.children.iter_mut().rev() {
+            child.stop();
+        }
+    }
+}
+
+/// Starts `kind` in front of `upstreams`; logs and configuration go to `scratch`.
+pub fn start(
+    kind: TargetKind,
+    programs: &Programs,
+    upstreams: &Upstreams,
+    scratch: &Path,
+) -> Result<Running, String> {
+    let fast_url = format!("http://127.0.0.1:{}", upstreams.fast_port);
+    let slow_url = format!("http://127.0.0.1:{}", upstreams.slow_port);
+    match kind {
+        TargetKind::Direct => Ok(Running {
+            kind,
+            fast: Endpoint {
+                base_url: fast_url,
+                model: "bench".to_owned(),
+                pids: vec![upstreams.fast.pid()],
+            },
+            slow: Endpoint {
+                base_url: slow_url,
+                model: "bench".to_owned(),
+                pids: vec![upstreams.slow.pid()],
+            },
+            description: "the mock upstream itself (llmtrace-mock, axum), no hop".to_owned(),
+            children: Vec::new(),
+        }),
+        TargetKind::ProxyTracing | TargetKind::ProxyNoTracing => {
+            let tracing = kind == TargetKind::ProxyTracing;
+            let proxy = |role: &str, upstream: &str| -> Result<(Child, u16), String> {
+                let port = free_port()?;
+                let mut command = Command::new(&programs.proxy);
+                command.args([
+                    "--listen",
+                    &format!("127.0.0.1:{port}"),
+                    "--upstream",
+                    upstream,
+                    "--provider",
+                    "openai",
+                ]);
+                for var in [
+                    "OTEL_EXPORTER_OTLP_ENDPOINT",
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                    "OTEL_EXPORTER_OTLP_PROTOCOL",
+                    "OTEL_SDK_DISABLED",
+                    "LLMTRACE_CONFIG",
+                ] {
+                    command.env_remove(var);
+                }
+                if tracing {
+                    command
+                        .env(
+                            "OTEL_EXPORTER_OTLP_ENDPOINT",
+                            format!("http://127.0.0.1:{}", upstreams.sink_port),
+                        )
+                        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
+                } else {
+                    command.env("OTEL_SDK_DISABLED", "true");
+                }
+                let name = format!("{}-{role}", kind.name());
+                // One JSON access-log line per request goes to stderr, kept in a file like
+                // nginx's access log; span JSON lines (no OTLP endpoint) would go to stdout.
+                let mut child = Child::spawn(
+                    &name,
+                    command,
+                    None,
+                    &scratch.join(format!("{name}.log")),
+                    libc::SIGINT,
+                )?;
+                wait_listening(&mut child, port, Duration::from_secs(20))?;
+                Ok((child, port))
+            };
+            let (fast, fast_port) = proxy("fast", &fast_url)?;
+            let (slow, slow_port) = proxy("slow", &slow_url)?;
+            Ok(Running {
+                kind,
+                fast: Endpoint {
+                    base_url: format!("http://127.0.0.1:{fast_port}"),
+                    model: "bench".to_owned(),
+                    pids: vec![fast.pid()],
+                },
+                slow: Endpoint {
+                    base_url: format!("http://127.0.0.1:{slow_port}"),
+                    model: "bench".to_owned(),
+                    pids: vec![slow.pid()],
+                },
+                description: if tracing {
+                    "llmtrace-proxy (release, pingora default: 1 worker thread), every request \
+                     traced, OTLP/gRPC to a local sink"
+                        .to_owned()
+                } else {
+                    "llmtrace-proxy (release, 1 worker thread), OTEL_SDK_DISABLED=true".to_owned()
+                },
+                children: vec![fast, slow],
+            })
+        }
+        TargetKind::Nginx => {
+            let nginx = programs
+                .nginx
+                .as_ref()
+                .ok_or("nginx was not found (install the Debian package nginx)")?;
+            let dir = scratch.join("nginx");
+            fs::create_dir_all(dir.join("tmp"))
+                .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            let (fast_port, slow_port) = (free_port()?, free_port()?);
+            let conf = nginx_config(
+                &dir,
+                fast_port,
+                upstreams.fast_port,
+                slow_port,
+                upstreams.slow_port,
+            );
+            let conf_path = dir.join("nginx.conf");
+            fs::write(&conf_path, conf)
+                .map_err(|e| format!("writing {}: {e}", conf_path.display()))?;
+            let mut command = Command::new(nginx);
+            command
+                .arg("-c")
+                .arg(&conf_path)
+                .arg("-p")
+                .arg(&dir)
+                .arg("-e")
+                .arg(dir.join("error.log"));
+            let mut child = Child::spawn(
+                "nginx",
+                command,
+                None,
+                &scratch.join("nginx.log"),
+                libc::SIGTERM,
+            )?;
+            wait_listening(&mut child, fast_port, Duration::from_secs(10))?;
+            wait_listening(&mut child, slow_port, Duration::from_secs(10))?;
+            let version = Command::new(nginx)
+                .arg("-v")
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_owned())
+                .unwrap_or_default();
+            let pid = child.pid();
+            Ok(Running {
+                kind,
+                fast: Endpoint {
+                    base_url: format!("http://127.0.0.1:{fast_port}"),
+                    model: "bench".to_owned(),
+                    pids: vec![pid],
+                },
+                slow: Endpoint {
+                    base_url: format!("http://127.0.0.1:{slow_port}"),
+                    model: "bench".to_owned(),
+                    pids: vec![pid],
+                },
+                description: format!(
+                    "{version}, 1 worker process, proxy_buffering off, HTTP/1.1 keep-alive \
+                     upstream pool, access log on"
+                ),
+                children: vec![child],
+            })
+        }
+        TargetKind::Litellm => {
+            let litellm = programs
+                .litellm
+                .as_ref()
+                .ok_or("litellm was not found (run benches/load/run.sh, which installs it)")?;
+            let port = free_port()?;
+            let conf_path = scratch.join("litellm.yaml");
+            fs::write(&conf_path, litellm_config(&fast_url, &slow_url))
+                .map_err(|e| format!("writing {}: {e}", conf_path.display()))?;
+            let mut command = Command::new(litellm);
+            command
+                .arg("--config")
+                .arg(&conf_path)
+                .args([
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                    "--num_workers",
+                    "1",
+                ])
+                .env("LITELLM_LOG", "ERROR")
+                .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+                .env("LITELLM_TELEMETRY", "False")
+                .env("NO_DOCS", "True");
+            let mut child = Child::spawn(
+                "litellm",
+                command,
+                Some(&scratch.join("litellm.out")),
+                &scratch.join("litellm.log"),
+                libc::SIGTERM,
+            )?;
+            // It imports a lot before it listens.
+            wait_listening(&mut child, port, Duration::from_secs(180))?;
+            let version = litellm
+                .parent()
+                .map(|bin| bin.join("pip"))
+                .and_then(|pip| Command::new(pip).args(["show", "litellm"]).output().ok())
+                .and_then(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Version: ").map(str::to_owned))
+                })
+                .unwrap_or_else(|| "unknown version".to_owned());
+            let pid = child.pid();
+            Ok(Running {
+                kind,
+                fast: Endpoint {
+                    base_url: format!("http://127.0.0.1:{port}"),
+                    model: "bench".to_owned(),
+                    pids: vec![pid],
+                },
+                slow: Endpoint {
+                    base_url: format!("http://127.0.0.1:{port}"),
+                    model: "bench-slow".to_owned(),
+                    pids: vec![pid],
+                },
+                description: format!(
+                    "LiteLLM proxy {version} (PyPI litellm[proxy]), 1 uvicorn worker, no database"
+                ),
+                children: vec![child],
+            })
+        }
+    }
+}
+
+/// nginx as a plain streaming reverse proxy: one worker process (the proxy runs one worker
+/// thread), no response buffering, keep-alive to the upstream.
+pub fn nginx_config(
+    dir: &Path,
+    fast_port: u16,
+    fast_upstream: u16,
+    slow_port: u16,
+    slow_upstream: u16,
+) -> String {
+    let d = dir.display();
+    let server = |listen: u16, upstream: &str| {
+        format!(
+            "    server {{
+        listen 127.0.0.1:{listen} backlog=4096;
+        keepalive_requests 1000000;
+        location / {{
+            proxy_pass http://{upstream};
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+            proxy_buffering off;
+            proxy_request_buffering off;
+            proxy_read_timeout 600s;
+        }}
+    }}
+"
+        )
+    };
+    format!(
+        "# Generated by llmtrace-load.
+daemon off;
+master_process on;
+worker_processes 1;
+worker_rlimit_nofile 65536;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{
+    worker_connections 16384;
+}}
+http {{
+    access_log {d}/access.log;
+    client_body_temp_path {d}/tmp/body;
+    proxy_temp_path {d}/tmp/proxy;
+    fastcgi_temp_path {d}/tmp/fastcgi;
+    uwsgi_temp_path {d}/tmp/uwsgi;
+    scgi_temp_path {d}/tmp/scgi;
+    tcp_nodelay on;
+    upstream fast {{
+        server 127.0.0.1:{fast_upstream};
+        keepalive 1024;
+        keepalive_requests 1000000;
+    }}
+    upstream slow {{
+        server 127.0.0.1:{slow_upstream};
+        keepalive 1024;
+        keepalive_requests 1000000;
+    }}
+{}{}}}
+",
+        server(fast_port, "fast"),
+        server(slow_port, "slow"),
+    )
+}
+
+/// LiteLLM's configuration (JSON, which YAML reads): model `bench` on the fast mock,
+/// `bench-slow` on the slow one, both as OpenAI-compatible upstreams with a dummy key.
+pub fn litellm_config(fast_url: &str, slow_url: &str) -> String {
+    let model = |name: &str, url: &str| {
+        serde_json::json!({
+            "model_name": name,
+            "litellm_params": {
+                "model": format!("openai/{name}"),
+                "api_base": format!("{url}/v1"),
+                "api_key": "sk-mock",
+                "timeout": 600,
+            },
+        })
+    };
+    serde_json::json!({
+        "model_list": [model("bench", fast_url), model("bench-slow", slow_url)],
+        "litellm_settings": {
+            "telemetry": false,
+            "request_timeout": 600,
+        },
+        "general_settings": {
+            "master_key": crate::client::API_KEY,
+        },
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nginx_config_streams_without_buffering() {
+        let conf = nginx_config(Path::new("/tmp/x"), 1, 2, 3, 4);
+        assert!(conf.contains("worker_processes 1;"));
+        assert_eq!(conf.matches("proxy_buffering off;").count(), 2);
+        assert!(conf.contains("listen 127.0.0.1:1 ") && conf.contains("server 127.0.0.1:2;"));
+        assert!(conf.contains("listen 127.0.0.1:3 ") && conf.contains("server 127.0.0.1:4;"));
+        assert!(conf.contains("pid /tmp/x/nginx.pid;"));
+    }
+
+    #[test]
+    fn litellm_config_names_both_models() {
+        let conf: serde_json::Value =
+            serde_json::from_str(&litellm_config("http://a:1", "http://b:2")).unwrap();
+        let models = conf["model_list"].as_array().unwrap();
+        assert_eq!(models[0]["model_name"], "bench");
+        assert_eq!(models[0]["litellm_params"]["api_base"], "http://a:1/v1");
+        assert_eq!(models[1]["litellm_params"]["model"], "openai/bench-slow");
+    }
+
+    #[test]
+    fn target_names_round_trip() {
+        for kind in TargetKind::ALL {
+            assert_eq!(TargetKind::parse(kind.name()), Ok(kind));
+        }
+        assert!(TargetKind::parse("haproxy").unwrap_err().contains("nginx"));
+    }
+
+    #[test]
+    fn answer_time() {
+        let t = MockTiming {
+            ttft_ms: 20,
+            gap_ms: 5,
+            tokens: 32,
+        };
+        assert_eq!(t.answer_ms(), 175);
+    }
+}
