@@ -860,3 +860,124 @@ async fn an_https_upstream_is_verified_against_the_configured_ca() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_rules_and_tail_policies_from_the_toml_decide_what_is_exported() {
+    use llmtrace_proxy::telemetry::{Export, Sampling, Telemetry};
+
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let listen = free_addr();
+    let text = r#"
+[server]
+listen = "${LISTEN}"
+admin = "off"
+[telemetry]
+capture_request_headers = ["x-user-tier"]
+[[upstreams]]
+name = "mock"
+url = "${MOCK_URL}"
+[[routes]]
+upstream = "mock"
+[sampling]
+default_ratio = 1.0
+[[sampling.rules]]
+name = "free tier"
+match = { headers = { x-user-tier = "free" } }
+sample = "never"
+[tail]
+decision_wait_ms = 50
+policies = [ { error = true }, { attribute = { key = "http.request.header.x-user-tier", value = "enterprise" } } ]
+fallback_ratio = 0.0
+"#;
+    let mock_url = mock.url();
+    let config = Config::parse(text, |name| match name {
+        "LISTEN" => Some(listen.to_string()),
+        "MOCK_URL" => Some(mock_url.clone()),
+        _ => None,
+    })
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("llmtrace-sampling-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let spans_file = dir.join("spans.jsonl");
+    let _ = std::fs::remove_file(&spans_file);
+    let telemetry = Telemetry::new(
+        &Export::File(spans_file.clone()),
+        &Sampling {
+            head: config.sampling.clone(),
+            tail: config.tail.clone(),
+        },
+    )
+    .unwrap();
+    let built = llmtrace_proxy::build_server(Arc::new(config), &telemetry).unwrap();
+    let prometheus = telemetry.prometheus.clone();
+    std::thread::spawn(move || built.server.run_forever());
+    wait_listening(listen).await;
+
+    let body = r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let requests = [
+        ("pro", "", "ok-pro"),
+        ("pro", "429", "error-pro"),
+        ("free", "429", "error-free"),
+        ("enterprise", "", "ok-enterprise"),
+    ];
+    for (tier, fault, id) in requests {
+        let mut headers = vec![
+            ("x-user-tier", tier),
+            ("x-mock-tokens", "2"),
+            ("x-mock-ttft-ms", "0"),
+            ("x-request-id", id),
+        ];
+        if !fault.is_empty() {
+            headers.push(("x-mock-fault", fault));
+        }
+        post(listen, "/v1/chat/completions", &headers, body).await;
+    }
+    // Past the decision wait, then everything out of the queue.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    telemetry.tracer_provider.force_flush().unwrap();
+    let spans: Vec<serde_json::Value> = std::fs::read_to_string(&spans_file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ids: std::collections::BTreeSet<String> = spans
+        .iter()
+        .filter_map(|s| s["attributes"]["http.request.header.x-request-id"].as_str())
+        .map(str::to_owned)
+        .collect();
+    // The failed "pro" request and the "enterprise" one are kept whole; the healthy "pro" one
+    // is dropped by the tail, the "free" one was never recorded (head rule).
+    assert_eq!(
+        ids.into_iter().collect::<Vec<_>>(),
+        ["error-pro", "ok-enterprise"],
+        "{spans:#?}"
+    );
+    assert_eq!(
+        spans.len(),
+        4,
+        "SERVER and GenAI CLIENT span of each kept trace"
+    );
+    let reasons: Vec<&str> = spans
+        .iter()
+        .filter_map(|s| s["attributes"]["llmtrace.sampling.reason"].as_str())
+        .collect();
+    assert_eq!(
+        reasons.len(),
+        2,
+        "the reason is on each kept trace's root: {spans:#?}"
+    );
+    assert!(reasons.contains(&"error"), "{reasons:?}");
+    // Metrics stay whole: every request is counted, sampled or not.
+    let metrics = prometheus.render();
+    let count: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("gen_ai_client_operation_duration_seconds_count"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(count, 4, "{metrics}");
+    assert!(
+        metrics.contains("llmtrace_sampling_traces_total"),
+        "{metrics}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

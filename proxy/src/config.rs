@@ -35,6 +35,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use llmtrace::sampling::{HeadConfig, TailConfig};
+
 use crate::upstream::Upstream;
 
 /// The whole file.
@@ -53,6 +55,14 @@ pub struct Config {
     /// Which upstream serves which request: the first route that matches wins.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Head sampling rules ([`llmtrace::sampling::HeadConfig`]): decided when a request's
+    /// spans start. Without this section, `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`
+    /// are honoured; without either, every trace is recorded.
+    pub sampling: Option<HeadConfig>,
+    /// Tail sampling ([`llmtrace::sampling::TailConfig`]): whole traces kept or dropped when
+    /// their root span ends, by what happened (errors, slow, TTFT, stalls, attributes,
+    /// aborts), with a fallback ratio. Off without this section.
+    pub tail: Option<TailConfig>,
 }
 
 /// `[server]`
@@ -106,6 +116,10 @@ pub struct TelemetryConfig {
     pub inject_stream_usage: bool,
     /// One JSON access-log line per request on stderr (default true).
     pub access_log: bool,
+    /// Request headers recorded on the SERVER span when it starts, as
+    /// `http.request.header.<name>`, so sampling rules can match them (a user tier, a
+    /// tenant). Credentials are always `[REDACTED]`.
+    pub capture_request_headers: Vec<String>,
 }
 
 impl Default for TelemetryConfig {
@@ -117,6 +131,7 @@ impl Default for TelemetryConfig {
             capture_content: false,
             inject_stream_usage: true,
             access_log: true,
+            capture_request_headers: Vec::new(),
         }
     }
 }
@@ -326,6 +341,8 @@ impl Config {
                 first_byte_timeout_ms: None,
                 total_timeout_ms: None,
             }],
+            sampling: None,
+            tail: None,
             routes: vec![RouteConfig {
                 path_prefix: "/".to_owned(),
                 host: None,
@@ -426,6 +443,23 @@ impl Config {
                 ));
             }
         }
+        for (i, name) in self.telemetry.capture_request_headers.iter().enumerate() {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(error(
+                    format!("telemetry.capture_request_headers[{i}]"),
+                    format!("{name:?} is not a header name"),
+                ));
+            }
+        }
+        if let Some(sampling) = &self.sampling {
+            sampling
+                .build()
+                .map_err(|e| error("sampling", e.to_string()))?;
+        }
+        if let Some(tail) = &self.tail {
+            tail.build(NoProcessor)
+                .map_err(|e| error("tail", e.to_string()))?;
+        }
         if let Some(protocol) = &self.telemetry.otlp_protocol {
             if !matches!(protocol.as_str(), "grpc" | "http/protobuf") {
                 return Err(error(
@@ -450,6 +484,85 @@ impl Config {
     pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {
         self.upstreams.iter().find(|u| u.name == name)
     }
+}
+
+/// Stands in for the exporting processor when a tail configuration is only checked.
+#[derive(Debug)]
+struct NoProcessor;
+
+impl opentelemetry_sdk::trace::SpanProcessor for NoProcessor {
+    fn on_start(&self, _: &mut opentelemetry_sdk::trace::Span, _: &opentelemetry::Context) {}
+    fn on_end(&self, _: opentelemetry_sdk::trace::SpanData) {}
+    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        Ok(())
+    }
+    fn shutdown_with_timeout(
+        &self,
+        _: std::time::Duration,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        Ok(())
+    }
+}
+
+/// The head sampling that `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` ask for
+/// (`always_on`, `always_off`, `traceidratio`, `parentbased_always_on`,
+/// `parentbased_always_off`, `parentbased_traceidratio`); `None` when unset.
+///
+/// ```
+/// use llmtrace_proxy::config::sampler_from_env;
+///
+/// let env = |name: &str| match name {
+///     "OTEL_TRACES_SAMPLER" => Some("parentbased_traceidratio".to_owned()),
+///     "OTEL_TRACES_SAMPLER_ARG" => Some("0.25".to_owned()),
+///     _ => None,
+/// };
+/// let head = sampler_from_env(env).unwrap().unwrap();
+/// assert_eq!((head.default_ratio, head.parent_based), (0.25, true));
+/// ```
+pub fn sampler_from_env(
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Option<HeadConfig>, ConfigError> {
+    let Some(name) = env("OTEL_TRACES_SAMPLER").filter(|v| !v.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let ratio = || -> Result<f64, ConfigError> {
+        match env("OTEL_TRACES_SAMPLER_ARG") {
+            None => Ok(1.0),
+            Some(arg) => arg
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|r| (0.0..=1.0).contains(r))
+                .ok_or_else(|| {
+                    error(
+                        "OTEL_TRACES_SAMPLER_ARG",
+                        format!("{arg:?} is not a ratio between 0 and 1"),
+                    )
+                }),
+        }
+    };
+    let (default_ratio, parent_based) = match name.trim() {
+        "always_on" => (1.0, false),
+        "always_off" => (0.0, false),
+        "traceidratio" => (ratio()?, false),
+        "parentbased_always_on" => (1.0, true),
+        "parentbased_always_off" => (0.0, true),
+        "parentbased_traceidratio" => (ratio()?, true),
+        other => {
+            return Err(error(
+                "OTEL_TRACES_SAMPLER",
+                format!(
+                    "{other:?}: expected always_on, always_off, traceidratio, \
+                     parentbased_always_on, parentbased_always_off or parentbased_traceidratio"
+                ),
+            ));
+        }
+    };
+    Ok(Some(HeadConfig {
+        default_ratio,
+        parent_based,
+        ..HeadConfig::default()
+    }))
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -552,6 +665,26 @@ upstream = "openai"
                 "line",
             ),
             (format!("{GOOD}\n[server2]\n"), "line"),
+            (
+                format!("{GOOD}\n[sampling]\ndefault_ratio = 2.0\n"),
+                "sampling",
+            ),
+            (
+                format!("{GOOD}\n[tail]\npolicies = [{{ nonsense = 1 }}]\n"),
+                "line",
+            ),
+            (format!("{GOOD}\n[tail]\nmax_traces = 0\n"), "tail"),
+            (
+                GOOD.replace(
+                    "upstream = \"openai\"\n",
+                    "upstream = \"openai\"\nfallbacks = [\"gone\"]\n",
+                ),
+                "routes[1].fallbacks[0]",
+            ),
+            (
+                format!("{GOOD}\n[telemetry]\ncapture_request_headers = [\"bad header\"]\n"),
+                "telemetry.capture_request_headers[0]",
+            ),
         ] {
             let err = Config::parse(&text, env).unwrap_err();
             assert!(err.field.starts_with(field), "{err} (wanted {field})");

@@ -17,7 +17,9 @@ use llmtrace::genai::{
     ApiFormat, End, Endpoint, Exchange, Provider, RequestInfo, Summary, UsageChunkFilter,
     request_with_usage,
 };
-use llmtrace::layer::{GenAiRecorder, GenAiSpan, InboundRequest, InboundSpan};
+use llmtrace::layer::{
+    GenAiRecorder, GenAiSpan, InboundRequest, InboundSpan, RequestHeaderCapture,
+};
 use llmtrace::propagation;
 use llmtrace::semconv;
 use opentelemetry::global::BoxedTracer;
@@ -81,6 +83,8 @@ pub struct Gateway {
     tracer: BoxedTracer,
     recorder: Arc<GenAiRecorder>,
     state: AdminState,
+    /// Request headers recorded on the SERVER span at its start (for sampling rules).
+    capture: Option<RequestHeaderCapture>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -112,7 +116,15 @@ impl Gateway {
                 config: u.clone(),
             })
             .collect();
+        let names: Vec<http::HeaderName> = config
+            .telemetry
+            .capture_request_headers
+            .iter()
+            .filter_map(|n| http::HeaderName::from_bytes(n.as_bytes()).ok())
+            .collect();
+        let capture = (!names.is_empty()).then(|| RequestHeaderCapture::new(&names));
         Self {
+            capture,
             config,
             targets,
             tracer,
@@ -817,7 +829,7 @@ impl Gateway {
             route,
             peer: session.client_addr().and_then(|a| a.as_inet()).copied(),
         };
-        let server = InboundSpan::start(&self.tracer, &request, parent);
+        let server = InboundSpan::start(&self.tracer, &request, parent, self.capture.as_ref());
         if let Some(cx) = server.context() {
             cx.span().set_attribute(KeyValue::new(
                 "http.request.header.x-request-id",

@@ -91,6 +91,9 @@ pub fn build_server(
         })
         .with_meter(&meter)
         .into_recorder();
+    if let Some(tail) = &telemetry.tail_stats {
+        tail.register_metrics(&meter);
+    }
     let state = AdminState::new(
         ProxyMetrics::new(&meter, telemetry.export_stats.clone()),
         telemetry.prometheus.clone(),

@@ -146,7 +146,14 @@ fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
             (None, None) => Export::Stdout,
         },
     };
-    let telemetry = Telemetry::new(&export)?;
+    let sampling = llmtrace_proxy::telemetry::Sampling {
+        head: match config.sampling.clone() {
+            Some(head) => Some(head),
+            None => llmtrace_proxy::config::sampler_from_env(|name| std::env::var(name).ok())?,
+        },
+        tail: config.tail.clone(),
+    };
+    let telemetry = Telemetry::new(&export, &sampling)?;
     eprintln!(
         "llmtrace-proxy: listening on http://{} ({} upstreams, {} routes), admin {}, spans → {:?}",
         config.server.listen,

@@ -25,6 +25,8 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 
+use llmtrace::sampling::{HeadConfig, TailConfig, TailStatsHandle};
+
 use crate::export_queue::{ExportQueue, ExportStats, QueueConfig};
 use crate::metrics::PrometheusReader;
 
@@ -78,6 +80,18 @@ pub struct Telemetry {
     pub prometheus: PrometheusReader,
     /// The span export queue's counters (none when spans are not exported through one).
     pub export_stats: Option<Arc<ExportStats>>,
+    /// The tail sampler's counters, when tail sampling is on.
+    pub tail_stats: Option<TailStatsHandle>,
+}
+
+/// How traces are sampled: head rules (when spans start) and tail policies (when a trace's
+/// root ends). The default records and exports everything.
+#[derive(Debug, Clone, Default)]
+pub struct Sampling {
+    /// Head rules; `None`: record every trace.
+    pub head: Option<HeadConfig>,
+    /// Tail policies; `None`: export every recorded trace.
+    pub tail: Option<TailConfig>,
 }
 
 impl Telemetry {
@@ -92,14 +106,15 @@ impl Telemetry {
             meter_provider,
             prometheus,
             export_stats: None,
+            tail_stats: None,
         }
     }
 
     /// What `export` asks for: the span pipeline behind a counted queue, and a meter
     /// provider read by `/metrics` and, with OTLP, exported next to the spans (every 60 s, or
     /// `OTEL_METRIC_EXPORT_INTERVAL`).
-    pub fn new(export: &Export) -> Result<Self, Box<dyn std::error::Error>> {
-        let (tracer_provider, stats) = tracer_provider(export)?;
+    pub fn new(export: &Export, sampling: &Sampling) -> Result<Self, Box<dyn std::error::Error>> {
+        let (tracer_provider, stats, tail_stats) = tracer_provider(export, sampling)?;
         let prometheus = PrometheusReader::default();
         let mut meters = SdkMeterProvider::builder()
             .with_resource(resource())
@@ -123,6 +138,7 @@ impl Telemetry {
             meter_provider: meters.build(),
             prometheus,
             export_stats: stats,
+            tail_stats,
         })
     }
 
@@ -145,19 +161,31 @@ fn resource() -> Resource {
         .build()
 }
 
-/// A tracer provider and the counters of its export queue (none when nothing is exported).
-pub type SpanPipeline = (SdkTracerProvider, Option<Arc<ExportStats>>);
+/// A tracer provider, the counters of its export queue (none when nothing is exported) and
+/// of its tail sampler (when on).
+pub type SpanPipeline = (
+    SdkTracerProvider,
+    Option<Arc<ExportStats>>,
+    Option<TailStatsHandle>,
+);
 
-/// Builds the tracer provider for `export`, exporting through a bounded, counted queue.
-pub fn tracer_provider(export: &Export) -> Result<SpanPipeline, Box<dyn std::error::Error>> {
-    let builder = SdkTracerProvider::builder().with_resource(resource());
+/// Builds the tracer provider for `export`: `sampling`'s head rules, then its tail sampler
+/// (when configured) in front of a bounded, counted export queue.
+pub fn tracer_provider(
+    export: &Export,
+    sampling: &Sampling,
+) -> Result<SpanPipeline, Box<dyn std::error::Error>> {
+    let mut builder = SdkTracerProvider::builder().with_resource(resource());
+    if let Some(head) = &sampling.head {
+        builder = builder.with_sampler(head.build()?);
+    }
     let config = QueueConfig::default();
     let queue = match export {
         Export::Disabled => {
             let provider = builder
                 .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOff)
                 .build();
-            return Ok((provider, None));
+            return Ok((provider, None, None));
         }
         Export::Otlp { protocol } => {
             let exporter = match protocol.as_str() {
@@ -185,7 +213,19 @@ pub fn tracer_provider(export: &Export) -> Result<SpanPipeline, Box<dyn std::err
         Export::File(path) => ExportQueue::new(JsonLines::file(path)?, config),
     };
     let stats = queue.stats();
-    Ok((builder.with_span_processor(queue).build(), Some(stats)))
+    match &sampling.tail {
+        Some(tail) => {
+            let sampler = tail.build(queue)?;
+            let tail_stats = sampler.stats_handle();
+            let provider = builder.with_span_processor(sampler).build();
+            Ok((provider, Some(stats), Some(tail_stats)))
+        }
+        None => Ok((
+            builder.with_span_processor(queue).build(),
+            Some(stats),
+            None,
+        )),
+    }
 }
 
 /// A small tokio runtime for the OTLP/gRPC exporter's connection.

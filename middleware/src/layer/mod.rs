@@ -17,7 +17,7 @@ pub use body::TracedBody;
 pub use client::{ClientLayer, ClientService};
 pub use future::ResponseFuture;
 pub use genai::{GenAiBody, GenAiLayer, GenAiRecorder, GenAiService, GenAiSpan, RequestBody};
-pub use server::{InboundRequest, InboundSpan, ServerLayer, ServerService};
+pub use server::{InboundRequest, InboundSpan, RequestHeaderCapture, ServerLayer, ServerService};
 
 use opentelemetry::InstrumentationScope;
 use opentelemetry::global::{self, BoxedTracer};

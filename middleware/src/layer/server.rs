@@ -280,6 +280,30 @@ pub struct InboundRequest<'a> {
     pub peer: Option<std::net::SocketAddr>,
 }
 
+/// Request headers an [`InboundSpan`] records as `http.request.header.<name>` when it starts,
+/// so head samplers can match them. Credentials (`authorization`, `x-api-key`, ...) are
+/// always `[REDACTED]`.
+///
+/// ```
+/// use llmtrace::layer::RequestHeaderCapture;
+///
+/// let capture = RequestHeaderCapture::new(&[http::HeaderName::from_static("x-user-tier")]);
+/// # let _ = capture;
+/// ```
+#[derive(Debug, Clone)]
+pub struct RequestHeaderCapture(HeaderCapture);
+
+impl RequestHeaderCapture {
+    /// Captures `names`.
+    pub fn new(names: &[HeaderName]) -> Self {
+        Self(HeaderCapture::new(
+            semconv::http::REQUEST_HEADER_PREFIX,
+            names,
+            &[],
+        ))
+    }
+}
+
 /// A SERVER span for an inbound request, for servers that are not tower services.
 ///
 /// It records what [`ServerLayer`]'s span records, by the same code: the name
@@ -302,7 +326,7 @@ pub struct InboundRequest<'a> {
 /// };
 /// let tracer = opentelemetry::global::tracer("doc");
 /// let parent = llmtrace::propagation::extract(&headers);
-/// let mut span = InboundSpan::start(&tracer, &request, &parent);
+/// let mut span = InboundSpan::start(&tracer, &request, &parent, None);
 /// // ... proxy the request; `span.context()` is the parent of what happens meanwhile ...
 /// span.on_response_head(http::StatusCode::OK, &http::HeaderMap::new());
 /// span.on_data(42);
@@ -315,9 +339,14 @@ pub struct InboundSpan {
 
 impl InboundSpan {
     /// Starts the span as a child of `parent` (the caller's extracted context; a new trace
-    /// when it holds none).
-    pub fn start(tracer: &BoxedTracer, request: &InboundRequest<'_>, parent: &Context) -> Self {
-        let (cx, grpc) = start_server_span(tracer, None, request, parent);
+    /// when it holds none), with the `capture`d request headers among its start attributes.
+    pub fn start(
+        tracer: &BoxedTracer,
+        request: &InboundRequest<'_>,
+        parent: &Context,
+        capture: Option<&RequestHeaderCapture>,
+    ) -> Self {
+        let (cx, grpc) = start_server_span(tracer, capture.map(|c| &c.0), request, parent);
         Self {
             span: ExchangeSpan::new(cx, Side::Server, grpc, None),
         }
