@@ -1,0 +1,27 @@
+//! The TOML examples in README.md are valid gateway configurations: the docs cannot drift
+//! from the code.
+
+use llmtrace_proxy::Config;
+
+#[test]
+fn every_toml_block_in_the_readme_is_a_valid_configuration() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let mut blocks = 0;
+    let mut rest = readme.as_str();
+    while let Some(start) = rest.find("```toml\n") {
+        let after = &rest[start + "```toml\n".len()..];
+        let end = after.find("```").expect("closed block");
+        let mut text = after[..end].to_owned();
+        rest = &after[end..];
+        // Sections shown alone get the upstream and route every file needs.
+        if !text.contains("[[upstreams]]") {
+            text.push_str("\n[[upstreams]]\nname = \"x\"\nurl = \"http://127.0.0.1:1\"\n");
+            text.push_str("[[routes]]\nupstream = \"x\"\n");
+        }
+        Config::parse(&text, |_| Some("value".to_owned()))
+            .unwrap_or_else(|e| panic!("README block {}: {e}\n{text}", blocks + 1));
+        blocks += 1;
+    }
+    assert!(blocks >= 2, "found {blocks} TOML blocks");
+}
