@@ -40,33 +40,9 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Largest usage-chunk candidate held back while deciding whether to remove it.
 const MAX_HELD_EVENT: usize = 64 * 1024;
 
-/// Span attributes and events of the gateway's own measurements.
-pub mod names {
-    /// Time from the request head's arrival to the upstream being chosen: the gateway's own
-    /// work before anything goes upstream (routing, checks, span start), in µs.
-    pub const GATEWAY_REQUEST_US: &str = "llmtrace.gateway.request_us";
-    /// Time to get a connection to the upstream and write the request head (pool hit, or
-    /// connect and TLS), in µs. Upstream side, not the gateway's own work.
-    pub const UPSTREAM_CONNECT_US: &str = "llmtrace.upstream.connect_us";
-    /// Per response chunk: time from reading it from the upstream to handing it to the
-    /// client connection, the largest over the stream, in µs.
-    pub const GATEWAY_CHUNK_MAX_US: &str = "llmtrace.gateway.chunk_latency.max_us";
-    /// The same, averaged over the stream's chunks, in µs.
-    pub const GATEWAY_CHUNK_MEAN_US: &str = "llmtrace.gateway.chunk_latency.mean_us";
-    /// The configured upstream that answered (or failed last).
-    pub const UPSTREAM_NAME: &str = "llmtrace.upstream.name";
-    /// Attempts made (1 when the first one answered).
-    pub const UPSTREAM_ATTEMPTS: &str = "llmtrace.upstream.attempts";
-    /// Why the gateway answered a request itself: `no_route`, `invalid_api_key`,
-    /// `request_too_large`.
-    pub const REFUSED: &str = "llmtrace.gateway.refused";
-    /// The provider's own request id (its `x-request-id`).
-    pub const UPSTREAM_REQUEST_ID: &str = "llmtrace.upstream.request_id";
-    /// Event: an attempt failed before its first byte and the request is tried again.
-    pub const RETRY_EVENT: &str = "llmtrace.upstream.retry";
-    /// On the retry event: why (`429`, `503`, `connection_refused`, ...).
-    pub const RETRY_REASON: &str = "llmtrace.retry.reason";
-}
+/// Span attributes and events of the gateway's own measurements (in the core's
+/// [`semconv`], with every other name).
+pub use llmtrace::semconv::gateway as names;
 
 /// An upstream as the gateway uses it.
 #[derive(Debug, Clone)]
