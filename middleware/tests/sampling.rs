@@ -61,7 +61,8 @@ async fn head_rules_see_captured_headers_method_and_baggage() {
                 .capture_request_headers([HeaderName::from_static("x-user-tier")]),
         )
         .service(service_fn(ok));
-    let cases: [(&str, &[(&str, &str)], Option<&str>); 5] = [
+    type Headers = &'static [(&'static str, &'static str)];
+    let cases: [(&str, Headers, Option<&str>); 5] = [
         ("POST", &[("x-user-tier", "enterprise")], Some("enterprise")),
         ("GET", &[("x-user-tier", "enterprise")], None),
         ("POST", &[("x-user-tier", "free")], None),

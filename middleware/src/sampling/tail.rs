@@ -500,8 +500,14 @@ impl<P: SpanProcessor + 'static> TailSampler<P> {
         self.ticker.get_or_init(|| {
             let signal = Arc::new(Signal::default());
             let weak = Arc::downgrade(&self.shared);
-            let period = (self.shared.config.decision_wait / 4)
-                .clamp(Duration::from_millis(5), Duration::from_millis(250));
+            // Decisions fall due a quarter of the wait late at most; with no wait they are
+            // made as roots end, and the thread only looks for orphans.
+            let wait = self.shared.config.decision_wait;
+            let period = if wait.is_zero() {
+                Duration::from_millis(250)
+            } else {
+                (wait / 4).clamp(Duration::from_millis(5), Duration::from_millis(250))
+            };
             let thread_signal = signal.clone();
             let handle = std::thread::Builder::new()
                 .name("llmtrace-tail-sampler".into())
