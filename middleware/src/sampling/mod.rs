@@ -170,6 +170,40 @@ mod tests {
         }
     }
 
+    /// The shape the gateway embeds: `[sampling]` and `[tail]` tables.
+    #[test]
+    fn gateway_toml() {
+        #[derive(serde::Deserialize)]
+        struct Gateway {
+            sampling: HeadConfig,
+            tail: TailConfig,
+        }
+        let config: Gateway = toml::from_str(
+            r#"
+            [sampling]
+            default_ratio = 0.01
+            [[sampling.rules]]
+            match = { model = "gpt-4o-experimental" }
+            sample = "always"
+            [tail]
+            decision_wait_ms = 2000
+            max_traces = 10000
+            max_spans = 200000
+            policies = [ { error = true }, { duration_ms = 5000 }, { ttft_ms = 2000 }, { attribute = { key = "gen_ai.response.finish_reasons", value = "content_filter" } }, { aborted = true } ]
+            fallback_ratio = 0.01
+            max_kept_per_second = 100
+            "#,
+        )
+        .unwrap();
+        let head = config.sampling.build().unwrap();
+        assert_eq!(head.config().rules[0].sample, Sample::Always);
+        assert_eq!(
+            config.tail.policies[3],
+            Policy::attribute("gen_ai.response.finish_reasons", "content_filter")
+        );
+        assert_eq!(config.tail.max_spans, 200_000);
+    }
+
     #[test]
     fn ratios_are_checked() {
         assert!(check_ratio("r", 0.5).is_ok());
