@@ -77,6 +77,8 @@ pub struct ServerConfig {
     pub admin: Option<String>,
     /// Request bodies larger than this are refused with 413 (default 32 MiB).
     pub max_request_body_bytes: usize,
+    /// Worker threads serving requests (default: one per CPU).
+    pub threads: Option<usize>,
     /// On SIGTERM, in-flight streams get this long to finish (default 30 s); the wait ends
     /// as soon as none is left. Give the orchestrator's kill timeout a few seconds more
     /// (Kubernetes' `terminationGracePeriodSeconds` defaults to 30).
@@ -92,6 +94,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8080".to_owned(),
             admin: None,
             max_request_body_bytes: 32 * 1024 * 1024,
+            threads: None,
             shutdown_grace_seconds: 30,
             upstream_ca_file: None,
         }
@@ -372,6 +375,9 @@ impl Config {
             admin
                 .parse::<std::net::SocketAddr>()
                 .map_err(|e| error("server.admin", format!("{admin:?} is not an address: {e}")))?;
+        }
+        if self.server.threads == Some(0) {
+            return Err(error("server.threads", "must be at least 1"));
         }
         if self.upstreams.is_empty() {
             return Err(error("upstreams", "at least one upstream is needed"));

@@ -888,7 +888,11 @@ fn access_log(
         "prompt_hash": ctx.prompt_hash,
         "client_aborted": aborted,
     });
-    eprintln!("{line}");
+    // One write per line: `eprintln!` of a JSON value writes each token separately to the
+    // unbuffered stderr (~85 syscalls a request, measured by the load harness).
+    let mut text = line.to_string();
+    text.push('\n');
+    let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), text.as_bytes());
 }
 
 /// A reply from the gateway itself, in the OpenAI error shape.

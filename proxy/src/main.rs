@@ -44,6 +44,9 @@ struct Cli {
     /// `server.admin`; default 127.0.0.1:9464).
     #[arg(long, env = "LLMTRACE_ADMIN")]
     admin: Option<String>,
+    /// Worker threads (overrides the file's `server.threads`; default one per CPU).
+    #[arg(long, env = "LLMTRACE_THREADS")]
+    threads: Option<usize>,
 }
 
 /// The admin listener when neither the file nor `--admin` names one.
@@ -100,6 +103,9 @@ fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     };
     if let Some(listen) = &cli.listen {
         config.server.listen = listen.clone();
+    }
+    if cli.threads.is_some() {
+        config.server.threads = cli.threads;
     }
     if let Some(admin) = &cli.admin {
         config.server.admin = Some(admin.clone());

@@ -7,7 +7,9 @@
 //! (`"choices": []`) from the response ([`UsageChunkFilter`]), so the client receives the
 //! bytes it would have received without the gateway, while the observer sees the usage.
 
-use memchr::memmem;
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
 use serde_json::Value;
 
 use super::endpoint::{ApiFormat, Endpoint};
@@ -97,6 +99,11 @@ pub struct UsageChunkFilter {
 /// The member a provider adds to every chunk once usage is asked for.
 const NULL_USAGE: &[u8] = b",\"usage\":null";
 
+// Built once: a searcher per call costs more than the search over a short SSE event.
+static NULL_USAGE_FINDER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(NULL_USAGE));
+static CHOICES: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"choices\""));
+static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
+
 impl UsageChunkFilter {
     /// A filter that holds at most `max_held` bytes of an undecided event.
     pub fn new(max_held: usize) -> Self {
@@ -170,7 +177,7 @@ impl UsageChunkFilter {
         let mut data = std::mem::take(&mut self.tail);
         data.extend_from_slice(bytes);
         let mut rest = &data[..];
-        while let Some(at) = memmem::find(rest, NULL_USAGE) {
+        while let Some(at) = NULL_USAGE_FINDER.find(rest) {
             out.extend_from_slice(&rest[..at]);
             rest = &rest[at + NULL_USAGE.len()..];
         }
@@ -188,7 +195,7 @@ impl UsageChunkFilter {
 
     /// Settles the held event if it can be settled.
     fn decide(&mut self, out: &mut Vec<u8>, event_ended: bool) {
-        if let Some(at) = memmem::find(&self.held, b"\"choices\"") {
+        if let Some(at) = CHOICES.find(&self.held) {
             let after = skip_ws_colon(&self.held[at + 9..]);
             match after {
                 // The value has not arrived yet.
@@ -201,7 +208,7 @@ impl UsageChunkFilter {
                         return;
                     }
                     if inside.first() == Some(&b']') && event_ended {
-                        let has_usage = memmem::find(&self.held, b"\"usage\"").is_some_and(|u| {
+                        let has_usage = USAGE.find(&self.held).is_some_and(|u| {
                             skip_ws_colon(&self.held[u + 7..]).is_some_and(|v| v.starts_with(b"{"))
                         });
                         if has_usage {
