@@ -1,12 +1,22 @@
-//! The TOML examples in README.md are valid gateway configurations: the docs cannot drift
-//! from the code.
+//! The TOML examples in README.md and docs/*.md are valid gateway configurations: the docs
+//! cannot drift from the code.
 
 use llmtrace_proxy::Config;
 
 #[test]
 fn every_toml_block_in_the_readme_is_a_valid_configuration() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-        .expect("README.md");
+    assert!(check("README.md") >= 2);
+}
+
+#[test]
+fn every_toml_block_of_the_sampling_docs_is_a_valid_configuration() {
+    assert!(check("docs/sampling.md") >= 1);
+}
+
+/// Parses every TOML block of `file`; returns how many there were.
+fn check(file: &str) -> usize {
+    let path = format!("{}/../{file}", env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(&path).expect(file);
     let mut blocks = 0;
     let mut rest = readme.as_str();
     while let Some(start) = rest.find("```toml\n") {
@@ -20,8 +30,8 @@ fn every_toml_block_in_the_readme_is_a_valid_configuration() {
             text.push_str("[[routes]]\nupstream = \"x\"\n");
         }
         Config::parse(&text, |_| Some("value".to_owned()))
-            .unwrap_or_else(|e| panic!("README block {}: {e}\n{text}", blocks + 1));
+            .unwrap_or_else(|e| panic!("{file} block {}: {e}\n{text}", blocks + 1));
         blocks += 1;
     }
-    assert!(blocks >= 2, "found {blocks} TOML blocks");
+    blocks
 }
