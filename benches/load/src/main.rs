@@ -413,7 +413,15 @@ fn run(args: RunArgs) -> Result<(), String> {
             .unwrap_or(&args.out)
             .display()
             .to_string();
-        let text = report::benchmarks_md(&context, &plan, &results, &table, &plots);
+        let findings = std::fs::read_to_string("benches/load/FINDINGS.md").ok();
+        let text = report::benchmarks_md(
+            &context,
+            &plan,
+            &results,
+            &table,
+            &plots,
+            findings.as_deref(),
+        );
         std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
     }
     // The harness worked when every target produced latency numbers.

@@ -141,6 +141,88 @@ pub fn table(plan: &Plan, results: &[TargetResult]) -> String {
     out
 }
 
+/// The targets of issue 6 as ratios from this run: one row per target, with what was
+/// measured and whether it was met.
+pub fn verdict(results: &[TargetResult]) -> String {
+    let find = |kind: TargetKind| results.iter().find(|r| r.target == kind && r.stream.ok > 0);
+    let (Some(direct), Some(proxy)) = (find(TargetKind::Direct), find(TargetKind::ProxyTracing))
+    else {
+        return String::new();
+    };
+    let (nginx, litellm, off) = (
+        find(TargetKind::Nginx),
+        find(TargetKind::Litellm),
+        find(TargetKind::ProxyNoTracing),
+    );
+    let added_p99 = |r: &TargetResult| added(r.stream.total.p99_ms, direct.stream.total.p99_ms);
+    let mark = |met: Option<bool>| match met {
+        Some(true) => "met",
+        Some(false) => "missed",
+        None => "not measured",
+    };
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    let x = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{v:.2}×"));
+    let mut rows: Vec<[String; 3]> = Vec::new();
+    {
+        let (p, n) = (added_p99(proxy), nginx.and_then(added_p99));
+        // nginx's added p99 can be 0 or negative (noise); then the proxy must be too.
+        let met = match (p, n) {
+            (Some(p), Some(n)) => Some(p <= 1.5 * n.max(0.0)),
+            _ => None,
+        };
+        rows.push([
+            "added p99 latency ≤ 1.5 × nginx's".to_owned(),
+            format!("proxy {} ms, nginx {} ms", ms(p), ms(n)),
+            mark(met).to_owned(),
+        ]);
+    }
+    let capped = |r: &TargetResult| {
+        if r.sustained_capped {
+            " (nginx capped: ≥)"
+        } else {
+            ""
+        }
+    };
+    let r = ratio(proxy.sustained_rps, nginx.and_then(|n| n.sustained_rps));
+    rows.push([
+        "sustained rate ≥ 0.8 × nginx's".to_owned(),
+        format!("{}{}", x(r), nginx.map_or("", capped)),
+        mark(r.map(|r| r >= 0.8)).to_owned(),
+    ]);
+    let r = ratio(proxy.sustained_rps, litellm.and_then(|l| l.sustained_rps));
+    rows.push([
+        "sustained rate ≥ 20 × LiteLLM's".to_owned(),
+        x(r),
+        mark(r.map(|r| r >= 20.0)).to_owned(),
+    ]);
+    let ttft = added(proxy.stream.ttft.p99_ms, direct.stream.ttft.p99_ms);
+    rows.push([
+        "added TTFT p99 < 1 ms".to_owned(),
+        format!("{} ms", ms(ttft)),
+        mark(ttft.map(|t| t < 1.0)).to_owned(),
+    ]);
+    let kib = proxy.memory.kib_per_stream;
+    rows.push([
+        "RSS per open stream ≤ 32 KiB".to_owned(),
+        format!("{} KiB", kib.map_or("–".to_owned(), |k| format!("{k:.1}"))),
+        mark(kib.map(|k| k <= 32.0)).to_owned(),
+    ]);
+    let r = ratio(proxy.sustained_rps, off.and_then(|o| o.sustained_rps));
+    rows.push([
+        "tracing costs ≤ 10 % of sustained rate".to_owned(),
+        format!("on / off = {}", x(r)),
+        mark(r.map(|r| r >= 0.9)).to_owned(),
+    ]);
+    let mut out = String::from("| target (proxy with tracing) | this run | |\n|---|---|---|\n");
+    for [goal, value, result] in rows {
+        let _ = writeln!(out, "| {goal} | {value} | {result} |");
+    }
+    out
+}
+
 /// The run's parameters, in words, for the report.
 pub fn method(plan: &Plan) -> String {
     format!(
@@ -152,14 +234,14 @@ pub fn method(plan: &Plan) -> String {
          scheduled send time.\n\
          - Sustained rate: streamed requests, {step} s per step, rate × {factor} per step from \
          {start} req/s (LiteLLM {lstart}), {refine} refining step(s) between the last held and \
-         the first failed rate. A step holds when p99 ≤ the direct baseline's p99 + the \
+         the first failed rate; a failed step is run once more before it counts. A step holds when p99 ≤ the direct baseline's p99 + the \
          target's own added p50 at the latency rate + {slack} ms, and ≤ {err} % of requests \
          fail.\n\
          - CPU: utime + stime from `/proc/PID/stat` of the target (and its children) around \
          the streamed latency run.\n\
          - Memory: {streams} streams opened at {ramp}/s to a mock that sends a token every \
          {sg} ms; VmRSS of the target's processes once they all delivered a token, minus the \
-         idle RSS.",
+         idle RSS. The target is then restarted for the latency and rate phases.",
         threads = plan.mock_threads,
         ft = plan.fast_mock.ttft_ms,
         fg = plan.fast_mock.gap_ms,
@@ -204,7 +286,7 @@ pub fn write(
     };
     write("results.json", &json)?;
     let table = table(plan, results);
-    write("table.md", &table)?;
+    write("table.md", &format!("{table}\n{}", verdict(results)))?;
     let direct = results.iter().find(|r| r.target == TargetKind::Direct);
     for r in results.iter().filter(|r| r.stream_total.count() > 0) {
         let mut series = vec![
@@ -312,13 +394,15 @@ pub fn cdf_plot(
 }
 
 /// `BENCHMARKS.md`: the latest full run's table, method, context and plots (paths relative
-/// to the repository root).
+/// to the repository root), with `findings` (the analysis kept in `benches/load/FINDINGS.md`,
+/// written by hand) after the method.
 pub fn benchmarks_md(
     context: &Context,
     plan: &Plan,
     results: &[TargetResult],
     table: &str,
     plots_dir: &str,
+    findings: Option<&str>,
 ) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -331,7 +415,7 @@ pub fn benchmarks_md(
          Run on {} ({} logical CPUs, {}), wall time {:.0} s. Load average (1/5/15 min) before \
          {}, after {}. The machine is shared with other jobs; treat ratios from one run as \
          the result and absolute numbers as indicative.\n\n## Results\n\n{table}\n\
-         ## Targets\n",
+         ## Against the targets of issue 6\n\n{}\n## Targets\n",
         context.command,
         context.date,
         context.cpus,
@@ -339,6 +423,7 @@ pub fn benchmarks_md(
         context.wall_s,
         context.load_before,
         context.load_after,
+        verdict(results),
     );
     for r in results {
         let _ = writeln!(
@@ -352,6 +437,9 @@ pub fn benchmarks_md(
         );
     }
     let _ = writeln!(out, "\n## Method\n\n{}\n", method(plan));
+    if let Some(findings) = findings {
+        let _ = writeln!(out, "{}\n", findings.trim_end());
+    }
     let _ = writeln!(
         out,
         "Full numbers (every step, p90/p99.9/max, inter-token gaps, errors by kind, spans \
