@@ -367,6 +367,12 @@ pub fn start(
                     upstream,
                     "--provider",
                     "openai",
+                    // One worker, as nginx gets one worker process: the same share of the
+                    // two cores the generator and the mock also use.
+                    "--threads",
+                    "1",
+                    "--admin",
+                    "off",
                 ]);
                 for var in [
                     "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -415,11 +421,11 @@ pub fn start(
                     pids: vec![slow.pid()],
                 },
                 description: if tracing {
-                    "llmtrace-proxy (release, pingora default: 1 worker thread), every request \
+                    "llmtrace-proxy (release, --threads 1), every request \
                      traced, OTLP/gRPC to a local sink"
                         .to_owned()
                 } else {
-                    "llmtrace-proxy (release, 1 worker thread), OTEL_SDK_DISABLED=true".to_owned()
+                    "llmtrace-proxy (release, --threads 1), OTEL_SDK_DISABLED=true".to_owned()
                 },
                 children: vec![fast, slow],
             })
