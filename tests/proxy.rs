@@ -537,8 +537,8 @@ async fn a_retryable_status_falls_back_to_the_next_upstream_before_any_byte_reac
     let (_, _, direct) = post(mock.addr(), "/v1/chat/completions", &headers, body).await;
     assert_eq!(through_proxy, direct);
 
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let spans = rec.spans();
+    // SERVER and GenAI CLIENT span of each request; they end in pingora's last phase.
+    let spans = rec.wait_for(2).await;
     let genai = spans
         .iter()
         .find(|s| s.span_kind == SpanKind::Client)
@@ -601,8 +601,8 @@ async fn a_refused_connection_falls_back_and_exhausted_attempts_return_the_last_
     assert!(headers.contains_key("retry-after"));
     assert_eq!(mock.requests_received(), 2);
 
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let spans = rec.spans();
+    // SERVER and GenAI CLIENT span of each request; they end in pingora's last phase.
+    let spans = rec.wait_for(4).await;
     let clients: Vec<_> = spans
         .iter()
         .filter(|s| s.span_kind == SpanKind::Client)
@@ -671,8 +671,8 @@ async fn a_stream_that_started_is_never_retried_and_the_total_timeout_cuts_a_lon
         let text = String::from_utf8_lossy(&body.to_bytes()).into_owned();
         assert!(!text.contains("[DONE]"), "{text}");
     }
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let spans = rec.spans();
+    // SERVER and GenAI CLIENT span of each request; they end in pingora's last phase.
+    let spans = rec.wait_for(4).await;
     let cut = spans
         .iter()
         .filter(|s| s.span_kind == SpanKind::Client)
@@ -838,8 +838,8 @@ async fn an_https_upstream_is_verified_against_the_configured_ca() {
     let (proxy, _) = start_gateway(&telemetry, &url, |_| {}).await;
     let (status, _, _) = post(proxy, "/v1/chat/completions", &headers, body).await;
     assert_eq!(status, 502);
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let spans = rec.spans();
+    // SERVER and GenAI CLIENT span of each request; they end in pingora's last phase.
+    let spans = rec.wait_for(4).await;
     let clients: Vec<_> = spans
         .iter()
         .filter(|s| s.span_kind == SpanKind::Client)
