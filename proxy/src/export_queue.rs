@@ -136,12 +136,25 @@ impl ExportQueue {
         make: impl FnOnce(mpsc::Sender<OTelSdkResult>) -> Message,
         timeout: Duration,
     ) -> OTelSdkResult {
+        let deadline = Instant::now() + timeout;
         let (tx, rx) = mpsc::channel();
-        // A full queue makes this wait for room: only flush and shutdown do, never a request.
-        self.sender
-            .send(make(tx))
-            .map_err(|_| OTelSdkError::AlreadyShutdown)?;
-        rx.recv_timeout(timeout)
+        // A full queue (a collector that hangs) makes this wait for room, but never past the
+        // deadline: a shutdown must not outlast its timeout. Only flush and shutdown wait.
+        let mut message = make(tx);
+        loop {
+            match self.sender.try_send(message) {
+                Ok(()) => break,
+                Err(TrySendError::Disconnected(_)) => return Err(OTelSdkError::AlreadyShutdown),
+                Err(TrySendError::Full(back)) => {
+                    if Instant::now() >= deadline {
+                        return Err(OTelSdkError::Timeout(timeout));
+                    }
+                    message = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+        rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .map_err(|_| OTelSdkError::Timeout(timeout))?
     }
 }
@@ -348,6 +361,34 @@ mod tests {
             1000,
             "every span is exported or counted as dropped"
         );
+    }
+
+    #[test]
+    fn shutdown_gives_up_at_its_timeout_when_the_exporter_hangs() {
+        let exporter = gate(false);
+        let queue = ExportQueue::new(
+            exporter.clone(),
+            QueueConfig {
+                max_queue: 4,
+                max_batch: 2,
+                delay: Duration::from_millis(1),
+            },
+        );
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(queue)
+            .build();
+        for _ in 0..20 {
+            provider.tracer("t").in_span("s", |_| {});
+        }
+        let started = Instant::now();
+        let result = provider.shutdown_with_timeout(Duration::from_millis(300));
+        assert!(result.is_err(), "{result:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        release(&exporter);
     }
 
     #[test]
