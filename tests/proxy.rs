@@ -73,6 +73,14 @@ async fn wait_listening(addr: SocketAddr) {
     }
 }
 
+/// The GenAI (CLIENT) span among `spans`.
+fn genai_span(spans: &[opentelemetry_sdk::trace::SpanData]) -> &opentelemetry_sdk::trace::SpanData {
+    spans
+        .iter()
+        .find(|s| s.span_kind == SpanKind::Client)
+        .expect("a GenAI CLIENT span")
+}
+
 fn f64_attr(span: &opentelemetry_sdk::trace::SpanData, key: &str) -> f64 {
     match attr(span, key) {
         Some(Value::F64(v)) => *v,
@@ -119,10 +127,7 @@ async fn a_streamed_chat_through_the_proxy_forms_one_trace() {
         .iter()
         .find(|s| s.span_kind == SpanKind::Server)
         .expect("server span");
-    let genai = spans
-        .iter()
-        .find(|s| s.span_kind == SpanKind::Client)
-        .expect("genai span");
+    let genai = genai_span(&spans);
     assert_eq!(server.name, "POST /v1/chat/completions");
     assert_eq!(genai.name, "chat gpt-4o");
     assert_eq!(server.span_context.trace_id().to_string(), caller_trace);
@@ -189,10 +194,7 @@ async fn a_client_that_disconnects_mid_stream_leaves_aborted_spans() {
             span.name
         );
     }
-    let genai = spans
-        .iter()
-        .find(|s| s.span_kind == SpanKind::Client)
-        .unwrap();
+    let genai = genai_span(&spans);
     assert_eq!(
         attr(genai, "llmtrace.stream.complete"),
         Some(&Value::Bool(false))
@@ -258,10 +260,7 @@ async fn usage_is_asked_for_upstream_and_its_chunk_never_reaches_the_client() {
     let sent: serde_json::Value = serde_json::from_slice(&upstream.last().unwrap().body).unwrap();
     assert_eq!(sent["stream_options"]["include_usage"], true);
     let spans = rec.wait_for(2).await;
-    let genai = spans
-        .iter()
-        .find(|s| s.span_kind == SpanKind::Client)
-        .unwrap();
+    let genai = genai_span(&spans);
     assert_eq!(
         attr_str(genai, "llmtrace.usage.source").as_deref(),
         Some("reported")
@@ -399,10 +398,7 @@ async fn http2_clients_are_served_on_the_same_port() {
         attr_str(server, "network.protocol.version").as_deref(),
         Some("2")
     );
-    let genai = spans
-        .iter()
-        .find(|s| s.span_kind == SpanKind::Client)
-        .unwrap();
+    let genai = genai_span(&spans);
     assert_eq!(attr_i64(genai, "gen_ai.usage.output_tokens"), Some(4));
 }
 
@@ -539,10 +535,7 @@ async fn a_retryable_status_falls_back_to_the_next_upstream_before_any_byte_reac
 
     // SERVER and GenAI CLIENT span of each request; they end in pingora's last phase.
     let spans = rec.wait_for(2).await;
-    let genai = spans
-        .iter()
-        .find(|s| s.span_kind == SpanKind::Client)
-        .unwrap();
+    let genai = genai_span(&spans);
     assert_eq!(
         attr_str(genai, "llmtrace.upstream.name").as_deref(),
         Some("mock")
