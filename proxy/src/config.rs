@@ -479,7 +479,7 @@ impl Config {
 
     /// The route for a request, by path and host.
     pub fn route(&self, path: &str, host: Option<&str>) -> Option<&RouteConfig> {
-        let host = host.map(|h| h.split(':').next().unwrap_or(h));
+        let host = host.map(host_without_port);
         self.routes.iter().find(|route| {
             path.starts_with(&route.path_prefix)
                 && route.host.as_deref().is_none_or(|want| Some(want) == host)
@@ -489,6 +489,14 @@ impl Config {
     /// The upstream named `name`.
     pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {
         self.upstreams.iter().find(|u| u.name == name)
+    }
+}
+
+/// The host of a `Host` header or URI authority: `[::1]:8080` → `::1`, `a.b:80` → `a.b`.
+fn host_without_port(authority: &str) -> &str {
+    match authority.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        None => authority.split(':').next().unwrap_or(authority),
     }
 }
 

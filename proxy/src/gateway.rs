@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use llmtrace::genai::{
     ApiFormat, End, Endpoint, Exchange, Provider, RequestInfo, Summary, UsageChunkFilter,
     request_with_usage,
@@ -27,10 +27,13 @@ use opentelemetry::trace::TraceContextExt;
 use opentelemetry::{Context, KeyValue};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
+use pingora::proxy::FailToProxy;
 
 use crate::admin::AdminState;
-use crate::config::{Config, ProviderKind, UpstreamConfig};
+use crate::body::{RequestBody, TooLarge};
+use crate::config::{Config, ProviderKind, RouteConfig, UpstreamConfig};
 use crate::metrics::InFlight;
+use crate::reply::{ErrorShape, GatewayReply};
 use crate::upstream::Upstream;
 
 /// The response header that tells the client the trace id of its request.
@@ -124,11 +127,9 @@ pub struct RequestCtx {
     /// The GenAI exchange, for LLM API calls.
     genai: Option<GenAiSpan>,
     endpoint: Option<Endpoint>,
-    /// A copy of the request body (bounded), to read the model; held back entirely when the
-    /// gateway may rewrite it to ask for usage.
-    request_body: BytesMut,
-    request_body_over: bool,
-    hold_request_body: bool,
+    /// The request body: counted, copied (bounded) to read the model, and held back when
+    /// the gateway may splice usage into it.
+    body: RequestBody,
     prompt_hash: Option<String>,
     /// Set when the gateway asked upstream for usage: the usage chunk is removed again.
     usage_filter: Option<UsageChunkFilter>,
@@ -186,59 +187,13 @@ impl ProxyHttp for Gateway {
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 200 && v.is_ascii())
             .map_or_else(new_request_id, str::to_owned);
-        let path = req.uri.path().to_owned();
-        let host = req
-            .uri
-            .host()
-            .or_else(|| {
-                req.headers
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-            })
-            .map(str::to_owned);
-
-        // Only configured upstreams, only through a route.
-        let Some(route) = self.config.route(&path, host.as_deref()) else {
-            return self
-                .refuse(
-                    session,
-                    ctx,
-                    404,
-                    "no_route",
-                    "no route matches this request",
-                )
-                .await;
+        let limit = self.config.server.max_request_body_bytes;
+        // Only configured upstreams, only through a route, only for a path every upstream
+        // reads the way the gateway does (see `path`).
+        let (target_index, route) = match self.admit(req, limit) {
+            Ok(admitted) => admitted,
+            Err(refusal) => return self.refuse(session, ctx, refusal).await,
         };
-        let target_index = self
-            .targets
-            .iter()
-            .position(|t| t.name == route.upstream)
-            .expect("validated configuration");
-        if !route.client_keys.is_empty() && !client_key_ok(&req.headers, &route.client_keys) {
-            return self
-                .refuse(
-                    session,
-                    ctx,
-                    401,
-                    "invalid_api_key",
-                    "missing or unknown client key",
-                )
-                .await;
-        }
-        let too_large = req
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-            .is_some_and(|n| n > self.config.server.max_request_body_bytes);
-        if too_large {
-            let message = format!(
-                "request body over the gateway's limit of {} bytes",
-                self.config.server.max_request_body_bytes
-            );
-            return self
-                .refuse(session, ctx, 413, "request_too_large", &message)
-                .await;
-        }
         let target = &self.targets[target_index];
         ctx.target = Some(target_index);
         ctx.candidates = std::iter::once(target_index)
@@ -255,7 +210,7 @@ impl ProxyHttp for Gateway {
         let req = session.req_header();
         let parent = propagation::extract(&req.headers);
         ctx.endpoint = Endpoint::detect(
-            req.uri.path_and_query().map_or(&path[..], |pq| pq.as_str()),
+            req.uri.path_and_query().map_or("/", |pq| pq.as_str()),
             Some(&target.upstream.host),
         )
         .map(|mut endpoint| {
@@ -266,6 +221,7 @@ impl ProxyHttp for Gateway {
         let server =
             self.start_server_span(session, &parent, route_name.as_deref(), &ctx.request_id);
         let server_cx = server.context().cloned().unwrap_or_default();
+        ctx.body = RequestBody::new(limit, 0, false);
         if let Some(endpoint) = ctx.endpoint.clone() {
             // The model is in the body, which arrives after the request head has gone
             // upstream: the GenAI span starts now and is named once the body is read.
@@ -282,11 +238,12 @@ impl ProxyHttp for Gateway {
                 &parts,
                 &server_cx,
             ));
-            ctx.hold_request_body = self.config.telemetry.inject_stream_usage
+            let hold = self.config.telemetry.inject_stream_usage
                 && matches!(
                     endpoint.format,
                     ApiFormat::OpenAiChat | ApiFormat::OpenAiCompletions
                 );
+            ctx.body = RequestBody::new(limit, self.recorder.max_request_bytes(), hold);
         }
         ctx.route = route_name;
         ctx.server = Some(server);
@@ -341,8 +298,7 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         let target = &self.targets[ctx.target.unwrap_or(0)];
         // A retry replays the body from the start.
-        ctx.request_body.clear();
-        ctx.request_body_over = false;
+        ctx.body.restart();
         ctx.usage_filter = None;
         ctx.retry_status = None;
         let upstream = &target.upstream;
@@ -371,9 +327,11 @@ impl ProxyHttp for Gateway {
                 }
             }
         }
-        if ctx.hold_request_body {
-            // The body may be rewritten (to ask for usage): its length is not known yet.
+        if ctx.body.holding() {
+            // The body may get usage spliced in: its length is not known yet (pingora sends
+            // it chunked). An answer the gateway may have to edit must come uncompressed.
             upstream_request.remove_header(&http::header::CONTENT_LENGTH);
+            upstream_request.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
         }
         upstream_request.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
         // The GenAI span's own id goes upstream, so a traced provider nests under it.
@@ -402,8 +360,9 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    /// Request body chunks: passed through as they come, with a bounded copy kept to read the
-    /// model — or, for a request the gateway may rewrite, held until the end.
+    /// Request body chunks, however the client's body is split into reads: counted against
+    /// the limit and passed on as they come, with a bounded copy kept to read the model — or,
+    /// for a request that may get usage spliced in, held until the end (bounded too).
     async fn request_body_filter(
         &self,
         _session: &mut Session,
@@ -411,57 +370,56 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if ctx.genai.is_none() {
-            return Ok(());
-        }
-        let limit = self
-            .config
-            .server
-            .max_request_body_bytes
-            .min(self.recorder.max_request_bytes());
-        if let Some(chunk) = body.as_ref() {
-            if ctx.request_body.len() + chunk.len() > limit {
-                if ctx.hold_request_body {
-                    return Err(Error::explain(
-                        ErrorType::HTTPStatus(413),
-                        "request body over the limit",
-                    ));
-                }
-                ctx.request_body_over = true;
-                ctx.request_body = BytesMut::new();
-            } else if !ctx.request_body_over {
-                ctx.request_body.extend_from_slice(chunk);
+        let ended = match ctx.body.on_chunk(body, end_of_stream) {
+            Ok(Some(ended)) => ended,
+            Ok(None) => return Ok(()),
+            Err(TooLarge { limit }) => {
+                // Nothing of a held body went upstream; a streamed one is cut off there.
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(413),
+                    too_large(limit).message,
+                ));
             }
-            if ctx.hold_request_body {
-                *body = None;
-            }
-        }
-        if !end_of_stream {
-            return Ok(());
-        }
+        };
         let (Some(genai), Some(endpoint)) = (ctx.genai.as_mut(), ctx.endpoint.as_ref()) else {
             return Ok(());
         };
-        let original = std::mem::take(&mut ctx.request_body).freeze();
+        let cap = self.recorder.max_request_bytes();
         if !ctx.request_parsed {
+            // A retry replays the same body: read it once.
             ctx.request_parsed = true;
+            let copy = ended.copy.as_deref().unwrap_or_default();
             let mut info =
-                RequestInfo::parse(endpoint, &original, self.config.telemetry.capture_content);
-            if ctx.request_body_over {
-                info.parse_error = Some(format!("request body over {limit} bytes was not read"));
+                RequestInfo::parse(endpoint, copy, self.config.telemetry.capture_content);
+            if ended.copy.is_none() {
+                info.parse_error = Some(format!("request body over {cap} bytes was not read"));
             } else {
-                ctx.prompt_hash = Some(prompt_hash(&original));
+                ctx.prompt_hash = Some(prompt_hash(copy));
             }
             genai.set_request(info);
         }
-        if ctx.hold_request_body {
-            *body = Some(match request_with_usage(endpoint, &original) {
-                Some(rewritten) => {
+        if !ctx.body.may_hold() {
+            return Ok(());
+        }
+        // This request could have had usage spliced in: say whether it was, and why not.
+        let outcome = match (ended.held, ended.copy) {
+            (true, Some(original)) => match request_with_usage(endpoint, &original) {
+                Ok(rewritten) => {
                     ctx.usage_filter = Some(UsageChunkFilter::new(MAX_HELD_EVENT));
-                    Bytes::from(rewritten)
+                    *body = Some(Bytes::from(rewritten));
+                    "added".to_owned()
                 }
-                None => original,
-            });
+                Err(skip) => {
+                    *body = Some(original);
+                    format!("skipped:{}", skip.reason())
+                }
+            },
+            // Released at the cap: it went through untouched.
+            _ => "skipped:too_large".to_owned(),
+        };
+        if let Some(cx) = genai.context() {
+            cx.span()
+                .set_attribute(KeyValue::new(semconv::llmtrace::USAGE_INJECTION, outcome));
         }
         Ok(())
     }
@@ -570,16 +528,24 @@ impl ProxyHttp for Gateway {
                 i64::from(ctx.attempt + 1),
             ));
         }
-        let is_stream = upstream_response
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
-        if !is_stream {
-            ctx.usage_filter = None;
-        } else if ctx.usage_filter.is_some() {
-            // The body changes length: it goes out chunked.
-            upstream_response.remove_header(&http::header::CONTENT_LENGTH);
+        if ctx.usage_filter.is_some() {
+            if !is_event_stream(&upstream_response.headers) {
+                // An error answer, not a stream: there is no usage chunk to take out.
+                ctx.usage_filter = None;
+            } else if is_encoded(&upstream_response.headers) {
+                // Asked for identity, got compressed bytes: they pass untouched, usage chunk
+                // included, and the span says so.
+                ctx.usage_filter = None;
+                if let Some(cx) = ctx.genai.as_ref().and_then(GenAiSpan::context) {
+                    cx.span().set_attribute(KeyValue::new(
+                        semconv::llmtrace::USAGE_INJECTION,
+                        "added:not_removed:compressed",
+                    ));
+                }
+            } else {
+                // The body changes length: it goes out chunked.
+                upstream_response.remove_header(&http::header::CONTENT_LENGTH);
+            }
         }
         if let Some(server) = ctx.server.as_mut() {
             server.on_response_head(upstream_response.status, &upstream_response.headers);
@@ -663,6 +629,47 @@ impl ProxyHttp for Gateway {
         Ok(None)
     }
 
+    /// Proxying failed before the provider's answer reached the client: the client gets an
+    /// answer in its SDK's error shape that says what went wrong (not pingora's empty 502).
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let upstream = ctx.target.map(|i| &self.targets[i]);
+        let Some(reply) = failure_reply(e, upstream) else {
+            // The client is gone: nobody to answer.
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        };
+        if session.response_written().is_none() {
+            ctx.status = reply.status;
+            let shape = ErrorShape::for_path(session.req_header().uri.path());
+            let trace_id = ctx
+                .server
+                .as_ref()
+                .and_then(InboundSpan::context)
+                .map(|cx| cx.span().span_context().trace_id().to_string());
+            let body = reply.body(shape, &ctx.request_id);
+            let written = match reply_header(reply.status, &ctx.request_id, trace_id.as_deref()) {
+                Ok(mut header) => {
+                    let _ = header.insert_header(http::header::CONTENT_LENGTH, body.len());
+                    session.write_error_response(header, body).await
+                }
+                Err(e) => Err(e),
+            };
+            // A client that is gone by now gets nothing; the span still ends in `logging`.
+            let _ = written;
+        }
+        FailToProxy {
+            error_code: reply.status,
+            can_reuse_downstream: false,
+        }
+    }
+
     /// The request is over, one way or another: end the spans, write the access log line.
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
         let aborted = error.is_some_and(|e| e.esource() == &ErrorSource::Downstream);
@@ -740,26 +747,82 @@ impl ProxyHttp for Gateway {
 }
 
 impl Gateway {
-    /// Answers the request from the gateway itself (no route, bad key, too large). It still
-    /// gets its SERVER span, ended in `logging` with the status and the reason, so refusals
-    /// show up in traces too.
+    /// Where a request may go (its target and route), or why the gateway answers it itself.
+    fn admit(
+        &self,
+        req: &RequestHeader,
+        limit: usize,
+    ) -> std::result::Result<(usize, &RouteConfig), GatewayReply> {
+        let path = req.uri.path();
+        if let Some(why) = crate::path::ambiguity(path) {
+            return Err(GatewayReply::new(
+                400,
+                "ambiguous_path",
+                format!(
+                    "the request path contains {why}, which upstreams may read differently; \
+                     send the path in normal form"
+                ),
+            ));
+        }
+        let route = self.config.route(path, request_host(req)).ok_or_else(|| {
+            GatewayReply::new(
+                404,
+                "no_route",
+                format!(
+                    "no route of the gateway matches {} {}",
+                    req.method,
+                    clip(path, 256)
+                ),
+            )
+        })?;
+        if !route.client_keys.is_empty() && !client_key_ok(&req.headers, &route.client_keys) {
+            return Err(GatewayReply::new(
+                401,
+                "invalid_api_key",
+                "missing or unknown client key (send it as `Authorization: Bearer <key>`, \
+                 `x-api-key` or `api-key`)",
+            ));
+        }
+        let declared = req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(too_large(limit));
+        }
+        let target = self
+            .targets
+            .iter()
+            .position(|t| t.name == route.upstream)
+            .expect("validated configuration");
+        Ok((target, route))
+    }
+
+    /// Answers the request from the gateway itself (ambiguous path, no route, bad key, too
+    /// large). It still gets its SERVER span, ended in `logging` with the status and the
+    /// reason, so refusals show up in traces too.
     async fn refuse(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-        status: u16,
-        code: &str,
-        message: &str,
+        refusal: GatewayReply,
     ) -> Result<bool> {
         let parent = propagation::extract(&session.req_header().headers);
         let server = self.start_server_span(session, &parent, None, &ctx.request_id);
         if let Some(cx) = server.context() {
             cx.span()
-                .set_attribute(KeyValue::new(names::REFUSED, code.to_owned()));
+                .set_attribute(KeyValue::new(names::REFUSED, refusal.code));
         }
         ctx.server = Some(server);
-        ctx.status = status;
-        reply(session, status, code, message).await
+        ctx.status = refusal.status;
+        let shape = ErrorShape::for_path(session.req_header().uri.path());
+        let header = reply_header(refusal.status, &ctx.request_id, None)?;
+        let body = refusal.body(shape, &ctx.request_id);
+        session
+            .write_response_header(Box::new(header), false)
+            .await?;
+        session.write_response_body(Some(body), true).await?;
+        Ok(true)
     }
 
     /// Another attempt is allowed: the route has attempts left and pingora can replay the
@@ -895,31 +958,82 @@ fn access_log(
     let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), text.as_bytes());
 }
 
-/// A reply from the gateway itself, in the OpenAI error shape.
-async fn reply(session: &mut Session, status: u16, code: &str, message: &str) -> Result<bool> {
-    let body = serde_json::json!({
-        "error": {"message": message, "type": "llmtrace_gateway", "code": code}
-    })
-    .to_string();
-    let mut header = ResponseHeader::build(status, Some(3))?;
+/// The head of an answer from the gateway itself: JSON, the request id (under OpenAI's and
+/// Anthropic's header names) and, when known, the trace id.
+fn reply_header(status: u16, request_id: &str, trace_id: Option<&str>) -> Result<ResponseHeader> {
+    let mut header = ResponseHeader::build(status, Some(5))?;
     header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
-    header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-    session
-        .write_response_header(Box::new(header), false)
-        .await?;
-    session
-        .write_response_body(Some(Bytes::from(body)), true)
-        .await?;
-    Ok(true)
+    header.insert_header(REQUEST_ID_HEADER, request_id)?;
+    header.insert_header("request-id", request_id)?;
+    if let Some(trace_id) = trace_id {
+        header.insert_header(TRACE_ID_HEADER, trace_id)?;
+    }
+    Ok(header)
 }
 
+fn too_large(limit: usize) -> GatewayReply {
+    GatewayReply::new(
+        413,
+        "request_too_large",
+        format!("request body over the gateway's limit of {limit} bytes"),
+    )
+}
+
+/// `Content-Type: text/event-stream`, in any case, with or without parameters.
+fn is_event_stream(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("text/event-stream"))
+}
+
+/// A `Content-Encoding` other than `identity`.
+fn is_encoded(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| {
+            !v.to_str()
+                .is_ok_and(|v| v.trim().eq_ignore_ascii_case("identity"))
+        })
+}
+
+/// The request's host: the URI's authority (HTTP/2, absolute form) or the `Host` header.
+fn request_host(req: &RequestHeader) -> Option<&str> {
+    req.uri.host().or_else(|| {
+        req.headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+    })
+}
+
+/// At most `max` bytes of `text` (cut at a character boundary), for messages.
+fn clip(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// A client key from `Authorization: Bearer <key>` (any case of `Bearer`), `x-api-key`
+/// (Anthropic SDKs) or `api-key` (Azure SDKs), compared in constant time.
 fn client_key_ok(headers: &http::HeaderMap, keys: &[String]) -> bool {
     let bearer = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
-    [bearer, api_key].into_iter().flatten().any(|given| {
+        .get_all(http::header::AUTHORIZATION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+    let plain = ["x-api-key", "api-key"]
+        .into_iter()
+        .flat_map(|name| headers.get_all(name).iter())
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim);
+    bearer.chain(plain).any(|given| {
         keys.iter()
             .any(|k| constant_time_eq(k.as_bytes(), given.as_bytes()))
     })
@@ -949,12 +1063,83 @@ fn prompt_hash(body: &[u8]) -> String {
     format!("{hash:016x}")
 }
 
+/// The gateway's answer for a failed exchange, or `None` when the client is gone.
+fn failure_reply(e: &Error, upstream: Option<&Target>) -> Option<GatewayReply> {
+    let name = upstream.map_or("", |t| t.name.as_str());
+    let reply = match e.etype() {
+        ErrorType::HTTPStatus(413) => GatewayReply::new(
+            413,
+            "request_too_large",
+            e.context.as_ref().map_or_else(
+                || "request body too large".to_owned(),
+                |c| c.as_str().to_owned(),
+            ),
+        ),
+        ErrorType::HTTPStatus(status) => GatewayReply::new(
+            *status,
+            "upstream_error",
+            format!("the upstream {name:?} failed with status {status}"),
+        ),
+        ErrorType::ConnectTimedout => GatewayReply::new(
+            504,
+            "upstream_connect_timeout",
+            format!(
+                "the upstream {name:?} did not accept a connection within {} ms",
+                upstream.map_or(0, |t| t.config.connect_timeout_ms)
+            ),
+        ),
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => GatewayReply::new(
+            504,
+            "upstream_timeout",
+            format!("the upstream {name:?} did not answer in time"),
+        ),
+        ErrorType::TLSHandshakeFailure
+        | ErrorType::TLSHandshakeTimedout
+        | ErrorType::TLSWantX509Lookup
+        | ErrorType::InvalidCert
+        | ErrorType::HandshakeError => GatewayReply::new(
+            502,
+            "upstream_tls_error",
+            format!(
+                "the TLS handshake with the upstream {name:?} failed ({}); check its \
+                 certificate or server.upstream_ca_file",
+                e.etype().as_str()
+            ),
+        ),
+        ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
+            if e.esource() == &ErrorSource::Downstream =>
+        {
+            return None;
+        }
+        _ if e.esource() == &ErrorSource::Downstream => GatewayReply::new(
+            400,
+            "bad_request",
+            format!("the request could not be read ({})", e.etype().as_str()),
+        ),
+        _ if e.esource() == &ErrorSource::Upstream || upstream.is_some() => GatewayReply::new(
+            502,
+            "upstream_unreachable",
+            format!(
+                "the upstream {name:?} could not be reached or failed mid-exchange ({})",
+                e.etype().as_str()
+            ),
+        ),
+        _ => GatewayReply::new(
+            500,
+            "gateway_error",
+            format!("the gateway failed ({})", e.etype().as_str()),
+        ),
+    };
+    Some(reply)
+}
+
 fn error_type(error: &Error) -> String {
     match error.etype() {
         ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
             "timeout".to_owned()
         }
         ErrorType::ConnectRefused => "connection_refused".to_owned(),
+        ErrorType::HTTPStatus(413) => "request_too_large".to_owned(),
         ErrorType::HTTPStatus(code) => code.to_string(),
         other => other.as_str().to_owned(),
     }

@@ -6,10 +6,13 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod body;
 pub mod config;
 pub mod export_queue;
 pub mod gateway;
 pub mod metrics;
+pub mod path;
+pub mod reply;
 pub mod telemetry;
 pub mod upstream;
 pub mod waterfall;

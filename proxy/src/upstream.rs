@@ -68,13 +68,27 @@ impl Upstream {
         })
     }
 
-    /// The `Host` header value to send.
+    /// The `Host` header value to send: an IPv6 address in brackets, the port when it is not
+    /// the scheme's default.
+    ///
+    /// ```
+    /// use llmtrace_proxy::Upstream;
+    ///
+    /// assert_eq!(Upstream::parse("http://[::1]:9000").unwrap().authority(), "[::1]:9000");
+    /// assert_eq!(Upstream::parse("https://[2001:db8::1]").unwrap().authority(), "[2001:db8::1]");
+    /// assert_eq!(Upstream::parse("http://localhost:80/v1").unwrap().authority(), "localhost");
+    /// ```
     pub fn authority(&self) -> String {
         let default = if self.tls { 443 } else { 80 };
-        if self.port == default {
-            self.host.clone()
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
         } else {
-            format!("{}:{}", self.host, self.port)
+            self.host.clone()
+        };
+        if self.port == default {
+            host
+        } else {
+            format!("{host}:{}", self.port)
         }
     }
 }
