@@ -2,11 +2,14 @@
 //!
 //! ```sh
 //! cargo run --example mock_upstream -- [ADDR] [--ttft-ms N] [--gap-ms N] [--tokens N] [--fault F]
+//!     [--keep-requests N]
 //! ```
 //!
 //! ADDR defaults to `127.0.0.1:8090`; port 0 picks a free one. The first line printed is
 //! `listening on http://HOST:PORT` (scripts read the port from it). Each request can override
 //! the defaults with `x-mock-*` headers (`x-mock-ttft-ms`, `x-mock-fault: cut`, …).
+//! `GET /__mock/requests[?request_id=ID]` lists the latest requests received (the last
+//! `--keep-requests`, default 64, whole bodies included), `DELETE /__mock/requests` forgets them.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -14,8 +17,8 @@ use std::time::Duration;
 
 use llmtrace_mock::{Mock, MockConfig, parse_faults};
 
-const USAGE: &str =
-    "usage: mock_upstream [ADDR] [--ttft-ms N] [--gap-ms N] [--tokens N] [--fault F[,F...]]";
+const USAGE: &str = "usage: mock_upstream [ADDR] [--ttft-ms N] [--gap-ms N] [--tokens N] \
+                     [--fault F[,F...]] [--keep-requests N]";
 
 fn parse_args() -> Result<(SocketAddr, MockConfig), String> {
     let mut addr: SocketAddr = "127.0.0.1:8090".parse().expect("valid default address");
@@ -30,6 +33,7 @@ fn parse_args() -> Result<(SocketAddr, MockConfig), String> {
             "--gap-ms" => config.gap = Duration::from_millis(number(value(&arg)?)?),
             "--tokens" => config.tokens = number(value(&arg)?)? as usize,
             "--fault" => config.faults = parse_faults(&value(&arg)?)?,
+            "--keep-requests" => config.keep_requests = number(value(&arg)?)? as usize,
             other if !other.starts_with('-') => {
                 addr = other
                     .parse()
@@ -66,6 +70,10 @@ async fn main() -> ExitCode {
     println!(
         "  defaults: ttft {:?}, gap {:?}, {} tokens; override per request with x-mock-* headers",
         config.ttft, config.gap, config.tokens
+    );
+    println!(
+        "  received requests: GET http://{addr}/__mock/requests (the last {})",
+        config.keep_requests
     );
     let mock = Mock::new(config);
     tokio::select! {

@@ -58,7 +58,8 @@ pub struct MockConfig {
     /// in `completion_tokens`/`output_tokens`; default 0). Header `x-mock-reasoning-tokens`.
     pub reasoning_tokens: u64,
     /// How many of the latest requests [`Mock::received_requests`](crate::Mock::received_requests)
-    /// keeps, with headers and body (default 64; 0 keeps none, counting goes on).
+    /// and `GET /__mock/requests` keep, with headers and body (default 64; 0 keeps none,
+    /// counting goes on). Each holds its whole body: mind large ones.
     pub keep_requests: usize,
 }
 

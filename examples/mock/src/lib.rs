@@ -16,8 +16,33 @@
 //! | `GET /v1/models`, `GET /v1/models/{id}` | OpenAI's list; Anthropic's when `anthropic-version` is sent |
 //! | `POST /v1/messages` | an Anthropic `message`, or its event stream (`message_start` … `message_stop`) |
 //! | `POST /v1/messages/count_tokens` | `{"input_tokens": N}` |
+//! | `GET /__mock/requests` | what the mock received (below); `?request_id=ID`: only the requests whose `x-request-id` is `ID` |
+//! | `DELETE /__mock/requests` | forgets the received requests: `{"cleared": N}` |
 //!
-//! Anything else is a 404 in the provider's error shape.
+//! Anything else is a 404 in the provider's error shape. A body that is empty, whitespace,
+//! not JSON or not a JSON object, or that lacks a required field (`model`; `messages` for chat
+//! and Anthropic; `input` for embeddings and responses; `prompt` for completions; Anthropic's
+//! `max_tokens`) is a 400 in the provider's shape: OpenAI
+//! `{"error": {"message", "type": "invalid_request_error", "param", "code"}}`, Anthropic
+//! `{"type": "error", "error": {"type": "invalid_request_error", "message"}, "request_id"}`.
+//!
+//! # What it received
+//!
+//! The mock keeps the latest [`MockConfig::keep_requests`] requests (default 64), as they
+//! arrived, for [`Mock::received_requests`] in process and `GET /__mock/requests` out of it
+//! (a proxy's tests check that the upstream got exactly the client's bytes):
+//!
+//! ```json
+//! {"requests": [
+//!   {"method": "POST", "path": "/v1/chat/completions?x=1",
+//!    "headers": [["host", "127.0.0.1:8090"], ["content-type", "application/json"], ...],
+//!    "body_base64": "eyJtb2RlbCI6...", "body_len": 71}
+//! ]}
+//! ```
+//!
+//! Oldest first; `path` is the path and query as received; `headers` are all of them, in the
+//! order received (the values of a repeated name together), values as lossy UTF-8. Requests to
+//! `/__mock/requests` are neither counted nor kept.
 //!
 //! # What it generates
 //!
@@ -84,6 +109,7 @@
 mod anthropic;
 mod config;
 mod ids;
+mod inspect;
 mod json;
 mod openai;
 mod plan;
@@ -188,8 +214,12 @@ impl Mock {
 
     /// The latest requests, oldest first (at most [`MockConfig::keep_requests`]).
     pub fn received_requests(&self) -> Vec<ReceivedRequest> {
-        let log = self.shared.log.lock().unwrap_or_else(|e| e.into_inner());
-        log.iter().cloned().collect()
+        self.shared.received()
+    }
+
+    /// Forgets the kept requests (as `DELETE /__mock/requests`); returns how many there were.
+    pub fn clear_received_requests(&self) -> usize {
+        self.shared.clear_received()
     }
 
     /// Serves on `listener` (HTTP/1.1 and cleartext HTTP/2 with prior knowledge, `TCP_NODELAY`

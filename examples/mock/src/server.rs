@@ -17,7 +17,7 @@ use crate::json::J;
 use crate::plan::Interrupt;
 use crate::respond::{self, Provider};
 use crate::timeline::Timeline;
-use crate::{ReceivedRequest, anthropic, ids, openai};
+use crate::{ReceivedRequest, anthropic, ids, inspect, openai};
 
 /// Largest request body read (embeddings of long documents stay well below).
 const BODY_LIMIT: usize = 64 << 20;
@@ -53,6 +53,20 @@ impl Shared {
             headers: request.headers.clone(),
             body: body.clone(),
         });
+    }
+
+    /// The kept requests, oldest first.
+    pub(crate) fn received(&self) -> Vec<ReceivedRequest> {
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.iter().cloned().collect()
+    }
+
+    /// Forgets the kept requests; returns how many there were.
+    pub(crate) fn clear_received(&self) -> usize {
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        let n = log.len();
+        log.clear();
+        n
     }
 }
 
@@ -116,13 +130,18 @@ impl MockRequest {
             .then(|| respond::garbage(provider))
     }
 
-    /// The JSON object body, or the provider's 400.
+    /// The JSON object body, or the provider's 400. OpenAI answers an empty body (the symptom
+    /// of a client or proxy that lost it) as one without a model.
     pub(crate) fn object(
         &self,
         provider: Provider,
     ) -> Result<&serde_json::Map<String, Value>, Response> {
         self.body.as_object().ok_or_else(|| {
-            respond::invalid(provider, "The request body must be a JSON object.", None)
+            let message = match (provider, &self.body) {
+                (Provider::OpenAi, Value::Null) => "you must provide a model parameter",
+                _ => "The request body must be a JSON object.",
+            };
+            respond::invalid(provider, message, None)
         })
     }
 
@@ -199,6 +218,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/models/{*id}", get(openai::get_model))
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
+        // Not a provider path: neither counted nor kept (see `inspect`).
+        .route(inspect::PATH, get(inspect::list).delete(inspect::clear))
         .fallback(not_found)
         .with_state(shared)
         .layer(axum::middleware::from_fn(seed_scope))

@@ -119,14 +119,37 @@ async fn send_with(
     headers: &[(&str, &str)],
     body: Option<Value>,
 ) -> Reply {
+    let method = if body.is_some() { "POST" } else { "GET" };
+    let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+    send_bytes(client, server, method, path, headers, body).await
+}
+
+/// Any method, any body bytes (`content-type: application/json` all the same).
+async fn send_raw(
+    server: &MockServer,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Reply {
+    send_bytes(&client(false), server, method, path, headers, body.into()).await
+}
+
+async fn send_bytes(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    server: &MockServer,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Reply {
     let mut req = Request::builder()
-        .method(if body.is_some() { "POST" } else { "GET" })
+        .method(method)
         .uri(format!("{}{path}", server.url()))
         .header("content-type", "application/json");
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
     let started = Instant::now();
     let response = client
         .request(req.body(Full::new(body)).unwrap())
@@ -1074,6 +1097,143 @@ async fn anthropic_whole_max_tokens_tools_and_validation() {
     assert_eq!(count, json!({"input_tokens": 5}));
 }
 
+#[tokio::test]
+async fn malformed_requests_are_400s_in_the_providers_shape() {
+    const PARSE_OPENAI: &str = "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)";
+    const PARSE_ANTHROPIC: &str = "There was an error parsing the body of your request";
+    const NOT_OBJECT: &str = "The request body must be a JSON object.";
+    const NO_MODEL: &str = "you must provide a model parameter";
+    const EMBEDDINGS_INPUT: &str = "'$.input' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference.";
+    let server = server().await;
+    let without = |body: &Value, key: &str| {
+        let mut body = body.clone();
+        body.as_object_mut()
+            .unwrap()
+            .remove(key)
+            .expect("the key is there");
+        body.to_string()
+    };
+    let chat_ok = chat(false);
+    let completions_ok = json!({"model": "gpt-3.5-turbo-instruct", "prompt": "Say hi"});
+    let embeddings_ok = json!({"model": "text-embedding-3-small", "input": "hello"});
+    let responses_ok = json!({"model": "gpt-4o", "input": "hello"});
+    let claude_ok = claude(false);
+    let openai_paths = [
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/v1/responses",
+    ];
+    // (path, body, message, OpenAI's `param`)
+    let mut cases: Vec<(&str, String, String, Option<&str>)> = Vec::new();
+    let mut case = |path, body: &str, message: &str, param| {
+        cases.push((path, body.to_owned(), message.to_owned(), param));
+    };
+    for path in openai_paths {
+        case(path, "", NO_MODEL, None);
+        case(path, " \r\n\t ", NO_MODEL, None);
+        case(path, r#"{"model": "gpt-4o", "#, PARSE_OPENAI, None);
+        case(path, "hello", PARSE_OPENAI, None);
+        case(path, "[1, 2]", NOT_OBJECT, None);
+        case(path, r#""text""#, NOT_OBJECT, None);
+        case(path, "42", NOT_OBJECT, None);
+    }
+    let [chat_path, completions_path, embeddings_path, responses_path] = openai_paths;
+    case(chat_path, &without(&chat_ok, "model"), NO_MODEL, None);
+    case(
+        completions_path,
+        &without(&completions_ok, "model"),
+        NO_MODEL,
+        None,
+    );
+    case(
+        embeddings_path,
+        &without(&embeddings_ok, "model"),
+        NO_MODEL,
+        None,
+    );
+    case(
+        responses_path,
+        &without(&responses_ok, "model"),
+        NO_MODEL,
+        None,
+    );
+    let missing = |name: &str| format!("Missing required parameter: '{name}'.");
+    case(
+        chat_path,
+        &without(&chat_ok, "messages"),
+        &missing("messages"),
+        Some("messages"),
+    );
+    case(
+        completions_path,
+        &without(&completions_ok, "prompt"),
+        &missing("prompt"),
+        Some("prompt"),
+    );
+    case(
+        embeddings_path,
+        &without(&embeddings_ok, "input"),
+        EMBEDDINGS_INPUT,
+        Some("input"),
+    );
+    case(
+        responses_path,
+        &without(&responses_ok, "input"),
+        &missing("input"),
+        Some("input"),
+    );
+    for path in ["/v1/messages", "/v1/messages/count_tokens"] {
+        case(path, "", NOT_OBJECT, None);
+        case(path, "\n\n", NOT_OBJECT, None);
+        case(path, "{\"model\"", PARSE_ANTHROPIC, None);
+        case(path, "null", NOT_OBJECT, None);
+        case(path, "[]", NOT_OBJECT, None);
+        case(
+            path,
+            &without(&claude_ok, "model"),
+            "model: Field required",
+            None,
+        );
+        case(
+            path,
+            &without(&claude_ok, "messages"),
+            "messages: Field required",
+            None,
+        );
+    }
+    case(
+        "/v1/messages",
+        &without(&claude_ok, "max_tokens"),
+        "max_tokens: Field required",
+        None,
+    );
+
+    let mut failures = Vec::new();
+    for (path, body, message, param) in &cases {
+        let reply = send_raw(&server, "POST", path, &[], body.clone()).await;
+        let got: Value = serde_json::from_str(&reply.text()).unwrap_or(Value::Null);
+        let ok = if path.starts_with("/v1/messages") {
+            // Anthropic's HTTP errors also name the request.
+            let mut shape = got.clone();
+            let id = shape.as_object_mut().and_then(|o| o.remove("request_id"));
+            id.as_ref()
+                .and_then(Value::as_str)
+                .is_some_and(|id| id.starts_with("req_"))
+                && shape
+                    == json!({"type": "error", "error": {"type": "invalid_request_error", "message": message}})
+        } else {
+            got == json!({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": null}})
+        };
+        if reply.status != 400 || reply.header("content-type") != "application/json" || !ok {
+            failures.push(format!("POST {path} {body:?}: {} {got}", reply.status));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // Counted like any request.
+    assert_eq!(server.requests_received(), cases.len() as u64);
+}
+
 // === faults ===
 
 #[tokio::test]
@@ -1359,6 +1519,157 @@ async fn counts_and_keeps_requests() {
     );
     assert_eq!(received[0].json().unwrap()["model"], "gpt-4o-mini");
     assert_eq!(received[2].method, "GET");
+}
+
+#[tokio::test]
+async fn received_requests_endpoint() {
+    let server = server().await;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    // Not JSON, not UTF-8: kept as received all the same.
+    let body: &[u8] = b"{\"model\": \xff}";
+    send_raw(
+        &server,
+        "POST",
+        "/v1/chat/completions?api-version=1&x=%20",
+        &[("x-request-id", "req-a"), ("x-dup", "1"), ("x-dup", "2")],
+        body,
+    )
+    .await;
+    send(&server, "/v1/models", &[("x-request-id", "req-b")], None).await;
+    send(
+        &server,
+        "/v1/chat/completions",
+        &[("x-request-id", "req-a")],
+        Some(chat(false)),
+    )
+    .await;
+    assert_eq!(server.requests_received(), 3);
+
+    let all = send(&server, "/__mock/requests", &[], None).await;
+    assert_eq!(all.status, 200);
+    assert_eq!(all.header("content-type"), "application/json");
+    let all = all.json();
+    let requests = all["requests"].as_array().unwrap();
+    assert_eq!(all.as_object().unwrap().len(), 1);
+    assert_eq!(requests.len(), 3);
+    let first = &requests[0];
+    let mut keys: Vec<&str> = first
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        ["body_base64", "body_len", "headers", "method", "path"]
+    );
+    assert_eq!(first["method"], "POST");
+    assert_eq!(first["path"], "/v1/chat/completions?api-version=1&x=%20");
+    assert_eq!(first["body_len"], body.len());
+    assert_eq!(
+        b64.decode(first["body_base64"].as_str().unwrap()).unwrap(),
+        body
+    );
+    let headers: Vec<(String, String)> = serde_json::from_value(first["headers"].clone()).unwrap();
+    let names: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "content-type",
+            "x-request-id",
+            "x-dup",
+            "x-dup",
+            "host",
+            "content-length"
+        ],
+        "{headers:?}"
+    );
+    assert_eq!(headers[2].1, "1");
+    assert_eq!(headers[3].1, "2");
+    assert_eq!(headers[5].1, body.len().to_string());
+    assert_eq!(requests[1]["method"], "GET");
+    assert_eq!(requests[1]["body_len"], 0);
+    assert_eq!(requests[1]["body_base64"], "");
+    let third = b64
+        .decode(requests[2]["body_base64"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&third).unwrap(),
+        chat(false)
+    );
+
+    // By x-request-id, oldest first; an id nobody sent finds nothing.
+    let a = send(&server, "/__mock/requests?request_id=req-a", &[], None)
+        .await
+        .json();
+    let paths: Vec<&str> = a["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "/v1/chat/completions?api-version=1&x=%20",
+            "/v1/chat/completions"
+        ]
+    );
+    let none = send(&server, "/__mock/requests?request_id=req%2Dc", &[], None)
+        .await
+        .json();
+    assert_eq!(none, json!({"requests": []}));
+
+    // Neither counted nor kept itself.
+    assert_eq!(server.requests_received(), 3);
+    assert_eq!(server.received_requests().len(), 3);
+
+    let cleared = send_raw(&server, "DELETE", "/__mock/requests", &[], "").await;
+    assert_eq!(cleared.status, 200);
+    assert_eq!(cleared.json(), json!({"cleared": 3}));
+    assert!(server.received_requests().is_empty());
+    assert_eq!(
+        send(&server, "/__mock/requests", &[], None).await.json(),
+        json!({"requests": []})
+    );
+    assert_eq!(server.requests_received(), 3);
+    assert_eq!(
+        send_raw(&server, "POST", "/__mock/requests", &[], "")
+            .await
+            .status,
+        405
+    );
+}
+
+#[tokio::test]
+async fn keeps_only_the_latest_requests() {
+    let server = MockServer::start(MockConfig {
+        keep_requests: 2,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    for id in ["1", "2", "3"] {
+        send(&server, "/v1/models", &[("x-request-id", id)], None).await;
+    }
+    let kept = send(&server, "/__mock/requests", &[], None).await.json();
+    let ids: Vec<String> = kept["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let headers: Vec<(String, String)> =
+                serde_json::from_value(r["headers"].clone()).unwrap();
+            headers
+                .into_iter()
+                .find(|(n, _)| n == "x-request-id")
+                .unwrap()
+                .1
+        })
+        .collect();
+    assert_eq!(ids, ["2", "3"]);
+    assert_eq!(server.requests_received(), 3);
 }
 
 #[tokio::test]
