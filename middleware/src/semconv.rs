@@ -173,6 +173,10 @@ pub mod llmtrace {
     pub const OUTPUT_TOKENS_PER_SECOND: &str = "llmtrace.usage.output_tokens_per_second";
     /// `reported`, `estimated` or `missing`.
     pub const USAGE_SOURCE: &str = "llmtrace.usage.source";
+    /// What the gateway did to ask an OpenAI stream for its usage: `added`, or
+    /// `skipped:<reason>` with a reason from `genai::UsageSkip::reason` (`skipped:not_streamed`,
+    /// `skipped:already_asked`, ...).
+    pub const USAGE_INJECTION: &str = "llmtrace.usage.injection";
     /// `content_filter` or `refusal`, when the provider reports one.
     pub const GUARDRAIL: &str = "llmtrace.guardrail";
     /// Server-sent events skipped because they exceeded the size cap (int).

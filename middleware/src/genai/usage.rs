@@ -7,48 +7,191 @@
 //! (`"choices": []`) from the response ([`UsageChunkFilter`]), so the client receives the
 //! bytes it would have received without the gateway, while the observer sees the usage.
 
+use std::ops::Range;
 use std::sync::LazyLock;
 
 use memchr::memmem::Finder;
-use serde_json::Value;
 
 use super::endpoint::{ApiFormat, Endpoint};
+use super::json;
 
-/// The request body with `stream_options.include_usage: true` added, when it is a streamed
-/// OpenAI chat or completions request that did not ask for usage; `None` to send the body
-/// as it is (other APIs, not streamed, already asked, or not a JSON object).
+/// Why [`request_with_usage`] left a request body as it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum UsageSkip {
+    /// Not an OpenAI chat or completions request.
+    NotApplicable,
+    /// `stream` is absent or not exactly `true`.
+    NotStreamed,
+    /// `stream_options.include_usage` is already `true`.
+    AlreadyAsked,
+    /// The body is not valid JSON (RFC 8259, UTF-8).
+    NotJson,
+    /// The body is JSON but not an object.
+    NotObject,
+    /// `stream`, `stream_options` or `include_usage` appears more than once: providers differ
+    /// on which one wins.
+    Ambiguous,
+    /// `stream_options` is neither an object nor `null`, or its `include_usage` is neither a
+    /// boolean nor `null`.
+    UnsupportedStreamOptions,
+}
+
+impl UsageSkip {
+    /// The reason in snake case (`not_streamed`, `already_asked`, ...), for a span attribute
+    /// such as [`USAGE_INJECTION`](crate::semconv::llmtrace::USAGE_INJECTION).
+    pub fn reason(self) -> &'static str {
+        match self {
+            UsageSkip::NotApplicable => "not_applicable",
+            UsageSkip::NotStreamed => "not_streamed",
+            UsageSkip::AlreadyAsked => "already_asked",
+            UsageSkip::NotJson => "not_json",
+            UsageSkip::NotObject => "not_object",
+            UsageSkip::Ambiguous => "ambiguous",
+            UsageSkip::UnsupportedStreamOptions => "unsupported_stream_options",
+        }
+    }
+}
+
+/// The request body with `stream_options.include_usage: true` spliced in, when it is a
+/// streamed OpenAI chat or completions request that did not ask for usage; otherwise why not
+/// (send the body as it is).
+///
+/// The body is never re-serialized: every byte the client sent stays where it was (whitespace,
+/// key order, number spelling, escapes, duplicate keys), and the only change is one of
+///
+/// - `,"stream_options":{"include_usage":true}` inserted after the last top-level member;
+/// - `"include_usage":true` (with a `,` when needed) inserted after the `{` of an existing
+///   `stream_options` object;
+/// - an `include_usage` of `false` or `null` replaced by `true`;
+/// - a `stream_options` of `null` replaced by `{"include_usage":true}`.
 ///
 /// ```
-/// use llmtrace::genai::{Endpoint, request_with_usage};
+/// use llmtrace::genai::{Endpoint, UsageSkip, request_with_usage};
 ///
 /// let endpoint = Endpoint::detect("/v1/chat/completions", None).unwrap();
-/// let body = br#"{"model":"gpt-4o","stream":true,"messages":[]}"#;
+/// let body = br#"{"model":"gpt-4o", "stream":true, "n":1.0e0}"#;
 /// let rewritten = request_with_usage(&endpoint, body).unwrap();
-/// let value: serde_json::Value = serde_json::from_slice(&rewritten).unwrap();
-/// assert_eq!(value["stream_options"]["include_usage"], true);
-/// assert!(request_with_usage(&endpoint, &rewritten).is_none());
+/// assert_eq!(
+///     rewritten,
+///     br#"{"model":"gpt-4o", "stream":true, "n":1.0e0,"stream_options":{"include_usage":true}}"#
+/// );
+/// assert_eq!(request_with_usage(&endpoint, &rewritten), Err(UsageSkip::AlreadyAsked));
+/// assert_eq!(UsageSkip::AlreadyAsked.reason(), "already_asked");
 /// ```
-pub fn request_with_usage(endpoint: &Endpoint, body: &[u8]) -> Option<Vec<u8>> {
+pub fn request_with_usage(endpoint: &Endpoint, body: &[u8]) -> Result<Vec<u8>, UsageSkip> {
     if !matches!(
         endpoint.format,
         ApiFormat::OpenAiChat | ApiFormat::OpenAiCompletions
     ) {
-        return None;
+        return Err(UsageSkip::NotApplicable);
     }
-    let mut value: Value = serde_json::from_slice(body).ok()?;
-    let object = value.as_object_mut()?;
-    if object.get("stream").and_then(Value::as_bool) != Some(true) {
-        return None;
+    if !json::is_valid(body) {
+        return Err(UsageSkip::NotJson);
     }
-    let options = object
-        .entry("stream_options")
-        .or_insert_with(|| Value::Object(Default::default()));
-    let options = options.as_object_mut()?;
-    if options.get("include_usage").and_then(Value::as_bool) == Some(true) {
-        return None;
+    let splice = usage_splice(body)?;
+    let mut out = Vec::with_capacity(body.len() + splice.insert.len());
+    out.extend_from_slice(&body[..splice.replace.start]);
+    out.extend_from_slice(splice.insert);
+    out.extend_from_slice(&body[splice.replace.end..]);
+    Ok(out)
+}
+
+/// Bytes to put in place of a range of the body (an empty range for an insertion).
+struct Splice {
+    replace: Range<usize>,
+    insert: &'static [u8],
+}
+
+/// A top-level member the splice depends on: the value of its first occurrence, and how many
+/// times it occurs.
+#[derive(Default)]
+struct Seen {
+    value: Option<Range<usize>>,
+    count: usize,
+}
+
+impl Seen {
+    fn saw(&mut self, value: Range<usize>) {
+        self.value.get_or_insert(value);
+        self.count += 1;
     }
-    options.insert("include_usage".to_owned(), Value::Bool(true));
-    serde_json::to_vec(&value).ok()
+}
+
+/// Where `include_usage: true` goes in a validated body.
+fn usage_splice(body: &[u8]) -> Result<Splice, UsageSkip> {
+    let open = json::skip_ws(body, 0);
+    if body.get(open) != Some(&b'{') {
+        return Err(UsageSkip::NotObject);
+    }
+    let (mut stream, mut options) = (Seen::default(), Seen::default());
+    let object = json::members(body, open, |key, value| {
+        if json::key_is(body, key.clone(), "stream") {
+            stream.saw(value);
+        } else if json::key_is(body, key, "stream_options") {
+            options.saw(value);
+        }
+    })
+    .ok_or(UsageSkip::NotJson)?;
+    if stream.count > 1 {
+        return Err(UsageSkip::Ambiguous);
+    }
+    if stream.value.is_none_or(|value| &body[value] != b"true") {
+        return Err(UsageSkip::NotStreamed);
+    }
+    if options.count > 1 {
+        return Err(UsageSkip::Ambiguous);
+    }
+    let Some(options) = options.value else {
+        let at = object.after_last;
+        return Ok(Splice {
+            replace: at..at,
+            insert: if object.has_members {
+                b",\"stream_options\":{\"include_usage\":true}"
+            } else {
+                b"\"stream_options\":{\"include_usage\":true}"
+            },
+        });
+    };
+    match &body[options.clone()] {
+        b"null" => {
+            return Ok(Splice {
+                replace: options,
+                insert: b"{\"include_usage\":true}",
+            });
+        }
+        [b'{', ..] => {}
+        _ => return Err(UsageSkip::UnsupportedStreamOptions),
+    }
+    let mut include = Seen::default();
+    let inner = json::members(body, options.start, |key, value| {
+        if json::key_is(body, key, "include_usage") {
+            include.saw(value);
+        }
+    })
+    .ok_or(UsageSkip::NotJson)?;
+    if include.count > 1 {
+        return Err(UsageSkip::Ambiguous);
+    }
+    let Some(include) = include.value else {
+        let at = options.start + 1;
+        return Ok(Splice {
+            replace: at..at,
+            insert: if inner.has_members {
+                b"\"include_usage\":true,"
+            } else {
+                b"\"include_usage\":true"
+            },
+        });
+    };
+    match &body[include.clone()] {
+        b"true" => Err(UsageSkip::AlreadyAsked),
+        b"false" | b"null" => Ok(Splice {
+            replace: include,
+            insert: b"true",
+        }),
+        _ => Err(UsageSkip::UnsupportedStreamOptions),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -361,20 +504,172 @@ data: [DONE]\r\n\r\n";
         }
     }
 
+    fn chat() -> Endpoint {
+        Endpoint::detect("/v1/chat/completions", None).unwrap()
+    }
+
+    /// Asserts that `input` was rewritten to exactly `input[..at] + inserted +
+    /// input[at + removed.len()..]`, with `removed` the bytes that were at `at`, and that the
+    /// result is JSON asking for usage.
+    #[track_caller]
+    fn assert_spliced(input: &str, at: usize, removed: &str, inserted: &str) {
+        let output = request_with_usage(&chat(), input.as_bytes()).unwrap();
+        assert_eq!(&input[at..at + removed.len()], removed, "removed bytes");
+        let expected = [&input[..at], inserted, &input[at + removed.len()..]].concat();
+        assert_eq!(String::from_utf8(output.clone()).unwrap(), expected);
+        let value: serde_json::Value = serde_json::from_slice(&output).unwrap();
+        assert_eq!(value["stream_options"]["include_usage"], true);
+        // A second pass finds nothing to do.
+        assert_eq!(
+            request_with_usage(&chat(), &output),
+            Err(UsageSkip::AlreadyAsked)
+        );
+    }
+
+    const MEMBER: &str = r#","stream_options":{"include_usage":true}"#;
+
     #[test]
-    fn requests_are_rewritten_only_when_needed() {
-        let chat = Endpoint::detect("/v1/chat/completions", None).unwrap();
+    fn absent_stream_options_are_added_after_the_last_member() {
+        let input = r#"{"model":"m","stream":true}"#;
+        assert_spliced(input, input.len() - 1, "", MEMBER);
+        // Whitespace everywhere stays where it was.
+        let input = " \r\n{ \"model\" :\t\"m\" ,\n  \"stream\" : true \n} \n";
+        assert_spliced(input, input.find(" \n}").unwrap(), "", MEMBER);
+        // Big integers, number spellings, unicode escapes and duplicate unrelated keys too.
+        let input = r#"{"seed":123456789012345678901234567890,"temperature":1.0e5,"top_p":-0.50E-1,"user":"\u00e9\ud83d\ude00 é","user":"again","stream":true,"n":1}"#;
+        assert_spliced(input, input.len() - 1, "", MEMBER);
+    }
+
+    #[test]
+    fn nested_look_alikes_are_not_members() {
+        let input = r#"{"messages":[{"role":"user","content":"{\"stream\":false,\"stream_options\":{}} }"}],"metadata":{"stream":false,"stream_options":null,"x":{"include_usage":false}},"stream":true,"tail":"\\\"}"}"#;
+        assert_spliced(input, input.len() - 1, "", MEMBER);
+        // `stream` only inside nested values: not streamed.
+        assert_eq!(
+            request_with_usage(
+                &chat(),
+                br#"{"metadata":{"stream":true},"x":["stream",true]}"#
+            ),
+            Err(UsageSkip::NotStreamed)
+        );
+    }
+
+    #[test]
+    fn an_existing_object_gets_the_member_first() {
+        let input = r#"{"stream":true,"stream_options":{"continuous_usage_stats":true}}"#;
+        let at = input.find("{\"cont").unwrap() + 1;
+        assert_spliced(input, at, "", r#""include_usage":true,"#);
+        let input = r#"{"stream":true,"stream_options":{ }}"#;
+        let at = input.find("{ }").unwrap() + 1;
+        assert_spliced(input, at, "", r#""include_usage":true"#);
+        let input = r#"{"stream":true,"stream_options":{}, "model":"m"}"#;
+        let at = input.find("{}").unwrap() + 1;
+        assert_spliced(input, at, "", r#""include_usage":true"#);
+    }
+
+    #[test]
+    fn false_and_null_become_true() {
+        for value in ["false", "null"] {
+            let input = format!(
+                r#"{{"stream":true,"stream_options":{{"x":1, "include_usage" : {value} ,"y":2}}}}"#
+            );
+            let at = input.find(value).unwrap();
+            assert_spliced(&input, at, value, "true");
+        }
+        let input = r#"{"stream":true,"stream_options":null,"model":"m"}"#;
+        let at = input.find("null").unwrap();
+        assert_spliced(input, at, "null", r#"{"include_usage":true}"#);
+    }
+
+    #[test]
+    fn escaped_keys_are_the_same_keys() {
+        let input = r#"{"str\u0065am":true,"stream_options":{"include\u005fusage":false}}"#;
+        let at = input.find("false").unwrap();
+        assert_spliced(input, at, "false", "true");
+        assert_eq!(
+            request_with_usage(&chat(), br#"{"stream":true,"stre\u0061m":true}"#),
+            Err(UsageSkip::Ambiguous)
+        );
+    }
+
+    #[test]
+    fn everything_else_is_left_alone_with_a_reason() {
         let messages = Endpoint::detect("/v1/messages", None).unwrap();
-        assert!(request_with_usage(&chat, br#"{"model":"m","stream":false}"#).is_none());
-        assert!(request_with_usage(&chat, br#"{"model":"m"}"#).is_none());
-        assert!(request_with_usage(&chat, b"{broken").is_none());
-        assert!(request_with_usage(&messages, br#"{"model":"m","stream":true}"#).is_none());
-        let out = request_with_usage(
-            &chat,
-            br#"{"model":"m","stream":true,"stream_options":{"include_usage":false}}"#,
-        )
-        .unwrap();
-        let v: Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(v["stream_options"]["include_usage"], true);
+        let completions = Endpoint::detect("/v1/completions", None).unwrap();
+        assert!(request_with_usage(&completions, br#"{"stream":true}"#).is_ok());
+        assert_eq!(
+            request_with_usage(&messages, br#"{"model":"m","stream":true}"#),
+            Err(UsageSkip::NotApplicable)
+        );
+        for (body, skip) in [
+            (
+                &br#"{"model":"m","stream":false}"#[..],
+                UsageSkip::NotStreamed,
+            ),
+            (br#"{"model":"m"}"#, UsageSkip::NotStreamed),
+            (br#"{"stream":"true"}"#, UsageSkip::NotStreamed),
+            (br#"{"stream":1}"#, UsageSkip::NotStreamed),
+            (br#"{}"#, UsageSkip::NotStreamed),
+            (
+                br#"{"stream":true,"stream_options":{"include_usage":true}}"#,
+                UsageSkip::AlreadyAsked,
+            ),
+            (b"{broken", UsageSkip::NotJson),
+            (br#"{"stream":true} x"#, UsageSkip::NotJson),
+            (br#"{"stream":true}{}"#, UsageSkip::NotJson),
+            (br#"{"stream":true,}"#, UsageSkip::NotJson),
+            (b"{\"stream\":true,\"s\":\"\xff\"}", UsageSkip::NotJson),
+            (b"", UsageSkip::NotJson),
+            (br#"[{"stream":true}]"#, UsageSkip::NotObject),
+            (br#""stream""#, UsageSkip::NotObject),
+            (b" 1 ", UsageSkip::NotObject),
+            (br#"{"stream":true,"stream":true}"#, UsageSkip::Ambiguous),
+            (br#"{"stream":false,"stream":true}"#, UsageSkip::Ambiguous),
+            (
+                br#"{"stream":true,"stream_options":{},"stream_options":null}"#,
+                UsageSkip::Ambiguous,
+            ),
+            (
+                br#"{"stream":true,"stream_options":{"include_usage":false,"include_usage":true}}"#,
+                UsageSkip::Ambiguous,
+            ),
+            (
+                br#"{"stream":true,"stream_options":[]}"#,
+                UsageSkip::UnsupportedStreamOptions,
+            ),
+            (
+                br#"{"stream":true,"stream_options":"x"}"#,
+                UsageSkip::UnsupportedStreamOptions,
+            ),
+            (
+                br#"{"stream":true,"stream_options":{"include_usage":"yes"}}"#,
+                UsageSkip::UnsupportedStreamOptions,
+            ),
+        ] {
+            assert_eq!(
+                request_with_usage(&chat(), body),
+                Err(skip),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn reasons_are_snake_case() {
+        for (skip, reason) in [
+            (UsageSkip::NotApplicable, "not_applicable"),
+            (UsageSkip::NotStreamed, "not_streamed"),
+            (UsageSkip::AlreadyAsked, "already_asked"),
+            (UsageSkip::NotJson, "not_json"),
+            (UsageSkip::NotObject, "not_object"),
+            (UsageSkip::Ambiguous, "ambiguous"),
+            (
+                UsageSkip::UnsupportedStreamOptions,
+                "unsupported_stream_options",
+            ),
+        ] {
+            assert_eq!(skip.reason(), reason);
+        }
     }
 }
