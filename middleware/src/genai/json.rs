@@ -196,9 +196,10 @@ impl Validator<'_> {
                 Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {}
                 Some(b'u') => match self.hex4() {
                     Some(0xD800..=0xDBFF) => {
-                        if !(self.eat(b'\\') && self.eat(b'u'))
-                            || !matches!(self.hex4(), Some(0xDC00..=0xDFFF))
-                        {
+                        let low = self.eat(b'\\')
+                            && self.eat(b'u')
+                            && matches!(self.hex4(), Some(0xDC00..=0xDFFF));
+                        if !low {
                             return false;
                         }
                     }
