@@ -25,6 +25,7 @@
 
 pub mod genai;
 pub mod layer;
+pub mod limits;
 pub mod propagation;
 #[cfg(feature = "sampling")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sampling")))]

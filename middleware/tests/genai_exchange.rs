@@ -246,3 +246,57 @@ fn estimated_usage_is_marked_as_such() {
         Some(&Value::I64(3))
     );
 }
+
+#[test]
+fn a_truncated_stream_reports_at_most_max_choices_whatever_n_says() {
+    use llmtrace::limits::MAX_CHOICES;
+
+    let t0 = Instant::now();
+    let request = r#"{"model":"m","stream":true,"n":2000000000,"messages":[]}"#;
+    let mut ex = exchange(GenAiConfig::default(), "/v1/chat/completions", request, t0);
+    ex.on_response_data(&chunk("partial"), t0);
+    // No final event: the stream was cut.
+    let report = ex.finish(End::Complete, t0);
+    let reasons = get(&report, "gen_ai.response.finish_reasons").unwrap();
+    let Value::Array(opentelemetry::Array::String(reasons)) = reasons else {
+        panic!("{reasons:?}");
+    };
+    assert_eq!(reasons.len(), MAX_CHOICES);
+    assert!(reasons.iter().all(|r| r.as_str() == "error"));
+    assert_eq!(report.summary.finish_reasons.len(), MAX_CHOICES);
+    // `n` itself is only data.
+    let n = ex.start_attributes();
+    assert!(
+        n.iter()
+            .any(|kv| kv.key.as_str() == "gen_ai.request.choice.count"
+                && kv.value == Value::I64(2_000_000_000))
+    );
+}
+
+#[test]
+fn a_stream_naming_many_choices_keeps_at_most_max_choices() {
+    use llmtrace::limits::MAX_CHOICES;
+
+    let t0 = Instant::now();
+    let config = GenAiConfig {
+        capture_content: true,
+        ..GenAiConfig::default()
+    };
+    let mut ex = exchange(config, "/v1/chat/completions", CHAT, t0);
+    for index in 0..10 * MAX_CHOICES {
+        let event = format!(
+            "data: {{\"choices\":[{{\"index\":{index},\"delta\":{{\"content\":\"x\"}},\"finish_reason\":\"stop\"}}]}}\n\n"
+        );
+        ex.on_response_data(event.as_bytes(), t0);
+    }
+    ex.on_response_data(b"data: [DONE]\n\n", t0);
+    let report = ex.finish(End::Complete, t0);
+    assert_eq!(report.summary.finish_reasons.len(), MAX_CHOICES);
+    let output = get(&report, "gen_ai.output.messages").unwrap().as_str();
+    let output: serde_json::Value = serde_json::from_str(&output).unwrap();
+    assert_eq!(output.as_array().unwrap().len(), MAX_CHOICES);
+    assert_eq!(
+        get(&report, "llmtrace.content.truncated"),
+        Some(&Value::Bool(true))
+    );
+}

@@ -12,6 +12,7 @@ use super::gaps::GapStats;
 use super::request::RequestInfo;
 use super::response::{EventKind, ResponseState, Usage};
 use super::sse::SseDecoder;
+use crate::limits::MAX_CHOICES;
 use crate::semconv::{exception, gen_ai, llmtrace};
 
 /// Which kinds of prompt and completion content may be recorded.
@@ -471,13 +472,23 @@ impl Exchange {
             if state.finish_reasons.is_empty() {
                 state.finish_reasons.push((0, "error".to_owned()));
             }
-            let n = self.request.choice_count.unwrap_or(1).max(1) as u32;
+            // `n` is the client's number: at most MAX_CHOICES choices are reported.
+            let n = self
+                .request
+                .choice_count
+                .unwrap_or(1)
+                .clamp(1, MAX_CHOICES as i64) as u32;
             for index in 0..n {
-                if !state.finish_reasons.iter().any(|(i, _)| *i == index) {
-                    state.finish_reasons.push((index, "error".to_owned()));
+                if state.finish_reasons.len() >= MAX_CHOICES {
+                    break;
+                }
+                if let Err(at) = state
+                    .finish_reasons
+                    .binary_search_by_key(&index, |(i, _)| *i)
+                {
+                    state.finish_reasons.insert(at, (index, "error".to_owned()));
                 }
             }
-            state.finish_reasons.sort_by_key(|(i, _)| *i);
             // A failure the caller names (a timeout, a connection error) says more than
             // "truncated"; an abort is the client's doing, not the stream's.
             if state.error.is_none() && end == End::Complete {
@@ -586,7 +597,8 @@ impl Exchange {
                 ));
             }
             if output > 1 && streamed {
-                time_per_output_token = Some(time / (output as u32 - 1).max(1));
+                let gaps = u32::try_from(output - 1).unwrap_or(u32::MAX);
+                time_per_output_token = Some(time / gaps);
             }
         }
         if let Some(guardrail) = state.guardrail {

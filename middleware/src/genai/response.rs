@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use super::endpoint::ApiFormat;
 use super::sse::SseEvent;
+use crate::limits::{MAX_CHOICES, MAX_NAME_BYTES, bounded};
 
 /// Token counts as the provider reported them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -618,13 +619,21 @@ impl ResponseState {
         }
     }
 
+    /// Records a choice's finish reason; choices beyond [`MAX_CHOICES`] distinct indexes are
+    /// not tracked (the indexes come from the stream, the count from the client's `n`).
     fn set_finish_reason(&mut self, index: u32, reason: &str) {
+        let reason = bounded(reason, MAX_NAME_BYTES);
         match self
             .finish_reasons
             .binary_search_by_key(&index, |(i, _)| *i)
         {
-            Ok(at) => self.finish_reasons[at].1 = reason.to_owned(),
-            Err(at) => self.finish_reasons.insert(at, (index, reason.to_owned())),
+            Ok(at) => {
+                if self.finish_reasons[at].1 != reason {
+                    self.finish_reasons[at].1 = reason.into_owned();
+                }
+            }
+            Err(_) if self.finish_reasons.len() >= MAX_CHOICES => {}
+            Err(at) => self.finish_reasons.insert(at, (index, reason.into_owned())),
         }
     }
 
@@ -657,8 +666,11 @@ impl ResponseState {
         if take < text.len() {
             self.capture_truncated = true;
         }
+        let full = self.output_text.len() >= MAX_CHOICES;
         match self.output_text.iter_mut().find(|(i, _)| *i == index) {
             Some((_, buffer)) => buffer.push_str(&text[..take]),
+            // Choices beyond MAX_CHOICES distinct indexes are not captured.
+            None if full => self.capture_truncated = true,
             None => self.output_text.push((index, text[..take].to_owned())),
         }
     }
