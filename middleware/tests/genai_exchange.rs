@@ -300,3 +300,98 @@ fn a_stream_naming_many_choices_keeps_at_most_max_choices() {
         Some(&Value::Bool(true))
     );
 }
+
+#[test]
+fn client_strings_reaching_the_span_and_metrics_are_bounded() {
+    use llmtrace::limits::{MAX_NAME_BYTES, MAX_STOP_SEQUENCES, TRUNCATED_MARKER};
+
+    let t0 = Instant::now();
+    let long = "m".repeat(10_000);
+    let stops: Vec<String> = (0..100).map(|i| format!("{i}{long}")).collect();
+    let request = serde_json::json!({
+        "model": long,
+        "stream": true,
+        "stop": stops,
+        "encoding_format": long,
+        "messages": [],
+    })
+    .to_string();
+    let mut ex = exchange(GenAiConfig::default(), "/v1/chat/completions", &request, t0);
+    let model = ex.request().model.clone().unwrap();
+    assert!(model.len() <= MAX_NAME_BYTES && model.ends_with(TRUNCATED_MARKER));
+    assert_eq!(ex.span_name(), format!("chat {model}"));
+    let start = ex.start_attributes();
+    let find = |key: &str| {
+        start
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| kv.value.clone())
+            .unwrap()
+    };
+    assert_eq!(find("gen_ai.request.model").as_str(), model);
+    let Value::Array(opentelemetry::Array::String(stops)) = find("gen_ai.request.stop_sequences")
+    else {
+        panic!("no stop sequences");
+    };
+    assert_eq!(stops.len(), MAX_STOP_SEQUENCES);
+    assert!(stops.iter().all(|s| s.as_str().len() <= MAX_NAME_BYTES));
+    let Value::Array(opentelemetry::Array::String(formats)) =
+        find("gen_ai.request.encoding_formats")
+    else {
+        panic!("no encoding format");
+    };
+    assert!(formats[0].as_str().len() <= MAX_NAME_BYTES);
+
+    // What the response says about itself is bounded too.
+    let event = format!(
+        "data: {{\"id\":\"{long}\",\"model\":\"{long}\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"x\"}},\"finish_reason\":\"{long}\"}}]}}\n\n"
+    );
+    ex.on_response_data(event.as_bytes(), t0);
+    let error = format!("data: {{\"error\":{{\"type\":\"{long}\",\"message\":\"{long}\"}}}}\n\n");
+    ex.on_response_data(error.as_bytes(), t0);
+    let report = ex.finish(End::Complete, t0);
+    for key in ["gen_ai.response.id", "gen_ai.response.model", "error.type"] {
+        let value = get(&report, key).unwrap_or_else(|| panic!("{key} missing"));
+        assert!(value.as_str().len() <= MAX_NAME_BYTES, "{key}");
+    }
+    let Value::Array(opentelemetry::Array::String(reasons)) =
+        get(&report, "gen_ai.response.finish_reasons").unwrap()
+    else {
+        panic!("no finish reasons");
+    };
+    assert!(reasons[0].as_str().len() <= MAX_NAME_BYTES);
+    let (_, message) = report.error.as_ref().unwrap();
+    assert!(message.len() <= llmtrace::limits::MAX_MESSAGE_BYTES);
+    for kv in &report.metrics.attributes {
+        assert!(kv.value.as_str().len() <= MAX_NAME_BYTES, "{}", kv.key);
+    }
+}
+
+#[test]
+fn azure_deployments_and_hand_set_models_are_bounded() {
+    use llmtrace::limits::MAX_NAME_BYTES;
+
+    let long = "d".repeat(10_000);
+    let endpoint = Endpoint::detect(
+        &format!("/openai/deployments/{long}/chat/completions"),
+        None,
+    )
+    .unwrap();
+    let info = RequestInfo::parse(&endpoint, br#"{"messages":[]}"#, false);
+    assert!(info.model.as_ref().unwrap().len() <= MAX_NAME_BYTES);
+
+    let mut info = RequestInfo::parse(&endpoint, b"", false);
+    info.model = Some(long.clone());
+    info.stop_sequences = vec![long.clone(); 100];
+    let t0 = Instant::now();
+    let mut ex = Exchange::new(
+        Arc::new(GenAiConfig::default()),
+        endpoint.clone(),
+        info.clone(),
+        t0,
+    );
+    assert!(ex.span_name().len() <= "chat ".len() + MAX_NAME_BYTES);
+    ex.set_request(info);
+    assert!(ex.request().model.as_ref().unwrap().len() <= MAX_NAME_BYTES);
+    assert!(ex.request().stop_sequences.len() <= llmtrace::limits::MAX_STOP_SEQUENCES);
+}

@@ -585,3 +585,85 @@ async fn random_flag_is_set_on_new_traces_and_kept_on_received_ones() {
     // A new parent id on every hop.
     assert!(!sent[1].contains(PARENT_SPAN) && !sent[2].contains(PARENT_SPAN));
 }
+
+#[tokio::test]
+async fn client_strings_on_the_span_are_bounded() {
+    use llmtrace::limits::{
+        MAX_ADDRESS_BYTES, MAX_HEADER_VALUE_BYTES, MAX_HEADER_VALUES, MAX_URL_BYTES,
+        MAX_USER_AGENT_BYTES, TRUNCATED_MARKER,
+    };
+
+    let rec = Recorder::new();
+    let app = Router::new()
+        .route("/{*rest}", get(|| async { "ok" }))
+        .layer(
+            ServerLayer::new()
+                .with_tracer(rec.tracer())
+                .capture_request_headers([HeaderName::from_static("x-tenant")]),
+        );
+    let long = "a".repeat(10_000);
+    let mut req = Request::get(format!("/{long}"))
+        .header("host", format!("{long}.example.com"))
+        .header("user-agent", &long)
+        .header("x-forwarded-for", format!("{long}, 10.0.0.1"));
+    for _ in 0..100 {
+        req = req.header("x-tenant", &long);
+    }
+    let res = app.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+    res.into_body().collect().await.unwrap();
+    let spans = rec.spans();
+    let s = &spans[0];
+    for (key, max) in [
+        ("url.path", MAX_URL_BYTES),
+        ("user_agent.original", MAX_USER_AGENT_BYTES),
+        ("server.address", MAX_ADDRESS_BYTES),
+        ("client.address", MAX_ADDRESS_BYTES),
+    ] {
+        let value = attr_str(s, key).unwrap_or_else(|| panic!("{key} missing"));
+        assert!(value.len() <= max, "{key}: {} bytes", value.len());
+        assert!(value.ends_with(TRUNCATED_MARKER), "{key}");
+    }
+    let Some(opentelemetry::Value::Array(opentelemetry::Array::String(tenants))) =
+        attr(s, "http.request.header.x-tenant")
+    else {
+        panic!("x-tenant not captured");
+    };
+    assert_eq!(tenants.len(), MAX_HEADER_VALUES);
+    assert!(
+        tenants
+            .iter()
+            .all(|t| t.as_str().len() <= MAX_HEADER_VALUE_BYTES)
+    );
+}
+
+#[test]
+fn a_route_given_by_hand_is_bounded_in_the_name_too() {
+    use llmtrace::layer::{InboundRequest, InboundSpan};
+    use llmtrace::limits::{MAX_NAME_BYTES, MAX_URL_BYTES};
+
+    let rec = Recorder::new();
+    let tracer = opentelemetry::global::BoxedTracer::new(Box::new(rec.sdk_tracer()));
+    let route = format!("/{}", "r".repeat(10_000));
+    let method = http::Method::from_bytes("M".repeat(1000).as_bytes()).unwrap();
+    let uri = http::Uri::from_static("/x");
+    let headers = http::HeaderMap::new();
+    let request = InboundRequest {
+        method: &method,
+        uri: &uri,
+        version: http::Version::HTTP_11,
+        headers: &headers,
+        route: Some(&route),
+        peer: None,
+    };
+    let span = InboundSpan::start(&tracer, &request, &opentelemetry::Context::new(), None);
+    span.end(llmtrace::genai::End::Complete);
+    let spans = rec.spans();
+    let s = &spans[0];
+    assert!(attr_str(s, "http.route").unwrap().len() <= MAX_URL_BYTES);
+    assert!(
+        s.name.len() <= "_OTHER ".len() + MAX_URL_BYTES,
+        "{}",
+        s.name.len()
+    );
+    assert!(attr_str(s, "http.request.method_original").unwrap().len() <= MAX_NAME_BYTES);
+}

@@ -10,7 +10,7 @@ use opentelemetry::{Array, KeyValue, StringValue, Value};
 use super::endpoint::Endpoint;
 use super::gaps::GapStats;
 use super::request::RequestInfo;
-use super::response::{EventKind, ResponseState, Usage};
+use super::response::{EventKind, ResponseState, Usage, bounded_error};
 use super::sse::SseDecoder;
 use crate::limits::MAX_CHOICES;
 use crate::semconv::{exception, gen_ai, llmtrace};
@@ -265,6 +265,8 @@ impl Exchange {
         request: RequestInfo,
         now: Instant,
     ) -> Self {
+        let mut request = request;
+        request.bound_strings();
         let state = ResponseState {
             capture: config.capture_content,
             capture_cap: config.content_cap,
@@ -306,6 +308,7 @@ impl Exchange {
     pub fn set_request(&mut self, request: RequestInfo) {
         self.state.capture = self.config.capture_content;
         self.request = request;
+        self.request.bound_strings();
     }
 
     /// `{gen_ai.operation.name} {gen_ai.request.model}`, or the operation alone.
@@ -504,7 +507,7 @@ impl Exchange {
         } = &end
         {
             if state.error.is_none() {
-                state.error = Some((error_type.to_string(), message.clone()));
+                state.error = Some(bounded_error(error_type.to_string(), message.clone()));
             }
         }
         if state.error.is_none() && status >= 400 {

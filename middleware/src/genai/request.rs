@@ -3,12 +3,19 @@
 use serde_json::Value;
 
 use super::endpoint::{ApiFormat, Endpoint};
+use crate::limits::{MAX_NAME_BYTES, MAX_STOP_SEQUENCES, bounded};
 
 /// The parts of a request body the span records.
+///
+/// The strings are the client's, so they are bounded: `model`, each stop sequence and
+/// `encoding_format` to [`MAX_NAME_BYTES`] (cut with a marker, see
+/// [`bounded`](crate::limits::bounded)), and at most [`MAX_STOP_SEQUENCES`] stop sequences.
+/// [`Exchange`](super::Exchange) applies the same bounds to values set by hand.
 #[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct RequestInfo {
-    /// `model` (for Azure, the deployment when the body names no model).
+    /// `model` (for Azure, the deployment when the body names no model), at most
+    /// [`MAX_NAME_BYTES`].
     pub model: Option<String>,
     /// `stream: true`.
     pub stream: bool,
@@ -22,7 +29,8 @@ pub struct RequestInfo {
     pub top_p: Option<f64>,
     /// `top_k` (Anthropic).
     pub top_k: Option<f64>,
-    /// `stop` / `stop_sequences`.
+    /// `stop` / `stop_sequences`: the first [`MAX_STOP_SEQUENCES`], each at most
+    /// [`MAX_NAME_BYTES`].
     pub stop_sequences: Vec<String>,
     /// `seed`.
     pub seed: Option<i64>,
@@ -34,7 +42,7 @@ pub struct RequestInfo {
     pub presence_penalty: Option<f64>,
     /// Number of `tools` offered.
     pub tool_count: Option<i64>,
-    /// `encoding_format` (embeddings).
+    /// `encoding_format` (embeddings), at most [`MAX_NAME_BYTES`].
     pub encoding_format: Option<String>,
     /// Why the body could not be read, when it could not.
     pub parse_error: Option<String>,
@@ -58,7 +66,10 @@ impl RequestInfo {
     /// ```
     pub fn parse(endpoint: &Endpoint, body: &[u8], keep_body: bool) -> RequestInfo {
         let mut info = RequestInfo {
-            model: endpoint.deployment.clone(),
+            model: endpoint
+                .deployment
+                .as_deref()
+                .map(|name| bounded(name, MAX_NAME_BYTES).into_owned()),
             ..RequestInfo::default()
         };
         let value: Value = match serde_json::from_slice(body) {
@@ -77,7 +88,7 @@ impl RequestInfo {
             return info;
         };
         if let Some(model) = object.get("model").and_then(Value::as_str) {
-            info.model = Some(model.to_owned());
+            info.model = Some(bounded(model, MAX_NAME_BYTES).into_owned());
         }
         info.stream = object
             .get("stream")
@@ -106,16 +117,18 @@ impl RequestInfo {
         info.encoding_format = object
             .get("encoding_format")
             .and_then(Value::as_str)
-            .map(str::to_owned);
-        let stop = match endpoint.format {
+            .map(|format| bounded(format, MAX_NAME_BYTES).into_owned());
+        let stop_value = match endpoint.format {
             ApiFormat::AnthropicMessages => object.get("stop_sequences"),
             _ => object.get("stop"),
         };
-        info.stop_sequences = match stop {
-            Some(Value::String(s)) => vec![s.clone()],
+        let stop = |s: &str| bounded(s, MAX_NAME_BYTES).into_owned();
+        info.stop_sequences = match stop_value {
+            Some(Value::String(s)) => vec![stop(s)],
             Some(Value::Array(items)) => items
                 .iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
+                .filter_map(|v| v.as_str().map(stop))
+                .take(MAX_STOP_SEQUENCES)
                 .collect(),
             _ => Vec::new(),
         };
@@ -123,5 +136,18 @@ impl RequestInfo {
             info.body = Some(value);
         }
         info
+    }
+
+    /// Applies the bounds [`parse`](Self::parse) applies, to values set by hand.
+    pub(crate) fn bound_strings(&mut self) {
+        let bound = |value: &mut String| {
+            if value.len() > MAX_NAME_BYTES {
+                *value = bounded(value, MAX_NAME_BYTES).into_owned();
+            }
+        };
+        self.model.iter_mut().for_each(bound);
+        self.encoding_format.iter_mut().for_each(bound);
+        self.stop_sequences.truncate(MAX_STOP_SEQUENCES);
+        self.stop_sequences.iter_mut().for_each(bound);
     }
 }

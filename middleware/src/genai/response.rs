@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::endpoint::ApiFormat;
 use super::sse::SseEvent;
-use crate::limits::{MAX_CHOICES, MAX_NAME_BYTES, bounded};
+use crate::limits::{MAX_CHOICES, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, bounded};
 
 /// Token counts as the provider reported them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -602,7 +602,7 @@ impl ResponseState {
                 .get(key)
                 .and_then(Value::as_str)
                 .filter(|s| !s.is_empty())
-                .map(str::to_owned)
+                .map(|s| bounded(s, MAX_NAME_BYTES).into_owned())
         };
         if self.id.is_none() {
             self.id = non_empty("id");
@@ -637,9 +637,9 @@ impl ResponseState {
         }
     }
 
-    fn set_error(&mut self, error: (String, String)) {
+    fn set_error(&mut self, (error_type, message): (String, String)) {
         if self.error.is_none() {
-            self.error = Some(error);
+            self.error = Some(bounded_error(error_type, message));
         }
     }
 
@@ -674,6 +674,19 @@ impl ResponseState {
             None => self.output_text.push((index, text[..take].to_owned())),
         }
     }
+}
+
+/// An `(error.type, message)` pair within [`MAX_NAME_BYTES`] and [`MAX_MESSAGE_BYTES`]: both
+/// may come from an error body that echoes the request.
+pub(crate) fn bounded_error(error_type: String, message: String) -> (String, String) {
+    let bound = |value: String, max| match bounded(&value, max) {
+        std::borrow::Cow::Borrowed(_) => value,
+        std::borrow::Cow::Owned(cut) => cut,
+    };
+    (
+        bound(error_type, MAX_NAME_BYTES),
+        bound(message, MAX_MESSAGE_BYTES),
+    )
 }
 
 static DELTA_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"delta\""));

@@ -6,6 +6,10 @@ use http::header::{self, HeaderName};
 use http::{HeaderMap, Method, StatusCode, Uri, Version};
 use opentelemetry::{Array, Key, KeyValue, StringValue, Value};
 
+use crate::limits::{
+    MAX_ADDRESS_BYTES, MAX_HEADER_VALUE_BYTES, MAX_HEADER_VALUES, MAX_NAME_BYTES, MAX_URL_BYTES,
+    bounded,
+};
 use crate::semconv::{self, REDACTED};
 
 /// The normalised method for `http.request.method`, and the original when it is `_OTHER`.
@@ -20,7 +24,10 @@ pub(crate) fn method(method: &Method) -> (&'static str, Option<String>) {
         Method::PATCH => "PATCH",
         Method::CONNECT => "CONNECT",
         Method::TRACE => "TRACE",
-        _ => return ("_OTHER", Some(method.as_str().to_owned())),
+        _ => {
+            let original = bounded(method.as_str(), MAX_NAME_BYTES).into_owned();
+            return ("_OTHER", Some(original));
+        }
     };
     (known, None)
 }
@@ -72,12 +79,21 @@ pub(crate) fn grpc_service_method(path: &str) -> Option<(&str, &str)> {
     Some((service, method))
 }
 
-/// Pushes the `rpc.*` request attributes and returns the span name `service/method`.
+/// Pushes the `rpc.*` request attributes and returns the span name `service/method`, each
+/// part at most [`MAX_NAME_BYTES`] (the path is the client's).
 pub(crate) fn push_grpc(attributes: &mut Vec<KeyValue>, path: &str) -> Option<String> {
     let (service, method) = grpc_service_method(path)?;
+    let service = bounded(service, MAX_NAME_BYTES);
+    let method = bounded(method, MAX_NAME_BYTES);
     attributes.push(KeyValue::new(semconv::rpc::SYSTEM, "grpc"));
-    attributes.push(KeyValue::new(semconv::rpc::SERVICE, service.to_owned()));
-    attributes.push(KeyValue::new(semconv::rpc::METHOD, method.to_owned()));
+    attributes.push(KeyValue::new(
+        semconv::rpc::SERVICE,
+        service.clone().into_owned(),
+    ));
+    attributes.push(KeyValue::new(
+        semconv::rpc::METHOD,
+        method.clone().into_owned(),
+    ));
     Some(format!("{service}/{method}"))
 }
 
@@ -106,14 +122,17 @@ pub(crate) fn grpc_code_name(code: i32) -> &'static str {
 }
 
 /// The logical server host and port: the URI's authority (HTTP/2 `:authority`, absolute-form
-/// requests) or else the `Host` header.
+/// requests) or else the `Host` header. The host is at most [`MAX_ADDRESS_BYTES`].
 pub(crate) fn server_address(uri: &Uri, headers: &HeaderMap) -> Option<(String, Option<u16>)> {
+    let host = |authority: &http::uri::Authority| {
+        bounded(authority.host(), MAX_ADDRESS_BYTES).into_owned()
+    };
     if let Some(authority) = uri.authority() {
-        return Some((authority.host().to_owned(), authority.port_u16()));
+        return Some((host(authority), authority.port_u16()));
     }
-    let host = headers.get(header::HOST)?.to_str().ok()?;
-    let authority: http::uri::Authority = host.parse().ok()?;
-    Some((authority.host().to_owned(), authority.port_u16()))
+    let header = headers.get(header::HOST)?.to_str().ok()?;
+    let authority: http::uri::Authority = header.parse().ok()?;
+    Some((host(&authority), authority.port_u16()))
 }
 
 /// The default port for a scheme, used when the authority names none.
@@ -126,7 +145,7 @@ pub(crate) fn default_port(scheme: &str) -> Option<u16> {
 }
 
 /// The original client address: the first `for=` of `Forwarded`, else the first entry of
-/// `X-Forwarded-For`.
+/// `X-Forwarded-For`; at most [`MAX_ADDRESS_BYTES`] (the headers are the client's).
 pub(crate) fn forwarded_client(headers: &HeaderMap) -> Option<String> {
     if let Some(forwarded) = headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
         let first = forwarded.split(',').next().unwrap_or_default();
@@ -143,18 +162,18 @@ pub(crate) fn forwarded_client(headers: &HeaderMap) -> Option<String> {
                     value.split(':').next().unwrap_or(value)
                 };
                 if !host.is_empty() {
-                    return Some(host.to_owned());
+                    return Some(bounded(host, MAX_ADDRESS_BYTES).into_owned());
                 }
             }
         }
     }
     let xff = headers.get("x-forwarded-for")?.to_str().ok()?;
     let first = xff.split(',').next()?.trim();
-    (!first.is_empty()).then(|| first.to_owned())
+    (!first.is_empty()).then(|| bounded(first, MAX_ADDRESS_BYTES).into_owned())
 }
 
 /// `url.full` for a client request, without userinfo and with the values of
-/// credential-bearing query parameters replaced.
+/// credential-bearing query parameters replaced; at most [`MAX_URL_BYTES`].
 pub(crate) fn redacted_url(uri: &Uri) -> Option<String> {
     let scheme = uri.scheme_str()?;
     let authority = uri.authority()?;
@@ -177,6 +196,9 @@ pub(crate) fn redacted_url(uri: &Uri) -> Option<String> {
                 _ => url.push_str(pair),
             }
         }
+    }
+    if url.len() > MAX_URL_BYTES {
+        url = bounded(&url, MAX_URL_BYTES).into_owned();
     }
     Some(url)
 }
@@ -235,17 +257,21 @@ impl HeaderCapture {
         Self { headers }
     }
 
+    /// The captured headers: the first [`MAX_HEADER_VALUES`] values of each, each at most
+    /// [`MAX_HEADER_VALUE_BYTES`].
     pub(crate) fn attributes(&self, headers: &HeaderMap) -> Vec<KeyValue> {
         let mut out = Vec::new();
         for (name, key, redacted) in &self.headers {
             let values: Vec<StringValue> = headers
                 .get_all(name)
                 .iter()
+                .take(MAX_HEADER_VALUES)
                 .map(|v| {
                     if *redacted {
                         StringValue::from(REDACTED)
                     } else {
-                        StringValue::from(String::from_utf8_lossy(v.as_bytes()).into_owned())
+                        let value = String::from_utf8_lossy(v.as_bytes());
+                        StringValue::from(bounded(&value, MAX_HEADER_VALUE_BYTES).into_owned())
                     }
                 })
                 .collect();
@@ -317,6 +343,64 @@ mod tests {
         );
         let relative: Uri = "/v1/x".parse().unwrap();
         assert_eq!(redacted_url(&relative), None);
+    }
+
+    #[test]
+    fn client_strings_are_bounded() {
+        use crate::limits::{MAX_HEADER_VALUE_BYTES, MAX_HEADER_VALUES, TRUNCATED_MARKER};
+
+        let long = "a".repeat(5000);
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            format!("{long}, 10.0.0.1").parse().unwrap(),
+        );
+        let client = forwarded_client(&h).unwrap();
+        assert!(client.len() <= MAX_ADDRESS_BYTES && client.ends_with(TRUNCATED_MARKER));
+        h.insert(header::FORWARDED, format!("for={long}").parse().unwrap());
+        assert!(forwarded_client(&h).unwrap().len() <= MAX_ADDRESS_BYTES);
+
+        h.insert(header::HOST, format!("{long}:8080").parse().unwrap());
+        let (host, port) = server_address(&Uri::from_static("/"), &h).unwrap();
+        assert!(host.len() <= MAX_ADDRESS_BYTES);
+        assert_eq!(port, Some(8080));
+        let uri: Uri = format!("http://{long}/x").parse().unwrap();
+        assert!(server_address(&uri, &HeaderMap::new()).unwrap().0.len() <= MAX_ADDRESS_BYTES);
+
+        let uri: Uri = format!("https://api.example.com/{long}?key=s&q={long}")
+            .parse()
+            .unwrap();
+        let url = redacted_url(&uri).unwrap();
+        assert!(url.len() <= MAX_URL_BYTES && url.ends_with(TRUNCATED_MARKER));
+        assert!(!url.contains("key=s"));
+
+        let custom = Method::from_bytes(long.as_bytes()).unwrap();
+        assert!(method(&custom).1.unwrap().len() <= MAX_NAME_BYTES);
+
+        let mut attributes = Vec::new();
+        let name = push_grpc(&mut attributes, &format!("/{long}/{long}")).unwrap();
+        assert!(name.len() <= 2 * MAX_NAME_BYTES + 1);
+        assert!(
+            attributes
+                .iter()
+                .all(|kv| kv.value.as_str().len() <= MAX_NAME_BYTES)
+        );
+
+        let capture = HeaderCapture::new("p.", &[HeaderName::from_static("x-tenant")], &[]);
+        let mut h = HeaderMap::new();
+        for _ in 0..100 {
+            h.append("x-tenant", long.parse().unwrap());
+        }
+        let attrs = capture.attributes(&h);
+        let Value::Array(Array::String(values)) = &attrs[0].value else {
+            panic!("{attrs:?}");
+        };
+        assert_eq!(values.len(), MAX_HEADER_VALUES);
+        assert!(
+            values
+                .iter()
+                .all(|v| v.as_str().len() <= MAX_HEADER_VALUE_BYTES)
+        );
     }
 
     #[test]

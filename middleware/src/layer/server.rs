@@ -18,6 +18,7 @@ use super::body::TracedBody;
 use super::future::ResponseFuture;
 use super::span::{ExchangeSpan, Outcome, Side};
 use super::{boxed_tracer, default_tracer};
+use crate::limits::{MAX_URL_BYTES, MAX_USER_AGENT_BYTES, bounded};
 use crate::propagation;
 use crate::semconv;
 
@@ -405,10 +406,15 @@ fn start_server_span(
         semconv::http::URL_SCHEME,
         if scheme == "https" { "https" } else { "http" },
     ));
-    if let Some(route) = req.route {
-        attributes.push(KeyValue::new(semconv::http::ROUTE, route.to_owned()));
+    // The route is the caller's to fill: a template, or a path when it has nothing better.
+    let route = req.route.map(|route| bounded(route, MAX_URL_BYTES));
+    if let Some(route) = &route {
+        attributes.push(KeyValue::new(
+            semconv::http::ROUTE,
+            route.clone().into_owned(),
+        ));
     }
-    let name: Cow<'static, str> = match (grpc, req.route) {
+    let name: Cow<'static, str> = match (grpc, route) {
         (true, _) => {
             attrs::push_grpc(&mut attributes, path).map_or(Cow::Borrowed(method), Cow::Owned)
         }
@@ -440,7 +446,7 @@ fn recorded_attributes(req: &InboundRequest<'_>, scheme: &str) -> Vec<KeyValue> 
     let mut more = Vec::with_capacity(10);
     more.push(KeyValue::new(
         semconv::http::URL_PATH,
-        req.uri.path().to_owned(),
+        bounded(req.uri.path(), MAX_URL_BYTES).into_owned(),
     ));
     if let Some((host, port)) = attrs::server_address(req.uri, headers) {
         more.push(KeyValue::new(semconv::http::SERVER_ADDRESS, host));
@@ -460,7 +466,7 @@ fn recorded_attributes(req: &InboundRequest<'_>, scheme: &str) -> Vec<KeyValue> 
     {
         more.push(KeyValue::new(
             semconv::http::USER_AGENT_ORIGINAL,
-            agent.to_owned(),
+            bounded(agent, MAX_USER_AGENT_BYTES).into_owned(),
         ));
     }
     if let Some(peer) = req.peer {
