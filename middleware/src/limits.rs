@@ -43,6 +43,17 @@ pub const MAX_HEADER_VALUES: usize = 16;
 /// `exception.message` and other free-text messages that may echo the request, in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 1024;
 
+/// Distinct model names kept as metric label values by default; see
+/// [`GenAiMetrics::with_max_model_labels`](crate::genai::GenAiMetrics::with_max_model_labels).
+pub const DEFAULT_MAX_MODEL_LABELS: usize = 100;
+
+/// Distinct `error.type` values kept as metric label values (status codes, provider error
+/// types, transport failures); later new values are recorded as [`OTHER_LABEL`].
+pub const MAX_ERROR_TYPE_LABELS: usize = 64;
+
+/// The label value that stands for every value beyond a label's budget.
+pub const OTHER_LABEL: &str = "_OTHER";
+
 /// `value` when it fits in `max` bytes; otherwise its longest prefix that ends on a character
 /// boundary and leaves room for [`TRUNCATED_MARKER`], followed by the marker, so the result
 /// never exceeds `max` bytes (when `max` is smaller than the marker, the value is cut at `max`

@@ -454,3 +454,59 @@ async fn the_server_side_continues_the_callers_trace() {
         Some("server")
     );
 }
+
+#[tokio::test]
+async fn the_layer_bounds_model_labels() {
+    let rec = Recorder::new();
+    let exporter = InMemoryMetricExporter::default();
+    let meters = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(exporter.clone()).build())
+        .build();
+    let layer = GenAiLayer::client()
+        .with_tracer(rec.tracer())
+        .with_max_model_labels(2)
+        .with_meter(&meters.meter("test"));
+    let client = ServiceBuilder::new().layer(layer).service(provider(
+        openai_events(1),
+        Duration::ZERO,
+        Duration::ZERO,
+        Arc::default(),
+    ));
+    for model in ["a", "b", "c", "d", "a"] {
+        let request = Request::post("https://api.openai.com/v1/chat/completions")
+            .header("content-type", "application/json")
+            .body(Body::from(format!(
+                r#"{{"model":"{model}","stream":true,"messages":[]}}"#
+            )))
+            .unwrap();
+        let response = client.clone().oneshot(request).await.unwrap();
+        response.into_body().collect().await.unwrap();
+    }
+    meters.force_flush().unwrap();
+    let mut models = std::collections::BTreeSet::new();
+    for resource in exporter.get_finished_metrics().unwrap() {
+        for scope in resource.scope_metrics() {
+            for metric in scope
+                .metrics()
+                .filter(|m| m.name() == "gen_ai.client.operation.duration")
+            {
+                let AggregatedMetrics::F64(MetricData::Histogram(h)) = metric.data() else {
+                    panic!("not a histogram");
+                };
+                for point in h.data_points() {
+                    for kv in point.attributes() {
+                        if kv.key.as_str() == "gen_ai.request.model" {
+                            models.insert(kv.value.as_str().into_owned());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // The response model (`gpt-4o-2024-08-06`) takes one of the two places.
+    assert_eq!(
+        models.into_iter().collect::<Vec<_>>(),
+        ["_OTHER", "a"],
+        "request models"
+    );
+}

@@ -1,10 +1,17 @@
-//! The GenAI metric instruments, with the semantic conventions' bucket boundaries.
+//! The GenAI metric instruments, with the semantic conventions' bucket boundaries, and the
+//! bounded label sets that keep client-chosen values from multiplying the series.
 
-use opentelemetry::KeyValue;
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::sync::{Arc, PoisonError, RwLock};
+
 use opentelemetry::metrics::{Histogram, Meter};
+use opentelemetry::{Key, KeyValue, Value};
 
 use super::exchange::MetricValues;
-use crate::semconv::gen_ai::{TOKEN_TYPE, metrics as names};
+use crate::limits::{DEFAULT_MAX_MODEL_LABELS, MAX_ERROR_TYPE_LABELS, OTHER_LABEL};
+use crate::semconv::gen_ai::{REQUEST_MODEL, RESPONSE_MODEL, TOKEN_TYPE, metrics as names};
+use crate::semconv::http::ERROR_TYPE;
 
 const DURATION_BUCKETS: [f64; 14] = [
     0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
@@ -23,14 +30,23 @@ const SERVER_TTFT_BUCKETS: [f64; 16] = [
 /// The GenAI histograms. Build once per meter and share; record every exchange, sampled or
 /// not, so the metrics stay whole whatever the trace sampling does.
 ///
+/// Model names come from clients (and upstreams), so they are bounded as label values: the
+/// first [`DEFAULT_MAX_MODEL_LABELS`] distinct values of `gen_ai.request.model` and
+/// `gen_ai.response.model` (one budget for both) are recorded as they are, and any later new
+/// value as `_OTHER`; see [`with_max_model_labels`](Self::with_max_model_labels). `error.type`
+/// gets the same treatment with [`MAX_ERROR_TYPE_LABELS`] values. Clones share the sets.
+///
 /// ```
 /// use llmtrace::genai::GenAiMetrics;
 ///
-/// let metrics = GenAiMetrics::new(&opentelemetry::global::meter("llmtrace"));
+/// let metrics = GenAiMetrics::new(&opentelemetry::global::meter("llmtrace"))
+///     .with_max_model_labels(20);
 /// # let _ = metrics;
 /// ```
 #[derive(Debug, Clone)]
 pub struct GenAiMetrics {
+    models: Arc<LabelSet>,
+    error_types: Arc<LabelSet>,
     client_duration: Histogram<f64>,
     client_token_usage: Histogram<u64>,
     client_time_to_first_chunk: Histogram<f64>,
@@ -52,6 +68,8 @@ impl GenAiMetrics {
                 .build()
         };
         Self {
+            models: Arc::new(LabelSet::new(DEFAULT_MAX_MODEL_LABELS)),
+            error_types: Arc::new(LabelSet::new(MAX_ERROR_TYPE_LABELS)),
             client_duration: seconds(
                 names::CLIENT_OPERATION_DURATION,
                 "GenAI operation duration.",
@@ -91,12 +109,48 @@ impl GenAiMetrics {
         }
     }
 
+    /// Keeps at most `max` distinct model names as label values (default
+    /// [`DEFAULT_MAX_MODEL_LABELS`]): the first `max` seen are recorded as they are, any other
+    /// as `_OTHER`, so clients naming ever new models cannot create ever new series. The
+    /// budget is shared by `gen_ai.request.model` and `gen_ai.response.model`.
+    ///
+    /// Starts a new, empty set: call it before cloning (clones share the set they were made
+    /// with).
+    pub fn with_max_model_labels(mut self, max: usize) -> Self {
+        self.models = Arc::new(LabelSet::new(max));
+        self
+    }
+
+    /// The attributes to record: client-derived values bounded in cardinality.
+    fn bounded_attributes<'a>(&self, attributes: &'a [KeyValue]) -> Cow<'a, [KeyValue]> {
+        let set = |key: &Key| match key.as_str() {
+            REQUEST_MODEL | RESPONSE_MODEL => Some(&*self.models),
+            ERROR_TYPE => Some(&*self.error_types),
+            _ => None,
+        };
+        let over = |kv: &KeyValue| set(&kv.key).is_some_and(|set| !set.admit(&kv.value));
+        if !attributes.iter().any(over) {
+            return Cow::Borrowed(attributes);
+        }
+        Cow::Owned(
+            attributes
+                .iter()
+                .map(|kv| match set(&kv.key) {
+                    Some(set) if !set.admit(&kv.value) => {
+                        KeyValue::new(kv.key.clone(), OTHER_LABEL)
+                    }
+                    _ => kv.clone(),
+                })
+                .collect(),
+        )
+    }
+
     /// Records a client-side exchange (we called a provider).
     ///
     /// `time_per_output_chunk` is recorded once per gap between content chunks, replayed at
     /// the end of the stream from the stream's gap histogram (values within 6.25 %).
     pub fn record_client(&self, values: &MetricValues) {
-        let attributes = &values.attributes;
+        let attributes = &*self.bounded_attributes(&values.attributes);
         self.client_duration
             .record(values.duration.as_secs_f64(), attributes);
         self.record_tokens(values, attributes);
@@ -116,7 +170,7 @@ impl GenAiMetrics {
 
     /// Records a server-side exchange (we served an LLM API).
     pub fn record_server(&self, values: &MetricValues) {
-        let attributes = &values.attributes;
+        let attributes = &*self.bounded_attributes(&values.attributes);
         self.server_duration
             .record(values.duration.as_secs_f64(), attributes);
         let failed = attributes
@@ -146,5 +200,63 @@ impl GenAiMetrics {
                 self.client_token_usage.record(count, &with_type);
             }
         }
+    }
+}
+
+/// Label values admitted as they are: the first `max` distinct ones.
+#[derive(Debug)]
+struct LabelSet {
+    max: usize,
+    known: RwLock<HashSet<Box<str>>>,
+}
+
+impl LabelSet {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            known: RwLock::new(HashSet::new()),
+        }
+    }
+
+    /// Whether `value` may be recorded as it is: it is known, or there is room to learn it.
+    fn admit(&self, value: &Value) -> bool {
+        let value = value.as_str();
+        // Fast path: a known value (or a full set) needs only the read lock.
+        {
+            let known = self.known.read().unwrap_or_else(PoisonError::into_inner);
+            if known.contains(&*value) {
+                return true;
+            }
+            if known.len() >= self.max {
+                return false;
+            }
+        }
+        let mut known = self.known.write().unwrap_or_else(PoisonError::into_inner);
+        if known.contains(&*value) {
+            return true;
+        }
+        if known.len() >= self.max {
+            return false;
+        }
+        known.insert(value.into());
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_values_are_kept_and_later_ones_are_not() {
+        let set = LabelSet::new(2);
+        let v = |s: &'static str| Value::from(s);
+        assert!(set.admit(&v("a")));
+        assert!(set.admit(&v("b")));
+        assert!(set.admit(&v("a")));
+        assert!(!set.admit(&v("c")));
+        assert!(set.admit(&v("b")));
+        let none = LabelSet::new(0);
+        assert!(!none.admit(&v("a")));
     }
 }

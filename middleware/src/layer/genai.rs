@@ -68,6 +68,8 @@ pub struct GenAiRecorder {
     tracer: BoxedTracer,
     config: Arc<GenAiConfig>,
     metrics: Option<GenAiMetrics>,
+    /// Applied to the instruments [`GenAiLayer::with_meter`] builds.
+    max_model_labels: Option<usize>,
     provider: Option<Provider>,
     max_request_bytes: usize,
 }
@@ -144,6 +146,7 @@ impl GenAiLayer {
                     ..GenAiConfig::default()
                 }),
                 metrics: None,
+                max_model_labels: None,
                 provider: None,
                 max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             }),
@@ -168,12 +171,35 @@ impl GenAiLayer {
     /// Records the GenAI metrics on instruments from `meter`.
     pub fn with_meter(self, meter: &opentelemetry::metrics::Meter) -> Self {
         let metrics = GenAiMetrics::new(meter);
-        self.update(|s| s.metrics = Some(metrics))
+        self.update(|s| {
+            s.metrics = Some(match s.max_model_labels {
+                Some(max) => metrics.with_max_model_labels(max),
+                None => metrics,
+            })
+        })
+    }
+
+    /// Keeps at most `max` distinct model names as metric label values (default
+    /// [`DEFAULT_MAX_MODEL_LABELS`](crate::limits::DEFAULT_MAX_MODEL_LABELS)); later new names
+    /// are recorded as `_OTHER`. See [`GenAiMetrics::with_max_model_labels`]. Applies to the
+    /// instruments of [`with_meter`](Self::with_meter) or [`with_metrics`](Self::with_metrics),
+    /// before or after this call (instruments given later keep their own setting only when
+    /// this was not called).
+    pub fn with_max_model_labels(self, max: usize) -> Self {
+        self.update(|s| {
+            s.max_model_labels = Some(max);
+            s.metrics = s.metrics.take().map(|m| m.with_max_model_labels(max));
+        })
     }
 
     /// Records the GenAI metrics on these (shared) instruments.
     pub fn with_metrics(self, metrics: GenAiMetrics) -> Self {
-        self.update(|s| s.metrics = Some(metrics))
+        self.update(|s| {
+            s.metrics = Some(match s.max_model_labels {
+                Some(max) => metrics.with_max_model_labels(max),
+                None => metrics,
+            })
+        })
     }
 
     /// How exchanges are observed (content capture, token events, stall threshold, ...).
