@@ -126,8 +126,10 @@ done
 ready=$(date +%s)
 echo "e2e: Phoenix up in $((ready - built)) s: $phoenix_url (OTLP/HTTP $phoenix_url/v1/traces, OTLP/gRPC 127.0.0.1:$grpc_port)"
 
-# The mock provider, on a port of its own choosing; its first line names it.
-"$mock_bin" 127.0.0.1:0 >"$tmp/mock.log" 2>&1 &
+# The mock provider, on a port of its own choosing; its first line names it. It keeps the last
+# 64 requests for GET /__mock/requests (pytest sends 10, small): test_phoenix.py checks that each
+# reached it as the client sent it.
+"$mock_bin" 127.0.0.1:0 --keep-requests 64 >"$tmp/mock.log" 2>&1 &
 pids+=("$!")
 mock_url=""
 for _ in $(seq 1 100); do
@@ -174,6 +176,7 @@ done
 cd "$here"
 status=0
 LLMTRACE_E2E_PHOENIX_URL="$phoenix_url" \
+LLMTRACE_E2E_MOCK_URL="$mock_url" \
 LLMTRACE_E2E_GRPC_PROXY="http://127.0.0.1:$proxy_grpc_port" \
 LLMTRACE_E2E_GRPC_PROJECT="$grpc_project" \
 LLMTRACE_E2E_GRPC_LOG="$tmp/proxy-grpc.log" \

@@ -5,6 +5,9 @@ and passes their addresses in LLMTRACE_E2E_* variables. For each protocol this m
 five requests through that protocol's proxy, then reads the spans back from Phoenix's REST API
 (`GET /v1/projects/{project}/spans`) and checks names, parentage, trace ids and attributes.
 
+Each request sends its own `x-request-id`; the mock's log (`GET /__mock/requests`) shows that
+the proxy forwarded it as the client sent it (tests/sdk/upstream.py).
+
 Phoenix returns `attributes` as one flat JSON object keyed by the full dotted OpenTelemetry
 name (`"gen_ai.usage.input_tokens": 1`), array attributes as JSON arrays; it adds OpenInference
 attributes of its own (`llm.token_count.prompt`, ...) and rewrites span kinds (LLM, UNKNOWN),
@@ -18,13 +21,19 @@ import os
 import pathlib
 import re
 import secrets
+import sys
 import time
 from dataclasses import dataclass, field
 
 import httpx
 import pytest
 
+# Standard library only, shared with tests/sdk.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "sdk"))
+from upstream import assert_forwarded_exactly, upstream_received  # noqa: E402
+
 PHOENIX_URL = os.environ.get("LLMTRACE_E2E_PHOENIX_URL", "")
+MOCK_URL = os.environ.get("LLMTRACE_E2E_MOCK_URL", "")
 PROTOCOLS = ["grpc", "http"]
 
 # The proxy batches spans (BatchSpanProcessor, 5 s by default); Phoenix inserts asynchronously.
@@ -35,6 +44,17 @@ if not PHOENIX_URL:
 
 
 @dataclass
+class ClientRequest:
+    """A request as the client sent it (what `assert_forwarded_exactly` compares)."""
+
+    method: str
+    path: str
+    request_headers: list
+    request_body: bytes
+    request_id: str
+
+
+@dataclass
 class Sent:
     """One request sent through the proxy and what the client saw."""
 
@@ -42,6 +62,7 @@ class Sent:
     status: int
     trace_id: str
     body: bytes
+    request: ClientRequest | None = None
     caller_parent: str | None = None
     caller_trace: str | None = None
 
@@ -80,7 +101,7 @@ def _proxy_log(protocol: str) -> str:
     return "\n".join(lines[-25:])
 
 
-def _send_traffic(client: httpx.Client) -> dict[str, Sent]:
+def _send_traffic(client: httpx.Client, protocol: str) -> dict[str, Sent]:
     openai = {"content-type": "application/json", "authorization": "Bearer sk-e2e"}
     anthropic = {
         "content-type": "application/json",
@@ -111,10 +132,14 @@ def _send_traffic(client: httpx.Client) -> dict[str, Sent]:
     ]
     sent = {}
     for label, path, headers, body in requests:
+        request_id = f"e2e-{protocol}-{label}-{secrets.token_hex(8)}"
+        headers = {**headers, "x-request-id": request_id}
         with client.stream("POST", path, headers=headers, json=body) as response:
             data = response.read()
             trace_id = response.headers.get("x-llmtrace-trace-id", "")
-            sent[label] = Sent(label, response.status_code, trace_id, data)
+            r = response.request
+            request = ClientRequest(r.method, r.url.raw_path.decode(), list(r.headers.raw), r.content, request_id)
+            sent[label] = Sent(label, response.status_code, trace_id, data, request)
     sent["traceparent"].caller_parent = caller_span
     sent["traceparent"].caller_trace = caller_trace
     return sent
@@ -143,7 +168,7 @@ def run(request) -> Run:
     result = Run(protocol, _env(protocol, "PROJECT"))
     try:
         with httpx.Client(base_url=_env(protocol, "PROXY"), timeout=30) as client:
-            result.sent = _send_traffic(client)
+            result.sent = _send_traffic(client, protocol)
     except httpx.TransportError as error:
         pytest.fail(
             f"the {protocol} proxy did not answer ({error!r}); its output:\n{_proxy_log(protocol)}",
@@ -188,6 +213,13 @@ def test_responses_and_trace_id_headers(run: Run):
     for s in run.sent.values():
         assert len(s.trace_id) == 32 and int(s.trace_id, 16), f"{s.label}: x-llmtrace-trace-id {s.trace_id!r}"
     assert len({s.trace_id for s in run.sent.values()}) == len(run.sent), "trace ids are not distinct"
+
+
+def test_upstream_received_what_the_client_sent(run: Run):
+    for s in run.sent.values():
+        found = upstream_received(MOCK_URL, s.request.request_id)
+        assert len(found) == 1, f"{s.label}: the mock received {len(found)} requests with its x-request-id"
+        assert_forwarded_exactly(s.request, found[0])
 
 
 # --- what Phoenix holds ----------------------------------------------------------------------

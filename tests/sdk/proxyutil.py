@@ -1,8 +1,12 @@
 """Helpers for the tests that go through llmtrace-proxy.
 
 - `Recorder`: an httpx2 transport for the SDKs that keeps every request as sent and every
-  response's raw bytes as the SDK read them (so a test compares exactly what the client got).
+  response's raw bytes as the SDK read them (so a test compares exactly what the client got);
+  over HTTP/1.1, or HTTP/2 with prior knowledge (h2c).
 - `replay`: sends a recorded request, byte for byte, to another base URL (the mock directly).
+- `assert_transparent`: the client got the mock's own answer, and the mock got the client's
+  request (`assert_upstream_got`: `upstream_received` + `assert_forwarded_exactly`, from
+  upstream.py, which tests/e2e uses too).
 - `Spans`: reads the proxy's JSON-lines spans file, waiting for a trace's spans to be exported.
 - `Proxy`: starts and stops an `llmtrace-proxy` process on a free port.
 """
@@ -18,6 +22,8 @@ import tempfile
 import time
 
 import httpx2
+
+from upstream import assert_forwarded_exactly, request_id_of, upstream_received
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -38,10 +44,16 @@ class Exchange:
     # Closed before the end of the body was read (the OpenAI SDK also closes a stream after
     # `[DONE]` without reading the chunked terminator: compare lengths, not this flag alone).
     closed_early: bool = False
+    # "HTTP/1.1" or "HTTP/2", as the connection to the proxy spoke it.
+    http_version: str = ""
 
     @property
     def path(self):
         return httpx2.URL(self.url).raw_path.decode()
+
+    @property
+    def request_id(self):
+        return request_id_of(self)
 
     @property
     def trace_id(self):
@@ -67,10 +79,14 @@ class _Tee(httpx2.SyncByteStream):
 
 
 class Recorder(httpx2.BaseTransport):
-    """Pass as `http_client=httpx2.Client(transport=Recorder())` to an SDK client."""
+    """Pass as `http_client=httpx2.Client(transport=Recorder())` to an SDK client.
 
-    def __init__(self):
-        self.inner = httpx2.HTTPTransport()
+    `http2=True`: HTTP/2 only, with prior knowledge over cleartext (h2c), as the proxy accepts
+    on its one port (needs the `h2` package).
+    """
+
+    def __init__(self, http2=False):
+        self.inner = httpx2.HTTPTransport(http1=not http2, http2=http2)
         self.exchanges = []
 
     def handle_request(self, request):
@@ -79,6 +95,7 @@ class Recorder(httpx2.BaseTransport):
         self.exchanges.append(exchange)
         response = self.inner.handle_request(request)
         exchange.status = response.status_code
+        exchange.http_version = response.extensions.get("http_version", b"").decode()
         exchange.headers = {k.lower(): v for k, v in response.headers.items()}
         response.stream = _Tee(response.stream, exchange)
         return response
@@ -108,6 +125,44 @@ def replay(exchange, base_url, timeout=30):
 
 def comparable_headers(headers):
     return {k: v for k, v in headers.items() if k not in HOP_HEADERS | PROXY_HEADERS}
+
+
+def assert_upstream_got(exchange, mock_url, allow_usage_splice=False):
+    """The mock received exactly one request with the exchange's `x-request-id`, and it is the
+    client's (see `assert_forwarded_exactly`). Returns it."""
+    found = upstream_received(mock_url, exchange.request_id)
+    assert len(found) == 1, (
+        f"{exchange.method} {exchange.path}: the upstream received {len(found)} requests with "
+        f"x-request-id {exchange.request_id}, not 1"
+    )
+    assert_forwarded_exactly(exchange, found[0], allow_usage_splice=allow_usage_splice)
+    return found[0]
+
+
+def assert_transparent(exchange, mock_url, cut_short=False, allow_usage_splice=False):
+    """Both ways through the proxy, nothing changed.
+
+    First the request: the mock received the client's bytes (`assert_upstream_got`; with
+    `allow_usage_splice`, an OpenAI stream request may have `include_usage` spliced in). Then the
+    answer: the bytes (and headers) the SDK got through the proxy are the mock's own answer to
+    the same request sent to it directly (`x-mock-seed` makes them repeat). For an OpenAI stream
+    whose client did not ask for usage, the proxy asks for it upstream and removes what that
+    adds (the usage chunk, `"usage":null` in every chunk): the bytes are the same all the same.
+    Returns the direct answer's body.
+    """
+    # Before the replay: it sends the same x-request-id to the mock.
+    assert_upstream_got(exchange, mock_url, allow_usage_splice=allow_usage_splice)
+    status, headers, direct = replay(exchange, mock_url)
+    assert exchange.status == status
+    assert comparable_headers(exchange.headers) == comparable_headers(headers)
+    got = bytes(exchange.body)
+    if cut_short:
+        assert exchange.closed_early
+        assert 0 < len(got) < len(direct)
+        assert direct.startswith(got), f"through the proxy:\n{got[:2000]!r}\ndirect:\n{direct[:2000]!r}"
+    else:
+        assert got == direct, f"through the proxy:\n{got[:4000]!r}\ndirect:\n{direct[:4000]!r}"
+    return direct
 
 
 # === spans ===

@@ -8,7 +8,8 @@
 # picks; the mock prints it) and the proxy in front of it on another (JSON-lines spans into a
 # temp file), runs pytest with LLMTRACE_MOCK_URL, LLMTRACE_PROXY_URL, LLMTRACE_SPANS_FILE and
 # LLMTRACE_PROXY_BIN (test_collector_down.py starts more proxies), and stops both. Exits with
-# pytest's code. Honours CARGO_TARGET_DIR.
+# pytest's code. Honours CARGO_TARGET_DIR, and LLMTRACE_PROXY_BIN (a proxy binary to test instead
+# of the one it builds).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -24,7 +25,8 @@ fi
 target="${CARGO_TARGET_DIR:-$root/target}"
 case "$target" in /*) ;; *) target="$root/$target" ;; esac
 binary="$target/debug/examples/mock_upstream"
-proxy_binary="$target/debug/llmtrace-proxy"
+# LLMTRACE_PROXY_BIN: another build of the proxy to test (an older commit's, say).
+proxy_binary="${LLMTRACE_PROXY_BIN:-$target/debug/llmtrace-proxy}"
 
 log="$(mktemp)"
 proxy_log="$(mktemp)"
@@ -47,7 +49,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$binary" 127.0.0.1:0 >"$log" 2>&1 &
+# The mock keeps the last 32 requests whole for GET /__mock/requests (at most ~160 MB with the
+# 5 MB bodies of test_fidelity.py); each test reads its own right after sending it.
+"$binary" 127.0.0.1:0 --keep-requests 32 >"$log" 2>&1 &
 mock_pid=$!
 
 url=""

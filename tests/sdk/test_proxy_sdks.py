@@ -2,6 +2,8 @@
 
 For every request:
 - what the SDK makes of the answer (as test_mock_sdks.py checks against the mock directly);
+- the mock received exactly the client's request (method, path, body bytes, end-to-end
+  headers), found in its log by the `x-request-id` every request sends;
 - the proxy is transparent: the raw response bytes the SDK read through the proxy equal those
   the mock sends for the identical request sent to it directly (`x-mock-seed` makes the mock's
   ids and timestamps repeat), and so do the headers, except the proxy's own
@@ -20,7 +22,7 @@ import httpx2
 import openai
 import pytest
 
-from proxyutil import Recorder, comparable_headers, replay, span_tree
+from proxyutil import Recorder, assert_transparent, assert_upstream_got, span_tree
 
 API_KEY = "sk-test-" + secrets.token_hex(20)
 ANTHROPIC_KEY = "sk-ant-test-" + secrets.token_hex(20)
@@ -36,8 +38,11 @@ _seeds = itertools.count(1000)
 
 
 def controls(**kw):
-    """x-mock-* headers: fast timing, a fresh seed, and the given controls."""
-    h = {"x-mock-ttft-ms": "5", "x-mock-gap-ms": "1", "x-mock-seed": str(next(_seeds))}
+    """x-mock-* headers: fast timing, a fresh seed, and the given controls; and a fresh
+    x-request-id (forwarded as is: it finds the request in the mock's log)."""
+    seed = next(_seeds)
+    h = {"x-mock-ttft-ms": "5", "x-mock-gap-ms": "1", "x-mock-seed": str(seed)}
+    h["x-request-id"] = f"sdk-proxy-{seed}-{secrets.token_hex(8)}"
     h.update({f"x-mock-{k.replace('_', '-')}": str(v) for k, v in kw.items()})
     return h
 
@@ -59,26 +64,6 @@ def oai(proxy_url, rec):
 def claude(proxy_url, rec):
     http = httpx2.Client(transport=rec, timeout=30)
     return anthropic.Anthropic(base_url=proxy_url, api_key=ANTHROPIC_KEY, max_retries=0, http_client=http)
-
-
-def assert_transparent(exchange, mock_url, cut_short=False):
-    """The bytes (and headers) the SDK got through the proxy are the mock's own answer.
-
-    For an OpenAI stream whose client did not ask for usage, the proxy asks for it upstream
-    and removes what that adds (the usage chunk, `"usage":null` in every chunk): the bytes are
-    the same all the same.
-    """
-    status, headers, direct = replay(exchange, mock_url)
-    assert exchange.status == status
-    assert comparable_headers(exchange.headers) == comparable_headers(headers)
-    got = bytes(exchange.body)
-    if cut_short:
-        assert exchange.closed_early
-        assert 0 < len(got) < len(direct)
-        assert direct.startswith(got), f"through the proxy:\n{got!r}\ndirect:\n{direct!r}"
-    else:
-        assert got == direct, f"through the proxy:\n{got!r}\ndirect:\n{direct!r}"
-    return direct
 
 
 def trace_of(exchange, spans, server_name, client_name):
@@ -119,7 +104,10 @@ def test_chat_stream_without_include_usage(oai, rec, mock_url, spans):
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == DEFAULT_TEXT
     assert all(c.usage is None for c in chunks), "no usage chunk reaches a client that did not ask"
     assert chunks[-1].choices[0].finish_reason == "stop"
-    direct = assert_transparent(rec.last, mock_url)
+    # The proxy asked upstream for usage: the body differs by exactly that splice.
+    upstream = assert_upstream_got(rec.last, mock_url, allow_usage_splice=True)
+    assert json.loads(upstream["body"])["stream_options"] == {"include_usage": True}
+    direct = assert_transparent(rec.last, mock_url, allow_usage_splice=True)
     assert direct.endswith(b"data: [DONE]\n\n")
 
     server, client = trace_of(rec.last, spans, "POST /v1/chat/completions", "chat gpt-4o")
@@ -224,7 +212,7 @@ def test_500(oai, rec, mock_url, spans):
         oai.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True, extra_headers=controls(fault=500))
     assert caught.value.status_code == 500
     assert caught.value.type == "server_error"
-    assert_transparent(rec.last, mock_url)
+    assert_transparent(rec.last, mock_url, allow_usage_splice=True)
 
     server, client = trace_of(rec.last, spans, "POST /v1/chat/completions", "chat gpt-4o")
     assert is_error(client) and client["attributes"]["error.type"]
@@ -244,7 +232,7 @@ def test_client_disconnect_mid_stream(oai, rec, mock_url, spans):
             break
     stream.close()
     assert "".join(received) == "tok0 tok1"  # after the role chunk
-    assert_transparent(rec.last, mock_url, cut_short=True)
+    assert_transparent(rec.last, mock_url, cut_short=True, allow_usage_splice=True)
 
     server, client = trace_of(rec.last, spans, "POST /v1/chat/completions", "chat gpt-4o")
     for span in (server, client):
