@@ -39,7 +39,7 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps
 LLMTRACE_FUZZ_SECONDS="${LLMTRACE_FUZZ_SECONDS:-20}"
 if [ "$LLMTRACE_FUZZ_SECONDS" != "0" ]; then
   command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz --version 0.13.2
-  for target in header_parsers sse_decoder genai_observer; do
+  for target in header_parsers sse_decoder genai_observer usage_splice; do
     step "fuzz $target for ${LLMTRACE_FUZZ_SECONDS}s"
     (cd middleware/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- \
         -max_total_time="${LLMTRACE_FUZZ_SECONDS}")

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
+use llmtrace_examples::gateway::{assert_forwarded, free_addr, start_gateway, wait_listening};
 use llmtrace_mock::{MockConfig, MockServer};
 use llmtrace_proxy::Config;
 use opentelemetry::Value;
@@ -39,39 +40,7 @@ async fn start_full(
     (mock, listen)
 }
 
-/// Starts the gateway for `Config::single(url)` edited by `edit`; returns its address and state.
-async fn start_gateway(
-    telemetry: &llmtrace_proxy::Telemetry,
-    url: &str,
-    edit: impl FnOnce(&mut Config),
-) -> (SocketAddr, llmtrace_proxy::admin::AdminState) {
-    let listen = free_addr();
-    let mut config = Config::single(&listen.to_string(), url, None).unwrap();
-    edit(&mut config);
-    config.validate().unwrap();
-    let built = llmtrace_proxy::build_server(Arc::new(config), telemetry).unwrap();
-    let state = built.state.clone();
-    let server = built.server;
-    std::thread::spawn(move || server.run_forever());
-    wait_listening(listen).await;
-    (listen, state)
-}
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-async fn wait_listening(addr: SocketAddr) {
-    for _ in 0..300 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+const CHAT_WITH_USAGE: &str = r#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#;
 
 /// The GenAI (CLIENT) span among `spans`.
 fn genai_span(spans: &[opentelemetry_sdk::trace::SpanData]) -> &opentelemetry_sdk::trace::SpanData {
@@ -98,12 +67,15 @@ async fn a_streamed_chat_through_the_proxy_forms_one_trace() {
     let request = http::Request::post(format!("http://{proxy}/v1/chat/completions"))
         .header("content-type", "application/json")
         .header("authorization", "Bearer sk-live-secret")
-        .header("traceparent", format!("00-{caller_trace}-b7ad6b7169203331-01"))
+        .header(
+            "traceparent",
+            format!("00-{caller_trace}-b7ad6b7169203331-01"),
+        )
         .header("x-mock-ttft-ms", "150")
         .header("x-mock-gap-ms", "20")
         .header("x-mock-tokens", "10")
         .header("x-request-id", "client-req-1")
-        .body(Full::from(r#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#))
+        .body(Full::from(CHAT_WITH_USAGE))
         .unwrap();
     let response = client.request(request).await.unwrap();
     assert_eq!(response.status(), 200);
@@ -145,6 +117,7 @@ async fn a_streamed_chat_through_the_proxy_forms_one_trace() {
     // Upstream got the GenAI span as parent, and the request id.
     let received = mock.received_requests();
     let upstream = received.last().unwrap();
+    assert_forwarded(CHAT_WITH_USAGE.as_bytes(), &upstream.body, false);
     let traceparent = upstream.headers["traceparent"].to_str().unwrap();
     assert_eq!(
         traceparent,
@@ -257,8 +230,12 @@ async fn usage_is_asked_for_upstream_and_its_chunk_never_reaches_the_client() {
     );
     assert!(body.ends_with("data: [DONE]\n\n"));
     let upstream = mock.received_requests();
-    let sent: serde_json::Value = serde_json::from_slice(&upstream.last().unwrap().body).unwrap();
-    assert_eq!(sent["stream_options"]["include_usage"], true);
+    // Exactly the usage member was added; every other byte is the client's.
+    assert_forwarded(
+        br#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+        &upstream.last().unwrap().body,
+        true,
+    );
     let spans = rec.wait_for(2).await;
     let genai = genai_span(&spans);
     assert_eq!(
@@ -340,6 +317,7 @@ async fn only_configured_routes_and_keys_pass_and_upstream_credentials_replace_t
         received[0].headers["authorization"],
         "Bearer sk-upstream-secret"
     );
+    assert_forwarded(chat.as_bytes(), &received[0].body, false);
     tokio::time::sleep(Duration::from_millis(100)).await;
     // Each refusal has its SERVER span with the status and the reason.
     let spans = rec.spans();

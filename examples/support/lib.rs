@@ -2,6 +2,7 @@
 
 pub mod chain;
 pub mod completion;
+pub mod gateway;
 pub mod telemetry;
 pub mod trace_context;
 

@@ -45,11 +45,15 @@ pub const MAX_MESSAGE_BYTES: usize = 1024;
 
 /// Distinct model names kept as metric label values by default; see
 /// [`GenAiMetrics::with_max_model_labels`](crate::genai::GenAiMetrics::with_max_model_labels).
-pub const DEFAULT_MAX_MODEL_LABELS: usize = 100;
+pub const DEFAULT_MAX_MODEL_LABELS: usize = 64;
 
 /// Distinct `error.type` values kept as metric label values (status codes, provider error
 /// types, transport failures); later new values are recorded as [`OTHER_LABEL`].
 pub const MAX_ERROR_TYPE_LABELS: usize = 64;
+
+/// A client-derived metric label value (a model name, an error type), in bytes: every series
+/// repeats its labels on each line of a scrape, so these are shorter than on spans.
+pub const MAX_LABEL_BYTES: usize = 64;
 
 /// The label value that stands for every value beyond a label's budget.
 pub const OTHER_LABEL: &str = "_OTHER";

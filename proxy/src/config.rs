@@ -123,6 +123,10 @@ pub struct TelemetryConfig {
     /// `http.request.header.<name>`, so sampling rules can match them (a user tier, a
     /// tenant). Credentials are always `[REDACTED]`.
     pub capture_request_headers: Vec<String>,
+    /// Distinct model names kept as metric label values (default 100): clients choose model
+    /// names, so later new ones are counted under `_OTHER` instead of making new series. Span
+    /// attributes keep every name (cut at 256 bytes).
+    pub max_model_labels: usize,
 }
 
 impl Default for TelemetryConfig {
@@ -135,6 +139,7 @@ impl Default for TelemetryConfig {
             inject_stream_usage: true,
             access_log: true,
             capture_request_headers: Vec::new(),
+            max_model_labels: llmtrace::limits::DEFAULT_MAX_MODEL_LABELS,
         }
     }
 }

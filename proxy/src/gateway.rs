@@ -133,6 +133,8 @@ pub struct RequestCtx {
     prompt_hash: Option<String>,
     /// Set when the gateway asked upstream for usage: the usage chunk is removed again.
     usage_filter: Option<UsageChunkFilter>,
+    /// `llmtrace.usage.injection`: whether usage was spliced in (and removed), or why not.
+    usage_injection: Option<String>,
     status: u16,
     summary: Option<Summary>,
     upstream_sent: Option<Instant>,
@@ -417,10 +419,7 @@ impl ProxyHttp for Gateway {
             // Released at the cap: it went through untouched.
             _ => "skipped:too_large".to_owned(),
         };
-        if let Some(cx) = genai.context() {
-            cx.span()
-                .set_attribute(KeyValue::new(semconv::llmtrace::USAGE_INJECTION, outcome));
-        }
+        ctx.usage_injection = Some(outcome);
         Ok(())
     }
 
@@ -536,12 +535,7 @@ impl ProxyHttp for Gateway {
                 // Asked for identity, got compressed bytes: they pass untouched, usage chunk
                 // included, and the span says so.
                 ctx.usage_filter = None;
-                if let Some(cx) = ctx.genai.as_ref().and_then(GenAiSpan::context) {
-                    cx.span().set_attribute(KeyValue::new(
-                        semconv::llmtrace::USAGE_INJECTION,
-                        "added:not_removed:compressed",
-                    ));
-                }
+                ctx.usage_injection = Some("added:not_removed:compressed".to_owned());
             } else {
                 // The body changes length: it goes out chunked.
                 upstream_response.remove_header(&http::header::CONTENT_LENGTH);
@@ -638,7 +632,8 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let upstream = ctx.target.map(|i| &self.targets[i]);
-        let Some(reply) = failure_reply(e, upstream) else {
+        let limit = self.config.server.max_request_body_bytes;
+        let Some(reply) = failure_reply(e, upstream, limit) else {
             // The client is gone: nobody to answer.
             return FailToProxy {
                 error_code: 0,
@@ -662,7 +657,9 @@ impl ProxyHttp for Gateway {
                 Err(e) => Err(e),
             };
             // A client that is gone by now gets nothing; the span still ends in `logging`.
-            let _ = written;
+            if written.is_ok() {
+                drain_briefly(session).await;
+            }
         }
         FailToProxy {
             error_code: reply.status,
@@ -822,6 +819,7 @@ impl Gateway {
             .write_response_header(Box::new(header), false)
             .await?;
         session.write_response_body(Some(body), true).await?;
+        drain_briefly(session).await;
         Ok(true)
     }
 
@@ -885,6 +883,12 @@ fn record_gateway_time(genai: &GenAiSpan, ctx: &RequestCtx) {
         return;
     };
     let span = cx.span();
+    if let Some(outcome) = &ctx.usage_injection {
+        span.set_attribute(KeyValue::new(
+            semconv::llmtrace::USAGE_INJECTION,
+            outcome.clone(),
+        ));
+    }
     let micros = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
     if let (Some(received), Some(selected)) = (ctx.received, ctx.peer_selected) {
         span.set_attribute(KeyValue::new(
@@ -999,6 +1003,23 @@ fn is_encoded(headers: &http::HeaderMap) -> bool {
         })
 }
 
+/// After answering early (a refusal, a body over the limit), reads and discards what the
+/// client is still sending, for at most 1 s and 64 MiB, before the connection closes:
+/// closing a socket with unread bytes resets it, and a reset can destroy the answer in the
+/// client's receive buffer before the client reads it.
+async fn drain_briefly(session: &mut Session) {
+    const MAX_TIME: Duration = Duration::from_secs(1);
+    const MAX_BYTES: usize = 64 << 20;
+    let deadline = tokio::time::Instant::now() + MAX_TIME;
+    let mut drained = 0usize;
+    while drained <= MAX_BYTES && !session.is_body_done() {
+        match tokio::time::timeout_at(deadline, session.read_request_body()).await {
+            Ok(Ok(Some(chunk))) => drained += chunk.len(),
+            _ => break,
+        }
+    }
+}
+
 /// The request's host: the URI's authority (HTTP/2, absolute form) or the `Host` header.
 fn request_host(req: &RequestHeader) -> Option<&str> {
     req.uri.host().or_else(|| {
@@ -1064,17 +1085,10 @@ fn prompt_hash(body: &[u8]) -> String {
 }
 
 /// The gateway's answer for a failed exchange, or `None` when the client is gone.
-fn failure_reply(e: &Error, upstream: Option<&Target>) -> Option<GatewayReply> {
+fn failure_reply(e: &Error, upstream: Option<&Target>, limit: usize) -> Option<GatewayReply> {
     let name = upstream.map_or("", |t| t.name.as_str());
     let reply = match e.etype() {
-        ErrorType::HTTPStatus(413) => GatewayReply::new(
-            413,
-            "request_too_large",
-            e.context.as_ref().map_or_else(
-                || "request body too large".to_owned(),
-                |c| c.as_str().to_owned(),
-            ),
-        ),
+        ErrorType::HTTPStatus(413) => too_large(limit),
         ErrorType::HTTPStatus(status) => GatewayReply::new(
             *status,
             "upstream_error",

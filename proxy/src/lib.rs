@@ -97,6 +97,7 @@ pub fn build_server(
             ..GenAiConfig::default()
         })
         .with_meter(&meter)
+        .with_max_model_labels(config.telemetry.max_model_labels)
         .into_recorder();
     if let Some(tail) = &telemetry.tail_stats {
         tail.register_metrics(&meter);

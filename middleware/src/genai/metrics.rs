@@ -9,7 +9,9 @@ use opentelemetry::metrics::{Histogram, Meter};
 use opentelemetry::{Key, KeyValue, Value};
 
 use super::exchange::MetricValues;
-use crate::limits::{DEFAULT_MAX_MODEL_LABELS, MAX_ERROR_TYPE_LABELS, OTHER_LABEL};
+use crate::limits::{
+    DEFAULT_MAX_MODEL_LABELS, MAX_ERROR_TYPE_LABELS, MAX_LABEL_BYTES, OTHER_LABEL, bounded,
+};
 use crate::semconv::gen_ai::{REQUEST_MODEL, RESPONSE_MODEL, TOKEN_TYPE, metrics as names};
 use crate::semconv::http::ERROR_TYPE;
 
@@ -128,7 +130,12 @@ impl GenAiMetrics {
             ERROR_TYPE => Some(&*self.error_types),
             _ => None,
         };
-        let over = |kv: &KeyValue| set(&kv.key).is_some_and(|set| !set.admit(&kv.value));
+        let long = |kv: &KeyValue| match &kv.value {
+            Value::String(v) => v.as_str().len() > MAX_LABEL_BYTES,
+            _ => false,
+        };
+        let over =
+            |kv: &KeyValue| set(&kv.key).is_some_and(|set| !set.admit(&kv.value) || long(kv));
         if !attributes.iter().any(over) {
             return Cow::Borrowed(attributes);
         }
@@ -139,6 +146,10 @@ impl GenAiMetrics {
                     Some(set) if !set.admit(&kv.value) => {
                         KeyValue::new(kv.key.clone(), OTHER_LABEL)
                     }
+                    Some(_) if long(kv) => KeyValue::new(
+                        kv.key.clone(),
+                        bounded(kv.value.as_str().as_ref(), MAX_LABEL_BYTES).into_owned(),
+                    ),
                     _ => kv.clone(),
                 })
                 .collect(),
