@@ -20,6 +20,7 @@ use llmtrace::genai::{
 use llmtrace::layer::{
     GenAiRecorder, GenAiSpan, InboundRequest, InboundSpan, RequestHeaderCapture,
 };
+use llmtrace::limits::{self, bounded};
 use llmtrace::propagation;
 use llmtrace::semconv;
 use opentelemetry::global::BoxedTracer;
@@ -557,12 +558,11 @@ impl ProxyHttp for Gateway {
             .and_then(|v| v.to_str().ok())
         {
             Some(upstream_id) => {
-                ctx.upstream_request_id = Some(upstream_id.to_owned());
+                let upstream_id = bounded(upstream_id, limits::MAX_NAME_BYTES).into_owned();
+                ctx.upstream_request_id = Some(upstream_id.clone());
                 if let Some(cx) = ctx.server.as_ref().and_then(InboundSpan::context) {
-                    cx.span().set_attribute(KeyValue::new(
-                        names::UPSTREAM_REQUEST_ID,
-                        upstream_id.to_owned(),
-                    ));
+                    cx.span()
+                        .set_attribute(KeyValue::new(names::UPSTREAM_REQUEST_ID, upstream_id));
                 }
             }
             None => {
@@ -933,7 +933,7 @@ fn access_log(
         "request_id": ctx.request_id,
         "upstream_request_id": ctx.upstream_request_id,
         "method": session.req_header().method.as_str(),
-        "path": session.req_header().uri.path(),
+        "path": bounded(session.req_header().uri.path(), limits::MAX_URL_BYTES),
         "route": ctx.route,
         "upstream": ctx.target.map(|i| gateway.targets[i].name.as_str()),
         "model": summary.request_model,
@@ -988,8 +988,7 @@ fn is_event_stream(headers: &http::HeaderMap) -> bool {
     headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("text/event-stream"))
+        .is_some_and(llmtrace::genai::sse::is_event_stream)
 }
 
 /// A `Content-Encoding` other than `identity`.

@@ -6,11 +6,13 @@
 //! for the admin listener's `/metrics`, and, when OTLP is configured, a periodic reader sends
 //! the same instruments to the collector.
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
+use llmtrace::limits;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Meter};
 use opentelemetry_sdk::error::OTelSdkResult;
@@ -191,6 +193,8 @@ pub struct ProxyMetrics {
     errors: Counter<u64>,
     retries: Counter<u64>,
     in_flight: Arc<AtomicI64>,
+    /// `error.type` values seen, bounded: some come from upstream error bodies.
+    error_types: Arc<Mutex<HashSet<String>>>,
 }
 
 impl ProxyMetrics {
@@ -251,6 +255,23 @@ impl ProxyMetrics {
                 .with_description("Upstream attempts retried before the first response byte")
                 .build(),
             in_flight,
+            error_types: Arc::default(),
+        }
+    }
+
+    /// `error_type` as a label value: cut at [`limits::MAX_LABEL_BYTES`], and `_OTHER` once
+    /// [`limits::MAX_ERROR_TYPE_LABELS`] distinct values were seen.
+    fn error_label(&self, error_type: &str) -> String {
+        let value = limits::bounded(error_type, limits::MAX_LABEL_BYTES).into_owned();
+        let mut seen = self
+            .error_types
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if seen.contains(&value) || seen.len() < limits::MAX_ERROR_TYPE_LABELS {
+            seen.insert(value.clone());
+            value
+        } else {
+            limits::OTHER_LABEL.to_owned()
         }
     }
 
@@ -287,7 +308,7 @@ impl ProxyMetrics {
                 &[
                     KeyValue::new("http.route", route.to_owned()),
                     KeyValue::new("llmtrace.upstream", upstream.to_owned()),
-                    KeyValue::new("error.type", error_type.to_owned()),
+                    KeyValue::new("error.type", self.error_label(error_type)),
                 ],
             );
         }
@@ -320,6 +341,30 @@ mod tests {
     use super::*;
     use opentelemetry::metrics::MeterProvider as _;
     use opentelemetry_sdk::metrics::SdkMeterProvider;
+
+    #[test]
+    fn error_types_from_upstreams_are_bounded_labels() {
+        let reader = PrometheusReader::default();
+        let provider = SdkMeterProvider::builder()
+            .with_reader(reader.clone())
+            .build();
+        let metrics = ProxyMetrics::new(&provider.meter("test"), None);
+        for i in 0..500 {
+            let error_type = format!("provider_error_{i}_{}", "x".repeat(1000));
+            metrics.record("/v1/chat/completions", "openai", 502, Some(&error_type));
+        }
+        let text = reader.render();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("llmtrace_proxy_errors_total{"))
+            .count();
+        assert_eq!(series, limits::MAX_ERROR_TYPE_LABELS + 1, "{text}");
+        assert!(text.contains(r#"error_type="_OTHER""#));
+        assert!(
+            text.lines().all(|l| l.len() < 400),
+            "a label value was not cut"
+        );
+    }
 
     #[test]
     fn renders_counters_gauges_and_histograms_in_prometheus_text() {

@@ -384,7 +384,7 @@ impl Exchange {
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
-        self.streaming = content_type.trim_start().starts_with("text/event-stream");
+        self.streaming = super::sse::is_event_stream(content_type);
         if self.streaming {
             self.sse = Some(SseDecoder::new(self.config.max_event_bytes));
         }

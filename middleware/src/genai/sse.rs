@@ -607,6 +607,24 @@ fn push_lossy(out: &mut String, bytes: &[u8]) {
     }
 }
 
+/// Whether a `Content-Type` value is `text/event-stream`: the media type compared without
+/// regard to case, parameters (`; charset=utf-8`) and surrounding spaces ignored.
+///
+/// ```
+/// use llmtrace::genai::sse::is_event_stream;
+///
+/// assert!(is_event_stream("text/event-stream"));
+/// assert!(is_event_stream(" Text/Event-Stream; charset=utf-8"));
+/// assert!(!is_event_stream("application/json"));
+/// assert!(!is_event_stream("text/event-streaming"));
+/// ```
+pub fn is_event_stream(content_type: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("text/event-stream"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
