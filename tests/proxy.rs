@@ -507,6 +507,8 @@ async fn a_retryable_status_falls_back_to_the_next_upstream_before_any_byte_reac
     assert_eq!(status, 200, "{through_proxy}");
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert_eq!(mock.requests_received(), 1);
+    // The replayed body reaches the fallback exactly as the client sent it.
+    assert_forwarded(body.as_bytes(), &mock.received_requests()[0].body, false);
     // The client sees exactly the fallback's bytes: nothing of the 503.
     let (_, _, direct) = post(mock.addr(), "/v1/chat/completions", &headers, body).await;
     assert_eq!(through_proxy, direct);
@@ -571,6 +573,9 @@ async fn a_refused_connection_falls_back_and_exhausted_attempts_return_the_last_
     assert_eq!(status, 429, "{text}");
     assert!(headers.contains_key("retry-after"));
     assert_eq!(mock.requests_received(), 2);
+    for upstream in mock.received_requests() {
+        assert_forwarded(body.as_bytes(), &upstream.body, false);
+    }
 
     // SERVER and GenAI CLIENT span of each request; they end in pingora's last phase.
     let spans = rec.wait_for(4).await;
