@@ -40,6 +40,9 @@ async fn start_full(
     (mock, listen)
 }
 
+const STREAMED_CHAT: &str =
+    r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+
 const CHAT_WITH_USAGE: &str = r#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#;
 
 /// The GenAI (CLIENT) span among `spans`.
@@ -140,7 +143,7 @@ async fn a_streamed_chat_through_the_proxy_forms_one_trace() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_disconnects_mid_stream_leaves_aborted_spans() {
     let rec = Recorder::new();
-    let (_mock, proxy) = start(&rec).await;
+    let (mock, proxy) = start(&rec).await;
     let body = r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
     let mut socket = tokio::net::TcpStream::connect(proxy).await.unwrap();
     let request = format!(
@@ -156,6 +159,7 @@ async fn a_client_that_disconnects_mid_stream_leaves_aborted_spans() {
         seen.extend_from_slice(&buf[..n]);
     }
     drop(socket);
+    assert_forwarded(body.as_bytes(), &mock.received_requests()[0].body, true);
     let spans = rec.wait_for(2).await;
     assert_eq!(spans.len(), 2, "{:?}", names(&spans));
     for span in &spans {
@@ -351,22 +355,25 @@ async fn only_configured_routes_and_keys_pass_and_upstream_credentials_replace_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_clients_are_served_on_the_same_port() {
     let rec = Recorder::new();
-    let (_mock, proxy) = start(&rec).await;
+    let (mock, proxy) = start(&rec).await;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .http2_only(true)
         .build_http::<Full<bytes::Bytes>>();
     let request = http::Request::post(format!("http://{proxy}/v1/chat/completions"))
         .header("content-type", "application/json")
         .header("x-mock-tokens", "4")
-        .body(Full::from(
-            r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
-        ))
+        .body(Full::from(STREAMED_CHAT))
         .unwrap();
     let response = client.request(request).await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.version(), http::Version::HTTP_2);
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert!(body.ends_with(b"data: [DONE]\n\n"));
+    assert_forwarded(
+        STREAMED_CHAT.as_bytes(),
+        &mock.received_requests()[0].body,
+        true,
+    );
     let spans = rec.wait_for(2).await;
     let server = spans
         .iter()
@@ -390,20 +397,21 @@ async fn genai_metrics_are_recorded_for_every_request() {
     let meters = SdkMeterProvider::builder()
         .with_reader(PeriodicReader::builder(exporter.clone()).build())
         .build();
-    let (_mock, proxy) = start_full(&rec, |_| {}, Some(meters.clone())).await;
+    let (mock, proxy) = start_full(&rec, |_| {}, Some(meters.clone())).await;
+    let body = r#"{"model":"gpt-4o","stream":true,"messages":[]}"#;
     for fault in ["", "", "429"] {
         let headers: Vec<(&str, &str)> = if fault.is_empty() {
             vec![("x-mock-tokens", "3")]
         } else {
             vec![("x-mock-fault", fault)]
         };
-        post(
-            proxy,
-            "/v1/chat/completions",
-            &headers,
-            r#"{"model":"gpt-4o","stream":true,"messages":[]}"#,
-        )
-        .await;
+        post(proxy, "/v1/chat/completions", &headers, body).await;
+    }
+    // Nothing is sampled, and the requests still reach the upstream as sent (plus usage).
+    let received = mock.received_requests();
+    assert_eq!(received.len(), 3);
+    for upstream in &received {
+        assert_forwarded(body.as_bytes(), &upstream.body, true);
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     meters.force_flush().unwrap();
@@ -627,6 +635,7 @@ async fn a_stream_that_started_is_never_retried_and_the_total_timeout_cuts_a_lon
     assert_eq!(response.status(), 200);
     assert!(response.into_body().collect().await.is_err());
     assert_eq!(mock.requests_received(), 1);
+    assert_forwarded(body.as_bytes(), &mock.received_requests()[0].body, true);
 
     // 30 tokens 50 ms apart (1.5 s) against a 400 ms total: cut, and said so.
     let mut request = http::Request::post(format!("http://{proxy}/v1/chat/completions"))
@@ -689,6 +698,9 @@ async fn the_admin_listener_serves_metrics_health_and_readiness() {
         body,
     )
     .await;
+    for upstream in mock.received_requests() {
+        assert_forwarded(body.as_bytes(), &upstream.body, true);
+    }
     let get = |path: &'static str| async move {
         let response = client()
             .request(
@@ -807,6 +819,8 @@ async fn an_https_upstream_is_verified_against_the_configured_ca() {
     ];
     let (status, _, through_tls) = post(proxy, "/v1/chat/completions", &headers, body).await;
     assert_eq!(status, 200, "{through_tls}");
+    // Through TLS, the upstream got the client's bytes (the first request it saw).
+    assert_forwarded(body.as_bytes(), &mock.received_requests()[0].body, false);
     let (_, _, direct) = post(mock.addr(), "/v1/chat/completions", &headers, body).await;
     assert_eq!(through_tls, direct);
 
@@ -907,6 +921,12 @@ fallback_ratio = 0.0
             headers.push(("x-mock-fault", fault));
         }
         post(listen, "/v1/chat/completions", &headers, body).await;
+    }
+    // Sampled or not, every request reached the upstream as sent (plus the usage member).
+    let received = mock.received_requests();
+    assert_eq!(received.len(), requests.len());
+    for upstream in &received {
+        assert_forwarded(body.as_bytes(), &upstream.body, true);
     }
     // Past the decision wait, then everything out of the queue.
     tokio::time::sleep(Duration::from_millis(300)).await;

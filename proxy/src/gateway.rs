@@ -932,7 +932,7 @@ fn access_log(
         "span_id": span_id,
         "request_id": ctx.request_id,
         "upstream_request_id": ctx.upstream_request_id,
-        "method": session.req_header().method.as_str(),
+        "method": bounded(session.req_header().method.as_str(), limits::MAX_NAME_BYTES),
         "path": bounded(session.req_header().uri.path(), limits::MAX_URL_BYTES),
         "route": ctx.route,
         "upstream": ctx.target.map(|i| gateway.targets[i].name.as_str()),
