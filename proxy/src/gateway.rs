@@ -30,6 +30,7 @@ use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 
+use crate::access_log::{AccessLogLine, millis};
 use crate::admin::AdminState;
 use crate::body::{RequestBody, TooLarge};
 use crate::config::{Config, ProviderKind, RouteConfig, UpstreamConfig};
@@ -114,34 +115,67 @@ impl Gateway {
     }
 }
 
-/// One request's state across the phases.
+/// One request's state across the phases, in the few parts each phase reads.
 #[derive(Default)]
 pub struct RequestCtx {
-    received: Option<Instant>,
-    request_id: String,
-    route: Option<String>,
-    target: Option<usize>,
-    /// The inbound SERVER span's context.
-    server: Option<InboundSpan>,
-    /// The response head was recorded on the SERVER span.
-    server_head: bool,
+    /// The client's request id (or ours) and the provider's.
+    ids: RequestIds,
+    /// The inbound SERVER span and what the client was answered.
+    inbound: Inbound,
     /// The GenAI exchange, for LLM API calls.
-    genai: Option<GenAiSpan>,
-    endpoint: Option<Endpoint>,
+    llm: LlmExchange,
+    /// Which upstream each attempt goes to, and whether another is allowed.
+    attempts: Attempts,
     /// The request body: counted, copied (bounded) to read the model, and held back when
     /// the gateway may splice usage into it.
     body: RequestBody,
+    /// When things happened, for the gateway's own latency.
+    timing: Timing,
+    /// Counts the request in flight until the context is dropped.
+    in_flight: Option<InFlight>,
+}
+
+/// The request ids a request carries.
+#[derive(Default)]
+struct RequestIds {
+    /// The client's `x-request-id` (bounded), or one the gateway made.
+    request_id: String,
+    /// The provider's own `x-request-id` (bounded), when it sent one.
+    upstream_request_id: Option<String>,
+}
+
+/// The inbound side: the SERVER span and the answer.
+#[derive(Default)]
+struct Inbound {
+    span: Option<InboundSpan>,
+    /// The response head was recorded on the SERVER span.
+    head: bool,
+    /// The status sent (or to be sent) to the client; 0 before any.
+    status: u16,
+    /// The route template (`/v1/chat/completions`), for LLM API calls.
+    route: Option<String>,
+}
+
+/// The LLM exchange: its span, what the gateway learned of the request, and the usage splice.
+#[derive(Default)]
+struct LlmExchange {
+    span: Option<GenAiSpan>,
+    endpoint: Option<Endpoint>,
+    /// The request body was read by the core (a retry replays it: once is enough).
+    request_parsed: bool,
     prompt_hash: Option<String>,
     /// Set when the gateway asked upstream for usage: the usage chunk is removed again.
     usage_filter: Option<UsageChunkFilter>,
     /// `llmtrace.usage.injection`: whether usage was spliced in (and removed), or why not.
     usage_injection: Option<String>,
-    status: u16,
     summary: Option<Summary>,
-    upstream_sent: Option<Instant>,
-    upstream_request_id: Option<String>,
-    /// Counts the request in flight until the context is dropped.
-    in_flight: Option<InFlight>,
+}
+
+/// Attempts across a route's upstream and its fallbacks. Pure: the gateway asks, pingora does.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Attempts {
+    /// The target of the current attempt.
+    target: Option<usize>,
     /// Targets of the route, in the order attempts use them.
     candidates: Vec<usize>,
     max_attempts: u32,
@@ -152,8 +186,51 @@ pub struct RequestCtx {
     stale_retried: bool,
     /// Set when an answer was turned into a retry.
     retry_status: Option<u16>,
-    request_parsed: bool,
+}
+
+impl Attempts {
+    fn new(candidates: Vec<usize>, max_attempts: u32, retry_on: Vec<u16>) -> Self {
+        Attempts {
+            target: candidates.first().copied(),
+            candidates,
+            max_attempts,
+            retry_on,
+            ..Attempts::default()
+        }
+    }
+
+    /// The target of this attempt: the i-th candidate, wrapping around.
+    fn select(&mut self) -> usize {
+        let index = match self.candidates.len() {
+            0 => self.target.unwrap_or(0),
+            n => self.candidates[self.attempt as usize % n],
+        };
+        self.target = Some(index);
+        index
+    }
+
+    /// Another attempt is allowed: attempts remain and the body can be replayed.
+    fn may_retry(&self, replay_truncated: bool) -> bool {
+        self.attempt + 1 < self.max_attempts && !replay_truncated
+    }
+
+    /// An answer with `status` becomes a retry (nothing of it reaches the client).
+    fn retries(&self, status: u16, replay_truncated: bool) -> bool {
+        self.retry_on.contains(&status) && self.may_retry(replay_truncated)
+    }
+
+    /// The next attempt goes to the next candidate.
+    fn advance(&mut self) {
+        self.attempt += 1;
+    }
+}
+
+/// When things happened to one request.
+#[derive(Default)]
+struct Timing {
+    received: Option<Instant>,
     peer_selected: Option<Instant>,
+    upstream_sent: Option<Instant>,
     total_deadline: Option<Instant>,
     chunk_arrived: Option<Instant>,
     chunk_latency: ChunkLatency,
@@ -177,14 +254,14 @@ impl ProxyHttp for Gateway {
 
     /// The request head arrived: route it, check the client, continue the caller's trace.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        ctx.received = Some(Instant::now());
+        ctx.timing.received = Some(Instant::now());
         ctx.in_flight = Some(self.state.metrics.start());
         if self.state.draining() {
             // Shutting down: serve this request, then close the connection.
             session.set_keepalive(None);
         }
         let req = session.req_header();
-        ctx.request_id = req
+        ctx.ids.request_id = req
             .headers
             .get(REQUEST_ID_HEADER)
             .and_then(|v| v.to_str().ok())
@@ -198,8 +275,7 @@ impl ProxyHttp for Gateway {
             Err(refusal) => return self.refuse(session, ctx, refusal).await,
         };
         let target = &self.targets[target_index];
-        ctx.target = Some(target_index);
-        ctx.candidates = std::iter::once(target_index)
+        let candidates = std::iter::once(target_index)
             .chain(
                 route
                     .fallbacks
@@ -207,12 +283,11 @@ impl ProxyHttp for Gateway {
                     .filter_map(|name| self.targets.iter().position(|t| &t.name == name)),
             )
             .collect();
-        ctx.max_attempts = route.max_attempts();
-        ctx.retry_on = route.retry_on.clone();
+        ctx.attempts = Attempts::new(candidates, route.max_attempts(), route.retry_on.clone());
 
         let req = session.req_header();
         let parent = propagation::extract(&req.headers);
-        ctx.endpoint = Endpoint::detect(
+        ctx.llm.endpoint = Endpoint::detect(
             req.uri.path_and_query().map_or("/", |pq| pq.as_str()),
             Some(&target.upstream.host),
         )
@@ -220,12 +295,12 @@ impl ProxyHttp for Gateway {
             endpoint.provider = provider_of(&target.config, &endpoint);
             endpoint
         });
-        let route_name = ctx.endpoint.as_ref().map(Endpoint::route);
+        let route_name = ctx.llm.endpoint.as_ref().map(Endpoint::route);
         let server =
-            self.start_server_span(session, &parent, route_name.as_deref(), &ctx.request_id);
+            self.start_server_span(session, &parent, route_name.as_deref(), &ctx.ids.request_id);
         let server_cx = server.context().cloned().unwrap_or_default();
         ctx.body = RequestBody::new(limit, 0, false);
-        if let Some(endpoint) = ctx.endpoint.clone() {
+        if let Some(endpoint) = ctx.llm.endpoint.clone() {
             // The model is in the body, which arrives after the request head has gone
             // upstream: the GenAI span starts now and is named once the body is read.
             let exchange = Exchange::new(
@@ -235,7 +310,7 @@ impl ProxyHttp for Gateway {
                 Instant::now(),
             );
             let parts = session.req_header().as_owned_parts();
-            ctx.genai = Some(GenAiSpan::start(
+            ctx.llm.span = Some(GenAiSpan::start(
                 &self.recorder,
                 exchange,
                 &parts,
@@ -248,8 +323,8 @@ impl ProxyHttp for Gateway {
                 );
             ctx.body = RequestBody::new(limit, self.recorder.max_request_bytes(), hold);
         }
-        ctx.route = route_name;
-        ctx.server = Some(server);
+        ctx.inbound.route = route_name;
+        ctx.inbound.span = Some(server);
         Ok(false)
     }
 
@@ -259,18 +334,13 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        // Attempt i goes to the i-th candidate, wrapping around.
-        let index = match ctx.candidates.len() {
-            0 => ctx.target.unwrap_or(0),
-            n => ctx.candidates[ctx.attempt as usize % n],
-        };
-        ctx.target = Some(index);
+        let index = ctx.attempts.select();
         let now = Instant::now();
-        ctx.peer_selected.get_or_insert(now);
+        ctx.timing.peer_selected.get_or_insert(now);
         let target = &self.targets[index];
         if let Some(total) = target.config.total_timeout_ms {
-            let received = ctx.received.unwrap_or(now);
-            ctx.total_deadline = Some(received + Duration::from_millis(total));
+            let received = ctx.timing.received.unwrap_or(now);
+            ctx.timing.total_deadline = Some(received + Duration::from_millis(total));
         }
         let upstream = &target.upstream;
         let mut peer = HttpPeer::new(
@@ -299,11 +369,11 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let target = &self.targets[ctx.target.unwrap_or(0)];
+        let target = &self.targets[ctx.attempts.target.unwrap_or(0)];
         // A retry replays the body from the start.
         ctx.body.restart();
-        ctx.usage_filter = None;
-        ctx.retry_status = None;
+        ctx.llm.usage_filter = None;
+        ctx.attempts.retry_status = None;
         let upstream = &target.upstream;
         upstream_request.insert_header(http::header::HOST, upstream.authority())?;
         if !upstream.base_path.is_empty() {
@@ -336,13 +406,13 @@ impl ProxyHttp for Gateway {
             upstream_request.remove_header(&http::header::CONTENT_LENGTH);
             upstream_request.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
         }
-        upstream_request.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+        upstream_request.insert_header(REQUEST_ID_HEADER, ctx.ids.request_id.as_str())?;
         // The GenAI span's own id goes upstream, so a traced provider nests under it.
-        let cx = ctx
-            .genai
+        let cx = ctx.llm.span.as_ref().and_then(GenAiSpan::context).or(ctx
+            .inbound
+            .span
             .as_ref()
-            .and_then(GenAiSpan::context)
-            .or(ctx.server.as_ref().and_then(InboundSpan::context));
+            .and_then(InboundSpan::context));
         if let Some(cx) = cx {
             let mut headers = http::HeaderMap::new();
             propagation::inject(cx, &mut headers);
@@ -359,7 +429,7 @@ impl ProxyHttp for Gateway {
                 }
             }
         }
-        ctx.upstream_sent = Some(Instant::now());
+        ctx.timing.upstream_sent = Some(Instant::now());
         Ok(())
     }
 
@@ -384,20 +454,21 @@ impl ProxyHttp for Gateway {
                 ));
             }
         };
-        let (Some(genai), Some(endpoint)) = (ctx.genai.as_mut(), ctx.endpoint.as_ref()) else {
+        let (Some(genai), Some(endpoint)) = (ctx.llm.span.as_mut(), ctx.llm.endpoint.as_ref())
+        else {
             return Ok(());
         };
         let cap = self.recorder.max_request_bytes();
-        if !ctx.request_parsed {
+        if !ctx.llm.request_parsed {
             // A retry replays the same body: read it once.
-            ctx.request_parsed = true;
+            ctx.llm.request_parsed = true;
             let copy = ended.copy.as_deref().unwrap_or_default();
             let mut info =
                 RequestInfo::parse(endpoint, copy, self.config.telemetry.capture_content);
             if ended.copy.is_none() {
                 info.parse_error = Some(format!("request body over {cap} bytes was not read"));
             } else {
-                ctx.prompt_hash = Some(prompt_hash(copy));
+                ctx.llm.prompt_hash = Some(prompt_hash(copy));
             }
             genai.set_request(info);
         }
@@ -408,7 +479,7 @@ impl ProxyHttp for Gateway {
         let outcome = match (ended.held, ended.copy) {
             (true, Some(original)) => match request_with_usage(endpoint, &original) {
                 Ok(rewritten) => {
-                    ctx.usage_filter = Some(UsageChunkFilter::new(MAX_HELD_EVENT));
+                    ctx.llm.usage_filter = Some(UsageChunkFilter::new(MAX_HELD_EVENT));
                     *body = Some(Bytes::from(rewritten));
                     "added".to_owned()
                 }
@@ -420,7 +491,7 @@ impl ProxyHttp for Gateway {
             // Released at the cap: it went through untouched.
             _ => "skipped:too_large".to_owned(),
         };
-        ctx.usage_injection = Some(outcome);
+        ctx.llm.usage_injection = Some(outcome);
         Ok(())
     }
 
@@ -433,8 +504,11 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
-        if ctx.retry_on.contains(&status) && self.may_retry(session, ctx) {
-            ctx.retry_status = Some(status);
+        if ctx
+            .attempts
+            .retries(status, session.as_ref().retry_buffer_truncated())
+        {
+            ctx.attempts.retry_status = Some(status);
             let mut error = Error::explain(
                 ErrorType::HTTPStatus(status),
                 "upstream answered with a retryable status",
@@ -453,7 +527,7 @@ impl ProxyHttp for Gateway {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
-        ctx.chunk_arrived = Some(Instant::now());
+        ctx.timing.chunk_arrived = Some(Instant::now());
         Ok(None)
     }
 
@@ -485,8 +559,8 @@ impl ProxyHttp for Gateway {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("upstream {peer}"));
-        let replayable = ctx.status == 0 && !session.as_ref().retry_buffer_truncated();
-        if let Some(status) = ctx.retry_status.take() {
+        let replayable = ctx.inbound.status == 0 && !session.as_ref().retry_buffer_truncated();
+        if let Some(status) = ctx.attempts.retry_status.take() {
             let retry = replayable && self.may_retry(session, ctx);
             e.set_retry(retry);
             if retry {
@@ -494,11 +568,11 @@ impl ProxyHttp for Gateway {
             }
         } else {
             e.retry.decide_reuse(client_reused);
-            let stale = e.retry() && replayable && !ctx.stale_retried;
+            let stale = e.retry() && replayable && !ctx.attempts.stale_retried;
             e.set_retry(stale);
             if stale {
                 // Same upstream again, not counted as an attempt.
-                ctx.stale_retried = true;
+                ctx.attempts.stale_retried = true;
             }
         }
         e
@@ -511,13 +585,14 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        ctx.status = upstream_response.status.as_u16();
-        if let Some(genai) = ctx.genai.as_mut() {
+        ctx.inbound.status = upstream_response.status.as_u16();
+        if let Some(genai) = ctx.llm.span.as_mut() {
             genai.on_response_head(upstream_response.status, &upstream_response.headers);
         }
-        if let (Some(cx), Some(target)) =
-            (ctx.genai.as_ref().and_then(GenAiSpan::context), ctx.target)
-        {
+        if let (Some(cx), Some(target)) = (
+            ctx.llm.span.as_ref().and_then(GenAiSpan::context),
+            ctx.attempts.target,
+        ) {
             let span = cx.span();
             span.set_attribute(KeyValue::new(
                 names::UPSTREAM_NAME,
@@ -525,28 +600,28 @@ impl ProxyHttp for Gateway {
             ));
             span.set_attribute(KeyValue::new(
                 names::UPSTREAM_ATTEMPTS,
-                i64::from(ctx.attempt + 1),
+                i64::from(ctx.attempts.attempt + 1),
             ));
         }
-        if ctx.usage_filter.is_some() {
+        if ctx.llm.usage_filter.is_some() {
             if !is_event_stream(&upstream_response.headers) {
                 // An error answer, not a stream: there is no usage chunk to take out.
-                ctx.usage_filter = None;
+                ctx.llm.usage_filter = None;
             } else if is_encoded(&upstream_response.headers) {
                 // Asked for identity, got compressed bytes: they pass untouched, usage chunk
                 // included, and the span says so.
-                ctx.usage_filter = None;
-                ctx.usage_injection = Some("added:not_removed:compressed".to_owned());
+                ctx.llm.usage_filter = None;
+                ctx.llm.usage_injection = Some("added:not_removed:compressed".to_owned());
             } else {
                 // The body changes length: it goes out chunked.
                 upstream_response.remove_header(&http::header::CONTENT_LENGTH);
             }
         }
-        if let Some(server) = ctx.server.as_mut() {
+        if let Some(server) = ctx.inbound.span.as_mut() {
             server.on_response_head(upstream_response.status, &upstream_response.headers);
-            ctx.server_head = true;
+            ctx.inbound.head = true;
         }
-        if let Some(cx) = ctx.server.as_ref().and_then(InboundSpan::context) {
+        if let Some(cx) = ctx.inbound.span.as_ref().and_then(InboundSpan::context) {
             let trace_id = cx.span().span_context().trace_id().to_string();
             upstream_response.insert_header(TRACE_ID_HEADER, trace_id)?;
         }
@@ -559,14 +634,14 @@ impl ProxyHttp for Gateway {
         {
             Some(upstream_id) => {
                 let upstream_id = bounded(upstream_id, limits::MAX_NAME_BYTES).into_owned();
-                ctx.upstream_request_id = Some(upstream_id.clone());
-                if let Some(cx) = ctx.server.as_ref().and_then(InboundSpan::context) {
+                ctx.ids.upstream_request_id = Some(upstream_id.clone());
+                if let Some(cx) = ctx.inbound.span.as_ref().and_then(InboundSpan::context) {
                     cx.span()
                         .set_attribute(KeyValue::new(names::UPSTREAM_REQUEST_ID, upstream_id));
                 }
             }
             None => {
-                upstream_response.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+                upstream_response.insert_header(REQUEST_ID_HEADER, ctx.ids.request_id.as_str())?;
             }
         }
         Ok(())
@@ -581,7 +656,7 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
-        if let Some(deadline) = ctx.total_deadline {
+        if let Some(deadline) = ctx.timing.total_deadline {
             if Instant::now() > deadline && !end_of_stream {
                 return Err(Error::explain(
                     ErrorType::ReadTimedout,
@@ -589,11 +664,11 @@ impl ProxyHttp for Gateway {
                 ));
             }
         }
-        if let Some(genai) = ctx.genai.as_mut() {
+        if let Some(genai) = ctx.llm.span.as_mut() {
             if let Some(chunk) = body.as_ref() {
                 genai.on_response_data(chunk);
             }
-            if let Some(filter) = ctx.usage_filter.as_mut() {
+            if let Some(filter) = ctx.llm.usage_filter.as_mut() {
                 let mut out = Vec::new();
                 if let Some(chunk) = body.as_ref() {
                     filter.push(chunk, &mut out);
@@ -604,20 +679,20 @@ impl ProxyHttp for Gateway {
                 *body = Some(Bytes::from(out));
             }
         }
-        if let (Some(server), Some(chunk)) = (ctx.server.as_mut(), body.as_ref()) {
+        if let (Some(server), Some(chunk)) = (ctx.inbound.span.as_mut(), body.as_ref()) {
             server.on_data(chunk.len());
         }
-        if let Some(arrived) = ctx.chunk_arrived.take() {
+        if let Some(arrived) = ctx.timing.chunk_arrived.take() {
             let spent = arrived.elapsed();
-            let latency = &mut ctx.chunk_latency;
+            let latency = &mut ctx.timing.chunk_latency;
             latency.max = latency.max.max(spent);
             latency.sum += spent;
             latency.count += 1;
         }
         if end_of_stream {
-            if let Some(mut genai) = ctx.genai.take() {
+            if let Some(mut genai) = ctx.llm.span.take() {
                 record_gateway_time(&genai, ctx);
-                ctx.summary = genai.finish(End::Complete);
+                ctx.llm.summary = genai.finish(End::Complete);
             }
         }
         Ok(None)
@@ -631,7 +706,7 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let upstream = ctx.target.map(|i| &self.targets[i]);
+        let upstream = ctx.attempts.target.map(|i| &self.targets[i]);
         let limit = self.config.server.max_request_body_bytes;
         let Some(reply) = failure_reply(e, upstream, limit) else {
             // The client is gone: nobody to answer.
@@ -641,15 +716,17 @@ impl ProxyHttp for Gateway {
             };
         };
         if session.response_written().is_none() {
-            ctx.status = reply.status;
+            ctx.inbound.status = reply.status;
             let shape = ErrorShape::for_path(session.req_header().uri.path());
             let trace_id = ctx
-                .server
+                .inbound
+                .span
                 .as_ref()
                 .and_then(InboundSpan::context)
                 .map(|cx| cx.span().span_context().trace_id().to_string());
-            let body = reply.body(shape, &ctx.request_id);
-            let written = match reply_header(reply.status, &ctx.request_id, trace_id.as_deref()) {
+            let body = reply.body(shape, &ctx.ids.request_id);
+            let written = match reply_header(reply.status, &ctx.ids.request_id, trace_id.as_deref())
+            {
                 Ok(mut header) => {
                     let _ = header.insert_header(http::header::CONTENT_LENGTH, body.len());
                     session.write_error_response(header, body).await
@@ -669,78 +746,96 @@ impl ProxyHttp for Gateway {
 
     /// The request is over, one way or another: end the spans, write the access log line.
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
-        let aborted = error.is_some_and(|e| e.esource() == &ErrorSource::Downstream);
-        if let Some(mut genai) = ctx.genai.take() {
+        let end = end_of(error);
+        if let Some(mut genai) = ctx.llm.span.take() {
             record_gateway_time(&genai, ctx);
-            let summary = match error {
-                None => genai.finish(End::Complete),
-                Some(_) if aborted => genai.finish(End::Aborted),
-                Some(e) => genai.finish(End::Failed {
-                    error_type: error_type(e).into(),
-                    message: e.to_string(),
-                }),
-            };
-            if summary.is_some() {
-                ctx.summary = summary;
+            if let Some(summary) = genai.finish(end.clone()) {
+                ctx.llm.summary = Some(summary);
             }
         }
         let status = session
             .response_written()
-            .map_or(ctx.status, |r| r.status.as_u16());
-        let (trace_id, span_id) = match ctx.server.take() {
-            Some(mut server) => {
-                let ids = server
-                    .context()
-                    .map_or((String::new(), String::new()), |cx| {
-                        let sc = cx.span().span_context().clone();
-                        (sc.trace_id().to_string(), sc.span_id().to_string())
-                    });
-                if !ctx.server_head && status > 0 {
-                    if let Ok(status) = http::StatusCode::from_u16(status) {
-                        server.on_response_head(status, &http::HeaderMap::new());
-                    }
-                }
-                server.end(match error {
-                    None => End::Complete,
-                    Some(_) if aborted => End::Aborted,
-                    Some(e) => End::Failed {
-                        error_type: error_type(e).into(),
-                        message: e.to_string(),
-                    },
-                });
-                ids
-            }
-            None => (String::new(), String::new()),
+            .map_or(ctx.inbound.status, |r| r.status.as_u16());
+        let (trace_id, span_id) = end_server_span(&mut ctx.inbound, status, end.clone());
+        let error_type = match end {
+            End::Aborted => Some(semconv::llmtrace::ABORTED_ERROR_TYPE.to_owned()),
+            End::Failed { error_type, .. } => Some(error_type.into_owned()),
+            End::Complete if status >= 500 => Some(status.to_string()),
+            End::Complete => ctx.llm.summary.as_ref().and_then(|s| s.error_type.clone()),
         };
-        let upstream = ctx.target.map_or("", |i| self.targets[i].name.as_str());
-        let error_type = if aborted {
-            Some(semconv::llmtrace::ABORTED_ERROR_TYPE.to_owned())
-        } else if let Some(e) = error {
-            Some(error_type(e))
-        } else if status >= 500 {
-            Some(status.to_string())
-        } else {
-            ctx.summary.as_ref().and_then(|s| s.error_type.clone())
-        };
+        let upstream = ctx.attempts.target.map(|i| self.targets[i].name.as_str());
         self.state.metrics.record(
-            ctx.route.as_deref().unwrap_or(""),
-            upstream,
+            ctx.inbound.route.as_deref().unwrap_or(""),
+            upstream.unwrap_or(""),
             status,
             error_type.as_deref(),
         );
         if self.config.telemetry.access_log {
-            let ids = (trace_id.as_str(), span_id.as_str());
-            access_log(
-                session,
-                ctx,
+            let summary = ctx.llm.summary.clone().unwrap_or_default();
+            let req = session.req_header();
+            let timing = &ctx.timing;
+            AccessLogLine {
+                trace_id: &trace_id,
+                span_id: &span_id,
+                request_id: &ctx.ids.request_id,
+                upstream_request_id: ctx.ids.upstream_request_id.as_deref(),
+                method: bounded(req.method.as_str(), limits::MAX_NAME_BYTES),
+                path: bounded(req.uri.path(), limits::MAX_URL_BYTES),
+                route: ctx.inbound.route.as_deref(),
+                upstream,
                 status,
-                aborted,
-                error_type.as_deref(),
-                ids,
-                self,
-            );
+                duration_ms: timing.received.map(|t| millis(t.elapsed())),
+                gateway_ms: timing
+                    .received
+                    .zip(timing.peer_selected)
+                    .map(|(received, selected)| millis(selected.duration_since(received))),
+                gateway_chunk_max_ms: (timing.chunk_latency.count > 0)
+                    .then(|| millis(timing.chunk_latency.max)),
+                attempts: ctx.attempts.attempt + 1,
+                error_type: error_type.as_deref(),
+                prompt_hash: ctx.llm.prompt_hash.as_deref(),
+                client_aborted: error.is_some_and(is_downstream),
+                ..AccessLogLine::default()
+            }
+            .with_summary(&summary)
+            .write();
         }
     }
+}
+
+/// How the exchange ended, from pingora's error (if any): the client going away is an abort.
+fn end_of(error: Option<&Error>) -> End {
+    match error {
+        None => End::Complete,
+        Some(e) if is_downstream(e) => End::Aborted,
+        Some(e) => End::Failed {
+            error_type: error_type(e).into(),
+            message: e.to_string(),
+        },
+    }
+}
+
+fn is_downstream(e: &Error) -> bool {
+    e.esource() == &ErrorSource::Downstream
+}
+
+/// Ends the SERVER span (recording the status when no response head was recorded on it);
+/// returns its trace and span ids for the access log (empty without a span).
+fn end_server_span(inbound: &mut Inbound, status: u16, end: End) -> (String, String) {
+    let Some(mut server) = inbound.span.take() else {
+        return (String::new(), String::new());
+    };
+    let ids = server.context().map_or_else(Default::default, |cx| {
+        let sc = cx.span().span_context().clone();
+        (sc.trace_id().to_string(), sc.span_id().to_string())
+    });
+    if !inbound.head && status > 0 {
+        if let Ok(status) = http::StatusCode::from_u16(status) {
+            server.on_response_head(status, &http::HeaderMap::new());
+        }
+    }
+    server.end(end);
+    ids
 }
 
 impl Gateway {
@@ -805,16 +900,16 @@ impl Gateway {
         refusal: GatewayReply,
     ) -> Result<bool> {
         let parent = propagation::extract(&session.req_header().headers);
-        let server = self.start_server_span(session, &parent, None, &ctx.request_id);
+        let server = self.start_server_span(session, &parent, None, &ctx.ids.request_id);
         if let Some(cx) = server.context() {
             cx.span()
                 .set_attribute(KeyValue::new(names::REFUSED, refusal.code));
         }
-        ctx.server = Some(server);
-        ctx.status = refusal.status;
+        ctx.inbound.span = Some(server);
+        ctx.inbound.status = refusal.status;
         let shape = ErrorShape::for_path(session.req_header().uri.path());
-        let header = reply_header(refusal.status, &ctx.request_id, None)?;
-        let body = refusal.body(shape, &ctx.request_id);
+        let header = reply_header(refusal.status, &ctx.ids.request_id, None)?;
+        let body = refusal.body(shape, &ctx.ids.request_id);
         session
             .write_response_header(Box::new(header), false)
             .await?;
@@ -826,24 +921,31 @@ impl Gateway {
     /// Another attempt is allowed: the route has attempts left and pingora can replay the
     /// request body (it keeps the first 64 KiB).
     fn may_retry(&self, session: &Session, ctx: &RequestCtx) -> bool {
-        ctx.attempt + 1 < ctx.max_attempts && !session.as_ref().retry_buffer_truncated()
+        ctx.attempts
+            .may_retry(session.as_ref().retry_buffer_truncated())
     }
 
     /// Counts and records a failed attempt; the next one goes to the next candidate.
     fn note_retry(&self, ctx: &mut RequestCtx, reason: &str) {
-        let upstream = ctx.target.map_or("", |i| self.targets[i].name.as_str());
+        let upstream = ctx
+            .attempts
+            .target
+            .map_or("", |i| self.targets[i].name.as_str());
         self.state.metrics.retry(upstream, reason);
-        if let Some(cx) = ctx.genai.as_ref().and_then(GenAiSpan::context) {
+        if let Some(cx) = ctx.llm.span.as_ref().and_then(GenAiSpan::context) {
             cx.span().add_event(
                 names::RETRY_EVENT,
                 vec![
                     KeyValue::new(names::UPSTREAM_NAME, upstream.to_owned()),
                     KeyValue::new(names::RETRY_REASON, reason.to_owned()),
-                    KeyValue::new(names::UPSTREAM_ATTEMPTS, i64::from(ctx.attempt + 1)),
+                    KeyValue::new(
+                        names::UPSTREAM_ATTEMPTS,
+                        i64::from(ctx.attempts.attempt + 1),
+                    ),
                 ],
             );
         }
-        ctx.attempt += 1;
+        ctx.attempts.advance();
     }
 
     fn start_server_span(
@@ -883,26 +985,26 @@ fn record_gateway_time(genai: &GenAiSpan, ctx: &RequestCtx) {
         return;
     };
     let span = cx.span();
-    if let Some(outcome) = &ctx.usage_injection {
+    if let Some(outcome) = &ctx.llm.usage_injection {
         span.set_attribute(KeyValue::new(
             semconv::llmtrace::USAGE_INJECTION,
             outcome.clone(),
         ));
     }
     let micros = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
-    if let (Some(received), Some(selected)) = (ctx.received, ctx.peer_selected) {
+    if let (Some(received), Some(selected)) = (ctx.timing.received, ctx.timing.peer_selected) {
         span.set_attribute(KeyValue::new(
             names::GATEWAY_REQUEST_US,
             micros(selected.duration_since(received)),
         ));
-        if let Some(sent) = ctx.upstream_sent {
+        if let Some(sent) = ctx.timing.upstream_sent {
             span.set_attribute(KeyValue::new(
                 names::UPSTREAM_CONNECT_US,
                 micros(sent.saturating_duration_since(selected)),
             ));
         }
     }
-    let latency = ctx.chunk_latency;
+    let latency = ctx.timing.chunk_latency;
     if latency.count > 0 {
         span.set_attribute(KeyValue::new(
             names::GATEWAY_CHUNK_MAX_US,
@@ -913,53 +1015,6 @@ fn record_gateway_time(genai: &GenAiSpan, ctx: &RequestCtx) {
             micros(latency.sum / latency.count),
         ));
     }
-}
-
-/// One JSON line per request on stderr (stdout carries the spans by default).
-fn access_log(
-    session: &Session,
-    ctx: &RequestCtx,
-    status: u16,
-    aborted: bool,
-    error_type: Option<&str>,
-    (trace_id, span_id): (&str, &str),
-    gateway: &Gateway,
-) {
-    let summary = ctx.summary.clone().unwrap_or_default();
-    let duration = ctx.received.map(|t| t.elapsed());
-    let line = serde_json::json!({
-        "trace_id": trace_id,
-        "span_id": span_id,
-        "request_id": ctx.request_id,
-        "upstream_request_id": ctx.upstream_request_id,
-        "method": bounded(session.req_header().method.as_str(), limits::MAX_NAME_BYTES),
-        "path": bounded(session.req_header().uri.path(), limits::MAX_URL_BYTES),
-        "route": ctx.route,
-        "upstream": ctx.target.map(|i| gateway.targets[i].name.as_str()),
-        "model": summary.request_model,
-        "response_model": summary.response_model,
-        "stream": summary.stream,
-        "status": status,
-        "input_tokens": summary.input_tokens,
-        "output_tokens": summary.output_tokens,
-        "ttft_ms": summary.time_to_first_chunk.map(|d| d.as_secs_f64() * 1000.0),
-        "duration_ms": duration.map(|d| d.as_secs_f64() * 1000.0),
-        "gateway_ms": match (ctx.received, ctx.peer_selected) {
-            (Some(received), Some(selected)) => Some(selected.duration_since(received).as_secs_f64() * 1000.0),
-            _ => None,
-        },
-        "gateway_chunk_max_ms": (ctx.chunk_latency.count > 0).then_some(ctx.chunk_latency.max.as_secs_f64() * 1000.0),
-        "attempts": ctx.attempt + 1,
-        "finish_reason": summary.finish_reasons.first(),
-        "error_type": error_type,
-        "prompt_hash": ctx.prompt_hash,
-        "client_aborted": aborted,
-    });
-    // One write per line: `eprintln!` of a JSON value writes each token separately to the
-    // unbuffered stderr (~85 syscalls a request, measured by the load harness).
-    let mut text = line.to_string();
-    text.push('\n');
-    let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), text.as_bytes());
 }
 
 /// The head of an answer from the gateway itself: JSON, the request id (under OpenAI's and
@@ -1166,4 +1221,75 @@ fn new_request_id() -> String {
         .map_or(0, |d| d.as_nanos() as u64);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("req_{now:016x}{n:08x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempts_walk_the_candidates_and_stop_at_the_limit() {
+        // Route to 0 with fallbacks 1 and 2, three attempts, retry on 429 and 503.
+        let mut attempts = Attempts::new(vec![0, 1, 2], 3, vec![429, 503]);
+        assert_eq!(attempts.target, Some(0));
+        let mut seen = Vec::new();
+        loop {
+            seen.push(attempts.select());
+            if !attempts.retries(503, false) {
+                break;
+            }
+            attempts.advance();
+        }
+        assert_eq!(seen, [0, 1, 2]);
+        assert!(!attempts.may_retry(false));
+    }
+
+    #[test]
+    fn what_is_retried() {
+        let attempts = Attempts::new(vec![4, 7], 2, vec![429, 503]);
+        for (status, truncated, retried) in [
+            (429, false, true),
+            (503, false, true),
+            (500, false, false),
+            (200, false, false),
+            // pingora could not keep the whole body to replay.
+            (503, true, false),
+        ] {
+            assert_eq!(
+                attempts.retries(status, truncated),
+                retried,
+                "{status} {truncated}"
+            );
+        }
+    }
+
+    #[test]
+    fn more_attempts_than_candidates_wrap_around() {
+        let mut attempts = Attempts::new(vec![5], 3, vec![500]);
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            seen.push(attempts.select());
+            attempts.advance();
+        }
+        assert_eq!(seen, [5, 5, 5]);
+        let mut none = Attempts::default();
+        assert_eq!(none.select(), 0);
+    }
+
+    #[test]
+    fn pingora_errors_end_spans_as_what_happened() {
+        assert_eq!(end_of(None), End::Complete);
+        let gone = Error::explain(ErrorType::ConnectionClosed, "client left").into_down();
+        assert_eq!(end_of(Some(&gone)), End::Aborted);
+        let refused = Error::explain(ErrorType::ConnectRefused, "refused").into_up();
+        assert!(matches!(
+            end_of(Some(&refused)),
+            End::Failed { error_type, .. } if error_type == "connection_refused"
+        ));
+        let too_large = Error::explain(ErrorType::HTTPStatus(413), "over");
+        assert!(matches!(
+            end_of(Some(&too_large)),
+            End::Failed { error_type, .. } if error_type == "request_too_large"
+        ));
+    }
 }

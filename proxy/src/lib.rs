@@ -5,6 +5,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod access_log;
 pub mod admin;
 pub mod body;
 pub mod config;
