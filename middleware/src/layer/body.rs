@@ -7,7 +7,8 @@ use std::task::{Context as TaskContext, Poll, ready};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::span::{ExchangeSpan, Outcome};
+use super::span::ExchangeSpan;
+use crate::genai::End;
 
 pin_project! {
     /// A response body that passes every frame through unchanged and at once, and ends the
@@ -40,7 +41,7 @@ impl<B> TracedBody<B> {
     {
         if inner.is_end_stream() {
             if let Some(mut span) = span.take() {
-                span.end(Outcome::Complete);
+                span.end(End::Complete);
             }
         }
         Self { inner, span }
@@ -94,19 +95,19 @@ where
                     span.on_trailers(trailers);
                 }
                 if this.inner.is_end_stream() {
-                    span.end(Outcome::Complete);
+                    span.end(End::Complete);
                     *this.span = None;
                 }
             }
             Some(Err(error)) => {
-                span.end(Outcome::Failed {
+                span.end(End::Failed {
                     error_type: super::attrs::error_type_name::<B::Error>(),
                     message: error.to_string(),
                 });
                 *this.span = None;
             }
             None => {
-                span.end(Outcome::Complete);
+                span.end(End::Complete);
                 *this.span = None;
             }
         }

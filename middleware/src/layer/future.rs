@@ -10,7 +10,8 @@ use opentelemetry::trace::TraceContextExt;
 use pin_project_lite::pin_project;
 
 use super::body::TracedBody;
-use super::span::{ExchangeSpan, Outcome};
+use super::span::ExchangeSpan;
+use crate::genai::End;
 
 pin_project! {
     /// Response future of [`ServerService`](super::ServerService) and
@@ -90,7 +91,7 @@ where
                 )))
             }
             Err(error) => {
-                span.end(Outcome::Failed {
+                span.end(End::Failed {
                     error_type: super::attrs::error_type_name::<E>(),
                     message: error.to_string(),
                 });

@@ -18,7 +18,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::attrs;
-use super::span::{ExchangeSpan, Outcome, Side};
+use super::span::{ExchangeSpan, Side};
 use super::{boxed_tracer, default_tracer};
 use crate::genai::{
     End, Endpoint, Exchange, GenAiConfig, GenAiMetrics, Provider, RequestInfo, Summary,
@@ -629,16 +629,7 @@ impl GenAiSpan {
             return None;
         }
         let now = Instant::now();
-        let aborted = end == End::Aborted;
-        let failed = matches!(end, End::Failed { .. });
-        let failure = match &end {
-            End::Failed {
-                error_type,
-                message,
-            } => Some((error_type.clone(), message.clone())),
-            _ => None,
-        };
-        let report = self.exchange.finish(end, now);
+        let report = self.exchange.finish(end.clone(), now);
         let summary = report.summary.clone();
         if let Some(metrics) = &self.shared.metrics {
             match self.shared.side {
@@ -655,20 +646,11 @@ impl GenAiSpan {
                 }
             }
         }
-        let outcome = if aborted {
-            Outcome::Aborted
-        } else if let (true, Some((error_type, message))) = (failed, failure) {
-            Outcome::Failed {
-                error_type,
-                message,
-            }
-        } else {
-            if let Some((error_type, message)) = report.error {
-                self.span.fail_on_complete(error_type, message);
-            }
-            Outcome::Complete
-        };
-        self.span.end(outcome);
+        // The transport's account wins; a complete body can still carry an error.
+        if let (End::Complete, Some((error_type, message))) = (&end, report.error) {
+            self.span.fail_on_complete(error_type, message);
+        }
+        self.span.end(end);
         Some(summary)
     }
 }

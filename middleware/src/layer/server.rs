@@ -16,7 +16,7 @@ use tower_service::Service;
 use super::attrs::{self, HeaderCapture};
 use super::body::TracedBody;
 use super::future::ResponseFuture;
-use super::span::{ExchangeSpan, Outcome, Side};
+use super::span::{ExchangeSpan, Side};
 use super::{boxed_tracer, default_tracer};
 use crate::limits::{MAX_URL_BYTES, MAX_USER_AGENT_BYTES, bounded};
 use crate::propagation;
@@ -370,17 +370,7 @@ impl InboundSpan {
 
     /// Ends the span: complete (the status decides), failed, or aborted by the client.
     pub fn end(mut self, end: crate::genai::End) {
-        self.span.end(match end {
-            crate::genai::End::Complete => Outcome::Complete,
-            crate::genai::End::Failed {
-                error_type,
-                message,
-            } => Outcome::Failed {
-                error_type,
-                message,
-            },
-            crate::genai::End::Aborted => Outcome::Aborted,
-        });
+        self.span.end(end);
     }
 }
 

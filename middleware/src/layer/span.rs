@@ -13,6 +13,7 @@ use opentelemetry::trace::{Status, TraceContextExt};
 use opentelemetry::{Context, KeyValue};
 
 use super::attrs::{self, HeaderCapture};
+use crate::genai::End;
 use crate::semconv;
 
 /// Which side of the exchange the span describes; decides which statuses are errors.
@@ -22,20 +23,6 @@ pub(crate) enum Side {
     Server,
     /// We sent the request: 4xx and 5xx are both errors.
     Client,
-}
-
-/// How an exchange ended.
-#[derive(Debug)]
-pub(crate) enum Outcome {
-    /// The response body reached its end.
-    Complete,
-    /// The inner service or the body failed.
-    Failed {
-        error_type: Cow<'static, str>,
-        message: String,
-    },
-    /// The response future or body was dropped before the end.
-    Aborted,
 }
 
 /// A live span for one exchange. See the module docs.
@@ -128,7 +115,7 @@ impl ExchangeSpan {
     }
 
     /// Ends the span. Later calls (and the drop) do nothing.
-    pub(crate) fn end(&mut self, outcome: Outcome) {
+    pub(crate) fn end(&mut self, end: End) {
         let Some(cx) = self.cx.take() else {
             return;
         };
@@ -150,22 +137,22 @@ impl ExchangeSpan {
                 i64::from(code),
             ));
         }
-        let status = match outcome {
-            Outcome::Complete => match self.body_error.take() {
+        let status = match end {
+            End::Complete => match self.body_error.take() {
                 Some((error_type, message)) => {
                     attributes.push(KeyValue::new(semconv::http::ERROR_TYPE, error_type));
                     Status::error(message)
                 }
                 None => self.status_from_response(&mut attributes),
             },
-            Outcome::Failed {
+            End::Failed {
                 error_type,
                 message,
             } => {
                 attributes.push(KeyValue::new(semconv::http::ERROR_TYPE, error_type));
                 Status::error(message)
             }
-            Outcome::Aborted => {
+            End::Aborted => {
                 attributes.push(KeyValue::new(semconv::llmtrace::ABORTED, true));
                 attributes.push(KeyValue::new(
                     semconv::http::ERROR_TYPE,
@@ -223,14 +210,14 @@ impl Drop for ExchangeSpan {
             return;
         }
         // Dropped while unwinding: the inner service or body panicked while we held the span.
-        let outcome = if std::thread::panicking() {
-            Outcome::Failed {
+        let end = if std::thread::panicking() {
+            End::Failed {
                 error_type: Cow::Borrowed(semconv::llmtrace::PANIC_ERROR_TYPE),
                 message: "panicked while handling the request".to_owned(),
             }
         } else {
-            Outcome::Aborted
+            End::Aborted
         };
-        self.end(outcome);
+        self.end(end);
     }
 }
