@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs llmtrace-proxy on a machine that has only the Rust toolchain: installs cmake (pingora's
-# build needs it) when it is missing, then `cargo run -p llmtrace-proxy -- ARGS`.
+# build needs it) when it is missing, then `cargo run -p llmtrace-proxy --features demo -- ARGS`.
 #
 #   bash scripts/run.sh                 # the demo: mock provider + proxy, traces printed
 #   bash scripts/run.sh --listen 127.0.0.1:8080 --upstream https://api.openai.com
@@ -22,4 +22,4 @@ fi
 if [ "$#" -eq 0 ]; then
   set -- demo
 fi
-exec cargo run --quiet -p llmtrace-proxy -- "$@"
+exec cargo run --quiet -p llmtrace-proxy --features demo -- "$@"

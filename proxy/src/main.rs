@@ -5,14 +5,11 @@
 //! llmtrace-proxy --listen 127.0.0.1:8080 --upstream https://api.openai.com [--provider openai]
 //! ```
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use llmtrace_proxy::Telemetry;
 use llmtrace_proxy::telemetry::Export;
-use opentelemetry_sdk::trace::SdkTracerProvider;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -68,7 +65,7 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Demo) => demo(),
+        Some(Command::Demo) => demo::demo(),
         Some(Command::Check { config }) => llmtrace_proxy::Config::load(&config)
             .map(|c| {
                 println!(
@@ -176,133 +173,17 @@ fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn free_port() -> std::io::Result<SocketAddr> {
-    std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()
-}
+#[cfg(feature = "demo")]
+mod demo;
 
-/// The mock provider, the proxy in front of it, a little traffic, and the waterfall.
-fn demo() -> Result<(), Box<dyn std::error::Error>> {
-    let runtime = tokio::runtime::Runtime::new()?;
-    let mock = runtime.block_on(llmtrace_mock::MockServer::start(
-        llmtrace_mock::MockConfig {
-            ttft: Duration::from_millis(120),
-            gap: Duration::from_millis(25),
-            tokens: 12,
-            ..Default::default()
-        },
-    ))?;
-    let spans = opentelemetry_sdk::trace::InMemorySpanExporter::default();
-    let provider = SdkTracerProvider::builder()
-        .with_simple_exporter(spans.clone())
-        .build();
-    let listen = free_port()?;
-    let mut config = llmtrace_proxy::Config::single(&listen.to_string(), &mock.url(), None)?;
-    // The demo prints its own summary; the access log would interleave with it.
-    config.telemetry.access_log = false;
-    let telemetry = Telemetry::with_tracer_provider(provider.clone());
-    let server = llmtrace_proxy::build_server(Arc::new(config), &telemetry)?;
-    std::thread::spawn(move || server.server.run_forever());
-    let provider = Arc::new(provider);
-
-    println!(
-        "mock provider on {}, llmtrace-proxy on http://{listen}\n",
-        mock.url()
-    );
-    runtime.block_on(async {
-        wait_for(listen).await;
-        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http::<http_body_util::Full<bytes::Bytes>>();
-        let requests: [DemoRequest; 4] = [
-            ("stream chat", "/v1/chat/completions", &[], r#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Say hello"}]}"#),
-            ("chat", "/v1/chat/completions", &[], r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello"}]}"#),
-            ("stream messages", "/v1/messages", &[("anthropic-version", "2023-06-01")], r#"{"model":"claude-sonnet-4-6","stream":true,"max_tokens":64,"messages":[{"role":"user","content":"Say hello"}]}"#),
-            ("rate limited", "/v1/chat/completions", &[("x-mock-fault", "429")], r#"{"model":"gpt-4o","messages":[{"role":"user","content":"again"}]}"#),
-        ];
-        for (label, path, headers, body) in requests {
-            let mut request = http::Request::post(format!("http://{listen}{path}"))
-                .header("content-type", "application/json")
-                .header("authorization", "Bearer sk-demo");
-            for (name, value) in headers {
-                request = request.header(*name, *value);
-            }
-            let request = request.body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
-            let started = std::time::Instant::now();
-            let response = client.request(request).await?;
-            let status = response.status();
-            let trace = response
-                .headers()
-                .get("x-llmtrace-trace-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-")
-                .to_owned();
-            let body = http_body_util::BodyExt::collect(response.into_body()).await?.to_bytes();
-            println!(
-                "{label:<16} {path:<22} → {status} in {:>7.1} ms, {:>5} bytes, trace {trace}",
-                started.elapsed().as_secs_f64() * 1000.0,
-                body.len()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        Ok::<_, Box<dyn std::error::Error>>(())
-    })?;
-    let finished = spans.get_finished_spans()?;
-    println!("\n{}", llmtrace_proxy::waterfall::render(&finished));
-    for span in finished
-        .iter()
-        .filter(|s| s.span_kind == opentelemetry::trace::SpanKind::Client)
-    {
-        let get = |key: &str| {
-            span.attributes
-                .iter()
-                .find(|kv| kv.key.as_str() == key)
-                .map(|kv| kv.value.to_string())
-                .unwrap_or_else(|| "-".into())
-        };
-        let ms = |key: &str| {
-            get(key)
-                .parse::<f64>()
-                .map_or_else(|_| "-".to_owned(), |s| format!("{:.1} ms", s * 1000.0))
-        };
-        let us = |key: &str| {
-            get(key)
-                .parse::<i64>()
-                .map_or_else(|_| "-".to_owned(), |us| format!("{us} µs"))
-        };
-        println!(
-            "{:<24} ttft {:>9}  tokens in/out {}/{}  finish {:<12} usage {:<8} gateway: request {}, per chunk max {}",
-            span.name,
-            ms("gen_ai.response.time_to_first_chunk"),
-            get("gen_ai.usage.input_tokens"),
-            get("gen_ai.usage.output_tokens"),
-            get("gen_ai.response.finish_reasons"),
-            get("llmtrace.usage.source"),
-            us("llmtrace.gateway.request_us"),
-            us("llmtrace.gateway.chunk_latency.max_us"),
-        );
-    }
-    println!(
-        "\nNext: run the proxy in front of a real provider and point your client at it:\n  \
-         llmtrace-proxy --listen 127.0.0.1:8080 --upstream https://api.openai.com\n  \
-         OPENAI_BASE_URL=http://127.0.0.1:8080/v1 python your_app.py\n\
-         Spans go to stdout as JSON lines; set OTEL_EXPORTER_OTLP_ENDPOINT to send them to a collector."
-    );
-    let _ = provider.shutdown();
-    std::process::exit(0);
-}
-
-/// `(label, path, extra headers, body)` of one demo request.
-type DemoRequest = (
-    &'static str,
-    &'static str,
-    &'static [(&'static str, &'static str)],
-    &'static str,
-);
-
-async fn wait_for(addr: SocketAddr) {
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+/// Without the `demo` feature: say how to get it.
+#[cfg(not(feature = "demo"))]
+mod demo {
+    pub fn demo() -> Result<(), Box<dyn std::error::Error>> {
+        Err(
+            "this build has no demo (the `demo` feature carries the mock provider): run \
+         `bash scripts/run.sh`, or `cargo run -p llmtrace-proxy --features demo -- demo`"
+                .into(),
+        )
     }
 }
