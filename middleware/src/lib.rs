@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod driver;
 pub mod genai;
 pub mod layer;
 pub mod limits;

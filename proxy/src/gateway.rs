@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use llmtrace::driver::{
+    GenAiRecorder, GenAiSpan, InboundRequest, InboundSpan, RequestHeaderCapture,
+};
 use llmtrace::genai::{
     ApiFormat, End, Endpoint, Exchange, Provider, RequestInfo, Summary, UsageChunkFilter,
     request_with_usage,
-};
-use llmtrace::layer::{
-    GenAiRecorder, GenAiSpan, InboundRequest, InboundSpan, RequestHeaderCapture,
 };
 use llmtrace::limits::{self, bounded};
 use llmtrace::propagation;

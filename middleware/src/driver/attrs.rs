@@ -123,7 +123,7 @@ pub(crate) fn grpc_code_name(code: i32) -> &'static str {
 
 /// The logical server host and port: the URI's authority (HTTP/2 `:authority`, absolute-form
 /// requests) or else the `Host` header. The host is at most [`MAX_ADDRESS_BYTES`].
-pub(crate) fn server_address(uri: &Uri, headers: &HeaderMap) -> Option<(String, Option<u16>)> {
+fn server_address(uri: &Uri, headers: &HeaderMap) -> Option<(String, Option<u16>)> {
     let host = |authority: &http::uri::Authority| {
         bounded(authority.host(), MAX_ADDRESS_BYTES).into_owned()
     };
@@ -135,12 +135,20 @@ pub(crate) fn server_address(uri: &Uri, headers: &HeaderMap) -> Option<(String, 
     Some((host(&authority), authority.port_u16()))
 }
 
-/// The default port for a scheme, used when the authority names none.
-pub(crate) fn default_port(scheme: &str) -> Option<u16> {
-    match scheme {
+/// Pushes `server.address` and `server.port` (the scheme's default port when the authority
+/// names none), from the URI's authority or else the `Host` header.
+pub(crate) fn push_server_address(attributes: &mut Vec<KeyValue>, uri: &Uri, headers: &HeaderMap) {
+    let Some((host, port)) = server_address(uri, headers) else {
+        return;
+    };
+    attributes.push(KeyValue::new(semconv::http::SERVER_ADDRESS, host));
+    let default_port = match uri.scheme_str().unwrap_or("http") {
         "http" => Some(80),
         "https" => Some(443),
         _ => None,
+    };
+    if let Some(port) = port.or(default_port) {
+        attributes.push(KeyValue::new(semconv::http::SERVER_PORT, i64::from(port)));
     }
 }
 

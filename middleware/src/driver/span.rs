@@ -1,6 +1,6 @@
 //! One HTTP exchange's span, from the request head to the end of the response body.
 //!
-//! [`ExchangeSpan`] is shared by the server and client layers. It owns the span's
+//! [`ExchangeSpan`] is shared by the layers and the drivers. It owns the span's
 //! [`Context`] and guarantees the span ends exactly once: through [`ExchangeSpan::end`], or,
 //! when the owner is dropped first (the response future or body was dropped before the end),
 //! as aborted.
@@ -9,12 +9,27 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::{HeaderMap, StatusCode};
-use opentelemetry::trace::{Status, TraceContextExt};
+use opentelemetry::global::BoxedSpan;
+use opentelemetry::trace::{Span as _, Status, TraceContextExt};
 use opentelemetry::{Context, KeyValue};
 
 use super::attrs::{self, HeaderCapture};
 use crate::genai::End;
-use crate::semconv;
+use crate::{propagation, semconv};
+
+/// `parent` with `span` as its span. When `parent` held no trace, the span starts a new one
+/// whose id our SDK drew at random: the context says so, so that `inject` sets the
+/// Level 2 random flag.
+pub(crate) fn child_context(parent: &Context, span: BoxedSpan) -> Context {
+    let new_trace = !parent.span().span_context().is_valid();
+    let trace_id = span.span_context().trace_id();
+    let cx = parent.with_span(span);
+    if new_trace {
+        cx.with_value(propagation::RandomTraceId(trace_id))
+    } else {
+        cx
+    }
+}
 
 /// Which side of the exchange the span describes; decides which statuses are errors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use std::task::{Context as TaskContext, Poll, ready};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::span::ExchangeSpan;
+use crate::driver::span::ExchangeSpan;
 use crate::genai::End;
 
 pin_project! {
@@ -101,7 +101,7 @@ where
             }
             Some(Err(error)) => {
                 span.end(End::Failed {
-                    error_type: super::attrs::error_type_name::<B::Error>(),
+                    error_type: crate::driver::attrs::error_type_name::<B::Error>(),
                     message: error.to_string(),
                 });
                 *this.span = None;

@@ -12,11 +12,11 @@ use opentelemetry::{Context, KeyValue};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::attrs;
 use super::body::TracedBody;
 use super::future::ResponseFuture;
-use super::span::{ExchangeSpan, Side};
 use super::{boxed_tracer, default_tracer};
+use crate::driver::attrs;
+use crate::driver::span::{ExchangeSpan, Side};
 use crate::propagation;
 use crate::semconv;
 
@@ -153,13 +153,7 @@ fn start_client_span<B>(
     let uri = req.uri();
     let mut attributes = Vec::with_capacity(8);
     let method = attrs::push_method(&mut attributes, req.method());
-    let scheme = uri.scheme_str().unwrap_or("http");
-    if let Some((host, port)) = attrs::server_address(uri, req.headers()) {
-        attributes.push(KeyValue::new(semconv::http::SERVER_ADDRESS, host));
-        if let Some(port) = port.or_else(|| attrs::default_port(scheme)) {
-            attributes.push(KeyValue::new(semconv::http::SERVER_PORT, i64::from(port)));
-        }
-    }
+    attrs::push_server_address(&mut attributes, uri, req.headers());
     let name: Cow<'static, str> = if grpc {
         attrs::push_grpc(&mut attributes, uri.path()).map_or(Cow::Borrowed(method), Cow::Owned)
     } else {

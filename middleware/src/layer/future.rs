@@ -10,8 +10,9 @@ use opentelemetry::trace::TraceContextExt;
 use pin_project_lite::pin_project;
 
 use super::body::TracedBody;
-use super::span::ExchangeSpan;
+use crate::driver::span::ExchangeSpan;
 use crate::genai::End;
+use crate::propagation::TraceParent;
 
 pin_project! {
     /// Response future of [`ServerService`](super::ServerService) and
@@ -92,7 +93,7 @@ where
             }
             Err(error) => {
                 span.end(End::Failed {
-                    error_type: super::attrs::error_type_name::<E>(),
+                    error_type: crate::driver::attrs::error_type_name::<E>(),
                     message: error.to_string(),
                 });
                 Poll::Ready(Err(error))
@@ -108,6 +109,6 @@ fn traceresponse_value(cx: &opentelemetry::Context) -> Option<HeaderValue> {
     if !sc.is_valid() {
         return None;
     }
-    let flags = sc.trace_flags().to_u8() & 0x03;
-    HeaderValue::try_from(format!("00-{}-{}-{flags:02x}", sc.trace_id(), sc.span_id())).ok()
+    let value = TraceParent::new(sc.trace_id(), sc.span_id(), sc.trace_flags().to_u8());
+    HeaderValue::try_from(value.to_string()).ok()
 }

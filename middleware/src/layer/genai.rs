@@ -10,21 +10,18 @@ use std::time::Instant;
 use bytes::{Buf, Bytes, BytesMut};
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
-use opentelemetry::global::BoxedTracer;
-use opentelemetry::trace::{Span as _, SpanBuilder, SpanKind, TraceContextExt, Tracer};
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::Context;
+use opentelemetry::trace::Tracer;
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::attrs;
-use super::span::{ExchangeSpan, Side};
 use super::{boxed_tracer, default_tracer};
-use crate::genai::{
-    End, Endpoint, Exchange, GenAiConfig, GenAiMetrics, Provider, RequestInfo, Summary,
-};
+use crate::driver::attrs;
+use crate::driver::span::Side;
+use crate::driver::{GenAiRecorder, GenAiSpan};
+use crate::genai::{End, Endpoint, Exchange, GenAiConfig, GenAiMetrics, Provider, RequestInfo};
 use crate::propagation;
-use crate::semconv;
 
 /// Request bodies up to this size are read before the request is sent, to learn the model.
 const DEFAULT_MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
@@ -58,48 +55,6 @@ const DEFAULT_MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
 #[derive(Clone)]
 pub struct GenAiLayer {
     shared: Arc<GenAiRecorder>,
-}
-
-/// What a [`GenAiLayer`] (or the gateway) shares across exchanges: side, tracer, observer
-/// configuration, metric instruments. Made by the layer's builder; see
-/// [`GenAiLayer::into_recorder`].
-pub struct GenAiRecorder {
-    side: Side,
-    tracer: BoxedTracer,
-    config: Arc<GenAiConfig>,
-    metrics: Option<GenAiMetrics>,
-    /// Applied to the instruments [`GenAiLayer::with_meter`] builds.
-    max_model_labels: Option<usize>,
-    provider: Option<Provider>,
-    max_request_bytes: usize,
-}
-
-impl fmt::Debug for GenAiRecorder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GenAiRecorder")
-            .field("side", &self.side)
-            .field("config", &self.config)
-            .field("metrics", &self.metrics.is_some())
-            .field("provider", &self.provider)
-            .finish_non_exhaustive()
-    }
-}
-
-impl GenAiRecorder {
-    /// The observer configuration.
-    pub fn config(&self) -> &Arc<GenAiConfig> {
-        &self.config
-    }
-
-    /// The configured provider name override, if any.
-    pub fn provider(&self) -> Option<&Provider> {
-        self.provider.as_ref()
-    }
-
-    /// Request bodies up to this size are read before sending.
-    pub fn max_request_bytes(&self) -> usize {
-        self.max_request_bytes
-    }
 }
 
 impl fmt::Debug for GenAiLayer {
@@ -362,39 +317,6 @@ where
     }
 }
 
-fn start_span(
-    shared: &GenAiRecorder,
-    exchange: &Exchange,
-    parts: &http::request::Parts,
-    parent: &Context,
-) -> Context {
-    let mut attributes = exchange.start_attributes();
-    if let Some((host, port)) = attrs::server_address(&parts.uri, &parts.headers) {
-        attributes.push(KeyValue::new(semconv::http::SERVER_ADDRESS, host));
-        let scheme = parts.uri.scheme_str().unwrap_or("http");
-        if let Some(port) = port.or_else(|| attrs::default_port(scheme)) {
-            attributes.push(KeyValue::new(semconv::http::SERVER_PORT, i64::from(port)));
-        }
-    }
-    attrs::push_method(&mut attributes, &parts.method);
-    let kind = match shared.side {
-        Side::Client => SpanKind::Client,
-        Side::Server => SpanKind::Server,
-    };
-    let builder = SpanBuilder::from_name(exchange.span_name())
-        .with_kind(kind)
-        .with_attributes(attributes);
-    let span = shared.tracer.build_with_context(builder, parent);
-    let new_trace = !parent.span().span_context().is_valid();
-    let trace_id = span.span_context().trace_id();
-    let cx = parent.with_span(span);
-    if new_trace {
-        cx.with_value(propagation::RandomTraceId(trace_id))
-    } else {
-        cx
-    }
-}
-
 /// Reads up to `max` bytes of `body`. Returns a body that replays what was read followed by
 /// the rest, and the whole body when it fit.
 async fn read_prefix<B>(mut body: B, max: usize) -> (RequestBody<B>, Option<Bytes>)
@@ -550,117 +472,6 @@ impl<B: fmt::Debug + Body> fmt::Debug for RequestBody<B> {
     }
 }
 
-/// One GenAI exchange in flight: its span and its [`Exchange`] observer. It ends exactly
-/// once: on [`finish`](Self::finish) or, when dropped first, as aborted. [`GenAiLayer`] drives
-/// it from a tower body; the gateway drives it from its pingora phases.
-pub struct GenAiSpan {
-    span: ExchangeSpan,
-    exchange: Exchange,
-    shared: Arc<GenAiRecorder>,
-    done: bool,
-}
-
-impl fmt::Debug for GenAiSpan {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GenAiSpan")
-            .field("exchange", &self.exchange)
-            .field("done", &self.done)
-            .finish_non_exhaustive()
-    }
-}
-
-impl GenAiSpan {
-    /// Starts the span for `exchange`, a child of `parent`, with the request's method, URI
-    /// and headers for the `server.*` attributes. The caller injects [`context`](Self::context)
-    /// into the upstream request when it calls a provider.
-    pub fn start(
-        recorder: &Arc<GenAiRecorder>,
-        exchange: Exchange,
-        parts: &http::request::Parts,
-        parent: &Context,
-    ) -> GenAiSpan {
-        let cx = start_span(recorder, &exchange, parts, parent);
-        GenAiSpan {
-            span: ExchangeSpan::new(cx, recorder.side, false, None),
-            exchange,
-            shared: recorder.clone(),
-            done: false,
-        }
-    }
-
-    /// The span's context, until it ends.
-    pub fn context(&self) -> Option<&Context> {
-        self.span.context()
-    }
-
-    /// The observer.
-    pub fn exchange(&self) -> &Exchange {
-        &self.exchange
-    }
-
-    /// The request body was read after the span started: renames the span
-    /// (`chat gpt-4o`) and records the request attributes.
-    pub fn set_request(&mut self, request: RequestInfo) {
-        self.exchange.set_request(request);
-        if let Some(cx) = self.span.context() {
-            let span = cx.span();
-            span.update_name(self.exchange.span_name());
-            span.set_attributes(self.exchange.start_attributes());
-        }
-    }
-
-    /// The response head arrived.
-    pub fn on_response_head(&mut self, status: http::StatusCode, headers: &http::HeaderMap) {
-        self.span.on_response_head(status, headers);
-        self.exchange
-            .on_response_head(status.as_u16(), headers, Instant::now());
-    }
-
-    /// A response body chunk passed through.
-    pub fn on_response_data(&mut self, data: &[u8]) {
-        self.span.on_data(data.len());
-        self.exchange.on_response_data(data, Instant::now());
-    }
-
-    /// Ends the exchange: records the report on the span and the metrics, ends the span, and
-    /// returns the summary for an access log. Later calls do nothing and return `None`.
-    pub fn finish(&mut self, end: End) -> Option<Summary> {
-        if std::mem::replace(&mut self.done, true) {
-            return None;
-        }
-        let now = Instant::now();
-        let report = self.exchange.finish(end.clone(), now);
-        let summary = report.summary.clone();
-        if let Some(metrics) = &self.shared.metrics {
-            match self.shared.side {
-                Side::Client => metrics.record_client(&report.metrics),
-                Side::Server => metrics.record_server(&report.metrics),
-            }
-        }
-        if let Some(cx) = self.span.context() {
-            let span = cx.span();
-            if span.is_recording() {
-                span.set_attributes(report.attributes);
-                for event in report.events {
-                    span.add_event_with_timestamp(event.name, event.time, event.attributes);
-                }
-            }
-        }
-        // The transport's account wins; a complete body can still carry an error.
-        if let (End::Complete, Some((error_type, message))) = (&end, report.error) {
-            self.span.fail_on_complete(error_type, message);
-        }
-        self.span.end(end);
-        Some(summary)
-    }
-}
-
-impl Drop for GenAiSpan {
-    fn drop(&mut self) {
-        self.finish(End::Aborted);
-    }
-}
-
 pin_project! {
     /// The response body of [`GenAiService`]: every frame passes through unchanged and at
     /// once; the exchange's observer sees it on the way. The GenAI span ends when the body
@@ -720,7 +531,7 @@ where
             return this.inner.poll_frame(cx);
         };
         let result = {
-            let _guard = observed.span.context().map(|c| c.clone().attach());
+            let _guard = observed.context().map(|c| c.clone().attach());
             ready!(this.inner.as_mut().poll_frame(cx))
         };
         match &result {

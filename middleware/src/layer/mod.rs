@@ -4,20 +4,25 @@
 //! streamed answer is measured whole, and both end that span exactly once on every path:
 //! body end, body error, service error, or an early drop of the response future or body.
 
-mod attrs;
 mod body;
 mod client;
 mod future;
 mod genai;
 mod server;
-mod span;
 
-pub use attrs::ALWAYS_REDACTED;
+pub use crate::driver::attrs::ALWAYS_REDACTED;
 pub use body::TracedBody;
 pub use client::{ClientLayer, ClientService};
 pub use future::ResponseFuture;
-pub use genai::{GenAiBody, GenAiLayer, GenAiRecorder, GenAiService, GenAiSpan, RequestBody};
-pub use server::{InboundRequest, InboundSpan, RequestHeaderCapture, ServerLayer, ServerService};
+pub use genai::{GenAiBody, GenAiLayer, GenAiService, RequestBody};
+pub use server::{ServerLayer, ServerService};
+
+// The adapter-neutral drivers live in `crate::driver`; these names stay here for code written
+// against earlier releases.
+#[doc(hidden)]
+pub use crate::driver::{
+    GenAiRecorder, GenAiSpan, InboundRequest, InboundSpan, RequestHeaderCapture,
+};
 
 use opentelemetry::InstrumentationScope;
 use opentelemetry::global::{self, BoxedTracer};

@@ -1,0 +1,193 @@
+//! [`GenAiSpan`]: one GenAI exchange's span and its [`Exchange`] observer, and the
+//! [`GenAiRecorder`] that exchanges share.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use opentelemetry::Context;
+use opentelemetry::global::BoxedTracer;
+use opentelemetry::trace::{SpanBuilder, SpanKind, TraceContextExt, Tracer};
+
+use super::attrs;
+use super::span::{self, ExchangeSpan, Side};
+use crate::genai::{End, Exchange, GenAiConfig, GenAiMetrics, Provider, RequestInfo, Summary};
+
+/// What a [`GenAiLayer`] (or the gateway) shares across exchanges: side, tracer, observer
+/// configuration, metric instruments. Made by the layer's builder; see
+/// [`GenAiLayer::into_recorder`].
+///
+/// [`GenAiLayer`]: crate::GenAiLayer
+/// [`GenAiLayer::into_recorder`]: crate::GenAiLayer::into_recorder
+pub struct GenAiRecorder {
+    pub(crate) side: Side,
+    pub(crate) tracer: BoxedTracer,
+    pub(crate) config: Arc<GenAiConfig>,
+    pub(crate) metrics: Option<GenAiMetrics>,
+    /// Applied to the instruments [`GenAiLayer::with_meter`](crate::GenAiLayer::with_meter) builds.
+    pub(crate) max_model_labels: Option<usize>,
+    pub(crate) provider: Option<Provider>,
+    pub(crate) max_request_bytes: usize,
+}
+
+impl fmt::Debug for GenAiRecorder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenAiRecorder")
+            .field("side", &self.side)
+            .field("config", &self.config)
+            .field("metrics", &self.metrics.is_some())
+            .field("provider", &self.provider)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GenAiRecorder {
+    /// The observer configuration.
+    pub fn config(&self) -> &Arc<GenAiConfig> {
+        &self.config
+    }
+
+    /// The configured provider name override, if any.
+    pub fn provider(&self) -> Option<&Provider> {
+        self.provider.as_ref()
+    }
+
+    /// Request bodies up to this size are read before sending.
+    pub fn max_request_bytes(&self) -> usize {
+        self.max_request_bytes
+    }
+}
+
+// === impl GenAiSpan ===
+
+/// One GenAI exchange in flight: its span and its [`Exchange`] observer. It ends exactly
+/// once: on [`finish`](Self::finish) or, when dropped first, as aborted.
+/// [`GenAiLayer`](crate::GenAiLayer) drives it from a tower body; the gateway drives it from
+/// its pingora phases.
+pub struct GenAiSpan {
+    span: ExchangeSpan,
+    exchange: Exchange,
+    shared: Arc<GenAiRecorder>,
+    done: bool,
+}
+
+impl fmt::Debug for GenAiSpan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenAiSpan")
+            .field("exchange", &self.exchange)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GenAiSpan {
+    /// Starts the span for `exchange`, a child of `parent`, with the request's method, URI
+    /// and headers for the `server.*` attributes. The caller injects [`context`](Self::context)
+    /// into the upstream request when it calls a provider.
+    pub fn start(
+        recorder: &Arc<GenAiRecorder>,
+        exchange: Exchange,
+        parts: &http::request::Parts,
+        parent: &Context,
+    ) -> GenAiSpan {
+        let cx = start_span(recorder, &exchange, parts, parent);
+        GenAiSpan {
+            span: ExchangeSpan::new(cx, recorder.side, false, None),
+            exchange,
+            shared: recorder.clone(),
+            done: false,
+        }
+    }
+
+    /// The span's context, until it ends.
+    pub fn context(&self) -> Option<&Context> {
+        self.span.context()
+    }
+
+    /// The observer.
+    pub fn exchange(&self) -> &Exchange {
+        &self.exchange
+    }
+
+    /// The request body was read after the span started: renames the span
+    /// (`chat gpt-4o`) and records the request attributes.
+    pub fn set_request(&mut self, request: RequestInfo) {
+        self.exchange.set_request(request);
+        if let Some(cx) = self.span.context() {
+            let span = cx.span();
+            span.update_name(self.exchange.span_name());
+            span.set_attributes(self.exchange.start_attributes());
+        }
+    }
+
+    /// The response head arrived.
+    pub fn on_response_head(&mut self, status: http::StatusCode, headers: &http::HeaderMap) {
+        self.span.on_response_head(status, headers);
+        self.exchange
+            .on_response_head(status.as_u16(), headers, Instant::now());
+    }
+
+    /// A response body chunk passed through.
+    pub fn on_response_data(&mut self, data: &[u8]) {
+        self.span.on_data(data.len());
+        self.exchange.on_response_data(data, Instant::now());
+    }
+
+    /// Ends the exchange: records the report on the span and the metrics, ends the span, and
+    /// returns the summary for an access log. Later calls do nothing and return `None`.
+    pub fn finish(&mut self, end: End) -> Option<Summary> {
+        if std::mem::replace(&mut self.done, true) {
+            return None;
+        }
+        let now = Instant::now();
+        let report = self.exchange.finish(end.clone(), now);
+        let summary = report.summary.clone();
+        if let Some(metrics) = &self.shared.metrics {
+            match self.shared.side {
+                Side::Client => metrics.record_client(&report.metrics),
+                Side::Server => metrics.record_server(&report.metrics),
+            }
+        }
+        if let Some(cx) = self.span.context() {
+            let span = cx.span();
+            if span.is_recording() {
+                span.set_attributes(report.attributes);
+                for event in report.events {
+                    span.add_event_with_timestamp(event.name, event.time, event.attributes);
+                }
+            }
+        }
+        // The transport's account wins; a complete body can still carry an error.
+        if let (End::Complete, Some((error_type, message))) = (&end, report.error) {
+            self.span.fail_on_complete(error_type, message);
+        }
+        self.span.end(end);
+        Some(summary)
+    }
+}
+
+impl Drop for GenAiSpan {
+    fn drop(&mut self) {
+        self.finish(End::Aborted);
+    }
+}
+
+fn start_span(
+    shared: &GenAiRecorder,
+    exchange: &Exchange,
+    parts: &http::request::Parts,
+    parent: &Context,
+) -> Context {
+    let mut attributes = exchange.start_attributes();
+    attrs::push_server_address(&mut attributes, &parts.uri, &parts.headers);
+    attrs::push_method(&mut attributes, &parts.method);
+    let kind = match shared.side {
+        Side::Client => SpanKind::Client,
+        Side::Server => SpanKind::Server,
+    };
+    let builder = SpanBuilder::from_name(exchange.span_name())
+        .with_kind(kind)
+        .with_attributes(attributes);
+    let span = shared.tracer.build_with_context(builder, parent);
+    span::child_context(parent, span)
+}

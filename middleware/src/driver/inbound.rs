@@ -1,0 +1,219 @@
+//! [`InboundSpan`]: the SERVER span of an inbound request, for any server.
+
+use std::borrow::Cow;
+
+use http::header::{self, HeaderName};
+use opentelemetry::Context;
+use opentelemetry::KeyValue;
+use opentelemetry::global::BoxedTracer;
+use opentelemetry::trace::{Span as _, SpanBuilder, SpanKind, Tracer};
+
+use super::attrs::{self, HeaderCapture};
+use super::span::{self, ExchangeSpan, Side};
+use crate::genai::End;
+use crate::limits::{MAX_URL_BYTES, MAX_USER_AGENT_BYTES, bounded};
+use crate::semconv;
+
+/// What an inbound request's SERVER span records, from any server: the tower layer builds it
+/// from an `http::Request`, another adapter (the gateway's pingora phases) from its own
+/// request head.
+#[derive(Debug, Clone, Copy)]
+pub struct InboundRequest<'a> {
+    /// The method.
+    pub method: &'a http::Method,
+    /// The request target.
+    pub uri: &'a http::Uri,
+    /// The HTTP version.
+    pub version: http::Version,
+    /// The request headers.
+    pub headers: &'a http::HeaderMap,
+    /// The route template (`/v1/chat/completions`, `/users/{id}`), never the raw path.
+    pub route: Option<&'a str>,
+    /// The peer's address.
+    pub peer: Option<std::net::SocketAddr>,
+}
+
+/// Request headers an [`InboundSpan`] records as `http.request.header.<name>` when it starts,
+/// so head samplers can match them. Credentials (`authorization`, `x-api-key`, ...) are
+/// always `[REDACTED]`.
+///
+/// ```
+/// use llmtrace::driver::RequestHeaderCapture;
+///
+/// let capture = RequestHeaderCapture::new(&[http::HeaderName::from_static("x-user-tier")]);
+/// # let _ = capture;
+/// ```
+#[derive(Debug, Clone)]
+pub struct RequestHeaderCapture(HeaderCapture);
+
+impl RequestHeaderCapture {
+    /// Captures `names`.
+    pub fn new(names: &[HeaderName]) -> Self {
+        Self(HeaderCapture::new(
+            semconv::http::REQUEST_HEADER_PREFIX,
+            names,
+            &[],
+        ))
+    }
+}
+
+/// A SERVER span for an inbound request, for servers that are not tower services.
+///
+/// It records what [`ServerLayer`](crate::ServerLayer)'s span records, by the same code: the name
+/// (`{METHOD} {route}`), the HTTP attributes, the status rules (5xx is an error, 4xx is the
+/// caller's), and abort and failure. It ends exactly once: by [`InboundSpan::end`], or as
+/// aborted when dropped.
+///
+/// ```
+/// use llmtrace::genai::End;
+/// use llmtrace::driver::{InboundRequest, InboundSpan};
+///
+/// let (method, uri, headers) = (http::Method::POST, http::Uri::from_static("/v1/chat/completions"), http::HeaderMap::new());
+/// let request = InboundRequest {
+///     method: &method,
+///     uri: &uri,
+///     version: http::Version::HTTP_11,
+///     headers: &headers,
+///     route: Some("/v1/chat/completions"),
+///     peer: None,
+/// };
+/// let tracer = opentelemetry::global::tracer("doc");
+/// let parent = llmtrace::propagation::extract(&headers);
+/// let mut span = InboundSpan::start(&tracer, &request, &parent, None);
+/// // ... proxy the request; `span.context()` is the parent of what happens meanwhile ...
+/// span.on_response_head(http::StatusCode::OK, &http::HeaderMap::new());
+/// span.on_data(42);
+/// span.end(End::Complete);
+/// ```
+#[derive(Debug)]
+pub struct InboundSpan {
+    span: ExchangeSpan,
+}
+
+impl InboundSpan {
+    /// Starts the span as a child of `parent` (the caller's extracted context; a new trace
+    /// when it holds none), with the `capture`d request headers among its start attributes.
+    pub fn start(
+        tracer: &BoxedTracer,
+        request: &InboundRequest<'_>,
+        parent: &Context,
+        capture: Option<&RequestHeaderCapture>,
+    ) -> Self {
+        let (cx, grpc) = start_server_span(tracer, capture.map(|c| &c.0), request, parent);
+        Self {
+            span: ExchangeSpan::new(cx, Side::Server, grpc, None),
+        }
+    }
+
+    /// The span's context (with the caller's baggage), until the span ends.
+    pub fn context(&self) -> Option<&Context> {
+        self.span.context()
+    }
+
+    /// The response head went out.
+    pub fn on_response_head(&mut self, status: http::StatusCode, headers: &http::HeaderMap) {
+        self.span.on_response_head(status, headers);
+    }
+
+    /// `len` bytes of response body went out.
+    pub fn on_data(&mut self, len: usize) {
+        self.span.on_data(len);
+    }
+
+    /// Ends the span: complete (the status decides), failed, or aborted by the client.
+    pub fn end(mut self, end: End) {
+        self.span.end(end);
+    }
+}
+
+/// Starts the SERVER span for `req` under `parent`; returns its context (marked as a trace
+/// we started when the caller sent none) and whether it is a gRPC call.
+pub(crate) fn start_server_span(
+    tracer: &BoxedTracer,
+    request_capture: Option<&HeaderCapture>,
+    req: &InboundRequest<'_>,
+    parent: &Context,
+) -> (Context, bool) {
+    let headers = req.headers;
+    let grpc = attrs::is_grpc(headers);
+    let path = req.uri.path();
+    let scheme = req.uri.scheme_str().unwrap_or("http");
+
+    // What a sampler may want to see goes in at creation (method, scheme, route, rpc.*, the
+    // captured request headers, which rules match on: a user tier, a tenant); the rest,
+    // including the path, which costs an allocation, only when recording.
+    let mut attributes = Vec::with_capacity(8);
+    let method = attrs::push_method(&mut attributes, req.method);
+    attributes.push(KeyValue::new(
+        semconv::http::URL_SCHEME,
+        if scheme == "https" { "https" } else { "http" },
+    ));
+    // The route is the caller's to fill: a template, or a path when it has nothing better.
+    let route = req.route.map(|route| bounded(route, MAX_URL_BYTES));
+    if let Some(route) = &route {
+        attributes.push(KeyValue::new(
+            semconv::http::ROUTE,
+            route.clone().into_owned(),
+        ));
+    }
+    let name: Cow<'static, str> = match (grpc, route) {
+        (true, _) => {
+            attrs::push_grpc(&mut attributes, path).map_or(Cow::Borrowed(method), Cow::Owned)
+        }
+        (false, Some(route)) => Cow::Owned(format!("{method} {route}")),
+        (false, None) => Cow::Borrowed(method),
+    };
+    if let Some(capture) = request_capture {
+        attributes.extend(capture.attributes(headers));
+    }
+    let builder = SpanBuilder::from_name(name)
+        .with_kind(SpanKind::Server)
+        .with_attributes(attributes);
+    let mut span = tracer.build_with_context(builder, parent);
+    if span.is_recording() {
+        span.set_attributes(recorded_attributes(req));
+    }
+    (span::child_context(parent, span), grpc)
+}
+
+/// The attributes only a recording span gets.
+fn recorded_attributes(req: &InboundRequest<'_>) -> Vec<KeyValue> {
+    let headers = req.headers;
+    let mut more = Vec::with_capacity(10);
+    more.push(KeyValue::new(
+        semconv::http::URL_PATH,
+        bounded(req.uri.path(), MAX_URL_BYTES).into_owned(),
+    ));
+    attrs::push_server_address(&mut more, req.uri, headers);
+    if let Some(version) = attrs::protocol_version(req.version) {
+        more.push(KeyValue::new(
+            semconv::http::NETWORK_PROTOCOL_VERSION,
+            version,
+        ));
+    }
+    if let Some(agent) = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+    {
+        more.push(KeyValue::new(
+            semconv::http::USER_AGENT_ORIGINAL,
+            bounded(agent, MAX_USER_AGENT_BYTES).into_owned(),
+        ));
+    }
+    if let Some(peer) = req.peer {
+        more.push(KeyValue::new(
+            semconv::http::NETWORK_PEER_ADDRESS,
+            peer.ip().to_string(),
+        ));
+        more.push(KeyValue::new(
+            semconv::http::NETWORK_PEER_PORT,
+            i64::from(peer.port()),
+        ));
+    }
+    if let Some(client) =
+        attrs::forwarded_client(headers).or_else(|| req.peer.map(|p| p.ip().to_string()))
+    {
+        more.push(KeyValue::new(semconv::http::CLIENT_ADDRESS, client));
+    }
+    more
+}
