@@ -323,18 +323,7 @@ impl Exchange {
     /// The attributes known when the request starts, for span creation (and samplers).
     pub fn start_attributes(&self) -> Vec<KeyValue> {
         let r = &self.request;
-        let mut a = Vec::with_capacity(16);
-        a.push(KeyValue::new(
-            gen_ai::OPERATION_NAME,
-            self.endpoint.format.operation(),
-        ));
-        a.push(KeyValue::new(
-            gen_ai::PROVIDER_NAME,
-            self.endpoint.provider.name().to_owned(),
-        ));
-        if let Some(model) = &r.model {
-            a.push(KeyValue::new(gen_ai::REQUEST_MODEL, model.clone()));
-        }
+        let mut a = self.identity_attributes(16);
         // Required if and only if the request streams.
         if r.stream {
             a.push(KeyValue::new(gen_ai::REQUEST_STREAM, true));
@@ -373,6 +362,24 @@ impl Exchange {
                 gen_ai::REQUEST_ENCODING_FORMATS,
                 string_array(std::slice::from_ref(format)),
             ));
+        }
+        a
+    }
+
+    /// What the span and every metric of the exchange start with: operation, provider and
+    /// the model asked for.
+    fn identity_attributes(&self, capacity: usize) -> Vec<KeyValue> {
+        let mut a = Vec::with_capacity(capacity);
+        a.push(KeyValue::new(
+            gen_ai::OPERATION_NAME,
+            self.endpoint.format.operation(),
+        ));
+        a.push(KeyValue::new(
+            gen_ai::PROVIDER_NAME,
+            self.endpoint.provider.name().to_owned(),
+        ));
+        if let Some(model) = &self.request.model {
+            a.push(KeyValue::new(gen_ai::REQUEST_MODEL, model.clone()));
         }
         a
     }
@@ -453,6 +460,21 @@ impl Exchange {
     /// The response ended: concludes what the exchange recorded. Call once.
     pub fn finish(&mut self, end: End, now: Instant) -> Report {
         let status = self.status.unwrap_or(0);
+        self.conclude_body(status);
+        self.settle_error(&end, status);
+        let totals = self.totals(now);
+        let metrics = self.metric_values(&totals, now);
+        Report {
+            attributes: self.end_attributes(&totals),
+            events: self.end_events(totals.streamed, now),
+            error: self.state.error.clone(),
+            summary: self.summary(&totals),
+            metrics,
+        }
+    }
+
+    /// Ends the SSE decoder, or reads the buffered (non-streamed) body.
+    fn conclude_body(&mut self, status: u16) {
         if let Some(sse) = self.sse.as_mut() {
             sse.finish();
         } else if self.status.is_some() {
@@ -466,35 +488,20 @@ impl Exchange {
                 self.state.on_json_body(self.endpoint.format, status, &body);
             }
         }
-        let state = &mut self.state;
-        let streamed = self.sse.is_some();
+    }
 
-        // A stream that ended before its final event: every choice without a finish reason
-        // gets `error`, and the exchange is an error unless something better explains it.
+    /// The end rules. A stream that ended before its final event: every choice without a
+    /// finish reason gets `error`, and the exchange is an error unless something better
+    /// explains it. The exchange's error is then the first of: what the response said, the
+    /// truncation, the transport's failure, the HTTP status.
+    fn settle_error(&mut self, end: &End, status: u16) {
+        let streamed = self.sse.is_some();
+        let state = &mut self.state;
         if streamed && !state.complete && status < 400 {
-            if state.finish_reasons.is_empty() {
-                state.finish_reasons.push((0, "error".to_owned()));
-            }
-            // `n` is the client's number: at most MAX_CHOICES choices are reported.
-            let n = self
-                .request
-                .choice_count
-                .unwrap_or(1)
-                .clamp(1, MAX_CHOICES as i64) as u32;
-            for index in 0..n {
-                if state.finish_reasons.len() >= MAX_CHOICES {
-                    break;
-                }
-                if let Err(at) = state
-                    .finish_reasons
-                    .binary_search_by_key(&index, |(i, _)| *i)
-                {
-                    state.finish_reasons.insert(at, (index, "error".to_owned()));
-                }
-            }
+            finish_unfinished_choices(&mut state.finish_reasons, self.request.choice_count);
             // A failure the caller names (a timeout, a connection error) says more than
             // "truncated"; an abort is the client's doing, not the stream's.
-            if state.error.is_none() && end == End::Complete {
+            if state.error.is_none() && *end == End::Complete {
                 state.error = Some((
                     llmtrace::TRUNCATED_ERROR_TYPE.to_owned(),
                     "the stream ended before its final event".to_owned(),
@@ -504,7 +511,7 @@ impl Exchange {
         if let End::Failed {
             error_type,
             message,
-        } = &end
+        } = end
         {
             if state.error.is_none() {
                 state.error = Some(bounded_error(error_type.to_string(), message.clone()));
@@ -513,8 +520,53 @@ impl Exchange {
         if state.error.is_none() && status >= 400 {
             state.error = Some((status.to_string(), format!("HTTP {status}")));
         }
-        let state = &self.state;
+    }
 
+    /// The numbers the attributes, the metrics and the summary share.
+    fn totals(&self, now: Instant) -> Totals {
+        let state = &self.state;
+        let streamed = self.sse.is_some();
+        let mut usage = state.usage();
+        let usage_source = if state.usage_reported {
+            "reported"
+        } else if self.config.estimate_usage && state.content_bytes > 0 {
+            usage.output = Some(state.content_bytes.div_ceil(4) as i64);
+            "estimated"
+        } else {
+            "missing"
+        };
+        // Generation speed: output tokens over the time from the first to the last chunk
+        // (streams), or over the whole exchange.
+        let generation_time = match (self.first_chunk, self.last_chunk) {
+            (Some(first), Some(last)) if last > first => Some(last - first),
+            _ => Some(now.saturating_duration_since(self.start)).filter(|_| !streamed),
+        };
+        let (mut output_tokens_per_second, mut time_per_output_token) = (None, None);
+        if let (Some(output), Some(time)) = (usage.output.filter(|n| *n > 0), generation_time) {
+            if !time.is_zero() {
+                output_tokens_per_second = Some(output as f64 / time.as_secs_f64());
+            }
+            if output > 1 && streamed {
+                let gaps = u32::try_from(output - 1).unwrap_or(u32::MAX);
+                time_per_output_token = Some(time / gaps);
+            }
+        }
+        Totals {
+            streamed,
+            usage,
+            usage_source,
+            time_to_first_chunk: self
+                .first_chunk
+                .filter(|_| streamed)
+                .map(|t| t.saturating_duration_since(self.start)),
+            output_tokens_per_second,
+            time_per_output_token,
+        }
+    }
+
+    /// The span attributes set at the end.
+    fn end_attributes(&self, totals: &Totals) -> Vec<KeyValue> {
+        let state = &self.state;
         let mut a = Vec::with_capacity(24);
         if let Some(id) = &state.id {
             a.push(KeyValue::new(gen_ai::RESPONSE_ID, id.clone()));
@@ -523,194 +575,163 @@ impl Exchange {
             a.push(KeyValue::new(gen_ai::RESPONSE_MODEL, model.clone()));
         }
         if !state.finish_reasons.is_empty() {
-            let reasons: Vec<String> = state
-                .finish_reasons
-                .iter()
-                .map(|(_, r)| r.clone())
-                .collect();
             a.push(KeyValue::new(
                 gen_ai::RESPONSE_FINISH_REASONS,
-                string_array(&reasons),
+                string_array(&self.finish_reasons()),
             ));
         }
-        let mut usage = state.usage();
-        let source = if state.usage_reported {
-            "reported"
-        } else if self.config.estimate_usage && state.content_bytes > 0 {
-            usage.output = Some(state.content_bytes.div_ceil(4) as i64);
-            "estimated"
-        } else {
-            "missing"
-        };
-        push_usage(&mut a, &usage);
-        a.push(KeyValue::new(llmtrace::USAGE_SOURCE, source));
+        push_usage(&mut a, &totals.usage);
+        a.push(KeyValue::new(llmtrace::USAGE_SOURCE, totals.usage_source));
         a.push(KeyValue::new(
             llmtrace::MEASURED_AT,
             self.config.measured_at,
         ));
         if let Some(first_byte) = self.first_byte {
+            let ttfb = first_byte.saturating_duration_since(self.start);
             a.push(KeyValue::new(
                 llmtrace::TIME_TO_FIRST_BYTE,
-                first_byte
-                    .saturating_duration_since(self.start)
-                    .as_secs_f64(),
+                ttfb.as_secs_f64(),
             ));
         }
-        let ttfc = self
-            .first_chunk
-            .map(|t| t.saturating_duration_since(self.start));
-        if streamed {
-            if let Some(ttfc) = ttfc {
-                a.push(KeyValue::new(
-                    gen_ai::RESPONSE_TIME_TO_FIRST_CHUNK,
-                    ttfc.as_secs_f64(),
-                ));
-            }
-            a.push(KeyValue::new(llmtrace::STREAM_CHUNKS, state.chunks as i64));
-            a.push(KeyValue::new(llmtrace::STREAM_EVENTS, state.events as i64));
-            a.push(KeyValue::new(llmtrace::STREAM_COMPLETE, state.complete));
-            if let (Some(mean), Some(max)) = (self.gaps.mean(), self.gaps.max()) {
-                a.push(KeyValue::new(llmtrace::GAP_MEAN, mean.as_secs_f64()));
-                a.push(KeyValue::new(llmtrace::GAP_MAX, max.as_secs_f64()));
-                if let Some(p50) = self.gaps.quantile(0.5) {
-                    a.push(KeyValue::new(llmtrace::GAP_P50, p50.as_secs_f64()));
-                }
-                if let Some(p99) = self.gaps.quantile(0.99) {
-                    a.push(KeyValue::new(llmtrace::GAP_P99, p99.as_secs_f64()));
-                }
-            }
-            a.push(KeyValue::new(llmtrace::STALLS, self.gaps.stalls() as i64));
-            let oversized = self.sse.as_ref().map_or(0, SseDecoder::oversized_events);
-            if oversized > 0 {
-                a.push(KeyValue::new(llmtrace::OVERSIZED_EVENTS, oversized as i64));
-            }
+        if totals.streamed {
+            self.push_stream_attributes(&mut a, totals.time_to_first_chunk);
         }
-        // Generation speed: output tokens over the time from the first to the last chunk
-        // (streams), or over the whole exchange.
-        let generation_time = match (self.first_chunk, self.last_chunk) {
-            (Some(first), Some(last)) if last > first => Some(last - first),
-            _ => Some(now.saturating_duration_since(self.start)).filter(|_| !streamed),
-        };
-        let mut time_per_output_token = None;
-        if let (Some(output), Some(time)) = (usage.output.filter(|n| *n > 0), generation_time) {
-            if !time.is_zero() {
-                a.push(KeyValue::new(
-                    llmtrace::OUTPUT_TOKENS_PER_SECOND,
-                    output as f64 / time.as_secs_f64(),
-                ));
-            }
-            if output > 1 && streamed {
-                let gaps = u32::try_from(output - 1).unwrap_or(u32::MAX);
-                time_per_output_token = Some(time / gaps);
-            }
+        if let Some(rate) = totals.output_tokens_per_second {
+            a.push(KeyValue::new(llmtrace::OUTPUT_TOKENS_PER_SECOND, rate));
         }
         if let Some(guardrail) = state.guardrail {
             a.push(KeyValue::new(llmtrace::GUARDRAIL, guardrail));
         }
-        if let Some(parse_error) = self
-            .request
-            .parse_error
-            .as_ref()
-            .or(state.parse_error.as_ref())
-        {
+        let parse_error = self.request.parse_error.as_ref();
+        if let Some(parse_error) = parse_error.or(state.parse_error.as_ref()) {
             a.push(KeyValue::new(llmtrace::PARSE_ERROR, parse_error.clone()));
         }
-        if let Some((error_type, _)) = &state.error {
-            a.push(KeyValue::new(
-                crate::semconv::http::ERROR_TYPE,
-                error_type.clone(),
-            ));
-        }
+        a.extend(self.error_type());
         if self.config.capture_content {
             self.push_content(&mut a);
         }
+        a
+    }
 
+    /// What only a stream has: time to first chunk, counts, gaps and stalls.
+    fn push_stream_attributes(&self, a: &mut Vec<KeyValue>, ttfc: Option<Duration>) {
+        let state = &self.state;
+        if let Some(ttfc) = ttfc {
+            a.push(KeyValue::new(
+                gen_ai::RESPONSE_TIME_TO_FIRST_CHUNK,
+                ttfc.as_secs_f64(),
+            ));
+        }
+        a.push(KeyValue::new(llmtrace::STREAM_CHUNKS, state.chunks as i64));
+        a.push(KeyValue::new(llmtrace::STREAM_EVENTS, state.events as i64));
+        a.push(KeyValue::new(llmtrace::STREAM_COMPLETE, state.complete));
+        if let (Some(mean), Some(max)) = (self.gaps.mean(), self.gaps.max()) {
+            a.push(KeyValue::new(llmtrace::GAP_MEAN, mean.as_secs_f64()));
+            a.push(KeyValue::new(llmtrace::GAP_MAX, max.as_secs_f64()));
+            if let Some(p50) = self.gaps.quantile(0.5) {
+                a.push(KeyValue::new(llmtrace::GAP_P50, p50.as_secs_f64()));
+            }
+            if let Some(p99) = self.gaps.quantile(0.99) {
+                a.push(KeyValue::new(llmtrace::GAP_P99, p99.as_secs_f64()));
+            }
+        }
+        a.push(KeyValue::new(llmtrace::STALLS, self.gaps.stalls() as i64));
+        let oversized = self.sse.as_ref().map_or(0, SseDecoder::oversized_events);
+        if oversized > 0 {
+            a.push(KeyValue::new(llmtrace::OVERSIZED_EVENTS, oversized as i64));
+        }
+    }
+
+    /// The span events, each at the time it happened: first token, streamed tokens,
+    /// guardrail, exception.
+    fn end_events(&self, streamed: bool, now: Instant) -> Vec<SpanEventRecord> {
+        let event = |name, at, attributes| SpanEventRecord {
+            name,
+            time: self.wall(at),
+            attributes,
+        };
         let mut events = Vec::new();
         if let Some(first) = self.first_chunk.filter(|_| streamed) {
-            events.push(SpanEventRecord {
-                name: llmtrace::EVENT_FIRST_TOKEN,
-                time: self.wall(first),
-                attributes: vec![KeyValue::new(
-                    gen_ai::RESPONSE_TIME_TO_FIRST_CHUNK,
-                    first.saturating_duration_since(self.start).as_secs_f64(),
-                )],
-            });
+            let ttfc = first.saturating_duration_since(self.start).as_secs_f64();
+            events.push(event(
+                llmtrace::EVENT_FIRST_TOKEN,
+                first,
+                vec![KeyValue::new(gen_ai::RESPONSE_TIME_TO_FIRST_CHUNK, ttfc)],
+            ));
         }
         for (at, index) in &self.token_events {
-            events.push(SpanEventRecord {
-                name: llmtrace::EVENT_TOKEN_STREAMED,
-                time: self.wall(*at),
-                attributes: vec![KeyValue::new(llmtrace::CHUNK_INDEX, *index as i64)],
-            });
+            events.push(event(
+                llmtrace::EVENT_TOKEN_STREAMED,
+                *at,
+                vec![KeyValue::new(llmtrace::CHUNK_INDEX, *index as i64)],
+            ));
         }
-        if let Some(guardrail) = state.guardrail {
-            events.push(SpanEventRecord {
-                name: llmtrace::EVENT_GUARDRAIL,
-                time: self.wall(self.guardrail_at.unwrap_or(now)),
-                attributes: vec![KeyValue::new(llmtrace::GUARDRAIL, guardrail)],
-            });
+        if let Some(guardrail) = self.state.guardrail {
+            events.push(event(
+                llmtrace::EVENT_GUARDRAIL,
+                self.guardrail_at.unwrap_or(now),
+                vec![KeyValue::new(llmtrace::GUARDRAIL, guardrail)],
+            ));
         }
-        if let Some((error_type, message)) = &state.error {
-            events.push(SpanEventRecord {
-                name: exception::EVENT,
-                time: self.wall(now),
-                attributes: vec![
+        if let Some((error_type, message)) = &self.state.error {
+            events.push(event(
+                exception::EVENT,
+                now,
+                vec![
                     KeyValue::new(exception::TYPE, error_type.clone()),
                     KeyValue::new(exception::MESSAGE, message.clone()),
                 ],
-            });
-        }
-
-        let mut metric_attributes = vec![
-            KeyValue::new(gen_ai::OPERATION_NAME, self.endpoint.format.operation()),
-            KeyValue::new(
-                gen_ai::PROVIDER_NAME,
-                self.endpoint.provider.name().to_owned(),
-            ),
-        ];
-        if let Some(model) = &self.request.model {
-            metric_attributes.push(KeyValue::new(gen_ai::REQUEST_MODEL, model.clone()));
-        }
-        if let Some(model) = &state.model {
-            metric_attributes.push(KeyValue::new(gen_ai::RESPONSE_MODEL, model.clone()));
-        }
-        if let Some((error_type, _)) = &state.error {
-            metric_attributes.push(KeyValue::new(
-                crate::semconv::http::ERROR_TYPE,
-                error_type.clone(),
             ));
         }
-        let metrics = MetricValues {
-            attributes: metric_attributes,
-            duration: now.saturating_duration_since(self.start),
-            time_to_first_chunk: ttfc.filter(|_| streamed),
-            chunk_gaps: self.gaps.buckets().collect(),
-            input_tokens: usage.input,
-            output_tokens: usage.output,
-            time_per_output_token,
-            streamed,
-        };
-        let summary = Summary {
-            request_model: self.request.model.clone(),
-            response_model: state.model.clone(),
-            stream: self.request.stream,
-            input_tokens: usage.input,
-            output_tokens: usage.output,
-            time_to_first_chunk: metrics.time_to_first_chunk,
-            finish_reasons: state
-                .finish_reasons
-                .iter()
-                .map(|(_, r)| r.clone())
-                .collect(),
-            error_type: state.error.as_ref().map(|(t, _)| t.clone()),
-        };
-        Report {
-            attributes: a,
-            events,
-            error: state.error.clone(),
-            metrics,
-            summary,
+        events
+    }
+
+    /// The values of the GenAI metrics, with the attributes they carry.
+    fn metric_values(&self, totals: &Totals, now: Instant) -> MetricValues {
+        let mut attributes = self.identity_attributes(5);
+        if let Some(model) = &self.state.model {
+            attributes.push(KeyValue::new(gen_ai::RESPONSE_MODEL, model.clone()));
         }
+        attributes.extend(self.error_type());
+        MetricValues {
+            attributes,
+            duration: now.saturating_duration_since(self.start),
+            time_to_first_chunk: totals.time_to_first_chunk,
+            chunk_gaps: self.gaps.buckets().collect(),
+            input_tokens: totals.usage.input,
+            output_tokens: totals.usage.output,
+            time_per_output_token: totals.time_per_output_token,
+            streamed: totals.streamed,
+        }
+    }
+
+    /// The facts an access log wants.
+    fn summary(&self, totals: &Totals) -> Summary {
+        Summary {
+            request_model: self.request.model.clone(),
+            response_model: self.state.model.clone(),
+            stream: self.request.stream,
+            input_tokens: totals.usage.input,
+            output_tokens: totals.usage.output,
+            time_to_first_chunk: totals.time_to_first_chunk,
+            finish_reasons: self.finish_reasons(),
+            error_type: self.state.error.as_ref().map(|(t, _)| t.clone()),
+        }
+    }
+
+    /// `error.type`, when the exchange failed.
+    fn error_type(&self) -> Option<KeyValue> {
+        let (error_type, _) = self.state.error.as_ref()?;
+        Some(KeyValue::new(
+            crate::semconv::http::ERROR_TYPE,
+            error_type.clone(),
+        ))
+    }
+
+    /// The finish reasons in choice order.
+    fn finish_reasons(&self) -> Vec<String> {
+        let reasons = &self.state.finish_reasons;
+        reasons.iter().map(|(_, reason)| reason.clone()).collect()
     }
 
     fn push_content(&self, a: &mut Vec<KeyValue>) {
@@ -772,6 +793,38 @@ impl Exchange {
     /// Usage so far (for tests and adapters that log it).
     pub fn usage(&self) -> Usage {
         self.state.usage()
+    }
+}
+
+/// What [`Exchange::finish`] works out once for the attributes, the metrics and the summary.
+struct Totals {
+    streamed: bool,
+    /// Reported, or estimated when configured.
+    usage: Usage,
+    /// `llmtrace.usage.source`.
+    usage_source: &'static str,
+    /// Request to first content chunk (streams only).
+    time_to_first_chunk: Option<Duration>,
+    output_tokens_per_second: Option<f64>,
+    /// Mean time per output token after the first (streams only).
+    time_per_output_token: Option<Duration>,
+}
+
+/// A stream that ended before its final event: each choice the request asked for (`n`, the
+/// client's number, bounded to [`MAX_CHOICES`]) without a finish reason gets `error`.
+/// `reasons` is `(choice index, reason)` sorted by index, and stays so.
+fn finish_unfinished_choices(reasons: &mut Vec<(u32, String)>, choice_count: Option<i64>) {
+    if reasons.is_empty() {
+        reasons.push((0, "error".to_owned()));
+    }
+    let n = choice_count.unwrap_or(1).clamp(1, MAX_CHOICES as i64) as u32;
+    for index in 0..n {
+        if reasons.len() >= MAX_CHOICES {
+            break;
+        }
+        if let Err(at) = reasons.binary_search_by_key(&index, |(i, _)| *i) {
+            reasons.insert(at, (index, "error".to_owned()));
+        }
     }
 }
 
