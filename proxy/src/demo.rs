@@ -34,7 +34,6 @@ pub fn demo() -> Result<(), Box<dyn std::error::Error>> {
     let telemetry = Telemetry::with_tracer_provider(provider.clone());
     let server = llmtrace_proxy::build_server(Arc::new(config), &telemetry)?;
     std::thread::spawn(move || server.server.run_forever());
-    let provider = Arc::new(provider);
 
     println!(
         "mock provider on {}, llmtrace-proxy on http://{listen}\n",
@@ -42,39 +41,9 @@ pub fn demo() -> Result<(), Box<dyn std::error::Error>> {
     );
     runtime.block_on(async {
         wait_for(listen).await;
-        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http::<http_body_util::Full<bytes::Bytes>>();
-        let requests: [DemoRequest; 4] = [
-            ("stream chat", "/v1/chat/completions", &[], r#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Say hello"}]}"#),
-            ("chat", "/v1/chat/completions", &[], r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello"}]}"#),
-            ("stream messages", "/v1/messages", &[("anthropic-version", "2023-06-01")], r#"{"model":"claude-sonnet-4-6","stream":true,"max_tokens":64,"messages":[{"role":"user","content":"Say hello"}]}"#),
-            ("rate limited", "/v1/chat/completions", &[("x-mock-fault", "429")], r#"{"model":"gpt-4o","messages":[{"role":"user","content":"again"}]}"#),
-        ];
-        for (label, path, headers, body) in requests {
-            let mut request = http::Request::post(format!("http://{listen}{path}"))
-                .header("content-type", "application/json")
-                .header("authorization", "Bearer sk-demo");
-            for (name, value) in headers {
-                request = request.header(*name, *value);
-            }
-            let request = request.body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
-            let started = std::time::Instant::now();
-            let response = client.request(request).await?;
-            let status = response.status();
-            let trace = response
-                .headers()
-                .get("x-llmtrace-trace-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-")
-                .to_owned();
-            let body = http_body_util::BodyExt::collect(response.into_body()).await?.to_bytes();
-            println!(
-                "{label:<16} {path:<22} → {status} in {:>7.1} ms, {:>5} bytes, trace {trace}",
-                started.elapsed().as_secs_f64() * 1000.0,
-                body.len()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        send_requests(listen).await?;
+        // Each request ends a SERVER and a GenAI span once its body is done.
+        wait_for_spans(&spans, 2 * DEMO_REQUESTS.len()).await;
         Ok::<_, Box<dyn std::error::Error>>(())
     })?;
     let finished = spans.get_finished_spans()?;
@@ -83,34 +52,7 @@ pub fn demo() -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .filter(|s| s.span_kind == opentelemetry::trace::SpanKind::Client)
     {
-        let get = |key: &str| {
-            span.attributes
-                .iter()
-                .find(|kv| kv.key.as_str() == key)
-                .map(|kv| kv.value.to_string())
-                .unwrap_or_else(|| "-".into())
-        };
-        let ms = |key: &str| {
-            get(key)
-                .parse::<f64>()
-                .map_or_else(|_| "-".to_owned(), |s| format!("{:.1} ms", s * 1000.0))
-        };
-        let us = |key: &str| {
-            get(key)
-                .parse::<i64>()
-                .map_or_else(|_| "-".to_owned(), |us| format!("{us} µs"))
-        };
-        println!(
-            "{:<24} ttft {:>9}  tokens in/out {}/{}  finish {:<12} usage {:<8} gateway: request {}, per chunk max {}",
-            span.name,
-            ms("gen_ai.response.time_to_first_chunk"),
-            get("gen_ai.usage.input_tokens"),
-            get("gen_ai.usage.output_tokens"),
-            get("gen_ai.response.finish_reasons"),
-            get("llmtrace.usage.source"),
-            us("llmtrace.gateway.request_us"),
-            us("llmtrace.gateway.chunk_latency.max_us"),
-        );
+        println!("{}", exchange_line(span));
     }
     println!(
         "\nNext: run the proxy in front of a real provider and point your client at it:\n  \
@@ -120,6 +62,109 @@ pub fn demo() -> Result<(), Box<dyn std::error::Error>> {
     );
     let _ = provider.shutdown();
     std::process::exit(0);
+}
+
+/// What the demo sends: a streamed chat, a plain chat, a streamed Anthropic message, a 429.
+const DEMO_REQUESTS: [DemoRequest; 4] = [
+    (
+        "stream chat",
+        "/v1/chat/completions",
+        &[],
+        r#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Say hello"}]}"#,
+    ),
+    (
+        "chat",
+        "/v1/chat/completions",
+        &[],
+        r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello"}]}"#,
+    ),
+    (
+        "stream messages",
+        "/v1/messages",
+        &[("anthropic-version", "2023-06-01")],
+        r#"{"model":"claude-sonnet-4-6","stream":true,"max_tokens":64,"messages":[{"role":"user","content":"Say hello"}]}"#,
+    ),
+    (
+        "rate limited",
+        "/v1/chat/completions",
+        &[("x-mock-fault", "429")],
+        r#"{"model":"gpt-4o","messages":[{"role":"user","content":"again"}]}"#,
+    ),
+];
+
+/// Sends [`DEMO_REQUESTS`] through the proxy and prints a line for each answer.
+async fn send_requests(listen: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    for (label, path, headers, body) in DEMO_REQUESTS {
+        let mut request = http::Request::post(format!("http://{listen}{path}"))
+            .header("content-type", "application/json")
+            .header("authorization", "Bearer sk-demo");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
+        let started = std::time::Instant::now();
+        let response = client.request(request).await?;
+        let status = response.status();
+        let trace = response
+            .headers()
+            .get("x-llmtrace-trace-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_owned();
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await?
+            .to_bytes();
+        println!(
+            "{label:<16} {path:<22} → {status} in {:>7.1} ms, {:>5} bytes, trace {trace}",
+            started.elapsed().as_secs_f64() * 1000.0,
+            body.len()
+        );
+    }
+    Ok(())
+}
+
+/// One line per GenAI exchange: TTFT, tokens, finish reason, usage source, gateway latency.
+fn exchange_line(span: &opentelemetry_sdk::trace::SpanData) -> String {
+    let get = |key: &str| {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| kv.value.to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    let ms = |key: &str| {
+        get(key)
+            .parse::<f64>()
+            .map_or_else(|_| "-".to_owned(), |s| format!("{:.1} ms", s * 1000.0))
+    };
+    let us = |key: &str| {
+        get(key)
+            .parse::<i64>()
+            .map_or_else(|_| "-".to_owned(), |us| format!("{us} µs"))
+    };
+    format!(
+        "{:<24} ttft {:>9}  tokens in/out {}/{}  finish {:<12} usage {:<8} gateway: request {}, per chunk max {}",
+        span.name,
+        ms("gen_ai.response.time_to_first_chunk"),
+        get("gen_ai.usage.input_tokens"),
+        get("gen_ai.usage.output_tokens"),
+        get("gen_ai.response.finish_reasons"),
+        get("llmtrace.usage.source"),
+        us("llmtrace.gateway.request_us"),
+        us("llmtrace.gateway.chunk_latency.max_us"),
+    )
+}
+
+/// Waits (2 s at most) until `count` spans have ended.
+async fn wait_for_spans(spans: &opentelemetry_sdk::trace::InMemorySpanExporter, count: usize) {
+    for _ in 0..200 {
+        if spans.get_finished_spans().map_or(0, |s| s.len()) >= count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// `(label, path, extra headers, body)` of one demo request.

@@ -85,70 +85,13 @@ fn main() {
 }
 
 fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
-    let mut config = match (&cli.config, &cli.upstream) {
-        (Some(path), _) => llmtrace_proxy::Config::load(path)?,
-        (None, Some(upstream)) => llmtrace_proxy::Config::single(
-            cli.listen.as_deref().unwrap_or("127.0.0.1:8080"),
-            upstream,
-            cli.provider.as_deref(),
-        )?,
-        (None, None) => {
-            return Err(
-                "--upstream URL or --config FILE is required (or run `llmtrace-proxy demo`)".into(),
-            );
-        }
-    };
-    if let Some(listen) = &cli.listen {
-        config.server.listen = listen.clone();
-    }
-    if cli.threads.is_some() {
-        config.server.threads = cli.threads;
-    }
-    if let Some(admin) = &cli.admin {
-        config.server.admin = Some(admin.clone());
-    }
+    let mut config = config_from(cli)?;
     config.validate()?;
-    match config.server.admin.as_deref() {
-        // Asked for: it must be available.
-        Some(addr) if addr != "off" => {
-            if let Err(e) = std::net::TcpListener::bind(addr) {
-                return Err(format!("admin listener {addr}: {e} (set --admin ADDR or off)").into());
-            }
-        }
-        Some(_) => {}
-        // The default: a second gateway on the machine goes on without one.
-        None => match std::net::TcpListener::bind(DEFAULT_ADMIN) {
-            Ok(_) => config.server.admin = Some(DEFAULT_ADMIN.to_owned()),
-            Err(e) => eprintln!(
-                "llmtrace-proxy: no admin listener: {DEFAULT_ADMIN}: {e} (set --admin ADDR)"
-            ),
-        },
-    }
+    choose_admin(&mut config)?;
     if let Some(path) = &cli.spans_file {
         config.telemetry.spans_file = Some(path.display().to_string());
     }
-    let export = match Export::from_env() {
-        env @ (Export::Otlp { .. } | Export::Disabled) => env,
-        _ => match (
-            &config.telemetry.otlp_endpoint,
-            &config.telemetry.spans_file,
-        ) {
-            (Some(endpoint), _) => {
-                // The exporters read the standard variable; the file's value stands in for it.
-                // SAFETY: single-threaded here, before any thread that reads the environment.
-                unsafe { std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint) };
-                Export::Otlp {
-                    protocol: config
-                        .telemetry
-                        .otlp_protocol
-                        .clone()
-                        .unwrap_or_else(|| "http/protobuf".to_owned()),
-                }
-            }
-            (None, Some(path)) => Export::File(path.into()),
-            (None, None) => Export::Stdout,
-        },
-    };
+    let export = choose_export(&config);
     let sampling = llmtrace_proxy::telemetry::Sampling {
         head: match config.sampling.clone() {
             Some(head) => Some(head),
@@ -171,6 +114,79 @@ fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     server.run();
     telemetry.shutdown();
     Ok(())
+}
+
+/// The configuration: the file, or one upstream from the flags; then the flags that override it.
+fn config_from(cli: &Cli) -> Result<llmtrace_proxy::Config, Box<dyn std::error::Error>> {
+    let mut config = match (&cli.config, &cli.upstream) {
+        (Some(path), _) => llmtrace_proxy::Config::load(path)?,
+        (None, Some(upstream)) => llmtrace_proxy::Config::single(
+            cli.listen.as_deref().unwrap_or("127.0.0.1:8080"),
+            upstream,
+            cli.provider.as_deref(),
+        )?,
+        (None, None) => {
+            return Err(
+                "--upstream URL or --config FILE is required (or run `llmtrace-proxy demo`)".into(),
+            );
+        }
+    };
+    if let Some(listen) = &cli.listen {
+        config.server.listen = listen.clone();
+    }
+    if cli.threads.is_some() {
+        config.server.threads = cli.threads;
+    }
+    if let Some(admin) = &cli.admin {
+        config.server.admin = Some(admin.clone());
+    }
+    Ok(config)
+}
+
+/// An admin address asked for must be free; the default one is used only when it is.
+fn choose_admin(config: &mut llmtrace_proxy::Config) -> Result<(), Box<dyn std::error::Error>> {
+    match config.server.admin.as_deref() {
+        Some(addr) if addr != "off" => {
+            if let Err(e) = std::net::TcpListener::bind(addr) {
+                return Err(format!("admin listener {addr}: {e} (set --admin ADDR or off)").into());
+            }
+        }
+        Some(_) => {}
+        // The default: a second gateway on the machine goes on without one.
+        None => match std::net::TcpListener::bind(DEFAULT_ADMIN) {
+            Ok(_) => config.server.admin = Some(DEFAULT_ADMIN.to_owned()),
+            Err(e) => eprintln!(
+                "llmtrace-proxy: no admin listener: {DEFAULT_ADMIN}: {e} (set --admin ADDR)"
+            ),
+        },
+    }
+    Ok(())
+}
+
+/// Where spans go: the standard OTel variables first, then the file's telemetry section.
+fn choose_export(config: &llmtrace_proxy::Config) -> Export {
+    match Export::from_env() {
+        env @ (Export::Otlp { .. } | Export::Disabled) => env,
+        _ => match (
+            &config.telemetry.otlp_endpoint,
+            &config.telemetry.spans_file,
+        ) {
+            (Some(endpoint), _) => {
+                // The exporters read the standard variable; the file's value stands in for it.
+                // SAFETY: single-threaded here, before any thread that reads the environment.
+                unsafe { std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint) };
+                Export::Otlp {
+                    protocol: config
+                        .telemetry
+                        .otlp_protocol
+                        .clone()
+                        .unwrap_or_else(|| "http/protobuf".to_owned()),
+                }
+            }
+            (None, Some(path)) => Export::File(path.into()),
+            (None, None) => Export::Stdout,
+        },
+    }
 }
 
 #[cfg(feature = "demo")]
