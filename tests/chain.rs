@@ -1,12 +1,9 @@
 //! Three hops, one trace: axum → ClientLayer → axum → ClientLayer → tonic.
 
-#[path = "../middleware/tests/support/mod.rs"]
-mod support;
-
 use axum::body::Body;
 use http_body_util::BodyExt;
+use llmtrace_test_support::*;
 use opentelemetry::trace::{SpanKind, TraceId};
-use support::*;
 
 #[tokio::test]
 async fn three_services_form_one_trace_with_correct_parents() {

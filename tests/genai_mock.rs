@@ -1,9 +1,6 @@
 //! `GenAiLayer` over a real hyper client against the mock provider on loopback, with known
 //! delays: the span's timings must be within a few milliseconds of the truth.
 
-#[path = "../middleware/tests/support/mod.rs"]
-mod support;
-
 use std::time::Duration;
 
 use axum::body::Body;
@@ -11,8 +8,8 @@ use http_body_util::BodyExt;
 use llmtrace::GenAiLayer;
 use llmtrace::layer::{GenAiService, RequestBody};
 use llmtrace_mock::{MockConfig, MockServer};
+use llmtrace_test_support::*;
 use opentelemetry::Value;
-use support::*;
 use tower::{ServiceBuilder, ServiceExt};
 
 type Client = hyper_util::client::legacy::Client<

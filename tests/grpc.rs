@@ -1,16 +1,13 @@
 //! The layers on tonic servers and channels.
 
-#[path = "../middleware/tests/support/mod.rs"]
-mod support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use llmtrace::{ClientLayer, ServerLayer};
 use llmtrace_examples::proto::CompleteRequest;
 use llmtrace_examples::proto::completions_client::CompletionsClient;
+use llmtrace_test_support::*;
 use opentelemetry::trace::SpanKind;
-use support::*;
 use tower::ServiceBuilder;
 
 async fn start(

@@ -5,9 +5,6 @@
 //! The official W3C suite is run against `examples/trace_context_service.rs` by hand (see the
 //! README); this test keeps the same path covered in CI.
 
-#[path = "../middleware/tests/support/mod.rs"]
-mod support;
-
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -15,9 +12,9 @@ use axum::body::Body;
 use axum::extract::Path;
 use axum::routing::post;
 use http::HeaderMap;
+use llmtrace_test_support::*;
 use opentelemetry_sdk::trace::Sampler;
 use serde::Deserialize;
-use support::*;
 
 #[derive(Deserialize)]
 struct Case {

@@ -2,7 +2,6 @@
 
 pub mod chain;
 pub mod completion;
-pub mod gateway;
 pub mod telemetry;
 pub mod trace_context;
 

@@ -7,13 +7,7 @@ use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
 use llmtrace_mock::{MockConfig, MockServer};
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
+use llmtrace_test_support::reserve_port;
 
 fn client() -> hyper_util::client::legacy::Client<
     hyper_util::client::legacy::connect::HttpConnector,
@@ -40,8 +34,10 @@ async fn sigterm_drains_the_stream_in_flight_then_exits_and_flushes_spans() {
     })
     .await
     .unwrap();
-    let listen = free_addr();
-    let admin = free_addr();
+    // The child binds these itself; held until it does, so no other test takes them.
+    let listen_port = reserve_port();
+    let admin_port = reserve_port();
+    let (listen, admin) = (listen_port.addr(), admin_port.addr());
     let dir = std::env::temp_dir().join(format!("llmtrace-shutdown-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let spans_file = dir.join("spans.jsonl");

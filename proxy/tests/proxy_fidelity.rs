@@ -7,7 +7,6 @@
 //! may make is splicing `"stream_options":{"include_usage":true}` into a streamed OpenAI chat
 //! body that did not ask for usage ([`assert_forwarded`] allows exactly that).
 
-#[path = "../middleware/tests/support/mod.rs"]
 mod support;
 
 use std::net::SocketAddr;
@@ -17,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, StreamBody};
-use llmtrace_examples::gateway::{assert_forwarded, free_addr, start_gateway, wait_listening};
 use llmtrace_mock::{MockConfig, MockServer, ReceivedRequest};
 use llmtrace_proxy::Config;
+use llmtrace_test_support::*;
 use opentelemetry::trace::SpanKind;
-use support::*;
+use support::{assert_forwarded, start_gateway};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The mock (keeping `keep` requests) and a gateway in front of it exporting to `rec`.
@@ -499,9 +498,9 @@ async fn percent_encoded_and_dotted_paths_are_refused_before_routing() {
 async fn gateway_errors_come_in_the_shape_the_client_sdk_parses() {
     let rec = Recorder::new();
     let telemetry = llmtrace_proxy::Telemetry::with_tracer_provider(rec.provider.clone());
-    // Nothing listens there.
-    let closed = free_addr();
-    let (proxy, _) = start_gateway(&telemetry, &format!("http://{closed}"), |_| {}).await;
+    // Nothing listens there; held for the whole test, so nothing can start to.
+    let closed = reserve_port();
+    let (proxy, _) = start_gateway(&telemetry, &format!("http://{}", closed.addr()), |_| {}).await;
     let chat_body = chat("gpt-4o", None, 100);
     let (status, answer) = send_raw(
         proxy,
@@ -734,13 +733,16 @@ async fn ten_thousand_distinct_model_names_keep_metrics_small_and_memory_flat() 
     })
     .await
     .unwrap();
-    let admin = free_addr();
+    let admin_port = reserve_port();
+    let admin = admin_port.addr();
     let (proxy, _) = start_gateway(&telemetry, &mock.url(), |config| {
         config.server.admin = Some(admin.to_string());
         config.telemetry.access_log = false;
     })
     .await;
-    wait_listening(admin).await;
+    wait_until_ready(admin, READY_TIMEOUT)
+        .await
+        .expect("the admin listener");
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<Bytes>>();
     let next = Arc::new(AtomicUsize::new(0));

@@ -1,20 +1,19 @@
 //! The gateway end to end: a client, llmtrace-proxy (pingora) and the mock provider on
 //! loopback, spans exported to memory.
 
-#[path = "../middleware/tests/support/mod.rs"]
 mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
-use llmtrace_examples::gateway::{assert_forwarded, free_addr, start_gateway, wait_listening};
 use llmtrace_mock::{MockConfig, MockServer};
 use llmtrace_proxy::Config;
+use llmtrace_test_support::*;
 use opentelemetry::Value;
 use opentelemetry::trace::SpanKind;
 use std::sync::Arc;
-use support::*;
+use support::{assert_forwarded, start_gateway};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn start(rec: &Recorder) -> (MockServer, SocketAddr) {
@@ -322,9 +321,17 @@ async fn only_configured_routes_and_keys_pass_and_upstream_credentials_replace_t
         "Bearer sk-upstream-secret"
     );
     assert_forwarded(chat.as_bytes(), &received[0].body, false);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    // Each refusal has its SERVER span with the status and the reason.
-    let spans = rec.spans();
+    // Each refusal has its SERVER span with the status and the reason; they end in pingora's
+    // last phase, a moment after the client has the answer.
+    let spans = rec
+        .wait_until(|spans| {
+            spans
+                .iter()
+                .filter(|s| attr(s, "llmtrace.gateway.refused").is_some())
+                .count()
+                >= 3
+        })
+        .await;
     let mut refused: Vec<(i64, String)> = spans
         .iter()
         .filter_map(|s| {
@@ -413,20 +420,29 @@ async fn genai_metrics_are_recorded_for_every_request() {
     for upstream in &received {
         assert_forwarded(body.as_bytes(), &upstream.body, true);
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    meters.force_flush().unwrap();
-    let mut durations = 0;
-    for rm in exporter.get_finished_metrics().unwrap() {
-        for sm in rm.scope_metrics() {
-            for metric in sm.metrics() {
-                if metric.name() == "gen_ai.client.operation.duration" {
-                    if let AggregatedMetrics::F64(MetricData::Histogram(h)) = metric.data() {
-                        durations += h.data_points().map(|p| p.count()).sum::<u64>();
+    // The durations are recorded in pingora's last phase, a moment after the client has the
+    // answer: export (cumulative totals) until all three are in, or the deadline.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let durations = loop {
+        exporter.reset();
+        meters.force_flush().unwrap();
+        let mut durations = 0;
+        for rm in exporter.get_finished_metrics().unwrap() {
+            for sm in rm.scope_metrics() {
+                for metric in sm.metrics() {
+                    if metric.name() == "gen_ai.client.operation.duration" {
+                        if let AggregatedMetrics::F64(MetricData::Histogram(h)) = metric.data() {
+                            durations += h.data_points().map(|p| p.count()).sum::<u64>();
+                        }
                     }
                 }
             }
         }
-    }
+        if durations >= 3 || std::time::Instant::now() > deadline {
+            break durations;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(durations, 3, "one duration per request, none sampled");
     assert!(rec.spans().is_empty());
 }
@@ -554,11 +570,12 @@ async fn a_refused_connection_falls_back_and_exhausted_attempts_return_the_last_
     let rec = Recorder::new();
     let mock = MockServer::start(MockConfig::default()).await.unwrap();
     let telemetry = llmtrace_proxy::Telemetry::with_tracer_provider(rec.provider.clone());
-    let closed = free_addr();
+    // Held (never listening) for the whole test: connections to it are refused.
+    let closed = reserve_port();
     let (proxy, _) = start_gateway(
         &telemetry,
         &mock.url(),
-        with_fallback(format!("http://{closed}"), mock.url()),
+        with_fallback(format!("http://{}", closed.addr()), mock.url()),
     )
     .await;
     let body = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
@@ -677,12 +694,15 @@ async fn the_admin_listener_serves_metrics_health_and_readiness() {
     let rec = Recorder::new();
     let mock = MockServer::start(MockConfig::default()).await.unwrap();
     let telemetry = llmtrace_proxy::Telemetry::with_tracer_provider(rec.provider.clone());
-    let admin = free_addr();
+    let admin_port = reserve_port();
+    let admin = admin_port.addr();
     let (proxy, state) = start_gateway(&telemetry, &mock.url(), |config| {
         config.server.admin = Some(admin.to_string());
     })
     .await;
-    wait_listening(admin).await;
+    wait_until_ready(admin, READY_TIMEOUT)
+        .await
+        .expect("the admin listener");
     let body = r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
     post(
         proxy,
@@ -856,7 +876,8 @@ async fn head_rules_and_tail_policies_from_the_toml_decide_what_is_exported() {
     use llmtrace_proxy::telemetry::{Export, Sampling, Telemetry};
 
     let mock = MockServer::start(MockConfig::default()).await.unwrap();
-    let listen = free_addr();
+    let listen_port = reserve_port();
+    let listen = listen_port.addr();
     let text = r#"
 [server]
 listen = "${LISTEN}"
@@ -901,7 +922,9 @@ fallback_ratio = 0.0
     let built = llmtrace_proxy::build_server(Arc::new(config), &telemetry).unwrap();
     let prometheus = telemetry.prometheus.clone();
     std::thread::spawn(move || built.server.run_forever());
-    wait_listening(listen).await;
+    wait_until_ready(listen, READY_TIMEOUT)
+        .await
+        .expect("the gateway listens");
 
     let body = r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
     let requests = [

@@ -1,21 +1,30 @@
-//! Starting `llmtrace-proxy` in-process for tests: a gateway on a free port in front of an
-//! upstream URL, with the telemetry the test chose.
+//! What the gateway's tests share: starting `llmtrace-proxy` in-process in front of an
+//! upstream URL, and checking that the upstream received the client's bytes.
+//!
+//! These need `llmtrace-proxy` types, so they live here rather than in `llmtrace-test-support`
+//! (see its crate docs); the socket and span helpers come from there.
+#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use llmtrace_proxy::Config;
 use llmtrace_proxy::admin::AdminState;
+use llmtrace_test_support::{READY_TIMEOUT, reserve_port, wait_until_ready};
 
-/// Starts the gateway for `Config::single(url)` edited by `edit`, on its own thread; returns
-/// its address and admin state once it accepts connections.
+/// Starts the gateway for `Config::single(listen, url)` edited by `edit`, on its own thread;
+/// returns its address and admin state once it accepts connections.
+///
+/// pingora binds its listener itself from the configured address, so the port is reserved
+/// ([`llmtrace_test_support::ReservedPort`]) until the gateway listens on it: no other test
+/// can take it in between.
 pub async fn start_gateway(
     telemetry: &llmtrace_proxy::Telemetry,
     url: &str,
     edit: impl FnOnce(&mut Config),
 ) -> (SocketAddr, AdminState) {
-    let listen = free_addr();
+    let port = reserve_port();
+    let listen = port.addr();
     let mut config = Config::single(&listen.to_string(), url, None).expect("a valid upstream");
     edit(&mut config);
     config.validate().expect("a valid configuration");
@@ -23,25 +32,10 @@ pub async fn start_gateway(
     let state = built.state.clone();
     let server = built.server;
     std::thread::spawn(move || server.run_forever());
-    wait_listening(listen).await;
+    wait_until_ready(listen, READY_TIMEOUT)
+        .await
+        .expect("the gateway listens");
     (listen, state)
-}
-
-/// A loopback address with a port that was free a moment ago.
-pub fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-}
-
-/// Waits (up to 3 s) until `addr` accepts connections.
-pub async fn wait_listening(addr: SocketAddr) {
-    for _ in 0..300 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// The member the gateway splices into a streamed OpenAI chat body that did not ask for usage.
