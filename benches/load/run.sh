@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The load harness of issue 6: llmtrace-proxy (tracing on and off), nginx and LiteLLM in front
-# of the same mock upstream, measured one after the other on loopback.
+# The load harness of issues 6 and 12: llmtrace-proxy (tracing on and off), bare pingora, nginx
+# and LiteLLM in front of the same mock upstream, measured one after the other on loopback.
 #
 #   bash benches/load/run.sh            # full run (~15 min): benches/load/results + BENCHMARKS.md
 #   bash benches/load/run.sh --quick    # smoke test (~2 min): benches/load/results/quick
@@ -35,9 +35,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 venv=benches/load/.venv
-targets="direct,proxy-tracing,proxy-no-tracing,nginx,litellm"
+targets="direct,pingora,proxy-tracing,proxy-no-tracing,nginx,litellm"
 if [ "${LLMTRACE_LOAD_SKIP_LITELLM:-0}" = 1 ]; then
-  targets="direct,proxy-tracing,proxy-no-tracing,nginx"
+  targets="direct,pingora,proxy-tracing,proxy-no-tracing,nginx"
 elif [ ! -x "$venv/bin/litellm" ]; then
   step "installing LiteLLM (litellm[proxy]) in $venv"
   python3 -m venv "$venv"

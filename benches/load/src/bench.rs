@@ -12,12 +12,17 @@
 //!    highest rate that held counts. The bound is the direct
 //!    baseline's p99, plus the target's own added p50 from the latency run (a hop with a
 //!    fixed cost, like LiteLLM's tens of milliseconds, is allowed that cost: the search asks
-//!    where it stops keeping up, not whether it is fast), plus a slack.
+//!    where it stops keeping up, not whether it is fast), plus a slack;
+//! 5. **max rate** (issue 12): non-streamed requests with a short prompt to a mock that answers
+//!    at once, closed-loop over a fixed number of keep-alive connections for a fixed time, the
+//!    target alone on one core and everything else (the generator, the mocks, the sink) on
+//!    another; req/s, latency, and the target's CPU per request from `/proc`.
 
 use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::affinity::{self, Layout};
 use crate::client::{self, OpenStreams, RunReport, RunResult, Workload};
 use crate::procfs;
 use crate::sink;
@@ -76,6 +81,16 @@ pub struct Plan {
     pub open_ramp: f64,
     /// A request not done this long after its scheduled time fails, s.
     pub timeout_s: f64,
+    /// Timing of the mock for the max-rate phase (answers at once).
+    pub instant_mock: MockTiming,
+    /// Length of the measured max-rate run per target, s (0: no max-rate phase).
+    pub max_rate_s: f64,
+    /// Its warm-up (discarded), s.
+    pub max_rate_warmup_s: f64,
+    /// Keep-alive connections of the max-rate phase, each one request at a time.
+    pub max_rate_connections: usize,
+    /// Words per prompt in the max-rate phase (10 words: a 59-byte message).
+    pub max_rate_prompt_words: usize,
 }
 
 impl Plan {
@@ -114,6 +129,15 @@ impl Plan {
             open_streams: 1000,
             open_ramp: 250.0,
             timeout_s: 15.0,
+            instant_mock: MockTiming {
+                ttft_ms: 0,
+                gap_ms: 0,
+                tokens: 16,
+            },
+            max_rate_s: 10.0,
+            max_rate_warmup_s: 2.0,
+            max_rate_connections: 32,
+            max_rate_prompt_words: 10,
         }
     }
 
@@ -133,6 +157,8 @@ impl Plan {
             open_streams: 200,
             open_ramp: 500.0,
             timeout_s: 10.0,
+            max_rate_s: 2.0,
+            max_rate_warmup_s: 0.5,
             ..Plan::full()
         }
     }
@@ -166,6 +192,24 @@ pub struct Step {
     pub held: bool,
     /// CPU seconds per 1 000 requests during the step.
     pub cpu_s_per_1000: Option<f64>,
+}
+
+/// What the max-rate phase measured on one target.
+#[derive(Clone, Debug, Serialize)]
+pub struct MaxRate {
+    /// Keep-alive connections, each one request at a time.
+    pub connections: usize,
+    /// The measured run (its `rate` is the achieved one).
+    pub run: RunReport,
+    /// Answers per second.
+    pub rps: f64,
+    /// CPU time of the target's process(es) per answered request, µs.
+    pub cpu_us_per_request: Option<f64>,
+    /// The target's CPU time over the wall time of the run (1.0: its core was saturated; well
+    /// below: the generator, not the target, set the rate).
+    pub target_cpu_share: f64,
+    /// How the processes were pinned (`None`: not pinned, fewer than two CPUs or an error).
+    pub pinning: Option<String>,
 }
 
 /// What the open-streams phase measured.
@@ -209,6 +253,8 @@ pub struct TargetResult {
     pub memory: StreamsMemory,
     /// Spans the OTLP sink received per streamed latency request (tracing on only).
     pub spans_per_request: Option<f64>,
+    /// The max-rate phase (`None`: not run, or the target failed before it).
+    pub max_rate: Option<MaxRate>,
     /// What went wrong, when a phase failed.
     pub error: Option<String>,
     /// Histograms for the plots (not serialized).
@@ -228,10 +274,10 @@ pub async fn run(
     let mut upstreams = Upstreams::start(
         programs,
         scratch,
-        plan.fast_mock,
-        plan.slow_mock,
+        [plan.fast_mock, plan.slow_mock, plan.instant_mock],
         plan.mock_threads,
     )?;
+    let layout = Layout::from_allowed(affinity::allowed());
     let mut results: Vec<TargetResult> = Vec::new();
     let mut baseline: Option<Baseline> = None;
     for &kind in &plan.targets {
@@ -250,7 +296,15 @@ pub async fn run(
         };
         eprintln!("   started in {:.1} s", started.elapsed().as_secs_f64());
         let restart = || targets::start(kind, programs, &upstreams, scratch);
-        let result = measure(plan, running, restart, &upstreams, &mut baseline).await;
+        let result = measure(
+            plan,
+            running,
+            restart,
+            &upstreams,
+            layout.as_ref(),
+            &mut baseline,
+        )
+        .await;
         if let Some(error) = &result.error {
             eprintln!("   failed: {error}");
         }
@@ -281,6 +335,7 @@ fn failed(kind: TargetKind, error: String) -> TargetResult {
         sustained_capped: false,
         memory: StreamsMemory::default(),
         spans_per_request: None,
+        max_rate: None,
         error: Some(error),
         stream_total: Latencies::default(),
         stream_ttft: Latencies::default(),
@@ -321,6 +376,7 @@ async fn measure(
     mut running: Running,
     restart: impl Fn() -> Result<Running, String>,
     upstreams: &Upstreams,
+    layout: Option<&Layout>,
     baseline: &mut Option<Baseline>,
 ) -> TargetResult {
     let kind = running.kind;
@@ -503,6 +559,12 @@ async fn measure(
     }
     let sustained_capped = first_failed.is_none();
 
+    let max_rate = if plan.max_rate_s > 0.0 && running.check_running().is_ok() {
+        Some(run_max_rate(plan, &running, upstreams, layout).await)
+    } else {
+        None
+    };
+
     let error = running.check_running().err();
     let description = running.description.clone();
     running.stop();
@@ -515,11 +577,80 @@ async fn measure(
         sustained_capped,
         memory,
         spans_per_request,
+        max_rate,
         error,
         stream_total: stream.total.clone(),
         stream_ttft: stream.ttft.clone(),
         stream: stream.report(),
         plain: plain.report(),
         steps,
+    }
+}
+
+/// Pins the target's processes alone to `layout.target` and everything else this harness
+/// runs (itself, the mocks, the sink) to `layout.rest`; a sentence saying so, or why not.
+fn pin(layout: &Layout, target: &[u32]) -> Result<String, String> {
+    let me = std::process::id();
+    // Everything descends from this process: pin it all to `rest`, then the target apart.
+    affinity::pin_tree(&[me], &layout.rest).map_err(|e| format!("pinning the harness: {e}"))?;
+    affinity::pin_tree(target, &layout.target).map_err(|e| format!("pinning the target: {e}"))?;
+    Ok(format!(
+        "target on CPU {:?}, generator, mocks and sink on CPU {:?}",
+        layout.target, layout.rest
+    ))
+}
+
+/// The max-rate phase: closed loop, non-streamed, instant upstream, the target pinned.
+async fn run_max_rate(
+    plan: &Plan,
+    running: &Running,
+    upstreams: &Upstreams,
+    layout: Option<&Layout>,
+) -> MaxRate {
+    let instant = &running.instant;
+    let workload = Workload {
+        stream: false,
+        prompt_words: plan.max_rate_prompt_words,
+        ..plan.workload(instant, false)
+    };
+    let target: Vec<u32> = if running.kind == TargetKind::Direct {
+        vec![upstreams.instant.pid()]
+    } else {
+        running.pids()
+    };
+    let pinning = layout.and_then(|layout| match pin(layout, &target) {
+        Ok(how) => Some(how),
+        Err(error) => {
+            eprintln!("   not pinned: {error}");
+            None
+        }
+    });
+    let secs = Duration::from_secs_f64;
+    let n = plan.max_rate_connections;
+    let _ = client::run_closed_loop(&workload, n, secs(plan.max_rate_warmup_s)).await;
+    let before = cpu_seconds(&instant.pids);
+    let started = std::time::Instant::now();
+    let run = client::run_closed_loop(&workload, n, secs(plan.max_rate_s)).await;
+    let wall = started.elapsed().as_secs_f64();
+    let spent = cpu_seconds(&instant.pids) - before;
+    if let Some(layout) = layout {
+        if let Err(error) = affinity::pin_tree(&[std::process::id()], &layout.all) {
+            eprintln!("   unpinning: {error}");
+        }
+    }
+    let cpu_us_per_request = (run.ok > 0).then(|| spent / run.ok as f64 * 1e6);
+    eprintln!(
+        "{}  cpu {} µs/req, {:.0} % of a core",
+        line(&format!("max rate, {n} conns"), &run),
+        cpu_us_per_request.map_or("-".to_owned(), |c| format!("{c:.1}")),
+        spent / wall * 100.0,
+    );
+    MaxRate {
+        connections: n,
+        rps: run.rate,
+        cpu_us_per_request,
+        target_cpu_share: spent / wall,
+        pinning,
+        run: run.report(),
     }
 }

@@ -311,6 +311,126 @@ async fn one_request(
     }
 }
 
+/// Closed loop (the max-rate phase): `connections` keep-alive HTTP/1.1 connections, each
+/// sending the next non-streamed request as soon as the previous answer is read, for
+/// `duration`. Latency counts from each request's send; `rate` in the result is the rate
+/// achieved (answers per second), not one offered. A connection that fails is counted and
+/// replaced.
+pub async fn run_closed_loop(
+    workload: &Workload,
+    connections: usize,
+    duration: Duration,
+) -> RunResult {
+    let authority = workload
+        .base_url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut workload = workload.clone();
+    workload.stream = false;
+    let body = workload.body();
+    let started = Instant::now();
+    let end = started + duration;
+    let mut tasks = JoinSet::new();
+    for _ in 0..connections.max(1) {
+        let (authority, workload, body) = (authority.clone(), workload.clone(), body.clone());
+        tasks.spawn(async move { closed_loop_connection(&authority, &workload, body, end).await });
+    }
+    let mut result = RunResult {
+        duration,
+        ..RunResult::default()
+    };
+    while let Some(joined) = tasks.join_next().await {
+        let Ok(one) = joined else { continue };
+        result.sent += one.sent;
+        result.ok += one.ok;
+        for (kind, n) in one.errors {
+            *result.errors.entry(kind).or_default() += n;
+        }
+        result.total.merge(&one.total);
+    }
+    let elapsed = started.elapsed().max(Duration::from_millis(1));
+    result.rate = result.ok as f64 / elapsed.as_secs_f64();
+    result
+}
+
+async fn closed_loop_connection(
+    authority: &str,
+    workload: &Workload,
+    body: Bytes,
+    end: Instant,
+) -> RunResult {
+    let mut result = RunResult::default();
+    let count = |result: &mut RunResult, kind: &str| {
+        result.sent += 1;
+        *result.errors.entry(kind.to_owned()).or_default() += 1;
+    };
+    'connect: while Instant::now() < end {
+        let stream = match tokio::net::TcpStream::connect(authority).await {
+            Ok(stream) => stream,
+            Err(_) => {
+                count(&mut result, "connect");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let Ok((mut sender, connection)) = hyper::client::conn::http1::handshake(io).await else {
+            count(&mut result, "connect");
+            continue;
+        };
+        tokio::spawn(connection);
+        while Instant::now() < end {
+            let request = http::Request::post("/v1/chat/completions")
+                .header("host", authority)
+                .header("content-type", "application/json")
+                .header("authorization", format!("Bearer {API_KEY}"))
+                .body(Full::new(body.clone()))
+                .expect("static request parts are valid");
+            let sent = Instant::now();
+            let outcome = tokio::time::timeout(workload.timeout, async {
+                if sender.ready().await.is_err() {
+                    return Err("request");
+                }
+                let response = sender.send_request(request).await.map_err(|_| "request")?;
+                let status = response.status();
+                let all = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(|_| "body")?
+                    .to_bytes();
+                if status != http::StatusCode::OK {
+                    Err("status")
+                } else if has_content(&all) {
+                    Ok(())
+                } else {
+                    Err("incomplete")
+                }
+            })
+            .await
+            .unwrap_or(Err("timeout"));
+            match outcome {
+                Ok(()) => {
+                    result.sent += 1;
+                    result.ok += 1;
+                    result.total.record(sent.elapsed());
+                }
+                Err(kind) => {
+                    count(&mut result, kind);
+                    // A fresh connection after anything but a well-formed error answer.
+                    if kind != "status" {
+                        continue 'connect;
+                    }
+                }
+            }
+        }
+        break;
+    }
+    result
+}
+
 /// Streams held open on a target, for measuring its memory per open stream.
 pub struct OpenStreams {
     tasks: JoinSet<()>,
@@ -436,6 +556,35 @@ mod tests {
         .await;
         assert_eq!((plain.sent, plain.ok), (4, 4), "{:?}", plain.errors);
         assert_eq!(plain.ttft.count(), 0);
+    }
+
+    #[tokio::test]
+    async fn closed_loop_keeps_every_connection_busy() {
+        let mock = MockServer::start(MockConfig {
+            ttft: Duration::ZERO,
+            gap: Duration::ZERO,
+            tokens: 4,
+            keep_requests: 0,
+            ..MockConfig::default()
+        })
+        .await
+        .unwrap();
+        let result =
+            run_closed_loop(&workload(mock.url(), false), 4, Duration::from_millis(300)).await;
+        assert!(result.ok > 20, "{result:?}");
+        assert_eq!(result.sent, result.ok, "{:?}", result.errors);
+        assert_eq!(result.total.count(), result.ok);
+        assert!(result.rate > 0.0);
+
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let nothing = workload(format!("http://127.0.0.1:{port}"), false);
+        let failed = run_closed_loop(&nothing, 2, Duration::from_millis(50)).await;
+        assert_eq!(failed.ok, 0);
+        assert!(failed.errors.get("connect").copied().unwrap_or(0) >= 2);
     }
 
     #[tokio::test]

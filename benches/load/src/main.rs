@@ -7,12 +7,15 @@
 //! llmtrace-load load --url http://127.0.0.1:8080 --rate 500 --duration 30   # one ad-hoc run
 //! llmtrace-load mock --port 9000 --ttft-ms 20 --gap-ms 5 --tokens 32        # a mock upstream
 //! llmtrace-load sink --port 4317 --counts-file counts.json                  # an OTLP sink
+//! llmtrace-load bare-pingora --listen 127.0.0.1:8081 --upstream 127.0.0.1:9000  # pingora alone
 //! ```
 //!
 //! `benches/load/run.sh` installs what is missing, builds, and calls `run`.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod affinity;
+mod bare;
 mod bench;
 mod client;
 mod procfs;
@@ -51,6 +54,8 @@ enum Command {
     Mock(MockArgs),
     /// Serve an OTLP/gRPC sink that counts spans and discards them.
     Sink(SinkArgs),
+    /// Serve a bare pingora proxy (only `upstream_peer`, the gateway's server settings).
+    BarePingora(BareArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -62,7 +67,7 @@ struct RunArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "direct,proxy-tracing,proxy-no-tracing,nginx,litellm"
+        default_value = "direct,pingora,proxy-tracing,proxy-no-tracing,nginx,litellm"
     )]
     targets: Vec<String>,
     /// The llmtrace-proxy binary (a release build).
@@ -113,6 +118,12 @@ struct RunArgs {
     /// Override the length of one sustained-rate step (s).
     #[arg(long)]
     step_seconds: Option<f64>,
+    /// Override the length of the max-rate phase, per target (s; 0 leaves it out).
+    #[arg(long)]
+    max_rate_seconds: Option<f64>,
+    /// Override the connections of the max-rate phase.
+    #[arg(long)]
+    max_rate_connections: Option<usize>,
     /// Runtime threads of the load generator.
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
@@ -173,6 +184,19 @@ struct MockArgs {
 }
 
 #[derive(clap::Args, Debug)]
+struct BareArgs {
+    /// Address to listen on.
+    #[arg(long)]
+    listen: String,
+    /// Upstream `host:port` (plain HTTP).
+    #[arg(long)]
+    upstream: String,
+    /// Worker threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+#[derive(clap::Args, Debug)]
 struct SinkArgs {
     /// Port on 127.0.0.1.
     #[arg(long)]
@@ -189,6 +213,7 @@ fn main() {
         Command::Run(args) => run(*args),
         Command::Load(args) => load(args),
         Command::Mock(args) => mock(args),
+        Command::BarePingora(args) => bare::serve(&args.listen, &args.upstream, args.threads),
         Command::Sink(args) => runtime(1).and_then(|rt| {
             rt.block_on(sink::serve(
                 ([127, 0, 0, 1], args.port).into(),
@@ -336,6 +361,10 @@ fn run(args: RunArgs) -> Result<(), String> {
     plan.concurrency = args.concurrency.unwrap_or(plan.concurrency);
     plan.open_streams = args.open_streams.unwrap_or(plan.open_streams);
     plan.step_s = args.step_seconds.unwrap_or(plan.step_s);
+    plan.max_rate_s = args.max_rate_seconds.unwrap_or(plan.max_rate_s);
+    plan.max_rate_connections = args
+        .max_rate_connections
+        .unwrap_or(plan.max_rate_connections);
 
     let harness =
         std::env::current_exe().map_err(|e| format!("finding this program's path: {e}"))?;

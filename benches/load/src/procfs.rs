@@ -112,6 +112,11 @@ pub fn descendants(parent_of: &HashMap<u32, u32>, roots: &[u32]) -> Vec<u32> {
     found
 }
 
+/// `roots` and all their live descendants, from a fresh walk of `/proc`.
+pub fn tree(roots: &[u32]) -> Vec<u32> {
+    descendants(&parents(), roots)
+}
+
 /// CPU ticks and RSS summed over `roots` and all their descendants (processes that vanish
 /// while being read are skipped).
 pub fn sample_tree(roots: &[u32]) -> ProcSample {

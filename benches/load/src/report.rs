@@ -7,7 +7,7 @@ use std::path::Path;
 use plotters::prelude::*;
 use serde::Serialize;
 
-use crate::bench::{Plan, TargetResult};
+use crate::bench::{MaxRate, Plan, TargetResult};
 use crate::stats::{Latencies, added};
 use crate::targets::TargetKind;
 
@@ -138,6 +138,69 @@ pub fn table(plan: &Plan, results: &[TargetResult]) -> String {
         plan.latency_rate,
         plan.max_error_rate * 100.0,
     );
+    let max_rate = max_rate_table(plan, results);
+    if !max_rate.is_empty() {
+        let _ = write!(out, "\n{max_rate}");
+    }
+    out
+}
+
+/// The max-rate phase (issue 12): req/s, CPU per request and latency per target, with ratios
+/// to bare pingora from the same run. Empty when the phase did not run.
+pub fn max_rate_table(plan: &Plan, results: &[TargetResult]) -> String {
+    let rows: Vec<(&TargetResult, &MaxRate)> = results
+        .iter()
+        .filter_map(|r| r.max_rate.as_ref().map(|m| (r, m)))
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let pingora = rows
+        .iter()
+        .find(|(r, _)| r.target == TargetKind::Pingora)
+        .map(|(_, m)| *m);
+    let times = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+        _ => "–".to_owned(),
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Max rate, not streamed ({} keep-alive connections closed-loop, {} s, {}-word prompt, \
+         instant upstream, the target alone on one core):\n\n\
+         | target | req/s | CPU µs / req | CPU / req × pingora | req/s × pingora | latency p50 / \
+         p99 (ms) | target's core busy | errors |\n|---|---|---|---|---|---|---|---|",
+        plan.max_rate_connections, plan.max_rate_s, plan.max_rate_prompt_words,
+    );
+    for (r, m) in &rows {
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {} | {} | {} | {} | {:.0} % | {} |",
+            r.target.name(),
+            m.rps,
+            m.cpu_us_per_request
+                .map_or("–".to_owned(), |c| format!("{c:.1}")),
+            times(
+                m.cpu_us_per_request,
+                pingora.and_then(|p| p.cpu_us_per_request)
+            ),
+            times(Some(m.rps), pingora.map(|p| p.rps)),
+            pair(m.run.total.p50_ms, m.run.total.p99_ms),
+            m.target_cpu_share * 100.0,
+            m.run.sent - m.run.ok,
+        );
+    }
+    let pinned = rows.iter().find_map(|(_, m)| m.pinning.clone());
+    let _ = writeln!(
+        out,
+        "\nCPU: utime + stime of the target's process (the direct row: the mock's) over the \
+         run, per answered request. A target's core below ~90 % busy was not the bottleneck: \
+         the generator and the mock on the other core set its rate, and only its CPU per \
+         request compares. Pinning: {}.",
+        pinned
+            .as_deref()
+            .unwrap_or("none (fewer than two CPUs, or it failed)"),
+    );
     out
 }
 
@@ -241,7 +304,13 @@ pub fn method(plan: &Plan) -> String {
          the streamed latency run.\n\
          - Memory: {streams} streams opened at {ramp}/s to a mock that sends a token every \
          {sg} ms; VmRSS of the target's processes once they all delivered a token, minus the \
-         idle RSS. The target is then restarted for the latency and rate phases.",
+         idle RSS. The target is then restarted for the latency and rate phases.\n\
+         - Max rate: non-streamed requests ({mw}-word prompt) to a mock that answers at once \
+         ({mt} tokens), {mc} keep-alive connections each sending its next request when the \
+         previous answer is in, {ms} s after {mwu} s of warm-up; the target's processes pinned \
+         alone to one CPU, the generator, the mocks and the sink to another \
+         (`sched_setaffinity`); CPU per request from `/proc/PID/stat` of the target's process \
+         around the run.",
         threads = plan.mock_threads,
         ft = plan.fast_mock.ttft_ms,
         fg = plan.fast_mock.gap_ms,
@@ -263,6 +332,11 @@ pub fn method(plan: &Plan) -> String {
         streams = plan.open_streams,
         ramp = plan.open_ramp,
         sg = plan.slow_mock.gap_ms,
+        mw = plan.max_rate_prompt_words,
+        mt = plan.instant_mock.tokens,
+        mc = plan.max_rate_connections,
+        ms = plan.max_rate_s,
+        mwu = plan.max_rate_warmup_s,
     )
 }
 

@@ -41,6 +41,13 @@ impl Latencies {
             .expect("value is clamped into the histogram's range");
     }
 
+    /// Adds every value of `other`.
+    pub fn merge(&mut self, other: &Latencies) {
+        self.histogram
+            .add(&other.histogram)
+            .expect("histograms with the same bounds add up");
+    }
+
     /// How many values were recorded.
     pub fn count(&self) -> u64 {
         self.histogram.len()

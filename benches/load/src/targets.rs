@@ -2,11 +2,12 @@
 //! the run), and the targets in front of the mock (the proxy with and without tracing, nginx,
 //! LiteLLM), each as child processes on loopback ports.
 //!
-//! Every target serves two endpoints: `fast`, in front of the mock whose timing the latency
-//! and rate phases use, and `slow`, in front of the mock whose streams last minutes, for the
-//! open-streams memory phase. nginx and LiteLLM serve both from one process tree (two
-//! `server` blocks, two models); the proxy takes one upstream on its command line, so it runs
-//! as two processes, and each phase measures the one it uses.
+//! Every target serves three endpoints: `fast`, in front of the mock whose timing the latency
+//! and rate phases use, `slow`, in front of the mock whose streams last minutes, for the
+//! open-streams memory phase, and `instant`, in front of a mock that answers at once, for the
+//! max-rate phase. nginx and LiteLLM serve all three from one process tree (three `server`
+//! blocks, three models); the proxy and bare pingora take one upstream on their command line,
+//! so they run as three processes, and each phase measures the one it uses.
 
 use std::fs;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -131,7 +132,7 @@ pub fn wait_listening(child: &mut Child, port: u16, limit: Duration) -> Result<(
 /// Where the harness finds the programs it runs.
 #[derive(Clone, Debug)]
 pub struct Programs {
-    /// This harness's own binary (for the `mock` and `sink` subcommands).
+    /// This harness's own binary (for the `mock`, `sink` and `bare-pingora` subcommands).
     pub harness: PathBuf,
     /// `llmtrace-proxy` (release build).
     pub proxy: PathBuf,
@@ -159,7 +160,7 @@ impl MockTiming {
     }
 }
 
-/// The helpers every target shares: the two mocks and the OTLP sink.
+/// The helpers every target shares: the three mocks and the OTLP sink.
 pub struct Upstreams {
     /// The mock of the latency and rate phases.
     pub fast: Child,
@@ -169,6 +170,10 @@ pub struct Upstreams {
     pub slow: Child,
     /// Its port.
     pub slow_port: u16,
+    /// The mock of the max-rate phase (no TTFT, no gaps).
+    pub instant: Child,
+    /// Its port.
+    pub instant_port: u16,
     /// The OTLP/gRPC sink.
     pub sink: Child,
     /// Its port.
@@ -178,13 +183,12 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    /// Starts both mocks and the sink as processes of their own (their CPU is not the
+    /// Starts the mocks and the sink as processes of their own (their CPU is not the
     /// target's), with `mock_threads` runtime threads per mock.
     pub fn start(
         programs: &Programs,
         scratch: &Path,
-        fast: MockTiming,
-        slow: MockTiming,
+        [fast, slow, instant]: [MockTiming; 3],
         mock_threads: usize,
     ) -> Result<Upstreams, String> {
         let mock = |name: &str, timing: MockTiming| -> Result<(Child, u16), String> {
@@ -215,6 +219,7 @@ impl Upstreams {
         };
         let (fast, fast_port) = mock("mock-fast", fast)?;
         let (slow, slow_port) = mock("mock-slow", slow)?;
+        let (instant, instant_port) = mock("mock-instant", instant)?;
         let sink_port = free_port()?;
         let sink_counts = scratch.join("sink-counts.json");
         let _ = fs::remove_file(&sink_counts);
@@ -234,6 +239,8 @@ impl Upstreams {
             fast_port,
             slow,
             slow_port,
+            instant,
+            instant_port,
             sink,
             sink_port,
             sink_counts,
@@ -251,6 +258,9 @@ pub enum TargetKind {
     ProxyTracing,
     /// `llmtrace-proxy` with `OTEL_SDK_DISABLED=true`.
     ProxyNoTracing,
+    /// A `ProxyHttp` whose only method is `upstream_peer`, with the gateway's pingora
+    /// settings (`llmtrace-load bare-pingora`): pingora's own cost.
+    Pingora,
     /// nginx as a plain reverse proxy, `proxy_buffering off`.
     Nginx,
     /// LiteLLM's proxy server.
@@ -259,8 +269,9 @@ pub enum TargetKind {
 
 impl TargetKind {
     /// Every kind, in the order they are measured (the baseline first).
-    pub const ALL: [TargetKind; 5] = [
+    pub const ALL: [TargetKind; 6] = [
         TargetKind::Direct,
+        TargetKind::Pingora,
         TargetKind::ProxyTracing,
         TargetKind::ProxyNoTracing,
         TargetKind::Nginx,
@@ -273,6 +284,7 @@ impl TargetKind {
             TargetKind::Direct => "direct",
             TargetKind::ProxyTracing => "proxy-tracing",
             TargetKind::ProxyNoTracing => "proxy-no-tracing",
+            TargetKind::Pingora => "pingora",
             TargetKind::Nginx => "nginx",
             TargetKind::Litellm => "litellm",
         }
@@ -311,6 +323,8 @@ pub struct Running {
     pub fast: Endpoint,
     /// In front of the slow mock.
     pub slow: Endpoint,
+    /// In front of the instant mock.
+    pub instant: Endpoint,
     /// A sentence on how it was run (version, threads, settings), for the report.
     pub description: String,
     children: Vec<Child>,
@@ -320,6 +334,11 @@ impl Running {
     /// An error if one of its processes has exited.
     pub fn check_running(&mut self) -> Result<(), String> {
         self.children.iter_mut().try_for_each(Child::check_running)
+    }
+
+    /// Every process it started (empty for the direct baseline, which is the mocks).
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(Child::pid).collect()
     }
 
     /// Stops its processes.
@@ -339,6 +358,12 @@ pub fn start(
 ) -> Result<Running, String> {
     let fast_url = format!("http://127.0.0.1:{}", upstreams.fast_port);
     let slow_url = format!("http://127.0.0.1:{}", upstreams.slow_port);
+    let instant_url = format!("http://127.0.0.1:{}", upstreams.instant_port);
+    let endpoint = |port: u16, pid: u32| Endpoint {
+        base_url: format!("http://127.0.0.1:{port}"),
+        model: "bench".to_owned(),
+        pids: vec![pid],
+    };
     match kind {
         TargetKind::Direct => Ok(Running {
             kind,
@@ -352,6 +377,7 @@ pub fn start(
                 model: "bench".to_owned(),
                 pids: vec![upstreams.slow.pid()],
             },
+            instant: endpoint(upstreams.instant_port, upstreams.instant.pid()),
             description: "the mock upstream itself (llmtrace-mock, axum), no hop".to_owned(),
             children: Vec::new(),
         }),
@@ -408,18 +434,12 @@ pub fn start(
             };
             let (fast, fast_port) = proxy("fast", &fast_url)?;
             let (slow, slow_port) = proxy("slow", &slow_url)?;
+            let (instant, instant_port) = proxy("instant", &instant_url)?;
             Ok(Running {
                 kind,
-                fast: Endpoint {
-                    base_url: format!("http://127.0.0.1:{fast_port}"),
-                    model: "bench".to_owned(),
-                    pids: vec![fast.pid()],
-                },
-                slow: Endpoint {
-                    base_url: format!("http://127.0.0.1:{slow_port}"),
-                    model: "bench".to_owned(),
-                    pids: vec![slow.pid()],
-                },
+                fast: endpoint(fast_port, fast.pid()),
+                slow: endpoint(slow_port, slow.pid()),
+                instant: endpoint(instant_port, instant.pid()),
                 description: if tracing {
                     "llmtrace-proxy (release, --threads 1), every request \
                      traced, OTLP/gRPC to a local sink"
@@ -427,7 +447,45 @@ pub fn start(
                 } else {
                     "llmtrace-proxy (release, --threads 1), OTEL_SDK_DISABLED=true".to_owned()
                 },
-                children: vec![fast, slow],
+                children: vec![fast, slow, instant],
+            })
+        }
+        TargetKind::Pingora => {
+            let bare = |role: &str, upstream_port: u16| -> Result<(Child, u16), String> {
+                let port = free_port()?;
+                let mut command = Command::new(&programs.harness);
+                command.args([
+                    "bare-pingora",
+                    "--listen",
+                    &format!("127.0.0.1:{port}"),
+                    "--upstream",
+                    &format!("127.0.0.1:{upstream_port}"),
+                    "--threads",
+                    "1",
+                ]);
+                let name = format!("pingora-{role}");
+                let mut child = Child::spawn(
+                    &name,
+                    command,
+                    None,
+                    &scratch.join(format!("{name}.log")),
+                    libc::SIGINT,
+                )?;
+                wait_listening(&mut child, port, Duration::from_secs(20))?;
+                Ok((child, port))
+            };
+            let (fast, fast_port) = bare("fast", upstreams.fast_port)?;
+            let (slow, slow_port) = bare("slow", upstreams.slow_port)?;
+            let (instant, instant_port) = bare("instant", upstreams.instant_port)?;
+            Ok(Running {
+                kind,
+                fast: endpoint(fast_port, fast.pid()),
+                slow: endpoint(slow_port, slow.pid()),
+                instant: endpoint(instant_port, instant.pid()),
+                description: "bare pingora 0.9 (`llmtrace-load bare-pingora`: a ProxyHttp with \
+                              only upstream_peer; the gateway's server settings, 1 thread)"
+                    .to_owned(),
+                children: vec![fast, slow, instant],
             })
         }
         TargetKind::Nginx => {
@@ -438,13 +496,14 @@ pub fn start(
             let dir = scratch.join("nginx");
             fs::create_dir_all(dir.join("tmp"))
                 .map_err(|e| format!("creating {}: {e}", dir.display()))?;
-            let (fast_port, slow_port) = (free_port()?, free_port()?);
+            let (fast_port, slow_port, instant_port) = (free_port()?, free_port()?, free_port()?);
             let conf = nginx_config(
                 &dir,
-                fast_port,
-                upstreams.fast_port,
-                slow_port,
-                upstreams.slow_port,
+                &[
+                    (fast_port, upstreams.fast_port),
+                    (slow_port, upstreams.slow_port),
+                    (instant_port, upstreams.instant_port),
+                ],
             );
             let conf_path = dir.join("nginx.conf");
             fs::write(&conf_path, conf)
@@ -466,6 +525,7 @@ pub fn start(
             )?;
             wait_listening(&mut child, fast_port, Duration::from_secs(10))?;
             wait_listening(&mut child, slow_port, Duration::from_secs(10))?;
+            wait_listening(&mut child, instant_port, Duration::from_secs(10))?;
             let version = Command::new(nginx)
                 .arg("-v")
                 .output()
@@ -474,16 +534,9 @@ pub fn start(
             let pid = child.pid();
             Ok(Running {
                 kind,
-                fast: Endpoint {
-                    base_url: format!("http://127.0.0.1:{fast_port}"),
-                    model: "bench".to_owned(),
-                    pids: vec![pid],
-                },
-                slow: Endpoint {
-                    base_url: format!("http://127.0.0.1:{slow_port}"),
-                    model: "bench".to_owned(),
-                    pids: vec![pid],
-                },
+                fast: endpoint(fast_port, pid),
+                slow: endpoint(slow_port, pid),
+                instant: endpoint(instant_port, pid),
                 description: format!(
                     "{version}, 1 worker process, proxy_buffering off, HTTP/1.1 keep-alive \
                      upstream pool, access log on"
@@ -498,8 +551,11 @@ pub fn start(
                 .ok_or("litellm was not found (run benches/load/run.sh, which installs it)")?;
             let port = free_port()?;
             let conf_path = scratch.join("litellm.yaml");
-            fs::write(&conf_path, litellm_config(&fast_url, &slow_url))
-                .map_err(|e| format!("writing {}: {e}", conf_path.display()))?;
+            fs::write(
+                &conf_path,
+                litellm_config(&fast_url, &slow_url, &instant_url),
+            )
+            .map_err(|e| format!("writing {}: {e}", conf_path.display()))?;
             let mut command = Command::new(litellm);
             command
                 .arg("--config")
@@ -548,6 +604,11 @@ pub fn start(
                     model: "bench-slow".to_owned(),
                     pids: vec![pid],
                 },
+                instant: Endpoint {
+                    base_url: format!("http://127.0.0.1:{port}"),
+                    model: "bench-instant".to_owned(),
+                    pids: vec![pid],
+                },
                 description: format!(
                     "LiteLLM proxy {version} (PyPI litellm[proxy]), 1 uvicorn worker, no database"
                 ),
@@ -558,14 +619,9 @@ pub fn start(
 }
 
 /// nginx as a plain streaming reverse proxy: one worker process (the proxy runs one worker
-/// thread), no response buffering, keep-alive to the upstream.
-pub fn nginx_config(
-    dir: &Path,
-    fast_port: u16,
-    fast_upstream: u16,
-    slow_port: u16,
-    slow_upstream: u16,
-) -> String {
+/// thread), no response buffering, keep-alive to the upstream; one `server` per
+/// `(listen port, upstream port)`.
+pub fn nginx_config(dir: &Path, servers: &[(u16, u16)]) -> String {
     let d = dir.display();
     let server = |listen: u16, upstream: &str| {
         format!(
@@ -603,26 +659,28 @@ http {{
     uwsgi_temp_path {d}/tmp/uwsgi;
     scgi_temp_path {d}/tmp/scgi;
     tcp_nodelay on;
-    upstream fast {{
-        server 127.0.0.1:{fast_upstream};
-        keepalive 1024;
-        keepalive_requests 1000000;
-    }}
-    upstream slow {{
-        server 127.0.0.1:{slow_upstream};
-        keepalive 1024;
-        keepalive_requests 1000000;
-    }}
-{}{}}}
+{}}}
 ",
-        server(fast_port, "fast"),
-        server(slow_port, "slow"),
+        servers
+            .iter()
+            .enumerate()
+            .map(|(i, &(listen, upstream))| format!(
+                "    upstream u{i} {{
+        server 127.0.0.1:{upstream};
+        keepalive 1024;
+        keepalive_requests 1000000;
+    }}
+{}",
+                server(listen, &format!("u{i}"))
+            ))
+            .collect::<String>(),
     )
 }
 
 /// LiteLLM's configuration (JSON, which YAML reads): model `bench` on the fast mock,
-/// `bench-slow` on the slow one, both as OpenAI-compatible upstreams with a dummy key.
-pub fn litellm_config(fast_url: &str, slow_url: &str) -> String {
+/// `bench-slow` on the slow one, `bench-instant` on the instant one, all as OpenAI-compatible
+/// upstreams with a dummy key.
+pub fn litellm_config(fast_url: &str, slow_url: &str, instant_url: &str) -> String {
     let model = |name: &str, url: &str| {
         serde_json::json!({
             "model_name": name,
@@ -635,7 +693,11 @@ pub fn litellm_config(fast_url: &str, slow_url: &str) -> String {
         })
     };
     serde_json::json!({
-        "model_list": [model("bench", fast_url), model("bench-slow", slow_url)],
+        "model_list": [
+            model("bench", fast_url),
+            model("bench-slow", slow_url),
+            model("bench-instant", instant_url),
+        ],
         "litellm_settings": {
             "telemetry": false,
             "request_timeout": 600,
@@ -653,22 +715,25 @@ mod tests {
 
     #[test]
     fn nginx_config_streams_without_buffering() {
-        let conf = nginx_config(Path::new("/tmp/x"), 1, 2, 3, 4);
+        let conf = nginx_config(Path::new("/tmp/x"), &[(1, 2), (3, 4), (5, 6)]);
         assert!(conf.contains("worker_processes 1;"));
-        assert_eq!(conf.matches("proxy_buffering off;").count(), 2);
+        assert_eq!(conf.matches("proxy_buffering off;").count(), 3);
         assert!(conf.contains("listen 127.0.0.1:1 ") && conf.contains("server 127.0.0.1:2;"));
         assert!(conf.contains("listen 127.0.0.1:3 ") && conf.contains("server 127.0.0.1:4;"));
+        assert!(conf.contains("listen 127.0.0.1:5 ") && conf.contains("proxy_pass http://u2;"));
         assert!(conf.contains("pid /tmp/x/nginx.pid;"));
     }
 
     #[test]
     fn litellm_config_names_both_models() {
         let conf: serde_json::Value =
-            serde_json::from_str(&litellm_config("http://a:1", "http://b:2")).unwrap();
+            serde_json::from_str(&litellm_config("http://a:1", "http://b:2", "http://c:3"))
+                .unwrap();
         let models = conf["model_list"].as_array().unwrap();
         assert_eq!(models[0]["model_name"], "bench");
         assert_eq!(models[0]["litellm_params"]["api_base"], "http://a:1/v1");
         assert_eq!(models[1]["litellm_params"]["model"], "openai/bench-slow");
+        assert_eq!(models[2]["litellm_params"]["api_base"], "http://c:3/v1");
     }
 
     #[test]
