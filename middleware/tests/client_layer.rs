@@ -216,7 +216,7 @@ async fn transport_errors_end_the_span_with_the_error() {
     assert!(description.contains("connection refused"));
     assert_eq!(
         attr_str(&spans[0], "error.type").as_deref(),
-        Some("std::io::error::Error")
+        Some("connection_refused")
     );
     rec.assert_each_ended_once();
 }
@@ -260,4 +260,90 @@ async fn baggage_and_tracestate_of_the_current_context_are_injected() {
             .unwrap()
             .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-")
     );
+}
+
+#[tokio::test]
+async fn a_status_classifier_can_say_a_429_is_not_an_error() {
+    use llmtrace::layer::{ResponseStatus, StatusClass};
+    let rec = Recorder::new();
+    let layer = ClientLayer::new()
+        .with_tracer(rec.tracer())
+        .with_status_classifier(|s: &ResponseStatus| {
+            if s.http == StatusCode::TOO_MANY_REQUESTS {
+                StatusClass::Ok
+            } else {
+                s.client_default()
+            }
+        });
+    for status in [StatusCode::TOO_MANY_REQUESTS, StatusCode::NOT_FOUND] {
+        let (svc, _) = upstream(status, 1);
+        let client = ServiceBuilder::new().layer(layer.clone()).service(svc);
+        let response = client
+            .oneshot(Request::get("http://up/x").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        response.into_body().collect().await.unwrap();
+    }
+    let spans = rec.spans();
+    assert_eq!(spans.len(), 2);
+    assert!(!is_error(&spans[0]), "{:?}", spans[0].status);
+    assert!(attr(&spans[0], "error.type").is_none());
+    assert_eq!(attr_i64(&spans[0], "http.response.status_code"), Some(429));
+    assert!(is_error(&spans[1]));
+    assert_eq!(attr_str(&spans[1], "error.type").as_deref(), Some("404"));
+    rec.assert_each_ended_once();
+}
+
+#[tokio::test]
+async fn with_tracer_provider_keeps_the_llmtrace_scope() {
+    let rec = Recorder::new();
+    let (svc, _) = upstream(StatusCode::OK, 1);
+    let client = ServiceBuilder::new()
+        .layer(ClientLayer::new().with_tracer_provider(&rec.provider))
+        .service(svc);
+    let response = client
+        .oneshot(Request::get("http://up/x").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    response.into_body().collect().await.unwrap();
+    let spans = rec.spans();
+    assert_eq!(spans.len(), 1);
+    assert_eq!(spans[0].instrumentation_scope.name(), "llmtrace");
+    assert_eq!(
+        spans[0].instrumentation_scope.version(),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[tokio::test]
+async fn transport_errors_go_through_the_users_classifier_first() {
+    use llmtrace::layer::ErrorRef;
+    let rec = Recorder::new();
+    let failing = tower::service_fn(|req: Request<Body>| async move {
+        let kind = if req.uri().path() == "/dns" {
+            std::io::ErrorKind::NotFound
+        } else {
+            std::io::ErrorKind::TimedOut
+        };
+        Err::<Response<Body>, _>(std::io::Error::new(kind, "failed"))
+    });
+    let client = ServiceBuilder::new()
+        .layer(
+            ClientLayer::new()
+                .with_tracer(rec.tracer())
+                .with_error_classifier(|e: &ErrorRef<'_>| {
+                    let io = e.downcast_ref::<std::io::Error>()?;
+                    (io.kind() == std::io::ErrorKind::NotFound)
+                        .then_some(std::borrow::Cow::Borrowed("dns"))
+                }),
+        )
+        .service(failing);
+    for path in ["http://up/dns", "http://up/slow"] {
+        let req = Request::get(path).body(Body::empty()).unwrap();
+        assert!(client.clone().oneshot(req).await.is_err());
+    }
+    let spans = rec.spans();
+    let types: Vec<_> = spans.iter().map(|s| attr_str(s, "error.type")).collect();
+    assert_eq!(types, [Some("dns".to_owned()), Some("timeout".to_owned())]);
+    rec.assert_each_ended_once();
 }

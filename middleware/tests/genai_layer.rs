@@ -510,3 +510,75 @@ async fn the_layer_bounds_model_labels() {
         "request models"
     );
 }
+
+#[tokio::test]
+async fn with_tracer_provider_keeps_the_llmtrace_scope() {
+    let rec = Recorder::new();
+    let client = ServiceBuilder::new()
+        .layer(GenAiLayer::client().with_tracer_provider(&rec.provider))
+        .service(provider(
+            openai_events(3),
+            Duration::ZERO,
+            Duration::ZERO,
+            Arc::default(),
+        ));
+    let response = client.oneshot(chat_request(true)).await.unwrap();
+    response.into_body().collect().await.unwrap();
+    let spans = rec.spans();
+    assert_eq!(spans.len(), 1);
+    assert_eq!(spans[0].name, "chat gpt-4o");
+    assert_eq!(spans[0].instrumentation_scope.name(), "llmtrace");
+    assert_eq!(
+        spans[0].instrumentation_scope.version(),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[tokio::test]
+async fn transport_errors_are_named_by_known_types_or_the_users_classifier() {
+    use llmtrace::layer::ErrorRef;
+    let rec = Recorder::new();
+    // The first call fails before the response; the second fails mid-body.
+    let upstream = tower::service_fn(
+        |req: Request<llmtrace::layer::RequestBody<Body>>| async move {
+            if req.headers().contains_key("x-fail-call") {
+                return Err(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+            }
+            let stream = futures::stream::iter(vec![
+                Ok(Bytes::from_static(b"data: {\"id\":\"x\"}\n\n")),
+                Err(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+            ]);
+            Ok(Response::new(Body::from_stream(stream)))
+        },
+    );
+    let client = ServiceBuilder::new()
+        .layer(
+            GenAiLayer::client()
+                .with_tracer(rec.tracer())
+                .with_error_classifier(|e: &ErrorRef<'_>| {
+                    let io = e.downcast_ref::<std::io::Error>()?;
+                    (io.kind() == std::io::ErrorKind::ConnectionRefused)
+                        .then_some(std::borrow::Cow::Borrowed("refused"))
+                }),
+        )
+        .service(upstream);
+    let mut failing = chat_request(true);
+    failing
+        .headers_mut()
+        .insert("x-fail-call", http::HeaderValue::from_static("1"));
+    assert!(client.clone().oneshot(failing).await.is_err());
+    let response = client.oneshot(chat_request(true)).await.unwrap();
+    assert!(response.into_body().collect().await.is_err());
+
+    let spans = rec.spans();
+    let types: Vec<_> = spans.iter().map(|s| attr_str(s, "error.type")).collect();
+    assert_eq!(
+        types,
+        [
+            Some("refused".to_owned()),
+            Some("connection_reset".to_owned())
+        ]
+    );
+    assert!(spans.iter().all(is_error));
+    rec.assert_each_ended_once();
+}

@@ -1,7 +1,5 @@
 //! Reading semantic-convention attributes off `http` types.
 
-use std::borrow::Cow;
-
 use http::header::{self, HeaderName};
 use http::{HeaderMap, Method, StatusCode, Uri, Version};
 use opentelemetry::{Array, Key, KeyValue, StringValue, Value};
@@ -292,11 +290,6 @@ impl HeaderCapture {
         }
         out
     }
-}
-
-/// The short name of an error type, for `error.type`.
-pub(crate) fn error_type_name<E>() -> Cow<'static, str> {
-    Cow::Borrowed(std::any::type_name::<E>())
 }
 
 #[cfg(test)]

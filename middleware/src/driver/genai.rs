@@ -28,6 +28,8 @@ pub struct GenAiRecorder {
     pub(crate) max_model_labels: Option<usize>,
     pub(crate) provider: Option<Provider>,
     pub(crate) max_request_bytes: usize,
+    /// Names the errors that end exchanges.
+    pub(crate) errors: super::ErrorClassifier,
 }
 
 impl fmt::Debug for GenAiRecorder {

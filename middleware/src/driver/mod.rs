@@ -13,10 +13,13 @@
 //! when dropped first, as aborted.
 
 pub(crate) mod attrs;
+mod classify;
 mod genai;
 mod inbound;
 pub(crate) mod span;
 
+pub(crate) use classify::{ErrorClassifier, StatusClassifier};
+pub use classify::{ErrorRef, ResponseStatus, StatusClass, known_error_type};
 pub use genai::{GenAiRecorder, GenAiSpan};
 pub(crate) use inbound::start_server_span;
 pub use inbound::{InboundRequest, InboundSpan, RequestHeaderCapture};

@@ -13,7 +13,8 @@ use opentelemetry::global::BoxedSpan;
 use opentelemetry::trace::{Span as _, Status, TraceContextExt};
 use opentelemetry::{Context, KeyValue};
 
-use super::attrs::{self, HeaderCapture};
+use super::attrs::HeaderCapture;
+use super::classify::{ResponseStatus, StatusClass, StatusClassifier};
 use crate::genai::End;
 use crate::{propagation, semconv};
 
@@ -41,7 +42,6 @@ pub(crate) enum Side {
 }
 
 /// A live span for one exchange. See the module docs.
-#[derive(Debug)]
 pub(crate) struct ExchangeSpan {
     /// `None` once the span has ended.
     cx: Option<Context>,
@@ -55,6 +55,21 @@ pub(crate) struct ExchangeSpan {
     /// An error the body revealed that the HTTP status does not show (an in-stream error
     /// event, a truncated stream, a provider error body).
     body_error: Option<(String, String)>,
+    /// The user's status rule; `None`: the side's default.
+    status_classifier: Option<StatusClassifier>,
+}
+
+impl std::fmt::Debug for ExchangeSpan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExchangeSpan")
+            .field("ended", &self.cx.is_none())
+            .field("side", &self.side)
+            .field("grpc", &self.grpc)
+            .field("status", &self.status)
+            .field("grpc_status", &self.grpc_status)
+            .field("body_bytes", &self.body_bytes)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ExchangeSpan {
@@ -75,7 +90,14 @@ impl ExchangeSpan {
             body_bytes: 0,
             response_headers,
             body_error: None,
+            status_classifier: None,
         }
+    }
+
+    /// Classifies the response status with `classifier` instead of the side's default rule.
+    pub(crate) fn with_status_classifier(mut self, classifier: Option<StatusClassifier>) -> Self {
+        self.status_classifier = classifier;
+        self
     }
 
     /// The span's context, until it ends.
@@ -188,33 +210,34 @@ impl ExchangeSpan {
     }
 
     fn status_from_response(&self, attributes: &mut Vec<KeyValue>) -> Status {
-        if self.grpc {
-            return match self.grpc_status {
-                Some(0) | None => Status::Unset,
-                Some(code) => {
-                    let name = attrs::grpc_code_name(code);
-                    attributes.push(KeyValue::new(semconv::http::ERROR_TYPE, name));
-                    Status::error(format!("gRPC status {name}"))
-                }
-            };
-        }
-        let Some(status) = self.status else {
+        let Some(http) = self.status else {
             return Status::Unset;
         };
-        let is_error = match self.side {
-            Side::Server => status.is_server_error(),
-            Side::Client => status.is_client_error() || status.is_server_error(),
+        let status = ResponseStatus {
+            http,
+            is_grpc: self.grpc,
+            grpc: self.grpc_status.filter(|_| self.grpc),
         };
-        if is_error {
-            attributes.push(KeyValue::new(
-                semconv::http::ERROR_TYPE,
-                attrs::status_code_str(status),
-            ));
+        let class = match (&self.status_classifier, self.side) {
+            (Some(classify), _) => classify(&status),
+            (None, Side::Server) => status.server_default(),
+            (None, Side::Client) => status.client_default(),
+        };
+        let StatusClass::Error(error_type) = class else {
+            return Status::Unset;
+        };
+        attributes.push(KeyValue::new(
+            semconv::http::ERROR_TYPE,
+            crate::limits::bounded(&error_type, crate::limits::MAX_NAME_BYTES).into_owned(),
+        ));
+        match status.grpc {
+            Some(code) if code != 0 => Status::error(format!(
+                "gRPC status {}",
+                super::attrs::grpc_code_name(code)
+            )),
             // Per the HTTP conventions the description is left empty when the status code
             // already says it all.
-            Status::error("")
-        } else {
-            Status::Unset
+            _ => Status::error(""),
         }
     }
 }

@@ -7,16 +7,20 @@ use std::task::{Context as TaskContext, Poll};
 
 use http::{Request, Response};
 use opentelemetry::global::BoxedTracer;
-use opentelemetry::trace::{Span as _, SpanBuilder, SpanKind, TraceContextExt, Tracer};
+use opentelemetry::trace::{
+    Span as _, SpanBuilder, SpanKind, TraceContextExt, Tracer, TracerProvider,
+};
 use opentelemetry::{Context, KeyValue};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::body::TracedBody;
+use super::body::{SpanObserver, TracedBody};
 use super::future::ResponseFuture;
-use super::{boxed_tracer, default_tracer};
-use crate::driver::attrs;
+use super::{boxed_tracer, default_tracer, scoped_tracer};
 use crate::driver::span::{ExchangeSpan, Side};
+use crate::driver::{
+    ErrorClassifier, ErrorRef, ResponseStatus, StatusClass, StatusClassifier, attrs,
+};
 use crate::propagation;
 use crate::semconv;
 
@@ -27,7 +31,8 @@ use crate::semconv;
 /// [`Context::current()`](opentelemetry::Context::current), and injects that span's context
 /// as `traceparent`, `tracestate` and `baggage`: every outbound hop gets a fresh parent id.
 /// The span ends when the response body ends, fails or is dropped (see [`TracedBody`]);
-/// 4xx and 5xx responses and non-OK gRPC statuses are errors.
+/// 4xx and 5xx responses and non-OK gRPC statuses are errors (see
+/// [`with_status_classifier`](Self::with_status_classifier)).
 ///
 /// Spans are named `{METHOD}` (`{package.Service}/{Method}` for gRPC). `url.full` drops
 /// userinfo and the values of credential-bearing query parameters.
@@ -43,14 +48,24 @@ use crate::semconv;
 /// # let _ = traced;
 /// # }
 /// ```
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct ClientLayer {
-    tracer: Arc<BoxedTracer>,
+    config: Arc<ClientConfig>,
 }
 
-impl fmt::Debug for ClientLayer {
+#[derive(Clone)]
+struct ClientConfig {
+    tracer: Arc<BoxedTracer>,
+    status_classifier: Option<StatusClassifier>,
+    errors: ErrorClassifier,
+}
+
+impl fmt::Debug for ClientConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientLayer").finish_non_exhaustive()
+        f.debug_struct("ClientConfig")
+            .field("status_classifier", &self.status_classifier.is_some())
+            .field("errors", &self.errors)
+            .finish_non_exhaustive()
     }
 }
 
@@ -65,17 +80,91 @@ impl ClientLayer {
     /// is built).
     pub fn new() -> Self {
         Self {
-            tracer: Arc::new(default_tracer()),
+            config: Arc::new(ClientConfig {
+                tracer: Arc::new(default_tracer()),
+                status_classifier: None,
+                errors: ErrorClassifier::default(),
+            }),
         }
     }
 
-    /// Uses `tracer` instead of the global one.
-    pub fn with_tracer<T>(mut self, tracer: T) -> Self
+    /// Uses `tracer` instead of the global one. Prefer
+    /// [`with_tracer_provider`](Self::with_tracer_provider), which keeps the `llmtrace`
+    /// instrumentation scope: a tracer made by the caller carries the caller's.
+    pub fn with_tracer<T>(self, tracer: T) -> Self
     where
         T: Tracer + Send + Sync + 'static,
         T::Span: Send + Sync + 'static,
     {
-        self.tracer = Arc::new(boxed_tracer(tracer));
+        self.update(|c| c.tracer = Arc::new(boxed_tracer(tracer)))
+    }
+
+    /// Uses `provider`'s tracer for the `llmtrace` instrumentation scope (name and version)
+    /// instead of the global provider's.
+    ///
+    /// ```
+    /// use llmtrace::ClientLayer;
+    ///
+    /// let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    /// let layer = ClientLayer::new().with_tracer_provider(&provider);
+    /// # let _ = layer;
+    /// ```
+    pub fn with_tracer_provider<P>(self, provider: &P) -> Self
+    where
+        P: TracerProvider,
+        P::Tracer: Send + Sync + 'static,
+        <P::Tracer as Tracer>::Span: Send + Sync + 'static,
+    {
+        self.update(|c| c.tracer = Arc::new(scoped_tracer(provider)))
+    }
+
+    /// Decides which responses are errors, instead of the default rule
+    /// ([`ResponseStatus::client_default`]: a 4xx or 5xx, or a non-OK `grpc-status`).
+    ///
+    /// ```
+    /// use llmtrace::ClientLayer;
+    /// use llmtrace::layer::{ResponseStatus, StatusClass};
+    ///
+    /// // A 404 from this API means "no such user yet": an answer, not an error.
+    /// let layer = ClientLayer::new().with_status_classifier(|s: &ResponseStatus| {
+    ///     if s.http == http::StatusCode::NOT_FOUND {
+    ///         StatusClass::Ok
+    ///     } else {
+    ///         s.client_default()
+    ///     }
+    /// });
+    /// # let _ = layer;
+    /// ```
+    pub fn with_status_classifier<F>(self, classify: F) -> Self
+    where
+        F: Fn(&ResponseStatus) -> StatusClass + Send + Sync + 'static,
+    {
+        self.update(|c| c.status_classifier = Some(Arc::new(classify)))
+    }
+
+    /// Names errors of the inner service (the transport) and of the response body in
+    /// `error.type`. When it returns `None`, the built-in names apply
+    /// ([`known_error_type`](super::known_error_type)). Return a small, fixed set of names.
+    ///
+    /// ```
+    /// use std::borrow::Cow;
+    /// use llmtrace::ClientLayer;
+    /// use llmtrace::layer::ErrorRef;
+    ///
+    /// let layer = ClientLayer::new().with_error_classifier(|e: &ErrorRef<'_>| {
+    ///     e.to_string().contains("dns").then_some(Cow::Borrowed("dns"))
+    /// });
+    /// # let _ = layer;
+    /// ```
+    pub fn with_error_classifier<F>(self, classify: F) -> Self
+    where
+        F: Fn(&ErrorRef<'_>) -> Option<Cow<'static, str>> + Send + Sync + 'static,
+    {
+        self.update(|c| c.errors = ErrorClassifier::new(classify))
+    }
+
+    fn update(mut self, f: impl FnOnce(&mut ClientConfig)) -> Self {
+        f(Arc::make_mut(&mut self.config));
         self
     }
 }
@@ -86,7 +175,7 @@ impl<S> Layer<S> for ClientLayer {
     fn layer(&self, inner: S) -> Self::Service {
         ClientService {
             inner,
-            tracer: self.tracer.clone(),
+            config: self.config.clone(),
         }
     }
 }
@@ -95,7 +184,7 @@ impl<S> Layer<S> for ClientLayer {
 #[derive(Clone)]
 pub struct ClientService<S> {
     inner: S,
-    tracer: Arc<BoxedTracer>,
+    config: Arc<ClientConfig>,
 }
 
 impl<S: fmt::Debug> fmt::Debug for ClientService<S> {
@@ -109,9 +198,9 @@ impl<S: fmt::Debug> fmt::Debug for ClientService<S> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ClientService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    S::Error: fmt::Display,
+    S::Error: fmt::Display + 'static,
     ResBody: http_body::Body,
-    ResBody::Error: fmt::Display,
+    ResBody::Error: fmt::Display + 'static,
 {
     type Response = Response<TracedBody<ResBody>>;
     type Error = S::Error;
@@ -129,16 +218,19 @@ where
             .cloned()
             .unwrap_or_else(Context::current);
         let grpc = attrs::is_grpc(req.headers());
-        let span = start_client_span(&self.tracer, &req, grpc, &parent);
+        let config = &*self.config;
+        let span = start_client_span(&config.tracer, &req, grpc, &parent);
         let cx = parent.with_span(span);
         propagation::inject(&cx, req.headers_mut());
         let future = {
             let _guard = cx.clone().attach();
             self.inner.call(req)
         };
+        let span = ExchangeSpan::new(cx, Side::Client, grpc, None)
+            .with_status_classifier(config.status_classifier.clone());
         ResponseFuture::traced(
             future,
-            ExchangeSpan::new(cx, Side::Client, grpc, None),
+            SpanObserver::new(span, config.errors.clone()),
             false,
         )
     }

@@ -9,9 +9,8 @@ use http::{HeaderValue, Response};
 use opentelemetry::trace::TraceContextExt;
 use pin_project_lite::pin_project;
 
-use super::body::TracedBody;
-use crate::driver::span::ExchangeSpan;
-use crate::genai::End;
+use super::body::{BodyObserver, ObservedBody, SpanObserver, TracedBody};
+use crate::driver::ErrorRef;
 use crate::propagation::TraceParent;
 
 pin_project! {
@@ -25,16 +24,16 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        span: Option<ExchangeSpan>,
+        observer: Option<SpanObserver>,
         traceresponse: bool,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn traced(inner: F, span: ExchangeSpan, traceresponse: bool) -> Self {
+    pub(crate) fn traced(inner: F, observer: SpanObserver, traceresponse: bool) -> Self {
         Self {
             inner,
-            span: Some(span),
+            observer: Some(observer),
             traceresponse,
         }
     }
@@ -42,7 +41,7 @@ impl<F> ResponseFuture<F> {
     pub(crate) fn untraced(inner: F) -> Self {
         Self {
             inner,
-            span: None,
+            observer: None,
             traceresponse: false,
         }
     }
@@ -51,7 +50,7 @@ impl<F> ResponseFuture<F> {
 impl<F> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
-            .field("traced", &self.span.is_some())
+            .field("traced", &self.observer.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -60,7 +59,7 @@ impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
     B: http_body::Body,
-    E: fmt::Display,
+    E: fmt::Display + 'static,
 {
     type Output = Result<Response<TracedBody<B>>, E>;
 
@@ -68,34 +67,30 @@ where
         let this = self.project();
         let result = {
             let _guard = this
-                .span
+                .observer
                 .as_ref()
-                .and_then(ExchangeSpan::context)
+                .and_then(BodyObserver::context)
                 .map(|c| c.clone().attach());
             ready!(this.inner.poll(cx))
         };
-        let Some(mut span) = this.span.take() else {
-            return Poll::Ready(result.map(|res| res.map(TracedBody::untraced)));
+        let Some(mut observer) = this.observer.take() else {
+            return Poll::Ready(result.map(|res| res.map(ObservedBody::unobserved)));
         };
         match result {
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
+                let span = observer.span_mut();
                 span.on_response_head(parts.status, &parts.headers);
                 if *this.traceresponse {
                     if let Some(value) = span.context().and_then(traceresponse_value) {
                         parts.headers.insert("traceresponse", value);
                     }
                 }
-                Poll::Ready(Ok(Response::from_parts(
-                    parts,
-                    TracedBody::new(body, Some(span)),
-                )))
+                let body = ObservedBody::new(body, observer);
+                Poll::Ready(Ok(Response::from_parts(parts, body)))
             }
             Err(error) => {
-                span.end(End::Failed {
-                    error_type: crate::driver::attrs::error_type_name::<E>(),
-                    message: error.to_string(),
-                });
+                observer.fail(ErrorRef::new(&error));
                 Poll::Ready(Err(error))
             }
         }

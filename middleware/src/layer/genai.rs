@@ -1,25 +1,26 @@
 //! [`GenAiLayer`]: GenAI spans and metrics for calls to, or services of, LLM APIs.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll, ready};
+use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use opentelemetry::Context;
-use opentelemetry::trace::Tracer;
+use opentelemetry::trace::{Tracer, TracerProvider};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::{boxed_tracer, default_tracer};
-use crate::driver::attrs;
+use super::body::{BodyObserver, ObservedBody};
+use super::{boxed_tracer, default_tracer, scoped_tracer};
 use crate::driver::span::Side;
-use crate::driver::{GenAiRecorder, GenAiSpan};
+use crate::driver::{ErrorClassifier, ErrorRef, GenAiRecorder, GenAiSpan};
 use crate::genai::{End, Endpoint, Exchange, GenAiConfig, GenAiMetrics, Provider, RequestInfo};
 use crate::propagation;
 
@@ -104,6 +105,7 @@ impl GenAiLayer {
                 max_model_labels: None,
                 provider: None,
                 max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+                errors: ErrorClassifier::default(),
             }),
         }
     }
@@ -114,13 +116,56 @@ impl GenAiLayer {
         self
     }
 
-    /// Uses `tracer` instead of the global one.
+    /// Uses `tracer` instead of the global one. Prefer
+    /// [`with_tracer_provider`](Self::with_tracer_provider), which keeps the `llmtrace`
+    /// instrumentation scope: a tracer made by the caller carries the caller's.
     pub fn with_tracer<T>(self, tracer: T) -> Self
     where
         T: Tracer + Send + Sync + 'static,
         T::Span: Send + Sync + 'static,
     {
         self.update(|s| s.tracer = boxed_tracer(tracer))
+    }
+
+    /// Uses `provider`'s tracer for the `llmtrace` instrumentation scope (name and version)
+    /// instead of the global provider's.
+    ///
+    /// ```
+    /// use llmtrace::GenAiLayer;
+    ///
+    /// let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    /// let layer = GenAiLayer::client().with_tracer_provider(&provider);
+    /// # let _ = layer;
+    /// ```
+    pub fn with_tracer_provider<P>(self, provider: &P) -> Self
+    where
+        P: TracerProvider,
+        P::Tracer: Send + Sync + 'static,
+        <P::Tracer as Tracer>::Span: Send + Sync + 'static,
+    {
+        self.update(|s| s.tracer = scoped_tracer(provider))
+    }
+
+    /// Names transport errors (of the inner service and of the response body) in
+    /// `error.type`. When it returns `None`, the built-in names apply
+    /// ([`known_error_type`](super::known_error_type)). Errors the exchange finds in a
+    /// complete body (a provider's error payload, a truncated stream) keep their own names.
+    ///
+    /// ```
+    /// use std::borrow::Cow;
+    /// use llmtrace::GenAiLayer;
+    /// use llmtrace::layer::ErrorRef;
+    ///
+    /// let layer = GenAiLayer::client().with_error_classifier(|e: &ErrorRef<'_>| {
+    ///     e.to_string().contains("dns").then_some(Cow::Borrowed("dns"))
+    /// });
+    /// # let _ = layer;
+    /// ```
+    pub fn with_error_classifier<F>(self, classify: F) -> Self
+    where
+        F: Fn(&ErrorRef<'_>) -> Option<Cow<'static, str>> + Send + Sync + 'static,
+    {
+        self.update(|s| s.errors = ErrorClassifier::new(classify))
     }
 
     /// Records the GenAI metrics on instruments from `meter`.
@@ -222,8 +267,9 @@ where
     S::Error: fmt::Display + Send + 'static,
     ReqBody: Body<Data = Bytes> + Send + Unpin + 'static,
     ReqBody::Error: fmt::Display + Send,
-    ResBody: Body<Data = Bytes>,
-    ResBody::Error: fmt::Display,
+    // Implied by `S: 'static` (the response type is the service's); said for the boxed future.
+    ResBody: Body<Data = Bytes> + 'static,
+    ResBody::Error: fmt::Display + 'static,
 {
     type Response = Response<GenAiBody<ResBody>>;
     type Error = S::Error;
@@ -239,25 +285,10 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = self.shared.clone();
-        let host = req.uri().host().map(str::to_owned).or_else(|| {
-            req.headers()
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        });
-        let endpoint = Endpoint::detect(
-            req.uri()
-                .path_and_query()
-                .map_or(req.uri().path(), |pq| pq.as_str()),
-            host.as_deref(),
-        );
-        let Some(mut endpoint) = endpoint else {
+        let Some(endpoint) = detect_endpoint(&req, &shared) else {
             let future = inner.call(req.map(RequestBody::untouched));
-            return Box::pin(async move { Ok(future.await?.map(GenAiBody::untraced)) });
+            return Box::pin(async move { Ok(future.await?.map(ObservedBody::unobserved)) });
         };
-        if let Some(provider) = &shared.provider {
-            endpoint.provider = provider.clone();
-        }
         let parent = match shared.side {
             Side::Client => req
                 .extensions()
@@ -266,55 +297,101 @@ where
                 .unwrap_or_else(Context::current),
             Side::Server => propagation::extract(req.headers()),
         };
-        Box::pin(async move {
-            let (mut parts, body) = req.into_parts();
-            let (body, complete) = read_prefix(body, shared.max_request_bytes).await;
-            let request = match &complete {
-                Some(bytes) => RequestInfo::parse(&endpoint, bytes, shared.config.capture_content),
-                None => {
-                    let mut info = RequestInfo::parse(&endpoint, b"", false);
-                    info.parse_error = Some(format!(
-                        "request body over {} bytes was not read",
-                        shared.max_request_bytes
-                    ));
-                    info
-                }
-            };
-            let exchange = Exchange::new(shared.config.clone(), endpoint, request, Instant::now());
-            let mut observed = GenAiSpan::start(&shared, exchange, &parts, &parent);
-            let cx = observed.context().cloned().unwrap_or_default();
-            if shared.side == Side::Client {
-                propagation::inject(&cx, &mut parts.headers);
-            }
-            let future = {
-                let _guard = cx.clone().attach();
-                inner.call(Request::from_parts(parts, body))
-            };
-            let result = {
-                // Keep the context current while the inner service runs.
-                let mut future = std::pin::pin!(future);
-                std::future::poll_fn(|task| {
-                    let _guard = cx.clone().attach();
-                    future.as_mut().poll(task)
-                })
-                .await
-            };
-            match result {
-                Ok(response) => {
-                    let (parts, body) = response.into_parts();
-                    observed.on_response_head(parts.status, &parts.headers);
-                    Ok(Response::from_parts(parts, GenAiBody::new(body, observed)))
-                }
-                Err(error) => {
-                    observed.finish(End::Failed {
-                        error_type: attrs::error_type_name::<S::Error>(),
-                        message: error.to_string(),
-                    });
-                    Err(error)
-                }
-            }
-        })
+        Box::pin(traced_call(inner, shared, endpoint, parent, req))
     }
+}
+
+/// The LLM API endpoint `req` calls (with the configured provider), or `None` when it is not
+/// one (model listings, health checks).
+fn detect_endpoint<B>(req: &Request<B>, shared: &GenAiRecorder) -> Option<Endpoint> {
+    let host = req.uri().host().or_else(|| {
+        req.headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+    });
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or(req.uri().path(), |pq| pq.as_str());
+    let mut endpoint = Endpoint::detect(path, host)?;
+    if let Some(provider) = &shared.provider {
+        endpoint.provider = provider.clone();
+    }
+    Some(endpoint)
+}
+
+/// One traced exchange: reads the request body's start, starts the span, calls `inner` with
+/// the span's context current (and injected, on the client side), and hands the span to the
+/// response body, or ends it with the service's error.
+async fn traced_call<S, ReqBody, ResBody>(
+    mut inner: S,
+    shared: Arc<GenAiRecorder>,
+    endpoint: Endpoint,
+    parent: Context,
+    req: Request<ReqBody>,
+) -> Result<Response<GenAiBody<ResBody>>, S::Error>
+where
+    S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
+    S::Error: fmt::Display + 'static,
+    ReqBody: Body<Data = Bytes> + Unpin,
+    ResBody: Body<Data = Bytes>,
+{
+    let (mut parts, body) = req.into_parts();
+    let (body, complete) = read_prefix(body, shared.max_request_bytes).await;
+    let request = request_info(&shared, &endpoint, complete.as_deref());
+    let exchange = Exchange::new(shared.config.clone(), endpoint, request, Instant::now());
+    let span = GenAiSpan::start(&shared, exchange, &parts, &parent);
+    let cx = span.context().cloned().unwrap_or_default();
+    if shared.side == Side::Client {
+        propagation::inject(&cx, &mut parts.headers);
+    }
+    let future = {
+        let _guard = cx.clone().attach();
+        inner.call(Request::from_parts(parts, body))
+    };
+    let mut observer = GenAiObserver {
+        span: Box::new(span),
+        errors: shared.errors.clone(),
+    };
+    match in_context(&cx, future).await {
+        Ok(response) => {
+            let (parts, body) = response.into_parts();
+            observer.span.on_response_head(parts.status, &parts.headers);
+            Ok(Response::from_parts(
+                parts,
+                ObservedBody::new(body, observer),
+            ))
+        }
+        Err(error) => {
+            observer.on_error(ErrorRef::new(&error));
+            Err(error)
+        }
+    }
+}
+
+/// What the exchange learns from the request body: all of it, or that it was too large.
+fn request_info(shared: &GenAiRecorder, endpoint: &Endpoint, body: Option<&[u8]>) -> RequestInfo {
+    match body {
+        Some(bytes) => RequestInfo::parse(endpoint, bytes, shared.config.capture_content),
+        None => {
+            let mut info = RequestInfo::parse(endpoint, b"", false);
+            info.parse_error = Some(format!(
+                "request body over {} bytes was not read",
+                shared.max_request_bytes
+            ));
+            info
+        }
+    }
+}
+
+/// Polls `future` with `cx` current, so the inner service's spans nest under ours.
+async fn in_context<F: Future>(cx: &Context, future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|task| {
+        let _guard = cx.clone().attach();
+        future.as_mut().poll(task)
+    })
+    .await
 }
 
 /// Reads up to `max` bytes of `body`. Returns a body that replays what was read followed by
@@ -472,98 +549,47 @@ impl<B: fmt::Debug + Body> fmt::Debug for RequestBody<B> {
     }
 }
 
-pin_project! {
-    /// The response body of [`GenAiService`]: every frame passes through unchanged and at
-    /// once; the exchange's observer sees it on the way. The GenAI span ends when the body
-    /// ends, fails, or is dropped early (client gone: `llmtrace.aborted`).
-    pub struct GenAiBody<B> {
-        #[pin]
-        inner: B,
-        observed: Option<Box<GenAiSpan>>,
-    }
+// === impl GenAiObserver ===
+
+/// The observer of [`GenAiBody`]: feeds every chunk to the exchange's
+/// [`Exchange`] observer and finishes the GenAI span, its events and metrics when the body
+/// ends, fails, or is dropped early (client gone: `llmtrace.aborted`).
+#[derive(Debug)]
+pub struct GenAiObserver {
+    span: Box<GenAiSpan>,
+    errors: ErrorClassifier,
 }
 
-impl<B> GenAiBody<B> {
-    fn new(inner: B, observed: GenAiSpan) -> Self
-    where
-        B: Body,
-    {
-        let mut observed = Some(Box::new(observed));
-        if inner.is_end_stream() {
-            if let Some(mut o) = observed.take() {
-                o.finish(End::Complete);
-            }
-        }
-        Self { inner, observed }
+impl BodyObserver for GenAiObserver {
+    fn context(&self) -> Option<&Context> {
+        self.span.context()
     }
 
-    fn untraced(inner: B) -> Self {
-        Self {
-            inner,
-            observed: None,
+    fn on_data(&mut self, data: &dyn Buf) {
+        let chunk = data.chunk();
+        if chunk.len() == data.remaining() {
+            self.span.on_response_data(chunk);
+            return;
+        }
+        // Not one contiguous chunk (our bodies carry `Bytes`, which always is): pass the parts.
+        let mut parts = [std::io::IoSlice::new(&[]); 64];
+        let n = data.chunks_vectored(&mut parts);
+        for part in &parts[..n] {
+            self.span.on_response_data(part);
         }
     }
+
+    fn on_eos(mut self) {
+        self.span.finish(End::Complete);
+    }
+
+    fn on_error(mut self, error: ErrorRef<'_>) {
+        self.span.finish(self.errors.end(&error));
+    }
+
+    // An early drop: `GenAiSpan`'s own drop finishes the exchange as aborted.
 }
 
-impl<B: fmt::Debug> fmt::Debug for GenAiBody<B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GenAiBody")
-            .field("inner", &self.inner)
-            .field("traced", &self.observed.is_some())
-            .finish()
-    }
-}
-
-impl<B> Body for GenAiBody<B>
-where
-    B: Body<Data = Bytes>,
-    B::Error: fmt::Display,
-{
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let mut this = self.project();
-        let Some(observed) = this.observed.as_mut() else {
-            return this.inner.poll_frame(cx);
-        };
-        let result = {
-            let _guard = observed.context().map(|c| c.clone().attach());
-            ready!(this.inner.as_mut().poll_frame(cx))
-        };
-        match &result {
-            Some(Ok(frame)) => {
-                if let Some(data) = frame.data_ref() {
-                    observed.on_response_data(data);
-                }
-                if this.inner.is_end_stream() {
-                    observed.finish(End::Complete);
-                    *this.observed = None;
-                }
-            }
-            Some(Err(error)) => {
-                observed.finish(End::Failed {
-                    error_type: attrs::error_type_name::<B::Error>(),
-                    message: error.to_string(),
-                });
-                *this.observed = None;
-            }
-            None => {
-                observed.finish(End::Complete);
-                *this.observed = None;
-            }
-        }
-        Poll::Ready(result)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
+/// The response body of [`GenAiService`]: every frame passes through unchanged and at once;
+/// the exchange's observer sees it on the way (see [`GenAiObserver`] and [`ObservedBody`]).
+pub type GenAiBody<B> = ObservedBody<B, GenAiObserver>;

@@ -1,22 +1,27 @@
 //! The server layer: a SERVER span per inbound request, ended when the response body ends.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use http::header::HeaderName;
+use http::request::Parts;
 use http::{Request, Response};
 use opentelemetry::global::BoxedTracer;
-use opentelemetry::trace::Tracer;
+use opentelemetry::trace::{Tracer, TracerProvider};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::body::TracedBody;
+use super::body::{SpanObserver, TracedBody};
 use super::future::ResponseFuture;
-use super::{boxed_tracer, default_tracer};
+use super::{boxed_tracer, default_tracer, scoped_tracer};
 use crate::driver::attrs::HeaderCapture;
 use crate::driver::span::{ExchangeSpan, Side};
-use crate::driver::{InboundRequest, start_server_span};
+use crate::driver::{
+    ErrorClassifier, ErrorRef, InboundRequest, ResponseStatus, StatusClass, StatusClassifier,
+    start_server_span,
+};
 use crate::propagation;
 use crate::semconv;
 
@@ -28,11 +33,12 @@ use crate::semconv;
 /// OpenTelemetry API or with `tracing` through `tracing-opentelemetry`) nest under it. The span
 /// ends when the response body ends, fails, or is dropped early (see [`TracedBody`]).
 ///
-/// The span is named `{METHOD} {route}` with the route template (axum's `MatchedPath`, with
-/// the `axum` feature), or `{METHOD}` alone when there is no route: never the raw path, which
-/// would make one span name per id. gRPC requests are named `{package.Service}/{Method}` and
-/// carry the `rpc.*` attributes; a non-OK `grpc-status`, in the headers or the trailers, marks
-/// the span as an error, as does an HTTP 5xx.
+/// The span is named `{METHOD} {route}` with the route template (from
+/// [`with_route`](Self::with_route), else axum's `MatchedPath` with the `axum` feature), or
+/// `{METHOD}` alone when there is no route: never the raw path, which would make one span
+/// name per id. gRPC requests are named `{package.Service}/{Method}` and carry the `rpc.*`
+/// attributes; a non-OK `grpc-status`, in the headers or the trailers, marks the span as an
+/// error, as does an HTTP 5xx (see [`with_status_classifier`](Self::with_status_classifier)).
 ///
 /// Inside the handler, [`opentelemetry::Context::current()`] is the server span's context;
 /// capture it before spawning tasks that should nest under the request.
@@ -54,9 +60,14 @@ pub struct ServerLayer {
     config: Arc<ServerConfig>,
 }
 
+type RouteFn = dyn Fn(&Parts) -> Option<Cow<'static, str>> + Send + Sync;
+
 #[derive(Clone)]
 struct ServerConfig {
     tracer: Arc<BoxedTracer>,
+    route: Option<Arc<RouteFn>>,
+    status_classifier: Option<StatusClassifier>,
+    errors: ErrorClassifier,
     skip_paths: Vec<String>,
     request_headers: Vec<HeaderName>,
     response_headers: Vec<HeaderName>,
@@ -74,6 +85,12 @@ impl fmt::Debug for ServerLayer {
             .field("response_headers", &self.config.response_headers)
             .field("redacted", &self.config.redacted)
             .field("traceresponse", &self.config.traceresponse)
+            .field("route", &self.config.route.is_some())
+            .field(
+                "status_classifier",
+                &self.config.status_classifier.is_some(),
+            )
+            .field("errors", &self.config.errors)
             .finish_non_exhaustive()
     }
 }
@@ -93,6 +110,9 @@ impl ServerLayer {
         Self {
             config: Arc::new(ServerConfig {
                 tracer: Arc::new(default_tracer()),
+                route: None,
+                status_classifier: None,
+                errors: ErrorClassifier::default(),
                 skip_paths: Vec::new(),
                 request_headers: Vec::new(),
                 response_headers: Vec::new(),
@@ -104,26 +124,120 @@ impl ServerLayer {
         }
     }
 
-    /// Uses `tracer` instead of the global one.
-    pub fn with_tracer<T>(mut self, tracer: T) -> Self
+    /// Uses `tracer` instead of the global one. Prefer
+    /// [`with_tracer_provider`](Self::with_tracer_provider), which keeps the `llmtrace`
+    /// instrumentation scope: a tracer made by the caller carries the caller's.
+    pub fn with_tracer<T>(self, tracer: T) -> Self
     where
         T: Tracer + Send + Sync + 'static,
         T::Span: Send + Sync + 'static,
     {
-        Arc::make_mut(&mut self.config).tracer = Arc::new(boxed_tracer(tracer));
+        self.update(|c| c.tracer = Arc::new(boxed_tracer(tracer)))
+    }
+
+    /// Uses `provider`'s tracer for the `llmtrace` instrumentation scope (name and version)
+    /// instead of the global provider's.
+    ///
+    /// ```
+    /// use llmtrace::ServerLayer;
+    ///
+    /// let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    /// let layer = ServerLayer::new().with_tracer_provider(&provider);
+    /// # let _ = layer;
+    /// ```
+    pub fn with_tracer_provider<P>(self, provider: &P) -> Self
+    where
+        P: TracerProvider,
+        P::Tracer: Send + Sync + 'static,
+        <P::Tracer as Tracer>::Span: Send + Sync + 'static,
+    {
+        self.update(|c| c.tracer = Arc::new(scoped_tracer(provider)))
+    }
+
+    /// Names the route of a request (`http.route` and the span name `{METHOD} {route}`), for
+    /// servers that do not route with axum (hyper, tonic, a hand-written router). Return a
+    /// template (`/users/{id}`), never the raw path of an id-bearing URL. When it returns
+    /// `None`, axum's `MatchedPath` is used (with the `axum` feature); without this, only
+    /// `MatchedPath` is.
+    ///
+    /// ```
+    /// use std::borrow::Cow;
+    /// use llmtrace::ServerLayer;
+    ///
+    /// let layer = ServerLayer::new().with_route(|parts: &http::request::Parts| {
+    ///     let path = parts.uri.path();
+    ///     if path.starts_with("/v1/models/") {
+    ///         Some(Cow::Borrowed("/v1/models/{id}"))
+    ///     } else {
+    ///         Some(Cow::Owned(path.to_owned())) // a fixed set of paths
+    ///     }
+    /// });
+    /// # let _ = layer;
+    /// ```
+    pub fn with_route<F>(self, route: F) -> Self
+    where
+        F: Fn(&Parts) -> Option<Cow<'static, str>> + Send + Sync + 'static,
+    {
+        self.update(|c| c.route = Some(Arc::new(route)))
+    }
+
+    /// Decides which responses are errors, instead of the default rule
+    /// ([`ResponseStatus::server_default`]: a 5xx, or a non-OK `grpc-status`).
+    ///
+    /// ```
+    /// use llmtrace::ServerLayer;
+    /// use llmtrace::layer::{ResponseStatus, StatusClass};
+    ///
+    /// // We shed load with 503: that is the design working, not an error.
+    /// let layer = ServerLayer::new().with_status_classifier(|s: &ResponseStatus| {
+    ///     if s.http == http::StatusCode::SERVICE_UNAVAILABLE {
+    ///         StatusClass::Ok
+    ///     } else {
+    ///         s.server_default()
+    ///     }
+    /// });
+    /// # let _ = layer;
+    /// ```
+    pub fn with_status_classifier<F>(self, classify: F) -> Self
+    where
+        F: Fn(&ResponseStatus) -> StatusClass + Send + Sync + 'static,
+    {
+        self.update(|c| c.status_classifier = Some(Arc::new(classify)))
+    }
+
+    /// Names errors of the inner service and of the response body in `error.type`. When it
+    /// returns `None`, the built-in names apply ([`known_error_type`](super::known_error_type):
+    /// I/O error kinds, `timeout`, else `_OTHER`). Return a small, fixed set of names.
+    ///
+    /// ```
+    /// use std::borrow::Cow;
+    /// use llmtrace::ServerLayer;
+    /// use llmtrace::layer::ErrorRef;
+    ///
+    /// let layer = ServerLayer::new().with_error_classifier(|e: &ErrorRef<'_>| {
+    ///     e.to_string().contains("quota").then_some(Cow::Borrowed("quota_exceeded"))
+    /// });
+    /// # let _ = layer;
+    /// ```
+    pub fn with_error_classifier<F>(self, classify: F) -> Self
+    where
+        F: Fn(&ErrorRef<'_>) -> Option<Cow<'static, str>> + Send + Sync + 'static,
+    {
+        self.update(|c| c.errors = ErrorClassifier::new(classify))
+    }
+
+    fn update(mut self, f: impl FnOnce(&mut ServerConfig)) -> Self {
+        f(Arc::make_mut(&mut self.config));
         self
     }
 
     /// Requests to these exact paths (health checks, metrics scrapes) pass through untraced.
-    pub fn skip_paths<I, S>(mut self, paths: I) -> Self
+    pub fn skip_paths<I, S>(self, paths: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        Arc::make_mut(&mut self.config)
-            .skip_paths
-            .extend(paths.into_iter().map(Into::into));
-        self
+        self.update(|c| c.skip_paths.extend(paths.into_iter().map(Into::into)))
     }
 
     /// Records these request headers as `http.request.header.<name>` (string arrays).
@@ -131,42 +245,36 @@ impl ServerLayer {
     /// Credentials (`authorization`, `proxy-authorization`, `cookie`, `x-api-key`, ... see
     /// [`ALWAYS_REDACTED`](crate::layer::ALWAYS_REDACTED)) and headers named in
     /// [`redact_headers`](Self::redact_headers) are recorded as `[REDACTED]`.
-    pub fn capture_request_headers<I>(mut self, names: I) -> Self
+    pub fn capture_request_headers<I>(self, names: I) -> Self
     where
         I: IntoIterator<Item = HeaderName>,
     {
-        Arc::make_mut(&mut self.config)
-            .request_headers
-            .extend(names);
-        self.rebuild_captures()
+        self.update(|c| c.request_headers.extend(names))
+            .rebuild_captures()
     }
 
     /// Records these response headers as `http.response.header.<name>`, redacted like
     /// [`capture_request_headers`](Self::capture_request_headers).
-    pub fn capture_response_headers<I>(mut self, names: I) -> Self
+    pub fn capture_response_headers<I>(self, names: I) -> Self
     where
         I: IntoIterator<Item = HeaderName>,
     {
-        Arc::make_mut(&mut self.config)
-            .response_headers
-            .extend(names);
-        self.rebuild_captures()
+        self.update(|c| c.response_headers.extend(names))
+            .rebuild_captures()
     }
 
     /// More headers whose values are secret: captured as `[REDACTED]`.
-    pub fn redact_headers<I>(mut self, names: I) -> Self
+    pub fn redact_headers<I>(self, names: I) -> Self
     where
         I: IntoIterator<Item = HeaderName>,
     {
-        Arc::make_mut(&mut self.config).redacted.extend(names);
-        self.rebuild_captures()
+        self.update(|c| c.redacted.extend(names)).rebuild_captures()
     }
 
     /// Sends a `traceresponse` header (W3C Trace Context Level 2) naming the server span, so
     /// callers can look up the trace of a request they made.
-    pub fn traceresponse(mut self, enabled: bool) -> Self {
-        Arc::make_mut(&mut self.config).traceresponse = enabled;
-        self
+    pub fn traceresponse(self, enabled: bool) -> Self {
+        self.update(|c| c.traceresponse = enabled)
     }
 
     fn rebuild_captures(mut self) -> Self {
@@ -218,9 +326,9 @@ impl<S: fmt::Debug> fmt::Debug for ServerService<S> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ServerService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    S::Error: fmt::Display,
+    S::Error: fmt::Display + 'static,
     ResBody: http_body::Body,
-    ResBody::Error: fmt::Display,
+    ResBody::Error: fmt::Display + 'static,
 {
     type Response = Response<TracedBody<ResBody>>;
     type Error = S::Error;
@@ -236,13 +344,14 @@ where
         if config.skip_paths.iter().any(|p| p == req.uri().path()) {
             return ResponseFuture::untraced(self.inner.call(req));
         }
+        let (req, named_route) = config.name_route(req);
         let parent = propagation::extract(req.headers());
         let inbound = InboundRequest {
             method: req.method(),
             uri: req.uri(),
             version: req.version(),
             headers: req.headers(),
-            route: matched_route(&req),
+            route: named_route.as_deref().or_else(|| matched_route(&req)),
             peer: peer_address(&req),
         };
         let (cx, grpc) = start_server_span(
@@ -255,8 +364,22 @@ where
             let _guard = cx.clone().attach();
             self.inner.call(req)
         };
-        let span = ExchangeSpan::new(cx, Side::Server, grpc, config.response_capture.clone());
-        ResponseFuture::traced(future, span, config.traceresponse)
+        let span = ExchangeSpan::new(cx, Side::Server, grpc, config.response_capture.clone())
+            .with_status_classifier(config.status_classifier.clone());
+        let observer = SpanObserver::new(span, config.errors.clone());
+        ResponseFuture::traced(future, observer, config.traceresponse)
+    }
+}
+
+impl ServerConfig {
+    /// The route [`ServerLayer::with_route`] names, if one was given and it knows one.
+    fn name_route<B>(&self, req: Request<B>) -> (Request<B>, Option<Cow<'static, str>>) {
+        let Some(route) = &self.route else {
+            return (req, None);
+        };
+        let (parts, body) = req.into_parts();
+        let named = route(&parts);
+        (Request::from_parts(parts, body), named)
     }
 }
 
