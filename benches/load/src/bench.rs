@@ -322,7 +322,7 @@ struct Baseline {
     p99_ms: f64,
 }
 
-fn failed(kind: TargetKind, error: String) -> TargetResult {
+pub(crate) fn failed(kind: TargetKind, error: String) -> TargetResult {
     TargetResult {
         target: kind,
         description: String::new(),

@@ -190,6 +190,35 @@ pub fn max_rate_table(plan: &Plan, results: &[TargetResult]) -> String {
             m.run.sent - m.run.ok,
         );
     }
+    let cpu_of = |kind: TargetKind| {
+        rows.iter()
+            .find(|(r, _)| r.target == kind)
+            .and_then(|(_, m)| m.cpu_us_per_request)
+    };
+    let base = pingora.and_then(|p| p.cpu_us_per_request);
+    let mut goals = String::new();
+    for (kind, goal, limit) in [
+        (TargetKind::ProxyNoTracing, "tracing off", 1.1),
+        (TargetKind::ProxyTracing, "tracing on", 1.25),
+    ] {
+        let ratio = match (cpu_of(kind), base) {
+            (Some(c), Some(b)) if b > 0.0 => Some(c / b),
+            _ => None,
+        };
+        let _ = write!(
+            goals,
+            " {goal} ≤ {limit}× bare pingora's CPU per request: {};",
+            ratio.map_or("not measured".to_owned(), |r| format!(
+                "{r:.2}×, {}",
+                if r <= limit { "met" } else { "missed" }
+            )),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nIssue 12, non-streamed:{}",
+        goals.trim_end_matches(';')
+    );
     let pinned = rows.iter().find_map(|(_, m)| m.pinning.clone());
     let _ = writeln!(
         out,
@@ -552,6 +581,36 @@ mod tests {
         let svg = std::fs::read_to_string(&path).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("polyline"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn max_rate_ratios_are_to_bare_pingora() {
+        let row = |kind, rps, cpu| TargetResult {
+            max_rate: Some(MaxRate {
+                connections: 32,
+                run: crate::client::RunResult::default().report(),
+                rps,
+                cpu_us_per_request: Some(cpu),
+                target_cpu_share: 0.97,
+                pinning: Some("target on CPU [1]".to_owned()),
+            }),
+            ..crate::bench::failed(kind, String::new())
+        };
+        let results = [
+            row(TargetKind::Pingora, 20_000.0, 40.0),
+            row(TargetKind::ProxyNoTracing, 8_000.0, 100.0),
+            row(TargetKind::ProxyTracing, 5_000.0, 48.0),
+        ];
+        let table = max_rate_table(&Plan::quick(), &results);
+        assert!(
+            table.contains("| pingora | 20000 | 40.0 | 1.00× | 1.00× |"),
+            "{table}"
+        );
+        assert!(table.contains("| proxy-no-tracing | 8000 | 100.0 | 2.50× | 0.40× |"));
+        assert!(table.contains("tracing off ≤ 1.1× bare pingora's CPU per request: 2.50×, missed"));
+        assert!(table.contains("tracing on ≤ 1.25× bare pingora's CPU per request: 1.20×, met"));
+        assert!(table.contains("97 %") && table.contains("target on CPU [1]"));
+        assert_eq!(max_rate_table(&Plan::quick(), &[]), "");
     }
 
     #[test]
