@@ -110,9 +110,8 @@ pub struct SseDecoder {
     /// How many bytes of the BOM have been matched at the start of the stream; `None` once the
     /// start of the stream is behind us.
     bom_matched: Option<u8>,
-    /// The last line ended with a CR that ended a chunk: an LF starting the next chunk belongs
-    /// to the same line end.
-    pending_cr: bool,
+    /// Where lines end, across chunks.
+    lines: LineFramer,
     /// Where the current (partial) line stands.
     line: Line,
     /// The field name read so far on the current line (only while it is a prefix of a known
@@ -203,7 +202,7 @@ impl SseDecoder {
         Self {
             max_event_bytes,
             bom_matched: Some(0),
-            pending_cr: false,
+            lines: LineFramer::default(),
             line: Line::Start,
             name: [0; 5],
             name_len: 0,
@@ -235,11 +234,11 @@ impl SseDecoder {
                 None => return,
             }
         }
-        if mem::take(&mut self.pending_cr) && rest.first() == Some(&b'\n') {
+        if self.lines.continues_line_end(rest) {
             rest = &rest[1..];
         }
-        while let Some(end) = memchr2(b'\r', b'\n', rest) {
-            let line = &rest[..end];
+        while let Some(end) = self.lines.next_line_end(rest) {
+            let line = &rest[..end.content];
             if !self.whole_field_line(line) {
                 self.line_bytes(line);
             }
@@ -249,19 +248,7 @@ impl SseDecoder {
                 }
                 self.reset_event();
             }
-            let terminator = if rest[end] == b'\r' {
-                match rest.get(end + 1) {
-                    Some(b'\n') => 2,
-                    Some(_) => 1,
-                    None => {
-                        self.pending_cr = true;
-                        1
-                    }
-                }
-            } else {
-                1
-            };
-            rest = &rest[end + terminator..];
+            rest = &rest[end.next..];
         }
         self.line_bytes(rest);
     }
@@ -274,7 +261,7 @@ impl SseDecoder {
         self.reset_event();
         self.line = Line::Start;
         self.name_len = 0;
-        self.pending_cr = false;
+        self.lines = LineFramer::default();
         self.bom_matched = Some(0);
     }
 
@@ -581,6 +568,81 @@ impl SseDecoder {
     }
 }
 
+// === impl LineFramer ===
+
+/// The line framing of an event stream, shared by the decoder and by filters that pass a
+/// stream through ([`UsageChunkFilter`](crate::genai::UsageChunkFilter)): lines end with
+/// CRLF, LF or CR, and a CRLF may be split across chunks. It keeps two flags, never bytes.
+///
+/// For each chunk: call [`continues_line_end`](Self::continues_line_end) first, then
+/// [`next_line_end`](Self::next_line_end) on what follows each line end until it returns
+/// `None` (the rest is the start of a line that goes on in the next chunk).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct LineFramer {
+    /// The last line end was a CR that ended a chunk: an LF starting the next chunk belongs
+    /// to the same line end.
+    pending_cr: bool,
+    /// Bytes of the current line have been seen in an earlier piece (so its end is not a
+    /// blank line).
+    in_line: bool,
+}
+
+/// Where a line ends, as offsets into the bytes given to [`LineFramer::next_line_end`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LineEnd {
+    /// Where the line's content (in these bytes) ends: its terminator starts here.
+    pub(crate) content: usize,
+    /// Just past the terminator.
+    pub(crate) next: usize,
+    /// The line is empty: in an event stream, the end of an event.
+    pub(crate) blank: bool,
+}
+
+impl LineFramer {
+    /// Whether `chunk` starts with the LF of a CRLF whose CR ended the previous chunk: that
+    /// byte belongs to the line end already reported, and the caller skips it. Call once at
+    /// the start of each non-empty chunk.
+    pub(crate) fn continues_line_end(&mut self, chunk: &[u8]) -> bool {
+        if chunk.is_empty() {
+            return false;
+        }
+        mem::take(&mut self.pending_cr) && chunk[0] == b'\n'
+    }
+
+    /// The first line end in `bytes`, which must follow a line end or the start of a chunk.
+    /// `None` when there is none: `bytes` are (part of) a line that goes on.
+    pub(crate) fn next_line_end(&mut self, bytes: &[u8]) -> Option<LineEnd> {
+        let Some(content) = memchr2(b'\r', b'\n', bytes) else {
+            self.in_line |= !bytes.is_empty();
+            return None;
+        };
+        let next = if bytes[content] == b'\r' {
+            match bytes.get(content + 1) {
+                Some(b'\n') => content + 2,
+                Some(_) => content + 1,
+                None => {
+                    self.pending_cr = true;
+                    content + 1
+                }
+            }
+        } else {
+            content + 1
+        };
+        let blank = content == 0 && !self.in_line;
+        self.in_line = false;
+        Some(LineEnd {
+            content,
+            next,
+            blank,
+        })
+    }
+
+    /// The last line end was a CR at the very end of the bytes seen so far.
+    pub(crate) fn pending_cr(&self) -> bool {
+        self.pending_cr
+    }
+}
+
 /// Appends to a buffer whose length stays within `cap`, growing it by doubling (from
 /// [`MIN_BUFFER`]) but never beyond `cap`.
 fn extend_clamped(buffer: &mut Vec<u8>, bytes: &[u8], cap: usize) {
@@ -682,15 +744,79 @@ mod tests {
         assert!(events.is_empty());
     }
 
+    /// Splits a stream cut into `chunks` into `(line, blank)` pairs with [`LineFramer`].
+    fn frame(chunks: &[&[u8]]) -> Vec<(Vec<u8>, bool)> {
+        let mut framer = LineFramer::default();
+        let (mut lines, mut line) = (Vec::new(), Vec::new());
+        for chunk in chunks {
+            let mut rest = *chunk;
+            if framer.continues_line_end(rest) {
+                rest = &rest[1..];
+            }
+            while let Some(end) = framer.next_line_end(rest) {
+                line.extend_from_slice(&rest[..end.content]);
+                lines.push((mem::take(&mut line), end.blank));
+                rest = &rest[end.next..];
+            }
+            line.extend_from_slice(rest);
+        }
+        lines
+    }
+
+    #[test]
+    fn line_framing_is_the_same_however_the_stream_is_cut() {
+        let stream: &[u8] = b"data: a\r\n\r\nb\rc\n\n\r\rdata:\r\n\n";
+        let want: Vec<(Vec<u8>, bool)> = [
+            (&b"data: a"[..], false),
+            (b"", true),
+            (b"b", false),
+            (b"c", false),
+            (b"", true),
+            (b"", true),
+            (b"", true),
+            (b"data:", false),
+            (b"", true),
+        ]
+        .iter()
+        .map(|(line, blank)| (line.to_vec(), *blank))
+        .collect();
+        assert_eq!(frame(&[stream]), want);
+        for at in 0..=stream.len() {
+            assert_eq!(
+                frame(&[&stream[..at], &stream[at..]]),
+                want,
+                "split at {at}"
+            );
+        }
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(frame(&bytes), want);
+    }
+
+    #[test]
+    fn a_pending_cr_survives_empty_chunks() {
+        let mut framer = LineFramer::default();
+        let end = framer.next_line_end(b"x\r").unwrap();
+        assert_eq!((end.content, end.next, end.blank), (1, 2, false));
+        assert!(framer.pending_cr());
+        assert!(!framer.continues_line_end(b""));
+        assert!(framer.pending_cr());
+        assert!(framer.continues_line_end(b"\n"));
+        assert!(!framer.pending_cr());
+        assert!(
+            !framer.continues_line_end(b"\n"),
+            "only one LF completes the CR"
+        );
+    }
+
     #[test]
     fn cr_at_chunk_end_then_lf_is_one_line_end() {
         let mut decoder = SseDecoder::default();
         let mut out = Vec::new();
         decoder.feed(b"data: a\r", |e| out.push(e.data.to_owned()));
-        assert!(decoder.pending_cr);
+        assert!(decoder.lines.pending_cr);
         // An empty chunk does not forget the pending CR.
         decoder.feed(b"", |e| out.push(e.data.to_owned()));
-        assert!(decoder.pending_cr);
+        assert!(decoder.lines.pending_cr);
         decoder.feed(b"\n", |e| out.push(e.data.to_owned()));
         assert!(out.is_empty(), "CR + LF across chunks is one line end");
         decoder.feed(b"\r", |e| out.push(e.data.to_owned()));

@@ -14,6 +14,7 @@ use memchr::memmem::Finder;
 
 use super::endpoint::{ApiFormat, Endpoint};
 use super::json;
+use super::sse::LineFramer;
 
 /// Why [`request_with_usage`] left a request body as it was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -225,10 +226,8 @@ pub struct UsageChunkFilter {
     state: State,
     held: Vec<u8>,
     max_held: usize,
-    /// The last byte seen was the end of a line (so an empty line is a blank line).
-    at_line_start: bool,
-    /// The last byte seen was CR (a following LF belongs to the same line end).
-    after_cr: bool,
+    /// Where lines, and so events, end: the framing the SSE decoder uses.
+    lines: LineFramer,
     /// The last event ended with a CR at the end of a chunk: an LF starting the next chunk
     /// still belongs to it (and goes where it went: out, or away when it was removed).
     blank_cr_pending: Option<bool>,
@@ -254,8 +253,7 @@ impl UsageChunkFilter {
             state: State::Undecided,
             held: Vec::new(),
             max_held,
-            at_line_start: true,
-            after_cr: false,
+            lines: LineFramer::default(),
             blank_cr_pending: None,
             removed: 0,
             last_removed: false,
@@ -274,21 +272,25 @@ impl UsageChunkFilter {
         if rest.is_empty() {
             return;
         }
+        // An LF completing a CRLF from the previous chunk: it goes where its line went, and
+        // the search for line ends starts after it.
+        let mut scan_from = usize::from(self.lines.continues_line_end(rest));
         if let Some(removed) = self.blank_cr_pending.take() {
-            if rest[0] == b'\n' {
-                self.after_cr = false;
+            if scan_from == 1 {
                 if !removed {
                     out.push(b'\n');
                 }
                 rest = &rest[1..];
+                scan_from = 0;
             }
         }
         while !rest.is_empty() {
             // Find the end of this event (a blank line) within the chunk, if it is there.
-            let (segment, event_ends) = match self.event_end(rest) {
+            let (segment, event_ends) = match self.event_end(rest, scan_from) {
                 Some(end) => (&rest[..end], true),
                 None => (rest, false),
             };
+            scan_from = 0;
             rest = &rest[segment.len()..];
             self.last_removed = false;
             match self.state {
@@ -299,7 +301,7 @@ impl UsageChunkFilter {
                 }
             }
             if event_ends {
-                if self.after_cr && rest.is_empty() {
+                if self.lines.pending_cr() && rest.is_empty() {
                     self.blank_cr_pending = Some(self.last_removed);
                 }
                 self.state = State::Undecided;
@@ -381,32 +383,14 @@ impl UsageChunkFilter {
         }
     }
 
-    /// The offset just past the blank line that ends the current event, if in `bytes`.
-    fn event_end(&mut self, bytes: &[u8]) -> Option<usize> {
-        for (i, &b) in bytes.iter().enumerate() {
-            match b {
-                b'\n' if self.after_cr => {
-                    // Second half of CRLF: the line end was already counted at the CR.
-                    self.after_cr = false;
-                }
-                b'\r' | b'\n' => {
-                    self.after_cr = b == b'\r';
-                    if self.at_line_start {
-                        // An empty line: the event ends here (take a CRLF's LF along).
-                        let mut end = i + 1;
-                        if b == b'\r' && bytes.get(end) == Some(&b'\n') {
-                            end += 1;
-                            self.after_cr = false;
-                        }
-                        self.at_line_start = true;
-                        return Some(end);
-                    }
-                    self.at_line_start = true;
-                }
-                _ => {
-                    self.after_cr = false;
-                    self.at_line_start = false;
-                }
+    /// The offset just past the blank line that ends the current event, if in `bytes`
+    /// (searched from `from`, which is 0 or the LF that completes an earlier line end).
+    fn event_end(&mut self, bytes: &[u8], from: usize) -> Option<usize> {
+        let mut at = from;
+        while let Some(end) = self.lines.next_line_end(&bytes[at..]) {
+            at += end.next;
+            if end.blank {
+                return Some(at);
             }
         }
         None
@@ -460,6 +444,33 @@ data: [DONE]\r\n\r\n";
         }
         filter.finish(&mut out);
         assert_eq!(out, expected());
+    }
+
+    #[test]
+    fn every_line_end_frames_events_at_every_split() {
+        let crlf = String::from_utf8(STREAM.to_vec()).unwrap();
+        let want = String::from_utf8(expected()).unwrap();
+        for line_end in ["\n", "\r", "\r\n"] {
+            let stream = crlf.replace("\r\n", line_end);
+            let want = want.replace("\r\n", line_end);
+            let stream = stream.as_bytes();
+            for a in 0..=stream.len() {
+                for b in a..=stream.len().min(a + 3) {
+                    let mut filter = UsageChunkFilter::new(1 << 20);
+                    let mut out = Vec::new();
+                    for chunk in [&stream[..a], &stream[a..b], &stream[b..]] {
+                        filter.push(chunk, &mut out);
+                    }
+                    filter.finish(&mut out);
+                    assert_eq!(
+                        String::from_utf8(out).unwrap(),
+                        want,
+                        "{line_end:?} split at {a}, {b}"
+                    );
+                    assert_eq!(filter.removed(), 1);
+                }
+            }
+        }
     }
 
     #[test]
