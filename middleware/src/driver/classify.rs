@@ -97,7 +97,27 @@ impl ResponseStatus {
 }
 
 /// A user's status rule, shared by the spans of a layer.
-pub(crate) type StatusClassifier = Arc<dyn Fn(&ResponseStatus) -> StatusClass + Send + Sync>;
+#[derive(Clone)]
+pub(crate) struct StatusClassifier(Arc<dyn Fn(&ResponseStatus) -> StatusClass + Send + Sync>);
+
+impl StatusClassifier {
+    pub(crate) fn new<F>(f: F) -> Self
+    where
+        F: Fn(&ResponseStatus) -> StatusClass + Send + Sync + 'static,
+    {
+        Self(Arc::new(f))
+    }
+
+    pub(crate) fn classify(&self, status: &ResponseStatus) -> StatusClass {
+        (self.0)(status)
+    }
+}
+
+impl fmt::Debug for StatusClassifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StatusClassifier")
+    }
+}
 
 // === impl ErrorRef ===
 

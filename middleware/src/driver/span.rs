@@ -42,6 +42,7 @@ pub(crate) enum Side {
 }
 
 /// A live span for one exchange. See the module docs.
+#[derive(Debug)]
 pub(crate) struct ExchangeSpan {
     /// `None` once the span has ended.
     cx: Option<Context>,
@@ -57,19 +58,6 @@ pub(crate) struct ExchangeSpan {
     body_error: Option<(String, String)>,
     /// The user's status rule; `None`: the side's default.
     status_classifier: Option<StatusClassifier>,
-}
-
-impl std::fmt::Debug for ExchangeSpan {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExchangeSpan")
-            .field("ended", &self.cx.is_none())
-            .field("side", &self.side)
-            .field("grpc", &self.grpc)
-            .field("status", &self.status)
-            .field("grpc_status", &self.grpc_status)
-            .field("body_bytes", &self.body_bytes)
-            .finish_non_exhaustive()
-    }
 }
 
 impl ExchangeSpan {
@@ -219,7 +207,7 @@ impl ExchangeSpan {
             grpc: self.grpc_status.filter(|_| self.grpc),
         };
         let class = match (&self.status_classifier, self.side) {
-            (Some(classify), _) => classify(&status),
+            (Some(classifier), _) => classifier.classify(&status),
             (None, Side::Server) => status.server_default(),
             (None, Side::Client) => status.client_default(),
         };

@@ -28,8 +28,15 @@ use crate::driver::span::ExchangeSpan;
 use crate::driver::{ErrorClassifier, ErrorRef};
 use crate::genai::End;
 
-/// What an [`ObservedBody`] reports to. See the [module docs](self) for when each callback
-/// fires.
+/// What an [`ObservedBody`] reports to.
+///
+/// While the inner body is polled (with [`context`](Self::context) current), the body calls
+/// [`on_data`](Self::on_data) for each data frame and [`on_trailers`](Self::on_trailers) for
+/// the trailers; then exactly one of [`on_eos`](Self::on_eos) (the inner body returned
+/// `None`, or reports [`is_end_stream`](Body::is_end_stream) after a frame, or was already
+/// complete when wrapped), [`on_error`](Self::on_error) (the inner body failed) or
+/// [`on_drop`](Self::on_drop) (the body was dropped before its end: a client that disconnects
+/// mid-stream). Each of those consumes the observer, so nothing can follow.
 ///
 /// ```
 /// use llmtrace::layer::{BodyObserver, ErrorRef, ObservedBody};
@@ -80,8 +87,10 @@ pub trait BodyObserver: Sized {
 }
 
 pin_project! {
-    /// A response body that passes every frame through unchanged and at once, and reports to
-    /// a [`BodyObserver`]: see the [module docs](self).
+    /// A response body that passes every frame through unchanged and at once, and reports
+    /// what went by and how it ended to a [`BodyObserver`] (see there for when each callback
+    /// fires). [`TracedBody`] and [`GenAiBody`](super::GenAiBody) are this body with their
+    /// observers.
     pub struct ObservedBody<B, O>
     where
         O: BodyObserver,

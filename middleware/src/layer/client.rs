@@ -7,20 +7,16 @@ use std::task::{Context as TaskContext, Poll};
 
 use http::{Request, Response};
 use opentelemetry::global::BoxedTracer;
-use opentelemetry::trace::{
-    Span as _, SpanBuilder, SpanKind, TraceContextExt, Tracer, TracerProvider,
-};
+use opentelemetry::trace::{Span as _, SpanBuilder, SpanKind, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue};
 use tower_layer::Layer;
 use tower_service::Service;
 
 use super::body::{SpanObserver, TracedBody};
+use super::default_tracer;
 use super::future::ResponseFuture;
-use super::{boxed_tracer, default_tracer, scoped_tracer};
 use crate::driver::span::{ExchangeSpan, Side};
-use crate::driver::{
-    ErrorClassifier, ErrorRef, ResponseStatus, StatusClass, StatusClassifier, attrs,
-};
+use crate::driver::{ErrorClassifier, StatusClassifier, attrs};
 use crate::propagation;
 use crate::semconv;
 
@@ -88,86 +84,30 @@ impl ClientLayer {
         }
     }
 
-    /// Uses `tracer` instead of the global one. Prefer
-    /// [`with_tracer_provider`](Self::with_tracer_provider), which keeps the `llmtrace`
-    /// instrumentation scope: a tracer made by the caller carries the caller's.
-    pub fn with_tracer<T>(self, tracer: T) -> Self
-    where
-        T: Tracer + Send + Sync + 'static,
-        T::Span: Send + Sync + 'static,
-    {
-        self.update(|c| c.tracer = Arc::new(boxed_tracer(tracer)))
-    }
-
-    /// Uses `provider`'s tracer for the `llmtrace` instrumentation scope (name and version)
-    /// instead of the global provider's.
-    ///
-    /// ```
-    /// use llmtrace::ClientLayer;
-    ///
-    /// let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
-    /// let layer = ClientLayer::new().with_tracer_provider(&provider);
-    /// # let _ = layer;
-    /// ```
-    pub fn with_tracer_provider<P>(self, provider: &P) -> Self
-    where
-        P: TracerProvider,
-        P::Tracer: Send + Sync + 'static,
-        <P::Tracer as Tracer>::Span: Send + Sync + 'static,
-    {
-        self.update(|c| c.tracer = Arc::new(scoped_tracer(provider)))
-    }
-
-    /// Decides which responses are errors, instead of the default rule
-    /// ([`ResponseStatus::client_default`]: a 4xx or 5xx, or a non-OK `grpc-status`).
-    ///
-    /// ```
-    /// use llmtrace::ClientLayer;
-    /// use llmtrace::layer::{ResponseStatus, StatusClass};
-    ///
-    /// // A 404 from this API means "no such user yet": an answer, not an error.
-    /// let layer = ClientLayer::new().with_status_classifier(|s: &ResponseStatus| {
-    ///     if s.http == http::StatusCode::NOT_FOUND {
-    ///         StatusClass::Ok
-    ///     } else {
-    ///         s.client_default()
-    ///     }
-    /// });
-    /// # let _ = layer;
-    /// ```
-    pub fn with_status_classifier<F>(self, classify: F) -> Self
-    where
-        F: Fn(&ResponseStatus) -> StatusClass + Send + Sync + 'static,
-    {
-        self.update(|c| c.status_classifier = Some(Arc::new(classify)))
-    }
-
-    /// Names errors of the inner service (the transport) and of the response body in
-    /// `error.type`. When it returns `None`, the built-in names apply
-    /// ([`known_error_type`](super::known_error_type)). Return a small, fixed set of names.
-    ///
-    /// ```
-    /// use std::borrow::Cow;
-    /// use llmtrace::ClientLayer;
-    /// use llmtrace::layer::ErrorRef;
-    ///
-    /// let layer = ClientLayer::new().with_error_classifier(|e: &ErrorRef<'_>| {
-    ///     e.to_string().contains("dns").then_some(Cow::Borrowed("dns"))
-    /// });
-    /// # let _ = layer;
-    /// ```
-    pub fn with_error_classifier<F>(self, classify: F) -> Self
-    where
-        F: Fn(&ErrorRef<'_>) -> Option<Cow<'static, str>> + Send + Sync + 'static,
-    {
-        self.update(|c| c.errors = ErrorClassifier::new(classify))
-    }
-
     fn update(mut self, f: impl FnOnce(&mut ClientConfig)) -> Self {
         f(Arc::make_mut(&mut self.config));
         self
     }
+
+    fn set_tracer(self, tracer: BoxedTracer) -> Self {
+        self.update(|c| c.tracer = Arc::new(tracer))
+    }
+
+    fn set_errors(self, errors: ErrorClassifier) -> Self {
+        self.update(|c| c.errors = errors)
+    }
+
+    fn set_status_classifier(self, classifier: StatusClassifier) -> Self {
+        self.update(|c| c.status_classifier = Some(classifier))
+    }
 }
+
+tracer_and_error_builders!(ClientLayer, "new");
+status_classifier_builder!(
+    ClientLayer,
+    client_default,
+    "A 429 is retried by the caller: not an error of this call."
+);
 
 impl<S> Layer<S> for ClientLayer {
     type Service = ClientService<S>;
@@ -181,18 +121,10 @@ impl<S> Layer<S> for ClientLayer {
 }
 
 /// The [`Service`] made by [`ClientLayer`].
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct ClientService<S> {
     inner: S,
     config: Arc<ClientConfig>,
-}
-
-impl<S: fmt::Debug> fmt::Debug for ClientService<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientService")
-            .field("inner", &self.inner)
-            .finish_non_exhaustive()
-    }
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ClientService<S>

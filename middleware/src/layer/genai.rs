@@ -1,6 +1,5 @@
 //! [`GenAiLayer`]: GenAI spans and metrics for calls to, or services of, LLM APIs.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -12,13 +11,13 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use opentelemetry::Context;
-use opentelemetry::trace::{Tracer, TracerProvider};
+use opentelemetry::global::BoxedTracer;
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use super::body::{BodyObserver, ObservedBody};
-use super::{boxed_tracer, default_tracer, scoped_tracer};
+use super::default_tracer;
 use crate::driver::span::Side;
 use crate::driver::{ErrorClassifier, ErrorRef, GenAiRecorder, GenAiSpan};
 use crate::genai::{End, Endpoint, Exchange, GenAiConfig, GenAiMetrics, Provider, RequestInfo};
@@ -116,56 +115,12 @@ impl GenAiLayer {
         self
     }
 
-    /// Uses `tracer` instead of the global one. Prefer
-    /// [`with_tracer_provider`](Self::with_tracer_provider), which keeps the `llmtrace`
-    /// instrumentation scope: a tracer made by the caller carries the caller's.
-    pub fn with_tracer<T>(self, tracer: T) -> Self
-    where
-        T: Tracer + Send + Sync + 'static,
-        T::Span: Send + Sync + 'static,
-    {
-        self.update(|s| s.tracer = boxed_tracer(tracer))
+    fn set_tracer(self, tracer: BoxedTracer) -> Self {
+        self.update(|s| s.tracer = tracer)
     }
 
-    /// Uses `provider`'s tracer for the `llmtrace` instrumentation scope (name and version)
-    /// instead of the global provider's.
-    ///
-    /// ```
-    /// use llmtrace::GenAiLayer;
-    ///
-    /// let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
-    /// let layer = GenAiLayer::client().with_tracer_provider(&provider);
-    /// # let _ = layer;
-    /// ```
-    pub fn with_tracer_provider<P>(self, provider: &P) -> Self
-    where
-        P: TracerProvider,
-        P::Tracer: Send + Sync + 'static,
-        <P::Tracer as Tracer>::Span: Send + Sync + 'static,
-    {
-        self.update(|s| s.tracer = scoped_tracer(provider))
-    }
-
-    /// Names transport errors (of the inner service and of the response body) in
-    /// `error.type`. When it returns `None`, the built-in names apply
-    /// ([`known_error_type`](super::known_error_type)). Errors the exchange finds in a
-    /// complete body (a provider's error payload, a truncated stream) keep their own names.
-    ///
-    /// ```
-    /// use std::borrow::Cow;
-    /// use llmtrace::GenAiLayer;
-    /// use llmtrace::layer::ErrorRef;
-    ///
-    /// let layer = GenAiLayer::client().with_error_classifier(|e: &ErrorRef<'_>| {
-    ///     e.to_string().contains("dns").then_some(Cow::Borrowed("dns"))
-    /// });
-    /// # let _ = layer;
-    /// ```
-    pub fn with_error_classifier<F>(self, classify: F) -> Self
-    where
-        F: Fn(&ErrorRef<'_>) -> Option<Cow<'static, str>> + Send + Sync + 'static,
-    {
-        self.update(|s| s.errors = ErrorClassifier::new(classify))
+    fn set_errors(self, errors: ErrorClassifier) -> Self {
+        self.update(|s| s.errors = errors)
     }
 
     /// Records the GenAI metrics on instruments from `meter`.
@@ -231,6 +186,8 @@ impl GenAiLayer {
     }
 }
 
+tracer_and_error_builders!(GenAiLayer, "client");
+
 impl<S> Layer<S> for GenAiLayer {
     type Service = GenAiService<S>;
 
@@ -243,18 +200,10 @@ impl<S> Layer<S> for GenAiLayer {
 }
 
 /// The [`Service`] made by [`GenAiLayer`].
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct GenAiService<S> {
     inner: S,
     shared: Arc<GenAiRecorder>,
-}
-
-impl<S: fmt::Debug> fmt::Debug for GenAiService<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GenAiService")
-            .field("inner", &self.inner)
-            .finish_non_exhaustive()
-    }
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for GenAiService<S>

@@ -10,6 +10,108 @@
 //! [`known_error_type`] for the names it knows by itself. The server and client layers also
 //! take a status classifier ([`StatusClass`]); the server layer, a route extractor.
 
+/// The builder methods all three layers share, written once: `with_tracer`,
+/// `with_tracer_provider` and `with_error_classifier`. The layer provides
+/// `set_tracer(self, BoxedTracer) -> Self` and `set_errors(self, ErrorClassifier) -> Self`;
+/// `$new` is how its doc examples make one (`new`, `client`).
+macro_rules! tracer_and_error_builders {
+    ($layer:ident, $new:literal) => {
+        impl $layer {
+            /// Uses `tracer` instead of the global one. Prefer
+            /// [`with_tracer_provider`](Self::with_tracer_provider), which keeps the `llmtrace`
+            /// instrumentation scope: a tracer made by the caller carries the caller's.
+            pub fn with_tracer<T>(self, tracer: T) -> Self
+            where
+                T: opentelemetry::trace::Tracer + Send + Sync + 'static,
+                T::Span: Send + Sync + 'static,
+            {
+                self.set_tracer(super::boxed_tracer(tracer))
+            }
+
+            /// Uses `provider`'s tracer for the `llmtrace` instrumentation scope (name and
+            /// version) instead of the global provider's.
+            ///
+            /// ```
+            /// let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+            #[doc = concat!("let layer = llmtrace::layer::", stringify!($layer), "::", $new, "()")]
+            ///     .with_tracer_provider(&provider);
+            /// # let _ = layer;
+            /// ```
+            pub fn with_tracer_provider<P>(self, provider: &P) -> Self
+            where
+                P: opentelemetry::trace::TracerProvider,
+                P::Tracer: Send + Sync + 'static,
+                <P::Tracer as opentelemetry::trace::Tracer>::Span: Send + Sync + 'static,
+            {
+                self.set_tracer(super::scoped_tracer(provider))
+            }
+
+            /// Names transport errors (of the inner service and of the response body) in
+            /// `error.type`. When it returns `None`, the built-in names apply
+            /// ([`known_error_type`](crate::layer::known_error_type): I/O error kinds,
+            /// `timeout`, else `_OTHER`). Return a small, fixed set of names: they are labels.
+            ///
+            /// ```
+            /// use std::borrow::Cow;
+            /// use llmtrace::layer::ErrorRef;
+            ///
+            #[doc = concat!("let layer = llmtrace::layer::", stringify!($layer), "::", $new, "()")]
+            ///     .with_error_classifier(|e: &ErrorRef<'_>| {
+            ///         e.to_string().contains("quota").then_some(Cow::Borrowed("quota_exceeded"))
+            ///     });
+            /// # let _ = layer;
+            /// ```
+            pub fn with_error_classifier<F>(self, classify: F) -> Self
+            where
+                F: Fn(&crate::layer::ErrorRef<'_>) -> Option<std::borrow::Cow<'static, str>>
+                    + Send
+                    + Sync
+                    + 'static,
+            {
+                self.set_errors(crate::driver::ErrorClassifier::new(classify))
+            }
+        }
+    };
+}
+
+/// `with_status_classifier` for the server and client layers; `$default` is the side's
+/// default rule on [`ResponseStatus`]. The layer provides
+/// `set_status_classifier(self, StatusClassifier) -> Self`.
+macro_rules! status_classifier_builder {
+    ($layer:ident, $default:ident, $example:literal) => {
+        impl $layer {
+            #[doc = concat!(
+                "Decides which responses are errors, instead of the default rule ([`ResponseStatus::",
+                stringify!($default),
+                "`](crate::layer::ResponseStatus::",
+                stringify!($default),
+                ")). A gRPC call's `grpc-status` is in [`ResponseStatus::grpc`](crate::layer::ResponseStatus::grpc)."
+            )]
+            ///
+            /// ```
+            /// use llmtrace::layer::{ResponseStatus, StatusClass};
+            ///
+            #[doc = concat!("// ", $example)]
+            #[doc = concat!("let layer = llmtrace::", stringify!($layer), "::new()")]
+            ///     .with_status_classifier(|s: &ResponseStatus| match s.http.as_u16() {
+            ///         429 => StatusClass::Ok,
+            #[doc = concat!("        _ => s.", stringify!($default), "(),")]
+            ///     });
+            /// # let _ = layer;
+            /// ```
+            pub fn with_status_classifier<F>(self, classify: F) -> Self
+            where
+                F: Fn(&crate::layer::ResponseStatus) -> crate::layer::StatusClass
+                    + Send
+                    + Sync
+                    + 'static,
+            {
+                self.set_status_classifier(crate::driver::StatusClassifier::new(classify))
+            }
+        }
+    };
+}
+
 mod body;
 mod client;
 mod future;

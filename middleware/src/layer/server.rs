@@ -9,19 +9,15 @@ use http::header::HeaderName;
 use http::request::Parts;
 use http::{Request, Response};
 use opentelemetry::global::BoxedTracer;
-use opentelemetry::trace::{Tracer, TracerProvider};
 use tower_layer::Layer;
 use tower_service::Service;
 
 use super::body::{SpanObserver, TracedBody};
+use super::default_tracer;
 use super::future::ResponseFuture;
-use super::{boxed_tracer, default_tracer, scoped_tracer};
 use crate::driver::attrs::HeaderCapture;
 use crate::driver::span::{ExchangeSpan, Side};
-use crate::driver::{
-    ErrorClassifier, ErrorRef, InboundRequest, ResponseStatus, StatusClass, StatusClassifier,
-    start_server_span,
-};
+use crate::driver::{ErrorClassifier, InboundRequest, StatusClassifier, start_server_span};
 use crate::propagation;
 use crate::semconv;
 
@@ -55,7 +51,7 @@ use crate::semconv;
 ///     // `Router::layer` runs after routing, so the route template is known.
 ///     .layer(ServerLayer::new().skip_paths(["/healthz"]).traceresponse(true));
 /// ```
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct ServerLayer {
     config: Arc<ServerConfig>,
 }
@@ -77,20 +73,17 @@ struct ServerConfig {
     traceresponse: bool,
 }
 
-impl fmt::Debug for ServerLayer {
+impl fmt::Debug for ServerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServerLayer")
-            .field("skip_paths", &self.config.skip_paths)
-            .field("request_headers", &self.config.request_headers)
-            .field("response_headers", &self.config.response_headers)
-            .field("redacted", &self.config.redacted)
-            .field("traceresponse", &self.config.traceresponse)
-            .field("route", &self.config.route.is_some())
-            .field(
-                "status_classifier",
-                &self.config.status_classifier.is_some(),
-            )
-            .field("errors", &self.config.errors)
+        f.debug_struct("ServerConfig")
+            .field("skip_paths", &self.skip_paths)
+            .field("request_headers", &self.request_headers)
+            .field("response_headers", &self.response_headers)
+            .field("redacted", &self.redacted)
+            .field("traceresponse", &self.traceresponse)
+            .field("route", &self.route.is_some())
+            .field("status_classifier", &self.status_classifier)
+            .field("errors", &self.errors)
             .finish_non_exhaustive()
     }
 }
@@ -124,36 +117,6 @@ impl ServerLayer {
         }
     }
 
-    /// Uses `tracer` instead of the global one. Prefer
-    /// [`with_tracer_provider`](Self::with_tracer_provider), which keeps the `llmtrace`
-    /// instrumentation scope: a tracer made by the caller carries the caller's.
-    pub fn with_tracer<T>(self, tracer: T) -> Self
-    where
-        T: Tracer + Send + Sync + 'static,
-        T::Span: Send + Sync + 'static,
-    {
-        self.update(|c| c.tracer = Arc::new(boxed_tracer(tracer)))
-    }
-
-    /// Uses `provider`'s tracer for the `llmtrace` instrumentation scope (name and version)
-    /// instead of the global provider's.
-    ///
-    /// ```
-    /// use llmtrace::ServerLayer;
-    ///
-    /// let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
-    /// let layer = ServerLayer::new().with_tracer_provider(&provider);
-    /// # let _ = layer;
-    /// ```
-    pub fn with_tracer_provider<P>(self, provider: &P) -> Self
-    where
-        P: TracerProvider,
-        P::Tracer: Send + Sync + 'static,
-        <P::Tracer as Tracer>::Span: Send + Sync + 'static,
-    {
-        self.update(|c| c.tracer = Arc::new(scoped_tracer(provider)))
-    }
-
     /// Names the route of a request (`http.route` and the span name `{METHOD} {route}`), for
     /// servers that do not route with axum (hyper, tonic, a hand-written router). Return a
     /// template (`/users/{id}`), never the raw path of an id-bearing URL. When it returns
@@ -181,54 +144,21 @@ impl ServerLayer {
         self.update(|c| c.route = Some(Arc::new(route)))
     }
 
-    /// Decides which responses are errors, instead of the default rule
-    /// ([`ResponseStatus::server_default`]: a 5xx, or a non-OK `grpc-status`).
-    ///
-    /// ```
-    /// use llmtrace::ServerLayer;
-    /// use llmtrace::layer::{ResponseStatus, StatusClass};
-    ///
-    /// // We shed load with 503: that is the design working, not an error.
-    /// let layer = ServerLayer::new().with_status_classifier(|s: &ResponseStatus| {
-    ///     if s.http == http::StatusCode::SERVICE_UNAVAILABLE {
-    ///         StatusClass::Ok
-    ///     } else {
-    ///         s.server_default()
-    ///     }
-    /// });
-    /// # let _ = layer;
-    /// ```
-    pub fn with_status_classifier<F>(self, classify: F) -> Self
-    where
-        F: Fn(&ResponseStatus) -> StatusClass + Send + Sync + 'static,
-    {
-        self.update(|c| c.status_classifier = Some(Arc::new(classify)))
-    }
-
-    /// Names errors of the inner service and of the response body in `error.type`. When it
-    /// returns `None`, the built-in names apply ([`known_error_type`](super::known_error_type):
-    /// I/O error kinds, `timeout`, else `_OTHER`). Return a small, fixed set of names.
-    ///
-    /// ```
-    /// use std::borrow::Cow;
-    /// use llmtrace::ServerLayer;
-    /// use llmtrace::layer::ErrorRef;
-    ///
-    /// let layer = ServerLayer::new().with_error_classifier(|e: &ErrorRef<'_>| {
-    ///     e.to_string().contains("quota").then_some(Cow::Borrowed("quota_exceeded"))
-    /// });
-    /// # let _ = layer;
-    /// ```
-    pub fn with_error_classifier<F>(self, classify: F) -> Self
-    where
-        F: Fn(&ErrorRef<'_>) -> Option<Cow<'static, str>> + Send + Sync + 'static,
-    {
-        self.update(|c| c.errors = ErrorClassifier::new(classify))
-    }
-
     fn update(mut self, f: impl FnOnce(&mut ServerConfig)) -> Self {
         f(Arc::make_mut(&mut self.config));
         self
+    }
+
+    fn set_tracer(self, tracer: BoxedTracer) -> Self {
+        self.update(|c| c.tracer = Arc::new(tracer))
+    }
+
+    fn set_errors(self, errors: ErrorClassifier) -> Self {
+        self.update(|c| c.errors = errors)
+    }
+
+    fn set_status_classifier(self, classifier: StatusClassifier) -> Self {
+        self.update(|c| c.status_classifier = Some(classifier))
     }
 
     /// Requests to these exact paths (health checks, metrics scrapes) pass through untraced.
@@ -297,6 +227,13 @@ impl ServerLayer {
     }
 }
 
+tracer_and_error_builders!(ServerLayer, "new");
+status_classifier_builder!(
+    ServerLayer,
+    server_default,
+    "Shedding load with 429 is the design working, not an error."
+);
+
 impl<S> Layer<S> for ServerLayer {
     type Service = ServerService<S>;
 
@@ -309,18 +246,10 @@ impl<S> Layer<S> for ServerLayer {
 }
 
 /// The [`Service`] made by [`ServerLayer`].
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct ServerService<S> {
     inner: S,
     config: Arc<ServerConfig>,
-}
-
-impl<S: fmt::Debug> fmt::Debug for ServerService<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServerService")
-            .field("inner", &self.inner)
-            .finish_non_exhaustive()
-    }
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ServerService<S>
