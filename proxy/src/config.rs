@@ -32,9 +32,11 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::path::Path;
+use std::str::FromStr;
 
 use serde::Deserialize;
 
+use llmtrace::genai::Provider;
 use llmtrace::sampling::{HeadConfig, TailConfig};
 
 use crate::upstream::Upstream;
@@ -144,9 +146,11 @@ impl Default for TelemetryConfig {
     }
 }
 
-/// The kind of provider an upstream is, which decides how credentials are sent.
+/// The kind of provider an upstream is, which decides how credentials are sent. Named by a
+/// known [`Provider`]'s `gen_ai.provider.name` (`openai`, `anthropic`, `azure.ai.openai`),
+/// `azure` for short, or `openai-compatible`; without regard to case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(try_from = "String")]
 pub enum ProviderKind {
     /// OpenAI: `Authorization: Bearer`.
     Openai,
@@ -159,14 +163,57 @@ pub enum ProviderKind {
 }
 
 impl ProviderKind {
-    /// `gen_ai.provider.name`, when the kind names one.
-    pub fn provider_name(self) -> Option<&'static str> {
+    /// The configuration's own names, beside the providers' names.
+    const AZURE: &'static str = "azure";
+    const OPENAI_COMPATIBLE: &'static str = "openai-compatible";
+
+    /// The provider the kind stands for; `None` for `openai-compatible`, whose provider is
+    /// told per request (or named by `provider_name`).
+    pub fn provider(self) -> Option<Provider> {
         match self {
-            ProviderKind::Openai => Some("openai"),
-            ProviderKind::Anthropic => Some("anthropic"),
-            ProviderKind::Azure => Some("azure.ai.openai"),
+            ProviderKind::Openai => Some(Provider::OpenAi),
+            ProviderKind::Anthropic => Some(Provider::Anthropic),
+            ProviderKind::Azure => Some(Provider::AzureOpenAi),
             ProviderKind::OpenaiCompatible => None,
         }
+    }
+
+    /// `gen_ai.provider.name`, when the kind names one.
+    pub fn provider_name(self) -> Option<&'static str> {
+        self.provider()?.known_name()
+    }
+}
+
+impl FromStr for ProviderKind {
+    type Err = String;
+
+    /// A kind by name, without regard to case; the error lists the accepted names.
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        if name.eq_ignore_ascii_case(Self::AZURE) {
+            return Ok(ProviderKind::Azure);
+        }
+        if name.eq_ignore_ascii_case(Self::OPENAI_COMPATIBLE) {
+            return Ok(ProviderKind::OpenaiCompatible);
+        }
+        match name.parse::<Provider>() {
+            Ok(Provider::OpenAi) => Ok(ProviderKind::Openai),
+            Ok(Provider::Anthropic) => Ok(ProviderKind::Anthropic),
+            Ok(Provider::AzureOpenAi) => Ok(ProviderKind::Azure),
+            Ok(other) => Err(format!("provider `{other}` has no credential kind")),
+            Err(unknown) => Err(format!(
+                "{unknown}, {}, {}",
+                Self::AZURE,
+                Self::OPENAI_COMPATIBLE
+            )),
+        }
+    }
+}
+
+impl TryFrom<String> for ProviderKind {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        name.parse()
     }
 }
 
@@ -326,11 +373,11 @@ impl Config {
             // No kind given: the provider is told per request from the path and host
             // (`/v1/messages` is Anthropic, ...), as for an OpenAI-compatible upstream.
             None => (ProviderKind::OpenaiCompatible, None),
-            Some("openai") => (ProviderKind::Openai, None),
-            Some("anthropic") => (ProviderKind::Anthropic, None),
-            Some("azure") | Some("azure.ai.openai") => (ProviderKind::Azure, None),
-            Some("openai-compatible") => (ProviderKind::OpenaiCompatible, None),
-            Some(other) => (ProviderKind::OpenaiCompatible, Some(other.to_owned())),
+            // Any other name is an OpenAI-compatible server's `gen_ai.provider.name`.
+            Some(name) => match name.parse() {
+                Ok(kind) => (kind, None),
+                Err(_) => (ProviderKind::OpenaiCompatible, Some(name.to_owned())),
+            },
         };
         let config = Config {
             server: ServerConfig {
@@ -626,6 +673,46 @@ fn substitute(text: &str, env: &impl Fn(&str) -> Option<String>) -> Result<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn provider_kinds_are_named_by_the_core_provider_table() {
+        for (name, kind) in [
+            ("openai", ProviderKind::Openai),
+            ("OpenAI", ProviderKind::Openai),
+            ("anthropic", ProviderKind::Anthropic),
+            ("azure.ai.openai", ProviderKind::Azure),
+            ("azure", ProviderKind::Azure),
+            ("openai-compatible", ProviderKind::OpenaiCompatible),
+        ] {
+            assert_eq!(name.parse::<ProviderKind>(), Ok(kind), "{name}");
+            let config = Config::single("127.0.0.1:0", "http://x", Some(name)).unwrap();
+            assert_eq!(config.upstreams[0].provider, kind, "{name}");
+            assert_eq!(config.upstreams[0].provider_name, None, "{name}");
+        }
+        for kind in [
+            ProviderKind::Openai,
+            ProviderKind::Anthropic,
+            ProviderKind::Azure,
+        ] {
+            let provider = kind.provider().unwrap();
+            assert_eq!(kind.provider_name(), Some(provider.as_str()));
+            assert_eq!(provider.as_str().parse::<ProviderKind>(), Ok(kind));
+        }
+        assert_eq!(ProviderKind::OpenaiCompatible.provider(), None);
+        assert_eq!(ProviderKind::OpenaiCompatible.provider_name(), None);
+        let err = "cohere".parse::<ProviderKind>().unwrap_err();
+        assert_eq!(
+            err,
+            "unknown provider `cohere`: expected one of openai, anthropic, azure.ai.openai, \
+             azure, openai-compatible"
+        );
+        let config = Config::single("127.0.0.1:0", "http://x", Some("vllm")).unwrap();
+        assert_eq!(config.upstreams[0].provider, ProviderKind::OpenaiCompatible);
+        assert_eq!(config.upstreams[0].provider_name.as_deref(), Some("vllm"));
+        let config = Config::single("127.0.0.1:0", "http://x", None).unwrap();
+        assert_eq!(config.upstreams[0].provider, ProviderKind::OpenaiCompatible);
+        assert_eq!(config.upstreams[0].provider_name, None);
+    }
 
     fn env(name: &str) -> Option<String> {
         match name {

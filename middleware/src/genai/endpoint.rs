@@ -1,6 +1,10 @@
 //! Which LLM API a request is for: provider, operation and wire format.
 
 use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+
+use crate::limits::{MAX_NAME_BYTES, bounded};
 
 /// The wire format of an LLM API: decides how request and response bodies are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -45,17 +49,103 @@ pub enum Provider {
     Other(Cow<'static, str>),
 }
 
+// === impl Provider ===
+
 impl Provider {
-    /// The `gen_ai.provider.name` value.
-    pub fn name(&self) -> &str {
+    /// The providers known by name. With [`known_name`](Self::known_name) it is the one
+    /// table behind [`as_str`](Self::as_str), [`FromStr`] and [`Display`](fmt::Display);
+    /// a new provider is a variant, a name in `known_name` and an entry here.
+    pub const KNOWN: [Provider; 3] = [Provider::OpenAi, Provider::Anthropic, Provider::AzureOpenAi];
+
+    /// The `gen_ai.provider.name` of a known provider; `None` for [`Provider::Other`].
+    pub fn known_name(&self) -> Option<&'static str> {
         match self {
-            Provider::OpenAi => "openai",
-            Provider::Anthropic => "anthropic",
-            Provider::AzureOpenAi => "azure.ai.openai",
+            Provider::OpenAi => Some("openai"),
+            Provider::Anthropic => Some("anthropic"),
+            Provider::AzureOpenAi => Some("azure.ai.openai"),
+            Provider::Other(_) => None,
+        }
+    }
+
+    /// The `gen_ai.provider.name` value.
+    pub fn as_str(&self) -> &str {
+        match self {
             Provider::Other(name) => name,
+            known => known.known_name().unwrap_or_default(),
+        }
+    }
+
+    /// The `gen_ai.provider.name` value (the same as [`as_str`](Self::as_str)).
+    pub fn name(&self) -> &str {
+        self.as_str()
+    }
+
+    /// The provider with this name: a known one (any case), or [`Provider::Other`] carrying
+    /// the name as given, e.g. `vllm` or `ollama` for an OpenAI-compatible server.
+    ///
+    /// ```
+    /// use llmtrace::genai::Provider;
+    ///
+    /// assert_eq!(Provider::named("Anthropic"), Provider::Anthropic);
+    /// assert_eq!(Provider::named("vllm").as_str(), "vllm");
+    /// ```
+    pub fn named(name: impl Into<String>) -> Provider {
+        let name = name.into();
+        match name.parse() {
+            Ok(known) => known,
+            Err(UnknownProvider { .. }) => Provider::Other(Cow::Owned(name)),
         }
     }
 }
+
+impl FromStr for Provider {
+    type Err = UnknownProvider;
+
+    /// A known provider by its `gen_ai.provider.name`, without regard to case.
+    ///
+    /// ```
+    /// use llmtrace::genai::Provider;
+    ///
+    /// assert_eq!("azure.ai.openai".parse(), Ok(Provider::AzureOpenAi));
+    /// assert_eq!("OpenAI".parse(), Ok(Provider::OpenAi));
+    /// let err = "cohere".parse::<Provider>().unwrap_err();
+    /// assert_eq!(err.to_string(), "unknown provider `cohere`: expected one of openai, anthropic, azure.ai.openai");
+    /// ```
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::KNOWN
+            .into_iter()
+            .find(|known| known.as_str().eq_ignore_ascii_case(name))
+            .ok_or_else(|| UnknownProvider {
+                name: bounded(name, MAX_NAME_BYTES).into_owned(),
+            })
+    }
+}
+
+impl fmt::Display for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name that is not one of [`Provider::KNOWN`]; its message lists the accepted names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownProvider {
+    /// The name given (at most [`MAX_NAME_BYTES`]).
+    pub name: String,
+}
+
+impl fmt::Display for UnknownProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown provider `{}`: expected one of ", self.name)?;
+        for (i, known) in Provider::KNOWN.iter().enumerate() {
+            let comma = if i == 0 { "" } else { ", " };
+            write!(f, "{comma}{known}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for UnknownProvider {}
 
 /// One recognised LLM API endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,4 +250,59 @@ fn openai_format(path: &str) -> Option<ApiFormat> {
         "/responses" => ApiFormat::OpenAiResponses,
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_known_provider_round_trips_by_name_in_any_case() {
+        for (provider, name) in [
+            (Provider::OpenAi, "openai"),
+            (Provider::Anthropic, "anthropic"),
+            (Provider::AzureOpenAi, "azure.ai.openai"),
+        ] {
+            assert_eq!(provider.as_str(), name);
+            assert_eq!(provider.name(), name);
+            assert_eq!(provider.known_name(), Some(name));
+            assert_eq!(provider.to_string(), name);
+            assert_eq!(name.parse::<Provider>(), Ok(provider.clone()));
+            assert_eq!(
+                name.to_ascii_uppercase().parse::<Provider>(),
+                Ok(provider.clone())
+            );
+            assert_eq!(Provider::named(name), provider);
+        }
+        assert_eq!(Provider::KNOWN.len(), 3);
+        for known in Provider::KNOWN {
+            assert_eq!(known.as_str().parse::<Provider>(), Ok(known.clone()));
+        }
+    }
+
+    #[test]
+    fn other_names_are_kept_as_given() {
+        let vllm = Provider::named("vLLM");
+        assert_eq!(vllm, Provider::Other("vLLM".into()));
+        assert_eq!((vllm.as_str(), vllm.known_name()), ("vLLM", None));
+        assert_eq!(vllm.to_string(), "vLLM");
+    }
+
+    #[test]
+    fn unknown_names_are_errors_that_list_the_known_ones() {
+        for name in ["", "azure", "open ai", "cohere"] {
+            let err = name.parse::<Provider>().unwrap_err();
+            assert_eq!(err.name, name);
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "unknown provider `{name}`: expected one of openai, anthropic, azure.ai.openai"
+                )
+            );
+        }
+        let err: Box<dyn std::error::Error> = Box::new("x".parse::<Provider>().unwrap_err());
+        assert!(err.to_string().starts_with("unknown provider `x`"));
+        let long = "p".repeat(10 * MAX_NAME_BYTES);
+        assert!(long.parse::<Provider>().unwrap_err().name.len() <= MAX_NAME_BYTES);
+    }
 }

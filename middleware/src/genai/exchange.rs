@@ -376,7 +376,7 @@ impl Exchange {
         ));
         a.push(KeyValue::new(
             gen_ai::PROVIDER_NAME,
-            self.endpoint.provider.name().to_owned(),
+            self.endpoint.provider.as_str().to_owned(),
         ));
         if let Some(model) = &self.request.model {
             a.push(KeyValue::new(gen_ai::REQUEST_MODEL, model.clone()));

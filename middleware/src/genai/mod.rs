@@ -19,7 +19,7 @@ mod response;
 pub mod sse;
 mod usage;
 
-pub use endpoint::{ApiFormat, Endpoint, Provider};
+pub use endpoint::{ApiFormat, Endpoint, Provider, UnknownProvider};
 pub use exchange::{
     ContentKind, End, Exchange, GenAiConfig, MetricValues, Redactor, Report, SpanEventRecord,
     Summary, TokenEvents,
