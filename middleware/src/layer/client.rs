@@ -3,16 +3,14 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
 
-use http::{Request, Response};
+use http::Request;
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::trace::{Span as _, SpanBuilder, SpanKind, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue};
-use tower_layer::Layer;
 use tower_service::Service;
 
-use super::body::{SpanObserver, TracedBody};
+use super::body::SpanObserver;
 use super::default_tracer;
 use super::future::ResponseFuture;
 use crate::driver::span::{ExchangeSpan, Side};
@@ -20,13 +18,13 @@ use crate::driver::{ErrorClassifier, StatusClassifier, attrs};
 use crate::propagation;
 use crate::semconv;
 
-/// A [`Layer`] that traces outbound HTTP and gRPC requests.
+/// A [`Layer`](tower_layer::Layer) that traces outbound HTTP and gRPC requests.
 ///
 /// For each request it starts a CLIENT span, a child of the request's
 /// [`opentelemetry::Context`] extension when there is one, else of
 /// [`Context::current()`](opentelemetry::Context::current), and injects that span's context
 /// as `traceparent`, `tracestate` and `baggage`: every outbound hop gets a fresh parent id.
-/// The span ends when the response body ends, fails or is dropped (see [`TracedBody`]);
+/// The span ends when the response body ends, fails or is dropped (see [`TracedBody`](super::TracedBody));
 /// 4xx and 5xx responses and non-OK gRPC statuses are errors (see
 /// [`with_status_classifier`](Self::with_status_classifier)).
 ///
@@ -109,54 +107,28 @@ status_classifier_builder!(
     "A 429 is retried by the caller: not an error of this call."
 );
 
-impl<S> Layer<S> for ClientLayer {
-    type Service = ClientService<S>;
+traced_service!(ClientLayer, ClientService, ClientConfig);
 
-    fn layer(&self, inner: S) -> Self::Service {
-        ClientService {
-            inner,
-            config: self.config.clone(),
-        }
-    }
-}
-
-/// The [`Service`] made by [`ClientLayer`].
-#[derive(Clone, Debug)]
-pub struct ClientService<S> {
-    inner: S,
-    config: Arc<ClientConfig>,
-}
-
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ClientService<S>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    S::Error: fmt::Display + 'static,
-    ResBody: http_body::Body,
-    ResBody::Error: fmt::Display + 'static,
-{
-    type Response = Response<TracedBody<ResBody>>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
-
-    /// Ready when the inner service is.
-    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+impl ClientConfig {
+    /// One call through [`ClientService`]: the span starts under the request's (or the
+    /// current) context, is injected, and the response future carries it on.
+    fn call<S, B>(&self, inner: &mut S, mut req: Request<B>) -> ResponseFuture<S::Future>
+    where
+        S: Service<Request<B>>,
+    {
         let parent = req
             .extensions()
             .get::<Context>()
             .cloned()
             .unwrap_or_else(Context::current);
         let grpc = attrs::is_grpc(req.headers());
-        let config = &*self.config;
+        let config = self;
         let span = start_client_span(&config.tracer, &req, grpc, &parent);
         let cx = parent.with_span(span);
         propagation::inject(&cx, req.headers_mut());
         let future = {
             let _guard = cx.clone().attach();
-            self.inner.call(req)
+            inner.call(req)
         };
         let span = ExchangeSpan::new(cx, Side::Client, grpc, None)
             .with_status_classifier(config.status_classifier.clone());

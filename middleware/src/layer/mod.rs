@@ -112,6 +112,55 @@ macro_rules! status_classifier_builder {
     };
 }
 
+/// The [`Layer`](tower_layer::Layer) impl, the service type and its
+/// [`Service`](tower_service::Service) impl of the server and client layers, which differ
+/// only in how a call starts its span: `$config::call(&self, inner, req)`.
+macro_rules! traced_service {
+    ($layer:ident, $service:ident, $config:ident) => {
+        impl<S> tower_layer::Layer<S> for $layer {
+            type Service = $service<S>;
+
+            fn layer(&self, inner: S) -> Self::Service {
+                $service {
+                    inner,
+                    config: self.config.clone(),
+                }
+            }
+        }
+
+        #[doc = concat!("The [`Service`](tower_service::Service) made by [`", stringify!($layer), "`].")]
+        #[derive(Clone, Debug)]
+        pub struct $service<S> {
+            inner: S,
+            config: std::sync::Arc<$config>,
+        }
+
+        impl<S, ReqBody, ResBody> tower_service::Service<http::Request<ReqBody>> for $service<S>
+        where
+            S: tower_service::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+            S::Error: std::fmt::Display + 'static,
+            ResBody: http_body::Body,
+            ResBody::Error: std::fmt::Display + 'static,
+        {
+            type Response = http::Response<super::TracedBody<ResBody>>;
+            type Error = S::Error;
+            type Future = super::ResponseFuture<S::Future>;
+
+            /// Ready when the inner service is.
+            fn poll_ready(
+                &mut self,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Result<(), Self::Error>> {
+                self.inner.poll_ready(cx)
+            }
+
+            fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
+                self.config.call(&mut self.inner, req)
+            }
+        }
+    };
+}
+
 mod body;
 mod client;
 mod future;

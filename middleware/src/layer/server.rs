@@ -3,16 +3,14 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
 
+use http::Request;
 use http::header::HeaderName;
 use http::request::Parts;
-use http::{Request, Response};
 use opentelemetry::global::BoxedTracer;
-use tower_layer::Layer;
 use tower_service::Service;
 
-use super::body::{SpanObserver, TracedBody};
+use super::body::SpanObserver;
 use super::default_tracer;
 use super::future::ResponseFuture;
 use crate::driver::attrs::HeaderCapture;
@@ -21,13 +19,13 @@ use crate::driver::{ErrorClassifier, InboundRequest, StatusClassifier, start_ser
 use crate::propagation;
 use crate::semconv;
 
-/// A [`Layer`] that traces inbound HTTP and gRPC requests.
+/// A [`Layer`](tower_layer::Layer) that traces inbound HTTP and gRPC requests.
 ///
 /// For each request it extracts the caller's W3C trace context (`traceparent`, `tracestate`,
 /// `baggage`), starts a SERVER span that is a child of it, and keeps that span's context
 /// current while the inner service runs, so spans created by the handler (with the
 /// OpenTelemetry API or with `tracing` through `tracing-opentelemetry`) nest under it. The span
-/// ends when the response body ends, fails, or is dropped early (see [`TracedBody`]).
+/// ends when the response body ends, fails, or is dropped early (see [`TracedBody`](super::TracedBody)).
 ///
 /// The span is named `{METHOD} {route}` with the route template (from
 /// [`with_route`](Self::with_route), else axum's `MatchedPath` with the `axum` feature), or
@@ -234,44 +232,18 @@ status_classifier_builder!(
     "Shedding load with 429 is the design working, not an error."
 );
 
-impl<S> Layer<S> for ServerLayer {
-    type Service = ServerService<S>;
+traced_service!(ServerLayer, ServerService, ServerConfig);
 
-    fn layer(&self, inner: S) -> Self::Service {
-        ServerService {
-            inner,
-            config: self.config.clone(),
-        }
-    }
-}
-
-/// The [`Service`] made by [`ServerLayer`].
-#[derive(Clone, Debug)]
-pub struct ServerService<S> {
-    inner: S,
-    config: Arc<ServerConfig>,
-}
-
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ServerService<S>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    S::Error: fmt::Display + 'static,
-    ResBody: http_body::Body,
-    ResBody::Error: fmt::Display + 'static,
-{
-    type Response = Response<TracedBody<ResBody>>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
-
-    /// Ready when the inner service is.
-    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let config = &*self.config;
+impl ServerConfig {
+    /// One call through [`ServerService`]: the span starts, the inner service runs with its
+    /// context current, and the response future carries it on.
+    fn call<S, B>(&self, inner: &mut S, req: Request<B>) -> ResponseFuture<S::Future>
+    where
+        S: Service<Request<B>>,
+    {
+        let config = self;
         if config.skip_paths.iter().any(|p| p == req.uri().path()) {
-            return ResponseFuture::untraced(self.inner.call(req));
+            return ResponseFuture::untraced(inner.call(req));
         }
         let (req, named_route) = config.name_route(req);
         let parent = propagation::extract(req.headers());
@@ -291,7 +263,7 @@ where
         );
         let future = {
             let _guard = cx.clone().attach();
-            self.inner.call(req)
+            inner.call(req)
         };
         let span = ExchangeSpan::new(cx, Side::Server, grpc, config.response_capture.clone())
             .with_status_classifier(config.status_classifier.clone());
