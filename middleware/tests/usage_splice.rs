@@ -344,8 +344,18 @@ proptest! {
         let at = at.index(body.len());
         body[at] = byte;
         if let Ok(output) = request_with_usage(&chat(), &body) {
-            let after: Value = serde_json::from_slice(&output).unwrap();
-            prop_assert_eq!(&after["stream_options"]["include_usage"], &Value::Bool(true));
+            match serde_json::from_slice::<Value>(&output) {
+                Ok(after) => prop_assert_eq!(
+                    &after["stream_options"]["include_usage"],
+                    &Value::Bool(true)
+                ),
+                // A damaged digit can make a valid number serde_json cannot hold (`1234e6789`):
+                // still JSON, which the splice must accept. Any other refusal is a bug.
+                Err(e) => prop_assert!(
+                    e.to_string().starts_with("number out of range"),
+                    "spliced output is not JSON: {e}"
+                ),
+            }
             prop_assert!(recoverable(&body, &output));
         }
     }
