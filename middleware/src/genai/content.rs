@@ -7,29 +7,17 @@
 use serde_json::{Value, json};
 
 use super::endpoint::ApiFormat;
+use super::{anthropic, openai};
 
-/// `(system instructions, input messages)` as JSON strings.
+/// `(system instructions, input messages)` as JSON strings; each provider module reads its
+/// request shape.
 pub(crate) fn input_messages(format: ApiFormat, body: &Value) -> (Option<String>, Option<String>) {
-    let system = match format {
-        ApiFormat::AnthropicMessages => body.get("system").map(parts_of),
-        ApiFormat::OpenAiResponses => body.get("instructions").map(parts_of),
-        _ => None,
-    };
-    let messages = match format {
-        ApiFormat::OpenAiChat | ApiFormat::AnthropicMessages => body
-            .get("messages")
-            .and_then(Value::as_array)
-            .map(|messages| messages.iter().map(message).collect::<Vec<_>>()),
-        ApiFormat::OpenAiCompletions => body
-            .get("prompt")
-            .map(|p| vec![json!({"role": "user", "parts": parts_of(p)})]),
-        ApiFormat::OpenAiResponses => body.get("input").map(|input| match input {
-            Value::Array(items) => items.iter().map(message).collect(),
-            other => vec![json!({"role": "user", "parts": parts_of(other)})],
-        }),
-        ApiFormat::OpenAiEmbeddings => body
-            .get("input")
-            .map(|p| vec![json!({"role": "user", "parts": parts_of(p)})]),
+    let (system, messages) = match format {
+        ApiFormat::OpenAiChat
+        | ApiFormat::OpenAiCompletions
+        | ApiFormat::OpenAiEmbeddings
+        | ApiFormat::OpenAiResponses => openai::input_messages(format, body),
+        ApiFormat::AnthropicMessages => anthropic::input_messages(format, body),
     };
     (
         system
@@ -64,14 +52,15 @@ pub(crate) fn output_messages(
     Some(Value::Array(messages).to_string())
 }
 
-fn message(m: &Value) -> Value {
+/// A provider message (`role`, `content`) as a semconv message.
+pub(super) fn message(m: &Value) -> Value {
     let role = m.get("role").and_then(Value::as_str).unwrap_or("user");
     let parts = m.get("content").map(parts_of).unwrap_or_else(|| json!([]));
     json!({"role": role, "parts": parts})
 }
 
 /// A string, or an array of provider content parts, as semconv parts.
-fn parts_of(content: &Value) -> Value {
+pub(super) fn parts_of(content: &Value) -> Value {
     match content {
         Value::String(text) => json!([{"type": "text", "content": text}]),
         Value::Array(items) => Value::Array(

@@ -33,6 +33,21 @@ impl ApiFormat {
             ApiFormat::OpenAiEmbeddings => "embeddings",
         }
     }
+
+    /// Whether a stream of this format reports usage only when the request asks for it
+    /// (`stream_options.include_usage`), so that a gateway may ask on the client's behalf with
+    /// [`request_with_usage`](super::request_with_usage) and remove the extra chunk with
+    /// [`UsageChunkFilter`](super::UsageChunkFilter): OpenAI Chat Completions and Completions.
+    ///
+    /// ```
+    /// use llmtrace::genai::ApiFormat;
+    ///
+    /// assert!(ApiFormat::OpenAiChat.accepts_stream_usage());
+    /// assert!(!ApiFormat::AnthropicMessages.accepts_stream_usage());
+    /// ```
+    pub fn accepts_stream_usage(self) -> bool {
+        matches!(self, ApiFormat::OpenAiChat | ApiFormat::OpenAiCompletions)
+    }
 }
 
 /// The provider behind an endpoint, as `gen_ai.provider.name` names it.

@@ -1,14 +1,20 @@
-//! Just enough JSON to splice bytes into a body without re-serializing it: a validator and a
-//! scanner that reports where an object's members are.
+//! Just enough JSON to read and splice bytes without parsing or re-serializing them: a
+//! validator, a scanner that reports where an object's members are, and a key search for the
+//! fast path over streamed events.
 //!
 //! The validator follows RFC 8259 (UTF-8 text, the number grammar, string escapes with paired
 //! surrogates, nothing after the value). It is iterative, so deep nesting costs heap (one byte
 //! per open container) rather than stack. The scanner assumes a validated document and only
 //! finds boundaries; it still returns `None` rather than panicking on bytes it does not expect.
+//!
+//! The key search ([`key_at`]) relies on one property of JSON: the bytes `"key"` followed by
+//! optional white space and `:` can only be an object key, because a quote inside a string
+//! value is always escaped. It needs no validation; when it is not conclusive, callers parse.
 
 use std::ops::Range;
 
 use memchr::memchr2;
+use memchr::memmem::Finder;
 
 /// Whether `bytes` is one complete JSON value (optionally surrounded by whitespace).
 pub(crate) fn is_valid(bytes: &[u8]) -> bool {
@@ -342,6 +348,71 @@ pub(crate) fn key_is(bytes: &[u8], key: Range<usize>, name: &str) -> bool {
         && serde_json::from_slice::<String>(quoted).is_ok_and(|decoded| decoded == name)
 }
 
+/// `bytes` without its leading JSON whitespace.
+pub(crate) fn trim_ws(bytes: &[u8]) -> &[u8] {
+    &bytes[skip_ws(bytes, 0)..]
+}
+
+/// What follows a `:` at the start of `bytes` (whitespace skipped on both sides); `None` when
+/// `bytes` does not start with one.
+pub(crate) fn after_colon(bytes: &[u8]) -> Option<&[u8]> {
+    trim_ws(bytes).strip_prefix(b":").map(trim_ws)
+}
+
+/// The position and value (what follows, whitespace skipped) of the first `"key":` at or
+/// after `from`, where `finder` searches for `"key"`.
+pub(crate) fn key_at<'d>(
+    data: &'d [u8],
+    from: usize,
+    finder: &Finder<'_>,
+) -> Option<(usize, &'d [u8])> {
+    let mut from = from;
+    while let Some(found) = finder.find(&data[from..]) {
+        let at = from + found;
+        let after_key = at + finder.needle().len();
+        if let Some(value) = after_colon(&data[after_key..]) {
+            return Some((at, value));
+        }
+        from = after_key;
+    }
+    None
+}
+
+/// What follows the first `"key":`, whitespace skipped; `None` when the key is absent.
+pub(crate) fn value_after<'d>(data: &'d [u8], finder: &Finder<'_>) -> Option<&'d [u8]> {
+    key_at(data, 0, finder).map(|(_, value)| value)
+}
+
+/// The value of `"key":`, looked for after `at` first (where providers put it), then before.
+pub(crate) fn key_after_or_before<'d>(
+    data: &'d [u8],
+    at: usize,
+    finder: &Finder<'_>,
+) -> Option<&'d [u8]> {
+    key_at(data, at, finder)
+        .map(|(_, value)| value)
+        .or_else(|| value_after(&data[..at], finder))
+}
+
+/// The length of the JSON string starting at `s[0] == '"'`, in raw bytes between the quotes.
+pub(crate) fn string_len(s: &[u8]) -> Option<usize> {
+    let body = s.strip_prefix(b"\"")?;
+    let mut from = 0;
+    loop {
+        let at = memchr::memchr(b'"', &body[from..])? + from;
+        let backslashes = body[..at].iter().rev().take_while(|b| **b == b'\\').count();
+        if backslashes % 2 == 0 {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+}
+
+/// Whether a value found by the key search is absent or `null`.
+pub(crate) fn is_null(value: Option<&[u8]>) -> bool {
+    value.is_none_or(|v| v.starts_with(b"null"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,5 +513,47 @@ mod tests {
         assert!(!key_is(doc, keys[2].clone(), "stream"));
         assert!(!key_is(doc, keys[3].clone(), "stream"));
         assert!(key_is(doc, keys[3].clone(), "\""));
+    }
+
+    fn finder(key: &str) -> Finder<'static> {
+        let needle = format!("\"{key}\"");
+        Finder::new(&needle).into_owned()
+    }
+
+    fn value<'d>(data: &'d [u8], key: &str) -> Option<&'d [u8]> {
+        key_after_or_before(data, 0, &finder(key))
+    }
+
+    #[test]
+    fn key_values_are_found_with_or_without_spaces() {
+        let compact = br#"{"a":1,"finish_reason":null,"content":"hi"}"#;
+        assert!(is_null(value(compact, "finish_reason")));
+        assert_eq!(value(compact, "content").and_then(string_len), Some(2));
+        let spaced = br#"{"finish_reason" : "stop", "content": "h\"i\\"}"#;
+        assert!(!is_null(value(spaced, "finish_reason")));
+        assert_eq!(value(spaced, "content").and_then(string_len), Some(6));
+        assert_eq!(value(spaced, "text"), None);
+    }
+
+    #[test]
+    fn keys_before_the_content_are_found_too() {
+        let data = br#"{"usage":{"prompt_tokens":1},"content":"x","finish_reason":null}"#;
+        let (at, _) = key_at(data, 0, &finder("content")).unwrap();
+        assert!(!is_null(key_after_or_before(data, at, &finder("usage"))));
+        assert!(is_null(key_after_or_before(
+            data,
+            at,
+            &finder("finish_reason")
+        )));
+    }
+
+    #[test]
+    fn a_key_inside_a_string_value_is_not_a_key() {
+        // The text mentions "finish_reason": but escaped, so it is not a key.
+        let data = br#"{"content":"say \"finish_reason\": stop","finish_reason":null}"#;
+        assert!(is_null(value(data, "finish_reason")));
+        // A string value equal to a key name is not a key either.
+        let data = br#"{"type":"content","content":"x"}"#;
+        assert_eq!(value(data, "content").and_then(string_len), Some(1));
     }
 }

@@ -7,17 +7,62 @@
 //! - [`Exchange`] observes the response head, every body chunk and the end, and produces a
 //!   [`Report`]: span attributes and events, an error when the stream says so, and the values
 //!   of the GenAI metrics ([`GenAiMetrics`]).
+//!
+//! # Layout
+//!
+//! What is the same for every provider sits at this level; what a provider's wire format
+//! says sits in its own folder, and the code here reaches it through a `match` on
+//! [`ApiFormat`] with one arm per provider.
+//!
+//! ```text
+//! genai/
+//! ├── mod.rs        this map, and the public re-exports
+//! ├── endpoint.rs   ApiFormat, Provider, Endpoint: which API a path is for
+//! ├── request.rs    RequestInfo: the request fields every format shares (dispatch: stop key)
+//! ├── response.rs   Usage, ResponseState and its setters (dispatch: events, whole bodies)
+//! ├── content.rs    the conventions' message shape (dispatch: input messages)
+//! ├── exchange.rs   Exchange: one observed exchange, its Report and metric values
+//! ├── json.rs       JSON validator, member scanner and key search, without parsing
+//! ├── sse.rs        incremental SSE decoder (LineFramer, SseDecoder)
+//! ├── gaps.rs       gaps between stream chunks (GapStats)
+//! ├── metrics.rs    GenAiMetrics instruments
+//! ├── openai/       OpenAI and compatible servers
+//! │   ├── mod.rs        entry points, usage and error objects, input messages
+//! │   ├── chat.rs       Chat Completions and Completions chunks and bodies
+//! │   ├── responses.rs  Responses API events and bodies
+//! │   └── usage.rs      request_with_usage, UsageChunkFilter: reported usage for streams
+//! └── anthropic/
+//!     └── mod.rs        Messages events and bodies, errors, input messages
+//! ```
+//!
+//! Every provider module has the same entry points, which the dispatch calls:
+//!
+//! - `on_event(state, format, event) -> EventKind`: one server-sent event;
+//! - `on_body(state, format, status, failed, value)`: a whole JSON response body;
+//! - `input_messages(format, body)`: the system instructions and input messages, for
+//!   content capture;
+//! - `STOP_KEY`: the request member holding the stop sequences.
+//!
+//! They record what they read through the setters of `ResponseState` (`set_usage`,
+//! `set_finish_reason`, `set_error`, `capture_text`, ...), which apply the bounds.
+//!
+//! To add a provider (Gemini, Bedrock, ...): add its wire formats to [`ApiFormat`] (and
+//! their operation and route, and their detection in [`Endpoint::detect`]), write a folder
+//! beside `openai/` with the four entry points, and add one arm for it to each dispatch:
+//! `ResponseState::on_event` and `on_json_body` (response.rs), `input_messages`
+//! (content.rs) and the stop key (request.rs). The compiler lists any arm left out.
 
+mod anthropic;
 mod content;
 mod endpoint;
 mod exchange;
 mod gaps;
 mod json;
 mod metrics;
+mod openai;
 mod request;
 mod response;
 pub mod sse;
-mod usage;
 
 pub use endpoint::{ApiFormat, Endpoint, Provider, UnknownProvider};
 pub use exchange::{
@@ -26,6 +71,6 @@ pub use exchange::{
 };
 pub use gaps::GapStats;
 pub use metrics::GenAiMetrics;
+pub use openai::{UsageChunkFilter, UsageSkip, request_with_usage};
 pub use request::RequestInfo;
 pub use response::Usage;
-pub use usage::{UsageChunkFilter, UsageSkip, request_with_usage};

@@ -3,6 +3,7 @@
 use serde_json::Value;
 
 use super::endpoint::{ApiFormat, Endpoint};
+use super::{anthropic, openai};
 use crate::limits::{MAX_NAME_BYTES, MAX_STOP_SEQUENCES, bounded};
 
 /// The parts of a request body the span records.
@@ -118,10 +119,14 @@ impl RequestInfo {
             .get("encoding_format")
             .and_then(Value::as_str)
             .map(|format| bounded(format, MAX_NAME_BYTES).into_owned());
-        let stop_value = match endpoint.format {
-            ApiFormat::AnthropicMessages => object.get("stop_sequences"),
-            _ => object.get("stop"),
+        let stop_key = match endpoint.format {
+            ApiFormat::OpenAiChat
+            | ApiFormat::OpenAiCompletions
+            | ApiFormat::OpenAiEmbeddings
+            | ApiFormat::OpenAiResponses => openai::STOP_KEY,
+            ApiFormat::AnthropicMessages => anthropic::STOP_KEY,
         };
+        let stop_value = object.get(stop_key);
         let stop = |s: &str| bounded(s, MAX_NAME_BYTES).into_owned();
         info.stop_sequences = match stop_value {
             Some(Value::String(s)) => vec![stop(s)],
@@ -138,6 +143,28 @@ impl RequestInfo {
         info
     }
 
+    /// What is known of a request whose body was not read because it is larger than `cap`
+    /// bytes: what the endpoint says (the Azure deployment as the model), and a
+    /// [`parse_error`](Self::parse_error) saying why the rest is missing. The tower layers and
+    /// the gateway use it, so the message is the same in both.
+    ///
+    /// ```
+    /// use llmtrace::genai::{Endpoint, RequestInfo};
+    ///
+    /// let endpoint = Endpoint::detect("/v1/chat/completions", None).unwrap();
+    /// let info = RequestInfo::body_not_read(&endpoint, 1024);
+    /// assert_eq!(
+    ///     info.parse_error.as_deref(),
+    ///     Some("request body over 1024 bytes was not read")
+    /// );
+    /// ```
+    pub fn body_not_read(endpoint: &Endpoint, cap: usize) -> RequestInfo {
+        RequestInfo {
+            parse_error: Some(format!("request body over {cap} bytes was not read")),
+            ..RequestInfo::parse(endpoint, b"", false)
+        }
+    }
+
     /// Applies the bounds [`parse`](Self::parse) applies, to values set by hand.
     pub(crate) fn bound_strings(&mut self) {
         let bound = |value: &mut String| {
@@ -149,5 +176,27 @@ impl RequestInfo {
         self.encoding_format.iter_mut().for_each(bound);
         self.stop_sequences.truncate(MAX_STOP_SEQUENCES);
         self.stop_sequences.iter_mut().for_each(bound);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unread_body_keeps_what_the_endpoint_says_and_says_why() {
+        let endpoint =
+            Endpoint::detect("/openai/deployments/gpt-4o-mini/chat/completions", None).unwrap();
+        let info = RequestInfo::body_not_read(&endpoint, 65536);
+        assert_eq!(
+            info.parse_error.as_deref(),
+            Some("request body over 65536 bytes was not read")
+        );
+        assert_eq!(info.model, endpoint.deployment);
+        assert!(info.body.is_none());
+        // The same as the two call sites built it by hand.
+        let mut by_hand = RequestInfo::parse(&endpoint, b"", false);
+        by_hand.parse_error = Some("request body over 65536 bytes was not read".to_owned());
+        assert_eq!(info, by_hand);
     }
 }

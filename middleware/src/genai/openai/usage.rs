@@ -12,9 +12,9 @@ use std::sync::LazyLock;
 
 use memchr::memmem::Finder;
 
-use super::endpoint::{ApiFormat, Endpoint};
-use super::json;
-use super::sse::LineFramer;
+use super::super::endpoint::Endpoint;
+use super::super::json::{self, after_colon, trim_ws};
+use super::super::sse::LineFramer;
 
 /// Why [`request_with_usage`] left a request body as it was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -81,10 +81,7 @@ impl UsageSkip {
 /// assert_eq!(UsageSkip::AlreadyAsked.reason(), "already_asked");
 /// ```
 pub fn request_with_usage(endpoint: &Endpoint, body: &[u8]) -> Result<Vec<u8>, UsageSkip> {
-    if !matches!(
-        endpoint.format,
-        ApiFormat::OpenAiChat | ApiFormat::OpenAiCompletions
-    ) {
+    if !endpoint.format.accepts_stream_usage() {
         return Err(UsageSkip::NotApplicable);
     }
     if !json::is_valid(body) {
@@ -102,6 +99,22 @@ pub fn request_with_usage(endpoint: &Endpoint, body: &[u8]) -> Result<Vec<u8>, U
 struct Splice {
     replace: Range<usize>,
     insert: &'static [u8],
+}
+
+impl Splice {
+    /// `member` inserted at `at` in an object, with the `,` that `member` carries at one end
+    /// dropped when the object has no other members.
+    fn member(at: usize, member: &'static [u8], has_members: bool) -> Splice {
+        let insert = match (has_members, member) {
+            (false, [b',', rest @ ..]) => rest,
+            (false, [rest @ .., b',']) => rest,
+            _ => member,
+        };
+        Splice {
+            replace: at..at,
+            insert,
+        }
+    }
 }
 
 /// A top-level member the splice depends on: the value of its first occurrence, and how many
@@ -144,15 +157,11 @@ fn usage_splice(body: &[u8]) -> Result<Splice, UsageSkip> {
         return Err(UsageSkip::Ambiguous);
     }
     let Some(options) = options.value else {
-        let at = object.after_last;
-        return Ok(Splice {
-            replace: at..at,
-            insert: if object.has_members {
-                b",\"stream_options\":{\"include_usage\":true}"
-            } else {
-                b"\"stream_options\":{\"include_usage\":true}"
-            },
-        });
+        return Ok(Splice::member(
+            object.after_last,
+            b",\"stream_options\":{\"include_usage\":true}",
+            object.has_members,
+        ));
     };
     match &body[options.clone()] {
         b"null" => {
@@ -175,15 +184,11 @@ fn usage_splice(body: &[u8]) -> Result<Splice, UsageSkip> {
         return Err(UsageSkip::Ambiguous);
     }
     let Some(include) = include.value else {
-        let at = options.start + 1;
-        return Ok(Splice {
-            replace: at..at,
-            insert: if inner.has_members {
-                b"\"include_usage\":true,"
-            } else {
-                b"\"include_usage\":true"
-            },
-        });
+        return Ok(Splice::member(
+            options.start + 1,
+            b"\"include_usage\":true,",
+            inner.has_members,
+        ));
     };
     match &body[include.clone()] {
         b"true" => Err(UsageSkip::AlreadyAsked),
@@ -341,12 +346,12 @@ impl UsageChunkFilter {
     /// Settles the held event if it can be settled.
     fn decide(&mut self, out: &mut Vec<u8>, event_ended: bool) {
         if let Some(at) = CHOICES.find(&self.held) {
-            let after = skip_ws_colon(&self.held[at + 9..]);
+            let after = after_colon(&self.held[at + 9..]);
             match after {
                 // The value has not arrived yet.
                 Some([]) | None => {}
                 Some(rest) if rest.starts_with(b"[") => {
-                    let inside = skip_ws(&rest[1..]);
+                    let inside = trim_ws(&rest[1..]);
                     if !inside.is_empty() && inside[0] != b']' {
                         // Has choices: not a usage-only chunk.
                         self.flush_and_pass(out, event_ended);
@@ -354,7 +359,7 @@ impl UsageChunkFilter {
                     }
                     if inside.first() == Some(&b']') && event_ended {
                         let has_usage = USAGE.find(&self.held).is_some_and(|u| {
-                            skip_ws_colon(&self.held[u + 7..]).is_some_and(|v| v.starts_with(b"{"))
+                            after_colon(&self.held[u + 7..]).is_some_and(|v| v.starts_with(b"{"))
                         });
                         if has_usage {
                             self.removed += 1;
@@ -395,17 +400,6 @@ impl UsageChunkFilter {
         }
         None
     }
-}
-
-fn skip_ws(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t' | b'\n' | b'\r', rest @ ..] = s {
-        s = rest;
-    }
-    s
-}
-
-fn skip_ws_colon(s: &[u8]) -> Option<&[u8]> {
-    skip_ws(s).strip_prefix(b":").map(skip_ws)
 }
 
 #[cfg(test)]
