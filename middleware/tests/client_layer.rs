@@ -1,7 +1,5 @@
 //! The client layer: CLIENT spans, injected context, ends at body end / error / drop.
 
-mod support;
-
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,9 +9,9 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use llmtrace::ClientLayer;
+use llmtrace_test_support::*;
 use opentelemetry::Context;
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
-use support::*;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 type SeenHeaders = Arc<Mutex<Vec<HeaderMap>>>;

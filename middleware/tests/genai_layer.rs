@@ -1,8 +1,6 @@
 //! `GenAiLayer` end to end over tower services that stream like providers do: timing,
 //! untouched bytes, aborts, errors, metrics for every request sampled or not.
 
-mod support;
-
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,12 +10,12 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use llmtrace::layer::GenAiLayer;
+use llmtrace_test_support::*;
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::trace::{SpanKind, Status};
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::Sampler;
-use support::*;
 use tower::{ServiceBuilder, ServiceExt};
 
 /// One OpenAI chat stream: `tokens` content chunks, the first after `ttft`, then `gap` apart,

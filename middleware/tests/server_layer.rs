@@ -1,7 +1,5 @@
 //! The server layer against real axum servers on loopback sockets.
 
-mod support;
-
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -14,9 +12,9 @@ use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use llmtrace::ServerLayer;
+use llmtrace_test_support::*;
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
 use opentelemetry_sdk::trace::Sampler;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
 

@@ -414,6 +414,30 @@ impl Config {
 
     /// Checks what serde cannot: names resolve, URLs parse, addresses parse.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_server()?;
+        if self.upstreams.is_empty() {
+            return Err(error("upstreams", "at least one upstream is needed"));
+        }
+        let mut names = HashSet::new();
+        for (i, upstream) in self.upstreams.iter().enumerate() {
+            if !names.insert(upstream.name.as_str()) {
+                return Err(error(
+                    format!("upstreams[{i}].name"),
+                    format!("{:?} is used twice", upstream.name),
+                ));
+            }
+            upstream.validate(i)?;
+        }
+        if self.routes.is_empty() {
+            return Err(error("routes", "at least one route is needed"));
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            route.validate(i, &names)?;
+        }
+        self.validate_telemetry()
+    }
+
+    fn validate_server(&self) -> Result<(), ConfigError> {
         self.server
             .listen
             .parse::<std::net::SocketAddr>()
@@ -431,76 +455,10 @@ impl Config {
         if self.server.threads == Some(0) {
             return Err(error("server.threads", "must be at least 1"));
         }
-        if self.upstreams.is_empty() {
-            return Err(error("upstreams", "at least one upstream is needed"));
-        }
-        let mut names = HashSet::new();
-        for (i, upstream) in self.upstreams.iter().enumerate() {
-            if !names.insert(upstream.name.as_str()) {
-                return Err(error(
-                    format!("upstreams[{i}].name"),
-                    format!("{:?} is used twice", upstream.name),
-                ));
-            }
-            Upstream::parse(&upstream.url)
-                .map_err(|e| error(format!("upstreams[{i}].url"), e.0))?;
-            if upstream.connect_timeout_ms == 0
-                || upstream.idle_timeout_ms == 0
-                || upstream.first_byte_timeout_ms == Some(0)
-                || upstream.total_timeout_ms == Some(0)
-            {
-                return Err(error(
-                    format!("upstreams[{i}]"),
-                    "timeouts must be greater than 0",
-                ));
-            }
-            if upstream.api_key.as_deref() == Some("") {
-                return Err(error(
-                    format!("upstreams[{i}].api_key"),
-                    "is empty (is its variable set?)",
-                ));
-            }
-        }
-        if self.routes.is_empty() {
-            return Err(error("routes", "at least one route is needed"));
-        }
-        for (i, route) in self.routes.iter().enumerate() {
-            if !names.contains(route.upstream.as_str()) {
-                return Err(error(
-                    format!("routes[{i}].upstream"),
-                    format!("no upstream is named {:?}", route.upstream),
-                ));
-            }
-            if !route.path_prefix.starts_with('/') {
-                return Err(error(
-                    format!("routes[{i}].path_prefix"),
-                    "must start with /",
-                ));
-            }
-            for (j, fallback) in route.fallbacks.iter().enumerate() {
-                if !names.contains(fallback.as_str()) {
-                    return Err(error(
-                        format!("routes[{i}].fallbacks[{j}]"),
-                        format!("no upstream is named {fallback:?}"),
-                    ));
-                }
-            }
-            if let Some(status) = route.retry_on.iter().find(|s| !(400..=599).contains(*s)) {
-                return Err(error(
-                    format!("routes[{i}].retry_on"),
-                    format!("{status} is not an error status (400-599)"),
-                ));
-            }
-            if route.retries.is_some_and(|r| r > 10) {
-                return Err(error(format!("routes[{i}].retries"), "at most 10"));
-            }
-            if route.client_keys.iter().any(String::is_empty) {
-                return Err(error(
-                    format!("routes[{i}].client_keys"),
-                    "an empty key (is its variable set?)",
-                ));
-            }
-        }
+        Ok(())
+    }
+
+    fn validate_telemetry(&self) -> Result<(), ConfigError> {
         for (i, name) in self.telemetry.capture_request_headers.iter().enumerate() {
             if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
                 return Err(error(
@@ -668,6 +626,72 @@ fn substitute(text: &str, env: &impl Fn(&str) -> Option<String>) -> Result<Strin
     }
     out.push_str(rest);
     Ok(out)
+}
+
+impl UpstreamConfig {
+    /// The checks of `upstreams[i]` that need nothing else of the file.
+    fn validate(&self, i: usize) -> Result<(), ConfigError> {
+        Upstream::parse(&self.url).map_err(|e| error(format!("upstreams[{i}].url"), e.0))?;
+        if self.connect_timeout_ms == 0
+            || self.idle_timeout_ms == 0
+            || self.first_byte_timeout_ms == Some(0)
+            || self.total_timeout_ms == Some(0)
+        {
+            return Err(error(
+                format!("upstreams[{i}]"),
+                "timeouts must be greater than 0",
+            ));
+        }
+        if self.api_key.as_deref() == Some("") {
+            return Err(error(
+                format!("upstreams[{i}].api_key"),
+                "is empty (is its variable set?)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl RouteConfig {
+    /// The checks of `routes[i]`; `upstreams` are the names the file defines.
+    fn validate(&self, i: usize, upstreams: &HashSet<&str>) -> Result<(), ConfigError> {
+        if !upstreams.contains(self.upstream.as_str()) {
+            return Err(error(
+                format!("routes[{i}].upstream"),
+                format!("no upstream is named {:?}", self.upstream),
+            ));
+        }
+        if !self.path_prefix.starts_with('/') {
+            return Err(error(
+                format!("routes[{i}].path_prefix"),
+                "must start with /",
+            ));
+        }
+        for (j, fallback) in self.fallbacks.iter().enumerate() {
+            if !upstreams.contains(fallback.as_str()) {
+                return Err(error(
+                    format!("routes[{i}].fallbacks[{j}]"),
+                    format!("no upstream is named {fallback:?}"),
+                ));
+            }
+        }
+        if let Some(status) = self.retry_on.iter().find(|s| !(400..=599).contains(*s)) {
+            return Err(error(
+                format!("routes[{i}].retry_on"),
+                format!("{status} is not an error status (400-599)"),
+            ));
+        }
+        if self.retries.is_some_and(|r| r > 10) {
+            return Err(error(format!("routes[{i}].retries"), "at most 10"));
+        }
+        if self.client_keys.iter().any(String::is_empty) {
+            return Err(error(
+                format!("routes[{i}].client_keys"),
+                "an empty key (is its variable set?)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -309,11 +309,11 @@ impl ProxyHttp for Gateway {
                 RequestInfo::parse(&endpoint, b"", false),
                 Instant::now(),
             );
-            let parts = session.req_header().as_owned_parts();
+            // pingora's request head is an `http::request::Parts`: borrowed, not cloned.
             ctx.llm.span = Some(GenAiSpan::start(
                 &self.recorder,
                 exchange,
-                &parts,
+                session.req_header().as_ref(),
                 &server_cx,
             ));
             let hold = self.config.telemetry.inject_stream_usage
@@ -1076,11 +1076,7 @@ async fn drain_briefly(session: &mut Session) {
 
 /// The request's host: the URI's authority (HTTP/2, absolute form) or the `Host` header.
 fn request_host(req: &RequestHeader) -> Option<&str> {
-    req.uri.host().or_else(|| {
-        req.headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-    })
+    llmtrace::driver::request_host(&req.uri, &req.headers)
 }
 
 /// At most `max` bytes of `text` (cut at a character boundary), for messages.
@@ -1119,12 +1115,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn provider_of(upstream: &UpstreamConfig, endpoint: &Endpoint) -> Provider {
-    match (upstream.provider, &upstream.provider_name) {
-        (_, Some(name)) => Provider::Other(name.clone().into()),
-        (ProviderKind::Openai, None) => Provider::OpenAi,
-        (ProviderKind::Anthropic, None) => Provider::Anthropic,
-        (ProviderKind::Azure, None) => Provider::AzureOpenAi,
-        (ProviderKind::OpenaiCompatible, None) => endpoint.provider.clone(),
+    match &upstream.provider_name {
+        Some(name) => Provider::named(name.clone()),
+        None => upstream
+            .provider
+            .provider()
+            .unwrap_or_else(|| endpoint.provider.clone()),
     }
 }
 

@@ -23,3 +23,23 @@ pub use classify::{ErrorRef, ResponseStatus, StatusClass, known_error_type};
 pub use genai::{GenAiRecorder, GenAiSpan};
 pub(crate) use inbound::start_server_span;
 pub use inbound::{InboundRequest, InboundSpan, RequestHeaderCapture};
+
+/// The host a request is addressed to: the URI's authority (HTTP/2 `:authority`, absolute-form
+/// requests), or else the `Host` header (with its port, if it names one). The one rule the
+/// layers and the gateway use to tell the provider and pick a route.
+///
+/// ```
+/// let mut headers = http::HeaderMap::new();
+/// headers.insert(http::header::HOST, "api.openai.com".parse().unwrap());
+/// let uri: http::Uri = "/v1/chat/completions".parse().unwrap();
+/// assert_eq!(llmtrace::driver::request_host(&uri, &headers), Some("api.openai.com"));
+/// let uri: http::Uri = "https://example.com/v1/models".parse().unwrap();
+/// assert_eq!(llmtrace::driver::request_host(&uri, &headers), Some("example.com"));
+/// ```
+pub fn request_host<'a>(uri: &'a http::Uri, headers: &'a http::HeaderMap) -> Option<&'a str> {
+    uri.host().or_else(|| {
+        headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+    })
+}

@@ -171,12 +171,7 @@ impl GenAiLayer {
     pub fn with_provider_name(self, name: impl Into<String>) -> Self {
         let name = name.into();
         self.update(|s| {
-            s.provider = Some(match name.as_str() {
-                "openai" => Provider::OpenAi,
-                "anthropic" => Provider::Anthropic,
-                "azure.ai.openai" => Provider::AzureOpenAi,
-                _ => Provider::Other(name.into()),
-            })
+            s.provider = Some(Provider::named(name));
         })
     }
 
@@ -253,11 +248,7 @@ where
 /// The LLM API endpoint `req` calls (with the configured provider), or `None` when it is not
 /// one (model listings, health checks).
 fn detect_endpoint<B>(req: &Request<B>, shared: &GenAiRecorder) -> Option<Endpoint> {
-    let host = req.uri().host().or_else(|| {
-        req.headers()
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-    });
+    let host = crate::driver::request_host(req.uri(), req.headers());
     let path = req
         .uri()
         .path_and_query()
