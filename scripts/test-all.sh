@@ -19,6 +19,9 @@ cargo fmt --all -- --check
 step "cargo clippy (all targets, all features, warnings are errors)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
+step "no function over 80 lines in the crates' sources (scripts/fn-lengths.py)"
+python3 scripts/fn-lengths.py middleware/src proxy/src
+
 step "cargo test (unit, integration, examples, benches in test mode)"
 cargo test --workspace --all-features --all-targets
 

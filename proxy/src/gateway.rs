@@ -17,8 +17,7 @@ use llmtrace::driver::{
     GenAiRecorder, GenAiSpan, InboundRequest, InboundSpan, RequestHeaderCapture,
 };
 use llmtrace::genai::{
-    ApiFormat, End, Endpoint, Exchange, Provider, RequestInfo, Summary, UsageChunkFilter,
-    request_with_usage,
+    End, Endpoint, Exchange, Provider, RequestInfo, Summary, UsageChunkFilter, request_with_usage,
 };
 use llmtrace::limits::{self, bounded};
 use llmtrace::propagation;
@@ -316,11 +315,8 @@ impl ProxyHttp for Gateway {
                 session.req_header().as_ref(),
                 &server_cx,
             ));
-            let hold = self.config.telemetry.inject_stream_usage
-                && matches!(
-                    endpoint.format,
-                    ApiFormat::OpenAiChat | ApiFormat::OpenAiCompletions
-                );
+            let hold =
+                self.config.telemetry.inject_stream_usage && endpoint.format.accepts_stream_usage();
             ctx.body = RequestBody::new(limit, self.recorder.max_request_bytes(), hold);
         }
         ctx.inbound.route = route_name;
@@ -462,14 +458,13 @@ impl ProxyHttp for Gateway {
         if !ctx.llm.request_parsed {
             // A retry replays the same body: read it once.
             ctx.llm.request_parsed = true;
-            let copy = ended.copy.as_deref().unwrap_or_default();
-            let mut info =
-                RequestInfo::parse(endpoint, copy, self.config.telemetry.capture_content);
-            if ended.copy.is_none() {
-                info.parse_error = Some(format!("request body over {cap} bytes was not read"));
-            } else {
-                ctx.llm.prompt_hash = Some(prompt_hash(copy));
-            }
+            let info = match ended.copy.as_deref() {
+                Some(copy) => {
+                    ctx.llm.prompt_hash = Some(prompt_hash(copy));
+                    RequestInfo::parse(endpoint, copy, self.config.telemetry.capture_content)
+                }
+                None => RequestInfo::body_not_read(endpoint, cap),
+            };
             genai.set_request(info);
         }
         if !ctx.body.may_hold() {

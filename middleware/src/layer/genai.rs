@@ -313,14 +313,7 @@ where
 fn request_info(shared: &GenAiRecorder, endpoint: &Endpoint, body: Option<&[u8]>) -> RequestInfo {
     match body {
         Some(bytes) => RequestInfo::parse(endpoint, bytes, shared.config.capture_content),
-        None => {
-            let mut info = RequestInfo::parse(endpoint, b"", false);
-            info.parse_error = Some(format!(
-                "request body over {} bytes was not read",
-                shared.max_request_bytes
-            ));
-            info
-        }
+        None => RequestInfo::body_not_read(endpoint, shared.max_request_bytes),
     }
 }
 
