@@ -419,18 +419,9 @@ pub fn start(
                 } else {
                     command.env("OTEL_SDK_DISABLED", "true");
                 }
-                let name = format!("{}-{role}", kind.name());
                 // One JSON access-log line per request goes to stderr, kept in a file like
                 // nginx's access log; span JSON lines (no OTLP endpoint) would go to stdout.
-                let mut child = Child::spawn(
-                    &name,
-                    command,
-                    None,
-                    &scratch.join(format!("{name}.log")),
-                    libc::SIGINT,
-                )?;
-                wait_listening(&mut child, port, Duration::from_secs(20))?;
-                Ok((child, port))
+                spawn_listening(&format!("{}-{role}", kind.name()), command, port, scratch)
             };
             let (fast, fast_port) = proxy("fast", &fast_url)?;
             let (slow, slow_port) = proxy("slow", &slow_url)?;
@@ -463,16 +454,7 @@ pub fn start(
                     "--threads",
                     "1",
                 ]);
-                let name = format!("pingora-{role}");
-                let mut child = Child::spawn(
-                    &name,
-                    command,
-                    None,
-                    &scratch.join(format!("{name}.log")),
-                    libc::SIGINT,
-                )?;
-                wait_listening(&mut child, port, Duration::from_secs(20))?;
-                Ok((child, port))
+                spawn_listening(&format!("pingora-{role}"), command, port, scratch)
             };
             let (fast, fast_port) = bare("fast", upstreams.fast_port)?;
             let (slow, slow_port) = bare("slow", upstreams.slow_port)?;
@@ -616,6 +598,25 @@ pub fn start(
             })
         }
     }
+}
+
+/// Starts a gateway process (output to `<scratch>/<name>.log`, stopped with SIGINT) and waits
+/// until it listens on `port`.
+fn spawn_listening(
+    name: &str,
+    command: Command,
+    port: u16,
+    scratch: &Path,
+) -> Result<(Child, u16), String> {
+    let mut child = Child::spawn(
+        name,
+        command,
+        None,
+        &scratch.join(format!("{name}.log")),
+        libc::SIGINT,
+    )?;
+    wait_listening(&mut child, port, Duration::from_secs(20))?;
+    Ok((child, port))
 }
 
 /// nginx as a plain streaming reverse proxy: one worker process (the proxy runs one worker
