@@ -5,7 +5,7 @@
 #   bash benches/load/run.sh            # full run (~15 min): benches/load/results + BENCHMARKS.md
 #   bash benches/load/run.sh --quick    # smoke test (~2 min): benches/load/results/quick
 #
-# Installs what is missing (cmake and nginx with apt-get, LiteLLM in benches/load/.venv),
+# Installs what is missing (cmake, nginx and wrk with apt-get, LiteLLM in benches/load/.venv),
 # builds the proxy and the harness in release mode, runs, and exits non-zero when the
 # harness did not produce numbers. Extra arguments go to `llmtrace-load run` (see --help),
 # e.g. --targets direct,proxy-tracing,nginx or --nice -10 on a machine shared with other jobs.
@@ -28,6 +28,7 @@ done
 missing=()
 command -v cmake >/dev/null || missing+=(cmake)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v wrk >/dev/null || missing+=(wrk)  # the max-rate phase's load generator
 if [ ${#missing[@]} -gt 0 ]; then
   step "installing ${missing[*]} (apt-get)"
   as_root apt-get update -qq

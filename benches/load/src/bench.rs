@@ -13,10 +13,14 @@
 //!    baseline's p99, plus the target's own added p50 from the latency run (a hop with a
 //!    fixed cost, like LiteLLM's tens of milliseconds, is allowed that cost: the search asks
 //!    where it stops keeping up, not whether it is fast), plus a slack;
-//! 5. **max rate** (issue 12): non-streamed requests with a short prompt to a mock that answers
-//!    at once, closed-loop over a fixed number of keep-alive connections for a fixed time, the
-//!    target alone on one core and everything else (the generator, the mocks, the sink) on
-//!    another; req/s, latency, and the target's CPU per request from `/proc`.
+//! 5. **max rate** (issue 12, [`crate::maxrate`]): non-streamed requests with a short prompt
+//!    to a mock that answers at once, sent by `wrk` over a fixed number of keep-alive
+//!    connections for a fixed time, the target alone on one core and everything else (wrk,
+//!    the mocks, the sink) on another; req/s and latency from wrk, the target's CPU per
+//!    request from `/proc`.
+//!
+//! Then, once every target's max rate is known, **half rate**: each target started again and
+//! driven open-loop, non-streamed, at half the gateway's max rate, pinned the same way.
 
 use std::time::Duration;
 
@@ -24,6 +28,7 @@ use serde::Serialize;
 
 use crate::affinity::{self, Layout};
 use crate::client::{self, OpenStreams, RunReport, RunResult, Workload};
+use crate::maxrate::{self, MaxRate};
 use crate::procfs;
 use crate::sink;
 use crate::stats::Latencies;
@@ -91,6 +96,13 @@ pub struct Plan {
     pub max_rate_connections: usize,
     /// Words per prompt in the max-rate phase (10 words: a 59-byte message).
     pub max_rate_prompt_words: usize,
+    /// Length of the latency run at half the gateway's max rate, s (0: left out).
+    pub half_rate_s: f64,
+    /// Its warm-up (discarded), s.
+    pub half_rate_warmup_s: f64,
+    /// The highest rate of that run, requests/s (what this harness's generator drives
+    /// non-streamed while sharing a core with the mocks).
+    pub half_rate_cap: f64,
 }
 
 impl Plan {
@@ -138,6 +150,9 @@ impl Plan {
             max_rate_warmup_s: 2.0,
             max_rate_connections: 32,
             max_rate_prompt_words: 10,
+            half_rate_s: 8.0,
+            half_rate_warmup_s: 1.0,
+            half_rate_cap: 4000.0,
         }
     }
 
@@ -158,7 +173,9 @@ impl Plan {
             open_ramp: 500.0,
             timeout_s: 10.0,
             max_rate_s: 2.0,
-            max_rate_warmup_s: 0.5,
+            max_rate_warmup_s: 1.0,
+            half_rate_s: 2.0,
+            half_rate_warmup_s: 0.5,
             ..Plan::full()
         }
     }
@@ -171,7 +188,7 @@ impl Plan {
         }
     }
 
-    fn workload(&self, endpoint: &Endpoint, stream: bool) -> Workload {
+    pub(crate) fn workload(&self, endpoint: &Endpoint, stream: bool) -> Workload {
         Workload {
             base_url: endpoint.base_url.clone(),
             model: endpoint.model.clone(),
@@ -192,24 +209,6 @@ pub struct Step {
     pub held: bool,
     /// CPU seconds per 1 000 requests during the step.
     pub cpu_s_per_1000: Option<f64>,
-}
-
-/// What the max-rate phase measured on one target.
-#[derive(Clone, Debug, Serialize)]
-pub struct MaxRate {
-    /// Keep-alive connections, each one request at a time.
-    pub connections: usize,
-    /// The measured run (its `rate` is the achieved one).
-    pub run: RunReport,
-    /// Answers per second.
-    pub rps: f64,
-    /// CPU time of the target's process(es) per answered request, µs.
-    pub cpu_us_per_request: Option<f64>,
-    /// The target's CPU time over the wall time of the run (1.0: its core was saturated; well
-    /// below: the generator, not the target, set the rate).
-    pub target_cpu_share: f64,
-    /// How the processes were pinned (`None`: not pinned, fewer than two CPUs or an error).
-    pub pinning: Option<String>,
 }
 
 /// What the open-streams phase measured.
@@ -270,6 +269,7 @@ pub async fn run(
     plan: &Plan,
     programs: &Programs,
     scratch: &std::path::Path,
+    out: &std::path::Path,
 ) -> Result<Vec<TargetResult>, String> {
     let mut upstreams = Upstreams::start(
         programs,
@@ -303,6 +303,7 @@ pub async fn run(
             &upstreams,
             layout.as_ref(),
             &mut baseline,
+            out,
         )
         .await;
         if let Some(error) = &result.error {
@@ -310,6 +311,15 @@ pub async fn run(
         }
         results.push(result);
     }
+    maxrate::half_rate_pass(
+        plan,
+        programs,
+        &upstreams,
+        scratch,
+        layout.as_ref(),
+        &mut results,
+    )
+    .await;
     drop(upstreams);
     Ok(results)
 }
@@ -378,6 +388,7 @@ async fn measure(
     upstreams: &Upstreams,
     layout: Option<&Layout>,
     baseline: &mut Option<Baseline>,
+    out: &std::path::Path,
 ) -> TargetResult {
     let kind = running.kind;
     let secs = Duration::from_secs_f64;
@@ -560,7 +571,7 @@ async fn measure(
     let sustained_capped = first_failed.is_none();
 
     let max_rate = if plan.max_rate_s > 0.0 && running.check_running().is_ok() {
-        Some(run_max_rate(plan, &running, upstreams, layout).await)
+        Some(maxrate::run_max_rate(plan, &running, upstreams, layout, out).await)
     } else {
         None
     };
@@ -584,73 +595,5 @@ async fn measure(
         stream: stream.report(),
         plain: plain.report(),
         steps,
-    }
-}
-
-/// Pins the target's processes alone to `layout.target` and everything else this harness
-/// runs (itself, the mocks, the sink) to `layout.rest`; a sentence saying so, or why not.
-fn pin(layout: &Layout, target: &[u32]) -> Result<String, String> {
-    let me = std::process::id();
-    // Everything descends from this process: pin it all to `rest`, then the target apart.
-    affinity::pin_tree(&[me], &layout.rest).map_err(|e| format!("pinning the harness: {e}"))?;
-    affinity::pin_tree(target, &layout.target).map_err(|e| format!("pinning the target: {e}"))?;
-    Ok(format!(
-        "target on CPU {:?}, generator, mocks and sink on CPU {:?}",
-        layout.target, layout.rest
-    ))
-}
-
-/// The max-rate phase: closed loop, non-streamed, instant upstream, the target pinned.
-async fn run_max_rate(
-    plan: &Plan,
-    running: &Running,
-    upstreams: &Upstreams,
-    layout: Option<&Layout>,
-) -> MaxRate {
-    let instant = &running.instant;
-    let workload = Workload {
-        stream: false,
-        prompt_words: plan.max_rate_prompt_words,
-        ..plan.workload(instant, false)
-    };
-    let target: Vec<u32> = if running.kind == TargetKind::Direct {
-        vec![upstreams.instant.pid()]
-    } else {
-        running.pids()
-    };
-    let pinning = layout.and_then(|layout| match pin(layout, &target) {
-        Ok(how) => Some(how),
-        Err(error) => {
-            eprintln!("   not pinned: {error}");
-            None
-        }
-    });
-    let secs = Duration::from_secs_f64;
-    let n = plan.max_rate_connections;
-    let _ = client::run_closed_loop(&workload, n, secs(plan.max_rate_warmup_s)).await;
-    let before = cpu_seconds(&instant.pids);
-    let started = std::time::Instant::now();
-    let run = client::run_closed_loop(&workload, n, secs(plan.max_rate_s)).await;
-    let wall = started.elapsed().as_secs_f64();
-    let spent = cpu_seconds(&instant.pids) - before;
-    if let Some(layout) = layout {
-        if let Err(error) = affinity::pin_tree(&[std::process::id()], &layout.all) {
-            eprintln!("   unpinning: {error}");
-        }
-    }
-    let cpu_us_per_request = (run.ok > 0).then(|| spent / run.ok as f64 * 1e6);
-    eprintln!(
-        "{}  cpu {} µs/req, {:.0} % of a core",
-        line(&format!("max rate, {n} conns"), &run),
-        cpu_us_per_request.map_or("-".to_owned(), |c| format!("{c:.1}")),
-        spent / wall * 100.0,
-    );
-    MaxRate {
-        connections: n,
-        rps: run.rate,
-        cpu_us_per_request,
-        target_cpu_share: spent / wall,
-        pinning,
-        run: run.report(),
     }
 }

@@ -7,7 +7,7 @@
 //! a request waiting for a slot keeps its scheduled time, so the wait counts.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -311,16 +311,12 @@ async fn one_request(
     }
 }
 
-/// Closed loop (the max-rate phase): `connections` keep-alive HTTP/1.1 connections, each
-/// sending the next non-streamed request as soon as the previous answer is read, for
-/// `duration`. Latency counts from each request's send; `rate` in the result is the rate
-/// achieved (answers per second), not one offered. A connection that fails is counted and
-/// replaced.
-pub async fn run_closed_loop(
-    workload: &Workload,
-    connections: usize,
-    duration: Duration,
-) -> RunResult {
+/// Exactly `requests` non-streamed requests over `connections` keep-alive HTTP/1.1
+/// connections, each sending its next request as soon as the previous answer is read (for
+/// counting instructions per request under callgrind, where a fixed duration is no fixed
+/// count). Latency counts from each request's send; `rate` in the result is the rate
+/// achieved. A connection that fails is counted (the request is used up) and replaced.
+pub async fn run_fixed_count(workload: &Workload, connections: usize, requests: u64) -> RunResult {
     let authority = workload
         .base_url
         .trim_start_matches("http://")
@@ -330,16 +326,16 @@ pub async fn run_closed_loop(
     workload.stream = false;
     let body = workload.body();
     let started = Instant::now();
-    let end = started + duration;
+    let budget = Arc::new(AtomicU64::new(requests));
     let mut tasks = JoinSet::new();
     for _ in 0..connections.max(1) {
         let (authority, workload, body) = (authority.clone(), workload.clone(), body.clone());
-        tasks.spawn(async move { closed_loop_connection(&authority, &workload, body, end).await });
+        let budget = budget.clone();
+        tasks.spawn(
+            async move { closed_loop_connection(&authority, &workload, body, &budget).await },
+        );
     }
-    let mut result = RunResult {
-        duration,
-        ..RunResult::default()
-    };
+    let mut result = RunResult::default();
     while let Some(joined) = tasks.join_next().await {
         let Ok(one) = joined else { continue };
         result.sent += one.sent;
@@ -349,27 +345,36 @@ pub async fn run_closed_loop(
         }
         result.total.merge(&one.total);
     }
-    let elapsed = started.elapsed().max(Duration::from_millis(1));
-    result.rate = result.ok as f64 / elapsed.as_secs_f64();
+    result.duration = started.elapsed().max(Duration::from_millis(1));
+    result.rate = result.ok as f64 / result.duration.as_secs_f64();
     result
+}
+
+/// Takes one request from `budget`; false when none is left.
+fn take(budget: &AtomicU64) -> bool {
+    budget
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok()
 }
 
 async fn closed_loop_connection(
     authority: &str,
     workload: &Workload,
     body: Bytes,
-    end: Instant,
+    budget: &AtomicU64,
 ) -> RunResult {
     let mut result = RunResult::default();
     let count = |result: &mut RunResult, kind: &str| {
         result.sent += 1;
         *result.errors.entry(kind.to_owned()).or_default() += 1;
     };
-    'connect: while Instant::now() < end {
+    'connect: while budget.load(Ordering::Relaxed) > 0 {
         let stream = match tokio::net::TcpStream::connect(authority).await {
             Ok(stream) => stream,
             Err(_) => {
-                count(&mut result, "connect");
+                if take(budget) {
+                    count(&mut result, "connect");
+                }
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
@@ -377,11 +382,13 @@ async fn closed_loop_connection(
         let _ = stream.set_nodelay(true);
         let io = hyper_util::rt::TokioIo::new(stream);
         let Ok((mut sender, connection)) = hyper::client::conn::http1::handshake(io).await else {
-            count(&mut result, "connect");
+            if take(budget) {
+                count(&mut result, "connect");
+            }
             continue;
         };
         tokio::spawn(connection);
-        while Instant::now() < end {
+        while take(budget) {
             let request = http::Request::post("/v1/chat/completions")
                 .header("host", authority)
                 .header("content-type", "application/json")
@@ -559,7 +566,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn closed_loop_keeps_every_connection_busy() {
+    async fn fixed_count_sends_exactly_that_many() {
         let mock = MockServer::start(MockConfig {
             ttft: Duration::ZERO,
             gap: Duration::ZERO,
@@ -569,11 +576,9 @@ mod tests {
         })
         .await
         .unwrap();
-        let result =
-            run_closed_loop(&workload(mock.url(), false), 4, Duration::from_millis(300)).await;
-        assert!(result.ok > 20, "{result:?}");
-        assert_eq!(result.sent, result.ok, "{:?}", result.errors);
-        assert_eq!(result.total.count(), result.ok);
+        let result = run_fixed_count(&workload(mock.url(), false), 4, 101).await;
+        assert_eq!((result.sent, result.ok), (101, 101), "{:?}", result.errors);
+        assert_eq!(result.total.count(), 101);
         assert!(result.rate > 0.0);
 
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -582,9 +587,9 @@ mod tests {
             .unwrap()
             .port();
         let nothing = workload(format!("http://127.0.0.1:{port}"), false);
-        let failed = run_closed_loop(&nothing, 2, Duration::from_millis(50)).await;
-        assert_eq!(failed.ok, 0);
-        assert!(failed.errors.get("connect").copied().unwrap_or(0) >= 2);
+        let failed = run_fixed_count(&nothing, 2, 5).await;
+        assert_eq!((failed.ok, failed.sent), (0, 5));
+        assert_eq!(failed.errors.get("connect"), Some(&5));
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@
 //! llmtrace-load mock --port 9000 --ttft-ms 20 --gap-ms 5 --tokens 32        # a mock upstream
 //! llmtrace-load sink --port 4317 --counts-file counts.json                  # an OTLP sink
 //! llmtrace-load bare-pingora --listen 127.0.0.1:8081 --upstream 127.0.0.1:9000  # pingora alone
+//! llmtrace-load count --url http://127.0.0.1:8081 --requests 2000                # exactly N
 //! ```
 //!
 //! `benches/load/run.sh` installs what is missing, builds, and calls `run`.
@@ -18,6 +19,7 @@ mod affinity;
 mod bare;
 mod bench;
 mod client;
+mod maxrate;
 mod procfs;
 mod report;
 mod schedule;
@@ -25,6 +27,7 @@ mod sink;
 mod sse;
 mod stats;
 mod targets;
+mod wrk;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -56,6 +59,9 @@ enum Command {
     Sink(SinkArgs),
     /// Serve a bare pingora proxy (only `upstream_peer`, the gateway's server settings).
     BarePingora(BareArgs),
+    /// Send exactly N non-streamed requests over a few keep-alive connections (closed loop),
+    /// e.g. while callgrind counts the target's instructions; fails unless all N succeed.
+    Count(CountArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -165,6 +171,28 @@ struct LoadArgs {
 }
 
 #[derive(clap::Args, Debug)]
+struct CountArgs {
+    /// Base URL of the target (without /v1).
+    #[arg(long)]
+    url: String,
+    /// Requests to send, in all.
+    #[arg(long, default_value_t = 2000)]
+    requests: u64,
+    /// Keep-alive connections, each one request at a time.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// The model field.
+    #[arg(long, default_value = "bench")]
+    model: String,
+    /// Words per prompt (10: the max-rate phase's request).
+    #[arg(long, default_value_t = 10)]
+    prompt_words: usize,
+    /// A request not answered in this long fails, s (callgrind slows a target ~50×).
+    #[arg(long, default_value_t = 60.0)]
+    timeout: f64,
+}
+
+#[derive(clap::Args, Debug)]
 struct MockArgs {
     /// Port on 127.0.0.1.
     #[arg(long)]
@@ -214,6 +242,7 @@ fn main() {
         Command::Load(args) => load(args),
         Command::Mock(args) => mock(args),
         Command::BarePingora(args) => bare::serve(&args.listen, &args.upstream, args.threads),
+        Command::Count(args) => count(args),
         Command::Sink(args) => runtime(1).and_then(|rt| {
             rt.block_on(sink::serve(
                 ([127, 0, 0, 1], args.port).into(),
@@ -308,6 +337,41 @@ fn load(args: LoadArgs) -> Result<(), String> {
         }
         Ok(())
     })
+}
+
+fn count(args: CountArgs) -> Result<(), String> {
+    let workload = client::Workload {
+        base_url: args.url.trim_end_matches('/').to_owned(),
+        model: args.model,
+        stream: false,
+        prompt_words: args.prompt_words,
+        concurrency: args.connections,
+        timeout: Duration::from_secs_f64(args.timeout),
+    };
+    let result = runtime(1)?.block_on(client::run_fixed_count(
+        &workload,
+        args.connections,
+        args.requests,
+    ));
+    println!(
+        "{}",
+        serde_json::json!({
+            "requests": args.requests,
+            "sent": result.sent,
+            "ok": result.ok,
+            "errors": result.errors,
+            "seconds": result.duration.as_secs_f64(),
+            "rate": result.rate,
+        })
+    );
+    if result.ok == args.requests {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} of {} requests answered: {:?}",
+            result.ok, args.requests, result.errors
+        ))
+    }
 }
 
 fn find_program(name: &str, extra: &[&str]) -> Option<PathBuf> {
@@ -410,7 +474,8 @@ fn run(args: RunArgs) -> Result<(), String> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let results = runtime(args.client_threads)?.block_on(bench::run(&plan, &programs, &scratch))?;
+    let results = runtime(args.client_threads)?
+        .block_on(bench::run(&plan, &programs, &scratch, &args.out))?;
     let context = report::Context {
         command,
         date: shell("date -u '+%Y-%m-%d %H:%M UTC'"),

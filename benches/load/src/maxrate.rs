@@ -1,0 +1,287 @@
+//! The max-rate phase (issue 12) and its latency at half the gateway's max rate.
+//!
+//! Max rate: non-streamed requests with a short prompt to a mock that answers at once, sent by
+//! `wrk` (one thread, a fixed number of keep-alive connections, closed loop) for a fixed time,
+//! the target alone on one core and everything else (wrk, the mocks, the sink) on another;
+//! req/s and latency from wrk, the target's CPU per request from `/proc`.
+//!
+//! Half rate: once every target's max rate is known, each target is started again and driven
+//! open-loop by this harness's generator (wrk has no fixed-rate mode; wrk2 is not packaged) at
+//! half the gateway's (proxy-tracing's) max rate, pinned the same way; p50/p99 and the p99
+//! added over the direct baseline's at the same rate.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::affinity::{self, Layout};
+use crate::bench::{Plan, TargetResult};
+use crate::client::{self, RunReport, Workload};
+use crate::procfs;
+use crate::stats::added;
+use crate::targets::{self, Programs, Running, TargetKind, Upstreams};
+use crate::wrk::{self, WrkReport};
+
+/// What the max-rate phase measured on one target.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct MaxRate {
+    /// wrk's keep-alive connections.
+    pub connections: usize,
+    /// wrk's report of the measured run (`None`: wrk missing or failed, see `error`).
+    pub wrk: Option<WrkReport>,
+    /// Answers per second (wrk's `Requests/sec`; 0 when not measured).
+    pub rps: f64,
+    /// CPU time of the target's process(es) per request, µs.
+    pub cpu_us_per_request: Option<f64>,
+    /// The target's CPU time over the wall time of the run (1.0: its core was saturated; well
+    /// below: the generator, not the target, set the rate).
+    pub target_cpu_share: f64,
+    /// How the processes were pinned (`None`: not pinned, fewer than two CPUs or an error).
+    pub pinning: Option<String>,
+    /// Why there are no numbers (wrk not installed, wrk failed).
+    pub error: Option<String>,
+    /// Latency at half the gateway's max rate (filled by [`half_rate_pass`]).
+    pub half: Option<HalfRate>,
+}
+
+/// Latency of one target, open-loop, non-streamed, at a rate below its limit.
+#[derive(Clone, Debug, Serialize)]
+pub struct HalfRate {
+    /// Requests per second offered.
+    pub rate: f64,
+    /// The measured run.
+    pub run: RunReport,
+    /// Its p99 minus the direct baseline's at the same rate, ms.
+    pub added_p99_ms: Option<f64>,
+}
+
+/// The Lua script for `endpoint`'s model in `dir` (written once per model).
+fn lua_script(dir: &Path, workload: &Workload) -> Result<PathBuf, String> {
+    let body = workload.body();
+    let path = dir.join(format!("wrk-{}.lua", workload.model));
+    let text = wrk::script(&String::from_utf8_lossy(&body), client::API_KEY);
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// Pins the target's processes alone to `layout.target` and everything else this harness
+/// runs (itself, the mocks, the sink, the programs it starts later) to `layout.rest`; a
+/// sentence saying so, or why not.
+fn pin(layout: &Layout, target: &[u32]) -> Result<String, String> {
+    let me = std::process::id();
+    // Everything descends from this process: pin it all to `rest`, then the target apart.
+    affinity::pin_tree(&[me], &layout.rest).map_err(|e| format!("pinning the harness: {e}"))?;
+    affinity::pin_tree(target, &layout.target).map_err(|e| format!("pinning the target: {e}"))?;
+    Ok(format!(
+        "target on CPU {:?}, generator (wrk), mocks and sink on CPU {:?}",
+        layout.target, layout.rest
+    ))
+}
+
+fn pin_or_say(layout: Option<&Layout>, target: &[u32]) -> Option<String> {
+    layout.and_then(|layout| match pin(layout, target) {
+        Ok(how) => Some(how),
+        Err(error) => {
+            eprintln!("   not pinned: {error}");
+            None
+        }
+    })
+}
+
+fn unpin(layout: Option<&Layout>) {
+    if let Some(layout) = layout {
+        if let Err(error) = affinity::pin_tree(&[std::process::id()], &layout.all) {
+            eprintln!("   unpinning: {error}");
+        }
+    }
+}
+
+/// The processes whose CPU counts: the mock for the direct baseline, else the target's.
+fn measured_pids(running: &Running, upstreams: &Upstreams) -> Vec<u32> {
+    if running.kind == TargetKind::Direct {
+        vec![upstreams.instant.pid()]
+    } else {
+        running.pids()
+    }
+}
+
+fn max_rate_workload(plan: &Plan, running: &Running) -> Workload {
+    Workload {
+        stream: false,
+        prompt_words: plan.max_rate_prompt_words,
+        ..plan.workload(&running.instant, false)
+    }
+}
+
+fn cpu_seconds(pids: &[u32]) -> f64 {
+    procfs::sample_tree(pids).cpu_ticks as f64 / procfs::ticks_per_second() as f64
+}
+
+/// The max-rate phase on one running target: wrk's warm-up, then the measured run with the
+/// target's CPU read around it. Without wrk, says so (no other generator's numbers).
+pub async fn run_max_rate(
+    plan: &Plan,
+    running: &Running,
+    upstreams: &Upstreams,
+    layout: Option<&Layout>,
+    out: &Path,
+) -> MaxRate {
+    let n = plan.max_rate_connections;
+    let not_measured = |error: String| {
+        eprintln!("   max rate: {error}");
+        MaxRate {
+            connections: n,
+            error: Some(error),
+            ..MaxRate::default()
+        }
+    };
+    let Some(program) = wrk::find() else {
+        return not_measured("wrk is not installed (apt-get install wrk): not measured".into());
+    };
+    let workload = max_rate_workload(plan, running);
+    let script = match lua_script(out, &workload) {
+        Ok(script) => script,
+        Err(error) => return not_measured(error),
+    };
+    let url = format!("{}/v1/chat/completions", workload.base_url);
+    let target = measured_pids(running, upstreams);
+    let pinning = pin_or_say(layout, &target);
+    let secs = Duration::from_secs_f64;
+    let warm = wrk::run(&program, &script, &url, n, secs(plan.max_rate_warmup_s)).await;
+    let before = cpu_seconds(&running.instant.pids);
+    let started = Instant::now();
+    let measured = match warm {
+        Ok(_) => wrk::run(&program, &script, &url, n, secs(plan.max_rate_s)).await,
+        Err(error) => Err(error),
+    };
+    let wall = started.elapsed().as_secs_f64();
+    let spent = cpu_seconds(&running.instant.pids) - before;
+    unpin(layout);
+    let report = match measured {
+        Ok(report) => report,
+        Err(error) => return not_measured(format!("wrk failed: {error}")),
+    };
+    let cpu_us_per_request = (report.ok() > 0).then(|| spent / report.ok() as f64 * 1e6);
+    eprintln!(
+        "   max rate (wrk, {n} conns)  {:>8.0} rps  requests {}  errors {}  p50 {} ms  p99 {} \
+         ms  cpu {} µs/req, {:.0} % of a core",
+        report.rps,
+        report.requests,
+        report.errors(),
+        report.p50_ms.map_or("-".into(), |v| format!("{v:.2}")),
+        report.p99_ms.map_or("-".into(), |v| format!("{v:.2}")),
+        cpu_us_per_request.map_or("-".to_owned(), |c| format!("{c:.1}")),
+        spent / wall * 100.0,
+    );
+    MaxRate {
+        connections: n,
+        rps: report.rps,
+        cpu_us_per_request,
+        target_cpu_share: spent / wall,
+        pinning,
+        error: None,
+        half: None,
+        wrk: Some(report),
+    }
+}
+
+/// The rate of the half-rate pass for a target whose max rate is `own`: half the gateway's
+/// (`gateway`, the proxy-tracing target's max rate) when the target can take it, half its
+/// own otherwise (LiteLLM); never above `cap`, the most this harness's generator drives.
+pub fn half_rate_of(gateway: Option<f64>, own: f64, cap: f64) -> f64 {
+    let half = own / 2.0;
+    gateway
+        .map_or(half, |gateway| half.min(gateway / 2.0))
+        .min(cap)
+        .max(1.0)
+}
+
+/// The gateway's max rate in this run (proxy-tracing's), if measured.
+pub fn gateway_rate(results: &[TargetResult]) -> Option<f64> {
+    results
+        .iter()
+        .find(|r| r.target == TargetKind::ProxyTracing)
+        .and_then(|r| r.max_rate.as_ref())
+        .filter(|m| m.rps > 0.0)
+        .map(|m| m.rps)
+}
+
+/// Latency at half the gateway's max rate, for every target with a max rate: started again,
+/// pinned as in the max-rate phase, warmed up, measured; then the added p99 over direct's.
+pub async fn half_rate_pass(
+    plan: &Plan,
+    programs: &Programs,
+    upstreams: &Upstreams,
+    scratch: &Path,
+    layout: Option<&Layout>,
+    results: &mut [TargetResult],
+) {
+    if plan.half_rate_s <= 0.0 {
+        return;
+    }
+    let gateway = gateway_rate(results);
+    for result in results.iter_mut() {
+        let Some(max) = result.max_rate.as_mut().filter(|m| m.rps > 0.0) else {
+            continue;
+        };
+        let kind = result.target;
+        let rate = half_rate_of(gateway, max.rps, plan.half_rate_cap);
+        eprintln!("== {} at {rate:.0} req/s (half rate)", kind.name());
+        let running = match targets::start(kind, programs, upstreams, scratch) {
+            Ok(running) => running,
+            Err(error) => {
+                eprintln!("   could not start {}: {error}", kind.name());
+                continue;
+            }
+        };
+        let workload = max_rate_workload(plan, &running);
+        pin_or_say(layout, &measured_pids(&running, upstreams));
+        let http = client::http_client();
+        let secs = Duration::from_secs_f64;
+        let _ = client::run_open_loop(&http, &workload, rate, secs(plan.half_rate_warmup_s)).await;
+        let run = client::run_open_loop(&http, &workload, rate, secs(plan.half_rate_s)).await;
+        unpin(layout);
+        drop(http);
+        running.stop();
+        eprintln!(
+            "   half rate {rate:.0} req/s  sent {}  ok {}  p50 {:?} ms  p99 {:?} ms  lag {:.1} ms",
+            run.sent,
+            run.ok,
+            run.total.quantile_ms(0.5),
+            run.total.quantile_ms(0.99),
+            run.max_dispatch_lag.as_secs_f64() * 1000.0
+        );
+        max.half = Some(HalfRate {
+            rate,
+            run: run.report(),
+            added_p99_ms: None,
+        });
+    }
+    let direct = results
+        .iter()
+        .find(|r| r.target == TargetKind::Direct)
+        .and_then(|r| r.max_rate.as_ref()?.half.clone());
+    for half in results
+        .iter_mut()
+        .filter_map(|r| r.max_rate.as_mut()?.half.as_mut())
+    {
+        let base = direct.as_ref().filter(|d| d.rate == half.rate);
+        half.added_p99_ms = added(half.run.total.p99_ms, base.and_then(|d| d.run.total.p99_ms));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn half_rate_is_the_gateways_unless_the_target_is_slower() {
+        assert_eq!(half_rate_of(Some(4400.0), 12_600.0, 4000.0), 2200.0);
+        assert_eq!(half_rate_of(Some(4400.0), 47.0, 4000.0), 23.5);
+        assert_eq!(half_rate_of(None, 12_600.0, 4000.0), 4000.0);
+        assert_eq!(half_rate_of(Some(10_000.0), 12_600.0, 4000.0), 4000.0);
+        assert_eq!(half_rate_of(Some(0.5), 0.5, 4000.0), 1.0);
+    }
+}
