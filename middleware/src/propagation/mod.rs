@@ -35,8 +35,10 @@
 //!   is then ignored. Otherwise the context gets a *remote* span context whose flags keep
 //!   `sampled` (`0x01`) and `random` (`0x02`) and drop every other bit.
 //! - **`tracestate`**: all header values, joined in order, parsed by
-//!   [`TraceState::parse_values`]. An invalid list (bad member, duplicate key, more than 32
-//!   members) is dropped whole; `traceparent` is still used.
+//!   [`TraceState::parse_values`] with the rules of the current editor's draft (see
+//!   [`TraceState`]). An invalid list (a bad member, more than 32 members) is dropped whole;
+//!   `traceparent` is still used. A repeated key is not an error: keeping keys unique is the
+//!   sender's job, and the list is passed on as received.
 //! - **`baggage`**: all header values, decoded by [`decode_baggage`]; a malformed member is
 //!   dropped alone. Baggage does not depend on `traceparent` being valid. When at least one
 //!   member is decoded, the baggage replaces the parent context's.
@@ -44,11 +46,11 @@
 //! # Carrying `tracestate` unchanged
 //!
 //! A received `tracestate` must reach the next hop unmodified and in order. OpenTelemetry 0.33's
-//! `TraceState`, which spans carry, keeps the order but validates keys differently from the
-//! specification: it refuses a valid `tenant@system` key whose system part has the maximum 14
-//! characters, and one such member makes `TraceState::from_key_value` refuse the whole list.
-//! (It is also more lenient elsewhere — empty values, `tenant@` keys, digit-first simple keys,
-//! over-long tenant parts — which matters only for what we *send*.)
+//! `TraceState`, which spans carry, keeps the order (and repeated keys) but validates keys by an
+//! older grammar than the current draft: it refuses valid keys with two `@`, with 14 or more
+//! characters after the `@`, or with `_`, `-`, `*` or `/` right after it, and one such member
+//! makes `TraceState::from_key_value` refuse the whole list. (It is also more lenient elsewhere
+//! — empty values, values ending with a space — which matters only for what we *send*.)
 //!
 //! So [`extract`] stores two things: the span context's OpenTelemetry `TraceState`, holding
 //! every member OpenTelemetry accepts ([`TraceState::to_otel`]), and, as a private context
