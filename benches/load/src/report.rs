@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde::Serialize;
 
 use crate::bench::{Plan, TargetResult};
@@ -499,7 +500,94 @@ pub fn write(
             &all,
         )?;
     }
+    let bars = cpu_bars(results);
+    if !bars.is_empty() {
+        cpu_bar_plot(
+            &dir.join("max-rate-cpu.svg"),
+            "CPU µs per request at max rate (not streamed, wrk)",
+            &bars,
+        )?;
+    }
     Ok(table)
+}
+
+/// The max-rate phase's CPU per request by target, in run order.
+pub fn cpu_bars(results: &[TargetResult]) -> Vec<(String, f64)> {
+    results
+        .iter()
+        .filter_map(|r| {
+            let cpu = r.max_rate.as_ref()?.cpu_us_per_request?;
+            Some((r.target.name().to_owned(), cpu))
+        })
+        .collect()
+}
+
+/// A bar chart of CPU µs per request by target from the max-rate phase (`bars`: label and
+/// value), one colour per target; a bar far above the others (LiteLLM's) is cut at the top
+/// of the axis and labelled with its value.
+pub fn cpu_bar_plot(path: &Path, title: &str, bars: &[(String, f64)]) -> Result<(), String> {
+    let err = |e: &dyn std::fmt::Display| format!("plotting {}: {e}", path.display());
+    if bars.is_empty() {
+        return Ok(());
+    }
+    let mut sorted: Vec<f64> = bars.iter().map(|b| b.1).collect();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let shown = sorted
+        .iter()
+        .copied()
+        .filter(|&v| v <= 10.0 * median.max(1.0))
+        .fold(0.0, f64::max);
+    let top = shown * 1.2 + 1.0;
+    let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d((0..bars.len() - 1).into_segmented(), 0.0..top)
+        .map_err(|e| err(&e))?;
+    let names: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .y_desc("CPU µs per request")
+        .x_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) => names.get(*i).cloned().unwrap_or_default(),
+            _ => String::new(),
+        })
+        .draw()
+        .map_err(|e| err(&e))?;
+    chart
+        .draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
+            let colour = Palette99::pick(i).to_rgba();
+            let mut bar = Rectangle::new(
+                [
+                    (SegmentValue::Exact(i), 0.0),
+                    (SegmentValue::Exact(i + 1), v.min(top)),
+                ],
+                colour.filled(),
+            );
+            bar.set_margin(0, 0, 12, 12);
+            bar
+        }))
+        .map_err(|e| err(&e))?;
+    chart
+        .draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
+            // Above the bar; inside its top for a bar cut at the top of the axis.
+            let (label, y, vpos) = if *v > top {
+                (format!("{v:.0} ↑"), top, VPos::Top)
+            } else {
+                (format!("{v:.1}"), *v, VPos::Bottom)
+            };
+            let style =
+                TextStyle::from(("sans-serif", 14).into_font()).pos(Pos::new(HPos::Center, vpos));
+            Text::new(label, (SegmentValue::CenterOf(i), y), style)
+        }))
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
 }
 
 /// A CDF plot: x latency (ms), y fraction of requests, one line per `(label, histogram,
@@ -619,6 +707,15 @@ pub fn benchmarks_md(
     if let Some(findings) = findings {
         let _ = writeln!(out, "{}\n", findings.trim_end());
     }
+    if !cpu_bars(results).is_empty() {
+        let _ = writeln!(
+            out,
+            "## CPU per request at max rate\n\n\
+             Not streamed, driven by wrk, each target alone on one core (the max-rate table \
+             above has the numbers and ratios):\n\n\
+             ![CPU µs per request at max rate]({plots_dir}/max-rate-cpu.svg)\n"
+        );
+    }
     let _ = writeln!(
         out,
         "Full numbers (every step, p90/p99.9/max, inter-token gaps, errors by kind, spans \
@@ -711,6 +808,24 @@ mod tests {
         assert!(table.contains("2500 req/s, half of proxy-tracing's max rate"));
         assert!(table.contains("97 %") && table.contains("target on CPU [1]"));
         assert_eq!(max_rate_table(&Plan::quick(), &[]), "");
+    }
+
+    #[test]
+    fn cpu_bar_plot_writes_an_svg() {
+        let dir = std::env::temp_dir().join(format!("llmtrace-load-bars-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bars.svg");
+        cpu_bar_plot(&path, "one", &[("pingora".to_owned(), 75.0)]).unwrap();
+        let bars = [
+            ("pingora".to_owned(), 75.0),
+            ("proxy-tracing".to_owned(), 225.0),
+            ("litellm".to_owned(), 20_000.0),
+        ];
+        cpu_bar_plot(&path, "test", &bars).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("<rect"), "{svg}");
+        assert!(svg.contains("proxy-tracing") && svg.contains("20000 ↑"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
