@@ -41,7 +41,10 @@
 //! - `on_body(state, format, status, failed, value)`: a whole JSON response body;
 //! - `input_messages(format, body)`: the system instructions and input messages, for
 //!   content capture;
-//! - `STOP_KEY`: the request member holding the stop sequences.
+//!
+//! A request body is read once for every provider, by the view in `request.rs`: a new
+//! provider whose request names a member differently (its stop sequences, say) adds that
+//! member to `RequestView` and one arm to its `apply`.
 //!
 //! They record what they read through the setters of `ResponseState` (`set_usage`,
 //! `set_finish_reason`, `set_error`, `capture_text`, ...), which apply the bounds.
@@ -63,6 +66,7 @@ mod openai;
 mod request;
 mod response;
 pub mod sse;
+mod view;
 
 pub use endpoint::{ApiFormat, Endpoint, Provider, UnknownProvider};
 pub use exchange::{

@@ -1,9 +1,12 @@
 //! What an LLM request body says: model, stream flag, sampling parameters, tools, content.
 
+use std::borrow::Cow;
+
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::endpoint::{ApiFormat, Endpoint};
-use super::{anthropic, openai};
+use super::view::{self, Len, Lenient, Loose};
 use crate::limits::{MAX_NAME_BYTES, MAX_STOP_SEQUENCES, bounded};
 
 /// The parts of a request body the span records.
@@ -73,72 +76,24 @@ impl RequestInfo {
                 .map(|name| bounded(name, MAX_NAME_BYTES).into_owned()),
             ..RequestInfo::default()
         };
-        let value: Value = match serde_json::from_slice(body) {
-            Ok(value) => value,
-            Err(error) => {
-                info.parse_error = Some(if body.is_empty() {
-                    "request body is empty".to_owned()
-                } else {
-                    format!("request body is not JSON: {error}")
-                });
-                return info;
-            }
-        };
-        let Some(object) = value.as_object() else {
-            info.parse_error = Some("request body is not a JSON object".to_owned());
-            return info;
-        };
-        if let Some(model) = object.get("model").and_then(Value::as_str) {
-            info.model = Some(bounded(model, MAX_NAME_BYTES).into_owned());
-        }
-        info.stream = object
-            .get("stream")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        info.include_usage = object
-            .get("stream_options")
-            .and_then(|o| o.get("include_usage"))
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        info.max_tokens = ["max_tokens", "max_completion_tokens", "max_output_tokens"]
-            .iter()
-            .find_map(|k| object.get(*k).and_then(Value::as_i64));
-        let number = |key: &str| object.get(key).and_then(Value::as_f64);
-        info.temperature = number("temperature");
-        info.top_p = number("top_p");
-        info.top_k = number("top_k");
-        info.frequency_penalty = number("frequency_penalty");
-        info.presence_penalty = number("presence_penalty");
-        info.seed = object.get("seed").and_then(Value::as_i64);
-        info.choice_count = object.get("n").and_then(Value::as_i64);
-        info.tool_count = object
-            .get("tools")
-            .and_then(Value::as_array)
-            .map(|tools| tools.len() as i64);
-        info.encoding_format = object
-            .get("encoding_format")
-            .and_then(Value::as_str)
-            .map(|format| bounded(format, MAX_NAME_BYTES).into_owned());
-        let stop_key = match endpoint.format {
-            ApiFormat::OpenAiChat
-            | ApiFormat::OpenAiCompletions
-            | ApiFormat::OpenAiEmbeddings
-            | ApiFormat::OpenAiResponses => openai::STOP_KEY,
-            ApiFormat::AnthropicMessages => anthropic::STOP_KEY,
-        };
-        let stop_value = object.get(stop_key);
-        let stop = |s: &str| bounded(s, MAX_NAME_BYTES).into_owned();
-        info.stop_sequences = match stop_value {
-            Some(Value::String(s)) => vec![stop(s)],
-            Some(Value::Array(items)) => items
-                .iter()
-                .filter_map(|v| v.as_str().map(stop))
-                .take(MAX_STOP_SEQUENCES)
-                .collect(),
-            _ => Vec::new(),
-        };
         if keep_body {
-            info.body = Some(value);
+            // Capture keeps the whole body: parse it once, read the fields from it.
+            match serde_json::from_slice::<Value>(body) {
+                Ok(value) => match view::of::<RequestView<'_>>(&value) {
+                    Some(fields) => {
+                        fields.apply(endpoint.format, &mut info);
+                        info.body = Some(value);
+                    }
+                    None => info.parse_error = Some(NOT_AN_OBJECT.to_owned()),
+                },
+                Err(error) => info.parse_error = Some(not_json(body, &error)),
+            }
+        } else {
+            match view::read::<RequestView<'_>>(body) {
+                Ok(Some(fields)) => fields.apply(endpoint.format, &mut info),
+                Ok(None) => info.parse_error = Some(NOT_AN_OBJECT.to_owned()),
+                Err(error) => info.parse_error = Some(not_json(body, &error.0)),
+            }
         }
         info
     }
@@ -179,6 +134,133 @@ impl RequestInfo {
     }
 }
 
+const NOT_AN_OBJECT: &str = "request body is not a JSON object";
+
+/// Why a body that is not JSON could not be read.
+fn not_json(body: &[u8], error: &serde_json::Error) -> String {
+    if body.is_empty() {
+        "request body is empty".to_owned()
+    } else {
+        format!("request body is not JSON: {error}")
+    }
+}
+
+/// The members of a request body the span records; the rest (messages, tools' definitions,
+/// ...) is skipped unread. Each is read as `Value::as_*` would (see [`view`]).
+#[derive(Deserialize)]
+#[serde(bound(deserialize = "'de: 'a"))]
+struct RequestView<'a> {
+    #[serde(default, borrow)]
+    model: Loose<Cow<'a, str>>,
+    #[serde(default)]
+    stream: Loose<bool>,
+    #[serde(default, borrow)]
+    stream_options: Loose<StreamOptions<'a>>,
+    #[serde(default)]
+    max_tokens: Loose<i64>,
+    #[serde(default)]
+    max_completion_tokens: Loose<i64>,
+    #[serde(default)]
+    max_output_tokens: Loose<i64>,
+    #[serde(default)]
+    temperature: Loose<f64>,
+    #[serde(default)]
+    top_p: Loose<f64>,
+    #[serde(default)]
+    top_k: Loose<f64>,
+    #[serde(default)]
+    frequency_penalty: Loose<f64>,
+    #[serde(default)]
+    presence_penalty: Loose<f64>,
+    #[serde(default)]
+    seed: Loose<i64>,
+    #[serde(default)]
+    n: Loose<i64>,
+    #[serde(default)]
+    tools: Loose<Len>,
+    #[serde(default, borrow)]
+    encoding_format: Loose<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    stop: Loose<Stop<'a>>,
+    #[serde(default, borrow)]
+    stop_sequences: Loose<Stop<'a>>,
+}
+
+/// `stream_options` (OpenAI).
+#[derive(Deserialize)]
+#[serde(bound(deserialize = "'de: 'a"))]
+struct StreamOptions<'a> {
+    #[serde(default)]
+    include_usage: Loose<bool>,
+    #[serde(skip)]
+    _borrow: std::marker::PhantomData<&'a ()>,
+}
+
+view::lenient_object!(StreamOptions);
+
+/// A stop member: one string or an array (its strings kept, at most [`MAX_STOP_SEQUENCES`]).
+enum Stop<'a> {
+    One(Cow<'a, str>),
+    Many(Vec<Cow<'a, str>>),
+}
+
+impl<'de: 'a, 'a> Lenient<'de> for Stop<'a> {
+    fn from_str(s: Cow<'de, str>) -> Option<Self> {
+        Some(Stop::One(s))
+    }
+    fn from_seq<A: serde::de::SeqAccess<'de>>(mut seq: A) -> Result<Option<Self>, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Loose(item)) = seq.next_element::<Loose<Cow<'a, str>>>()? {
+            if items.len() < MAX_STOP_SEQUENCES {
+                items.extend(item);
+            }
+        }
+        Ok(Some(Stop::Many(items)))
+    }
+}
+
+impl RequestView<'_> {
+    /// Records the members in `info`, bounded.
+    fn apply(self, format: ApiFormat, info: &mut RequestInfo) {
+        let name = |s: &str| bounded(s, MAX_NAME_BYTES).into_owned();
+        if let Some(model) = self.model.str() {
+            info.model = Some(name(model));
+        }
+        info.stream = self.stream.value().unwrap_or(false);
+        info.include_usage = self
+            .stream_options
+            .get()
+            .and_then(|o| o.include_usage.value())
+            .unwrap_or(false);
+        info.max_tokens = self
+            .max_tokens
+            .value()
+            .or(self.max_completion_tokens.value())
+            .or(self.max_output_tokens.value());
+        info.temperature = self.temperature.value();
+        info.top_p = self.top_p.value();
+        info.top_k = self.top_k.value();
+        info.frequency_penalty = self.frequency_penalty.value();
+        info.presence_penalty = self.presence_penalty.value();
+        info.seed = self.seed.value();
+        info.choice_count = self.n.value();
+        info.tool_count = self.tools.value().map(|Len(n)| n as i64);
+        info.encoding_format = self.encoding_format.str().map(name);
+        let stop = match format {
+            ApiFormat::OpenAiChat
+            | ApiFormat::OpenAiCompletions
+            | ApiFormat::OpenAiEmbeddings
+            | ApiFormat::OpenAiResponses => self.stop,
+            ApiFormat::AnthropicMessages => self.stop_sequences,
+        };
+        info.stop_sequences = match stop.0 {
+            Some(Stop::One(s)) => vec![name(&s)],
+            Some(Stop::Many(items)) => items.iter().map(|s| name(s)).collect(),
+            None => Vec::new(),
+        };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,5 +280,67 @@ mod tests {
         let mut by_hand = RequestInfo::parse(&endpoint, b"", false);
         by_hand.parse_error = Some("request body over 65536 bytes was not read".to_owned());
         assert_eq!(info, by_hand);
+    }
+
+    /// The view reads each member as `Value::as_*` did: a member of another type is absent,
+    /// not an error, and the rest of the body is still read.
+    #[test]
+    fn members_of_another_type_are_absent_and_the_rest_is_read() {
+        let chat = Endpoint::detect("/v1/chat/completions", None).unwrap();
+        let body = br#"{"model": 5, "stream": "yes", "max_tokens": 1.5,
+            "max_completion_tokens": 7, "tools": {"a": 1}, "stop": ["a", 1, null, "b"],
+            "temperature": 1, "top_p": "high", "seed": -3, "n": 18446744073709551615,
+            "stream_options": [true], "messages": [{"role": "user", "content": "hi"}]}"#;
+        for keep in [false, true] {
+            let info = RequestInfo::parse(&chat, body, keep);
+            assert_eq!(info.parse_error, None);
+            assert_eq!(info.model, None);
+            assert!(!info.stream && !info.include_usage);
+            assert_eq!(info.max_tokens, Some(7));
+            assert_eq!(info.tool_count, None);
+            assert_eq!(info.stop_sequences, ["a", "b"]);
+            assert_eq!(info.temperature, Some(1.0));
+            assert_eq!(info.top_p, None);
+            assert_eq!(info.seed, Some(-3));
+            assert_eq!(info.choice_count, None, "u64::MAX does not fit an i64");
+            assert_eq!(info.body.is_some(), keep);
+        }
+    }
+
+    /// A repeated member: the last one counts, as in a `Value` (serde's derive alone would
+    /// reject the body).
+    #[test]
+    fn a_repeated_member_reads_as_its_last_occurrence() {
+        let chat = Endpoint::detect("/v1/chat/completions", None).unwrap();
+        let body = br#"{"model":"a","stream":true,"model":"b\u0021","stream":false}"#;
+        let info = RequestInfo::parse(&chat, body, false);
+        assert_eq!(info.model.as_deref(), Some("b!"));
+        assert!(!info.stream);
+    }
+
+    #[test]
+    fn what_is_not_an_object_or_not_json_says_so() {
+        let chat = Endpoint::detect("/v1/chat/completions", None).unwrap();
+        let messages = Endpoint::detect("/v1/messages", None).unwrap();
+        for (body, error) in [
+            (&b"[1, 2]"[..], "request body is not a JSON object"),
+            (b" \"model\"", "request body is not a JSON object"),
+            (b"", "request body is empty"),
+            (
+                b"{\"model\": ",
+                "request body is not JSON: EOF while parsing a value at line 1 column 10",
+            ),
+        ] {
+            let info = RequestInfo::parse(&chat, body, false);
+            assert_eq!(info.parse_error.as_deref(), Some(error), "{body:?}");
+            assert_eq!(info.model, None);
+        }
+        // Each provider's own stop member.
+        let body = br#"{"stop": ["x"], "stop_sequences": ["y"]}"#;
+        assert_eq!(RequestInfo::parse(&chat, body, false).stop_sequences, ["x"]);
+        assert_eq!(
+            RequestInfo::parse(&messages, body, false).stop_sequences,
+            ["y"]
+        );
     }
 }

@@ -142,6 +142,10 @@ impl ResponseState {
 
     /// Observes a complete JSON response body (non-streamed, or an error body).
     pub(crate) fn on_json_body(&mut self, format: ApiFormat, status: u16, body: &[u8]) {
+        // The common case, a successful chat answer, is read without building a `Value`.
+        if openai::on_body_bytes(self, format, status, body) {
+            return;
+        }
         let value: Value = match serde_json::from_slice(body) {
             Ok(value) => value,
             Err(error) => {
@@ -184,18 +188,23 @@ impl ResponseState {
     /// Takes the first non-empty id and model (Azure's first chunk, carrying prompt filter
     /// results, has empty ones).
     pub(super) fn take_id_model(&mut self, value: &Value) {
-        let non_empty = |key: &str| {
-            value
-                .get(key)
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
+        self.take_first_id_model(
+            value.get("id").and_then(Value::as_str),
+            value.get("model").and_then(Value::as_str),
+        );
+    }
+
+    /// [`take_id_model`](Self::take_id_model) from members already read.
+    pub(super) fn take_first_id_model(&mut self, id: Option<&str>, model: Option<&str>) {
+        let non_empty = |s: Option<&str>| {
+            s.filter(|s| !s.is_empty())
                 .map(|s| bounded(s, MAX_NAME_BYTES).into_owned())
         };
         if self.id.is_none() {
-            self.id = non_empty("id");
+            self.id = non_empty(id);
         }
         if self.model.is_none() {
-            self.model = non_empty("model");
+            self.model = non_empty(model);
         }
     }
 

@@ -2,7 +2,7 @@
 //! request's system prompt and messages.
 //!
 //! The entry points are the ones every provider module has: [`on_event`], [`on_body`],
-//! [`input_messages`] and [`STOP_KEY`].
+//! and [`input_messages`].
 
 use std::sync::LazyLock;
 
@@ -14,9 +14,6 @@ use super::endpoint::ApiFormat;
 use super::json;
 use super::response::{EventKind, ResponseState, Usage, error_fields, event_type, part_texts};
 use super::sse::SseEvent;
-
-/// The request member that holds the stop sequences.
-pub(super) const STOP_KEY: &str = "stop_sequences";
 
 static TEXT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"text\""));
 static PARTIAL_JSON: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"partial_json\""));

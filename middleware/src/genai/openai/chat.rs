@@ -2,12 +2,17 @@
 
 use std::sync::LazyLock;
 
+use std::borrow::Cow;
+use std::marker::PhantomData;
+
 use memchr::memmem::Finder;
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::super::json;
-use super::super::response::{EventKind, ResponseState};
-use super::{CHAT_USAGE, error_of, usage_of};
+use super::super::response::{EventKind, ResponseState, Usage};
+use super::super::view::{self, Loose, Present};
+use super::error_of;
 
 static CONTENT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"content\""));
 static TEXT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"text\""));
@@ -50,6 +55,9 @@ impl ResponseState {
                 }
             }
         }
+        if let Some(kind) = self.openai_bytes(data.as_bytes(), true) {
+            return kind;
+        }
         match self.parse_event(data) {
             Some(value) => self.openai_value(&value, true),
             None => EventKind::Other,
@@ -67,59 +75,60 @@ impl ResponseState {
             self.set_error(error_of(value));
             return EventKind::Other;
         }
-        self.take_id_model(value);
-        if let Some(usage) = value.get("usage").filter(|u| u.is_object()) {
-            self.set_usage(usage_of(usage, &CHAT_USAGE));
+        match view::of::<ChatView<'_>>(value) {
+            Some(chat) => self.openai_view(&chat, streamed),
+            None => EventKind::Other,
+        }
+    }
+
+    /// A chat/completions chunk or body read straight from its bytes, without building a
+    /// `Value`: `None` when it is an error (or not an object), which `openai_value` reads.
+    pub(super) fn openai_bytes(&mut self, bytes: &[u8], streamed: bool) -> Option<EventKind> {
+        let chat = view::read::<ChatView<'_>>(bytes).ok()??;
+        if chat.error.get().is_some() || chat.object.str() == Some("error") {
+            return None;
+        }
+        Some(self.openai_view(&chat, streamed))
+    }
+
+    /// What a chat/completions chunk or body that is not an error says.
+    fn openai_view(&mut self, chat: &ChatView<'_>, streamed: bool) -> EventKind {
+        self.take_first_id_model(chat.id.str(), chat.model.str());
+        if let Some(usage) = chat.usage.get() {
+            self.set_usage(usage.counts());
         }
         let mut kind = EventKind::Other;
-        for choice in value
-            .get("choices")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0) as u32;
+        for choice in chat.choices.get().into_iter().flatten() {
+            let index = choice.index.value().unwrap_or(0) as u32;
             let part = if streamed {
-                choice.get("delta")
+                choice.delta.get()
             } else {
-                choice.get("message")
+                choice.message.get()
             };
             let text = part
-                .and_then(|p| p.get("content"))
-                .and_then(Value::as_str)
-                .or_else(|| choice.get("text").and_then(Value::as_str));
+                .and_then(|p| p.content.str())
+                .or_else(|| choice.text.str());
             if let Some(text) = text.filter(|t| !t.is_empty()) {
                 kind = EventKind::Content;
                 self.content_bytes += text.len() as u64;
                 self.capture_text(index, text);
             }
-            if let Some(refusal) = part
-                .and_then(|p| p.get("refusal"))
-                .and_then(Value::as_str)
-                .filter(|r| !r.is_empty())
-            {
+            if let Some(refusal) = part.and_then(|p| p.refusal.str()).filter(|r| !r.is_empty()) {
                 kind = EventKind::Content;
                 self.guardrail = Some("refusal");
                 self.capture_text(index, refusal);
             }
-            if let Some(calls) = part
-                .and_then(|p| p.get("tool_calls"))
-                .and_then(Value::as_array)
-            {
+            if let Some(calls) = part.and_then(|p| p.tool_calls.get()) {
                 if !calls.is_empty() {
                     kind = EventKind::Content;
-                    for call in calls {
-                        if let Some(args) = call
-                            .get("function")
-                            .and_then(|f| f.get("arguments"))
-                            .and_then(Value::as_str)
-                        {
-                            self.capture_text(index, args);
-                        }
+                }
+                for call in calls {
+                    if let Some(args) = call.function.get().and_then(|f| f.arguments.str()) {
+                        self.capture_text(index, args);
                     }
                 }
             }
-            if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+            if let Some(reason) = choice.finish_reason.str() {
                 if reason == "content_filter" {
                     self.guardrail = Some("content_filter");
                 }
@@ -127,5 +136,176 @@ impl ResponseState {
             }
         }
         kind
+    }
+}
+
+/// The members of a chat/completions body or chunk the span reads (see [`view`]).
+#[derive(Deserialize)]
+#[serde(bound(deserialize = "'de: 'a"))]
+struct ChatView<'a> {
+    #[serde(default, borrow)]
+    id: Loose<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    model: Loose<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    object: Loose<Cow<'a, str>>,
+    #[serde(default)]
+    error: Loose<Present>,
+    #[serde(default, borrow)]
+    usage: Loose<UsageView<'a>>,
+    #[serde(default, borrow)]
+    choices: Loose<Vec<ChoiceView<'a>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(bound(deserialize = "'de: 'a"))]
+struct ChoiceView<'a> {
+    #[serde(default)]
+    index: Loose<u64>,
+    #[serde(default, borrow)]
+    message: Loose<PartView<'a>>,
+    #[serde(default, borrow)]
+    delta: Loose<PartView<'a>>,
+    #[serde(default, borrow)]
+    text: Loose<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    finish_reason: Loose<Cow<'a, str>>,
+}
+
+/// A choice's `message` (a body) or `delta` (a chunk).
+#[derive(Deserialize)]
+#[serde(bound(deserialize = "'de: 'a"))]
+struct PartView<'a> {
+    #[serde(default, borrow)]
+    content: Loose<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    refusal: Loose<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    tool_calls: Loose<Vec<ToolCallView<'a>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(bound(deserialize = "'de: 'a"))]
+struct ToolCallView<'a> {
+    #[serde(default, borrow)]
+    function: Loose<FunctionView<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(bound(deserialize = "'de: 'a"))]
+struct FunctionView<'a> {
+    #[serde(default, borrow)]
+    arguments: Loose<Cow<'a, str>>,
+}
+
+/// `usage` of Chat Completions and Completions.
+#[derive(Deserialize)]
+#[serde(bound(deserialize = "'de: 'a"))]
+struct UsageView<'a> {
+    #[serde(default)]
+    prompt_tokens: Loose<i64>,
+    #[serde(default)]
+    completion_tokens: Loose<i64>,
+    #[serde(default, borrow)]
+    prompt_tokens_details: Loose<CountView<'a>>,
+    #[serde(default, borrow)]
+    completion_tokens_details: Loose<CountView<'a>>,
+}
+
+/// `prompt_tokens_details` / `completion_tokens_details`.
+#[derive(Deserialize)]
+#[serde(bound(deserialize = "'de: 'a"))]
+struct CountView<'a> {
+    #[serde(default)]
+    cached_tokens: Loose<i64>,
+    #[serde(default)]
+    reasoning_tokens: Loose<i64>,
+    #[serde(skip)]
+    _borrow: PhantomData<&'a ()>,
+}
+
+view::lenient_object!(
+    ChoiceView,
+    PartView,
+    ToolCallView,
+    FunctionView,
+    UsageView,
+    CountView
+);
+
+impl UsageView<'_> {
+    /// The counts, as `usage_of` with `CHAT_USAGE` reads them from a `Value`.
+    fn counts(&self) -> Usage {
+        Usage {
+            input: self.prompt_tokens.value(),
+            output: self.completion_tokens.value(),
+            cache_read: self
+                .prompt_tokens_details
+                .get()
+                .and_then(|d| d.cached_tokens.value()),
+            cache_creation: None,
+            reasoning: self
+                .completion_tokens_details
+                .get()
+                .and_then(|d| d.reasoning_tokens.value()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reading a body from its bytes (the view) and from a `Value` leaves the same state,
+    /// whatever the members' types, repeats or nesting.
+    #[test]
+    fn bytes_and_value_read_the_same() {
+        let bodies: &[&str] = &[
+            r#"{"id":"c1","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"Hello","refusal":null},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":4},"completion_tokens_details":{"reasoning_tokens":1}}}"#,
+            r#"{"id":"","model":"m","choices":[{"index":1,"message":{"content":null,"tool_calls":[{"id":"t","function":{"name":"f","arguments":"{\"a\":1}"}},7]},"finish_reason":"tool_calls"}]}"#,
+            r#"{"id":5,"model":["x"],"choices":{"index":0},"usage":[1]}"#,
+            r#"{"choices":[3,"x",{"index":-1,"text":"legacy","finish_reason":"length"}],"usage":{"prompt_tokens":1.5,"completion_tokens":"2"}}"#,
+            r#"{"choices":[{"message":{"content":"a","refusal":"no"},"finish_reason":"content_filter"}]}"#,
+            r#"{"id":"a","id":"b","usage":{"prompt_tokens":1},"usage":{"prompt_tokens":2}}"#,
+            r#"{"choices":[{"delta":{"content":"streamed only"}}]}"#,
+        ];
+        for capture in [false, true] {
+            for body in bodies {
+                let fresh = || ResponseState {
+                    capture,
+                    capture_cap: 1 << 16,
+                    ..ResponseState::default()
+                };
+                let mut from_bytes = fresh();
+                let kind_bytes = from_bytes.openai_bytes(body.as_bytes(), false);
+                let mut from_value = fresh();
+                let value: Value = serde_json::from_str(body).unwrap();
+                let kind_value = from_value.openai_value(&value, false);
+                assert_eq!(kind_bytes, Some(kind_value), "{body}");
+                assert_eq!(
+                    format!("{from_bytes:?}"),
+                    format!("{from_value:?}"),
+                    "{body}"
+                );
+            }
+        }
+    }
+
+    /// Error bodies are left to the `Value` path, which reads their message.
+    #[test]
+    fn errors_are_left_to_the_value_path() {
+        let mut state = ResponseState::default();
+        for body in [
+            r#"{"error":{"message":"m","type":"invalid_request_error"}}"#,
+            r#"{"object":"error","message":"bad","type":"BadRequestError"}"#,
+            r#"[1]"#,
+        ] {
+            assert_eq!(state.openai_bytes(body.as_bytes(), false), None, "{body}");
+        }
+        assert!(
+            state
+                .openai_bytes(br#"{"error":null,"id":"x"}"#, false)
+                .is_some()
+        );
     }
 }

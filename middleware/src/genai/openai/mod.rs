@@ -3,7 +3,7 @@
 //! splice for streams ([`usage`]).
 //!
 //! The entry points are the ones every provider module has: [`on_event`], [`on_body`],
-//! [`input_messages`] and [`STOP_KEY`].
+//! and [`input_messages`].
 
 mod chat;
 mod responses;
@@ -17,9 +17,6 @@ use super::content::{message, parts_of};
 use super::endpoint::ApiFormat;
 use super::response::{EventKind, ResponseState, Usage, error_fields};
 use super::sse::SseEvent;
-
-/// The request member that holds the stop sequences.
-pub(super) const STOP_KEY: &str = "stop";
 
 /// Observes one server-sent event of an OpenAI stream.
 pub(super) fn on_event(
@@ -64,6 +61,20 @@ pub(super) fn on_body(
             state.openai_value(value, false);
         }
     }
+}
+
+/// Reads a whole successful Chat Completions or Completions body straight from its bytes,
+/// without building a `Value`; `false` when it needs [`on_body`]: another format, an error
+/// status or error body, or a body that is not a JSON object.
+pub(super) fn on_body_bytes(
+    state: &mut ResponseState,
+    format: ApiFormat,
+    status: u16,
+    body: &[u8],
+) -> bool {
+    status < 400
+        && matches!(format, ApiFormat::OpenAiChat | ApiFormat::OpenAiCompletions)
+        && state.openai_bytes(body, false).is_some()
 }
 
 /// `(system instructions, input messages)` of a request body, in the conventions' shape.
