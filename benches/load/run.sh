@@ -77,4 +77,8 @@ bad = [r["target"] for r in rows if not r["stream"]["total"]["p99_ms"]]
 if not rows or bad:
     sys.exit(f"load harness produced no numbers for: {bad or 'any target'}")
 print(f"load harness: numbers for {len(rows)} targets in {sys.argv[1]}")
+for r in rows:
+    m = r.get("max_rate")
+    if m and m.get("error"):
+        print(f"load harness: no max-rate numbers for {r['target']}: {m['error']}")
 PY
