@@ -36,6 +36,9 @@ pub struct RequestBody {
     seen: usize,
     copy: BytesMut,
     over: bool,
+    /// The whole upstream body, prepared before the request head went upstream (see
+    /// [`set_ready`](Self::set_ready)).
+    ready: Option<Bytes>,
 }
 
 impl RequestBody {
@@ -59,6 +62,18 @@ impl RequestBody {
     /// Whether chunks are being held back now.
     pub fn holding(&self) -> bool {
         self.hold && !self.over
+    }
+
+    /// Records the body that goes upstream, known in full before the request head is sent:
+    /// the head then carries its `Content-Length` and the body goes in one piece, unchanged
+    /// or with usage spliced in. Every attempt sends it.
+    pub fn set_ready(&mut self, body: Bytes) {
+        self.ready = Some(body);
+    }
+
+    /// The body prepared by [`set_ready`](Self::set_ready), if any.
+    pub fn ready(&self) -> Option<&Bytes> {
+        self.ready.as_ref()
     }
 
     /// A new attempt replays the body from its start.

@@ -648,6 +648,17 @@ impl UpstreamConfig {
                 "is empty (is its variable set?)",
             ));
         }
+        // The key goes out as a header value; never echo it in the message.
+        if self
+            .api_key
+            .as_deref()
+            .is_some_and(|key| http::HeaderValue::from_str(&format!("Bearer {key}")).is_err())
+        {
+            return Err(error(
+                format!("upstreams[{i}].api_key"),
+                "holds characters a header value cannot carry (control characters or non-ASCII)",
+            ));
+        }
         Ok(())
     }
 }

@@ -31,7 +31,7 @@ use pingora::proxy::FailToProxy;
 
 use crate::access_log::{AccessLogLine, millis};
 use crate::admin::AdminState;
-use crate::body::{RequestBody, TooLarge};
+use crate::body::{Ended, RequestBody, TooLarge};
 use crate::config::{Config, ProviderKind, RouteConfig, UpstreamConfig};
 use crate::metrics::InFlight;
 use crate::reply::{ErrorShape, GatewayReply};
@@ -44,6 +44,10 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Largest usage-chunk candidate held back while deciding whether to remove it.
 const MAX_HELD_EVENT: usize = 64 * 1024;
 
+/// The largest request body read before its head goes upstream: pingora's retry buffer,
+/// which replays it to the upstream, keeps 64 KiB.
+const PREREAD_MAX: usize = 64 * 1024;
+
 /// Span attributes and events of the gateway's own measurements (in the core's
 /// [`semconv`], with every other name).
 pub use llmtrace::semconv::gateway as names;
@@ -54,6 +58,10 @@ struct Target {
     name: String,
     upstream: Upstream,
     config: UpstreamConfig,
+    /// The upstream's `Host` header, made once.
+    host: http::HeaderValue,
+    /// The credentials header the gateway sends instead of the client's, made once.
+    credentials: Option<(&'static str, http::HeaderValue)>,
 }
 
 /// The pingora proxy.
@@ -90,10 +98,16 @@ impl Gateway {
         let targets = config
             .upstreams
             .iter()
-            .map(|u| Target {
-                name: u.name.clone(),
-                upstream: Upstream::parse(&u.url).expect("validated configuration"),
-                config: u.clone(),
+            .map(|u| {
+                let upstream = Upstream::parse(&u.url).expect("validated configuration");
+                Target {
+                    name: u.name.clone(),
+                    host: http::HeaderValue::from_str(&upstream.authority())
+                        .expect("a parsed URL's authority is a header value"),
+                    credentials: credentials(u),
+                    upstream,
+                    config: u.clone(),
+                }
             })
             .collect();
         let names: Vec<http::HeaderName> = config
@@ -168,6 +182,13 @@ struct LlmExchange {
     /// `llmtrace.usage.injection`: whether usage was spliced in (and removed), or why not.
     usage_injection: Option<String>,
     summary: Option<Summary>,
+}
+
+impl LlmExchange {
+    /// Usage was spliced into the request: each attempt's answer has its usage chunk removed.
+    fn usage_spliced(&self) -> bool {
+        self.usage_injection.as_deref() == Some("added")
+    }
 }
 
 /// Attempts across a route's upstream and its fallbacks. Pure: the gateway asks, pingora does.
@@ -321,6 +342,7 @@ impl ProxyHttp for Gateway {
         }
         ctx.inbound.route = route_name;
         ctx.inbound.span = Some(server);
+        self.preread_body(session, ctx).await?;
         Ok(false)
     }
 
@@ -371,7 +393,7 @@ impl ProxyHttp for Gateway {
         ctx.llm.usage_filter = None;
         ctx.attempts.retry_status = None;
         let upstream = &target.upstream;
-        upstream_request.insert_header(http::header::HOST, upstream.authority())?;
+        upstream_request.insert_header(http::header::HOST, target.host.clone())?;
         if !upstream.base_path.is_empty() {
             let path = upstream_request
                 .uri
@@ -382,24 +404,25 @@ impl ProxyHttp for Gateway {
                 .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "upstream path", e))?;
             upstream_request.set_uri(uri);
         }
-        if let Some(key) = &target.config.api_key {
+        if let Some((name, value)) = &target.credentials {
             for name in ["authorization", "x-api-key", "api-key"] {
                 upstream_request.remove_header(name);
             }
-            match target.config.provider {
-                ProviderKind::Anthropic => {
-                    upstream_request.insert_header("x-api-key", key.as_str())?
-                }
-                ProviderKind::Azure => upstream_request.insert_header("api-key", key.as_str())?,
-                ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
-                    upstream_request.insert_header("authorization", format!("Bearer {key}"))?
-                }
-            }
+            upstream_request.insert_header(*name, value.clone())?;
         }
-        if ctx.body.holding() {
+        if let Some(ready) = ctx.body.ready() {
+            // Read before the head: its length is known, spliced or not.
+            upstream_request.insert_header(http::header::CONTENT_LENGTH, ready.len())?;
+            if ctx.llm.usage_spliced() {
+                ctx.llm.usage_filter = Some(UsageChunkFilter::new(MAX_HELD_EVENT));
+            }
+        } else if ctx.body.holding() {
             // The body may get usage spliced in: its length is not known yet (pingora sends
-            // it chunked). An answer the gateway may have to edit must come uncompressed.
+            // it chunked).
             upstream_request.remove_header(&http::header::CONTENT_LENGTH);
+        }
+        if ctx.body.may_hold() {
+            // An answer the gateway may have to edit, or read, must come uncompressed.
             upstream_request.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
         }
         upstream_request.insert_header(REQUEST_ID_HEADER, ctx.ids.request_id.as_str())?;
@@ -410,20 +433,18 @@ impl ProxyHttp for Gateway {
             .as_ref()
             .and_then(InboundSpan::context));
         if let Some(cx) = cx {
-            let mut headers = http::HeaderMap::new();
-            propagation::inject(cx, &mut headers);
-            for name in [
-                propagation::TRACEPARENT,
-                propagation::TRACESTATE,
-                propagation::BAGGAGE,
-            ] {
-                upstream_request.remove_header(&name);
-            }
-            for (name, value) in headers {
-                if let Some(name) = name {
-                    upstream_request.insert_header(name, value)?;
+            let mut result = Ok(());
+            propagation::inject_each(cx, |name, value| match value {
+                Some(value) => {
+                    if result.is_ok() {
+                        result = upstream_request.insert_header(name, value);
+                    }
                 }
-            }
+                None => {
+                    upstream_request.remove_header(&name);
+                }
+            });
+            result?;
         }
         ctx.timing.upstream_sent = Some(Instant::now());
         Ok(())
@@ -439,6 +460,16 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(ready) = ctx.body.ready() {
+            // Read in `request_filter`: pingora replays the client's bytes from its retry
+            // buffer; what goes upstream is the body prepared then.
+            *body = Some(if end_of_stream {
+                ready.clone()
+            } else {
+                Bytes::new()
+            });
+            return Ok(());
+        }
         let ended = match ctx.body.on_chunk(body, end_of_stream) {
             Ok(Some(ended)) => ended,
             Ok(None) => return Ok(()),
@@ -450,43 +481,7 @@ impl ProxyHttp for Gateway {
                 ));
             }
         };
-        let (Some(genai), Some(endpoint)) = (ctx.llm.span.as_mut(), ctx.llm.endpoint.as_ref())
-        else {
-            return Ok(());
-        };
-        let cap = self.recorder.max_request_bytes();
-        if !ctx.llm.request_parsed {
-            // A retry replays the same body: read it once.
-            ctx.llm.request_parsed = true;
-            let info = match ended.copy.as_deref() {
-                Some(copy) => {
-                    ctx.llm.prompt_hash = Some(prompt_hash(copy));
-                    RequestInfo::parse(endpoint, copy, self.config.telemetry.capture_content)
-                }
-                None => RequestInfo::body_not_read(endpoint, cap),
-            };
-            genai.set_request(info);
-        }
-        if !ctx.body.may_hold() {
-            return Ok(());
-        }
-        // This request could have had usage spliced in: say whether it was, and why not.
-        let outcome = match (ended.held, ended.copy) {
-            (true, Some(original)) => match request_with_usage(endpoint, &original) {
-                Ok(rewritten) => {
-                    ctx.llm.usage_filter = Some(UsageChunkFilter::new(MAX_HELD_EVENT));
-                    *body = Some(Bytes::from(rewritten));
-                    "added".to_owned()
-                }
-                Err(skip) => {
-                    *body = Some(original);
-                    format!("skipped:{}", skip.reason())
-                }
-            },
-            // Released at the cap: it went through untouched.
-            _ => "skipped:too_large".to_owned(),
-        };
-        ctx.llm.usage_injection = Some(outcome);
+        self.body_ended(ctx, ended, body);
         Ok(())
     }
 
@@ -617,8 +612,8 @@ impl ProxyHttp for Gateway {
             ctx.inbound.head = true;
         }
         if let Some(cx) = ctx.inbound.span.as_ref().and_then(InboundSpan::context) {
-            let trace_id = cx.span().span_context().trace_id().to_string();
-            upstream_response.insert_header(TRACE_ID_HEADER, trace_id)?;
+            let trace_id = propagation::hex_trace_id(cx.span().span_context().trace_id());
+            upstream_response.insert_header(TRACE_ID_HEADER, trace_id.as_str())?;
         }
         // The provider's own request id (the one its support asks for) reaches the client
         // untouched and is recorded; ours is returned only when the provider sent none.
@@ -751,7 +746,10 @@ impl ProxyHttp for Gateway {
         let status = session
             .response_written()
             .map_or(ctx.inbound.status, |r| r.status.as_u16());
-        let (trace_id, span_id) = end_server_span(&mut ctx.inbound, status, end.clone());
+        let ids = end_server_span(&mut ctx.inbound, status, end.clone());
+        let (trace_id, span_id) = ids
+            .as_ref()
+            .map_or(("", ""), |(trace, span)| (trace.as_str(), span.as_str()));
         let error_type = match end {
             End::Aborted => Some(semconv::llmtrace::ABORTED_ERROR_TYPE.to_owned()),
             End::Failed { error_type, .. } => Some(error_type.into_owned()),
@@ -766,12 +764,13 @@ impl ProxyHttp for Gateway {
             error_type.as_deref(),
         );
         if self.config.telemetry.access_log {
-            let summary = ctx.llm.summary.clone().unwrap_or_default();
+            let none = Summary::default();
+            let summary = ctx.llm.summary.as_ref().unwrap_or(&none);
             let req = session.req_header();
             let timing = &ctx.timing;
             AccessLogLine {
-                trace_id: &trace_id,
-                span_id: &span_id,
+                trace_id,
+                span_id,
                 request_id: &ctx.ids.request_id,
                 upstream_request_id: ctx.ids.upstream_request_id.as_deref(),
                 method: bounded(req.method.as_str(), limits::MAX_NAME_BYTES),
@@ -792,7 +791,7 @@ impl ProxyHttp for Gateway {
                 client_aborted: error.is_some_and(is_downstream),
                 ..AccessLogLine::default()
             }
-            .with_summary(&summary)
+            .with_summary(summary)
             .write();
         }
     }
@@ -816,13 +815,15 @@ fn is_downstream(e: &Error) -> bool {
 
 /// Ends the SERVER span (recording the status when no response head was recorded on it);
 /// returns its trace and span ids for the access log (empty without a span).
-fn end_server_span(inbound: &mut Inbound, status: u16, end: End) -> (String, String) {
-    let Some(mut server) = inbound.span.take() else {
-        return (String::new(), String::new());
-    };
-    let ids = server.context().map_or_else(Default::default, |cx| {
-        let sc = cx.span().span_context().clone();
-        (sc.trace_id().to_string(), sc.span_id().to_string())
+fn end_server_span(inbound: &mut Inbound, status: u16, end: End) -> Option<SpanIds> {
+    let mut server = inbound.span.take()?;
+    let ids = server.context().map(|cx| {
+        let span = cx.span();
+        let sc = span.span_context();
+        (
+            propagation::hex_trace_id(sc.trace_id()),
+            propagation::hex_span_id(sc.span_id()),
+        )
     });
     if !inbound.head && status > 0 {
         if let Ok(status) = http::StatusCode::from_u16(status) {
@@ -915,6 +916,96 @@ impl Gateway {
 
     /// Another attempt is allowed: the route has attempts left and pingora can replay the
     /// request body (it keeps the first 64 KiB).
+    /// Reads a small body that may get usage spliced in before the request head goes
+    /// upstream, so the head carries its final `Content-Length` and the body goes in one
+    /// write, not re-chunked. Only a body with a `Content-Length` that fits pingora's retry
+    /// buffer (which replays it to the upstream) and the copy cap, and no `Expect:
+    /// 100-continue` (its client waits for the upstream's go-ahead); others stream as before.
+    async fn preread_body(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        if !ctx.body.may_hold() || ctx.llm.span.is_none() {
+            return Ok(());
+        }
+        let headers = &session.req_header().headers;
+        let length = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        let cap = PREREAD_MAX.min(self.recorder.max_request_bytes());
+        let Some(length) = length.filter(|len| *len <= cap) else {
+            return Ok(());
+        };
+        if headers.contains_key(http::header::EXPECT)
+            || headers.contains_key(http::header::TRANSFER_ENCODING)
+        {
+            return Ok(());
+        }
+        session.enable_retry_buffering();
+        let mut read = bytes::BytesMut::with_capacity(length);
+        while let Some(chunk) = session.read_request_body().await? {
+            read.extend_from_slice(&chunk);
+        }
+        if session.get_retry_buffer().is_none() {
+            // Not replayable after all (pingora dropped its copy): nothing can be re-sent.
+            return Error::e_explain(
+                ErrorType::InternalError,
+                "request body read ahead but not kept for the upstream",
+            );
+        }
+        let mut chunk = Some(read.freeze());
+        match ctx.body.on_chunk(&mut chunk, true) {
+            Ok(Some(ended)) => self.body_ended(ctx, ended, &mut chunk),
+            Ok(None) => {}
+            Err(TooLarge { limit }) => {
+                return Error::e_explain(ErrorType::HTTPStatus(413), too_large(limit).message);
+            }
+        }
+        ctx.body.set_ready(chunk.unwrap_or_default());
+        Ok(())
+    }
+
+    /// The request body ended (in the body filter, or read ahead in `request_filter`): the
+    /// core reads it once, and a body that may get usage spliced in is rewritten (or left
+    /// as is) into `body`, with the span told which and why.
+    fn body_ended(&self, ctx: &mut RequestCtx, ended: Ended, body: &mut Option<Bytes>) {
+        let (Some(genai), Some(endpoint)) = (ctx.llm.span.as_mut(), ctx.llm.endpoint.as_ref())
+        else {
+            return;
+        };
+
+        let cap = self.recorder.max_request_bytes();
+        if !ctx.llm.request_parsed {
+            // A retry replays the same body: read it once.
+            ctx.llm.request_parsed = true;
+            let info = match ended.copy.as_deref() {
+                Some(copy) => {
+                    ctx.llm.prompt_hash = Some(prompt_hash(copy));
+                    RequestInfo::parse(endpoint, copy, self.config.telemetry.capture_content)
+                }
+                None => RequestInfo::body_not_read(endpoint, cap),
+            };
+            genai.set_request(info);
+        }
+        if !ctx.body.may_hold() {
+            return;
+        }
+        // This request could have had usage spliced in: say whether it was, and why not.
+        let outcome = match (ended.held, ended.copy) {
+            (true, Some(original)) => match request_with_usage(endpoint, &original) {
+                Ok(rewritten) => {
+                    ctx.llm.usage_filter = Some(UsageChunkFilter::new(MAX_HELD_EVENT));
+                    *body = Some(Bytes::from(rewritten));
+                    "added".to_owned()
+                }
+                Err(skip) => {
+                    *body = Some(original);
+                    format!("skipped:{}", skip.reason())
+                }
+            },
+            // Released at the cap: it went through untouched.
+            _ => "skipped:too_large".to_owned(),
+        };
+        ctx.llm.usage_injection = Some(outcome);
+    }
+
     fn may_retry(&self, session: &Session, ctx: &RequestCtx) -> bool {
         ctx.attempts
             .may_retry(session.as_ref().retry_buffer_truncated())
@@ -1205,14 +1296,37 @@ fn error_type(error: &Error) -> String {
 }
 
 fn new_request_id() -> String {
+    use std::fmt::Write;
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("req_{now:016x}{n:08x}")
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed) as u32;
+    let mut id = String::with_capacity(28);
+    id.push_str("req_");
+    // Two fixed-width hex numbers; `write!` into a `String` cannot fail.
+    let _ = write!(id, "{now:016x}{n:08x}");
+    id
 }
+
+/// The credentials header a target sends in place of the client's, when it has a key.
+fn credentials(upstream: &UpstreamConfig) -> Option<(&'static str, http::HeaderValue)> {
+    let key = upstream.api_key.as_ref()?;
+    let (name, value) = match upstream.provider {
+        ProviderKind::Anthropic => ("x-api-key", key.clone()),
+        ProviderKind::Azure => ("api-key", key.clone()),
+        ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
+            ("authorization", format!("Bearer {key}"))
+        }
+    };
+    let mut value = http::HeaderValue::from_str(&value).ok()?;
+    value.set_sensitive(true);
+    Some((name, value))
+}
+
+/// A span's trace and span ids, as hex.
+type SpanIds = (propagation::Hex<32>, propagation::Hex<16>);
 
 #[cfg(test)]
 mod tests {

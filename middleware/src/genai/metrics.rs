@@ -201,13 +201,23 @@ impl GenAiMetrics {
     }
 
     fn record_tokens(&self, values: &MetricValues, attributes: &[KeyValue]) {
-        for (kind, count) in [
+        let counts = [
             ("input", values.input_tokens),
             ("output", values.output_tokens),
-        ] {
-            if let Some(count) = count.and_then(|c| u64::try_from(c).ok()) {
-                let mut with_type = attributes.to_vec();
-                with_type.push(KeyValue::new(TOKEN_TYPE, kind));
+        ]
+        .map(|(kind, count)| (kind, count.and_then(|c| u64::try_from(c).ok())));
+        if counts.iter().all(|(_, count)| count.is_none()) {
+            return;
+        }
+        // One copy of the attributes for both records; only the token type changes.
+        let mut with_type = Vec::with_capacity(attributes.len() + 1);
+        with_type.extend_from_slice(attributes);
+        with_type.push(KeyValue::new(TOKEN_TYPE, "input"));
+        for (kind, count) in counts {
+            if let Some(count) = count {
+                if let Some(last) = with_type.last_mut() {
+                    *last = KeyValue::new(TOKEN_TYPE, kind);
+                }
                 self.client_token_usage.record(count, &with_type);
             }
         }

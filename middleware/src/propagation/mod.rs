@@ -95,7 +95,8 @@ use opentelemetry::trace::{SpanContext, TraceContextExt, TraceFlags, TraceId};
 pub use self::baggage::{MAX_BAGGAGE_BYTES, MAX_BAGGAGE_MEMBERS, decode_baggage, encode_baggage};
 pub use self::propagator::{HeaderExtractor, HeaderInjector, W3cPropagator};
 pub use self::traceparent::{
-    FLAG_RANDOM, FLAG_SAMPLED, KNOWN_FLAGS, ParseTraceParentError, TraceParent,
+    FLAG_RANDOM, FLAG_SAMPLED, Hex, KNOWN_FLAGS, ParseTraceParentError, TraceParent, hex_span_id,
+    hex_trace_id,
 };
 pub use self::tracestate::{ParseTraceStateError, TraceState};
 
@@ -168,21 +169,42 @@ pub fn extract_with_context(parent: &Context, headers: &HeaderMap) -> Context {
 /// removed, so stale values from a reused request never leak. See the
 /// [module documentation](self) for the rules.
 pub fn inject(cx: &Context, headers: &mut HeaderMap) {
-    let outgoing = Outgoing::from_context(cx);
-    set_or_remove(headers, TRACEPARENT, outgoing.traceparent);
-    set_or_remove(headers, TRACESTATE, outgoing.tracestate);
-    set_or_remove(headers, BAGGAGE, outgoing.baggage);
-}
-
-fn set_or_remove(headers: &mut HeaderMap, name: HeaderName, value: Option<String>) {
-    match value.and_then(|v| HeaderValue::try_from(v).ok()) {
+    inject_each(cx, |name, value| match value {
         Some(value) => {
             headers.insert(name, value);
         }
         None => {
             headers.remove(name);
         }
-    }
+    });
+}
+
+/// [`inject`] for a header container that is not an [`http::HeaderMap`] (a proxy's own
+/// request head): `set(name, Some(value))` for each of `traceparent`, `tracestate` and
+/// `baggage` that goes out, `set(name, None)` for each that must not (remove the caller's).
+///
+/// ```
+/// use llmtrace::propagation::{TRACEPARENT, inject_each};
+/// use opentelemetry::Context;
+///
+/// let mut sent = Vec::new();
+/// inject_each(&Context::new(), |name, value| sent.push((name, value)));
+/// // No span in the context: nothing goes out, and the caller's headers are removed.
+/// assert_eq!(sent.len(), 3);
+/// assert!(sent.iter().all(|(_, value)| value.is_none()));
+/// assert_eq!(sent[0].0, TRACEPARENT);
+/// ```
+pub fn inject_each(cx: &Context, mut set: impl FnMut(HeaderName, Option<HeaderValue>)) {
+    let outgoing = Outgoing::from_context(cx);
+    let value = |v: Option<String>| v.and_then(|v| HeaderValue::try_from(v).ok());
+    set(
+        TRACEPARENT,
+        outgoing
+            .traceparent
+            .and_then(|tp| HeaderValue::from_str(tp.encode().as_str()).ok()),
+    );
+    set(TRACESTATE, value(outgoing.tracestate));
+    set(BAGGAGE, value(outgoing.baggage));
 }
 
 /// The shared extraction, over header values from a `HeaderMap` or an `Extractor`.
@@ -245,7 +267,7 @@ fn single_traceparent<'a, E>(
 
 /// The header values [`inject`] and [`W3cPropagator`] send for a context.
 struct Outgoing {
-    traceparent: Option<String>,
+    traceparent: Option<TraceParent>,
     tracestate: Option<String>,
     baggage: Option<String>,
 }
@@ -272,7 +294,7 @@ impl Outgoing {
                 .is_some_and(|m| m.0 == sc.trace_id());
         let flags =
             (sc.trace_flags().to_u8() & FLAG_SAMPLED) | if random { FLAG_RANDOM } else { 0 };
-        let traceparent = TraceParent::new(sc.trace_id(), sc.span_id(), flags).to_string();
+        let traceparent = TraceParent::new(sc.trace_id(), sc.span_id(), flags);
         let tracestate = match received {
             Some(received) if *sc.trace_state() == received.otel_trace_state => {
                 received.trace_state.to_string()

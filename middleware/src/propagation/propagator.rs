@@ -51,7 +51,7 @@ impl TextMapPropagator for W3cPropagator {
     fn inject_context(&self, cx: &Context, injector: &mut dyn Injector) {
         let outgoing = Outgoing::from_context(cx);
         let headers = [
-            ("traceparent", outgoing.traceparent),
+            ("traceparent", outgoing.traceparent.map(|tp| tp.to_string())),
             ("tracestate", outgoing.tracestate),
             ("baggage", outgoing.baggage),
         ];

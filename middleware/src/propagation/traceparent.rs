@@ -125,13 +125,77 @@ impl FromStr for TraceParent {
 
 impl fmt::Display for TraceParent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "00-{}-{}-{:02x}",
-            self.trace_id,
-            self.parent_id,
-            self.flags & KNOWN_FLAGS
-        )
+        f.write_str(self.encode().as_str())
+    }
+}
+
+impl TraceParent {
+    /// The header value, `00-{trace-id}-{parent-id}-{flags}`, formatted on the stack (the
+    /// gateway writes one per request; `fmt` machinery costs several times more).
+    pub fn encode(&self) -> Hex<55> {
+        let mut out = [0u8; 55];
+        out[..3].copy_from_slice(b"00-");
+        hex_into(&self.trace_id.to_bytes(), &mut out[3..35]);
+        out[35] = b'-';
+        hex_into(&self.parent_id.to_bytes(), &mut out[36..52]);
+        out[52] = b'-';
+        hex_into(&[self.flags & KNOWN_FLAGS], &mut out[53..55]);
+        Hex(out)
+    }
+}
+
+/// Lower-case hex text of a fixed length, on the stack: a trace id (32), a span id (16), or a
+/// `traceparent` value (55).
+///
+/// ```
+/// use llmtrace::propagation::hex_trace_id;
+/// use opentelemetry::trace::TraceId;
+///
+/// let id = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+/// assert_eq!(hex_trace_id(id).as_str(), "4bf92f3577b34da6a3ce929d0e0e4736");
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Hex<const N: usize>([u8; N]);
+
+impl<const N: usize> Hex<N> {
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII hex digits and `-` are ever written.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl<const N: usize> fmt::Display for Hex<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl<const N: usize> fmt::Debug for Hex<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+/// A trace id as 32 lower-case hex digits, as W3C and OTLP/JSON write it.
+pub fn hex_trace_id(id: TraceId) -> Hex<32> {
+    let mut out = [0u8; 32];
+    hex_into(&id.to_bytes(), &mut out);
+    Hex(out)
+}
+
+/// A span id as 16 lower-case hex digits.
+pub fn hex_span_id(id: SpanId) -> Hex<16> {
+    let mut out = [0u8; 16];
+    hex_into(&id.to_bytes(), &mut out);
+    Hex(out)
+}
+
+fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
     }
 }
 
