@@ -233,6 +233,17 @@ async fn every_body_reaches_the_upstream_byte_for_byte_however_it_is_split() {
             chat("gpt-4o", Some(r#""stream":true"#), 100_000),
             true,
         ),
+        // Read before the head goes upstream (up to pingora's 64 KiB retry buffer).
+        (
+            "/v1/chat/completions",
+            chat("gpt-4o", Some(r#""stream":true"#), 1_000),
+            true,
+        ),
+        (
+            "/v1/chat/completions",
+            chat("gpt-4o", Some(r#""stream":true"#), 60_000),
+            true,
+        ),
         (
             "/v1/chat/completions",
             chat(
@@ -264,6 +275,19 @@ async fn every_body_reaches_the_upstream_byte_for_byte_however_it_is_split() {
                 let upstream = received(&mock, &id).await;
                 assert_eq!(upstream.uri.path(), *path);
                 assert_forwarded(body, &upstream.body, *splice);
+                if matches!(framing, Framing::Length)
+                    && path.contains("chat")
+                    && body.len() < 65_000
+                {
+                    // A chat body read ahead goes upstream with its (new) length, not chunked.
+                    let length = upstream.headers.get("content-length");
+                    assert_eq!(
+                        length.and_then(|v| v.to_str().ok()?.parse::<usize>().ok()),
+                        Some(upstream.body.len()),
+                        "{path} {framing:?} {split:?}"
+                    );
+                    assert!(upstream.headers.get("transfer-encoding").is_none());
+                }
                 if *splice {
                     assert!(!answer.contains(r#""choices":[]"#), "usage chunk leaked");
                 }
