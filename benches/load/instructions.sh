@@ -6,6 +6,7 @@
 #   bash benches/load/instructions.sh                 # 2 000 requests per target
 #   bash benches/load/instructions.sh --requests 500  # quicker
 #   bash benches/load/instructions.sh --no-build      # use the binaries in target/release
+#   LLMTRACE_LOAD=... LLMTRACE_PROXY=... bash benches/load/instructions.sh --no-build  # others
 #
 # Each target runs under `valgrind --tool=callgrind --instr-atstart=no` (native speed until
 # instrumented) in front of the instant mock (`llmtrace-load mock`, answers at once, 16
@@ -40,8 +41,8 @@ if [ -n "$build" ]; then
   cargo build --release -p llmtrace-proxy -p llmtrace-load
 fi
 target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-load="$target_dir/release/llmtrace-load"
-proxy="$target_dir/release/llmtrace-proxy"
+load="${LLMTRACE_LOAD:-$target_dir/release/llmtrace-load}"
+proxy="${LLMTRACE_PROXY:-$target_dir/release/llmtrace-proxy}"
 scratch=benches/load/.scratch/instructions
 out=benches/load/results/instructions.md
 rm -rf "$scratch"
@@ -121,7 +122,7 @@ spans=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("spa
   "$scratch/sink-counts.json" 2>/dev/null || echo "?")
 
 python3 - "$out" "$requests" "$export_wait" "$spans" "$(valgrind --version)" \
-  "$(git rev-parse --short HEAD)$(git diff --quiet -- proxy middleware || echo ' + uncommitted changes in proxy/ or middleware/')" \
+  "$(git rev-parse --short HEAD)$(git diff --quiet -- proxy middleware || echo ' + uncommitted changes in proxy/ or middleware/'); proxy binary $proxy built $(date -u -r "$proxy" '+%Y-%m-%d %H:%M UTC')" \
   "${results[@]}" <<'PY'
 import datetime, sys
 out, n, wait, spans, valgrind, commit, *rows = sys.argv[1:]

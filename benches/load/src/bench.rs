@@ -96,8 +96,10 @@ pub struct Plan {
     pub max_rate_connections: usize,
     /// Words per prompt in the max-rate phase (10 words: a 59-byte message).
     pub max_rate_prompt_words: usize,
-    /// Length of the latency run at half the gateway's max rate, s (0: left out).
+    /// Length of one latency run at half the gateway's max rate, s (0: left out).
     pub half_rate_s: f64,
+    /// How many such runs per target (the one with the median p99 counts).
+    pub half_rate_runs: usize,
     /// Its warm-up (discarded), s.
     pub half_rate_warmup_s: f64,
     /// The highest rate of that run, requests/s (what this harness's generator drives
@@ -150,7 +152,8 @@ impl Plan {
             max_rate_warmup_s: 2.0,
             max_rate_connections: 32,
             max_rate_prompt_words: 10,
-            half_rate_s: 8.0,
+            half_rate_s: 3.0,
+            half_rate_runs: 5,
             half_rate_warmup_s: 1.0,
             half_rate_cap: 4000.0,
         }
@@ -175,6 +178,7 @@ impl Plan {
             max_rate_s: 2.0,
             max_rate_warmup_s: 1.0,
             half_rate_s: 2.0,
+            half_rate_runs: 1,
             half_rate_warmup_s: 0.5,
             ..Plan::full()
         }
@@ -365,7 +369,7 @@ async fn with_cpu<F: Future<Output = RunResult>>(pids: &[u32], f: F) -> (RunResu
     (result, per_1000)
 }
 
-fn line(label: &str, r: &RunResult) -> String {
+pub(crate) fn line(label: &str, r: &RunResult) -> String {
     let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2}"));
     format!(
         "   {label:<22} {:>7.1} rps  sent {:>6}  ok {:>6}  err {:>5}  p50 {:>8} ms  p99 {:>8} ms  \

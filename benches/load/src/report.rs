@@ -274,8 +274,9 @@ fn max_rate_notes(
     let pinned = rows.iter().find_map(|(_, m)| m.pinning.clone());
     let half = match crate::maxrate::gateway_rate(results) {
         Some(gateway) => format!(
-            "{:.0} req/s, half of proxy-tracing's max rate, for every target (one whose max \
-             rate is lower: half its own)",
+            "{:.0} req/s, half of proxy-tracing's max rate, for every target whose own max \
+             rate is at least 1.25× that (the others, LiteLLM: half their own; the half-rate \
+             column says which)",
             (gateway / 2.0).min(plan.half_rate_cap)
         ),
         None => format!(
@@ -291,10 +292,11 @@ fn max_rate_notes(
          the machine did, and only the CPU per request compares. wrk latency is \
          closed-loop ({} connections always busy): it grows with the target's CPU per request. \
          Errors: non-2xx answers and socket errors as wrk counts them. Half rate: {half}; each \
-         target started again, pinned as for wrk, {} s open-loop after {} s of warm-up, latency \
-         from each request's scheduled send (the generator's timer adds up to ~1 ms to every \
+         target started again, pinned as for wrk, {} open-loop run(s) of {} s after {} s of \
+         warm-up, the run with the median p99 shown, latency from each request's scheduled send (the generator's timer adds up to ~1 ms to every \
          row alike); added p99 subtracts the direct row's p99 at the same rate. Pinning: {}.",
         plan.max_rate_connections,
+        plan.half_rate_runs,
         plan.half_rate_s,
         plan.half_rate_warmup_s,
         pinned
@@ -412,8 +414,8 @@ pub fn method(plan: &Plan) -> String {
          per request from `/proc/PID/stat` of the target's process around the run.\n\
          - Half rate: each target started again and pinned the same way, non-streamed requests \
          open-loop from this harness's generator at half the gateway's (proxy-tracing's) max \
-         rate (at most {hc} req/s), {hs} s after {hw} s of warm-up; p99 added over the direct \
-         baseline's at the same rate.",
+         rate (at most {hc} req/s), {hn} run(s) of {hs} s after {hw} s of warm-up, the run with \
+         the median p99 counting; p99 added over the direct baseline's at the same rate.",
         threads = plan.mock_threads,
         ft = plan.fast_mock.ttft_ms,
         fg = plan.fast_mock.gap_ms,
@@ -442,6 +444,7 @@ pub fn method(plan: &Plan) -> String {
         mwu = plan.max_rate_warmup_s,
         hc = plan.half_rate_cap,
         hs = plan.half_rate_s,
+        hn = plan.half_rate_runs,
         hw = plan.half_rate_warmup_s,
     )
 }
@@ -775,6 +778,7 @@ mod tests {
                 half: Some(crate::maxrate::HalfRate {
                     rate: 2500.0,
                     run: crate::client::RunResult::default().report(),
+                    p99s_ms: Vec::new(),
                     added_p99_ms: Some(added_p99),
                 }),
             }),
