@@ -11,6 +11,12 @@ use clap::{Parser, Subcommand};
 use llmtrace_proxy::Telemetry;
 use llmtrace_proxy::telemetry::Export;
 
+/// mimalloc instead of the system allocator: a request allocates (and frees) a few hundred
+/// small objects across pingora, the OTel SDK and the core, and glibc's malloc/free were a
+/// quarter of the gateway's instructions per request (benches/load/FINDINGS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "llmtrace-proxy",
