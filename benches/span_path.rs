@@ -6,6 +6,9 @@
 //! - `inbound_span`: the SERVER span, started from the borrowed request head and ended;
 //! - `genai_span`: the GenAI span: start, request info, response head, the JSON body, end;
 //! - `both_spans`: what one request costs the gateway in spans, without export;
+//! - `both_spans_tracing_off`: the same with tracing off (`OTEL_SDK_DISABLED=true` in the
+//!   gateway: an `AlwaysOff` sampler): spans do not record, but the core still reads the
+//!   exchange for the metrics and the access log;
 //! - `otlp_encode`: turning those two finished spans into an OTLP/gRPC request's bytes (what
 //!   the export thread does per request, off the request path).
 //!
@@ -135,16 +138,25 @@ fn span_path(c: &mut Criterion) {
         })
     });
     group.bench_function("genai_span", |b| b.iter(|| genai(&s, &parent)));
-    group.bench_function("both_spans", |b| {
-        b.iter(|| {
-            let mut server = inbound(&s, &parent);
-            let cx = server.context().cloned().unwrap_or_default();
-            genai(&s, &cx);
-            server.on_response_head(http::StatusCode::OK, &http::HeaderMap::new());
-            server.end(End::Complete);
-        })
+    group.bench_function("both_spans", |b| b.iter(|| both(&s, &parent)));
+    let off = SdkTracerProvider::builder()
+        .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOff)
+        .with_span_processor(DropProcessor)
+        .build();
+    let s_off = setup(&off);
+    group.bench_function("both_spans_tracing_off", |b| {
+        b.iter(|| both(&s_off, &parent))
     });
     group.finish();
+}
+
+/// One request's SERVER and GenAI spans.
+fn both(s: &Setup, parent: &Context) {
+    let mut server = inbound(s, parent);
+    let cx = server.context().cloned().unwrap_or_default();
+    genai(s, &cx);
+    server.on_response_head(http::StatusCode::OK, &http::HeaderMap::new());
+    server.end(End::Complete);
 }
 
 fn otlp_encode(c: &mut Criterion) {
