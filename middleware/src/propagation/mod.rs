@@ -83,6 +83,7 @@
 //! while an [`Injector`](opentelemetry::propagation::Injector) can only set values.
 
 mod baggage;
+mod links;
 mod propagator;
 mod traceparent;
 mod tracestate;
@@ -93,6 +94,10 @@ use opentelemetry::baggage::BaggageExt;
 use opentelemetry::trace::{SpanContext, TraceContextExt, TraceFlags, TraceId};
 
 pub use self::baggage::{MAX_BAGGAGE_BYTES, MAX_BAGGAGE_MEMBERS, decode_baggage, encode_baggage};
+pub use self::links::{
+    DEFAULT_MAX_LINKS, LINK_INDEX, LINKS_DROPPED, LINKS_INVALID, LinkCollector, link_from_carrier,
+    link_from_context, link_from_headers,
+};
 pub use self::propagator::{HeaderExtractor, HeaderInjector, W3cPropagator};
 pub use self::traceparent::{
     FLAG_RANDOM, FLAG_SAMPLED, Hex, KNOWN_FLAGS, ParseTraceParentError, TraceParent, hex_span_id,
