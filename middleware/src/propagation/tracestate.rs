@@ -41,8 +41,8 @@ use super::traceparent::is_ows;
 
 /// A validated W3C `tracestate`: at most 32 members, order kept, repeated keys kept.
 ///
-/// Parsing accepts what the specification calls a valid header (see the
-/// [module documentation](self) for the grammar and the revision followed): members separated by
+/// Parsing accepts what the specification calls a valid header (the grammar and the revision
+/// followed are in this file's module comment): members separated by
 /// `,`, optional white space (spaces and tabs) around each member, empty members (skipped; they
 /// arise when several headers are combined). Anything else refuses the *whole* list: a 33rd
 /// member, one malformed member. Several header values are one list, joined in order
