@@ -151,6 +151,10 @@ pub mod llmtrace {
     pub const REQUEST_TOOL_COUNT: &str = "llmtrace.request.tool_count";
     /// Seconds from the request to the first response body byte (double).
     pub const TIME_TO_FIRST_BYTE: &str = "llmtrace.response.time_to_first_byte";
+    /// The provider's own id of the request, from its response head (OpenAI's and
+    /// OpenAI-compatible servers' `x-request-id`, Anthropic's `request-id`): what the
+    /// provider's support asks for, and how a provider-side request is found from a trace.
+    pub const PROVIDER_REQUEST_ID: &str = "llmtrace.provider.request_id";
     /// Where the timings were measured: `client`, `gateway` or `server`.
     pub const MEASURED_AT: &str = "llmtrace.measured_at";
     /// Content-bearing events in the stream (int).

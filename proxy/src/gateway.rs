@@ -41,6 +41,10 @@ use crate::upstream::Upstream;
 pub const TRACE_ID_HEADER: &str = "x-llmtrace-trace-id";
 /// The request id header: forwarded when the client sent one, generated otherwise.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// OpenAI's header for the caller's own request id; the gateway sends the trace id in it when
+/// the client sent none.
+const CLIENT_REQUEST_ID: &str = "x-client-request-id";
 /// Largest usage-chunk candidate held back while deciding whether to remove it.
 const MAX_HELD_EVENT: usize = 64 * 1024;
 
@@ -445,6 +449,19 @@ impl ProxyHttp for Gateway {
                 }
             });
             result?;
+            let sc = cx.span().span_context().clone();
+            let openai = ctx
+                .llm
+                .endpoint
+                .as_ref()
+                .is_some_and(|e| matches!(e.provider, Provider::OpenAi));
+            if openai && sc.is_valid() && !upstream_request.headers.contains_key(CLIENT_REQUEST_ID)
+            {
+                // OpenAI keeps the caller's `X-Client-Request-Id` with the request: the trace
+                // id there finds the provider-side request from the trace, and back.
+                let trace_id = propagation::hex_trace_id(sc.trace_id());
+                upstream_request.insert_header(CLIENT_REQUEST_ID, trace_id.as_str())?;
+            }
         }
         ctx.timing.upstream_sent = Some(Instant::now());
         Ok(())

@@ -132,11 +132,36 @@ async fn a_streamed_chat_through_the_proxy_forms_one_trace() {
     );
     assert_eq!(
         attr_str(server, "llmtrace.upstream.request_id"),
+        Some(provider_request_id.clone())
+    );
+    // The provider's request id is on the GenAI span too, and OpenAI got the trace id in
+    // `X-Client-Request-Id`: either finds the other side.
+    assert_eq!(
+        attr_str(genai, "llmtrace.provider.request_id"),
         Some(provider_request_id)
     );
+    assert_eq!(upstream.headers["x-client-request-id"], caller_trace);
     for span in &spans {
         assert!(!format!("{:?}", span.attributes).contains("sk-live-secret"));
     }
+
+    // A client's own `X-Client-Request-Id` goes upstream untouched.
+    let (status, _, _) = post(
+        proxy,
+        "/v1/chat/completions",
+        &[
+            ("x-client-request-id", "client-chosen-7"),
+            ("x-mock-tokens", "2"),
+        ],
+        CHAT_WITH_USAGE,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let received = mock.received_requests();
+    assert_eq!(
+        received.last().unwrap().headers["x-client-request-id"],
+        "client-chosen-7"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

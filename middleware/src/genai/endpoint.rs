@@ -72,6 +72,23 @@ impl Provider {
     /// a new provider is a variant, a name in `known_name` and an entry here.
     pub const KNOWN: [Provider; 3] = [Provider::OpenAi, Provider::Anthropic, Provider::AzureOpenAi];
 
+    /// The response header that carries the provider's own id of the request: Anthropic's
+    /// `request-id`; `x-request-id` for OpenAI, Azure OpenAI and the OpenAI-compatible
+    /// servers that send one (vLLM, LiteLLM, ...).
+    ///
+    /// ```
+    /// use llmtrace::genai::Provider;
+    ///
+    /// assert_eq!(Provider::Anthropic.request_id_header(), "request-id");
+    /// assert_eq!(Provider::OpenAi.request_id_header(), "x-request-id");
+    /// ```
+    pub fn request_id_header(&self) -> &'static str {
+        match self {
+            Provider::Anthropic => "request-id",
+            Provider::OpenAi | Provider::AzureOpenAi | Provider::Other(_) => "x-request-id",
+        }
+    }
+
     /// The `gen_ai.provider.name` of a known provider; `None` for [`Provider::Other`].
     pub fn known_name(&self) -> Option<&'static str> {
         match self {

@@ -231,6 +231,8 @@ pub struct Exchange {
     start: Instant,
     start_wall: SystemTime,
     status: Option<u16>,
+    /// The provider's own request id, from the response head (bounded).
+    provider_request_id: Option<String>,
     streaming: bool,
     first_byte: Option<Instant>,
     first_chunk: Option<Instant>,
@@ -250,6 +252,7 @@ impl fmt::Debug for Exchange {
             .field("endpoint", &self.endpoint)
             .field("model", &self.request.model)
             .field("status", &self.status)
+            .field("provider_request_id", &self.provider_request_id)
             .field("streaming", &self.streaming)
             .field("chunks", &self.state.chunks)
             .finish_non_exhaustive()
@@ -279,6 +282,7 @@ impl Exchange {
             start: now,
             start_wall: SystemTime::now(),
             status: None,
+            provider_request_id: None,
             streaming: false,
             first_byte: None,
             first_chunk: None,
@@ -387,6 +391,11 @@ impl Exchange {
     /// The response head arrived.
     pub fn on_response_head(&mut self, status: u16, headers: &http::HeaderMap, _now: Instant) {
         self.status = Some(status);
+        self.provider_request_id = headers
+            .get(self.endpoint.provider.request_id_header())
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map(|v| crate::limits::bounded(v, crate::limits::MAX_NAME_BYTES).into_owned());
         let content_type = headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -581,6 +590,9 @@ impl Exchange {
             ));
         }
         push_usage(&mut a, &totals.usage);
+        if let Some(id) = &self.provider_request_id {
+            a.push(KeyValue::new(llmtrace::PROVIDER_REQUEST_ID, id.clone()));
+        }
         a.push(KeyValue::new(llmtrace::USAGE_SOURCE, totals.usage_source));
         a.push(KeyValue::new(
             llmtrace::MEASURED_AT,
