@@ -872,3 +872,118 @@ async fn a_body_error_is_named_by_its_io_kind() {
     );
     rec.assert_each_ended_once();
 }
+
+/// A handler that answers with the trace id and the `tenant` baggage it runs under.
+async fn context_seen() -> String {
+    use opentelemetry::baggage::BaggageExt;
+    let cx = opentelemetry::Context::current();
+    let tenant = cx.baggage().get("tenant").map(|v| v.to_string());
+    format!(
+        "{} {}",
+        cx.span().span_context().trace_id(),
+        tenant.unwrap_or_default()
+    )
+}
+
+#[tokio::test]
+async fn at_the_edge_the_callers_trace_is_linked_or_ignored_unless_trusted() {
+    use llmtrace::driver::Incoming;
+    use opentelemetry::trace::SpanId;
+
+    // (mode, a trusted caller, continued, linked)
+    for (mode, trusted, continued, linked) in [
+        (Incoming::Trust, false, true, false),
+        (Incoming::Link, false, false, true),
+        (Incoming::Ignore, false, false, false),
+        (Incoming::Link, true, true, false),
+        (Incoming::Ignore, true, true, false),
+    ] {
+        let case = format!("{mode} trusted={trusted}");
+        let rec = Recorder::new();
+        let app = Router::new().route("/chat", post(context_seen)).layer(
+            ServerLayer::new()
+                .with_tracer(rec.tracer())
+                .with_incoming(mode)
+                .trust_when(|parts: &http::request::Parts| {
+                    parts.headers.contains_key("x-internal-caller")
+                }),
+        );
+        let mut req = Request::post("/chat")
+            .header("traceparent", format!("00-{PARENT_TRACE}-{PARENT_SPAN}-01"))
+            .header("tracestate", "caller=1")
+            .header("baggage", "tenant=acme");
+        if trusted {
+            req = req.header("x-internal-caller", "1");
+        }
+        let res = app.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+        let seen = res.into_body().collect().await.unwrap().to_bytes();
+        let seen = String::from_utf8(seen.to_vec()).unwrap();
+
+        let spans = rec.wait_for(1).await;
+        let s = &spans[0];
+        let trace_id = s.span_context.trace_id().to_string();
+        // The handler runs in the server span's trace, with the caller's baggage in every mode.
+        assert_eq!(seen, format!("{trace_id} acme"), "{case}");
+        if continued {
+            assert_eq!(trace_id, PARENT_TRACE, "{case}");
+            assert_eq!(s.parent_span_id.to_string(), PARENT_SPAN, "{case}");
+        } else {
+            assert_ne!(trace_id, PARENT_TRACE, "{case}");
+            assert_eq!(s.parent_span_id, SpanId::INVALID, "{case}");
+        }
+        let links: Vec<String> = s
+            .links
+            .iter()
+            .map(|l| format!("{}-{}", l.span_context.trace_id(), l.span_context.span_id()))
+            .collect();
+        let expected: Vec<String> = if linked {
+            vec![format!("{PARENT_TRACE}-{PARENT_SPAN}")]
+        } else {
+            Vec::new()
+        };
+        assert_eq!(links, expected, "{case}");
+        rec.assert_each_ended_once();
+    }
+}
+
+#[tokio::test]
+async fn a_spoofed_sampled_flag_starts_no_recording_at_the_edge_but_a_loopback_peer_is_trusted() {
+    use llmtrace::driver::Incoming;
+
+    // Recorded only when a caller's sampled flag says so.
+    let rec = Recorder::with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOff)));
+    let layer = |loopback_trusted: bool| {
+        ServerLayer::new()
+            .with_tracer(rec.tracer())
+            .with_incoming(Incoming::Link)
+            .trust_when(move |parts: &http::request::Parts| {
+                loopback_trusted
+                    && parts
+                        .extensions
+                        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                        .is_some_and(|c| c.0.ip().is_loopback())
+            })
+    };
+    for loopback_trusted in [false, true] {
+        let app = Router::new()
+            .route("/chat", post(context_seen))
+            .layer(layer(loopback_trusted));
+        let addr = serve(app).await;
+        let req = Request::post(format!("http://{addr}/chat"))
+            .header("traceparent", format!("00-{PARENT_TRACE}-{PARENT_SPAN}-01"))
+            .body(Body::empty())
+            .unwrap();
+        let res = client().request(req).await.unwrap();
+        let seen = res.into_body().collect().await.unwrap().to_bytes();
+        let seen = String::from_utf8(seen.to_vec()).unwrap();
+        assert_eq!(seen.starts_with(PARENT_TRACE), loopback_trusted, "{seen}");
+    }
+    let spans = rec.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        rec.spans().len(),
+        1,
+        "only the trusted peer's request was recorded"
+    );
+    assert_eq!(spans[0].span_context.trace_id().to_string(), PARENT_TRACE);
+}

@@ -26,16 +26,33 @@
 //! upstream = "openai"
 //! ```
 //!
+//! # The trust boundary: `[propagation]`
+//!
+//! What the gateway makes of the W3C context clients send, and what of it goes upstream (see
+//! [`PropagationConfig`]). The defaults keep what a gateway inside a traced system wants:
+//! callers' traces are continued, and no baggage leaves for the providers. A gateway that
+//! internet clients reach should not let them pick its trace ids or sampling:
+//!
+//! ```toml
+//! [propagation]
+//! incoming = "link"                          # new trace, linked to the client's
+//! trusted_networks = ["10.0.0.0/8", "fd00::/8"]  # our own services are continued
+//! forward_baggage = true                     # to a traced upstream of ours ...
+//! baggage_allow = ["tenant"]                 # ... and only this key
+//! ```
+//!
 //! `${NAME}` anywhere in a string is replaced by the environment variable `NAME` when the file
 //! is loaded (`$${` writes a literal `${`); an unset variable is an error that names it.
 
 use std::collections::HashSet;
 use std::fmt;
+use std::net::IpAddr;
 use std::path::Path;
 use std::str::FromStr;
 
 use serde::Deserialize;
 
+use llmtrace::driver::Incoming;
 use llmtrace::genai::Provider;
 use llmtrace::sampling::{HeadConfig, TailConfig};
 
@@ -65,6 +82,159 @@ pub struct Config {
     /// their root span ends, by what happened (errors, slow, TTFT, stalls, attributes,
     /// aborts), with a fallback ratio. Off without this section.
     pub tail: Option<TailConfig>,
+    /// The trust boundary: which callers' trace context is continued, and what baggage goes
+    /// upstream.
+    #[serde(default)]
+    pub propagation: PropagationConfig,
+}
+
+/// `[propagation]`: the gateway's trust boundary.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PropagationConfig {
+    /// What the gateway makes of a client's `traceparent` and `tracestate`:
+    ///
+    /// - `"trust"` (default): continue the client's trace. The SERVER span is a child of the
+    ///   client's span and the client's sampled flag counts (with parent-based sampling).
+    ///   Right for a gateway whose clients are your own traced services, and what the gateway
+    ///   did before this option existed.
+    /// - `"link"`: start a new trace; its root, the SERVER span, carries a span link to the
+    ///   client's context. The client can neither force sampling nor put the gateway's spans
+    ///   (and the upstream's) into another trace, and the relation is still one click away.
+    ///   Use it, with `trusted_networks`, on a gateway that internet clients reach.
+    /// - `"ignore"`: start a new trace and record nothing of the client's.
+    ///
+    /// The caller's `baggage` is read in every mode (head rules may match it); what of it goes
+    /// upstream is `forward_baggage`'s business.
+    #[serde(deserialize_with = "incoming_mode")]
+    pub incoming: Incoming,
+    /// Peers whose trace context is continued whatever `incoming` says, as CIDR blocks
+    /// (`"10.0.0.0/8"`, `"::1/128"`; a bare address is one host). The peer is the TCP peer
+    /// of the connection, never a header a client can write: behind a load balancer, that is
+    /// the balancer.
+    pub trusted_networks: Vec<String>,
+    /// Send the request's baggage upstream (default `false`). The upstreams of an LLM
+    /// gateway are mostly third parties that read no baggage, while baggage tends to hold
+    /// who the user is (`user.id`, `session.id`, a tenant): forwarding it by default would
+    /// hand that to every provider. Turn it on for traced upstreams of your own, ideally with
+    /// `baggage_allow`. The gateway's own spans and rules see the baggage either way, and the
+    /// trace context (`traceparent`, `tracestate`) always goes.
+    pub forward_baggage: bool,
+    /// With `forward_baggage`, only these baggage keys go upstream (exact, case-sensitive
+    /// names); empty (default) forwards all of them.
+    pub baggage_allow: Vec<String>,
+}
+
+fn incoming_mode<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Incoming, D::Error> {
+    let name = String::deserialize(de)?;
+    name.parse().map_err(serde::de::Error::custom)
+}
+
+impl PropagationConfig {
+    /// The `trusted_networks`, parsed; the first that does not parse is the error.
+    pub fn networks(&self) -> Result<Vec<IpNetwork>, ConfigError> {
+        self.trusted_networks
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                text.parse()
+                    .map_err(|e| error(format!("propagation.trusted_networks[{i}]"), e))
+            })
+            .collect()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.networks()?;
+        if !self.forward_baggage && !self.baggage_allow.is_empty() {
+            return Err(error(
+                "propagation.baggage_allow",
+                "has no effect unless forward_baggage = true",
+            ));
+        }
+        if let Some((i, key)) = self
+            .baggage_allow
+            .iter()
+            .enumerate()
+            .find(|(_, key)| key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(error(
+                format!("propagation.baggage_allow[{i}]"),
+                format!("{key:?} is not a baggage key"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A block of IP addresses in CIDR notation: `10.0.0.0/8`, `fd00::/8`, or one address.
+///
+/// ```
+/// use llmtrace_proxy::config::IpNetwork;
+///
+/// let net: IpNetwork = "10.0.0.0/8".parse().unwrap();
+/// assert!(net.contains("10.1.2.3".parse().unwrap()));
+/// assert!(!net.contains("11.0.0.1".parse().unwrap()));
+/// // An IPv4 peer on a dual-stack listener shows as an IPv4-mapped IPv6 address.
+/// assert!(net.contains("::ffff:10.0.0.1".parse().unwrap()));
+/// assert!("10.0.0.0/33".parse::<IpNetwork>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNetwork {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNetwork {
+    /// Whether `ip` is in the block. IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) count as
+    /// their IPv4 address.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                prefix_eq(u32::from(net).into(), u32::from(ip).into(), 32, self.prefix)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                prefix_eq(u128::from(net), u128::from(ip), 128, self.prefix)
+            }
+            // A v4-mapped peer against an IPv6 block: compare as written.
+            (IpAddr::V6(net), IpAddr::V4(_)) => match ip {
+                IpAddr::V6(ip) => prefix_eq(u128::from(net), u128::from(ip), 128, self.prefix),
+                IpAddr::V4(_) => false,
+            },
+            (IpAddr::V4(_), IpAddr::V6(_)) => false,
+        }
+    }
+}
+
+/// Whether the first `prefix` of the `bits` low bits of `a` and `b` agree.
+fn prefix_eq(a: u128, b: u128, bits: u8, prefix: u8) -> bool {
+    let shift = u32::from(bits - prefix);
+    prefix == 0 || (a >> shift) == (b >> shift)
+}
+
+impl FromStr for IpNetwork {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?} is not a network (such as 10.0.0.0/8 or fd00::/8)"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{text:?}: the prefix length must be 0 to {max}"))?,
+        };
+        Ok(IpNetwork { addr, prefix })
+    }
 }
 
 /// `[server]`
@@ -398,6 +568,7 @@ impl Config {
             }],
             sampling: None,
             tail: None,
+            propagation: PropagationConfig::default(),
             routes: vec![RouteConfig {
                 path_prefix: "/".to_owned(),
                 host: None,
@@ -434,6 +605,7 @@ impl Config {
         for (i, route) in self.routes.iter().enumerate() {
             route.validate(i, &names)?;
         }
+        self.propagation.validate()?;
         self.validate_telemetry()
     }
 

@@ -1,6 +1,7 @@
 //! The gateway: one pingora `ProxyHttp` whose phases read top to bottom like a request's life.
 //!
-//! Per request: an inbound SERVER span continuing the caller's W3C context; for LLM API
+//! Per request: an inbound SERVER span continuing the caller's W3C context (or, as
+//! `[propagation]` says for callers outside the trust boundary, a new trace); for LLM API
 //! calls, a GenAI CLIENT span under it (the core's [`GenAiSpan`]) whose context goes upstream
 //! in `traceparent`, so a traced provider nests under it. The response streams through
 //! untouched — but for the one change the configuration asks for: a usage chunk the gateway
@@ -8,13 +9,14 @@
 //! response is fully sent, the client goes away, or the exchange fails; then one JSON access
 //! log line is written.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use llmtrace::driver::{
-    GenAiRecorder, GenAiSpan, InboundRequest, InboundSpan, RequestHeaderCapture,
+    GenAiRecorder, GenAiSpan, InboundRequest, InboundSpan, Incoming, RequestHeaderCapture,
 };
 use llmtrace::genai::{
     End, Endpoint, Exchange, Provider, RequestInfo, Summary, UsageChunkFilter, request_with_usage,
@@ -22,6 +24,7 @@ use llmtrace::genai::{
 use llmtrace::limits::{self, bounded};
 use llmtrace::propagation;
 use llmtrace::semconv;
+use opentelemetry::baggage::{Baggage, BaggageExt};
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry::{Context, KeyValue};
@@ -32,7 +35,7 @@ use pingora::proxy::FailToProxy;
 use crate::access_log::{AccessLogLine, millis};
 use crate::admin::AdminState;
 use crate::body::{Ended, RequestBody, TooLarge};
-use crate::config::{Config, ProviderKind, RouteConfig, UpstreamConfig};
+use crate::config::{Config, IpNetwork, ProviderKind, RouteConfig, UpstreamConfig};
 use crate::metrics::InFlight;
 use crate::reply::{ErrorShape, GatewayReply};
 use crate::upstream::Upstream;
@@ -77,6 +80,8 @@ pub struct Gateway {
     state: AdminState,
     /// Request headers recorded on the SERVER span at its start (for sampling rules).
     capture: Option<RequestHeaderCapture>,
+    /// `propagation.trusted_networks`, parsed.
+    trusted: Vec<IpNetwork>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -121,8 +126,13 @@ impl Gateway {
             .filter_map(|n| http::HeaderName::from_bytes(n.as_bytes()).ok())
             .collect();
         let capture = (!names.is_empty()).then(|| RequestHeaderCapture::new(&names));
+        let trusted = config
+            .propagation
+            .networks()
+            .expect("validated configuration");
         Self {
             capture,
+            trusted,
             config,
             targets,
             tracer,
@@ -310,7 +320,6 @@ impl ProxyHttp for Gateway {
         ctx.attempts = Attempts::new(candidates, route.max_attempts(), route.retry_on.clone());
 
         let req = session.req_header();
-        let parent = propagation::extract(&req.headers);
         ctx.llm.endpoint = Endpoint::detect(
             req.uri.path_and_query().map_or("/", |pq| pq.as_str()),
             Some(&target.upstream.host),
@@ -320,8 +329,7 @@ impl ProxyHttp for Gateway {
             endpoint
         });
         let route_name = ctx.llm.endpoint.as_ref().map(Endpoint::route);
-        let server =
-            self.start_server_span(session, &parent, route_name.as_deref(), &ctx.ids.request_id);
+        let server = self.start_server_span(session, route_name.as_deref(), &ctx.ids.request_id);
         let server_cx = server.context().cloned().unwrap_or_default();
         ctx.body = RequestBody::new(limit, 0, false);
         if let Some(endpoint) = ctx.llm.endpoint.clone() {
@@ -437,18 +445,7 @@ impl ProxyHttp for Gateway {
             .as_ref()
             .and_then(InboundSpan::context));
         if let Some(cx) = cx {
-            let mut result = Ok(());
-            propagation::inject_each(cx, |name, value| match value {
-                Some(value) => {
-                    if result.is_ok() {
-                        result = upstream_request.insert_header(name, value);
-                    }
-                }
-                None => {
-                    upstream_request.remove_header(&name);
-                }
-            });
-            result?;
+            self.inject_context(cx, upstream_request)?;
             let sc = cx.span().span_context().clone();
             let openai = ctx
                 .llm
@@ -912,8 +909,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
         refusal: GatewayReply,
     ) -> Result<bool> {
-        let parent = propagation::extract(&session.req_header().headers);
-        let server = self.start_server_span(session, &parent, None, &ctx.ids.request_id);
+        let server = self.start_server_span(session, None, &ctx.ids.request_id);
         if let Some(cx) = server.context() {
             cx.span()
                 .set_attribute(KeyValue::new(names::REFUSED, refusal.code));
@@ -1051,14 +1047,17 @@ impl Gateway {
         ctx.attempts.advance();
     }
 
+    /// The SERVER span, continuing, linking or ignoring the client's trace context as
+    /// `[propagation]` says for this peer.
     fn start_server_span(
         &self,
         session: &Session,
-        parent: &Context,
         route: Option<&str>,
         request_id: &str,
     ) -> InboundSpan {
         let req = session.req_header();
+        let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
+        let (parent, link) = self.incoming(peer).extract(&req.headers);
         let request = InboundRequest {
             method: &req.method,
             uri: &req.uri,
@@ -1069,9 +1068,10 @@ impl Gateway {
             },
             headers: &req.headers,
             route,
-            peer: session.client_addr().and_then(|a| a.as_inet()).copied(),
+            peer,
         };
-        let server = InboundSpan::start(&self.tracer, &request, parent, self.capture.as_ref());
+        let server =
+            InboundSpan::start_linked(&self.tracer, &request, &parent, link, self.capture.as_ref());
         if let Some(cx) = server.context() {
             cx.span().set_attribute(KeyValue::new(
                 "http.request.header.x-request-id",
@@ -1079,6 +1079,57 @@ impl Gateway {
             ));
         }
         server
+    }
+}
+
+impl Gateway {
+    /// `propagation.incoming`, or `Trust` for a peer in `trusted_networks`.
+    fn incoming(&self, peer: Option<std::net::SocketAddr>) -> Incoming {
+        let mode = self.config.propagation.incoming;
+        let trusted = || peer.is_some_and(|p| self.trusted.iter().any(|n| n.contains(p.ip())));
+        if mode != Incoming::Trust && trusted() {
+            Incoming::Trust
+        } else {
+            mode
+        }
+    }
+
+    /// Writes `cx` as `traceparent`, `tracestate` and `baggage` into the upstream request
+    /// (replacing the client's), with only the baggage `[propagation]` lets go.
+    fn inject_context(&self, cx: &Context, upstream_request: &mut RequestHeader) -> Result<()> {
+        let cx = self.outgoing_baggage(cx);
+        let mut result = Ok(());
+        propagation::inject_each(&cx, |name, value| match value {
+            Some(value) => {
+                if result.is_ok() {
+                    result = upstream_request.insert_header(name, value);
+                }
+            }
+            None => {
+                upstream_request.remove_header(&name);
+            }
+        });
+        result
+    }
+
+    /// `cx` with only the baggage `forward_baggage` and `baggage_allow` let go upstream.
+    fn outgoing_baggage<'a>(&self, cx: &'a Context) -> Cow<'a, Context> {
+        let propagation = &self.config.propagation;
+        let baggage = cx.baggage();
+        if baggage.is_empty()
+            || (propagation.forward_baggage && propagation.baggage_allow.is_empty())
+        {
+            return Cow::Borrowed(cx);
+        }
+        let kept: Baggage = baggage
+            .iter()
+            .filter(|(key, _)| {
+                propagation.forward_baggage
+                    && propagation.baggage_allow.iter().any(|k| k == key.as_str())
+            })
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        Cow::Owned(cx.with_baggage(kept))
     }
 }
 

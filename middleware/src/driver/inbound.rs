@@ -1,18 +1,108 @@
 //! [`InboundSpan`]: the SERVER span of an inbound request, for any server.
 
 use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
 
 use http::header::{self, HeaderName};
 use opentelemetry::Context;
 use opentelemetry::KeyValue;
 use opentelemetry::global::BoxedTracer;
-use opentelemetry::trace::{Span as _, SpanBuilder, SpanKind, Tracer};
+use opentelemetry::trace::{Link, Span as _, SpanBuilder, SpanKind, Tracer};
 
 use super::attrs::{self, HeaderCapture};
 use super::span::{self, ExchangeSpan, Side};
 use crate::genai::End;
 use crate::limits::{MAX_URL_BYTES, MAX_USER_AGENT_BYTES, bounded};
-use crate::semconv;
+use crate::{propagation, semconv};
+
+/// What a server makes of the trace context (`traceparent`, `tracestate`) a caller sends: the
+/// trust boundary of a service at the edge.
+///
+/// A caller that is continued chooses the trace id and the sampled flag: it can force
+/// sampling, or attach the server's spans to somebody else's trace. Behind the edge that is
+/// what distributed tracing is for; at the edge, [`Link`](Incoming::Link) keeps the
+/// relationship without handing over the trace.
+///
+/// Only the trace context is concerned. The caller's `baggage` is kept in every mode (head
+/// rules and attribute mappings may read it); what goes on to the next hop is the sender's
+/// decision (the gateway's `forward_baggage`).
+///
+/// ```
+/// use llmtrace::driver::Incoming;
+///
+/// let mut headers = http::HeaderMap::new();
+/// headers.insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().unwrap());
+/// headers.insert("baggage", "tenant=acme".parse().unwrap());
+///
+/// let (parent, link) = Incoming::Link.extract(&headers);
+/// use opentelemetry::baggage::BaggageExt;
+/// use opentelemetry::trace::TraceContextExt;
+/// assert!(!parent.span().span_context().is_valid()); // a new trace
+/// assert_eq!(parent.baggage().get("tenant").unwrap().as_str(), "acme");
+/// assert_eq!(link.unwrap().span_context.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+///
+/// assert_eq!("ignore".parse::<Incoming>(), Ok(Incoming::Ignore));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Incoming {
+    /// Continue the caller's trace: the SERVER span is a child of the caller's span (the
+    /// default, and the behaviour of every service behind the edge).
+    #[default]
+    Trust,
+    /// Start a new trace whose root (the SERVER span) carries a span link to the caller's
+    /// context, when it sent a valid one. The caller's sampled flag decides nothing.
+    Link,
+    /// Start a new trace and keep nothing of the caller's trace context.
+    Ignore,
+}
+
+impl Incoming {
+    /// The names, as written in configuration.
+    pub const NAMES: [&'static str; 3] = ["trust", "link", "ignore"];
+
+    /// The parent of a request's SERVER span, and the link it carries, under this mode.
+    ///
+    /// `Trust` is [`propagation::extract`]; `Link` and `Ignore` keep only the `baggage` of
+    /// the caller, and `Link` makes [`propagation::link_from_headers`].
+    pub fn extract(self, headers: &http::HeaderMap) -> (Context, Option<Link>) {
+        match self {
+            Incoming::Trust => (propagation::extract(headers), None),
+            Incoming::Link => (
+                propagation::extract_baggage(headers),
+                propagation::link_from_headers(headers),
+            ),
+            Incoming::Ignore => (propagation::extract_baggage(headers), None),
+        }
+    }
+
+    /// The name, as written in configuration.
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+}
+
+impl fmt::Display for Incoming {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Incoming {
+    type Err = String;
+
+    /// `trust`, `link` or `ignore`; the error names the accepted values.
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name {
+            "trust" => Ok(Incoming::Trust),
+            "link" => Ok(Incoming::Link),
+            "ignore" => Ok(Incoming::Ignore),
+            other => Err(format!(
+                "unknown mode {other:?}: expected trust, link or ignore"
+            )),
+        }
+    }
+}
 
 /// What an inbound request's SERVER span records, from any server: the tower layer builds it
 /// from an `http::Request`, another adapter (the gateway's pingora phases) from its own
@@ -99,7 +189,19 @@ impl InboundSpan {
         parent: &Context,
         capture: Option<&RequestHeaderCapture>,
     ) -> Self {
-        let (cx, grpc) = start_server_span(tracer, capture.map(|c| &c.0), request, parent);
+        Self::start_linked(tracer, request, parent, None, capture)
+    }
+
+    /// [`start`](Self::start) with a span link, for a caller whose context is linked rather
+    /// than continued (see [`Incoming::extract`]).
+    pub fn start_linked(
+        tracer: &BoxedTracer,
+        request: &InboundRequest<'_>,
+        parent: &Context,
+        link: Option<Link>,
+        capture: Option<&RequestHeaderCapture>,
+    ) -> Self {
+        let (cx, grpc) = start_server_span(tracer, capture.map(|c| &c.0), request, parent, link);
         Self {
             span: ExchangeSpan::new(cx, Side::Server, grpc, None),
         }
@@ -126,13 +228,15 @@ impl InboundSpan {
     }
 }
 
-/// Starts the SERVER span for `req` under `parent`; returns its context (marked as a trace
-/// we started when the caller sent none) and whether it is a gRPC call.
+/// Starts the SERVER span for `req` under `parent`, with `link` when given; returns its
+/// context (marked as a trace we started when the caller sent none) and whether it is a gRPC
+/// call.
 pub(crate) fn start_server_span(
     tracer: &BoxedTracer,
     request_capture: Option<&HeaderCapture>,
     req: &InboundRequest<'_>,
     parent: &Context,
+    link: Option<Link>,
 ) -> (Context, bool) {
     let headers = req.headers;
     let grpc = attrs::is_grpc(headers);
@@ -166,9 +270,12 @@ pub(crate) fn start_server_span(
     if let Some(capture) = request_capture {
         attributes.extend(capture.attributes(headers));
     }
-    let builder = SpanBuilder::from_name(name)
+    let mut builder = SpanBuilder::from_name(name)
         .with_kind(SpanKind::Server)
         .with_attributes(attributes);
+    if let Some(link) = link {
+        builder = builder.with_links(vec![link]);
+    }
     let mut span = tracer.build_with_context(builder, parent);
     if span.is_recording() {
         span.set_attributes(recorded_attributes(req));

@@ -22,7 +22,7 @@ pub(crate) use classify::{ErrorClassifier, StatusClassifier};
 pub use classify::{ErrorRef, ResponseStatus, StatusClass, known_error_type};
 pub use genai::{GenAiRecorder, GenAiSpan};
 pub(crate) use inbound::start_server_span;
-pub use inbound::{InboundRequest, InboundSpan, RequestHeaderCapture};
+pub use inbound::{InboundRequest, InboundSpan, Incoming, RequestHeaderCapture};
 
 /// The host a request is addressed to: the URI's authority (HTTP/2 `:authority`, absolute-form
 /// requests), or else the `Host` header (with its port, if it names one). The one rule the

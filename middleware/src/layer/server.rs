@@ -15,8 +15,9 @@ use super::default_tracer;
 use super::future::ResponseFuture;
 use crate::driver::attrs::HeaderCapture;
 use crate::driver::span::{ExchangeSpan, Side};
-use crate::driver::{ErrorClassifier, InboundRequest, StatusClassifier, start_server_span};
-use crate::propagation;
+use crate::driver::{
+    ErrorClassifier, InboundRequest, Incoming, StatusClassifier, start_server_span,
+};
 use crate::semconv;
 
 /// A [`Layer`](tower_layer::Layer) that traces inbound HTTP and gRPC requests.
@@ -26,6 +27,8 @@ use crate::semconv;
 /// current while the inner service runs, so spans created by the handler (with the
 /// OpenTelemetry API or with `tracing` through `tracing-opentelemetry`) nest under it. The span
 /// ends when the response body ends, fails, or is dropped early (see [`TracedBody`](super::TracedBody)).
+/// At the edge, where callers are not to choose the trace, see
+/// [`with_incoming`](Self::with_incoming).
 ///
 /// The span is named `{METHOD} {route}` with the route template (from
 /// [`with_route`](Self::with_route), else axum's `MatchedPath` with the `axum` feature), or
@@ -55,6 +58,7 @@ pub struct ServerLayer {
 }
 
 type RouteFn = dyn Fn(&Parts) -> Option<Cow<'static, str>> + Send + Sync;
+type TrustedFn = dyn Fn(&Parts) -> bool + Send + Sync;
 
 #[derive(Clone)]
 struct ServerConfig {
@@ -69,6 +73,8 @@ struct ServerConfig {
     request_capture: Option<HeaderCapture>,
     response_capture: Option<Arc<HeaderCapture>>,
     traceresponse: bool,
+    incoming: Incoming,
+    trusted: Option<Arc<TrustedFn>>,
 }
 
 impl fmt::Debug for ServerConfig {
@@ -79,6 +85,8 @@ impl fmt::Debug for ServerConfig {
             .field("response_headers", &self.response_headers)
             .field("redacted", &self.redacted)
             .field("traceresponse", &self.traceresponse)
+            .field("incoming", &self.incoming)
+            .field("trusted", &self.trusted.is_some())
             .field("route", &self.route.is_some())
             .field("status_classifier", &self.status_classifier)
             .field("errors", &self.errors)
@@ -111,6 +119,8 @@ impl ServerLayer {
                 request_capture: None,
                 response_capture: None,
                 traceresponse: false,
+                incoming: Incoming::Trust,
+                trusted: None,
             }),
         }
     }
@@ -205,6 +215,38 @@ impl ServerLayer {
         self.update(|c| c.traceresponse = enabled)
     }
 
+    /// What the layer makes of a caller's `traceparent` and `tracestate` (default
+    /// [`Incoming::Trust`]: continue the caller's trace). A service at the edge, whose callers
+    /// could force sampling or join someone else's trace, takes [`Incoming::Link`]: each
+    /// request starts a new trace whose SERVER span links to the caller's context. Callers
+    /// that [`trust_when`](Self::trust_when) accepts are continued whatever the mode.
+    ///
+    /// ```
+    /// use llmtrace::ServerLayer;
+    /// use llmtrace::driver::Incoming;
+    ///
+    /// let layer = ServerLayer::new()
+    ///     .with_incoming(Incoming::Link)
+    ///     // Our own services mark their calls; a client cannot, because the edge proxy
+    ///     // strips the header.
+    ///     .trust_when(|parts: &http::request::Parts| parts.headers.contains_key("x-internal-caller"));
+    /// # let _ = layer;
+    /// ```
+    pub fn with_incoming(self, incoming: Incoming) -> Self {
+        self.update(|c| c.incoming = incoming)
+    }
+
+    /// Continues the trace of the requests `trusted` accepts whatever
+    /// [`with_incoming`](Self::with_incoming) says: callers on a private network (with
+    /// axum, the peer is in the request's `ConnectInfo<SocketAddr>` extension), a mutually
+    /// authenticated client. It runs only when the mode is not [`Incoming::Trust`].
+    pub fn trust_when<F>(self, trusted: F) -> Self
+    where
+        F: Fn(&Parts) -> bool + Send + Sync + 'static,
+    {
+        self.update(|c| c.trusted = Some(Arc::new(trusted)))
+    }
+
     fn rebuild_captures(mut self) -> Self {
         let config = Arc::make_mut(&mut self.config);
         config.request_capture = (!config.request_headers.is_empty()).then(|| {
@@ -246,7 +288,8 @@ impl ServerConfig {
             return ResponseFuture::untraced(inner.call(req));
         }
         let (req, named_route) = config.name_route(req);
-        let parent = propagation::extract(req.headers());
+        let (req, incoming) = config.incoming(req);
+        let (parent, link) = incoming.extract(req.headers());
         let inbound = InboundRequest {
             method: req.method(),
             uri: req.uri(),
@@ -260,6 +303,7 @@ impl ServerConfig {
             config.request_capture.as_ref(),
             &inbound,
             &parent,
+            link,
         );
         let future = {
             let _guard = cx.clone().attach();
@@ -281,6 +325,23 @@ impl ServerConfig {
         let (parts, body) = req.into_parts();
         let named = route(&parts);
         (Request::from_parts(parts, body), named)
+    }
+}
+
+impl ServerConfig {
+    /// The [`Incoming`] mode for this request: the configured one, or `Trust` for a caller
+    /// [`ServerLayer::trust_when`] accepts.
+    fn incoming<B>(&self, req: Request<B>) -> (Request<B>, Incoming) {
+        let (Some(trusted), false) = (&self.trusted, self.incoming == Incoming::Trust) else {
+            return (req, self.incoming);
+        };
+        let (parts, body) = req.into_parts();
+        let incoming = if trusted(&parts) {
+            Incoming::Trust
+        } else {
+            self.incoming
+        };
+        (Request::from_parts(parts, body), incoming)
     }
 }
 

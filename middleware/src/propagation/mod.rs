@@ -169,6 +169,17 @@ pub fn extract_with_context(parent: &Context, headers: &HeaderMap) -> Context {
     )
 }
 
+/// The caller's `baggage` alone, on an empty context: what a server keeps of a request whose
+/// trace context it does not continue (see [`Incoming`](crate::driver::Incoming)).
+pub(crate) fn extract_baggage(headers: &HeaderMap) -> Context {
+    extract_values::<std::convert::Infallible>(
+        &Context::new(),
+        std::iter::empty(),
+        std::iter::empty(),
+        headers.get_all(BAGGAGE).iter().map(HeaderValue::as_bytes),
+    )
+}
+
 /// Injects the context's span as `traceparent` and `tracestate` (when non-empty), and its
 /// baggage as `baggage` (when non-empty). Headers of those names that `cx` has nothing for are
 /// removed, so stale values from a reused request never leak. See the
