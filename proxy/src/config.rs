@@ -1008,6 +1008,39 @@ upstream = "openai"
     }
 
     #[test]
+    fn networks_match_by_prefix() {
+        let net = |text: &str| text.parse::<IpNetwork>().unwrap();
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        for (network, inside, outside) in [
+            ("10.0.0.0/8", "10.255.255.255", "11.0.0.0"),
+            ("192.168.1.0/24", "192.168.1.7", "192.168.2.7"),
+            ("127.0.0.1/32", "127.0.0.1", "127.0.0.2"),
+            ("127.0.0.1", "127.0.0.1", "127.0.0.2"),
+            ("0.0.0.0/0", "203.0.113.9", "::1"),
+            ("10.1.2.3/8", "10.9.9.9", "11.1.2.3"),
+            ("fd00::/8", "fd12::1", "fe80::1"),
+            ("::1/128", "::1", "::2"),
+            ("::/0", "2001:db8::1", "10.0.0.1"),
+            ("::ffff:10.0.0.0/104", "::ffff:10.1.1.1", "::ffff:11.1.1.1"),
+            ("10.0.0.0/8", "::ffff:10.1.1.1", "::ffff:11.1.1.1"),
+        ] {
+            assert!(net(network).contains(ip(inside)), "{network} {inside}");
+            assert!(!net(network).contains(ip(outside)), "{network} {outside}");
+        }
+        for bad in [
+            "",
+            "10.0.0.0/",
+            "10.0.0.0/x",
+            "10.0.0.0/-1",
+            "10/8",
+            "::1/200",
+            "host/8",
+        ] {
+            assert!(bad.parse::<IpNetwork>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn dollar_escapes() {
         assert_eq!(
             substitute("a $${X} b $ c ${KEY}", &env).unwrap(),
