@@ -2,8 +2,8 @@
 # The load harness of issues 6 and 12: llmtrace-proxy (tracing on and off), bare pingora, nginx
 # and LiteLLM in front of the same mock upstream, measured one after the other on loopback.
 #
-#   bash benches/load/run.sh            # full run (~15 min): benches/load/results + BENCHMARKS.md
-#   bash benches/load/run.sh --quick    # smoke test (~2 min): benches/load/results/quick
+#   bash benches/load/run.sh            # full run (~18 min): benches/load/results + BENCHMARKS.md
+#   bash benches/load/run.sh --quick    # smoke test (~4 min): benches/load/results/quick
 #
 # Installs what is missing (cmake, nginx and wrk with apt-get, LiteLLM in benches/load/.venv),
 # builds the proxy and the harness in release mode, runs, and exits non-zero when the

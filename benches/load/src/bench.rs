@@ -108,7 +108,7 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The full run of `BENCHMARKS.md` (about 15 minutes with LiteLLM).
+    /// The full run of `BENCHMARKS.md` (about 18 minutes with LiteLLM).
     pub fn full() -> Plan {
         Plan {
             quick: false,
@@ -159,7 +159,7 @@ impl Plan {
         }
     }
 
-    /// The smoke test (`--quick`, about two minutes): the same phases, shorter and coarser.
+    /// The smoke test (`--quick`, about four minutes): the same phases, shorter and coarser.
     pub fn quick() -> Plan {
         Plan {
             quick: true,

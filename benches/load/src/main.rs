@@ -66,7 +66,7 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
-    /// The short preset (about two minutes): a smoke test that the harness works.
+    /// The short preset (about four minutes): a smoke test that the harness works.
     #[arg(long)]
     quick: bool,
     /// Targets to measure, comma-separated (direct is always measured first).
