@@ -4,7 +4,8 @@
 //! features as `proxy/Cargo.toml` and the same server settings as the gateway's
 //! `build_server` in `proxy/src/lib.rs`: worker threads, shutdown timing, h2c on the listener,
 //! a 16 KiB client read buffer, pingora's default upstream keep-alive pool (128), and the
-//! gateway's peer options (connect and read timeouts, 60 s idle keep-alive upstream). The
+//! gateway's peer options (connect and read timeouts, 60 s idle keep-alive upstream), and the
+//! gateway's allocator (mimalloc, set for the whole `llmtrace-load` process in `main.rs`). The
 //! request and response pass through untouched: no routing, no tracing, no access log.
 
 use std::net::SocketAddr;

@@ -15,6 +15,12 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+/// The allocator `llmtrace-proxy` uses: the bare-pingora target runs in this process, and
+/// pingora's floor is measured on the same allocator as the gateway it is the floor of
+/// (issue 12; glibc's malloc/free were a quarter of the gateway's instructions per request).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod affinity;
 mod bare;
 mod bench;

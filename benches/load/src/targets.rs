@@ -465,7 +465,8 @@ pub fn start(
                 slow: endpoint(slow_port, slow.pid()),
                 instant: endpoint(instant_port, instant.pid()),
                 description: "bare pingora 0.9 (`llmtrace-load bare-pingora`: a ProxyHttp with \
-                              only upstream_peer; the gateway's server settings, 1 thread)"
+                              only upstream_peer; the gateway's server settings and allocator \
+                              (mimalloc), 1 thread)"
                     .to_owned(),
                 children: vec![fast, slow, instant],
             })
