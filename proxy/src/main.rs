@@ -13,7 +13,10 @@ use llmtrace_proxy::telemetry::Export;
 
 /// mimalloc instead of the system allocator: a request allocates (and frees) a few hundred
 /// small objects across pingora, the OTel SDK and the core, and glibc's malloc/free were a
-/// quarter of the gateway's instructions per request (benches/load/FINDINGS.md).
+/// quarter of the gateway's instructions per request (docs/performance.md). Built with
+/// `no_thp`: mimalloc otherwise asks for transparent huge pages on its segments, and each
+/// open stream's sparsely touched 64 KiB buffers then became resident whole (RSS per open
+/// stream 85 → 161 KiB in the load harness).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -17,7 +17,8 @@
 
 /// The allocator `llmtrace-proxy` uses: the bare-pingora target runs in this process, and
 /// pingora's floor is measured on the same allocator as the gateway it is the floor of
-/// (issue 12; glibc's malloc/free were a quarter of the gateway's instructions per request).
+/// (issue 12; glibc's malloc/free were a quarter of the gateway's instructions per request),
+/// with the same `no_thp` build option.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
