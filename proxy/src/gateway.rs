@@ -44,10 +44,6 @@ use crate::upstream::Upstream;
 pub const TRACE_ID_HEADER: &str = "x-llmtrace-trace-id";
 /// The request id header: forwarded when the client sent one, generated otherwise.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
-
-/// OpenAI's header for the caller's own request id; the gateway sends the trace id in it when
-/// the client sent none.
-const CLIENT_REQUEST_ID: &str = "x-client-request-id";
 /// Largest usage-chunk candidate held back while deciding whether to remove it.
 const MAX_HELD_EVENT: usize = 64 * 1024;
 
@@ -447,17 +443,18 @@ impl ProxyHttp for Gateway {
         if let Some(cx) = cx {
             self.inject_context(cx, upstream_request)?;
             let sc = cx.span().span_context().clone();
-            let openai = ctx
+            let header = ctx
                 .llm
                 .endpoint
                 .as_ref()
-                .is_some_and(|e| matches!(e.provider, Provider::OpenAi));
-            if openai && sc.is_valid() && !upstream_request.headers.contains_key(CLIENT_REQUEST_ID)
+                .and_then(|e| e.provider.client_request_id_header());
+            if let Some(header) =
+                header.filter(|h| sc.is_valid() && !upstream_request.headers.contains_key(*h))
             {
-                // OpenAI keeps the caller's `X-Client-Request-Id` with the request: the trace
-                // id there finds the provider-side request from the trace, and back.
+                // The trace id where the provider keeps the caller's own request id (when the
+                // client sent none): the provider-side request is found from the trace.
                 let trace_id = propagation::hex_trace_id(sc.trace_id());
-                upstream_request.insert_header(CLIENT_REQUEST_ID, trace_id.as_str())?;
+                upstream_request.insert_header(header, trace_id.as_str())?;
             }
         }
         ctx.timing.upstream_sent = Some(Instant::now());

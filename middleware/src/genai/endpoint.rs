@@ -89,6 +89,23 @@ impl Provider {
         }
     }
 
+    /// The request header in which the provider keeps the caller's own id of a request, when
+    /// it has one (OpenAI's `x-client-request-id`): sending the trace id there lets a
+    /// provider-side request be found from its trace, and back.
+    ///
+    /// ```
+    /// use llmtrace::genai::Provider;
+    ///
+    /// assert_eq!(Provider::OpenAi.client_request_id_header(), Some("x-client-request-id"));
+    /// assert_eq!(Provider::Anthropic.client_request_id_header(), None);
+    /// ```
+    pub fn client_request_id_header(&self) -> Option<&'static str> {
+        match self {
+            Provider::OpenAi => Some("x-client-request-id"),
+            Provider::Anthropic | Provider::AzureOpenAi | Provider::Other(_) => None,
+        }
+    }
+
     /// The `gen_ai.provider.name` of a known provider; `None` for [`Provider::Other`].
     pub fn known_name(&self) -> Option<&'static str> {
         match self {
