@@ -953,7 +953,8 @@ impl Gateway {
         while let Some(chunk) = session.read_request_body().await? {
             read.extend_from_slice(&chunk);
         }
-        if session.get_retry_buffer().is_none() {
+        // pingora keeps no buffer for an empty body, and needs none: it sends the end.
+        if !read.is_empty() && session.get_retry_buffer().is_none() {
             // Not replayable after all (pingora dropped its copy): nothing can be re-sent.
             return Error::e_explain(
                 ErrorType::InternalError,

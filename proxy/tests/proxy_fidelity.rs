@@ -347,6 +347,47 @@ async fn http2_bodies_in_many_data_frames_reach_the_upstream_whole() {
     }
 }
 
+/// Bodies the provider refuses (empty, not JSON, cut short) reach it as sent, read ahead or
+/// not, and its error reaches the client: the gateway neither answers for it nor hangs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_and_broken_chat_bodies_reach_the_upstream_and_its_error_reaches_the_client() {
+    let rec = Recorder::new();
+    let (mock, proxy) = start(&rec, 64, |_| {}).await;
+    let bodies: [&[u8]; 4] = [
+        b"",
+        b"{",
+        b"not json",
+        br#"{"model":"gpt-4o","stream":true"#,
+    ];
+    let mut seed = 900u64;
+    for body in bodies {
+        for framing in [Framing::Length, Framing::Chunked] {
+            seed += 1;
+            let id = format!("broken-{seed}");
+            let (status, answer) = send_raw(
+                proxy,
+                "/v1/chat/completions",
+                &[("x-request-id", &id)],
+                body,
+                framing,
+                Split::Whole,
+                seed,
+            )
+            .await;
+            assert_eq!(status, 400, "{body:?} {framing:?}: {answer}");
+            assert!(answer.contains("invalid_request_error"), "{answer}");
+            let upstream = received(&mock, &id).await;
+            assert_eq!(upstream.body.as_ref(), body, "{framing:?}");
+            if matches!(framing, Framing::Length) {
+                assert_eq!(
+                    upstream.headers.get("content-length").map(|v| v.as_bytes()),
+                    Some(body.len().to_string().as_bytes())
+                );
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chat_body_too_large_to_rewrite_goes_through_untouched_and_the_span_says_why() {
     let rec = Recorder::new();
