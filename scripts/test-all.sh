@@ -5,6 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A full run builds every target once: incremental caches would only double the disk it takes
+# (a clean run once filled a CI disk). Set CARGO_INCREMENTAL=1 to keep them.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 step() { printf '\n==> %s\n' "$*"; }
 
 # pingora's build needs cmake (Debian package); install it when missing.
