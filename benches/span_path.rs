@@ -97,6 +97,7 @@ fn inbound(s: &Setup, parent: &Context) -> InboundSpan {
         headers: &s.parts.headers,
         route: Some("/v1/chat/completions"),
         peer: Some(([127, 0, 0, 1], 50_000).into()),
+        business: None,
     };
     InboundSpan::start(&s.tracer, &request, parent, None)
 }

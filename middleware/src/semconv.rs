@@ -149,6 +149,11 @@ pub mod llmtrace {
 
     /// Number of tools the request offered (int).
     pub const REQUEST_TOOL_COUNT: &str = "llmtrace.request.tool_count";
+    /// The conversation an OpenAI Responses request names in its body, when the caller's
+    /// session id (which wins as `gen_ai.conversation.id`) is another.
+    pub const REQUEST_CONVERSATION: &str = "llmtrace.request.conversation";
+    /// The response an OpenAI Responses request continues (`previous_response_id`).
+    pub const REQUEST_PREVIOUS_RESPONSE_ID: &str = "llmtrace.request.previous_response_id";
     /// Seconds from the request to the first response body byte (double).
     pub const TIME_TO_FIRST_BYTE: &str = "llmtrace.response.time_to_first_byte";
     /// The provider's own id of the request, from its response head (OpenAI's and

@@ -580,3 +580,152 @@ async fn transport_errors_are_named_by_known_types_or_the_users_classifier() {
     assert!(spans.iter().all(is_error));
     rec.assert_each_ended_once();
 }
+
+/// Business context read by the server layer travels in the request's context to the GenAI
+/// span of a provider call made while the handler runs.
+#[tokio::test]
+async fn the_server_layers_business_context_reaches_the_genai_span_of_a_call_inside() {
+    use llmtrace::ServerLayer;
+    use llmtrace::driver::BusinessContext;
+
+    let rec = Recorder::new();
+    let business = BusinessContext::builder()
+        .header("x-user-id", "user.id")
+        .header("x-session-id", "session.id")
+        .baggage("experiment", "llmtrace.experiment")
+        .build()
+        .unwrap();
+    let client = ServiceBuilder::new()
+        .layer(GenAiLayer::client().with_tracer(rec.tracer()))
+        .service(provider(
+            openai_events(2),
+            Duration::ZERO,
+            Duration::ZERO,
+            Arc::default(),
+        ));
+    let handler = tower::service_fn(move |_req: Request<Body>| {
+        let client = client.clone();
+        async move {
+            let answer = client.oneshot(chat_request(true)).await.unwrap();
+            let body = answer.into_body().collect().await.unwrap().to_bytes();
+            Ok::<_, Infallible>(Response::new(Body::from(body)))
+        }
+    });
+    let service = ServiceBuilder::new()
+        .layer(
+            ServerLayer::new()
+                .with_tracer(rec.tracer())
+                .business_context(business),
+        )
+        .service(handler);
+    let request = Request::post("/ask")
+        .header("x-user-id", "u-1")
+        .header("x-session-id", "s-1")
+        .header("baggage", "experiment=B")
+        .body(Body::empty())
+        .unwrap();
+    let response = service.oneshot(request).await.unwrap();
+    response.into_body().collect().await.unwrap();
+    let spans = rec.wait_for(2).await;
+    let server = spans
+        .iter()
+        .find(|s| s.span_kind == SpanKind::Server)
+        .unwrap();
+    let genai = spans
+        .iter()
+        .find(|s| s.span_kind == SpanKind::Client)
+        .unwrap();
+    assert_eq!(genai.parent_span_id, server.span_context.span_id());
+    for span in [server, genai] {
+        assert_eq!(attr_str(span, "user.id").as_deref(), Some("u-1"));
+        assert_eq!(attr_str(span, "session.id").as_deref(), Some("s-1"));
+        assert_eq!(attr_str(span, "llmtrace.experiment").as_deref(), Some("B"));
+    }
+    assert_eq!(
+        attr_str(genai, "gen_ai.conversation.id").as_deref(),
+        Some("s-1")
+    );
+    assert_eq!(attr_str(server, "gen_ai.conversation.id"), None);
+}
+
+/// A server of an LLM API reads the business context itself; the opted-in dimension labels
+/// its metrics, capped in distinct values.
+#[tokio::test]
+async fn the_server_side_labels_metrics_with_opted_in_dimensions_capped() {
+    use llmtrace::driver::BusinessContext;
+
+    let rec = Recorder::new();
+    let exporter = InMemoryMetricExporter::default();
+    let meters = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(exporter.clone()).build())
+        .build();
+    let business = BusinessContext::builder()
+        .header("x-tenant", "tenant.id")
+        .header("x-user-id", "user.id")
+        .metric_dimension("tenant.id")
+        .max_dimension_values(2)
+        .build()
+        .unwrap();
+    let service = ServiceBuilder::new()
+        .layer(
+            GenAiLayer::server()
+                .with_tracer(rec.tracer())
+                .with_meter(&meters.meter("test"))
+                .business_context(business),
+        )
+        .service(provider(
+            openai_events(2),
+            Duration::ZERO,
+            Duration::ZERO,
+            Arc::default(),
+        ));
+    for tenant in ["a", "b", "c", "a"] {
+        let mut request = chat_request(true);
+        request
+            .headers_mut()
+            .insert("x-tenant", tenant.parse().unwrap());
+        request
+            .headers_mut()
+            .insert("x-user-id", "someone".parse().unwrap());
+        let response = service.clone().oneshot(request).await.unwrap();
+        response.into_body().collect().await.unwrap();
+    }
+    meters.force_flush().unwrap();
+    let mut by_tenant = std::collections::BTreeMap::new();
+    for rm in exporter.get_finished_metrics().unwrap() {
+        for sm in rm.scope_metrics() {
+            for metric in sm
+                .metrics()
+                .filter(|m| m.name() == "gen_ai.server.request.duration")
+            {
+                let AggregatedMetrics::F64(MetricData::Histogram(h)) = metric.data() else {
+                    panic!("{metric:?}");
+                };
+                for point in h.data_points() {
+                    let keys: Vec<&str> = point.attributes().map(|kv| kv.key.as_str()).collect();
+                    assert!(!keys.contains(&"user.id"), "not a dimension: {keys:?}");
+                    let tenant = point
+                        .attributes()
+                        .find(|kv| kv.key.as_str() == "tenant.id")
+                        .map(|kv| kv.value.to_string());
+                    *by_tenant.entry(tenant).or_insert(0) += point.count();
+                }
+            }
+        }
+    }
+    let want: std::collections::BTreeMap<Option<String>, u64> = [
+        (Some("a".to_owned()), 2),
+        (Some("b".to_owned()), 1),
+        (Some("_OTHER".to_owned()), 1),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(by_tenant, want);
+    let spans = rec.spans();
+    assert_eq!(spans.len(), 4);
+    assert!(
+        spans
+            .iter()
+            .all(|s| attr_str(s, "user.id").as_deref() == Some("someone"))
+    );
+}

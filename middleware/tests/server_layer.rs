@@ -653,6 +653,7 @@ fn a_route_given_by_hand_is_bounded_in_the_name_too() {
         headers: &headers,
         route: Some(&route),
         peer: None,
+        business: None,
     };
     let span = InboundSpan::start(&tracer, &request, &opentelemetry::Context::new(), None);
     span.end(llmtrace::genai::End::Complete);

@@ -52,7 +52,7 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
-use llmtrace::driver::Incoming;
+use llmtrace::driver::{BusinessContextConfig, Incoming};
 use llmtrace::genai::Provider;
 use llmtrace::sampling::{HeadConfig, TailConfig};
 
@@ -299,6 +299,19 @@ pub struct TelemetryConfig {
     /// names, so later new ones are counted under `_OTHER` instead of making new series. Span
     /// attributes keep every name (cut at 256 bytes).
     pub max_model_labels: usize,
+    /// Business context: request headers and baggage entries recorded as span attributes
+    /// (on the SERVER and GenAI spans, from their start, so head rules can match them), each
+    /// value capped; `session.id` also becomes `gen_ai.conversation.id`; the keys listed in
+    /// `metric_dimensions` also label the GenAI metrics, each with a cap on distinct values.
+    /// Credential headers are refused. See [`BusinessContextConfig`].
+    ///
+    /// ```toml
+    /// [telemetry.attributes]
+    /// headers = { "x-user-id" = "user.id", "x-session-id" = "session.id" }
+    /// baggage = { "experiment" = "llmtrace.experiment" }
+    /// metric_dimensions = ["llmtrace.experiment"]
+    /// ```
+    pub attributes: BusinessContextConfig,
 }
 
 impl Default for TelemetryConfig {
@@ -312,6 +325,7 @@ impl Default for TelemetryConfig {
             access_log: true,
             capture_request_headers: Vec::new(),
             max_model_labels: llmtrace::limits::DEFAULT_MAX_MODEL_LABELS,
+            attributes: BusinessContextConfig::default(),
         }
     }
 }
@@ -639,6 +653,10 @@ impl Config {
                 ));
             }
         }
+        self.telemetry
+            .attributes
+            .build()
+            .map_err(|e| error("telemetry.attributes", e.to_string()))?;
         if let Some(sampling) = &self.sampling {
             sampling
                 .build()

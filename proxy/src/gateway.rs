@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use llmtrace::driver::{
-    GenAiRecorder, GenAiSpan, InboundRequest, InboundSpan, Incoming, RequestHeaderCapture,
+    BusinessContext, GenAiRecorder, GenAiSpan, InboundRequest, InboundSpan, Incoming,
+    RequestHeaderCapture,
 };
 use llmtrace::genai::{
     End, Endpoint, Exchange, Provider, RequestInfo, Summary, UsageChunkFilter, request_with_usage,
@@ -78,6 +79,8 @@ pub struct Gateway {
     capture: Option<RequestHeaderCapture>,
     /// `propagation.trusted_networks`, parsed.
     trusted: Vec<IpNetwork>,
+    /// `telemetry.attributes`, when it maps anything.
+    business: Option<BusinessContext>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -126,9 +129,13 @@ impl Gateway {
             .propagation
             .networks()
             .expect("validated configuration");
+        let attributes = &config.telemetry.attributes;
+        let business =
+            (!attributes.is_empty()).then(|| attributes.build().expect("validated configuration"));
         Self {
             capture,
             trusted,
+            business,
             config,
             targets,
             tracer,
@@ -1056,6 +1063,10 @@ impl Gateway {
         let req = session.req_header();
         let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
         let (parent, link) = self.incoming(peer).extract(&req.headers);
+        let business = self
+            .business
+            .as_ref()
+            .and_then(|b| b.extract(&req.headers, &parent));
         let request = InboundRequest {
             method: &req.method,
             uri: &req.uri,
@@ -1067,6 +1078,7 @@ impl Gateway {
             headers: &req.headers,
             route,
             peer,
+            business: business.as_ref(),
         };
         let server =
             InboundSpan::start_linked(&self.tracer, &request, &parent, link, self.capture.as_ref());

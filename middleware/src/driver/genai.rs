@@ -10,6 +10,7 @@ use opentelemetry::global::BoxedTracer;
 use opentelemetry::trace::{SpanBuilder, SpanKind, TraceContextExt, Tracer};
 
 use super::attrs;
+use super::business::{BusinessAttributes, BusinessContext};
 use super::span::{self, ExchangeSpan, Side};
 use crate::genai::{End, Exchange, GenAiConfig, GenAiMetrics, Provider, RequestInfo, Summary};
 
@@ -30,6 +31,9 @@ pub struct GenAiRecorder {
     pub(crate) max_request_bytes: usize,
     /// Names the errors that end exchanges.
     pub(crate) errors: super::ErrorClassifier,
+    /// Reads business context from the exchange's own request (a server of an LLM API);
+    /// otherwise it comes from the parent context.
+    pub(crate) business: Option<BusinessContext>,
 }
 
 impl fmt::Debug for GenAiRecorder {
@@ -86,12 +90,26 @@ impl GenAiSpan {
     /// Starts the span for `exchange`, a child of `parent`, with the request's method, URI
     /// and headers for the `server.*` attributes. The caller injects [`context`](Self::context)
     /// into the upstream request when it calls a provider.
+    ///
+    /// The business context ([`BusinessAttributes`]) is the one `parent` carries (the
+    /// request's SERVER span put it there), or, when the recorder has a
+    /// [`BusinessContext`] of its own, read from `parts` and the parent's baggage.
     pub fn start(
         recorder: &Arc<GenAiRecorder>,
-        exchange: Exchange,
+        mut exchange: Exchange,
         parts: &http::request::Parts,
         parent: &Context,
     ) -> GenAiSpan {
+        let business = match &recorder.business {
+            Some(business) => business.extract(&parts.headers, parent),
+            None => BusinessAttributes::of(parent),
+        };
+        let mut attached = None;
+        if let Some(business) = business {
+            attached = Some(business.attach(parent));
+            exchange.set_business(business);
+        }
+        let parent = attached.as_ref().unwrap_or(parent);
         let cx = start_span(recorder, &exchange, parts, parent);
         GenAiSpan {
             span: ExchangeSpan::new(cx, recorder.side, false, None),

@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use http::header::{self, HeaderName};
 use opentelemetry::Context;
@@ -11,6 +12,7 @@ use opentelemetry::global::BoxedTracer;
 use opentelemetry::trace::{Link, Span as _, SpanBuilder, SpanKind, Tracer};
 
 use super::attrs::{self, HeaderCapture};
+use super::business::BusinessAttributes;
 use super::span::{self, ExchangeSpan, Side};
 use crate::genai::End;
 use crate::limits::{MAX_URL_BYTES, MAX_USER_AGENT_BYTES, bounded};
@@ -121,6 +123,12 @@ pub struct InboundRequest<'a> {
     pub route: Option<&'a str>,
     /// The peer's address.
     pub peer: Option<std::net::SocketAddr>,
+    /// The request's business context ([`BusinessContext::extract`]): its attributes go on
+    /// the span at start (head rules can match them), and the span's context carries it to
+    /// the GenAI spans started under it.
+    ///
+    /// [`BusinessContext::extract`]: super::BusinessContext::extract
+    pub business: Option<&'a Arc<BusinessAttributes>>,
 }
 
 /// Request headers an [`InboundSpan`] records as `http.request.header.<name>` when it starts,
@@ -166,6 +174,7 @@ impl RequestHeaderCapture {
 ///     headers: &headers,
 ///     route: Some("/v1/chat/completions"),
 ///     peer: None,
+///     business: None,
 /// };
 /// let tracer = opentelemetry::global::tracer("doc");
 /// let parent = llmtrace::propagation::extract(&headers);
@@ -270,6 +279,9 @@ pub(crate) fn start_server_span(
     if let Some(capture) = request_capture {
         attributes.extend(capture.attributes(headers));
     }
+    if let Some(business) = req.business {
+        attributes.extend_from_slice(business.attributes());
+    }
     let mut builder = SpanBuilder::from_name(name)
         .with_kind(SpanKind::Server)
         .with_attributes(attributes);
@@ -280,7 +292,11 @@ pub(crate) fn start_server_span(
     if span.is_recording() {
         span.set_attributes(recorded_attributes(req));
     }
-    (span::child_context(parent, span), grpc)
+    let cx = span::child_context(parent, span);
+    match req.business {
+        Some(business) => (business.attach(&cx), grpc),
+        None => (cx, grpc),
+    }
 }
 
 /// The attributes only a recording span gets.

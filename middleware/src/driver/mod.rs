@@ -13,11 +13,16 @@
 //! when dropped first, as aborted.
 
 pub(crate) mod attrs;
+mod business;
 mod classify;
 mod genai;
 mod inbound;
 pub(crate) mod span;
 
+pub use business::{
+    BusinessAttributes, BusinessContext, BusinessContextBuilder, BusinessContextConfig,
+    BusinessContextError, DEFAULT_MAX_DIMENSION_VALUES, DEFAULT_MAX_VALUE_BYTES,
+};
 pub(crate) use classify::{ErrorClassifier, StatusClassifier};
 pub use classify::{ErrorRef, ResponseStatus, StatusClass, known_error_type};
 pub use genai::{GenAiRecorder, GenAiSpan};

@@ -12,6 +12,7 @@ use super::gaps::GapStats;
 use super::request::RequestInfo;
 use super::response::{EventKind, ResponseState, Usage, bounded_error};
 use super::sse::SseDecoder;
+use crate::driver::BusinessAttributes;
 use crate::limits::MAX_CHOICES;
 use crate::semconv::{exception, gen_ai, llmtrace};
 
@@ -244,6 +245,7 @@ pub struct Exchange {
     gaps: GapStats,
     token_events: Vec<(Instant, u64)>,
     guardrail_at: Option<Instant>,
+    business: Option<Arc<BusinessAttributes>>,
 }
 
 impl fmt::Debug for Exchange {
@@ -294,7 +296,16 @@ impl Exchange {
             gaps: GapStats::default(),
             token_events: Vec::new(),
             guardrail_at: None,
+            business: None,
         }
+    }
+
+    /// The request's business context (user, session, experiment, ...; see
+    /// [`BusinessContext`](crate::driver::BusinessContext)): its attributes go on the span
+    /// from the start, a session id becomes `gen_ai.conversation.id`, and the opted-in
+    /// dimensions go on every metric of the exchange.
+    pub fn set_business(&mut self, business: Arc<BusinessAttributes>) {
+        self.business = Some(business);
     }
 
     /// The recognised endpoint.
@@ -367,7 +378,38 @@ impl Exchange {
                 string_array(std::slice::from_ref(format)),
             ));
         }
+        self.push_conversation(&mut a);
         a
+    }
+
+    /// The business attributes and the conversation: the caller's session when it names one,
+    /// else the conversation the body names (OpenAI Responses `conversation`), which is also
+    /// kept under its own key when the two differ; and `previous_response_id`.
+    fn push_conversation(&self, a: &mut Vec<KeyValue>) {
+        let r = &self.request;
+        let session = self.business.as_deref().and_then(|b| {
+            a.extend_from_slice(b.attributes());
+            b.conversation_id()
+        });
+        match (session, &r.conversation_id) {
+            (Some(session), body) => {
+                a.push(KeyValue::new(gen_ai::CONVERSATION_ID, session.to_owned()));
+                if let Some(body) = body.as_deref().filter(|body| *body != session) {
+                    a.push(KeyValue::new(
+                        llmtrace::REQUEST_CONVERSATION,
+                        body.to_owned(),
+                    ));
+                }
+            }
+            (None, Some(body)) => a.push(KeyValue::new(gen_ai::CONVERSATION_ID, body.clone())),
+            (None, None) => {}
+        }
+        if let Some(previous) = &r.previous_response_id {
+            a.push(KeyValue::new(
+                llmtrace::REQUEST_PREVIOUS_RESPONSE_ID,
+                previous.clone(),
+            ));
+        }
     }
 
     /// What the span and every metric of the exchange start with: operation, provider and
@@ -705,6 +747,9 @@ impl Exchange {
             attributes.push(KeyValue::new(gen_ai::RESPONSE_MODEL, model.clone()));
         }
         attributes.extend(self.error_type());
+        if let Some(business) = &self.business {
+            attributes.extend_from_slice(business.metric_dimensions());
+        }
         MetricValues {
             attributes,
             duration: now.saturating_duration_since(self.start),

@@ -226,13 +226,13 @@ impl GenAiMetrics {
 
 /// Label values admitted as they are: the first `max` distinct ones.
 #[derive(Debug)]
-struct LabelSet {
+pub(crate) struct LabelSet {
     max: usize,
     known: RwLock<HashSet<Box<str>>>,
 }
 
 impl LabelSet {
-    fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         Self {
             max,
             known: RwLock::new(HashSet::new()),
@@ -240,7 +240,7 @@ impl LabelSet {
     }
 
     /// Whether `value` may be recorded as it is: it is known, or there is room to learn it.
-    fn admit(&self, value: &Value) -> bool {
+    pub(crate) fn admit(&self, value: &Value) -> bool {
         let value = value.as_str();
         // Fast path: a known value (or a full set) needs only the read lock.
         {

@@ -61,7 +61,7 @@ mod endpoint;
 mod exchange;
 mod gaps;
 mod json;
-mod metrics;
+pub(crate) mod metrics;
 mod openai;
 mod request;
 mod response;

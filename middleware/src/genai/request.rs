@@ -48,6 +48,12 @@ pub struct RequestInfo {
     pub tool_count: Option<i64>,
     /// `encoding_format` (embeddings), at most [`MAX_NAME_BYTES`].
     pub encoding_format: Option<String>,
+    /// The conversation the request continues (OpenAI Responses `conversation`, an id or an
+    /// object with an `id`), at most [`MAX_NAME_BYTES`].
+    pub conversation_id: Option<String>,
+    /// The response the request continues (OpenAI Responses `previous_response_id`), at most
+    /// [`MAX_NAME_BYTES`].
+    pub previous_response_id: Option<String>,
     /// Why the body could not be read, when it could not.
     pub parse_error: Option<String>,
     /// The parsed body, kept only when content capture is on.
@@ -129,6 +135,8 @@ impl RequestInfo {
         };
         self.model.iter_mut().for_each(bound);
         self.encoding_format.iter_mut().for_each(bound);
+        self.conversation_id.iter_mut().for_each(bound);
+        self.previous_response_id.iter_mut().for_each(bound);
         self.stop_sequences.truncate(MAX_STOP_SEQUENCES);
         self.stop_sequences.iter_mut().for_each(bound);
     }
@@ -184,7 +192,34 @@ struct RequestView<'a> {
     stop: Loose<Stop<'a>>,
     #[serde(default, borrow)]
     stop_sequences: Loose<Stop<'a>>,
+    #[serde(default, borrow)]
+    conversation: Loose<Conversation<'a>>,
+    #[serde(default, borrow)]
+    previous_response_id: Loose<Cow<'a, str>>,
 }
+
+/// `conversation` (OpenAI Responses): the id, or an object with the id.
+struct Conversation<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Lenient<'de> for Conversation<'a> {
+    fn from_str(s: Cow<'de, str>) -> Option<Self> {
+        Some(Conversation(s))
+    }
+    fn from_map<A: serde::de::MapAccess<'de>>(map: A) -> Result<Option<Self>, A::Error> {
+        let object = <ConversationObject<'a> as Lenient<'de>>::from_map(map)?;
+        Ok(object.and_then(|o| o.id.0).map(Conversation))
+    }
+}
+
+/// `conversation` as an object.
+#[derive(Deserialize)]
+#[serde(bound(deserialize = "'de: 'a"))]
+struct ConversationObject<'a> {
+    #[serde(default, borrow)]
+    id: Loose<Cow<'a, str>>,
+}
+
+view::lenient_object!(ConversationObject);
 
 /// `stream_options` (OpenAI).
 #[derive(Deserialize)]
@@ -246,6 +281,10 @@ impl RequestView<'_> {
         info.choice_count = self.n.value();
         info.tool_count = self.tools.value().map(|Len(n)| n as i64);
         info.encoding_format = self.encoding_format.str().map(name);
+        if format == ApiFormat::OpenAiResponses {
+            info.conversation_id = self.conversation.0.map(|Conversation(id)| name(&id));
+            info.previous_response_id = self.previous_response_id.str().map(name);
+        }
         let stop = match format {
             ApiFormat::OpenAiChat
             | ApiFormat::OpenAiCompletions
@@ -316,6 +355,60 @@ mod tests {
         let info = RequestInfo::parse(&chat, body, false);
         assert_eq!(info.model.as_deref(), Some("b!"));
         assert!(!info.stream);
+    }
+
+    /// OpenAI Responses: `conversation` as an id or an object with one, and
+    /// `previous_response_id`; other types are absent; other APIs' bodies are not read for them.
+    #[test]
+    fn a_responses_body_names_its_conversation_and_previous_response() {
+        let responses = Endpoint::detect("/v1/responses", None).unwrap();
+        let chat = Endpoint::detect("/v1/chat/completions", None).unwrap();
+        let long = "c".repeat(1000);
+        for keep in [false, true] {
+            for (body, conversation, previous) in [
+                (
+                    r#"{"conversation":"conv_1","previous_response_id":"resp_1"}"#.to_owned(),
+                    Some("conv_1"),
+                    Some("resp_1"),
+                ),
+                (
+                    r#"{"conversation":{"id":"conv_2","x":[1]}}"#.to_owned(),
+                    Some("conv_2"),
+                    None,
+                ),
+                (
+                    r#"{"conversation":{"id":7},"previous_response_id":null}"#.to_owned(),
+                    None,
+                    None,
+                ),
+                (
+                    r#"{"conversation":["conv_3"],"previous_response_id":5}"#.to_owned(),
+                    None,
+                    None,
+                ),
+                (
+                    format!(r#"{{"conversation":"{long}"}}"#),
+                    Some(&long[..]),
+                    None,
+                ),
+            ] {
+                let info = RequestInfo::parse(&responses, body.as_bytes(), keep);
+                assert_eq!(info.parse_error, None);
+                match conversation {
+                    Some(c) if c.len() > MAX_NAME_BYTES => {
+                        let got = info.conversation_id.unwrap();
+                        assert!(got.len() <= MAX_NAME_BYTES && got.starts_with("ccc"));
+                    }
+                    _ => assert_eq!(info.conversation_id.as_deref(), conversation, "{body}"),
+                }
+                assert_eq!(info.previous_response_id.as_deref(), previous, "{body}");
+                let info = RequestInfo::parse(&chat, body.as_bytes(), keep);
+                assert_eq!(
+                    (info.conversation_id, info.previous_response_id),
+                    (None, None)
+                );
+            }
+        }
     }
 
     #[test]

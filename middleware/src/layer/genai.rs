@@ -19,7 +19,7 @@ use tower_service::Service;
 use super::body::{BodyObserver, ObservedBody};
 use super::default_tracer;
 use crate::driver::span::Side;
-use crate::driver::{ErrorClassifier, ErrorRef, GenAiRecorder, GenAiSpan};
+use crate::driver::{BusinessContext, ErrorClassifier, ErrorRef, GenAiRecorder, GenAiSpan};
 use crate::genai::{End, Endpoint, Exchange, GenAiConfig, GenAiMetrics, Provider, RequestInfo};
 use crate::propagation;
 
@@ -105,6 +105,7 @@ impl GenAiLayer {
                 provider: None,
                 max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
                 errors: ErrorClassifier::default(),
+                business: None,
             }),
         }
     }
@@ -121,6 +122,28 @@ impl GenAiLayer {
 
     fn set_errors(self, errors: ErrorClassifier) -> Self {
         self.update(|s| s.errors = errors)
+    }
+
+    /// Reads business context (user, session, experiment, ...) from each request's headers
+    /// and baggage, for a layer that serves an LLM API ([`server`](Self::server)): span
+    /// attributes from the start, the session as `gen_ai.conversation.id`, opted-in metric
+    /// dimensions. Without it, the business context of the parent context is used: a client
+    /// layer inside a service behind a [`ServerLayer`](crate::ServerLayer) with
+    /// [`business_context`](crate::ServerLayer::business_context) gets the inbound request's.
+    ///
+    /// ```
+    /// use llmtrace::GenAiLayer;
+    /// use llmtrace::driver::BusinessContext;
+    ///
+    /// let business = BusinessContext::builder()
+    ///     .header("x-user-id", "user.id")
+    ///     .build()
+    ///     .unwrap();
+    /// let layer = GenAiLayer::server().business_context(business);
+    /// # let _ = layer;
+    /// ```
+    pub fn business_context(self, business: BusinessContext) -> Self {
+        self.update(|s| s.business = Some(business))
     }
 
     /// Records the GenAI metrics on instruments from `meter`.

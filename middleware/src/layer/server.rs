@@ -16,7 +16,7 @@ use super::future::ResponseFuture;
 use crate::driver::attrs::HeaderCapture;
 use crate::driver::span::{ExchangeSpan, Side};
 use crate::driver::{
-    ErrorClassifier, InboundRequest, Incoming, StatusClassifier, start_server_span,
+    BusinessContext, ErrorClassifier, InboundRequest, Incoming, StatusClassifier, start_server_span,
 };
 use crate::semconv;
 
@@ -75,6 +75,7 @@ struct ServerConfig {
     traceresponse: bool,
     incoming: Incoming,
     trusted: Option<Arc<TrustedFn>>,
+    business: Option<BusinessContext>,
 }
 
 impl fmt::Debug for ServerConfig {
@@ -87,6 +88,7 @@ impl fmt::Debug for ServerConfig {
             .field("traceresponse", &self.traceresponse)
             .field("incoming", &self.incoming)
             .field("trusted", &self.trusted.is_some())
+            .field("business", &self.business)
             .field("route", &self.route.is_some())
             .field("status_classifier", &self.status_classifier)
             .field("errors", &self.errors)
@@ -121,6 +123,7 @@ impl ServerLayer {
                 traceresponse: false,
                 incoming: Incoming::Trust,
                 trusted: None,
+                business: None,
             }),
         }
     }
@@ -247,6 +250,29 @@ impl ServerLayer {
         self.update(|c| c.trusted = Some(Arc::new(trusted)))
     }
 
+    /// Reads business context (user, session, tenant, experiment, ...) from each request's
+    /// headers and baggage into attributes of the SERVER span, set at start so head rules
+    /// match them; the request's context carries them to the GenAI spans made while the
+    /// service runs (a [`GenAiLayer`](crate::GenAiLayer) client: `gen_ai.conversation.id`
+    /// from the session, the opted-in metric dimensions).
+    ///
+    /// ```
+    /// use llmtrace::ServerLayer;
+    /// use llmtrace::driver::BusinessContext;
+    ///
+    /// let business = BusinessContext::builder()
+    ///     .header("x-user-id", "user.id")
+    ///     .header("x-session-id", "session.id")
+    ///     .baggage("experiment", "llmtrace.experiment")
+    ///     .build()
+    ///     .unwrap();
+    /// let layer = ServerLayer::new().business_context(business);
+    /// # let _ = layer;
+    /// ```
+    pub fn business_context(self, business: BusinessContext) -> Self {
+        self.update(|c| c.business = Some(business))
+    }
+
     fn rebuild_captures(mut self) -> Self {
         let config = Arc::make_mut(&mut self.config);
         config.request_capture = (!config.request_headers.is_empty()).then(|| {
@@ -290,6 +316,10 @@ impl ServerConfig {
         let (req, named_route) = config.name_route(req);
         let (req, incoming) = config.incoming(req);
         let (parent, link) = incoming.extract(req.headers());
+        let business = config
+            .business
+            .as_ref()
+            .and_then(|b| b.extract(req.headers(), &parent));
         let inbound = InboundRequest {
             method: req.method(),
             uri: req.uri(),
@@ -297,6 +327,7 @@ impl ServerConfig {
             headers: req.headers(),
             route: named_route.as_deref().or_else(|| matched_route(&req)),
             peer: peer_address(&req),
+            business: business.as_ref(),
         };
         let (cx, grpc) = start_server_span(
             &config.tracer,

@@ -80,7 +80,10 @@ impl Sample {
 /// ([`ServerLayer::capture_request_headers`](crate::ServerLayer::capture_request_headers)),
 /// and GenAI spans with `gen_ai.request.model`, `gen_ai.operation.name` and
 /// `gen_ai.provider.name`. A header that is not captured cannot be matched. Baggage is read
-/// from the parent context: the W3C `baggage` header the server layer extracted.
+/// from the parent context: the W3C `baggage` header the server layer extracted. Business
+/// attributes ([`BusinessContext`](crate::driver::BusinessContext), the gateway's
+/// `[telemetry.attributes]`: `user.id`, `session.id`, a tier, an experiment) are start
+/// attributes of both spans, matched with `attributes`.
 ///
 /// ```toml
 /// match = { route = "/v1/chat/completions", headers = { x-user-tier = "enterprise" } }
@@ -88,6 +91,7 @@ impl Sample {
 /// match = { baggage = { experiment = "*" } }
 /// match = { span_name = "GET /healthz", kind = "server" }
 /// match = { attributes = { "gen_ai.provider.name" = "anthropic" } }
+/// match = { attributes = { "user.tier" = "free" } }   # mapped by [telemetry.attributes]
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
