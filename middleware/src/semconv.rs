@@ -297,3 +297,47 @@ pub mod sampling {
         pub const DECISION: &str = "llmtrace.sampling.decision";
     }
 }
+
+/// Spans of OpenAI Batch and Files API calls ([`genai::BatchCall`](crate::genai::BatchCall)).
+pub mod batch {
+    /// The call: `batch.create`, `batch.retrieve`, `batch.cancel`, `batch.list`,
+    /// `file.upload`, `file.retrieve`, `file.content`, `file.delete`, `file.list`.
+    pub const BATCH_OPERATION: &str = "llmtrace.batch.operation";
+    /// The batch (`batch_…`), from the path or the answer.
+    pub const BATCH_ID: &str = "llmtrace.batch.id";
+    /// The batch's status in the answer (`validating`, `in_progress`, `completed`, ...).
+    pub const BATCH_STATUS: &str = "llmtrace.batch.status";
+    /// The endpoint the batch's requests go to (`/v1/chat/completions`).
+    pub const BATCH_ENDPOINT: &str = "llmtrace.batch.endpoint";
+    /// `24h`.
+    pub const BATCH_COMPLETION_WINDOW: &str = "llmtrace.batch.completion_window";
+    /// The batch's input file.
+    pub const BATCH_INPUT_FILE_ID: &str = "llmtrace.batch.input_file_id";
+    /// The batch's output file, once it has one.
+    pub const BATCH_OUTPUT_FILE_ID: &str = "llmtrace.batch.output_file_id";
+    /// The batch's error file, when some requests failed.
+    pub const BATCH_ERROR_FILE_ID: &str = "llmtrace.batch.error_file_id";
+    /// `request_counts.total` (int).
+    pub const BATCH_REQUESTS_TOTAL: &str = "llmtrace.batch.requests.total";
+    /// `request_counts.completed` (int).
+    pub const BATCH_REQUESTS_COMPLETED: &str = "llmtrace.batch.requests.completed";
+    /// `request_counts.failed` (int).
+    pub const BATCH_REQUESTS_FAILED: &str = "llmtrace.batch.requests.failed";
+    /// Items in a list answer (int).
+    pub const BATCH_LIST_COUNT: &str = "llmtrace.batch.list.count";
+    /// The file (`file-…`), from the path or the answer.
+    pub const FILE_ID: &str = "llmtrace.file.id";
+    /// The file's purpose (`batch`, `batch_output`, ...).
+    pub const FILE_PURPOSE: &str = "llmtrace.file.purpose";
+    /// The file's size in bytes (int).
+    pub const FILE_BYTES: &str = "llmtrace.file.bytes";
+    /// Requests in a downloaded batch output (int).
+    pub const BATCH_OUTPUT_REQUESTS: &str = "llmtrace.batch.output.requests";
+    /// Of those, failed ones: an `error`, or a response status outside 2xx (int).
+    pub const BATCH_OUTPUT_FAILED: &str = "llmtrace.batch.output.failed";
+    /// Of those, lines that could not be read (not JSON, or over 4 MiB) (int).
+    pub const BATCH_OUTPUT_UNREADABLE: &str = "llmtrace.batch.output.unreadable";
+    /// On a span of a later call about a batch or file: a link to the span that made it.
+    /// The link's attribute `llmtrace.batch.link` says what: `batch` or `file`.
+    pub const LINK_KIND: &str = "llmtrace.batch.link";
+}

@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use llmtrace::driver::{
-    BusinessContext, GenAiRecorder, GenAiSpan, InboundRequest, InboundSpan, Incoming,
+    BatchSpan, BusinessContext, GenAiRecorder, GenAiSpan, InboundRequest, InboundSpan, Incoming,
     RequestHeaderCapture,
 };
 use llmtrace::genai::{
-    End, Endpoint, Exchange, Provider, RequestInfo, Summary, UsageChunkFilter, request_with_usage,
+    BatchCall, BatchIndex, End, Endpoint, Exchange, Provider, RequestInfo, Summary,
+    UsageChunkFilter, request_with_usage,
 };
 use llmtrace::limits::{self, bounded};
 use llmtrace::propagation;
@@ -68,6 +69,9 @@ struct Target {
     credentials: Option<(&'static str, http::HeaderValue)>,
 }
 
+/// Batches and files whose maker's span the gateway remembers (about 200 bytes each).
+const BATCH_INDEX_ENTRIES: usize = 10_000;
+
 /// The pingora proxy.
 pub struct Gateway {
     config: Arc<Config>,
@@ -81,6 +85,8 @@ pub struct Gateway {
     trusted: Vec<IpNetwork>,
     /// `telemetry.attributes`, when it maps anything.
     business: Option<BusinessContext>,
+    /// Which span made each batch and file, for the later calls about them.
+    batches: Arc<BatchIndex>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -136,6 +142,7 @@ impl Gateway {
             capture,
             trusted,
             business,
+            batches: Arc::new(BatchIndex::new(BATCH_INDEX_ENTRIES)),
             config,
             targets,
             tracer,
@@ -154,6 +161,8 @@ pub struct RequestCtx {
     inbound: Inbound,
     /// The GenAI exchange, for LLM API calls.
     llm: LlmExchange,
+    /// The span of an OpenAI Batch or Files API call.
+    batch: Option<BatchSpan>,
     /// Which upstream each attempt goes to, and whether another is allowed.
     attempts: Attempts,
     /// The request body: counted, copied (bounded) to read the model, and held back when
@@ -331,9 +340,31 @@ impl ProxyHttp for Gateway {
             endpoint.provider = provider_of(&target.config, &endpoint);
             endpoint
         });
-        let route_name = ctx.llm.endpoint.as_ref().map(Endpoint::route);
+        let batch_call = self.batch_call(target, ctx, session.req_header());
+        let route_name = match (&ctx.llm.endpoint, &batch_call) {
+            (Some(endpoint), _) => Some(endpoint.route()),
+            (None, Some(call)) => Some(call.operation.route().to_owned()),
+            (None, None) => None,
+        };
         let server = self.start_server_span(session, route_name.as_deref(), &ctx.ids.request_id);
         let server_cx = server.context().cloned().unwrap_or_default();
+        if let Some(call) = batch_call {
+            let provider = target
+                .config
+                .provider_name
+                .clone()
+                .map(Provider::named)
+                .or_else(|| target.config.provider.provider())
+                .unwrap_or(Provider::OpenAi);
+            ctx.batch = Some(BatchSpan::start(
+                &self.tracer,
+                call,
+                &provider,
+                session.req_header().as_ref(),
+                &server_cx,
+                &self.batches,
+            ));
+        }
         ctx.body = RequestBody::new(limit, 0, false);
         if let Some(endpoint) = ctx.llm.endpoint.clone() {
             // The model is in the body, which arrives after the request head has gone
@@ -442,11 +473,13 @@ impl ProxyHttp for Gateway {
         }
         upstream_request.insert_header(REQUEST_ID_HEADER, ctx.ids.request_id.as_str())?;
         // The GenAI span's own id goes upstream, so a traced provider nests under it.
-        let cx = ctx.llm.span.as_ref().and_then(GenAiSpan::context).or(ctx
-            .inbound
+        let cx = ctx
+            .llm
             .span
             .as_ref()
-            .and_then(InboundSpan::context));
+            .and_then(GenAiSpan::context)
+            .or(ctx.batch.as_ref().and_then(BatchSpan::context))
+            .or(ctx.inbound.span.as_ref().and_then(InboundSpan::context));
         if let Some(cx) = cx {
             self.inject_context(cx, upstream_request)?;
             let sc = cx.span().span_context().clone();
@@ -597,6 +630,9 @@ impl ProxyHttp for Gateway {
         if let Some(genai) = ctx.llm.span.as_mut() {
             genai.on_response_head(upstream_response.status, &upstream_response.headers);
         }
+        if let Some(batch) = ctx.batch.as_mut() {
+            batch.on_response_head(upstream_response.status, &upstream_response.headers);
+        }
         if let (Some(cx), Some(target)) = (
             ctx.llm.span.as_ref().and_then(GenAiSpan::context),
             ctx.attempts.target,
@@ -687,6 +723,9 @@ impl ProxyHttp for Gateway {
                 *body = Some(Bytes::from(out));
             }
         }
+        if let (Some(batch), Some(chunk)) = (ctx.batch.as_mut(), body.as_ref()) {
+            batch.on_response_data(chunk);
+        }
         if let (Some(server), Some(chunk)) = (ctx.inbound.span.as_mut(), body.as_ref()) {
             server.on_data(chunk.len());
         }
@@ -701,6 +740,9 @@ impl ProxyHttp for Gateway {
             if let Some(mut genai) = ctx.llm.span.take() {
                 record_gateway_time(&genai, ctx);
                 ctx.llm.summary = genai.finish(End::Complete);
+            }
+            if let Some(mut batch) = ctx.batch.take() {
+                batch.finish(End::Complete);
             }
         }
         Ok(None)
@@ -755,6 +797,9 @@ impl ProxyHttp for Gateway {
     /// The request is over, one way or another: end the spans, write the access log line.
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
         let end = end_of(error);
+        if let Some(mut batch) = ctx.batch.take() {
+            batch.finish(end.clone());
+        }
         if let Some(mut genai) = ctx.llm.span.take() {
             record_gateway_time(&genai, ctx);
             if let Some(summary) = genai.finish(end.clone()) {
@@ -1093,6 +1138,20 @@ impl Gateway {
 }
 
 impl Gateway {
+    /// The Batch or Files API call a request is, for an upstream that serves those APIs
+    /// (OpenAI, Azure OpenAI, OpenAI-compatible), when it is not an LLM call.
+    fn batch_call(
+        &self,
+        target: &Target,
+        ctx: &RequestCtx,
+        req: &RequestHeader,
+    ) -> Option<BatchCall> {
+        if ctx.llm.endpoint.is_some() || target.config.provider == ProviderKind::Anthropic {
+            return None;
+        }
+        BatchCall::detect(&req.method, req.uri.path())
+    }
+
     /// `propagation.incoming`, or `Trust` for a peer in `trusted_networks`.
     fn incoming(&self, peer: Option<std::net::SocketAddr>) -> Incoming {
         let mode = self.config.propagation.incoming;

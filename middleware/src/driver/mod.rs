@@ -13,12 +13,14 @@
 //! when dropped first, as aborted.
 
 pub(crate) mod attrs;
+mod batch;
 mod business;
 mod classify;
 mod genai;
 mod inbound;
 pub(crate) mod span;
 
+pub use batch::BatchSpan;
 pub use business::{
     BusinessAttributes, BusinessContext, BusinessContextBuilder, BusinessContextConfig,
     BusinessContextError, DEFAULT_MAX_DIMENSION_VALUES, DEFAULT_MAX_VALUE_BYTES,

@@ -56,6 +56,7 @@
 //! (content.rs) and the stop key (request.rs). The compiler lists any arm left out.
 
 mod anthropic;
+mod batch;
 mod content;
 mod endpoint;
 mod exchange;
@@ -68,6 +69,7 @@ mod response;
 pub mod sse;
 mod view;
 
+pub use batch::{BatchCall, BatchIndex, BatchObserver, BatchOperation, BatchReport};
 pub use endpoint::{ApiFormat, Endpoint, Provider, UnknownProvider};
 pub use exchange::{
     ContentKind, End, Exchange, GenAiConfig, MetricValues, Redactor, Report, SpanEventRecord,
