@@ -324,6 +324,11 @@ pub fn span_json(span: &SpanData) -> serde_json::Value {
             "time_unix_nano": nanos(e.timestamp),
             "attributes": attributes_json(&e.attributes),
         })).collect::<Vec<_>>(),
+        "links": span.links.iter().map(|l| serde_json::json!({
+            "trace_id": l.span_context.trace_id().to_string(),
+            "span_id": l.span_context.span_id().to_string(),
+            "attributes": attributes_json(&l.attributes),
+        })).collect::<Vec<_>>(),
     })
 }
 
