@@ -7,14 +7,23 @@
 //! [`LinkCollector`], and answers the whole batch with one chat completion from the mock
 //! provider: the `chat gpt-4o-mini` CLIENT span of `GenAiLayer` is the batch span's child.
 //! Each request's result records the batch trace id, so a request leads to its batch and the
-//! batch's links lead back to every request.
+//! batch's links lead back to every request. The batch span also lists the 100 request trace
+//! ids in `llmtrace.links.trace_ids`, for backends that drop links (Arize Phoenix).
+//!
+//! It prints `batch trace <id> linked to 100 request traces` and the batch trace's waterfall.
+//! With `OTEL_EXPORTER_OTLP_ENDPOINT` set it also exports every span (the 100 producer spans,
+//! the batch span, the chat span) over OTLP/gRPC, or OTLP/HTTP with
+//! `OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf`, and flushes before exiting:
 //!
 //! ```sh
 //! cargo run --example batch_worker
-//! OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317 cargo run --example batch_worker   # also export
+//! OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317 cargo run --example batch_worker
+//! OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:6006 \
+//!     cargo run --example batch_worker    # Phoenix: the project from OTEL_RESOURCE_ATTRIBUTES
 //! ```
 //!
-//! `tests/batch_worker.rs` runs the same functions against an in-memory exporter.
+//! `tests/batch_worker.rs` runs the same functions against an in-memory exporter;
+//! `tests/e2e/test_batch_links.py` runs this example against Phoenix over OTLP/HTTP.
 
 use std::time::Duration;
 

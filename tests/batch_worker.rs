@@ -4,11 +4,11 @@
 
 use http::HeaderMap;
 use llmtrace::GenAiLayer;
-use llmtrace::propagation::{LINK_INDEX, LINKS_DROPPED, LINKS_INVALID};
+use llmtrace::propagation::{LINK_INDEX, LINKS_DROPPED, LINKS_INVALID, LINKS_TRACE_IDS};
 use llmtrace_mock::MockServer;
 use llmtrace_test_support::*;
-use opentelemetry::Value;
 use opentelemetry::trace::{SpanId, SpanKind};
+use opentelemetry::{Array, Value};
 use opentelemetry_sdk::trace::SpanData;
 
 // The example's own functions (its `main` is not used here).
@@ -23,6 +23,14 @@ fn producers(spans: &[SpanData]) -> Vec<&SpanData> {
         .iter()
         .filter(|s| s.span_kind == SpanKind::Producer)
         .collect()
+}
+
+/// `LINKS_TRACE_IDS` of `span`; panics when it is not a string array.
+fn linked_trace_ids(span: &SpanData) -> Option<Vec<String>> {
+    match attr(span, LINKS_TRACE_IDS)? {
+        Value::Array(Array::String(ids)) => Some(ids.iter().map(|id| id.to_string()).collect()),
+        other => panic!("{LINKS_TRACE_IDS} is not a string array: {other:?}"),
+    }
 }
 
 fn link_index(link: &opentelemetry::trace::Link) -> Option<i64> {
@@ -69,6 +77,13 @@ async fn batch_span_links_to_each_of_the_100_request_traces() {
     }
     assert_eq!(attr(batch, LINKS_DROPPED), None);
     assert_eq!(attr(batch, LINKS_INVALID), None);
+    // The same relation as an attribute, for backends that drop links: the 100 request
+    // trace ids, in queue order.
+    let request_traces: Vec<String> = producers
+        .iter()
+        .map(|p| p.span_context.trace_id().to_string())
+        .collect();
+    assert_eq!(linked_trace_ids(batch), Some(request_traces));
     assert_eq!(
         attr_i64(batch, "messaging.batch.message_count"),
         Some(BATCH_SIZE as i64)
@@ -135,6 +150,13 @@ async fn links_beyond_the_limit_and_invalid_carriers_are_counted() {
     assert_eq!(batch.links.dropped_count, 0, "the SDK dropped none itself");
     assert_eq!(attr_i64(batch, LINKS_DROPPED), Some(2));
     assert_eq!(attr_i64(batch, LINKS_INVALID), Some(1));
+    // One trace id per link kept: bounded by the collector's maximum, not the batch size.
+    let ids = linked_trace_ids(batch).unwrap();
+    assert_eq!(ids.len(), 128);
+    assert_eq!(
+        ids[127],
+        producers(&spans)[127].span_context.trace_id().to_string()
+    );
     // The index is the message's position in the queue, the invalid one included.
     assert_eq!(link_index(&batch.links[0]), Some(1));
     let producers = producers(&spans);

@@ -6,9 +6,9 @@ use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 
 /// Installs a global tracer provider and the W3C propagator.
 ///
-/// Spans go over OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (e.g. to a local
-/// Jaeger, Tempo or Collector at `http://localhost:4317`), else to stdout. Call
-/// `shutdown()` on the returned provider before exiting so batched spans are flushed.
+/// Spans go over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (see [`otlp_exporter`]), else
+/// to stdout. Call `shutdown()` on the returned provider before exiting so batched spans are
+/// flushed.
 pub fn init(service_name: &'static str) -> SdkTracerProvider {
     let provider = builder(service_name)
         .with_simple_exporter(opentelemetry_stdout::SpanExporter::default())
@@ -30,14 +30,37 @@ fn builder(service_name: &'static str) -> opentelemetry_sdk::trace::TracerProvid
     let resource = Resource::builder().with_service_name(service_name).build();
     let builder = SdkTracerProvider::builder().with_resource(resource);
     if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .build()
-            .expect("OTLP exporter");
-        builder.with_batch_exporter(exporter)
+        builder.with_batch_exporter(otlp_exporter())
     } else {
         builder
     }
+}
+
+/// The OTLP span exporter the standard variables ask for: gRPC to `OTEL_EXPORTER_OTLP_ENDPOINT`
+/// (e.g. a local Jaeger, Tempo or Collector at `http://localhost:4317`) unless
+/// `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` or `OTEL_EXPORTER_OTLP_PROTOCOL` says `http/protobuf`;
+/// then HTTP to the endpoint as a base URL (`/v1/traces` appended, port 4318 by convention).
+/// gRPC stays the default here, unlike the specification's, so `…:4317` keeps working.
+///
+/// # Panics
+///
+/// On another protocol, or when the exporter cannot be built (it needs a tokio runtime for
+/// gRPC): these are examples.
+pub fn otlp_exporter() -> opentelemetry_otlp::SpanExporter {
+    let protocol = [
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+    ]
+    .into_iter()
+    .find_map(|name| std::env::var(name).ok())
+    .unwrap_or_else(|| "grpc".to_owned());
+    let builder = opentelemetry_otlp::SpanExporter::builder();
+    match protocol.as_str() {
+        "grpc" => builder.with_tonic().build(),
+        "http/protobuf" => builder.with_http().build(),
+        other => panic!("OTEL_EXPORTER_OTLP_PROTOCOL={other}: expected grpc or http/protobuf"),
+    }
+    .expect("OTLP exporter")
 }
 
 fn install(provider: SdkTracerProvider) -> SdkTracerProvider {

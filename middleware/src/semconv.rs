@@ -203,6 +203,24 @@ pub mod llmtrace {
     pub const EVENT_TOKEN_STREAMED: &str = "token.streamed";
     /// Index of a streamed chunk (int), on `token.streamed`.
     pub const CHUNK_INDEX: &str = "llmtrace.chunk.index";
+
+    // --- span links (`propagation::LinkCollector`) ---
+
+    /// Link attribute (int): the carrier's position among all carriers offered to a
+    /// `LinkCollector`, counting from 0 (invalid ones included), so a link leads back to the
+    /// message it came from.
+    pub const LINK_INDEX: &str = "llmtrace.link.index";
+    /// Span attribute (int): how many valid links a `LinkCollector` dropped beyond its
+    /// maximum. Set only when it dropped any.
+    pub const LINKS_DROPPED: &str = "llmtrace.links.dropped";
+    /// Span attribute (int): how many carriers offered to a `LinkCollector` held no valid
+    /// `traceparent`. Set only when there were any.
+    pub const LINKS_INVALID: &str = "llmtrace.links.invalid";
+    /// Span attribute (string array): the distinct trace ids (32 lowercase hex digits) of the
+    /// span's links, in link order, at most the `LinkCollector`'s maximum. Backends that drop
+    /// OTLP span links on ingest (Arize Phoenix, several LLM observability backends) still show
+    /// which traces the span served. Set only when there are links.
+    pub const LINKS_TRACE_IDS: &str = "llmtrace.links.trace_ids";
 }
 
 /// Exception event names (semantic conventions).

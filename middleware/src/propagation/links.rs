@@ -2,29 +2,21 @@
 //! of them instead of picking one as its parent. The public items are re-exported from
 //! [`propagation`](super), where their documentation is.
 
+use std::collections::HashSet;
+
 use http::{HeaderMap, HeaderValue};
 use opentelemetry::propagation::Extractor;
-use opentelemetry::trace::{Link, SpanBuilder, TraceContextExt};
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::trace::{Link, SpanBuilder, TraceContextExt, TraceId};
+use opentelemetry::{Array, Context, KeyValue, StringValue, Value};
 
 use super::{TRACEPARENT, TRACESTATE, extract_values};
+// The names live with the others in `semconv`; re-exported from `propagation` next to the
+// collector that records them.
+pub use crate::semconv::llmtrace::{LINK_INDEX, LINKS_DROPPED, LINKS_INVALID, LINKS_TRACE_IDS};
 
 /// How many links a [`LinkCollector`] keeps unless told otherwise: the OpenTelemetry SDK's
 /// default span limit for links.
 pub const DEFAULT_MAX_LINKS: usize = 128;
-
-/// Span attribute (int): how many valid links a [`LinkCollector`] dropped beyond its maximum.
-/// Set only when it dropped any.
-pub const LINKS_DROPPED: &str = "llmtrace.links.dropped";
-
-/// Span attribute (int): how many carriers offered to a [`LinkCollector`] held no valid
-/// `traceparent`. Set only when there were any.
-pub const LINKS_INVALID: &str = "llmtrace.links.invalid";
-
-/// Link attribute (int): the carrier's position among all carriers offered to a
-/// [`LinkCollector`], counting from 0 (invalid ones included), so a link leads back to the
-/// message it came from.
-pub const LINK_INDEX: &str = "llmtrace.link.index";
 
 /// The link to the remote context in `traceparent` and `tracestate` of `headers`, or `None`
 /// when `traceparent` is missing, invalid or repeated.
@@ -105,6 +97,8 @@ pub fn link_from_context(cx: &Context) -> Option<Link> {
 /// link made from a carrier ([`add_headers`](Self::add_headers),
 /// [`add_carrier`](Self::add_carrier)) gets [`LINK_INDEX`], the carrier's position in the
 /// batch, and carries the carrier's `tracestate` (see [`link_from_headers`]).
+/// [`apply`](Self::apply) also sets [`LINKS_TRACE_IDS`] on the span: the distinct trace ids
+/// of the links, in order (see [Backends that drop links](#backends-that-drop-links)).
 ///
 /// ```
 /// use http::HeaderMap;
@@ -144,6 +138,18 @@ pub fn link_from_context(cx: &Context) -> Option<Link> {
 /// backend that ignores the OTLP count still shows that the batch served more traces than its
 /// links name. A batch that must reach every request trace past the limit splits into spans of
 /// at most the limit each, or records its own trace id on each request's result.
+///
+/// # Backends that drop links
+///
+/// Not every backend keeps what OTLP sends as span links. Arize Phoenix (checked with 20.26)
+/// reads no links on OTLP ingest, stores none and shows none in its UI, GraphQL or REST API;
+/// several other LLM observability backends do the same. There a batch span would look
+/// unrelated to the requests it served. So [`apply`](Self::apply) also records the links'
+/// distinct trace ids, in link order, as the string-array span attribute [`LINKS_TRACE_IDS`]
+/// (`["4bf92f35…", …]`): an ordinary attribute such backends keep and show (and most can
+/// filter spans on), so a request's trace id finds its batch. It holds at most as many ids as the collector's
+/// maximum (128 × 32 characters by default), and the links stay the relation for backends
+/// that read them.
 #[derive(Clone, Debug)]
 pub struct LinkCollector {
     links: Vec<Link>,
@@ -248,10 +254,33 @@ impl LinkCollector {
         &self.links
     }
 
-    /// [`LINKS_DROPPED`] and [`LINKS_INVALID`], each when non-zero.
+    /// The distinct trace ids of the links kept, in the order of their first link: at most
+    /// the collector's maximum.
+    pub fn trace_ids(&self) -> Vec<TraceId> {
+        let mut seen = HashSet::with_capacity(self.links.len());
+        self.links
+            .iter()
+            .map(|link| link.span_context.trace_id())
+            .filter(|id| seen.insert(*id))
+            .collect()
+    }
+
+    /// [`LINKS_TRACE_IDS`] when any link is kept, then [`LINKS_DROPPED`] and
+    /// [`LINKS_INVALID`], each when non-zero.
     pub fn attributes(&self) -> Vec<KeyValue> {
         let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         let mut attributes = Vec::new();
+        if !self.links.is_empty() {
+            let ids: Vec<StringValue> = self
+                .trace_ids()
+                .iter()
+                .map(|id| id.to_string().into())
+                .collect();
+            attributes.push(KeyValue::new(
+                LINKS_TRACE_IDS,
+                Value::Array(Array::String(ids)),
+            ));
+        }
         if self.dropped > 0 {
             attributes.push(KeyValue::new(LINKS_DROPPED, count(self.dropped)));
         }
@@ -308,6 +337,17 @@ mod tests {
 
     fn valid(i: u64) -> HeaderMap {
         headers(&format!("00-{TRACE}-{:016x}-01", i + 1), None)
+    }
+
+    /// A valid carrier in trace `trace` (non-zero).
+    fn in_trace(trace: u128, span: u64) -> HeaderMap {
+        headers(&format!("00-{trace:032x}-{span:016x}-01"), None)
+    }
+
+    /// `LINKS_TRACE_IDS` holding `ids`.
+    fn trace_ids_attribute(ids: &[&str]) -> KeyValue {
+        let ids = ids.iter().map(|id| StringValue::from(id.to_string()));
+        KeyValue::new(LINKS_TRACE_IDS, Value::Array(Array::String(ids.collect())))
     }
 
     fn index(link: &Link) -> Option<i64> {
@@ -399,7 +439,10 @@ mod tests {
         assert_eq!(links.invalid(), 0);
         assert_eq!(
             links.attributes(),
-            vec![KeyValue::new(LINKS_DROPPED, 3_i64)]
+            vec![
+                trace_ids_attribute(&[TRACE]),
+                KeyValue::new(LINKS_DROPPED, 3_i64)
+            ]
         );
         let indices: Vec<_> = links.links().iter().map(index).collect();
         assert_eq!(indices, [Some(0), Some(1), Some(2)]);
@@ -416,7 +459,10 @@ mod tests {
         assert_eq!(links.dropped(), 0);
         assert_eq!(
             links.attributes(),
-            vec![KeyValue::new(LINKS_INVALID, 1_i64)]
+            vec![
+                trace_ids_attribute(&[TRACE]),
+                KeyValue::new(LINKS_INVALID, 1_i64)
+            ]
         );
         assert_eq!(index(&links.links()[1]), Some(2));
     }
@@ -452,8 +498,56 @@ mod tests {
             builder.attributes.unwrap(),
             vec![
                 KeyValue::new("a", 1_i64),
+                trace_ids_attribute(&[TRACE]),
                 KeyValue::new(LINKS_DROPPED, 1_i64)
             ]
+        );
+    }
+
+    #[test]
+    fn trace_ids_are_distinct_and_in_link_order() {
+        let mut links = LinkCollector::new();
+        for (trace, span) in [(3, 1), (1, 2), (3, 3), (2, 4), (1, 5)] {
+            assert!(links.add_headers(&in_trace(trace, span)));
+        }
+        // A link made elsewhere counts too.
+        let pushed = link_from_headers(&in_trace(9, 6)).unwrap();
+        assert!(links.push(pushed));
+        let hex = |t: u128| format!("{t:032x}");
+        let expected = [hex(3), hex(1), hex(2), hex(9)];
+        let ids: Vec<String> = links.trace_ids().iter().map(|t| t.to_string()).collect();
+        assert_eq!(ids, expected);
+        let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+        assert_eq!(links.attributes(), vec![trace_ids_attribute(&expected)]);
+    }
+
+    #[test]
+    fn trace_ids_are_bounded_by_the_maximum() {
+        let mut links = LinkCollector::with_max(4);
+        for i in 0..10 {
+            links.add_headers(&in_trace(i + 1, i as u64 + 1));
+        }
+        links.add_headers(&headers("00-bad", None)); // past the maximum: dropped
+        let ids: Vec<String> = links.trace_ids().iter().map(|t| t.to_string()).collect();
+        assert_eq!(ids.len(), 4);
+        assert_eq!(ids[3], format!("{:032x}", 4));
+        let attributes = links.attributes();
+        assert_eq!(attributes[0].key.as_str(), LINKS_TRACE_IDS);
+        match &attributes[0].value {
+            Value::Array(Array::String(values)) => assert_eq!(values.len(), 4),
+            other => panic!("{LINKS_TRACE_IDS} is not a string array: {other:?}"),
+        }
+        assert_eq!(attributes[1], KeyValue::new(LINKS_DROPPED, 7_i64));
+    }
+
+    #[test]
+    fn only_invalid_carriers_give_no_trace_ids() {
+        let mut links = LinkCollector::new();
+        links.add_headers(&headers("garbage", None));
+        assert!(links.trace_ids().is_empty());
+        assert_eq!(
+            links.attributes(),
+            vec![KeyValue::new(LINKS_INVALID, 1_i64)]
         );
     }
 

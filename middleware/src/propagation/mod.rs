@@ -95,8 +95,8 @@ use opentelemetry::trace::{SpanContext, TraceContextExt, TraceFlags, TraceId};
 
 pub use self::baggage::{MAX_BAGGAGE_BYTES, MAX_BAGGAGE_MEMBERS, decode_baggage, encode_baggage};
 pub use self::links::{
-    DEFAULT_MAX_LINKS, LINK_INDEX, LINKS_DROPPED, LINKS_INVALID, LinkCollector, link_from_carrier,
-    link_from_context, link_from_headers,
+    DEFAULT_MAX_LINKS, LINK_INDEX, LINKS_DROPPED, LINKS_INVALID, LINKS_TRACE_IDS, LinkCollector,
+    link_from_carrier, link_from_context, link_from_headers,
 };
 pub use self::propagator::{HeaderExtractor, HeaderInjector, W3cPropagator};
 pub use self::traceparent::{
