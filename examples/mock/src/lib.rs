@@ -16,6 +16,11 @@
 //! | `GET /v1/models`, `GET /v1/models/{id}` | OpenAI's list; Anthropic's when `anthropic-version` is sent |
 //! | `POST /v1/messages` | an Anthropic `message`, or its event stream (`message_start` … `message_stop`) |
 //! | `POST /v1/messages/count_tokens` | `{"input_tokens": N}` |
+//! | `POST /v1/files` | `multipart/form-data` with `file` and `purpose`: a `file` object (`file-…`, `status: "processed"`), kept in memory; `purpose: "batch"` files are checked line by line |
+//! | `GET /v1/files`, `GET /v1/files/{id}`, `DELETE /v1/files/{id}` | the `list` (`purpose`, `order`, `after`, `limit`), a `file`, `{"id", "object": "file", "deleted": true}` |
+//! | `GET /v1/files/{id}/content` | the file's bytes (`application/octet-stream`) |
+//! | `POST /v1/batches` | a `batch` (`batch_…`, `status: "validating"`) over an uploaded `batch` file, for `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings` or `/v1/responses` |
+//! | `GET /v1/batches`, `GET /v1/batches/{id}`, `POST /v1/batches/{id}/cancel` | the `list` (newest first, `limit`, `after`), a `batch`, the batch `cancelling` |
 //! | `GET /__mock/requests` | what the mock received (below); `?request_id=ID`: only the requests whose `x-request-id` is `ID` |
 //! | `DELETE /__mock/requests` | forgets the received requests: `{"cleared": N}` |
 //!
@@ -25,6 +30,28 @@
 //! `max_tokens`) is a 400 in the provider's shape: OpenAI
 //! `{"error": {"message", "type": "invalid_request_error", "param", "code"}}`, Anthropic
 //! `{"type": "error", "error": {"type": "invalid_request_error", "message"}, "request_id"}`.
+//!
+//! # Files and batches
+//!
+//! Files live in the mock's memory: at most 1000 and 64 MiB in all (batch outputs included);
+//! an upload past that is a 413 (bytes) or 400 (count). A `batch` upload must be UTF-8 JSONL,
+//! every non-empty line an object with a unique `custom_id`, `"method": "POST"`, a `url` and
+//! a `body` object, at most 50,000 lines; otherwise a 400 whose message names the line
+//! (`Line 3: ...`). A batch's lines are answered when it is created, by the same code as the
+//! endpoint's non-streamed answers (`stream` is dropped; `x-mock-tokens`, `x-mock-usage`, the
+//! token-count headers and the `tools`, `refusal`, `content-filter` faults of the create request
+//! apply; no delays). Its status then follows the clock: `validating`, `in_progress` and
+//! `finalizing` a third of `x-mock-batch-ms` (default 300) each, then `completed` with its
+//! `output_file_id` (the 2xx answers) and `error_file_id` (the others, such as a body without
+//! `messages`), `request_counts` and `usage`. Each output line is
+//! `{"id": "batch_req_…", "custom_id", "response": {"status_code", "request_id", "body"}, "error": null}`,
+//! the body byte for byte what the endpoint answers. A line whose `url` is not the batch's
+//! `endpoint` makes the batch `failed` after `validating`, with `errors.data` naming the line.
+//! Cancelling (while `validating` or `in_progress`) makes it `cancelling`, then `cancelled` a
+//! third of its time later, without output; other statuses cannot be cancelled (400). Unknown
+//! ids are 404s; errors are OpenAI's `{"error": {"message", "type": "invalid_request_error",
+//! "param", "code": null}}`. Status faults (`x-mock-fault: 429`, …) answer these requests as
+//! any other. Every request is kept like the others (an upload with its multipart body).
 //!
 //! # What it received
 //!
@@ -70,6 +97,7 @@
 //! | `x-mock-cached-tokens` | 0 | prompt tokens reported as cache reads |
 //! | `x-mock-cache-creation-tokens` | 0 | prompt tokens reported as cache writes (Anthropic) |
 //! | `x-mock-reasoning-tokens` | 0 | reasoning tokens reported (OpenAI) |
+//! | `x-mock-batch-ms` | 300 | on `POST /v1/batches`: time from `validating` to `completed` |
 //! | `x-mock-seed` | none | a number: ids (`chatcmpl-…`, `msg_01…`, `x-request-id`, …) and the `obfuscation` padding follow from it, `created` is fixed (2025-01-01), so the same request with the same seed gets the same bytes |
 //!
 //! An invalid value is a 400 that says what is wrong.
@@ -107,6 +135,7 @@
 #![allow(clippy::result_large_err)]
 
 mod anthropic;
+mod batch;
 mod config;
 mod ids;
 mod inspect;
@@ -158,6 +187,9 @@ pub mod headers {
     /// A number that makes ids and timestamps deterministic: the same request with the same
     /// seed gets the same response bytes.
     pub const SEED: &str = "x-mock-seed";
+    /// On `POST /v1/batches`: milliseconds from `validating` to `completed` (default 300), a
+    /// third in each of `validating`, `in_progress` and `finalizing`.
+    pub const BATCH_MS: &str = "x-mock-batch-ms";
 }
 
 /// A request the mock received, as it arrived.

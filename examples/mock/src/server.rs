@@ -17,7 +17,7 @@ use crate::json::J;
 use crate::plan::Interrupt;
 use crate::respond::{self, Provider};
 use crate::timeline::Timeline;
-use crate::{ReceivedRequest, anthropic, ids, inspect, openai};
+use crate::{ReceivedRequest, anthropic, batch, ids, inspect, openai};
 
 /// Largest request body read (embeddings of long documents stay well below).
 const BODY_LIMIT: usize = 64 << 20;
@@ -26,6 +26,8 @@ pub(crate) struct Shared {
     pub(crate) config: MockConfig,
     pub(crate) requests: AtomicU64,
     pub(crate) log: Mutex<VecDeque<ReceivedRequest>>,
+    /// The uploaded files and the batches (`/v1/files`, `/v1/batches`).
+    pub(crate) batches: batch::Store,
 }
 
 impl Shared {
@@ -34,10 +36,11 @@ impl Shared {
             config,
             requests: AtomicU64::new(0),
             log: Mutex::new(VecDeque::new()),
+            batches: batch::Store::new(batch::LIMITS),
         }
     }
 
-    fn record(&self, request: &http::request::Parts, body: &bytes::Bytes) {
+    pub(crate) fn record(&self, request: &http::request::Parts, body: &bytes::Bytes) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let keep = self.config.keep_requests;
         if keep == 0 {
@@ -218,6 +221,18 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/models/{*id}", get(openai::get_model))
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
+        .route("/v1/files", post(batch::upload).get(batch::list_files))
+        .route(
+            "/v1/files/{id}",
+            get(batch::get_file).delete(batch::delete_file),
+        )
+        .route("/v1/files/{id}/content", get(batch::file_content))
+        .route(
+            "/v1/batches",
+            post(batch::create_batch).get(batch::list_batches),
+        )
+        .route("/v1/batches/{id}", get(batch::get_batch))
+        .route("/v1/batches/{id}/cancel", post(batch::cancel_batch))
         // Not a provider path: neither counted nor kept (see `inspect`).
         .route(inspect::PATH, get(inspect::list).delete(inspect::clear))
         .fallback(not_found)
