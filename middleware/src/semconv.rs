@@ -355,7 +355,8 @@ pub mod batch {
     pub const BATCH_OUTPUT_FAILED: &str = "llmtrace.batch.output.failed";
     /// Of those, lines that could not be read (not JSON, or over 4 MiB) (int).
     pub const BATCH_OUTPUT_UNREADABLE: &str = "llmtrace.batch.output.unreadable";
-    /// On a span of a later call about a batch or file: a link to the span that made it.
-    /// The link's attribute `llmtrace.batch.link` says what: `batch` or `file`.
+    /// On the link from a later call about a batch or file to the span that made it: what
+    /// that span's call made, `batch` (a batch's creation; its output files belong to it) or
+    /// `file` (an upload).
     pub const LINK_KIND: &str = "llmtrace.batch.link";
 }

@@ -348,23 +348,7 @@ impl ProxyHttp for Gateway {
         };
         let server = self.start_server_span(session, route_name.as_deref(), &ctx.ids.request_id);
         let server_cx = server.context().cloned().unwrap_or_default();
-        if let Some(call) = batch_call {
-            let provider = target
-                .config
-                .provider_name
-                .clone()
-                .map(Provider::named)
-                .or_else(|| target.config.provider.provider())
-                .unwrap_or(Provider::OpenAi);
-            ctx.batch = Some(BatchSpan::start(
-                &self.tracer,
-                call,
-                &provider,
-                session.req_header().as_ref(),
-                &server_cx,
-                &self.batches,
-            ));
-        }
+        ctx.batch = batch_call.map(|call| self.start_batch_span(call, target, session, &server_cx));
         ctx.body = RequestBody::new(limit, 0, false);
         if let Some(endpoint) = ctx.llm.endpoint.clone() {
             // The model is in the body, which arrives after the request head has gone
@@ -1150,6 +1134,31 @@ impl Gateway {
             return None;
         }
         BatchCall::detect(&req.method, req.uri.path())
+    }
+
+    /// The CLIENT span of a Batch or Files API call, under the SERVER span.
+    fn start_batch_span(
+        &self,
+        call: BatchCall,
+        target: &Target,
+        session: &Session,
+        server_cx: &Context,
+    ) -> BatchSpan {
+        let provider = target
+            .config
+            .provider_name
+            .clone()
+            .map(Provider::named)
+            .or_else(|| target.config.provider.provider())
+            .unwrap_or(Provider::OpenAi);
+        BatchSpan::start(
+            &self.tracer,
+            call,
+            &provider,
+            session.req_header().as_ref(),
+            server_cx,
+            &self.batches,
+        )
     }
 
     /// `propagation.incoming`, or `Trust` for a peer in `trusted_networks`.

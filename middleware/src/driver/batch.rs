@@ -68,7 +68,7 @@ impl BatchSpan {
         let mut builder = SpanBuilder::from_name(call.operation.as_str())
             .with_kind(SpanKind::Client)
             .with_attributes(attributes);
-        if let Some(link) = call.id.as_deref().and_then(|id| made_by(index, id, &call)) {
+        if let Some(link) = call.id.as_deref().and_then(|id| made_by(index, id)) {
             builder = builder.with_links(vec![link]);
         }
         let cx = span::child_context(parent, tracer.build_with_context(builder, parent));
@@ -123,19 +123,21 @@ impl BatchSpan {
     fn remember(&self, report: &BatchReport, here: &opentelemetry::trace::SpanContext) {
         let index = &self.index;
         if let Some(batch) = &report.batch_id {
-            index.remember(batch, here);
-            let batch_span = index.find(batch).unwrap_or_else(|| here.clone());
+            index.remember(batch, here, "batch");
+            let batch_span = index
+                .find(batch)
+                .map_or_else(|| here.clone(), |(span, _)| span);
             // The input file keeps its upload's span; the outputs belong to the batch.
             let outputs = report.attributes.iter().filter(|kv| {
                 let key = kv.key.as_str();
                 key == names::BATCH_OUTPUT_FILE_ID || key == names::BATCH_ERROR_FILE_ID
             });
             for file in outputs {
-                index.remember(&file.value.as_str(), &batch_span);
+                index.remember(&file.value.as_str(), &batch_span, "batch");
             }
         }
         if let Some(file) = &report.file_id {
-            index.remember(file, here);
+            index.remember(file, here, "file");
         }
     }
 
@@ -148,23 +150,15 @@ impl BatchSpan {
             .attributes
             .iter()
             .find(|kv| kv.key.as_str() == names::BATCH_INPUT_FILE_ID)?;
-        let made = self.index.find(&input.value.as_str())?;
-        Some(Link::new(
-            made,
-            vec![KeyValue::new(names::LINK_KIND, "file")],
-            0,
-        ))
+        made_by(&self.index, &input.value.as_str())
     }
 }
 
-/// A link to the span that made `id`, when the index remembers it.
-fn made_by(index: &BatchIndex, id: &str, call: &BatchCall) -> Option<Link> {
-    let made = index.find(id)?;
-    let kind = if call.operation.as_str().starts_with("batch") {
-        "batch"
-    } else {
-        "file"
-    };
+/// A link to the span that made `id`, when the index remembers it, labelled with what that
+/// span's call made: `batch` (a batch's creation, which its output files belong to) or `file`
+/// (an upload).
+fn made_by(index: &BatchIndex, id: &str) -> Option<Link> {
+    let (made, kind) = index.find(id)?;
     Some(Link::new(
         made,
         vec![KeyValue::new(names::LINK_KIND, kind)],

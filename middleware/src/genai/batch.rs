@@ -463,8 +463,8 @@ impl OutputLines {
 ///     false,
 ///     TraceState::default(),
 /// );
-/// index.remember("batch_1", &created);
-/// assert_eq!(index.find("batch_1"), Some(created));
+/// index.remember("batch_1", &created, "batch");
+/// assert_eq!(index.find("batch_1"), Some((created, "batch")));
 /// assert_eq!(index.find("batch_2"), None);
 /// ```
 #[derive(Debug)]
@@ -475,7 +475,7 @@ pub struct BatchIndex {
 
 #[derive(Debug, Default)]
 struct Entries {
-    spans: HashMap<String, SpanContext>,
+    spans: HashMap<String, (SpanContext, &'static str)>,
     order: VecDeque<String>,
 }
 
@@ -488,9 +488,10 @@ impl BatchIndex {
         }
     }
 
-    /// `id` (a batch or a file) was made, or first seen, by the span `span`. An id already
-    /// known keeps its first span.
-    pub fn remember(&self, id: &str, span: &SpanContext) {
+    /// `id` (a batch or a file) was made, or first seen, by the span `span`, the span of a
+    /// `kind` call (`"batch"` or `"file"`: what a link to it is labelled). An id already known
+    /// keeps its first span.
+    pub fn remember(&self, id: &str, span: &SpanContext, kind: &'static str) {
         if !span.is_valid() {
             return;
         }
@@ -504,11 +505,11 @@ impl BatchIndex {
             }
         }
         entries.order.push_back(id.to_owned());
-        entries.spans.insert(id.to_owned(), span.clone());
+        entries.spans.insert(id.to_owned(), (span.clone(), kind));
     }
 
-    /// The span that made `id`, when it is remembered.
-    pub fn find(&self, id: &str) -> Option<SpanContext> {
+    /// The span that made `id` and its kind, when it is remembered.
+    pub fn find(&self, id: &str) -> Option<(SpanContext, &'static str)> {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         entries.spans.get(id).cloned()
     }
@@ -729,15 +730,15 @@ mod tests {
             )
         };
         let index = BatchIndex::new(2);
-        index.remember("a", &span(1));
-        index.remember("a", &span(2));
-        assert_eq!(index.find("a"), Some(span(1)));
-        index.remember("b", &span(3));
-        index.remember("c", &span(4));
+        index.remember("a", &span(1), "file");
+        index.remember("a", &span(2), "batch");
+        assert_eq!(index.find("a"), Some((span(1), "file")));
+        index.remember("b", &span(3), "file");
+        index.remember("c", &span(4), "batch");
         assert_eq!(index.len(), 2);
         assert_eq!(index.find("a"), None, "the oldest is forgotten");
-        assert_eq!(index.find("c"), Some(span(4)));
-        index.remember("d", &SpanContext::empty_context());
+        assert_eq!(index.find("c"), Some((span(4), "batch")));
+        index.remember("d", &SpanContext::empty_context(), "file");
         assert_eq!(index.find("d"), None);
     }
 }
