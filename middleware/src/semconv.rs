@@ -360,3 +360,15 @@ pub mod batch {
     /// `file` (an upload).
     pub const LINK_KIND: &str = "llmtrace.batch.link";
 }
+
+/// What an exchange cost ([`genai::PriceTable`](crate::genai::PriceTable)).
+pub mod cost {
+    /// The exchange's cost in USD (double), from its usage and the model's prices.
+    pub const USAGE_COST: &str = "gen_ai.usage.cost";
+    /// Why an exchange has no cost: `unknown_model` (the price table does not name it),
+    /// `no_model`, or `no_usage` (the provider reported no token counts).
+    pub const MISSING: &str = "llmtrace.cost.missing";
+    /// Counter, USD: the cost of every exchange, by model (and the opted-in business
+    /// dimensions).
+    pub const METRIC: &str = "llmtrace.gen_ai.cost";
+}

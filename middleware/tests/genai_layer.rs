@@ -729,3 +729,98 @@ async fn the_server_side_labels_metrics_with_opted_in_dimensions_capped() {
             .all(|s| attr_str(s, "user.id").as_deref() == Some("someone"))
     );
 }
+
+fn counter_sum(exporter: &InMemoryMetricExporter, name: &str) -> f64 {
+    let mut sum = 0.0;
+    for rm in exporter.get_finished_metrics().unwrap() {
+        for sm in rm.scope_metrics() {
+            for metric in sm.metrics().filter(|m| m.name() == name) {
+                match metric.data() {
+                    AggregatedMetrics::F64(MetricData::Sum(s)) => {
+                        sum += s.data_points().map(|p| p.value()).sum::<f64>()
+                    }
+                    other => panic!("{name}: {other:?}"),
+                }
+            }
+        }
+    }
+    sum
+}
+
+/// The cost of each exchange from its reported usage and the answering model's price, on the
+/// span and in a counter whose total is the sum of the spans' costs; a model without a price
+/// gets no cost, and its span says why.
+#[tokio::test]
+async fn each_exchange_costs_its_usage_at_the_models_price_and_the_counter_adds_up() {
+    use llmtrace::genai::{ModelPrice, PriceTable};
+
+    let rec = Recorder::new();
+    let exporter = InMemoryMetricExporter::default();
+    let meters = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(exporter.clone()).build())
+        .build();
+    let client = ServiceBuilder::new()
+        .layer(
+            GenAiLayer::client()
+                .with_tracer(rec.tracer())
+                .with_meter(&meters.meter("test"))
+                .with_prices(PriceTable::bundled()),
+        )
+        .service(provider(
+            openai_events(3),
+            Duration::ZERO,
+            Duration::ZERO,
+            Arc::default(),
+        ));
+    for _ in 0..5 {
+        let response = client.clone().oneshot(chat_request(true)).await.unwrap();
+        response.into_body().collect().await.unwrap();
+    }
+    // The stand-in answers as `gpt-4o-2024-08-06` with 9 prompt and 10 completion tokens:
+    // gpt-4o at $2.50 and $10 per million.
+    let each = (9.0 * 2.5 + 10.0 * 10.0) / 1e6;
+    let spans = rec.wait_for(5).await;
+    let costs: Vec<f64> = spans
+        .iter()
+        .map(|s| f64_attr(s, "gen_ai.usage.cost"))
+        .collect();
+    for cost in &costs {
+        assert!((cost - each).abs() < 1e-15, "{cost} != {each}");
+    }
+    meters.force_flush().unwrap();
+    let total = counter_sum(&exporter, "llmtrace.gen_ai.cost");
+    assert!((total - costs.iter().sum::<f64>()).abs() < 1e-12, "{total}");
+
+    // Unknown to the table: no cost, no counter, and the span says why.
+    let mut table = PriceTable::empty();
+    table.insert(
+        "some-other-model",
+        ModelPrice {
+            input: 1.0,
+            output: 1.0,
+            cache_read: None,
+            cache_write: None,
+        },
+    );
+    let rec = Recorder::new();
+    let unknown = ServiceBuilder::new()
+        .layer(
+            GenAiLayer::client()
+                .with_tracer(rec.tracer())
+                .with_prices(table),
+        )
+        .service(provider(
+            openai_events(3),
+            Duration::ZERO,
+            Duration::ZERO,
+            Arc::default(),
+        ));
+    let response = unknown.oneshot(chat_request(true)).await.unwrap();
+    response.into_body().collect().await.unwrap();
+    let span = &rec.wait_for(1).await[0];
+    assert_eq!(attr(span, "gen_ai.usage.cost"), None);
+    assert_eq!(
+        attr_str(span, "llmtrace.cost.missing").as_deref(),
+        Some("unknown_model")
+    );
+}

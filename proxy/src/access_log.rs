@@ -39,6 +39,8 @@ pub struct AccessLogLine<'a> {
     pub input_tokens: Option<i64>,
     /// `gen_ai.usage.output_tokens`.
     pub output_tokens: Option<i64>,
+    /// `gen_ai.usage.cost`: what the exchange cost in USD, when the model has a price.
+    pub cost_usd: Option<f64>,
     /// Time to the first content chunk.
     pub ttft_ms: Option<f64>,
     /// Head received → last byte sent.
@@ -67,6 +69,7 @@ impl<'a> AccessLogLine<'a> {
         self.stream = summary.stream;
         self.input_tokens = summary.input_tokens;
         self.output_tokens = summary.output_tokens;
+        self.cost_usd = summary.cost;
         self.ttft_ms = summary.time_to_first_chunk.map(millis);
         self.finish_reason = summary.finish_reasons.first().map(String::as_str);
         self
@@ -99,6 +102,7 @@ mod tests {
         summary.request_model = Some("gpt-4o".into());
         summary.finish_reasons = vec!["stop".into()];
         summary.input_tokens = Some(3);
+        summary.cost = Some(0.25);
         summary.time_to_first_chunk = Some(Duration::from_millis(12));
         let line = AccessLogLine {
             request_id: "req_1",
@@ -112,7 +116,8 @@ mod tests {
         assert_eq!(value["model"], "gpt-4o");
         assert_eq!(value["finish_reason"], "stop");
         assert_eq!(value["ttft_ms"], 12.0);
+        assert_eq!(value["cost_usd"], 0.25);
         assert_eq!(value["upstream_request_id"], serde_json::Value::Null);
-        assert_eq!(value.as_object().unwrap().len(), 23);
+        assert_eq!(value.as_object().unwrap().len(), 24);
     }
 }

@@ -44,7 +44,7 @@
 //! `${NAME}` anywhere in a string is replaced by the environment variable `NAME` when the file
 //! is loaded (`$${` writes a literal `${`); an unset variable is an error that names it.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::path::Path;
@@ -53,7 +53,7 @@ use std::str::FromStr;
 use serde::Deserialize;
 
 use llmtrace::driver::{BusinessContextConfig, Incoming};
-use llmtrace::genai::Provider;
+use llmtrace::genai::{ModelPrice, PriceTable, Provider};
 use llmtrace::sampling::{HeadConfig, TailConfig};
 
 use crate::upstream::Upstream;
@@ -86,6 +86,97 @@ pub struct Config {
     /// upstream.
     #[serde(default)]
     pub propagation: PropagationConfig,
+    /// Token prices, for the cost of each exchange (`gen_ai.usage.cost`, the cost metric,
+    /// the access log).
+    #[serde(default)]
+    pub pricing: PricingConfig,
+}
+
+/// `[pricing]`: what each exchange cost, from its usage and the model's prices (USD per
+/// million tokens). The bundled table covers the main OpenAI and Anthropic models as of
+/// [`llmtrace::genai::BUNDLED_PRICES_AS_OF`]; prices change and negotiated prices differ, so a file and the
+/// configuration can add models or replace bundled ones:
+///
+/// ```toml
+/// [pricing]
+/// file = "/etc/llmtrace/prices.toml"     # same shape as [pricing.models], optional
+/// [pricing.models."my-azure-deployment"]
+/// input = 2.5                            # USD per million input tokens
+/// output = 10.0                          # ... output tokens
+/// cache_read = 1.25                      # cached input read (default: input)
+/// cache_write = 3.125                    # input written to the cache (default: input)
+/// ```
+///
+/// Later sources win for the same model: bundled, then the file, then `[pricing.models]`. A
+/// model with no price gets no cost, and its span says so (`llmtrace.cost.missing =
+/// "unknown_model"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PricingConfig {
+    /// Record costs at all (default true).
+    pub enabled: bool,
+    /// Start from the bundled prices (default true).
+    pub bundled: bool,
+    /// A TOML file of prices: `[models."<model>"]` tables like `[pricing.models]`'s.
+    pub file: Option<String>,
+    /// Prices by model name, USD per million tokens.
+    pub models: BTreeMap<String, ModelPrice>,
+}
+
+impl Default for PricingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bundled: true,
+            file: None,
+            models: BTreeMap::new(),
+        }
+    }
+}
+
+/// A prices file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PricesFile {
+    #[serde(default)]
+    models: BTreeMap<String, ModelPrice>,
+}
+
+impl PricingConfig {
+    /// The price table, `None` when costs are off. Reads the file, and checks every price.
+    pub fn table(&self) -> Result<Option<PriceTable>, ConfigError> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let mut table = if self.bundled {
+            PriceTable::bundled()
+        } else {
+            PriceTable::empty()
+        };
+        if let Some(path) = &self.file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| error("pricing.file", format!("{path}: {e}")))?;
+            let file: PricesFile =
+                toml::from_str(&text).map_err(|e| error("pricing.file", format!("{path}: {e}")))?;
+            insert_prices(&mut table, &file.models, "pricing.file")?;
+        }
+        insert_prices(&mut table, &self.models, "pricing.models")?;
+        Ok(Some(table))
+    }
+}
+
+fn insert_prices(
+    table: &mut PriceTable,
+    models: &BTreeMap<String, ModelPrice>,
+    field: &str,
+) -> Result<(), ConfigError> {
+    for (model, price) in models {
+        price
+            .check()
+            .map_err(|message| error(format!("{field}.{model:?}"), message))?;
+        table.insert(model.clone(), *price);
+    }
+    Ok(())
 }
 
 /// `[propagation]`: the gateway's trust boundary.
@@ -583,6 +674,7 @@ impl Config {
             sampling: None,
             tail: None,
             propagation: PropagationConfig::default(),
+            pricing: PricingConfig::default(),
             routes: vec![RouteConfig {
                 path_prefix: "/".to_owned(),
                 host: None,
@@ -620,6 +712,7 @@ impl Config {
             route.validate(i, &names)?;
         }
         self.propagation.validate()?;
+        self.pricing.table()?;
         self.validate_telemetry()
     }
 

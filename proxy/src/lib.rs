@@ -95,6 +95,7 @@ pub fn build_server(
         .with_tracer(provider.tracer("llmtrace-proxy"))
         .with_config(GenAiConfig {
             capture_content: config.telemetry.capture_content,
+            prices: config.pricing.table()?.map(Arc::new),
             ..GenAiConfig::default()
         })
         .with_meter(&meter)

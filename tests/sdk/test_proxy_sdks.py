@@ -121,6 +121,9 @@ def test_chat_stream_without_include_usage(oai, rec, mock_url, spans):
     assert a["llmtrace.usage.source"] == "reported"
     assert a["gen_ai.usage.output_tokens"] == 16
     assert a["gen_ai.usage.input_tokens"] == 8
+    # The bundled price of the answering model (gpt-4o: $2.50 in, $10 out per million).
+    assert a["gen_ai.response.model"].startswith("gpt-4o")
+    assert a["gen_ai.usage.cost"] == pytest.approx((8 * 2.5 + 16 * 10.0) / 1e6, rel=1e-12)
     assert server["attributes"]["http.response.status_code"] == 200
     assert server["status"] == "unset" and client["status"] == "unset"
 

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use opentelemetry::{Array, KeyValue, StringValue, Value};
 
+use super::cost::PriceTable;
 use super::endpoint::Endpoint;
 use super::gaps::GapStats;
 use super::request::RequestInfo;
@@ -14,7 +15,7 @@ use super::response::{EventKind, ResponseState, Usage, bounded_error};
 use super::sse::SseDecoder;
 use crate::driver::BusinessAttributes;
 use crate::limits::MAX_CHOICES;
-use crate::semconv::{exception, gen_ai, llmtrace};
+use crate::semconv::{self, exception, gen_ai, llmtrace};
 
 /// Which kinds of prompt and completion content may be recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -71,6 +72,8 @@ pub struct GenAiConfig {
     pub estimate_usage: bool,
     /// `llmtrace.measured_at`: `client`, `gateway` or `server`.
     pub measured_at: &'static str,
+    /// Prices for `gen_ai.usage.cost` and the cost metric; `None` (default): no cost.
+    pub prices: Option<Arc<PriceTable>>,
 }
 
 impl Default for GenAiConfig {
@@ -86,6 +89,7 @@ impl Default for GenAiConfig {
             max_json_body_bytes: 8 * 1024 * 1024,
             estimate_usage: false,
             measured_at: "client",
+            prices: None,
         }
     }
 }
@@ -102,6 +106,7 @@ impl fmt::Debug for GenAiConfig {
             .field("max_json_body_bytes", &self.max_json_body_bytes)
             .field("estimate_usage", &self.estimate_usage)
             .field("measured_at", &self.measured_at)
+            .field("prices", &self.prices)
             .finish()
     }
 }
@@ -169,6 +174,8 @@ pub struct Summary {
     pub finish_reasons: Vec<String>,
     /// `error.type`, when the exchange failed.
     pub error_type: Option<String>,
+    /// What the exchange cost in USD, when prices are configured and know the model.
+    pub cost: Option<f64>,
 }
 
 /// The numbers behind the GenAI metrics of one exchange.
@@ -190,6 +197,8 @@ pub struct MetricValues {
     pub time_per_output_token: Option<Duration>,
     /// Whether this was a streamed response.
     pub streamed: bool,
+    /// What the exchange cost in USD, when known.
+    pub cost: Option<f64>,
 }
 
 /// One LLM exchange, observed incrementally: the request as parsed, then the response head,
@@ -612,7 +621,26 @@ impl Exchange {
                 .map(|t| t.saturating_duration_since(self.start)),
             output_tokens_per_second,
             time_per_output_token,
+            cost: self.cost(&usage),
         }
+    }
+
+    /// What `usage` cost with the model that answered (or, when the answer names none, the
+    /// one asked for), or why there is no cost.
+    fn cost(&self, usage: &Usage) -> Option<Result<f64, &'static str>> {
+        let prices = self.config.prices.as_deref()?;
+        let model = self
+            .state
+            .model
+            .as_deref()
+            .or(self.request.model.as_deref());
+        Some(match model {
+            None => Err("no_model"),
+            Some(model) => match prices.price(model) {
+                None => Err("unknown_model"),
+                Some(price) => price.cost(usage).ok_or("no_usage"),
+            },
+        })
     }
 
     /// The span attributes set at the end.
@@ -636,6 +664,11 @@ impl Exchange {
             a.push(KeyValue::new(llmtrace::PROVIDER_REQUEST_ID, id.clone()));
         }
         a.push(KeyValue::new(llmtrace::USAGE_SOURCE, totals.usage_source));
+        match totals.cost {
+            Some(Ok(cost)) => a.push(KeyValue::new(semconv::cost::USAGE_COST, cost)),
+            Some(Err(missing)) => a.push(KeyValue::new(semconv::cost::MISSING, missing)),
+            None => {}
+        }
         a.push(KeyValue::new(
             llmtrace::MEASURED_AT,
             self.config.measured_at,
@@ -759,6 +792,7 @@ impl Exchange {
             output_tokens: totals.usage.output,
             time_per_output_token: totals.time_per_output_token,
             streamed: totals.streamed,
+            cost: totals.cost.and_then(Result::ok),
         }
     }
 
@@ -773,6 +807,7 @@ impl Exchange {
             time_to_first_chunk: totals.time_to_first_chunk,
             finish_reasons: self.finish_reasons(),
             error_type: self.state.error.as_ref().map(|(t, _)| t.clone()),
+            cost: totals.cost.and_then(Result::ok),
         }
     }
 
@@ -865,6 +900,8 @@ struct Totals {
     output_tokens_per_second: Option<f64>,
     /// Mean time per output token after the first (streams only).
     time_per_output_token: Option<Duration>,
+    /// The cost in USD, or why there is none; `None` without prices.
+    cost: Option<Result<f64, &'static str>>,
 }
 
 /// A stream that ended before its final event: each choice the request asked for (`n`, the

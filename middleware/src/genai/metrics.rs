@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use opentelemetry::metrics::{Histogram, Meter};
+use opentelemetry::metrics::{Counter, Histogram, Meter};
 use opentelemetry::{Key, KeyValue, Value};
 
 use super::exchange::MetricValues;
@@ -56,6 +56,7 @@ pub struct GenAiMetrics {
     server_duration: Histogram<f64>,
     server_time_to_first_token: Histogram<f64>,
     server_time_per_output_token: Histogram<f64>,
+    cost: Counter<f64>,
 }
 
 impl GenAiMetrics {
@@ -108,6 +109,11 @@ impl GenAiMetrics {
                 "Time per output token generated after the first token.",
                 &PER_TOKEN_BUCKETS,
             ),
+            cost: meter
+                .f64_counter(crate::semconv::cost::METRIC)
+                .with_unit("{USD}")
+                .with_description("What GenAI exchanges cost, in US dollars, from their usage and the model's prices.")
+                .build(),
         }
     }
 
@@ -165,6 +171,7 @@ impl GenAiMetrics {
         self.client_duration
             .record(values.duration.as_secs_f64(), attributes);
         self.record_tokens(values, attributes);
+        self.record_cost(values, attributes);
         if values.streamed {
             if let Some(ttfc) = values.time_to_first_chunk {
                 self.client_time_to_first_chunk
@@ -184,6 +191,7 @@ impl GenAiMetrics {
         let attributes = &*self.bounded_attributes(&values.attributes);
         self.server_duration
             .record(values.duration.as_secs_f64(), attributes);
+        self.record_cost(values, attributes);
         let failed = attributes
             .iter()
             .any(|kv| kv.key.as_str() == crate::semconv::http::ERROR_TYPE);
@@ -197,6 +205,14 @@ impl GenAiMetrics {
         if let Some(tpot) = values.time_per_output_token {
             self.server_time_per_output_token
                 .record(tpot.as_secs_f64(), attributes);
+        }
+    }
+
+    /// Adds the exchange's cost, when it has one, by the exchange's attributes (model,
+    /// provider, operation, error type and the opted-in business dimensions).
+    fn record_cost(&self, values: &MetricValues, attributes: &[KeyValue]) {
+        if let Some(cost) = values.cost.filter(|c| c.is_finite() && *c >= 0.0) {
+            self.cost.add(cost, attributes);
         }
     }
 

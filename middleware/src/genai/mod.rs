@@ -58,6 +58,7 @@
 mod anthropic;
 mod batch;
 mod content;
+mod cost;
 mod endpoint;
 mod exchange;
 mod gaps;
@@ -70,6 +71,7 @@ pub mod sse;
 mod view;
 
 pub use batch::{BatchCall, BatchIndex, BatchObserver, BatchOperation, BatchReport};
+pub use cost::{BUNDLED_PRICES_AS_OF, ModelPrice, PriceTable};
 pub use endpoint::{ApiFormat, Endpoint, Provider, UnknownProvider};
 pub use exchange::{
     ContentKind, End, Exchange, GenAiConfig, MetricValues, Redactor, Report, SpanEventRecord,

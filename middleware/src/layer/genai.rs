@@ -189,6 +189,21 @@ impl GenAiLayer {
         })
     }
 
+    /// Records what each exchange cost (`gen_ai.usage.cost` in USD, the
+    /// `llmtrace.gen_ai.cost` counter) from its usage and `prices`
+    /// ([`PriceTable::bundled`](crate::genai::PriceTable::bundled), or your own).
+    ///
+    /// ```
+    /// use llmtrace::GenAiLayer;
+    /// use llmtrace::genai::PriceTable;
+    ///
+    /// let layer = GenAiLayer::client().with_prices(PriceTable::bundled());
+    /// # let _ = layer;
+    /// ```
+    pub fn with_prices(self, prices: crate::genai::PriceTable) -> Self {
+        self.update(|s| Arc::make_mut(&mut s.config).prices = Some(Arc::new(prices)))
+    }
+
     /// Names the provider (`gen_ai.provider.name`), e.g. `vllm` or `ollama` for an
     /// OpenAI-compatible server; by default it is told from the path and host.
     pub fn with_provider_name(self, name: impl Into<String>) -> Self {
