@@ -9,6 +9,7 @@ use opentelemetry::{Array, KeyValue, StringValue, Value};
 
 use super::endpoint::Endpoint;
 use super::gaps::GapStats;
+use super::prompt::PromptWatch;
 use super::request::RequestInfo;
 use super::response::{EventKind, ResponseState, Usage, bounded_error};
 use super::sse::SseDecoder;
@@ -71,6 +72,12 @@ pub struct GenAiConfig {
     pub estimate_usage: bool,
     /// `llmtrace.measured_at`: `client`, `gateway` or `server`.
     pub measured_at: &'static str,
+    /// Keywords and regular expressions looked for in each request's prompt while its body
+    /// is read; the span records which matched (`llmtrace.prompt.matched`), for a tail
+    /// policy to keep the trace, and nothing of the prompt. Default none. With tail
+    /// sampling, take it from the configuration:
+    /// `TailConfig::prompt_watch` (feature `sampling`).
+    pub prompt_watch: Option<PromptWatch>,
 }
 
 impl Default for GenAiConfig {
@@ -86,6 +93,7 @@ impl Default for GenAiConfig {
             max_json_body_bytes: 8 * 1024 * 1024,
             estimate_usage: false,
             measured_at: "client",
+            prompt_watch: None,
         }
     }
 }
@@ -102,6 +110,7 @@ impl fmt::Debug for GenAiConfig {
             .field("max_json_body_bytes", &self.max_json_body_bytes)
             .field("estimate_usage", &self.estimate_usage)
             .field("measured_at", &self.measured_at)
+            .field("prompt_watch", &self.prompt_watch)
             .finish()
     }
 }
@@ -371,6 +380,10 @@ impl Exchange {
         }
         if let Some(n) = r.tool_count {
             a.push(KeyValue::new(llmtrace::REQUEST_TOOL_COUNT, n));
+        }
+        if !r.prompt_matched.is_empty() {
+            let ids = Array::String(r.prompt_matched.clone());
+            a.push(KeyValue::new(llmtrace::PROMPT_MATCHED, Value::Array(ids)));
         }
         if let Some(format) = &r.encoding_format {
             a.push(KeyValue::new(
