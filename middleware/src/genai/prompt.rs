@@ -41,13 +41,17 @@ const REGEX_SIZE_LIMIT: usize = 2 * 1024 * 1024;
 ///
 /// Image data, tool definitions, tool-call arguments and every other member are not scanned.
 ///
-/// **Cost.** Keywords of all matchers are one Aho-Corasick automaton and regular expressions
-/// one [`RegexSet`] (the `regex` crate: linear time in the text, no backtracking, compiled
-/// size capped), so each text byte is looked at a fixed number of times however many keywords
-/// there are. At most [`max_scan_bytes`](PromptWatchBuilder::max_scan_bytes) of text (1 MiB
-/// by default) is scanned per request: a keyword past that is not found, and the body's
-/// parse stops there too. Each string is matched on its own (a keyword split across two
-/// messages is not found; `^` and `$` anchor to one string's ends).
+/// **Cost.** Each matcher's keywords are one Aho-Corasick automaton, and the regular
+/// expressions of all matchers one [`RegexSet`] (the `regex` crate: linear time in the text,
+/// no backtracking, compiled size capped). A string is run through the automaton of each
+/// matcher that has not matched yet (stopping at the first keyword) and through the set once:
+/// the cost is linear in the text, times the number of prompt matchers (a handful, from the
+/// configuration), and does not grow with the number of keywords. At most
+/// [`max_scan_bytes`](PromptWatchBuilder::max_scan_bytes) of text (1 MiB by default) is
+/// scanned per request: a keyword past that is not found, and the body's parse stops at the
+/// string that used the budget up (a string is read whole before it is scanned; the body
+/// itself is bounded by the caller's read cap). Each string is matched on its own (a keyword
+/// split across two messages is not found; `^` and `$` anchor to one string's ends).
 ///
 /// Cheap to clone (one `Arc`); set it on
 /// [`GenAiConfig::prompt_watch`](super::GenAiConfig::prompt_watch).
@@ -76,9 +80,8 @@ pub struct PromptWatch {
 struct Inner {
     /// Matcher ids, in the order they were added.
     ids: Vec<StringValue>,
-    keywords: Option<AhoCorasick>,
-    /// For each keyword (automaton pattern), its matcher's index.
-    keyword_owner: Vec<usize>,
+    /// Each matcher's keywords, as one automaton: `(matcher index, automaton)`.
+    keywords: Vec<(usize, AhoCorasick)>,
     regexes: Option<RegexSet>,
     /// For each regular expression of the set, its matcher's index.
     regex_owner: Vec<usize>,
@@ -89,7 +92,7 @@ impl fmt::Debug for PromptWatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PromptWatch")
             .field("ids", &self.inner.ids)
-            .field("keywords", &self.inner.keyword_owner.len())
+            .field("keyword_automata", &self.inner.keywords.len())
             .field("regexes", &self.inner.regex_owner.len())
             .field("max_scan_bytes", &self.inner.max_scan_bytes)
             .finish()
@@ -209,7 +212,7 @@ impl PromptWatchBuilder {
     /// matchers with one id.
     pub fn build(self) -> Result<PromptWatch, PromptWatchError> {
         let mut ids: Vec<StringValue> = Vec::with_capacity(self.matchers.len());
-        let (mut keywords, mut keyword_owner) = (Vec::new(), Vec::new());
+        let mut keywords = Vec::new();
         let (mut regexes, mut regex_owner) = (Vec::new(), Vec::new());
         for (index, (id, words, regex)) in self.matchers.into_iter().enumerate() {
             check_matcher(&id, &words, regex.as_deref())?;
@@ -218,22 +221,19 @@ impl PromptWatchBuilder {
                     "two prompt matchers are named `{id}`: give each its own name"
                 )));
             }
-            keyword_owner.extend(std::iter::repeat_n(index, words.len()));
-            keywords.extend(words);
+            if !words.is_empty() {
+                let automaton = AhoCorasick::builder()
+                    .ascii_case_insensitive(true)
+                    .build(&words)
+                    .map_err(|e| PromptWatchError(format!("prompt matcher `{id}`: {e}")))?;
+                keywords.push((index, automaton));
+            }
             if let Some(regex) = regex {
                 regexes.push(regex);
                 regex_owner.push(index);
             }
             ids.push(StringValue::from(Arc::<str>::from(id)));
         }
-        let keywords = (!keywords.is_empty())
-            .then(|| {
-                AhoCorasick::builder()
-                    .ascii_case_insensitive(true)
-                    .build(&keywords)
-                    .map_err(|e| PromptWatchError(format!("prompt keywords: {e}")))
-            })
-            .transpose()?;
         let regexes = (!regexes.is_empty())
             .then(|| compile_regexes(&regexes))
             .transpose()?;
@@ -241,7 +241,6 @@ impl PromptWatchBuilder {
             inner: Arc::new(Inner {
                 ids,
                 keywords,
-                keyword_owner,
                 regexes,
                 regex_owner,
                 max_scan_bytes: self.max_scan_bytes,
@@ -315,12 +314,12 @@ impl Scan<'_> {
         let text = &s[..floor_char_boundary(s, self.budget)];
         self.budget -= text.len();
         let watch = self.watch;
-        if let Some(keywords) = &watch.keywords {
-            for m in keywords.find_overlapping_iter(text) {
-                self.hit(watch.keyword_owner[m.pattern().as_usize()]);
-                if self.missing == 0 {
-                    break;
-                }
+        // One pass per matcher not matched yet, stopping at its first keyword: linear in the
+        // text whatever the keywords (an overlapping search over one automaton of every
+        // matcher's keywords could report a match per keyword at each position).
+        for (matcher, automaton) in &watch.keywords {
+            if !self.hits[*matcher] && automaton.is_match(text) {
+                self.hit(*matcher);
             }
         }
         if let Some(regexes) = watch.regexes.as_ref().filter(|_| self.missing > 0) {
