@@ -154,6 +154,9 @@ pub mod llmtrace {
     pub const REQUEST_CONVERSATION: &str = "llmtrace.request.conversation";
     /// The response an OpenAI Responses request continues (`previous_response_id`).
     pub const REQUEST_PREVIOUS_RESPONSE_ID: &str = "llmtrace.request.previous_response_id";
+    /// The ids of the prompt matchers (`genai::PromptWatch`) the request's prompt matched
+    /// (string array; absent when none did). The prompt itself is not recorded.
+    pub const PROMPT_MATCHED: &str = "llmtrace.prompt.matched";
     /// Seconds from the request to the first response body byte (double).
     pub const TIME_TO_FIRST_BYTE: &str = "llmtrace.response.time_to_first_byte";
     /// The provider's own id of the request, from its response head (OpenAI's and
@@ -290,6 +293,9 @@ pub mod sampling {
     pub const REASON_ABORTED: &str = "aborted";
     /// Reason: a probabilistic policy (by trace id) in the policy list.
     pub const REASON_RATIO: &str = "ratio";
+    /// Reason: the prompt matched an unnamed prompt policy's keywords or regex (a named one
+    /// gives its name); also that matcher's id in `llmtrace.prompt.matched`.
+    pub const REASON_PROMPT: &str = "prompt";
     /// Reason: no policy matched; the fallback ratio kept it.
     pub const REASON_FALLBACK: &str = "fallback";
 

@@ -824,3 +824,54 @@ async fn each_exchange_costs_its_usage_at_the_models_price_and_the_counter_adds_
         Some("unknown_model")
     );
 }
+
+#[tokio::test]
+async fn a_prompt_watch_records_which_matchers_matched_and_nothing_of_the_prompt() {
+    use llmtrace::genai::{GenAiConfig, PromptWatch};
+    let rec = Recorder::new();
+    let seen: Arc<Mutex<Vec<(http::HeaderMap, Bytes)>>> = Arc::default();
+    let watch = PromptWatch::builder()
+        .keywords("legal", ["lawsuit"])
+        .keywords("billing", ["invoice"])
+        .build()
+        .unwrap();
+    let client = ServiceBuilder::new()
+        .layer(
+            GenAiLayer::client()
+                .with_tracer(rec.tracer())
+                .with_config(GenAiConfig {
+                    prompt_watch: Some(watch),
+                    ..GenAiConfig::default()
+                }),
+        )
+        .service(provider(
+            openai_events(1),
+            Duration::ZERO,
+            Duration::ZERO,
+            Arc::clone(&seen),
+        ));
+    let sent = r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"about the La\u0077suit"}]}"#;
+    let request = Request::post("https://api.openai.com/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(Body::from(sent))
+        .unwrap();
+    let response = client.oneshot(request).await.unwrap();
+    response.into_body().collect().await.unwrap();
+    assert_eq!(seen.lock().unwrap()[0].1, sent.as_bytes());
+    let spans = rec.spans();
+    let span = spans
+        .iter()
+        .find(|s| s.span_kind == SpanKind::Client)
+        .unwrap();
+    match attr(span, "llmtrace.prompt.matched") {
+        Some(opentelemetry::Value::Array(opentelemetry::Array::String(ids))) => {
+            assert_eq!(
+                ids.iter().map(|v| v.as_str()).collect::<Vec<_>>(),
+                ["legal"]
+            );
+        }
+        other => panic!("llmtrace.prompt.matched: {other:?}"),
+    }
+    let recorded = format!("{:?}", span.attributes);
+    assert!(!recorded.contains("about the"), "{recorded}");
+}

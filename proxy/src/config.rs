@@ -1098,6 +1098,18 @@ upstream = "openai"
                 "line",
             ),
             (format!("{GOOD}\n[tail]\nmax_traces = 0\n"), "tail"),
+            // A prompt policy's regex is compiled when the file is read; ids must differ.
+            (
+                format!("{GOOD}\n[tail]\npolicies = [{{ prompt = {{ regex = \"(\" }} }}]\n"),
+                "line",
+            ),
+            (
+                format!(
+                    "{GOOD}\n[tail]\npolicies = [{{ prompt = {{ keywords = [\"a\"] }} }}, \
+                     {{ prompt = {{ keywords = [\"b\"] }} }}]\n"
+                ),
+                "tail",
+            ),
             (
                 GOOD.replace(
                     "upstream = \"openai\"\n",

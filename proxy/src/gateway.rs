@@ -1025,7 +1025,7 @@ impl Gateway {
             let info = match ended.copy.as_deref() {
                 Some(copy) => {
                     ctx.llm.prompt_hash = Some(prompt_hash(copy));
-                    RequestInfo::parse(endpoint, copy, self.config.telemetry.capture_content)
+                    RequestInfo::parse_with(endpoint, copy, self.recorder.config())
                 }
                 None => RequestInfo::body_not_read(endpoint, cap),
             };

@@ -96,6 +96,13 @@ pub fn build_server(
         .with_config(GenAiConfig {
             capture_content: config.telemetry.capture_content,
             prices: config.pricing.table()?.map(Arc::new),
+            // The tail's prompt policies look for their keywords while bodies are read.
+            prompt_watch: config
+                .tail
+                .as_ref()
+                .map(|t| t.prompt_watch())
+                .transpose()?
+                .flatten(),
             ..GenAiConfig::default()
         })
         .with_meter(&meter)

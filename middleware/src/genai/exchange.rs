@@ -10,6 +10,7 @@ use opentelemetry::{Array, KeyValue, StringValue, Value};
 use super::cost::PriceTable;
 use super::endpoint::Endpoint;
 use super::gaps::GapStats;
+use super::prompt::PromptWatch;
 use super::request::RequestInfo;
 use super::response::{EventKind, ResponseState, Usage, bounded_error};
 use super::sse::SseDecoder;
@@ -74,6 +75,12 @@ pub struct GenAiConfig {
     pub measured_at: &'static str,
     /// Prices for `gen_ai.usage.cost` and the cost metric; `None` (default): no cost.
     pub prices: Option<Arc<PriceTable>>,
+    /// Keywords and regular expressions looked for in each request's prompt while its body
+    /// is read; the span records which matched (`llmtrace.prompt.matched`), for a tail
+    /// policy to keep the trace, and nothing of the prompt. Default none. With tail
+    /// sampling, take it from the configuration:
+    /// `TailConfig::prompt_watch` (feature `sampling`).
+    pub prompt_watch: Option<PromptWatch>,
 }
 
 impl Default for GenAiConfig {
@@ -90,6 +97,7 @@ impl Default for GenAiConfig {
             estimate_usage: false,
             measured_at: "client",
             prices: None,
+            prompt_watch: None,
         }
     }
 }
@@ -107,6 +115,7 @@ impl fmt::Debug for GenAiConfig {
             .field("estimate_usage", &self.estimate_usage)
             .field("measured_at", &self.measured_at)
             .field("prices", &self.prices)
+            .field("prompt_watch", &self.prompt_watch)
             .finish()
     }
 }
@@ -380,6 +389,10 @@ impl Exchange {
         }
         if let Some(n) = r.tool_count {
             a.push(KeyValue::new(llmtrace::REQUEST_TOOL_COUNT, n));
+        }
+        if !r.prompt_matched.is_empty() {
+            let ids = Array::String(r.prompt_matched.clone());
+            a.push(KeyValue::new(llmtrace::PROMPT_MATCHED, Value::Array(ids)));
         }
         if let Some(format) = &r.encoding_format {
             a.push(KeyValue::new(

@@ -19,6 +19,7 @@
 //! ├── mod.rs        this map, and the public re-exports
 //! ├── endpoint.rs   ApiFormat, Provider, Endpoint: which API a path is for
 //! ├── request.rs    RequestInfo: the request fields every format shares (dispatch: stop key)
+//! ├── prompt.rs     PromptWatch: keywords and regexes looked for in the prompt (dispatch: members)
 //! ├── response.rs   Usage, ResponseState and its setters (dispatch: events, whole bodies)
 //! ├── content.rs    the conventions' message shape (dispatch: input messages)
 //! ├── exchange.rs   Exchange: one observed exchange, its Report and metric values
@@ -53,7 +54,8 @@
 //! their operation and route, and their detection in [`Endpoint::detect`]), write a folder
 //! beside `openai/` with the four entry points, and add one arm for it to each dispatch:
 //! `ResponseState::on_event` and `on_json_body` (response.rs), `input_messages`
-//! (content.rs) and the stop key (request.rs). The compiler lists any arm left out.
+//! (content.rs), the stop key (request.rs) and the prompt members (prompt.rs). The compiler
+//! lists any arm left out.
 
 mod anthropic;
 mod batch;
@@ -65,6 +67,7 @@ mod gaps;
 mod json;
 pub(crate) mod metrics;
 mod openai;
+mod prompt;
 mod request;
 mod response;
 pub mod sse;
@@ -80,5 +83,6 @@ pub use exchange::{
 pub use gaps::GapStats;
 pub use metrics::GenAiMetrics;
 pub use openai::{UsageChunkFilter, UsageSkip, request_with_usage};
+pub use prompt::{DEFAULT_MAX_SCAN_BYTES, PromptWatch, PromptWatchBuilder, PromptWatchError};
 pub use request::RequestInfo;
 pub use response::Usage;

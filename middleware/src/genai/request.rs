@@ -2,10 +2,12 @@
 
 use std::borrow::Cow;
 
+use opentelemetry::StringValue;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::endpoint::{ApiFormat, Endpoint};
+use super::exchange::GenAiConfig;
 use super::view::{self, Len, Lenient, Loose};
 use crate::limits::{MAX_NAME_BYTES, MAX_STOP_SEQUENCES, bounded};
 
@@ -56,6 +58,10 @@ pub struct RequestInfo {
     pub previous_response_id: Option<String>,
     /// Why the body could not be read, when it could not.
     pub parse_error: Option<String>,
+    /// The ids of the [`PromptWatch`](super::PromptWatch) matchers the prompt matched
+    /// (`llmtrace.prompt.matched`), set by [`parse_with`](Self::parse_with). The ids are the
+    /// configuration's, not the client's; nothing of the prompt is kept.
+    pub prompt_matched: Vec<StringValue>,
     /// The parsed body, kept only when content capture is on.
     pub(crate) body: Option<Value>,
 }
@@ -100,6 +106,31 @@ impl RequestInfo {
                 Ok(None) => info.parse_error = Some(NOT_AN_OBJECT.to_owned()),
                 Err(error) => info.parse_error = Some(not_json(body, &error.0)),
             }
+        }
+        info
+    }
+
+    /// Reads a request body as `config` says: [`parse`](Self::parse)s it (keeping it when
+    /// content capture is on) and runs the [`prompt_watch`](GenAiConfig::prompt_watch), when
+    /// there is one, over its prompt. The tower layer and the gateway read bodies this way.
+    ///
+    /// ```
+    /// use llmtrace::genai::{Endpoint, GenAiConfig, PromptWatch, RequestInfo};
+    ///
+    /// let config = GenAiConfig {
+    ///     prompt_watch: Some(PromptWatch::builder().keywords("legal", ["lawsuit"]).build().unwrap()),
+    ///     ..GenAiConfig::default()
+    /// };
+    /// let endpoint = Endpoint::detect("/v1/messages", None).unwrap();
+    /// let body = br#"{"model":"claude-sonnet-4-5","max_tokens":64,
+    ///     "messages":[{"role":"user","content":[{"type":"text","text":"a Lawsuit?"}]}]}"#;
+    /// let info = RequestInfo::parse_with(&endpoint, body, &config);
+    /// assert_eq!(info.prompt_matched[0].as_str(), "legal");
+    /// ```
+    pub fn parse_with(endpoint: &Endpoint, body: &[u8], config: &GenAiConfig) -> RequestInfo {
+        let mut info = RequestInfo::parse(endpoint, body, config.capture_content);
+        if let Some(watch) = &config.prompt_watch {
+            info.prompt_matched = watch.scan(endpoint.format, body);
         }
         info
     }

@@ -350,7 +350,7 @@ where
 /// What the exchange learns from the request body: all of it, or that it was too large.
 fn request_info(shared: &GenAiRecorder, endpoint: &Endpoint, body: Option<&[u8]>) -> RequestInfo {
     match body {
-        Some(bytes) => RequestInfo::parse(endpoint, bytes, shared.config.capture_content),
+        Some(bytes) => RequestInfo::parse_with(endpoint, bytes, &shared.config),
         None => RequestInfo::body_not_read(endpoint, shared.max_request_bytes),
     }
 }

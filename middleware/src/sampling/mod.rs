@@ -11,8 +11,9 @@
 //!   the exporting processor. It buffers a trace's finished spans until its local root span
 //!   ends, waits [`decision_wait`](TailConfig::decision_wait) for late children, then keeps or
 //!   drops the whole trace by its [`Policy`]s: errors, slow requests, slow first chunks, stalled
-//!   streams, attribute values, client aborts, a ratio; a fallback ratio and a rate limit on kept
-//!   traces. The reason a trace was kept is recorded on its root span
+//!   streams, attribute values, client aborts, keywords in the prompt (looked for while the
+//!   request body is read, see [`Policy::Prompt`]), a ratio; a fallback ratio and a rate limit
+//!   on kept traces. The reason a trace was kept is recorded on its root span
 //!   ([`semconv::sampling::REASON`](crate::semconv::sampling::REASON)). Memory is bounded by
 //!   caps on buffered traces and spans; [`TailSampler::stats`] counts every decision.
 //!
@@ -65,7 +66,7 @@ mod policy;
 mod rules;
 mod tail;
 
-pub use policy::{AttributeMatch, Policy};
+pub use policy::{AttributeMatch, Policy, PromptMatch};
 pub use rules::{HeadConfig, Match, Rule, RuleSampler, RuleSamplerBuilder, Sample};
 pub use tail::{TailConfig, TailSampler, TailSamplerBuilder, TailStats, TailStatsHandle};
 

@@ -4,12 +4,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::trace::{Status, TraceId};
-use opentelemetry::{Key, StringValue, Value};
+use opentelemetry::{Array, Key, StringValue, Value};
 use opentelemetry_sdk::trace::SpanData;
 use serde::Deserialize;
 
 use super::pattern::Pattern;
 use super::{ConfigError, check_ratio, is_local_root, sampled_by_ratio};
+use crate::genai::PromptWatch;
 use crate::semconv::{self, sampling as names};
 
 /// A reason to keep a trace. A policy matches a trace when one of its spans (any span, not
@@ -31,6 +32,8 @@ use crate::semconv::{self, sampling as names};
 ///   { attribute = { key = "gen_ai.response.finish_reasons", value = "content_filter" } },
 ///   { attribute = { key = "http.request.header.x-user-tier", value = "enterprise" }, name = "tier" },
 ///   { aborted = true },                   # "aborted"
+///   { prompt = { keywords = ["refund", "lawsuit"] } },                 # "prompt"
+///   { prompt = { regex = '(?i)\bcancel\s+my\s+account\b' }, name = "churn" },
 ///   { ratio = 0.05 },                     # "ratio"
 ///   { all = [ { model = "gpt-4o*" }, { duration_ms = 1000 } ] },   # see below
 ///   { any = [ { stalls = 3 }, { gap_p99_ms = 500 } ], name = "choppy" },
@@ -38,6 +41,9 @@ use crate::semconv::{self, sampling as names};
 /// ```
 ///
 /// (`model = ...` is short for `attribute = { key = "gen_ai.request.model", value = ... }`.)
+///
+/// A `prompt` policy is looked for while the request body is read, not on the finished
+/// spans: see [`Policy::Prompt`].
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(try_from = "PolicyRepr")]
 pub enum Policy {
@@ -64,6 +70,19 @@ pub enum Policy {
     /// This fraction of traces, by trace id (the same test as the head sampler's ratios).
     /// Reason `ratio`.
     Ratio(f64),
+    /// The request's prompt contains one of the keywords (ignoring ASCII case) or matches the
+    /// regular expression. Reason `prompt`, or the policy's name.
+    ///
+    /// The prompt is not on the spans, so the match is made while the request body is read,
+    /// by the [`PromptWatch`] that [`TailConfig::prompt_watch`](super::TailConfig::prompt_watch)
+    /// builds from the policies; the GenAI span records the ids of the matchers that matched
+    /// in `llmtrace.prompt.matched` (an unnamed policy's id is `prompt`, a named one's its
+    /// name, so two prompt policies need different names) and this policy looks for its id
+    /// there. Nothing of the prompt is kept. The gateway sets the watch itself; with the
+    /// tower [`GenAiLayer`](crate::GenAiLayer), set it on
+    /// [`GenAiConfig::prompt_watch`](crate::genai::GenAiConfig::prompt_watch). What is
+    /// scanned and what it costs: [`PromptWatch`].
+    Prompt(PromptMatch),
     /// One of these matches; the reason is the first match's.
     Any(Vec<Policy>),
     /// All of these match; the reason is theirs joined by `+` (`slow+attribute:gen_ai.request.model`).
@@ -85,6 +104,63 @@ impl Policy {
     /// This policy, recorded with `name` as the reason.
     pub fn named(self, name: impl Into<String>) -> Self {
         Policy::Named(name.into(), Box::new(self))
+    }
+
+    /// The [`Prompt`](Policy::Prompt) policies in this one, in order, each with its matcher
+    /// id: the name of a `Named` directly around it, else `prompt`.
+    pub(crate) fn prompt_matchers<'a>(&'a self, out: &mut Vec<(&'a str, &'a PromptMatch)>) {
+        match self {
+            Policy::Prompt(m) => out.push((names::REASON_PROMPT, m)),
+            Policy::Named(name, inner) => match &**inner {
+                Policy::Prompt(m) => out.push((name, m)),
+                inner => inner.prompt_matchers(out),
+            },
+            Policy::Any(members) | Policy::All(members) => {
+                members.iter().for_each(|m| m.prompt_matchers(out));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What a [`Policy::Prompt`] looks for: at least one keyword, or a regex, or both.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptMatch {
+    /// Matched anywhere in the prompt's text, ignoring ASCII case; none may be empty.
+    #[serde(default)]
+    pub keywords: Vec<String>,
+    /// A regular expression (the `regex` crate's syntax, linear time; `(?i)` for
+    /// case-insensitive, `\b` for word boundaries), matched against each string of the
+    /// prompt.
+    #[serde(default)]
+    pub regex: Option<String>,
+}
+
+impl PromptMatch {
+    /// Matches a prompt containing one of `keywords`.
+    pub fn keywords<I: IntoIterator<Item = S>, S: Into<String>>(keywords: I) -> Self {
+        PromptMatch {
+            keywords: keywords.into_iter().map(Into::into).collect(),
+            regex: None,
+        }
+    }
+
+    /// Matches a prompt one of whose strings matches `regex`.
+    pub fn regex(regex: impl Into<String>) -> Self {
+        PromptMatch {
+            keywords: Vec::new(),
+            regex: Some(regex.into()),
+        }
+    }
+
+    /// Checks it alone (no keywords and no regex, an empty keyword, a bad regex).
+    fn check(&self, id: &str) -> Result<(), ConfigError> {
+        PromptWatch::builder()
+            .matcher(id, self.keywords.iter().cloned(), self.regex.as_deref())
+            .build()
+            .map(drop)
+            .map_err(|e| ConfigError::new(e.to_string()))
     }
 }
 
@@ -113,6 +189,7 @@ struct PolicyRepr {
     model: Option<String>,
     aborted: Option<bool>,
     ratio: Option<f64>,
+    prompt: Option<PromptMatch>,
     any: Option<Vec<Policy>>,
     all: Option<Vec<Policy>>,
 }
@@ -158,6 +235,10 @@ impl TryFrom<PolicyRepr> for Policy {
         if let Some(ratio) = r.ratio {
             found.push(check_ratio("ratio", ratio).map(Policy::Ratio));
         }
+        if let Some(m) = r.prompt {
+            let id = r.name.as_deref().unwrap_or(names::REASON_PROMPT);
+            found.push(m.check(id).map(|()| Policy::Prompt(m)));
+        }
         if let Some(policies) = r.any {
             found.push(Ok(Policy::Any(policies)));
         }
@@ -167,7 +248,7 @@ impl TryFrom<PolicyRepr> for Policy {
         if found.len() != 1 {
             return Err(ConfigError::new(
                 "a policy has exactly one of error, duration_ms, ttft_ms, gap_p99_ms, stalls, \
-                 attribute, model, aborted, ratio, any, all (and optionally name)",
+                 attribute, model, aborted, ratio, prompt, any, all (and optionally name)",
             ));
         }
         let policy = found.pop().expect("one policy")?;
@@ -198,6 +279,8 @@ enum Test {
     Attribute(Key, Pattern),
     Aborted,
     Ratio(f64),
+    /// The matcher's id, looked for in `llmtrace.prompt.matched`.
+    Prompt(StringValue),
     Any(Vec<CompiledPolicy>),
     All(Vec<CompiledPolicy>),
 }
@@ -225,6 +308,11 @@ impl CompiledPolicy {
             ),
             Policy::Aborted => leaf(Test::Aborted, names::REASON_ABORTED),
             Policy::Ratio(r) => leaf(Test::Ratio(check_ratio("ratio", *r)?), names::REASON_RATIO),
+            Policy::Prompt(m) => {
+                m.check(names::REASON_PROMPT)?;
+                let id = StringValue::from(names::REASON_PROMPT);
+                leaf(Test::Prompt(id), names::REASON_PROMPT)
+            }
             Policy::Attribute(m) => Ok(CompiledPolicy {
                 test: Test::Attribute(
                     Key::from(m.key.clone()),
@@ -260,6 +348,10 @@ impl CompiledPolicy {
             Policy::Named(name, inner) => {
                 let mut compiled = CompiledPolicy::new(inner)?;
                 compiled.reason = Some(reason(name));
+                // A named prompt policy's matcher is known by the name (see `prompt_matchers`).
+                if let (Test::Prompt(id), Policy::Prompt(_)) = (&mut compiled.test, &**inner) {
+                    *id = reason(name);
+                }
                 Ok(compiled)
             }
         }
@@ -316,6 +408,10 @@ impl Test {
                 .iter()
                 .any(|kv| kv.key == *key && pattern.matches_value(&kv.value)),
             Test::Aborted => is_aborted(span),
+            Test::Prompt(id) => matches!(
+                attribute(span, semconv::llmtrace::PROMPT_MATCHED),
+                Some(Value::Array(Array::String(ids))) if ids.contains(id)
+            ),
             Test::Ratio(_) | Test::Any(_) | Test::All(_) => false,
         }
     }
@@ -548,6 +644,144 @@ mod tests {
             "policies = [ { slow = true } ]",
         ] {
             assert!(toml::from_str::<P>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[derive(Debug)]
+    struct NoOp;
+
+    impl opentelemetry_sdk::trace::SpanProcessor for NoOp {
+        fn on_start(&self, _: &mut opentelemetry_sdk::trace::Span, _: &opentelemetry::Context) {}
+        fn on_end(&self, _: SpanData) {}
+        fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+            Ok(())
+        }
+        fn shutdown_with_timeout(&self, _: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn prompt_policies() {
+        let matched = |ids: &[&'static str]| {
+            span(
+                10,
+                vec![KeyValue::new(
+                    "llmtrace.prompt.matched",
+                    Value::Array(
+                        ids.iter()
+                            .map(|id| StringValue::from(*id))
+                            .collect::<Vec<_>>()
+                            .into(),
+                    ),
+                )],
+                Status::Unset,
+            )
+        };
+        let legal = Policy::Prompt(PromptMatch::keywords(["refund"])).named("legal");
+        let unnamed = Policy::Prompt(PromptMatch::regex("(?i)lawsuit"));
+        let s = [matched(&["legal"])];
+        assert_eq!(eval(legal.clone(), &s).as_deref(), Some("legal"));
+        assert_eq!(eval(unnamed.clone(), &s), None);
+        assert_eq!(
+            eval(unnamed.clone(), &[matched(&["x", "prompt"])]).as_deref(),
+            Some("prompt")
+        );
+        assert_eq!(
+            eval(legal.clone(), &[span(10, vec![], Status::Unset)]),
+            None
+        );
+        // Named around something else: the name is the reason, not the matcher's id.
+        let wrapped = Policy::Any(vec![unnamed.clone()]).named("w");
+        assert_eq!(
+            eval(wrapped.clone(), &[matched(&["prompt"])]).as_deref(),
+            Some("w")
+        );
+        assert_eq!(eval(wrapped.clone(), &[matched(&["w"])]), None);
+
+        // The ids the watch records are the ones the policies look for.
+        let tail = super::super::TailConfig {
+            policies: vec![legal.clone(), Policy::All(vec![wrapped, Policy::Error])],
+            ..Default::default()
+        };
+        let watch = tail.prompt_watch().unwrap().unwrap();
+        assert_eq!(watch.ids().collect::<Vec<_>>(), ["legal", "prompt"]);
+        assert_eq!(watch.max_scan_bytes(), 1024 * 1024);
+        assert!(
+            super::super::TailConfig::default()
+                .prompt_watch()
+                .unwrap()
+                .is_none()
+        );
+        // Two prompt policies with one id cannot be told apart.
+        let twice = super::super::TailConfig {
+            policies: vec![
+                unnamed.clone(),
+                Policy::Prompt(PromptMatch::keywords(["x"])),
+            ],
+            ..Default::default()
+        };
+        let error = twice.prompt_watch().unwrap_err().to_string();
+        assert!(
+            error.contains("two prompt matchers are named `prompt`"),
+            "{error}"
+        );
+        assert!(twice.build(NoOp).is_err());
+    }
+
+    #[test]
+    fn prompt_policies_deserialize_and_bad_ones_say_why() {
+        #[derive(Debug, Deserialize)]
+        struct P {
+            #[allow(dead_code)]
+            policies: Vec<Policy>,
+        }
+        let p: P = toml::from_str(
+            r#"policies = [
+                { prompt = { keywords = ["refund", "lawsuit"] }, name = "legal" },
+                { prompt = { regex = '(?i)\bcancel\b', keywords = ["churn"] } },
+            ]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            p.policies[0],
+            Policy::Prompt(PromptMatch::keywords(["refund", "lawsuit"])).named("legal")
+        );
+        assert_eq!(
+            p.policies[1],
+            Policy::Prompt(PromptMatch {
+                keywords: vec!["churn".into()],
+                regex: Some(r"(?i)\bcancel\b".into()),
+            })
+        );
+        for (bad, says) in [
+            (
+                "policies = [ { prompt = { } } ]",
+                "needs keywords or a regex",
+            ),
+            (
+                "policies = [ { prompt = { keywords = [] } } ]",
+                "needs keywords or a regex",
+            ),
+            (
+                "policies = [ { prompt = { keywords = [\"a\", \"\"] }, name = \"n\" } ]",
+                "prompt matcher `n` has an empty keyword",
+            ),
+            (
+                "policies = [ { prompt = { regex = \"(\" } } ]",
+                "invalid regex",
+            ),
+            (
+                "policies = [ { prompt = { keyword = [\"a\"] } } ]",
+                "unknown field `keyword`",
+            ),
+            (
+                "policies = [ { prompt = { keywords = [\"a\"] }, error = true } ]",
+                "exactly one of",
+            ),
+        ] {
+            let error = toml::from_str::<P>(bad).unwrap_err().to_string();
+            assert!(error.contains(says), "{bad}: {error}");
         }
     }
 }

@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use super::policy::{CompiledPolicy, Policy};
 use super::{ConfigError, check_ratio, is_local_root, millis, sampled_by_ratio};
+use crate::genai::{DEFAULT_MAX_SCAN_BYTES, PromptWatch};
 use crate::semconv::sampling as names;
 
 /// The tail sampler's configuration: `[tail]` in the gateway's TOML.
@@ -32,6 +33,7 @@ use crate::semconv::sampling as names;
 /// max_kept_per_second = 100    # optional cap on kept traces
 /// decision_cache_size = 100000 # decisions remembered for spans that end later
 /// orphan_timeout_ms = 600000   # a trace whose root never ends is decided this long after its last span
+/// prompt_scan_bytes = 1048576  # prompt text scanned per request by `prompt` policies
 /// ```
 ///
 /// Every field has a default (shown above, except: no policies, `fallback_ratio = 0`, no rate
@@ -66,6 +68,9 @@ pub struct TailConfig {
     /// Default 10 minutes.
     #[serde(rename = "orphan_timeout_ms", deserialize_with = "millis::deserialize")]
     pub orphan_timeout: Duration,
+    /// Bytes of prompt text the [`prompt`](Policy::Prompt) policies scan per request at most
+    /// (default 1 MiB): a keyword past them is not found. See [`PromptWatch`].
+    pub prompt_scan_bytes: usize,
 }
 
 impl Default for TailConfig {
@@ -79,6 +84,7 @@ impl Default for TailConfig {
             max_kept_per_second: None,
             decision_cache_size: 100_000,
             orphan_timeout: Duration::from_secs(600),
+            prompt_scan_bytes: DEFAULT_MAX_SCAN_BYTES,
         }
     }
 }
@@ -90,6 +96,49 @@ impl TailConfig {
         inner: P,
     ) -> Result<TailSampler<P>, ConfigError> {
         TailSampler::new(inner, self)
+    }
+
+    /// What the [`prompt`](Policy::Prompt) policies look for, to run while request bodies
+    /// are read; `None` when there is none. The gateway sets it on its GenAI observer; with
+    /// the tower [`GenAiLayer`](crate::GenAiLayer), set it yourself:
+    ///
+    /// ```
+    /// use llmtrace::GenAiLayer;
+    /// use llmtrace::genai::GenAiConfig;
+    /// use llmtrace::sampling::TailConfig;
+    ///
+    /// let tail: TailConfig = toml::from_str(
+    ///     r#"policies = [ { prompt = { keywords = ["refund", "lawsuit"] }, name = "legal" } ]"#,
+    /// )
+    /// .unwrap();
+    /// let watch = tail.prompt_watch().unwrap();
+    /// assert_eq!(watch.as_ref().unwrap().ids().collect::<Vec<_>>(), ["legal"]);
+    /// let _layer = GenAiLayer::client().with_config(GenAiConfig {
+    ///     prompt_watch: watch,
+    ///     ..GenAiConfig::default()
+    /// });
+    /// // ... and `tail.build(exporting_processor)` on the tracer provider.
+    /// ```
+    ///
+    /// Fails as [`build`](Self::build) does on a prompt policy without keywords or regex,
+    /// with an empty keyword or an invalid regex, and on two prompt policies with one name.
+    pub fn prompt_watch(&self) -> Result<Option<PromptWatch>, ConfigError> {
+        let mut matchers = Vec::new();
+        self.policies
+            .iter()
+            .for_each(|p| p.prompt_matchers(&mut matchers));
+        if matchers.is_empty() {
+            return Ok(None);
+        }
+        let builder = PromptWatch::builder().max_scan_bytes(self.prompt_scan_bytes);
+        matchers
+            .into_iter()
+            .fold(builder, |b, (id, m)| {
+                b.matcher(id, m.keywords.iter().cloned(), m.regex.as_deref())
+            })
+            .build()
+            .map(Some)
+            .map_err(|e| ConfigError::new(e.to_string()))
     }
 }
 
@@ -446,6 +495,8 @@ impl<P: SpanProcessor + 'static> TailSampler<P> {
                 CompiledPolicy::new(p).map_err(|e| ConfigError::new(format!("policy {i}: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // Prompt policies must not share a matcher id.
+        config.prompt_watch()?;
         let now = Instant::now();
         Ok(Self {
             shared: Arc::new(Shared {
