@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use llmtrace::GenAiLayer;
-use llmtrace::driver::{GenAiRecorder, GenAiSpan, InboundRequest, InboundSpan};
+use llmtrace::driver::{BusinessContext, GenAiRecorder, GenAiSpan, InboundRequest, InboundSpan};
 use llmtrace::genai::{End, Endpoint, Exchange, RequestInfo};
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::trace::TracerProvider as _;
@@ -75,6 +75,9 @@ fn setup(provider: &SdkTracerProvider) -> Setup {
             "traceparent",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         )
+        .header("x-user-id", "user-4711")
+        .header("x-session-id", "session-0815")
+        .header("baggage", "experiment=B")
         .body(())
         .unwrap()
         .into_parts();
@@ -90,6 +93,12 @@ fn setup(provider: &SdkTracerProvider) -> Setup {
 }
 
 fn inbound(s: &Setup, parent: &Context) -> InboundSpan {
+    inbound_with(s, parent, None)
+}
+
+/// The SERVER span with the business context `business` reads from the request.
+fn inbound_with(s: &Setup, parent: &Context, business: Option<&BusinessContext>) -> InboundSpan {
+    let business = business.and_then(|b| b.extract(&s.parts.headers, parent));
     let request = InboundRequest {
         method: &s.parts.method,
         uri: &s.parts.uri,
@@ -97,7 +106,7 @@ fn inbound(s: &Setup, parent: &Context) -> InboundSpan {
         headers: &s.parts.headers,
         route: Some("/v1/chat/completions"),
         peer: Some(([127, 0, 0, 1], 50_000).into()),
-        business: None,
+        business: business.as_ref(),
     };
     InboundSpan::start(&s.tracer, &request, parent, None)
 }
@@ -140,6 +149,18 @@ fn span_path(c: &mut Criterion) {
     });
     group.bench_function("genai_span", |b| b.iter(|| genai(&s, &parent)));
     group.bench_function("both_spans", |b| b.iter(|| both(&s, &parent)));
+    // `[telemetry.attributes]` with three mappings, one a metric dimension: the attributes
+    // go on both spans.
+    let business = BusinessContext::builder()
+        .header("x-user-id", "user.id")
+        .header("x-session-id", "session.id")
+        .baggage("experiment", "llmtrace.experiment")
+        .metric_dimension("llmtrace.experiment")
+        .build()
+        .unwrap();
+    group.bench_function("both_spans_business_context", |b| {
+        b.iter(|| both_with(&s, &parent, Some(&business)))
+    });
     let off = SdkTracerProvider::builder()
         .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOff)
         .with_span_processor(DropProcessor)
@@ -153,7 +174,11 @@ fn span_path(c: &mut Criterion) {
 
 /// One request's SERVER and GenAI spans.
 fn both(s: &Setup, parent: &Context) {
-    let mut server = inbound(s, parent);
+    both_with(s, parent, None)
+}
+
+fn both_with(s: &Setup, parent: &Context, business: Option<&BusinessContext>) {
+    let mut server = inbound_with(s, parent, business);
     let cx = server.context().cloned().unwrap_or_default();
     genai(s, &cx);
     server.on_response_head(http::StatusCode::OK, &http::HeaderMap::new());
