@@ -106,7 +106,8 @@ pub fn build_server(
     let state = AdminState::new(
         ProxyMetrics::new(&meter, telemetry.export_stats.clone()),
         telemetry.prometheus.clone(),
-    );
+    )
+    .with_store(telemetry.store.clone());
     let listen = config.server.listen.clone();
     let admin = config.server.admin.clone().filter(|a| a != "off");
     let gateway = Gateway::new(config, tracer, recorder, state.clone());
