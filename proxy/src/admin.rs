@@ -262,6 +262,27 @@ mod tests {
         assert_eq!(app.answer(&get, "/healthz").0, StatusCode::OK);
     }
 
+    #[test]
+    fn the_viewer_answers_only_with_a_store() {
+        let get = http::Method::GET;
+        let off = AdminApp::new(state());
+        assert_eq!(off.viewer(&get, "/ui", None).unwrap().status(), 404);
+        assert!(off.viewer(&get, "/metrics", None).is_none());
+        let store = TraceStore::new(llmtrace::store::StoreConfig::default());
+        let on = AdminApp::new(state().with_store(Some(store)));
+        assert_eq!(on.viewer(&get, "/", None).unwrap().status(), 303);
+        assert_eq!(
+            on.viewer(&get, "/ui", Some("limit=5")).unwrap().status(),
+            200
+        );
+        assert!(on.viewer(&get, "/healthz", None).is_none());
+        assert!(on.viewer(&http::Method::POST, "/ui", None).is_none());
+        assert_eq!(
+            on.answer(&http::Method::POST, "/ui").0,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_drain_ends_when_nothing_is_in_flight_or_the_grace_is_spent() {
         let state = state();

@@ -103,6 +103,9 @@ pub fn build_server(
     if let Some(tail) = &telemetry.tail_stats {
         tail.register_metrics(&meter);
     }
+    if let Some(store) = &telemetry.store {
+        store.register_metrics(&meter);
+    }
     let state = AdminState::new(
         ProxyMetrics::new(&meter, telemetry.export_stats.clone()),
         telemetry.prometheus.clone(),

@@ -222,6 +222,14 @@ async fn the_viewer_shows_streamed_and_plain_chats() {
     assert!(page.contains("&lt;img src=x onerror=alert(3)&gt;"));
     let (status, _, _) = get(admin, &format!("/ui/traces/{}", "f".repeat(32))).await;
     assert_eq!(status, 404);
+    let (_, _, metrics) = get(admin, "/metrics").await;
+    let held = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("llmtrace_store_traces ") || l.starts_with("llmtrace_store_traces{")
+        })
+        .unwrap_or_else(|| panic!("no store gauge in {metrics}"));
+    assert!(held.ends_with(" 2"), "{held}");
     let _ = provider.shutdown();
 }
 

@@ -267,6 +267,48 @@ impl TraceStore {
         }
     }
 
+    /// Reports the store on `meter`: spans dropped (queue full, oversized), traces evicted,
+    /// traces and bytes held ([`semconv::store`](crate::semconv::store)).
+    pub fn register_metrics(&self, meter: &opentelemetry::metrics::Meter) {
+        use crate::semconv::store as m;
+        use opentelemetry::KeyValue;
+        let shared = self.shared.clone();
+        meter
+            .u64_observable_counter(m::SPANS_DROPPED)
+            .with_unit("{span}")
+            .with_description("Spans the trace store let go")
+            .with_callback(move |observer| {
+                let full = shared.dropped.load(Ordering::Relaxed);
+                observer.observe(full, &[KeyValue::new(m::REASON, "queue_full")]);
+                let oversized = shared.oversized.load(Ordering::Relaxed);
+                observer.observe(oversized, &[KeyValue::new(m::REASON, "oversized")]);
+            })
+            .build();
+        let shared = self.shared.clone();
+        meter
+            .u64_observable_counter(m::TRACES_EVICTED)
+            .with_unit("{trace}")
+            .with_description("Traces the trace store evicted to stay within its caps")
+            .with_callback(move |observer| {
+                observer.observe(shared.evicted.load(Ordering::Relaxed), &[]);
+            })
+            .build();
+        let store = self.clone();
+        meter
+            .u64_observable_gauge(m::TRACES)
+            .with_unit("{trace}")
+            .with_description("Traces the trace store holds")
+            .with_callback(move |observer| observer.observe(store.stats().traces as u64, &[]))
+            .build();
+        let store = self.clone();
+        meter
+            .u64_observable_gauge(m::BYTES)
+            .with_unit("By")
+            .with_description("Bytes the trace store holds")
+            .with_callback(move |observer| observer.observe(store.stats().bytes as u64, &[]))
+            .build();
+    }
+
     /// The bytes held, counted again from every stored span (what the running count must
     /// equal; for tests).
     pub fn recount_bytes(&self) -> usize {

@@ -7,7 +7,7 @@
 //! | `/ui` | the trace list; filters and sort in the query string ([`Query::parse`]) |
 //! | `/ui/traces/{trace_id}` | one trace: the waterfall of its spans, their attributes and events |
 //! | `/ui/assets/viewer.css`, `/ui/assets/viewer.js` | the embedded stylesheet and script |
-//! | `/api/traces` | the listed traces, whole, as Jaeger's query API answers ([`jaeger`](super::jaeger)) |
+//! | `/api/traces` | the listed traces, whole, as Jaeger's query API answers ([`super::jaeger`]) |
 //! | `/api/traces/{trace_id}` | one trace, the same way |
 //! | `/api/services` | the services seen, as Jaeger's `/api/services` |
 //!
