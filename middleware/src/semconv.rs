@@ -267,7 +267,7 @@ pub const REDACTED: &str = "[REDACTED]";
 /// Metric instrument names of the in-memory trace store (`store::TraceStore::register_metrics`).
 pub mod store {
     /// Counter, `{span}`: spans the store let go, by [`REASON`]: `queue_full` (its queue was
-    /// full when the span ended) or `oversized` (its trace alone would exceed the byte cap).
+    /// full when the span ended) or `oversized` (its trace alone would exceed half the byte cap).
     pub const SPANS_DROPPED: &str = "llmtrace.store.spans.dropped";
     /// Counter, `{trace}`: traces evicted to stay within the caps.
     pub const TRACES_EVICTED: &str = "llmtrace.store.traces.evicted";

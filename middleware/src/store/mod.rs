@@ -37,6 +37,7 @@ pub use trace::{StoredSpan, Summary, USAGE_COST, as_f64, as_i64, find, span_byte
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::mem::size_of;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -89,7 +90,7 @@ pub struct StoreStats {
     pub received_spans: u64,
     /// Spans dropped because the queue in front of the store was full.
     pub dropped_spans: u64,
-    /// Spans dropped because their trace alone would exceed the byte cap.
+    /// Spans dropped because their trace alone would exceed half the byte cap.
     pub oversized_spans: u64,
     /// Traces evicted to stay within the caps.
     pub evicted_traces: u64,
@@ -198,8 +199,9 @@ impl TraceStore {
             inner.order.push_back(trace_id);
             StoredTrace::new(&span)
         });
-        if trace.bytes() + bytes > config.max_bytes {
-            // One trace alone over the cap (a runaway batch): keep what it has.
+        if trace.bytes() + bytes > config.max_bytes / 2 {
+            // One trace over half the cap (a runaway batch): keep what it has, and room for
+            // the others.
             self.shared.oversized.fetch_add(1, Ordering::Relaxed);
             if before.is_none() {
                 inner.traces.remove(&trace_id);
@@ -252,7 +254,7 @@ impl TraceStore {
     pub fn stats(&self) -> StoreStats {
         let (traces, spans, bytes) = {
             let inner = self.lock();
-            (inner.traces.len(), inner.spans, inner.bytes)
+            (inner.traces.len(), inner.spans, inner.total_bytes())
         };
         StoreStats {
             traces,
@@ -312,18 +314,33 @@ impl TraceStore {
     /// The bytes held, counted again from every stored span (what the running count must
     /// equal; for tests).
     pub fn recount_bytes(&self) -> usize {
-        self.lock().traces.values().map(StoredTrace::bytes).sum()
+        let inner = self.lock();
+        let traces: usize = inner.traces.values().map(StoredTrace::bytes).sum();
+        inner.total_bytes() - inner.bytes + traces
     }
 }
 
 // === impl Inner ===
 
 impl Inner {
+    /// The traces' bytes and the map's and queue's own, by their capacity (a hash map keeps
+    /// its buckets after removals and may double under churn: counted as allocated).
+    fn total_bytes(&self) -> usize {
+        let capacity = self.traces.capacity();
+        let buckets = match capacity {
+            0 => 0,
+            c if c < 8 => (c + 1).next_power_of_two(),
+            c => (c * 8 / 7).next_power_of_two(),
+        };
+        let map = buckets * (size_of::<(TraceId, StoredTrace)>() + 1);
+        self.bytes + map + self.order.capacity() * size_of::<TraceId>()
+    }
+
     /// Evicts the oldest traces (never `keep`, the one just added to) until both caps hold;
     /// returns how many went.
     fn evict(&mut self, config: StoreConfig, keep: TraceId) -> u64 {
         let mut evicted = 0;
-        while self.traces.len() > config.max_traces || self.bytes > config.max_bytes {
+        while self.traces.len() > config.max_traces || self.total_bytes() > config.max_bytes {
             let Some(oldest) = self.order.pop_front() else {
                 break;
             };

@@ -243,20 +243,14 @@ impl StoredTrace {
         self.span_bytes += bytes;
     }
 
-    /// Everything the trace holds: the spans, the span list, the summary, and the trace's
-    /// entries in the store's map and eviction queue.
+    /// Everything the trace holds: the spans, the span list and the summary (its entries in
+    /// the store's map and queue are counted with them, by their capacity).
     pub(crate) fn bytes(&self) -> usize {
         self.span_bytes
             + self.spans.capacity() * size_of::<StoredSpan>()
             + self.summary.heap_bytes()
-            + TRACE_OVERHEAD
     }
 }
-
-/// A trace's fixed cost: its map entry (key, value and the map's control byte, at the
-/// `HashMap`'s worst load factor of 7/8 rounded up to double), its slot in the eviction queue.
-pub(crate) const TRACE_OVERHEAD: usize =
-    2 * (size_of::<TraceId>() + size_of::<StoredTrace>() + 1) + size_of::<TraceId>();
 
 /// The bytes one span holds: the `SpanData` (in its `Arc`), its name, every attribute key and
 /// value (strings and arrays by length, vectors by capacity), events and links with theirs,
@@ -272,7 +266,7 @@ pub fn span_bytes(span: &SpanData) -> usize {
     let scope = &span.instrumentation_scope;
     2 * size_of::<usize>() // the Arc's counts
         + size_of::<SpanData>()
-        + span.name.len()
+        + cow_bytes(&span.name)
         + attributes_bytes(&span.attributes)
         + span.events.events.capacity() * size_of::<Event>()
         + events
@@ -286,7 +280,16 @@ pub fn span_bytes(span: &SpanData) -> usize {
 }
 
 fn event_bytes(event: &Event) -> usize {
-    event.name.len() + attributes_bytes(&event.attributes)
+    cow_bytes(&event.name) + attributes_bytes(&event.attributes)
+}
+
+/// An owned name by its capacity, a static one by its length (hence the `Cow`, not a `&str`).
+#[allow(clippy::ptr_arg)]
+fn cow_bytes(text: &std::borrow::Cow<'static, str>) -> usize {
+    match text {
+        std::borrow::Cow::Owned(s) => s.capacity(),
+        std::borrow::Cow::Borrowed(s) => s.len(),
+    }
 }
 
 fn link_bytes(link: &Link) -> usize {
