@@ -222,17 +222,16 @@ impl TraceStore {
 
     /// The summaries of the traces `query` selects, sorted and limited as it says.
     pub fn list(&self, query: &Query) -> Vec<Summary> {
-        let mut found: Vec<Summary> = {
-            let inner = self.lock();
-            inner
-                .traces
-                .values()
-                .filter(|t| query.matches(&t.summary))
-                .map(|t| t.summary.clone())
-                .collect()
-        };
+        let inner = self.lock();
+        // Sorted by reference: only the summaries returned are copied.
+        let mut found: Vec<&Summary> = inner
+            .traces
+            .values()
+            .map(|t| &t.summary)
+            .filter(|s| query.matches(s))
+            .collect();
         query.sort_and_limit(&mut found);
-        found
+        found.into_iter().cloned().collect()
     }
 
     /// The traces `query` selects, whole, in the list's order.

@@ -202,10 +202,10 @@ impl Query {
 
     /// Sorts `summaries` by the query's key and order (missing values last) and keeps the
     /// first [`limit`](Query::limit).
-    pub fn sort_and_limit(&self, summaries: &mut Vec<Summary>) {
+    pub fn sort_and_limit(&self, summaries: &mut Vec<&Summary>) {
         let key = self.sort;
         let limit = self.limit.min(MAX_LIMIT);
-        let order = |a: &Summary, b: &Summary| {
+        let order = |a: &&Summary, b: &&Summary| {
             let by_key = match (key.value(a), key.value(b)) {
                 (Some(x), Some(y)) if self.ascending => x.total_cmp(&y),
                 (Some(x), Some(y)) => y.total_cmp(&x),
