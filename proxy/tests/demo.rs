@@ -9,7 +9,18 @@ use std::time::{Duration, Instant};
 
 use llmtrace_test_support::reserve_port;
 
-fn demo(args: &[&str], admin: &str) -> Child {
+/// The demo's process, killed when the test ends however it ends: a failed assertion must not
+/// leave a demo serving forever.
+struct Demo(Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn demo(args: &[&str], admin: &str) -> Demo {
     let mut command = Command::new(env!("CARGO_BIN_EXE_llmtrace-proxy"));
     command
         .args(["--admin", admin, "demo"])
@@ -21,7 +32,7 @@ fn demo(args: &[&str], admin: &str) -> Child {
             command.env_remove(name);
         }
     }
-    command.spawn().unwrap()
+    Demo(command.spawn().unwrap())
 }
 
 /// Waits `limit` at most for the child to exit.
@@ -40,11 +51,11 @@ fn exits_within(child: &mut Child, limit: Duration) -> Option<std::process::Exit
 #[test]
 fn demo_exit_prints_the_waterfall_and_exits() {
     let admin = reserve_port();
-    let mut child = demo(&["--exit"], &admin.addr().to_string());
-    let status = exits_within(&mut child, Duration::from_secs(60)).expect("demo --exit exits");
+    let mut demo = demo(&["--exit"], &admin.addr().to_string());
+    let status = exits_within(&mut demo.0, Duration::from_secs(60)).expect("demo --exit exits");
     assert!(status.success(), "{status}");
     let mut out = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    std::io::Read::read_to_string(&mut demo.0.stdout.take().unwrap(), &mut out).unwrap();
     assert!(out.contains("chat gpt-4o"), "{out}");
     assert!(!out.contains("Trace viewer"), "{out}");
 }
@@ -53,17 +64,20 @@ fn demo_exit_prints_the_waterfall_and_exits() {
 async fn demo_serves_the_viewer_until_ctrl_c() {
     let admin_port = reserve_port();
     let admin = admin_port.addr();
-    let mut child = demo(&[], &admin.to_string());
-    let stdout = child.stdout.take().unwrap();
-    let line = tokio::task::spawn_blocking(move || {
+    let mut demo = demo(&[], &admin.to_string());
+    let stdout = demo.0.stdout.take().unwrap();
+    let reading = tokio::task::spawn_blocking(move || {
         BufReader::new(stdout)
             .lines()
             .map_while(Result::ok)
             .find(|l| l.starts_with("Trace viewer: "))
-    })
-    .await
-    .unwrap()
-    .expect("the viewer's address");
+    });
+    // On timeout the guard kills the demo, which ends the read.
+    let line = tokio::time::timeout(Duration::from_secs(90), reading)
+        .await
+        .expect("the demo printed the viewer's address within 90 s")
+        .unwrap()
+        .expect("the viewer's address");
     assert!(line.contains(&format!("http://{admin}/ui")), "{line}");
     drop(admin_port);
 
@@ -82,12 +96,12 @@ async fn demo_serves_the_viewer_until_ctrl_c() {
     assert_eq!(json["data"].as_array().unwrap().len(), 4, "{json}");
 
     let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args(["-INT", &demo.0.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
     assert!(
-        exits_within(&mut child, Duration::from_secs(15)).is_some(),
+        exits_within(&mut demo.0, Duration::from_secs(15)).is_some(),
         "the demo keeps running after Ctrl-C"
     );
 }
