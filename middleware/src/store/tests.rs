@@ -496,3 +496,35 @@ fn a_full_queue_drops_and_counts() {
         "the receiver is gone: all dropped"
     );
 }
+
+#[cfg(feature = "axum")]
+#[tokio::test]
+async fn the_axum_router_serves_the_viewer() {
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    let store = TraceStore::new(StoreConfig::default());
+    fill(&store, 2, SystemTime::now());
+    let app = axum::Router::new()
+        .route("/", axum::routing::get(|| async { "app" }))
+        .merge(ui::router(store));
+    let get = |path: &str| {
+        let app = app.clone();
+        let request = http::Request::get(path)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        async move {
+            let response = app.oneshot(request).await.unwrap();
+            let status = response.status();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8(body.to_vec()).unwrap())
+        }
+    };
+    let (status, body) = get("/ui?sort=duration").await;
+    assert_eq!(status, 200);
+    assert_eq!(body.matches("data-trace-id=").count(), 2);
+    let (status, body) = get(&format!("/api/traces/{:032x}", 2)).await;
+    assert_eq!(status, 200);
+    assert!(body.starts_with("{\"data\":[{"), "{body}");
+    assert_eq!(get("/ui/assets/viewer.js").await.0, 200);
+    assert_eq!(get("/").await.1, "app", "the app keeps its root");
+}

@@ -90,6 +90,42 @@ pub fn handle(store: &TraceStore, path: &str, query: Option<&str>) -> Option<Res
     Some(answer)
 }
 
+/// The viewer as an axum router (features `store` and `axum`), to merge into an app:
+/// `/ui`, `/ui/…`, `/api/traces`, `/api/traces/{id}` and `/api/services` answered by
+/// [`handle`] (`/` is left to the app).
+///
+/// ```
+/// use llmtrace::store::{StoreConfig, TraceStore, ui};
+///
+/// let store = TraceStore::new(StoreConfig::default());
+/// // Feed it: `SdkTracerProvider::builder().with_span_processor(store.processor())`.
+/// let app: axum::Router = axum::Router::new()
+///     .route("/", axum::routing::get(|| async { "my service" }))
+///     .merge(ui::router(store));
+/// ```
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub fn router(store: TraceStore) -> axum::Router {
+    use axum::routing::get;
+    async fn serve(
+        axum::extract::State(store): axum::extract::State<TraceStore>,
+        uri: http::Uri,
+    ) -> Response<String> {
+        handle(&store, uri.path(), uri.query()).unwrap_or_else(|| {
+            let mut missing = Response::new("not found\n".to_owned());
+            *missing.status_mut() = StatusCode::NOT_FOUND;
+            missing
+        })
+    }
+    axum::Router::new()
+        .route("/ui", get(serve))
+        .route("/ui/{*rest}", get(serve))
+        .route("/api/traces", get(serve))
+        .route("/api/traces/{id}", get(serve))
+        .route("/api/services", get(serve))
+        .with_state(store)
+}
+
 /// Traces `/api/traces` returns when it names no `limit`, as Jaeger's.
 const JAEGER_DEFAULT_LIMIT: usize = 20;
 
