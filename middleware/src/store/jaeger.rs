@@ -10,139 +10,240 @@
 //! them, `span.kind`, `otel.status_code`, `otel.status_description`, `error` and
 //! `otel.scope.name`. Events are logs whose fields hold `event` (the name) and the event's
 //! attributes. One process per service (`p1`, `p2`, …) with no tags.
+//!
+//! Written through serde straight from the stored spans (borrowed, not copied).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use opentelemetry::trace::{SpanId, SpanKind, Status};
 use opentelemetry::{Array, KeyValue, Value};
-use serde_json::{Value as Json, json};
+use serde::Serialize;
 
 use super::query::micros;
 use super::{StoredSpan, Trace};
 
 /// `{"data":[…]}` for a list of traces.
-pub fn traces_json(traces: &[Trace], limit: usize) -> Json {
-    json!({
-        "data": traces.iter().map(trace_json).collect::<Vec<_>>(),
-        "total": traces.len(),
-        "limit": limit,
-        "offset": 0,
-        "errors": null,
+pub fn traces_json(traces: &[Trace], limit: usize) -> String {
+    to_json(&Answer {
+        data: Some(traces.iter().map(trace_out).collect()),
+        total: traces.len(),
+        limit,
+        offset: 0,
+        errors: None,
     })
 }
 
 /// `{"data":[trace]}` for one trace, as Jaeger answers `/api/traces/{id}`.
-pub fn trace_response(trace: &Trace) -> Json {
-    json!({
-        "data": [trace_json(trace)],
-        "total": 0,
-        "limit": 0,
-        "offset": 0,
-        "errors": null,
+pub fn trace_response(trace: &Trace) -> String {
+    to_json(&Answer {
+        data: Some(vec![trace_out(trace)]),
+        total: 0,
+        limit: 0,
+        offset: 0,
+        errors: None,
     })
 }
 
 /// Jaeger's answer for a trace it does not have.
-pub fn not_found(trace_id: &str) -> Json {
-    json!({
-        "data": null,
-        "total": 0,
-        "limit": 0,
-        "offset": 0,
-        "errors": [{ "code": 404, "msg": format!("trace not found: {trace_id}") }],
+pub fn not_found(trace_id: &str) -> String {
+    to_json(&Answer {
+        data: None,
+        total: 0,
+        limit: 0,
+        offset: 0,
+        errors: Some(vec![ApiError {
+            code: 404,
+            msg: format!("trace not found: {trace_id}"),
+        }]),
     })
+}
+
+fn to_json(answer: &Answer<'_>) -> String {
+    // Serializing borrowed strings and numbers cannot fail.
+    serde_json::to_string(answer).unwrap_or_default()
+}
+
+#[derive(Serialize)]
+struct Answer<'a> {
+    data: Option<Vec<TraceOut<'a>>>,
+    total: usize,
+    limit: usize,
+    offset: usize,
+    errors: Option<Vec<ApiError>>,
+}
+
+#[derive(Serialize)]
+struct ApiError {
+    code: u16,
+    msg: String,
+}
+
+#[derive(Serialize)]
+struct TraceOut<'a> {
+    #[serde(rename = "traceID")]
+    trace_id: String,
+    spans: Vec<SpanOut<'a>>,
+    processes: BTreeMap<String, Process<'a>>,
+    warnings: Option<()>,
+}
+
+#[derive(Serialize)]
+struct Process<'a> {
+    #[serde(rename = "serviceName")]
+    service_name: &'a str,
+    tags: [(); 0],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SpanOut<'a> {
+    #[serde(rename = "traceID")]
+    trace_id: String,
+    #[serde(rename = "spanID")]
+    span_id: String,
+    operation_name: &'a str,
+    references: Vec<Reference>,
+    start_time: u64,
+    duration: u64,
+    tags: Vec<Tag<'a>>,
+    logs: Vec<Log<'a>>,
+    #[serde(rename = "processID")]
+    process_id: String,
+    flags: u8,
+    warnings: Option<()>,
+}
+
+#[derive(Serialize)]
+struct Reference {
+    #[serde(rename = "refType")]
+    ref_type: &'static str,
+    #[serde(rename = "traceID")]
+    trace_id: String,
+    #[serde(rename = "spanID")]
+    span_id: String,
+}
+
+#[derive(Serialize)]
+struct Log<'a> {
+    timestamp: u64,
+    fields: Vec<Tag<'a>>,
+}
+
+#[derive(Serialize)]
+struct Tag<'a> {
+    key: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    value: TagValue<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum TagValue<'a> {
+    Text(Cow<'a, str>),
+    Bool(bool),
+    Int(i64),
+    Float(f64),
 }
 
 /// One trace: its spans (by start time) and their processes.
-pub fn trace_json(trace: &Trace) -> Json {
-    let mut processes: BTreeMap<&str, String> = BTreeMap::new();
+fn trace_out(trace: &Trace) -> TraceOut<'_> {
+    let mut ids: BTreeMap<&str, String> = BTreeMap::new();
     for span in &trace.spans {
-        let next = format!("p{}", processes.len() + 1);
-        processes.entry(&span.service).or_insert(next);
+        let next = format!("p{}", ids.len() + 1);
+        ids.entry(&span.service).or_insert(next);
     }
     let mut spans: Vec<&StoredSpan> = trace.spans.iter().collect();
     spans.sort_by_key(|s| s.data.start_time);
-    let spans: Vec<Json> = spans
+    let spans = spans
         .into_iter()
-        .map(|s| span_json(s, &processes[&*s.service]))
+        .map(|s| span_out(s, ids[&*s.service].clone()))
         .collect();
-    let processes: serde_json::Map<String, Json> = processes
-        .iter()
-        .map(|(service, id)| (id.clone(), json!({ "serviceName": service, "tags": [] })))
+    let processes = ids
+        .into_iter()
+        .map(|(service, id)| {
+            let process = Process {
+                service_name: service,
+                tags: [],
+            };
+            (id, process)
+        })
         .collect();
-    json!({
-        "traceID": trace.summary.trace_id.to_string(),
-        "spans": spans,
-        "processes": processes,
-        "warnings": null,
-    })
+    TraceOut {
+        trace_id: trace.summary.trace_id.to_string(),
+        spans,
+        processes,
+        warnings: None,
+    }
 }
 
-fn span_json(span: &StoredSpan, process: &str) -> Json {
+fn span_out(span: &StoredSpan, process_id: String) -> SpanOut<'_> {
     let data = &span.data;
     let trace_id = data.span_context.trace_id().to_string();
     let mut references = Vec::new();
     if data.parent_span_id != SpanId::INVALID {
-        references.push(json!({
-            "refType": "CHILD_OF",
-            "traceID": trace_id,
-            "spanID": data.parent_span_id.to_string(),
-        }));
+        references.push(Reference {
+            ref_type: "CHILD_OF",
+            trace_id: trace_id.clone(),
+            span_id: data.parent_span_id.to_string(),
+        });
     }
-    for link in data.links.iter() {
-        references.push(json!({
-            "refType": "FOLLOWS_FROM",
-            "traceID": link.span_context.trace_id().to_string(),
-            "spanID": link.span_context.span_id().to_string(),
-        }));
-    }
-    let logs: Vec<Json> = data
+    references.extend(data.links.iter().map(|link| Reference {
+        ref_type: "FOLLOWS_FROM",
+        trace_id: link.span_context.trace_id().to_string(),
+        span_id: link.span_context.span_id().to_string(),
+    }));
+    let logs = data
         .events
         .iter()
-        .map(|e| {
-            let mut fields = vec![tag("event", &Value::from(e.name.to_string()))];
-            fields.extend(e.attributes.iter().map(kv_tag));
-            json!({ "timestamp": micros(e.timestamp), "fields": fields })
+        .map(|e| Log {
+            timestamp: micros(e.timestamp),
+            fields: std::iter::once(text_tag("event", &e.name))
+                .chain(e.attributes.iter().map(kv_tag))
+                .collect(),
         })
         .collect();
-    json!({
-        "traceID": trace_id,
-        "spanID": data.span_context.span_id().to_string(),
-        "operationName": data.name,
-        "references": references,
-        "startTime": micros(data.start_time),
-        "duration": span.duration().as_micros() as u64,
-        "tags": tags(span),
-        "logs": logs,
-        "processID": process,
-        "flags": data.span_context.trace_flags().to_u8(),
-        "warnings": null,
-    })
+    SpanOut {
+        trace_id,
+        span_id: data.span_context.span_id().to_string(),
+        operation_name: &data.name,
+        references,
+        start_time: micros(data.start_time),
+        duration: u64::try_from(span.duration().as_micros()).unwrap_or(u64::MAX),
+        tags: tags(span),
+        logs,
+        process_id,
+        flags: data.span_context.trace_flags().to_u8(),
+        warnings: None,
+    }
 }
 
-fn tags(span: &StoredSpan) -> Vec<Json> {
+fn tags(span: &StoredSpan) -> Vec<Tag<'_>> {
     let data = &span.data;
-    let mut tags: Vec<Json> = data.attributes.iter().map(kv_tag).collect();
-    tags.push(tag("span.kind", &Value::from(kind_name(&data.span_kind))));
+    let mut tags: Vec<Tag<'_>> = Vec::with_capacity(data.attributes.len() + 4);
+    tags.extend(data.attributes.iter().map(kv_tag));
+    tags.push(text_tag("span.kind", kind_name(&data.span_kind)));
     match &data.status {
         Status::Unset => {}
-        Status::Ok => tags.push(tag("otel.status_code", &Value::from("OK"))),
+        Status::Ok => tags.push(text_tag("otel.status_code", "OK")),
         Status::Error { description } => {
-            tags.push(tag("otel.status_code", &Value::from("ERROR")));
+            tags.push(text_tag("otel.status_code", "ERROR"));
             if !description.is_empty() {
-                tags.push(tag(
-                    "otel.status_description",
-                    &Value::from(description.to_string()),
-                ));
+                tags.push(text_tag("otel.status_description", description));
             }
         }
     }
     if span.is_error() {
-        tags.push(tag("error", &Value::Bool(true)));
+        tags.push(Tag {
+            key: "error",
+            kind: "bool",
+            value: TagValue::Bool(true),
+        });
     }
-    tags.push(tag(
+    tags.push(text_tag(
         "otel.scope.name",
-        &Value::from(data.instrumentation_scope.name().to_owned()),
+        data.instrumentation_scope.name(),
     ));
     tags
 }
@@ -158,21 +259,30 @@ pub fn kind_name(kind: &SpanKind) -> &'static str {
     }
 }
 
-fn kv_tag(kv: &KeyValue) -> Json {
-    tag(kv.key.as_str(), &kv.value)
+fn text_tag<'a>(key: &'a str, value: &'a str) -> Tag<'a> {
+    Tag {
+        key,
+        kind: "string",
+        value: TagValue::Text(Cow::Borrowed(value)),
+    }
 }
 
-fn tag(key: &str, value: &Value) -> Json {
-    let (kind, value) = match value {
-        Value::Bool(b) => ("bool", json!(b)),
-        Value::I64(i) => ("int64", json!(i)),
-        Value::F64(f) => ("float64", json!(f)),
-        Value::String(s) => ("string", json!(s.as_str())),
-        Value::Array(Array::String(items)) => (
-            "string",
-            json!(Json::from(items.iter().map(|s| s.as_str()).collect::<Vec<_>>()).to_string()),
-        ),
-        other => ("string", json!(other.to_string())),
+fn kv_tag(kv: &KeyValue) -> Tag<'_> {
+    let (kind, value) = match &kv.value {
+        Value::Bool(b) => ("bool", TagValue::Bool(*b)),
+        Value::I64(i) => ("int64", TagValue::Int(*i)),
+        Value::F64(f) => ("float64", TagValue::Float(*f)),
+        Value::String(s) => ("string", TagValue::Text(Cow::Borrowed(s.as_str()))),
+        Value::Array(Array::String(items)) => {
+            let items: Vec<&str> = items.iter().map(|s| s.as_str()).collect();
+            let text = serde_json::to_string(&items).unwrap_or_default();
+            ("string", TagValue::Text(Cow::Owned(text)))
+        }
+        other => ("string", TagValue::Text(Cow::Owned(other.to_string()))),
     };
-    json!({ "key": key, "type": kind, "value": value })
+    Tag {
+        key: kv.key.as_str(),
+        kind,
+        value,
+    }
 }

@@ -68,7 +68,8 @@ pub fn handle(store: &TraceStore, path: &str, query: Option<&str>) -> Option<Res
             let total = services.len();
             json(
                 StatusCode::OK,
-                serde_json::json!({ "data": services, "total": total, "limit": 0, "offset": 0, "errors": null }),
+                serde_json::json!({ "data": services, "total": total, "limit": 0, "offset": 0, "errors": null })
+                    .to_string(),
             )
         }
         _ => {
@@ -170,12 +171,12 @@ fn asset(content_type: &str, body: &str) -> Response<String> {
         .unwrap_or_default()
 }
 
-fn json(status: StatusCode, value: serde_json::Value) -> Response<String> {
+fn json(status: StatusCode, body: String) -> Response<String> {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
         .header(header::CACHE_CONTROL, "no-store")
-        .body(value.to_string())
+        .body(body)
         .unwrap_or_default()
 }
