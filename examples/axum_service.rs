@@ -1,7 +1,8 @@
-//! An axum service traced by `ServerLayer`, with a streamed (SSE) endpoint.
+//! An axum service traced by `ServerLayer`, with a streamed (SSE) endpoint, and the trace
+//! viewer over its own spans (`llmtrace::store`) at `/ui`.
 //!
 //! ```sh
-//! cargo run --example axum_service            # spans printed to stdout
+//! cargo run --example axum_service            # spans printed to stdout; the viewer at /ui
 //! curl -N localhost:3000/v1/stream            # watch tokens arrive; the span ends after the last
 //! OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317 cargo run --example axum_service
 //! ```
@@ -15,10 +16,13 @@ use axum::extract::Path;
 use axum::routing::get;
 use bytes::Bytes;
 use llmtrace::ServerLayer;
+use llmtrace::store::{StoreConfig, TraceStore};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let provider = llmtrace_examples::telemetry::init("axum-service");
+    // The last 1 000 traces, kept for the viewer merged into the app below.
+    let store = TraceStore::new(StoreConfig::default());
+    let provider = llmtrace_examples::telemetry::init_with_store("axum-service", &store);
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:3000".into());
@@ -35,10 +39,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ServerLayer::new()
                 .skip_paths(["/healthz"])
                 .traceresponse(true),
-        );
+        )
+        // Merged after the layer: looking at traces makes none.
+        .merge(llmtrace::store::ui::router(store));
 
     let listener = tokio::net::TcpListener::bind(&addr).await?;
-    println!("listening on http://{}", listener.local_addr()?);
+    let local = listener.local_addr()?;
+    println!("listening on http://{local}, trace viewer on http://{local}/ui");
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -2,7 +2,9 @@
 # Runs llmtrace-proxy on a machine that has only the Rust toolchain: installs cmake (pingora's
 # build needs it) when it is missing, then `cargo run -p llmtrace-proxy --features demo -- ARGS`.
 #
-#   bash scripts/run.sh                 # the demo: mock provider + proxy, traces printed
+#   bash scripts/run.sh                 # the demo: mock provider + proxy, traces printed, then
+#                                       # the trace viewer (http://127.0.0.1:9464/ui) until Ctrl-C
+#   bash scripts/run.sh demo --exit     # the demo, stopping after the traces (scripts, CI)
 #   bash scripts/run.sh --listen 127.0.0.1:8080 --upstream https://api.openai.com
 set -euo pipefail
 cd "$(dirname "$0")/.."

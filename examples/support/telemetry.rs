@@ -26,6 +26,19 @@ pub fn init_in_memory(service_name: &'static str) -> (SdkTracerProvider, InMemor
     (install(provider), memory)
 }
 
+/// Like [`init`], and every finished span is also kept in `store` for its viewer
+/// (`llmtrace::store::ui::router`).
+pub fn init_with_store(
+    service_name: &'static str,
+    store: &llmtrace::store::TraceStore,
+) -> SdkTracerProvider {
+    let provider = builder(service_name)
+        .with_simple_exporter(opentelemetry_stdout::SpanExporter::default())
+        .with_span_processor(store.processor())
+        .build();
+    install(provider)
+}
+
 fn builder(service_name: &'static str) -> opentelemetry_sdk::trace::TracerProviderBuilder {
     let resource = Resource::builder().with_service_name(service_name).build();
     let builder = SdkTracerProvider::builder().with_resource(resource);

@@ -10,6 +10,8 @@
 //! - [`sampling`] (feature `sampling`): head-sampling rules for the OpenTelemetry SDK
 //!   (`RuleSampler`) and a tail-sampling span processor (`TailSampler`) that keeps whole traces
 //!   by what happened in them: errors, slow or stalled streams, client aborts, attributes.
+//! - [`store`] (feature `store`): a bounded in-memory trace store fed by a span processor, and
+//!   the embedded viewer over it (HTML pages, a Jaeger-shaped JSON API).
 //!
 //! ```
 //! use axum::{Router, routing::post};
@@ -32,5 +34,8 @@ pub mod propagation;
 #[cfg_attr(docsrs, doc(cfg(feature = "sampling")))]
 pub mod sampling;
 pub mod semconv;
+#[cfg(feature = "store")]
+#[cfg_attr(docsrs, doc(cfg(feature = "store")))]
+pub mod store;
 
 pub use layer::{ClientLayer, GenAiLayer, ServerLayer, TracedBody};

@@ -267,6 +267,21 @@ pub mod gateway {
 /// Value written in place of a captured header that carries a secret.
 pub const REDACTED: &str = "[REDACTED]";
 
+/// Metric instrument names of the in-memory trace store (`store::TraceStore::register_metrics`).
+pub mod store {
+    /// Counter, `{span}`: spans the store let go, by [`REASON`]: `queue_full` (its queue was
+    /// full when the span ended) or `oversized` (its trace alone would exceed half the byte cap).
+    pub const SPANS_DROPPED: &str = "llmtrace.store.spans.dropped";
+    /// Counter, `{trace}`: traces evicted to stay within the caps.
+    pub const TRACES_EVICTED: &str = "llmtrace.store.traces.evicted";
+    /// Gauge, `{trace}`: traces held.
+    pub const TRACES: &str = "llmtrace.store.traces";
+    /// Gauge, `By`: bytes held.
+    pub const BYTES: &str = "llmtrace.store.bytes";
+    /// Attribute on [`SPANS_DROPPED`].
+    pub const REASON: &str = "llmtrace.store.reason";
+}
+
 // === Sampling ===
 // Names of the `sampling` module (head rules and the tail sampler). Kept as the last section
 // of this file.

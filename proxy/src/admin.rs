@@ -1,6 +1,8 @@
 //! The admin listener (`server.admin` / `--admin`, loopback by default): Prometheus
 //! `/metrics`, `/healthz` (the process serves) and `/readyz` (it takes traffic: 503 once a
-//! SIGTERM started draining, so load balancers stop sending before the listener closes).
+//! SIGTERM started draining, so load balancers stop sending before the listener closes),
+//! and with the trace store on, the viewer: `/` → `/ui` (trace list), `/ui/traces/{id}`
+//! (waterfall), `/api/traces[/{id}]` (Jaeger-shaped JSON), see [`llmtrace::store::ui`].
 //! And the shutdown sequence that goes with it ([`DrainOnTerm`]).
 
 use std::sync::Arc;
@@ -13,6 +15,8 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
 
+use llmtrace::store::TraceStore;
+
 use crate::metrics::{PrometheusReader, ProxyMetrics};
 
 /// What the admin endpoints and the shutdown sequence share with the gateway.
@@ -23,6 +27,8 @@ pub struct AdminState {
     /// Renders every instrument for `/metrics`.
     pub prometheus: PrometheusReader,
     draining: Arc<AtomicBool>,
+    /// The traces the viewer shows, when the store is on.
+    pub store: Option<TraceStore>,
 }
 
 impl AdminState {
@@ -32,7 +38,14 @@ impl AdminState {
             metrics,
             prometheus,
             draining: Arc::new(AtomicBool::new(false)),
+            store: None,
         }
+    }
+
+    /// This state with the viewer over `store`.
+    pub fn with_store(mut self, store: Option<TraceStore>) -> Self {
+        self.store = store;
+        self
     }
 
     /// True once shutdown began: `/readyz` answers 503.
@@ -83,8 +96,31 @@ impl AdminApp {
             _ => (
                 StatusCode::NOT_FOUND,
                 TEXT,
-                "not found: /metrics, /healthz, /readyz\n".into(),
+                "not found: /metrics, /healthz, /readyz, /ui, /api/traces\n".into(),
             ),
+        }
+    }
+
+    /// The viewer's answer (`/`, `/ui…`, `/api/…`), or `None` for the other endpoints.
+    pub fn viewer(
+        &self,
+        method: &http::Method,
+        path: &str,
+        query: Option<&str>,
+    ) -> Option<Response<String>> {
+        if method != http::Method::GET && method != http::Method::HEAD {
+            return None;
+        }
+        match &self.state.store {
+            Some(store) => llmtrace::store::ui::handle(store, path, query),
+            None if path == "/" || path.starts_with("/ui") || path.starts_with("/api/") => {
+                let mut off = Response::new(
+                    "the trace store is off ([telemetry] store_traces = 0)\n".to_owned(),
+                );
+                *off.status_mut() = StatusCode::NOT_FOUND;
+                Some(off)
+            }
+            None => None,
         }
     }
 }
@@ -92,10 +128,15 @@ impl AdminApp {
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let (status, content_type, body) = {
-            let req = session.req_header();
-            self.answer(&req.method, req.uri.path())
-        };
+        let req = session.req_header();
+        if let Some(page) = self.viewer(&req.method, req.uri.path(), req.uri.query()) {
+            let (mut parts, body) = page.into_parts();
+            parts
+                .headers
+                .insert(http::header::CONTENT_LENGTH, body.len().into());
+            return Response::from_parts(parts, body.into_bytes());
+        }
+        let (status, content_type, body) = self.answer(&req.method, req.uri.path());
         Response::builder()
             .status(status)
             .header(http::header::CONTENT_TYPE, content_type)
@@ -219,6 +260,27 @@ mod tests {
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(body.contains("draining"));
         assert_eq!(app.answer(&get, "/healthz").0, StatusCode::OK);
+    }
+
+    #[test]
+    fn the_viewer_answers_only_with_a_store() {
+        let get = http::Method::GET;
+        let off = AdminApp::new(state());
+        assert_eq!(off.viewer(&get, "/ui", None).unwrap().status(), 404);
+        assert!(off.viewer(&get, "/metrics", None).is_none());
+        let store = TraceStore::new(llmtrace::store::StoreConfig::default());
+        let on = AdminApp::new(state().with_store(Some(store)));
+        assert_eq!(on.viewer(&get, "/", None).unwrap().status(), 303);
+        assert_eq!(
+            on.viewer(&get, "/ui", Some("limit=5")).unwrap().status(),
+            200
+        );
+        assert!(on.viewer(&get, "/healthz", None).is_none());
+        assert!(on.viewer(&http::Method::POST, "/ui", None).is_none());
+        assert_eq!(
+            on.answer(&http::Method::POST, "/ui").0,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -403,6 +403,12 @@ pub struct TelemetryConfig {
     /// metric_dimensions = ["llmtrace.experiment"]
     /// ```
     pub attributes: BusinessContextConfig,
+    /// Traces the viewer's in-memory store keeps (`/ui` and `/api/traces` on the admin
+    /// listener; default 1 000); the oldest goes first. 0 turns the store off.
+    pub store_traces: usize,
+    /// Bytes the store's spans may hold (default 64 MiB), counted by what each span holds;
+    /// the oldest trace goes first. 0 turns the store off.
+    pub store_bytes: usize,
 }
 
 impl Default for TelemetryConfig {
@@ -417,6 +423,8 @@ impl Default for TelemetryConfig {
             capture_request_headers: Vec::new(),
             max_model_labels: llmtrace::limits::DEFAULT_MAX_MODEL_LABELS,
             attributes: BusinessContextConfig::default(),
+            store_traces: 1000,
+            store_bytes: 64 * 1024 * 1024,
         }
     }
 }

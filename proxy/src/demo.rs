@@ -1,10 +1,12 @@
 //! `llmtrace-proxy demo` (feature `demo`): the mock provider, the proxy in front of it, a
-//! little traffic, and the trace waterfall.
+//! little traffic, and the trace waterfall; then the trace viewer on the admin listener until
+//! Ctrl-C (`--exit`: stop after the waterfall, for scripts and CI).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use llmtrace::store::{StoreConfig, TraceStore};
 use llmtrace_proxy::Telemetry;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
@@ -12,8 +14,22 @@ fn free_port() -> std::io::Result<SocketAddr> {
     std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()
 }
 
-/// The mock provider, the proxy in front of it, a little traffic, and the waterfall.
-pub fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// The admin listener: `--admin` when given, else the usual address when it is free, else
+/// any free port.
+fn admin_address(asked: Option<&str>) -> Result<String, Box<dyn std::error::Error>> {
+    if let Some(addr) = asked.filter(|a| *a != "off") {
+        return Ok(addr.to_owned());
+    }
+    Ok(match std::net::TcpListener::bind("127.0.0.1:9464") {
+        Ok(listener) => listener.local_addr()?,
+        Err(_) => free_port()?,
+    }
+    .to_string())
+}
+
+/// The mock provider, the proxy in front of it, a little traffic, and the waterfall; then,
+/// unless `exit`, the viewer (on `admin`, else 127.0.0.1:9464 or a free port) until Ctrl-C.
+pub fn demo(exit: bool, admin: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
     let runtime = tokio::runtime::Runtime::new()?;
     let mock = runtime.block_on(llmtrace_mock::MockServer::start(
         llmtrace_mock::MockConfig {
@@ -24,14 +40,23 @@ pub fn demo() -> Result<(), Box<dyn std::error::Error>> {
         },
     ))?;
     let spans = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+    let store = TraceStore::new(StoreConfig::default());
     let provider = SdkTracerProvider::builder()
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name("llmtrace-proxy")
+                .build(),
+        )
         .with_simple_exporter(spans.clone())
+        .with_span_processor(store.processor())
         .build();
     let listen = free_port()?;
+    let admin = admin_address(admin)?;
     let mut config = llmtrace_proxy::Config::single(&listen.to_string(), &mock.url(), None)?;
     // The demo prints its own summary; the access log would interleave with it.
     config.telemetry.access_log = false;
-    let telemetry = Telemetry::with_tracer_provider(provider.clone());
+    config.server.admin = Some(admin.clone());
+    let telemetry = Telemetry::with_tracer_provider(provider.clone()).with_store(store);
     let server = llmtrace_proxy::build_server(Arc::new(config), &telemetry)?;
     std::thread::spawn(move || server.server.run_forever());
 
@@ -60,8 +85,31 @@ pub fn demo() -> Result<(), Box<dyn std::error::Error>> {
          OPENAI_BASE_URL=http://127.0.0.1:8080/v1 python your_app.py\n\
          Spans go to stdout as JSON lines; set OTEL_EXPORTER_OTLP_ENDPOINT to send them to a collector."
     );
+    if !exit {
+        // Every span is in the store before its address is printed.
+        let _ = provider.force_flush();
+        println!(
+            "\nTrace viewer: http://{admin}/ui  (the proxy keeps serving on http://{listen}; \
+             Ctrl-C to stop, `demo --exit` to stop here)"
+        );
+        runtime.block_on(serve_until_ctrl_c(&spans))?;
+    }
     let _ = provider.shutdown();
     std::process::exit(0);
+}
+
+/// Waits for Ctrl-C. The waterfall is printed: the in-memory exporter is emptied now and then,
+/// so traffic sent to the demo meanwhile only fills the (bounded) trace store.
+async fn serve_until_ctrl_c(
+    spans: &opentelemetry_sdk::trace::InMemorySpanExporter,
+) -> std::io::Result<()> {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            stopped = tokio::signal::ctrl_c() => return stopped,
+            _ = tick.tick() => spans.reset(),
+        }
+    }
 }
 
 /// What the demo sends: a streamed chat, a plain chat, a streamed Anthropic message, a 429.

@@ -111,10 +111,14 @@ pub fn build_server(
     if let Some(tail) = &telemetry.tail_stats {
         tail.register_metrics(&meter);
     }
+    if let Some(store) = &telemetry.store {
+        store.register_metrics(&meter);
+    }
     let state = AdminState::new(
         ProxyMetrics::new(&meter, telemetry.export_stats.clone()),
         telemetry.prometheus.clone(),
-    );
+    )
+    .with_store(telemetry.store.clone());
     let listen = config.server.listen.clone();
     let admin = config.server.admin.clone().filter(|a| a != "off");
     let gateway = Gateway::new(config, tracer, recorder, state.clone());

@@ -1,7 +1,7 @@
 //! `llmtrace-proxy`: the LLM API gateway.
 //!
 //! ```text
-//! llmtrace-proxy demo                                   # mock provider + proxy + traffic + waterfall
+//! llmtrace-proxy demo [--exit]                          # mock provider + proxy + traffic + waterfall + viewer
 //! llmtrace-proxy --listen 127.0.0.1:8080 --upstream https://api.openai.com [--provider openai]
 //! ```
 
@@ -60,9 +60,13 @@ const DEFAULT_ADMIN: &str = "127.0.0.1:9464";
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Start the bundled mock provider and the proxy, send a little traffic, and print the
-    /// trace waterfall.
-    Demo,
+    /// Start the bundled mock provider and the proxy, send a little traffic, print the trace
+    /// waterfall, then serve the trace viewer until Ctrl-C.
+    Demo {
+        /// Stop after printing the waterfall instead of serving the viewer (scripts, CI).
+        #[arg(long, env = "LLMTRACE_DEMO_EXIT")]
+        exit: bool,
+    },
     /// Check a configuration file and exit: 0 when valid, 2 with the field at fault.
     Check {
         /// The file.
@@ -74,7 +78,7 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Demo) => demo::demo(),
+        Some(Command::Demo { exit }) => demo::demo(exit, cli.admin.as_deref()),
         Some(Command::Check { config }) => llmtrace_proxy::Config::load(&config)
             .map(|c| {
                 println!(
@@ -108,7 +112,12 @@ fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         },
         tail: config.tail.clone(),
     };
-    let telemetry = Telemetry::new(&export, &sampling)?;
+    // The viewer is served on the admin listener: without one, no store to fill.
+    let admin = config.server.admin.clone().filter(|a| a != "off");
+    let store = admin
+        .as_ref()
+        .and_then(|_| llmtrace_proxy::telemetry::trace_store(&config.telemetry));
+    let telemetry = Telemetry::new_with_store(&export, &sampling, store)?;
     eprintln!(
         "llmtrace-proxy: listening on http://{} ({} upstreams, {} routes), admin {}, spans → {:?}",
         config.server.listen,
@@ -117,6 +126,9 @@ fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         config.server.admin.as_deref().unwrap_or("off"),
         export
     );
+    if let (Some(admin), Some(_)) = (&admin, &telemetry.store) {
+        eprintln!("llmtrace-proxy: trace viewer on http://{admin}/ui");
+    }
     let server = llmtrace_proxy::build_server(Arc::new(config), &telemetry)?;
     // Returns after SIGTERM (in-flight streams drained, for the grace period at most) or
     // SIGINT; then the queued spans and metrics are flushed before the process exits.
@@ -204,7 +216,7 @@ mod demo;
 /// Without the `demo` feature: say how to get it.
 #[cfg(not(feature = "demo"))]
 mod demo {
-    pub fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    pub fn demo(_exit: bool, _admin: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
         Err(
             "this build has no demo (the `demo` feature carries the mock provider): run \
          `bash scripts/run.sh`, or `cargo run -p llmtrace-proxy --features demo -- demo`"

@@ -12,6 +12,10 @@
 //!
 //! Export runs on its own thread behind a bounded queue ([`ExportQueue`]): a slow or dead
 //! collector costs dropped spans, counted on `/metrics`, never a slow or failed request.
+//!
+//! With a [`TraceStore`] (`[telemetry] store_traces`), every exported span is also filed in
+//! it for the viewer: next to the export queue, behind the tail sampler when there is one, so
+//! the store holds what is exported, whatever the exporter does with it.
 
 use std::fmt;
 use std::io::Write;
@@ -23,9 +27,10 @@ use opentelemetry::{KeyValue, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter, SpanProcessor};
 
 use llmtrace::sampling::{HeadConfig, TailConfig, TailStatsHandle};
+use llmtrace::store::{Tee, TraceStore};
 
 use crate::export_queue::{ExportQueue, ExportStats, QueueConfig};
 use crate::metrics::PrometheusReader;
@@ -82,6 +87,8 @@ pub struct Telemetry {
     pub export_stats: Option<Arc<ExportStats>>,
     /// The tail sampler's counters, when tail sampling is on.
     pub tail_stats: Option<TailStatsHandle>,
+    /// The traces the viewer shows (`/ui`, `/api/traces`), when the store is on.
+    pub store: Option<TraceStore>,
 }
 
 /// How traces are sampled: head rules (when spans start) and tail policies (when a trace's
@@ -107,14 +114,32 @@ impl Telemetry {
             prometheus,
             export_stats: None,
             tail_stats: None,
+            store: None,
         }
+    }
+
+    /// These telemetry with `store` shown on the admin listener; the caller feeds it (add
+    /// `store.processor()` to the tracer provider).
+    pub fn with_store(mut self, store: TraceStore) -> Self {
+        self.store = Some(store);
+        self
     }
 
     /// What `export` asks for: the span pipeline behind a counted queue, and a meter
     /// provider read by `/metrics` and, with OTLP, exported next to the spans (every 60 s, or
     /// `OTEL_METRIC_EXPORT_INTERVAL`).
     pub fn new(export: &Export, sampling: &Sampling) -> Result<Self, Box<dyn std::error::Error>> {
-        let (tracer_provider, stats, tail_stats) = tracer_provider(export, sampling)?;
+        Self::new_with_store(export, sampling, None)
+    }
+
+    /// [`Telemetry::new`], with every exported span also filed in `store` (when given).
+    pub fn new_with_store(
+        export: &Export,
+        sampling: &Sampling,
+        store: Option<TraceStore>,
+    ) -> Result<Self, Box<dyn std::error::Error>> {
+        let (tracer_provider, stats, tail_stats) =
+            tracer_provider_with_store(export, sampling, store.as_ref())?;
         let prometheus = PrometheusReader::default();
         let mut meters = SdkMeterProvider::builder()
             .with_resource(resource())
@@ -139,6 +164,8 @@ impl Telemetry {
             prometheus,
             export_stats: stats,
             tail_stats,
+            // Nothing is recorded when tracing is off: no store to show.
+            store: store.filter(|_| *export != Export::Disabled),
         })
     }
 
@@ -174,6 +201,16 @@ pub type SpanPipeline = (
 pub fn tracer_provider(
     export: &Export,
     sampling: &Sampling,
+) -> Result<SpanPipeline, Box<dyn std::error::Error>> {
+    tracer_provider_with_store(export, sampling, None)
+}
+
+/// [`tracer_provider`], with every exported span also filed in `store`: beside the export
+/// queue, behind the tail sampler when there is one (the store holds what is exported).
+pub fn tracer_provider_with_store(
+    export: &Export,
+    sampling: &Sampling,
+    store: Option<&TraceStore>,
 ) -> Result<SpanPipeline, Box<dyn std::error::Error>> {
     let mut builder = SdkTracerProvider::builder().with_resource(resource());
     if let Some(head) = &sampling.head {
@@ -213,19 +250,42 @@ pub fn tracer_provider(
         Export::File(path) => ExportQueue::new(JsonLines::file(path)?, config),
     };
     let stats = queue.stats();
-    match &sampling.tail {
+    let (provider, tail_stats) = match store {
+        Some(store) => behind_tail(builder, Tee(queue, store.processor()), sampling)?,
+        None => behind_tail(builder, queue, sampling)?,
+    };
+    Ok((provider, Some(stats), tail_stats))
+}
+
+/// The provider with `exporting` behind `sampling`'s tail sampler, or alone without one.
+fn behind_tail<P: SpanProcessor + 'static>(
+    builder: opentelemetry_sdk::trace::TracerProviderBuilder,
+    exporting: P,
+    sampling: &Sampling,
+) -> Result<(SdkTracerProvider, Option<TailStatsHandle>), Box<dyn std::error::Error>> {
+    Ok(match &sampling.tail {
         Some(tail) => {
-            let sampler = tail.build(queue)?;
+            let sampler = tail.build(exporting)?;
             let tail_stats = sampler.stats_handle();
-            let provider = builder.with_span_processor(sampler).build();
-            Ok((provider, Some(stats), Some(tail_stats)))
+            (
+                builder.with_span_processor(sampler).build(),
+                Some(tail_stats),
+            )
         }
-        None => Ok((
-            builder.with_span_processor(queue).build(),
-            Some(stats),
-            None,
-        )),
-    }
+        None => (builder.with_span_processor(exporting).build(), None),
+    })
+}
+
+/// The viewer's trace store for `[telemetry]`'s `store_traces` and `store_bytes`, or `None`
+/// when either is 0.
+pub fn trace_store(config: &crate::config::TelemetryConfig) -> Option<TraceStore> {
+    (config.store_traces > 0 && config.store_bytes > 0).then(|| {
+        TraceStore::new(llmtrace::store::StoreConfig {
+            max_traces: config.store_traces,
+            max_bytes: config.store_bytes,
+            ..llmtrace::store::StoreConfig::default()
+        })
+    })
 }
 
 /// A small tokio runtime for the OTLP/gRPC exporter's connection.
