@@ -35,6 +35,9 @@ bash tests/sdk/run.sh
 step "spans through the proxy into a real OTLP backend (Arize Phoenix from PyPI), gRPC and HTTP"
 bash tests/e2e/run.sh
 
+step "the trace viewer in headless Chromium (Debian package) driven by Playwright (installs them; tests/browser/.venv)"
+bash tests/browser/run.sh
+
 step "doctests"
 cargo test --workspace --all-features --doc
 

@@ -154,7 +154,12 @@ fn column_header(
     refresh: bool,
 ) {
     let Some(key) = key else {
-        let _ = write!(out, "<th>{label}</th>");
+        let class = if label == "Spans" {
+            " class=\"num\""
+        } else {
+            ""
+        };
+        let _ = write!(out, "<th{class}>{label}</th>");
         return;
     };
     let current = query.sort == key;
@@ -171,7 +176,8 @@ fn column_header(
     };
     let _ = write!(
         out,
-        "<th class=\"num{}\"><a href=\"/ui?{}\" data-sort=\"{}\">{label}{arrow}</a></th>",
+        "<th class=\"{}{}\"><a href=\"/ui?{}\" data-sort=\"{}\">{label}{arrow}</a></th>",
+        if key == SortKey::Start { "time" } else { "num" },
         if current { " sorted" } else { "" },
         esc(&href),
         key.name()
@@ -444,8 +450,10 @@ fn span_details(out: &mut String, span: &StoredSpan, depth: usize) {
 }
 
 fn attributes_table(out: &mut String, attributes: &[KeyValue]) {
-    let mut sorted: Vec<&KeyValue> = attributes.iter().collect();
+    // By key; a key set twice shows its last value, as OTLP backends keep it.
+    let mut sorted: Vec<&KeyValue> = attributes.iter().rev().collect();
     sorted.sort_by(|a, b| a.key.as_str().cmp(b.key.as_str()));
+    sorted.dedup_by(|a, b| a.key == b.key);
     out.push_str("<table class=\"attrs\">");
     for kv in sorted {
         let _ = write!(
@@ -498,7 +506,8 @@ fn head(out: &mut String, title: &str, refresh: bool) {
         out,
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" \
          content=\"width=device-width, initial-scale=1\"><title>llmtrace · {}</title>\
-         <link rel=\"stylesheet\" href=\"/ui/assets/viewer.css\">{}</head><body>",
+         <link rel=\"icon\" href=\"data:,\"><link rel=\"stylesheet\" href=\"/ui/assets/viewer.css\">{}\
+         </head><body>",
         esc(title),
         if refresh {
             format!("<meta http-equiv=\"refresh\" content=\"{REFRESH_SECONDS}\">")
