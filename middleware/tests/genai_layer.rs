@@ -875,3 +875,57 @@ async fn a_prompt_watch_records_which_matchers_matched_and_nothing_of_the_prompt
     let recorded = format!("{:?}", span.attributes);
     assert!(!recorded.contains("about the"), "{recorded}");
 }
+
+/// An adapter that starts the GenAI span before the body arrives (the gateway) and names it
+/// once the body is read: every attribute is recorded once.
+#[tokio::test]
+async fn a_span_named_after_its_body_records_each_attribute_once() {
+    use llmtrace::driver::{BusinessContext, GenAiSpan};
+    use llmtrace::genai::{End, Endpoint, Exchange, RequestInfo};
+
+    let rec = Recorder::new();
+    let recorder = GenAiLayer::gateway()
+        .with_tracer(rec.tracer())
+        .business_context(
+            BusinessContext::builder()
+                .header("x-user-id", "user.id")
+                .build()
+                .unwrap(),
+        )
+        .into_recorder();
+    let endpoint = Endpoint::detect("/v1/chat/completions", None).unwrap();
+    let (parts, ()) = Request::post("/v1/chat/completions")
+        .header("x-user-id", "u-1")
+        .body(())
+        .unwrap()
+        .into_parts();
+    let exchange = Exchange::new(
+        recorder.config().clone(),
+        endpoint.clone(),
+        RequestInfo::parse(&endpoint, b"", false),
+        std::time::Instant::now(),
+    );
+    let mut span = GenAiSpan::start(&recorder, exchange, &parts, &opentelemetry::Context::new());
+    let body = br#"{"model":"gpt-4o","max_tokens":5,"messages":[]}"#;
+    span.set_request(RequestInfo::parse(&endpoint, body, false));
+    span.finish(End::Complete);
+    let spans = rec.wait_for(1).await;
+    assert_eq!(spans[0].name, "chat gpt-4o");
+    let mut keys: Vec<&str> = spans[0]
+        .attributes
+        .iter()
+        .map(|kv| kv.key.as_str())
+        .collect();
+    let all = keys.len();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len(), all, "{:?}", spans[0].attributes);
+    for key in [
+        "gen_ai.request.model",
+        "gen_ai.request.max_tokens",
+        "user.id",
+        "gen_ai.operation.name",
+    ] {
+        assert!(keys.contains(&key), "{key}: {keys:?}");
+    }
+}

@@ -131,12 +131,23 @@ impl GenAiSpan {
 
     /// The request body was read after the span started: renames the span
     /// (`chat gpt-4o`) and records the request attributes.
+    ///
+    /// Only what the body added or changed is recorded: the span already has the attributes
+    /// it started with (operation, provider, business context), and an attribute set twice
+    /// is exported twice.
     pub fn set_request(&mut self, request: RequestInfo) {
+        let recording = self
+            .span
+            .context()
+            .is_some_and(|cx| cx.span().is_recording());
+        let before = recording.then(|| self.exchange.start_attributes());
         self.exchange.set_request(request);
-        if let Some(cx) = self.span.context() {
+        if let (Some(cx), Some(before)) = (self.span.context(), before) {
             let span = cx.span();
             span.update_name(self.exchange.span_name());
-            span.set_attributes(self.exchange.start_attributes());
+            let mut added = self.exchange.start_attributes();
+            added.retain(|kv| !before.contains(kv));
+            span.set_attributes(added);
         }
     }
 
