@@ -7,15 +7,13 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use llmtrace_mock::{MockConfig, MockServer};
 use llmtrace_proxy::Config;
-use llmtrace_proxy::telemetry::{Export, Sampling, Telemetry};
-use llmtrace_test_support::{READY_TIMEOUT, reserve_port, wait_until_ready};
 use serde_json::Value;
+use support::TomlGateway;
 
 const CONFIG: &str = r#"
 [server]
@@ -89,33 +87,9 @@ fn spans_of<'a>(spans: &'a [Value], id: &str) -> BTreeMap<String, &'a Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_and_baggage_become_attributes_rules_and_capped_dimensions() {
     let mock = MockServer::start(MockConfig::default()).await.unwrap();
-    let listen_port = reserve_port();
-    let listen = listen_port.addr();
-    let mock_url = mock.url();
-    let config = Config::parse(CONFIG, |name| match name {
-        "LISTEN" => Some(listen.to_string()),
-        "MOCK_URL" => Some(mock_url.clone()),
-        _ => None,
-    })
-    .unwrap();
-    let dir = std::env::temp_dir().join(format!("llmtrace-business-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let spans_file = dir.join("spans.jsonl");
-    let _ = std::fs::remove_file(&spans_file);
-    let telemetry = Telemetry::new(
-        &Export::File(spans_file.clone()),
-        &Sampling {
-            head: config.sampling.clone(),
-            tail: None,
-        },
-    )
-    .unwrap();
-    let built = llmtrace_proxy::build_server(Arc::new(config), &telemetry).unwrap();
-    let prometheus = telemetry.prometheus.clone();
-    std::thread::spawn(move || built.server.run_forever());
-    wait_until_ready(listen, READY_TIMEOUT)
-        .await
-        .expect("the gateway listens");
+    let gateway = TomlGateway::start(CONFIG, &mock.url(), "business").await;
+    let listen = gateway.listen;
+    let prometheus = gateway.telemetry.prometheus.clone();
 
     let long_user = "u".repeat(100);
     let requests: [Call<'_>; 6] = [
@@ -179,13 +153,7 @@ async fn headers_and_baggage_become_attributes_rules_and_capped_dimensions() {
         }
     }
 
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    telemetry.tracer_provider.force_flush().unwrap();
-    let spans: Vec<Value> = std::fs::read_to_string(&spans_file)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let spans = gateway.spans(Duration::from_millis(200)).await;
 
     // Headers on both spans from their start, capped; the header wins over baggage for the
     // same attribute; the session is the GenAI span's conversation.
@@ -242,7 +210,6 @@ async fn headers_and_baggage_become_attributes_rules_and_capped_dimensions() {
     assert_eq!(count(""), requests.len() as u64, "{metrics}");
     // Only the opted-in dimension: user ids never label a metric.
     assert!(!metrics.contains("user_id"), "{metrics}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -3,14 +3,11 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use llmtrace_mock::{MockConfig, MockServer};
-use llmtrace_proxy::Config;
-use llmtrace_proxy::telemetry::{Export, Sampling, Telemetry};
-use llmtrace_test_support::{READY_TIMEOUT, reserve_port, wait_until_ready};
+use support::TomlGateway;
 
 async fn post(listen: std::net::SocketAddr, path: &str, request_id: &str, body: &str) {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -29,8 +26,6 @@ async fn post(listen: std::net::SocketAddr, path: &str, request_id: &str, body: 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prompt_keyword_keeps_the_trace_and_nothing_of_the_prompt_is_recorded() {
     let mock = MockServer::start(MockConfig::default()).await.unwrap();
-    let listen_port = reserve_port();
-    let listen = listen_port.addr();
     // Nothing is kept but what a prompt policy matches: no fallback, no other policy.
     let text = r#"
 [server]
@@ -49,30 +44,8 @@ policies = [
 ]
 fallback_ratio = 0.0
 "#;
-    let mock_url = mock.url();
-    let config = Config::parse(text, |name| match name {
-        "LISTEN" => Some(listen.to_string()),
-        "MOCK_URL" => Some(mock_url.clone()),
-        _ => None,
-    })
-    .unwrap();
-    let dir = std::env::temp_dir().join(format!("llmtrace-prompt-watch-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let spans_file = dir.join("spans.jsonl");
-    let _ = std::fs::remove_file(&spans_file);
-    let telemetry = Telemetry::new(
-        &Export::File(spans_file.clone()),
-        &Sampling {
-            head: config.sampling.clone(),
-            tail: config.tail.clone(),
-        },
-    )
-    .unwrap();
-    let built = llmtrace_proxy::build_server(Arc::new(config), &telemetry).unwrap();
-    std::thread::spawn(move || built.server.run_forever());
-    wait_until_ready(listen, READY_TIMEOUT)
-        .await
-        .expect("the gateway listens");
+    let gateway = TomlGateway::start(text, &mock.url(), "prompt-watch").await;
+    let listen = gateway.listen;
 
     let requests = [
         // The keyword spelled with JSON escapes, in upper case, after other text.
@@ -103,13 +76,7 @@ fallback_ratio = 0.0
     for (upstream, (_, _, body)) in received.iter().zip(requests) {
         assert_eq!(upstream.body, body.as_bytes());
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    telemetry.tracer_provider.force_flush().unwrap();
-    let exported = std::fs::read_to_string(&spans_file).unwrap();
-    let spans: Vec<serde_json::Value> = exported
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let spans = gateway.spans(Duration::from_millis(300)).await;
     let ids: std::collections::BTreeSet<&str> = spans
         .iter()
         .filter_map(|s| s["attributes"]["http.request.header.x-request-id"].as_str())
@@ -134,8 +101,8 @@ fallback_ratio = 0.0
     reasons.sort();
     assert_eq!(reasons, ["legal", "ssn"]);
     // Nothing of any prompt is in what was exported.
+    let exported = serde_json::to_string(&spans).unwrap();
     for secret in ["zebra", "order 7", "REFUND", "123-45-6789", "Be brief"] {
         assert!(!exported.contains(secret), "{secret} in {exported}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

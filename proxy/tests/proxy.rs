@@ -898,11 +898,7 @@ async fn an_https_upstream_is_verified_against_the_configured_ca() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn head_rules_and_tail_policies_from_the_toml_decide_what_is_exported() {
-    use llmtrace_proxy::telemetry::{Export, Sampling, Telemetry};
-
     let mock = MockServer::start(MockConfig::default()).await.unwrap();
-    let listen_port = reserve_port();
-    let listen = listen_port.addr();
     let text = r#"
 [server]
 listen = "${LISTEN}"
@@ -925,31 +921,9 @@ decision_wait_ms = 50
 policies = [ { error = true }, { attribute = { key = "http.request.header.x-user-tier", value = "enterprise" } } ]
 fallback_ratio = 0.0
 "#;
-    let mock_url = mock.url();
-    let config = Config::parse(text, |name| match name {
-        "LISTEN" => Some(listen.to_string()),
-        "MOCK_URL" => Some(mock_url.clone()),
-        _ => None,
-    })
-    .unwrap();
-    let dir = std::env::temp_dir().join(format!("llmtrace-sampling-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let spans_file = dir.join("spans.jsonl");
-    let _ = std::fs::remove_file(&spans_file);
-    let telemetry = Telemetry::new(
-        &Export::File(spans_file.clone()),
-        &Sampling {
-            head: config.sampling.clone(),
-            tail: config.tail.clone(),
-        },
-    )
-    .unwrap();
-    let built = llmtrace_proxy::build_server(Arc::new(config), &telemetry).unwrap();
-    let prometheus = telemetry.prometheus.clone();
-    std::thread::spawn(move || built.server.run_forever());
-    wait_until_ready(listen, READY_TIMEOUT)
-        .await
-        .expect("the gateway listens");
+    let gateway = support::TomlGateway::start(text, &mock.url(), "sampling").await;
+    let listen = gateway.listen;
+    let prometheus = gateway.telemetry.prometheus.clone();
 
     let body = r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
     let requests = [
@@ -977,13 +951,7 @@ fallback_ratio = 0.0
         assert_forwarded(body.as_bytes(), &upstream.body, true);
     }
     // Past the decision wait, then everything out of the queue.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    telemetry.tracer_provider.force_flush().unwrap();
-    let spans: Vec<serde_json::Value> = std::fs::read_to_string(&spans_file)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let spans = gateway.spans(Duration::from_millis(300)).await;
     let ids: std::collections::BTreeSet<String> = spans
         .iter()
         .filter_map(|s| s["attributes"]["http.request.header.x-request-id"].as_str())
@@ -1023,5 +991,4 @@ fallback_ratio = 0.0
         metrics.contains("llmtrace_sampling_traces_total"),
         "{metrics}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -88,3 +88,69 @@ pub fn assert_forwarded(sent: &[u8], got: &[u8], splice: bool) {
     // number, as the grammar does, where serde_json refuses 1E310): the contiguous difference
     // checked above is the whole claim.
 }
+
+/// A gateway started from a whole TOML configuration (`${LISTEN}` and `${MOCK_URL}` filled
+/// in), with the head and tail sampling it configures, exporting spans as JSON lines to a file
+/// of its own (removed on drop).
+pub struct TomlGateway {
+    /// Where it listens.
+    pub listen: SocketAddr,
+    /// Its telemetry (tracer provider to flush, Prometheus registry to render).
+    pub telemetry: llmtrace_proxy::Telemetry,
+    dir: std::path::PathBuf,
+}
+
+impl TomlGateway {
+    /// Starts it in front of `mock_url`; `name` keeps its spans file apart from other tests'.
+    pub async fn start(text: &str, mock_url: &str, name: &str) -> Self {
+        use llmtrace_proxy::telemetry::{Export, Sampling, Telemetry};
+
+        let port = reserve_port();
+        let listen = port.addr();
+        let config = Config::parse(text, |var| match var {
+            "LISTEN" => Some(listen.to_string()),
+            "MOCK_URL" => Some(mock_url.to_owned()),
+            _ => None,
+        })
+        .expect("a valid configuration");
+        let dir = std::env::temp_dir().join(format!("llmtrace-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let spans_file = dir.join("spans.jsonl");
+        let _ = std::fs::remove_file(&spans_file);
+        let telemetry = Telemetry::new(
+            &Export::File(spans_file),
+            &Sampling {
+                head: config.sampling.clone(),
+                tail: config.tail.clone(),
+            },
+        )
+        .expect("the telemetry");
+        let built = llmtrace_proxy::build_server(Arc::new(config), &telemetry).expect("the server");
+        std::thread::spawn(move || built.server.run_forever());
+        wait_until_ready(listen, READY_TIMEOUT)
+            .await
+            .expect("the gateway listens");
+        Self {
+            listen,
+            telemetry,
+            dir,
+        }
+    }
+
+    /// Every span exported so far, after `settle` (tail decisions wait) and a flush.
+    pub async fn spans(&self, settle: std::time::Duration) -> Vec<serde_json::Value> {
+        tokio::time::sleep(settle).await;
+        self.telemetry.tracer_provider.force_flush().unwrap();
+        std::fs::read_to_string(self.dir.join("spans.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON span"))
+            .collect()
+    }
+}
+
+impl Drop for TomlGateway {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
