@@ -324,6 +324,7 @@ fn read_answer(answer: &Value, report: &mut BatchReport) {
 struct OutputLines {
     line: Vec<u8>,
     oversized: bool,
+    /// Lines that are a request's result (a `response`, or an `error`).
     requests: i64,
     failed: i64,
     unreadable: i64,
@@ -394,20 +395,23 @@ impl OutputLines {
     fn line_ended(&mut self) {
         let line = std::mem::take(&mut self.line);
         if std::mem::take(&mut self.oversized) {
-            self.requests += 1;
             self.unreadable += 1;
             return;
         }
         if line.iter().all(u8::is_ascii_whitespace) {
             return;
         }
-        self.requests += 1;
         let Ok(parsed) = serde_json::from_slice::<OutputLine>(&line) else {
             self.unreadable += 1;
             return;
         };
-        let status = parsed.response.as_ref().and_then(|r| r.status_code);
         let errored = parsed.error.as_ref().is_some_and(|e| !e.is_null());
+        // Another file's line (a batch input, a fine-tuning example): not a request's result.
+        if parsed.response.is_none() && !errored {
+            return;
+        }
+        self.requests += 1;
+        let status = parsed.response.as_ref().and_then(|r| r.status_code);
         if errored || status.is_none_or(|s| !(200..300).contains(&s)) {
             self.failed += 1;
         }
@@ -427,10 +431,12 @@ impl OutputLines {
         if !self.line.is_empty() || self.oversized {
             self.line_ended();
         }
+        // Only a file with results is a batch output; its unreadable lines count as requests.
         if self.requests == 0 {
             return;
         }
-        a.push(KeyValue::new(names::BATCH_OUTPUT_REQUESTS, self.requests));
+        let requests = self.requests + self.unreadable;
+        a.push(KeyValue::new(names::BATCH_OUTPUT_REQUESTS, requests));
         a.push(KeyValue::new(names::BATCH_OUTPUT_FAILED, self.failed));
         if self.unreadable > 0 {
             a.push(KeyValue::new(
@@ -702,6 +708,13 @@ mod tests {
                 Some("6")
             );
         }
+        // Another kind of file (a batch input, fine-tuning data) records nothing.
+        let input =
+            br#"{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {}}
+{"messages": [{"role": "user", "content": "hi"}]}
+not json
+"#;
+        assert_eq!(observe(call.clone(), 200, input, 7), BatchReport::default());
         // A line past the cap is counted as unreadable, and memory stays at the cap.
         let mut huge = vec![b'x'; MAX_LINE_BYTES + 10];
         huge.push(b'\n');
