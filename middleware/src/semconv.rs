@@ -181,6 +181,17 @@ pub mod llmtrace {
     pub const GAP_MAX: &str = "llmtrace.stream.gap.max";
     /// Gaps longer than the configured stall threshold (int).
     pub const STALLS: &str = "llmtrace.stream.stalls";
+    /// When the stream's content chunks arrived, in ms after the request (int array): chunks
+    /// `0, s, 2s, …` and the last, `s` being [`CHUNK_STRIDE`]; capped (see
+    /// `genai::ChunkTimeline`).
+    pub const CHUNK_OFFSETS_MS: &str = "llmtrace.stream.chunk_offsets_ms";
+    /// Every how many chunks [`CHUNK_OFFSETS_MS`] keeps one (int, a power of two).
+    pub const CHUNK_STRIDE: &str = "llmtrace.stream.chunk_stride";
+    /// Event at the start of a stall (a gap between chunks over the stall threshold); the
+    /// first 16 of a stream.
+    pub const EVENT_STALL: &str = "llmtrace.stream.stall";
+    /// How long the stall lasted, seconds (double), on [`EVENT_STALL`].
+    pub const STALL_DURATION: &str = "llmtrace.stream.stall.duration";
     /// Output tokens per second after the first token (double).
     pub const OUTPUT_TOKENS_PER_SECOND: &str = "llmtrace.usage.output_tokens_per_second";
     /// `reported`, `estimated` or `missing`.

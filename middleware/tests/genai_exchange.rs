@@ -160,6 +160,71 @@ fn stalls_and_gaps_come_from_the_chunk_times() {
 }
 
 #[test]
+fn the_chunk_timeline_and_stall_events_say_when_chunks_came() {
+    let t0 = Instant::now();
+    let config = GenAiConfig {
+        stall_threshold: Duration::from_millis(500),
+        ..GenAiConfig::default()
+    };
+    let mut ex = exchange(config, "/v1/chat/completions", CHAT, t0);
+    for ms in [100u64, 120, 140, 900, 920, 2000] {
+        ex.on_response_data(&chunk("x"), t0 + Duration::from_millis(ms));
+    }
+    ex.on_response_data(DONE, t0 + Duration::from_millis(2001));
+    let report = ex.finish(End::Complete, t0 + Duration::from_millis(2002));
+    assert_eq!(
+        get(&report, "llmtrace.stream.chunk_offsets_ms"),
+        Some(&Value::Array(opentelemetry::Array::I64(vec![
+            100, 120, 140, 900, 920, 2000
+        ])))
+    );
+    assert_eq!(
+        get(&report, "llmtrace.stream.chunk_stride"),
+        Some(&Value::I64(1))
+    );
+    let stalls: Vec<_> = report
+        .events
+        .iter()
+        .filter(|e| e.name == "llmtrace.stream.stall")
+        .collect();
+    assert_eq!(stalls.len(), 2);
+    let first = &stalls[0];
+    // Each at its gap's start: 140 ms and 920 ms.
+    assert_eq!(
+        stalls[1].time.duration_since(first.time).unwrap(),
+        Duration::from_millis(780)
+    );
+    assert_eq!(
+        first.attributes[0].value,
+        Value::F64(0.76),
+        "{:?}",
+        first.attributes
+    );
+    assert_eq!(stalls[1].attributes[0].value, Value::F64(1.08));
+
+    // Off: no series, stalls still become events.
+    let config = GenAiConfig {
+        stall_threshold: Duration::from_millis(500),
+        chunk_timeline: 0,
+        ..GenAiConfig::default()
+    };
+    let mut ex = exchange(config, "/v1/chat/completions", CHAT, t0);
+    for ms in [100u64, 900] {
+        ex.on_response_data(&chunk("x"), t0 + Duration::from_millis(ms));
+    }
+    let report = ex.finish(End::Complete, t0 + Duration::from_millis(901));
+    assert!(get(&report, "llmtrace.stream.chunk_offsets_ms").is_none());
+    assert_eq!(
+        report
+            .events
+            .iter()
+            .filter(|e| e.name == "llmtrace.stream.stall")
+            .count(),
+        1
+    );
+}
+
+#[test]
 fn content_filter_and_refusals_raise_a_guardrail_event() {
     let t0 = Instant::now();
     let mut ex = exchange(GenAiConfig::default(), "/v1/chat/completions", CHAT, t0);

@@ -409,6 +409,10 @@ pub struct TelemetryConfig {
     /// Bytes the store's spans may hold (default 64 MiB), counted by what each span holds;
     /// the oldest trace goes first. 0 turns the store off.
     pub store_bytes: usize,
+    /// Points of each stream's chunk timeline on its GenAI span
+    /// (`llmtrace.stream.chunk_offsets_ms`: when chunks arrived, evenly thinned to this many
+    /// and the last; default 256, at most 4096; 0 records none). The viewer draws them.
+    pub chunk_timeline: u16,
 }
 
 impl Default for TelemetryConfig {
@@ -425,6 +429,7 @@ impl Default for TelemetryConfig {
             attributes: BusinessContextConfig::default(),
             store_traces: 1000,
             store_bytes: 64 * 1024 * 1024,
+            chunk_timeline: 256,
         }
     }
 }
@@ -774,6 +779,15 @@ impl Config {
                     "must be grpc or http/protobuf",
                 ));
             }
+        }
+        if self.telemetry.chunk_timeline > llmtrace::genai::MAX_TIMELINE_POINTS {
+            return Err(error(
+                "telemetry.chunk_timeline",
+                format!(
+                    "at most {} points (0 turns the timeline off)",
+                    llmtrace::genai::MAX_TIMELINE_POINTS
+                ),
+            ));
         }
         Ok(())
     }
@@ -1128,6 +1142,10 @@ upstream = "openai"
             (
                 format!("{GOOD}\n[telemetry]\ncapture_request_headers = [\"bad header\"]\n"),
                 "telemetry.capture_request_headers[0]",
+            ),
+            (
+                format!("{GOOD}\n[telemetry]\nchunk_timeline = 5000\n"),
+                "telemetry.chunk_timeline",
             ),
         ] {
             let err = Config::parse(&text, env).unwrap_err();

@@ -95,6 +95,7 @@ pub fn build_server(
         .with_tracer(provider.tracer("llmtrace-proxy"))
         .with_config(GenAiConfig {
             capture_content: config.telemetry.capture_content,
+            chunk_timeline: config.telemetry.chunk_timeline,
             prices: config.pricing.table()?.map(Arc::new),
             // The tail's prompt policies look for their keywords while bodies are read.
             prompt_watch: config

@@ -316,3 +316,94 @@ async fn the_store_holds_what_the_tail_sampler_exports_with_its_reason() {
     assert!(list.contains(">error</td></tr>"), "the reason is shown");
     telemetry.shutdown();
 }
+
+/// A streamed answer that stalls: the GenAI span carries when each chunk came (the core's
+/// chunk timeline) and the stall as an event, and the trace page draws both, with the
+/// gateway's share of the request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_stream_shows_its_chunks_and_the_stall_on_the_timeline() {
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let store = TraceStore::new(StoreConfig::default());
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(store.processor())
+        .build();
+    let telemetry = Telemetry::with_tracer_provider(provider.clone()).with_store(store.clone());
+    let admin_port = reserve_port();
+    let admin = admin_port.addr();
+    let (proxy, _state) = support::start_gateway(&telemetry, &mock.url(), |config| {
+        config.server.admin = Some(admin.to_string());
+        config.telemetry.access_log = false;
+    })
+    .await;
+    wait_until_ready(admin, READY_TIMEOUT).await.unwrap();
+    drop(admin_port);
+
+    let body = r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let headers = [
+        ("content-type", "application/json"),
+        ("x-mock-ttft-ms", "100"),
+        ("x-mock-gap-ms", "10"),
+        ("x-mock-tokens", "20"),
+        ("x-mock-fault", "stall"),
+        ("x-mock-stall-ms", "1200"),
+    ];
+    let url = format!("http://{proxy}/v1/chat/completions");
+    let (status, _, answer) = call("POST", url, &headers, body.into()).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer.matches("tok").count(), 20, "{answer}");
+    assert!(answer.ends_with("data: [DONE]\n\n"));
+
+    let mut trace = None;
+    for _ in 0..500 {
+        let (_, _, body) = get(admin, "/api/traces").await;
+        let json: Value = serde_json::from_str(&body).unwrap();
+        if let Some(t) = json["data"].as_array().unwrap().first() {
+            if t["spans"].as_array().unwrap().len() == 2 {
+                trace = Some(t.clone());
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let trace = trace.expect("the trace reached the store");
+    let (_, genai) = server_and_client(&trace);
+    // Every content chunk, at its offset from the request: 20 of them, one gap of ~1.2 s.
+    let offsets: Vec<i64> = serde_json::from_str(
+        tag(genai, "llmtrace.stream.chunk_offsets_ms")
+            .and_then(Value::as_str)
+            .expect("the chunk timeline"),
+    )
+    .unwrap();
+    assert_eq!(offsets.len(), 20, "{offsets:?}");
+    assert_eq!(tag(genai, "llmtrace.stream.chunk_stride").unwrap(), 1);
+    assert!(offsets.windows(2).all(|w| w[0] <= w[1]), "{offsets:?}");
+    assert!(offsets[0] >= 100, "{offsets:?}");
+    let gaps: Vec<i64> = offsets.windows(2).map(|w| w[1] - w[0]).collect();
+    let longest = *gaps.iter().max().unwrap();
+    assert!((1150..1500).contains(&longest), "{gaps:?}");
+    assert_eq!(gaps.iter().filter(|g| **g > 1000).count(), 1, "{gaps:?}");
+    let stalls: Vec<&Value> = genai["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["fields"][0]["value"] == "llmtrace.stream.stall")
+        .collect();
+    assert_eq!(stalls.len(), 1, "{:#}", genai["logs"]);
+    assert_eq!(tag(genai, "llmtrace.stream.stalls").unwrap(), 1);
+
+    // The page: the exchange's timeline with 20 ticks, the stall band and the gateway share.
+    let id = trace["traceID"].as_str().unwrap();
+    let (status, _, page) = get(admin, &format!("/ui/traces/{id}")).await;
+    assert_eq!(status, 200);
+    let timeline = &page[page.find("class=\"llm-timelines\"").expect("a timeline")..];
+    let ticks = timeline.split("class=\"chunks\" d=\"").nth(1).unwrap();
+    assert_eq!(ticks[..ticks.find('"').unwrap()].matches('M').count(), 20);
+    assert_eq!(timeline.matches("class=\"stall\"").count(), 1);
+    let share = timeline
+        .split("data-gateway-share=\"")
+        .nth(1)
+        .expect("the gateway's share");
+    let share: f64 = share[..share.find('"').unwrap()].parse().unwrap();
+    assert!((0.0..50.0).contains(&share), "gateway share {share} %");
+    let _ = provider.shutdown();
+}

@@ -14,6 +14,7 @@ use super::prompt::PromptWatch;
 use super::request::RequestInfo;
 use super::response::{EventKind, ResponseState, Usage, bounded_error};
 use super::sse::SseDecoder;
+use super::timeline::ChunkTimeline;
 use crate::driver::BusinessAttributes;
 use crate::limits::MAX_CHOICES;
 use crate::semconv::{self, exception, gen_ai, llmtrace};
@@ -63,6 +64,10 @@ pub struct GenAiConfig {
     pub max_token_events: u32,
     /// A gap between content chunks longer than this is a stall (default 1 s).
     pub stall_threshold: Duration,
+    /// Points of each stream's chunk timeline (`llmtrace.stream.chunk_offsets_ms`, see
+    /// [`ChunkTimeline`]; default 256, at most 4096; 0 records none): when chunks arrived,
+    /// for the viewer's ticks. Stalls become `llmtrace.stream.stall` events either way.
+    pub chunk_timeline: u16,
     /// A single server-sent event larger than this is skipped by the observer (the bytes
     /// still flow; default 1 MiB).
     pub max_event_bytes: usize,
@@ -92,6 +97,7 @@ impl Default for GenAiConfig {
             token_events: TokenEvents::Off,
             max_token_events: 1000,
             stall_threshold: Duration::from_secs(1),
+            chunk_timeline: 256,
             max_event_bytes: 1024 * 1024,
             max_json_body_bytes: 8 * 1024 * 1024,
             estimate_usage: false,
@@ -110,6 +116,7 @@ impl fmt::Debug for GenAiConfig {
             .field("redactor", &self.redactor.is_some())
             .field("token_events", &self.token_events)
             .field("stall_threshold", &self.stall_threshold)
+            .field("chunk_timeline", &self.chunk_timeline)
             .field("max_event_bytes", &self.max_event_bytes)
             .field("max_json_body_bytes", &self.max_json_body_bytes)
             .field("estimate_usage", &self.estimate_usage)
@@ -261,6 +268,7 @@ pub struct Exchange {
     body_overflow: bool,
     state: ResponseState,
     gaps: GapStats,
+    timeline: ChunkTimeline,
     token_events: Vec<(Instant, u64)>,
     guardrail_at: Option<Instant>,
     business: Option<Arc<BusinessAttributes>>,
@@ -290,6 +298,7 @@ impl Exchange {
     ) -> Self {
         let mut request = request;
         request.bound_strings();
+        let timeline = ChunkTimeline::new(config.chunk_timeline);
         let state = ResponseState {
             capture: config.capture_content,
             capture_cap: config.content_cap,
@@ -312,6 +321,7 @@ impl Exchange {
             body_overflow: false,
             state,
             gaps: GapStats::default(),
+            timeline,
             token_events: Vec::new(),
             guardrail_at: None,
             business: None,
@@ -511,8 +521,15 @@ impl Exchange {
         }
         if let Some(last) = self.last_chunk {
             let gap = now.saturating_duration_since(last);
-            self.gaps.record(gap, gap > self.config.stall_threshold);
+            let stall = gap > self.config.stall_threshold;
+            self.gaps.record(gap, stall);
+            if stall {
+                self.timeline
+                    .record_stall(last.saturating_duration_since(self.start), gap);
+            }
         }
+        self.timeline
+            .record(now.saturating_duration_since(self.start));
         self.last_chunk = Some(now);
         let index = self.state.chunks;
         let wanted = match self.config.token_events {
@@ -736,6 +753,17 @@ impl Exchange {
             }
         }
         a.push(KeyValue::new(llmtrace::STALLS, self.gaps.stalls() as i64));
+        let offsets: Vec<i64> = self.timeline.offsets_ms().map(i64::from).collect();
+        if !offsets.is_empty() {
+            a.push(KeyValue::new(
+                llmtrace::CHUNK_OFFSETS_MS,
+                Value::Array(Array::I64(offsets)),
+            ));
+            a.push(KeyValue::new(
+                llmtrace::CHUNK_STRIDE,
+                i64::try_from(self.timeline.stride()).unwrap_or(i64::MAX),
+            ));
+        }
         let oversized = self.sse.as_ref().map_or(0, SseDecoder::oversized_events);
         if oversized > 0 {
             a.push(KeyValue::new(llmtrace::OVERSIZED_EVENTS, oversized as i64));
@@ -757,6 +785,16 @@ impl Exchange {
                 llmtrace::EVENT_FIRST_TOKEN,
                 first,
                 vec![KeyValue::new(gen_ai::RESPONSE_TIME_TO_FIRST_CHUNK, ttfc)],
+            ));
+        }
+        for (start, length) in self.timeline.stalls() {
+            events.push(event(
+                llmtrace::EVENT_STALL,
+                self.start + *start,
+                vec![KeyValue::new(
+                    llmtrace::STALL_DURATION,
+                    length.as_secs_f64(),
+                )],
             ));
         }
         for (at, index) in &self.token_events {

@@ -71,6 +71,7 @@ mod prompt;
 mod request;
 mod response;
 pub mod sse;
+mod timeline;
 mod view;
 
 pub use batch::{BatchCall, BatchIndex, BatchObserver, BatchOperation, BatchReport};
@@ -86,3 +87,4 @@ pub use openai::{UsageChunkFilter, UsageSkip, request_with_usage};
 pub use prompt::{DEFAULT_MAX_SCAN_BYTES, PromptWatch, PromptWatchBuilder, PromptWatchError};
 pub use request::RequestInfo;
 pub use response::Usage;
+pub use timeline::{ChunkTimeline, MAX_POINTS as MAX_TIMELINE_POINTS, MAX_STALLS};

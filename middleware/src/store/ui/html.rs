@@ -261,6 +261,7 @@ pub(super) fn trace_page(trace: &Trace) -> String {
     out.push_str("</dl>");
     let rows = tree(&trace.spans);
     waterfall(&mut out, s, &rows);
+    super::timeline::llm_timelines(&mut out, &rows);
     out.push_str("<section class=\"details\"><h2>Spans</h2>");
     for (depth, span) in &rows {
         span_details(&mut out, span, *depth);

@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `/` | `303` to `/ui` |
 //! | `/ui` | the trace list; filters and sort in the query string ([`Query::parse`]) |
-//! | `/ui/traces/{trace_id}` | one trace: the waterfall of its spans, their attributes and events |
+//! | `/ui/traces/{trace_id}` | one trace: the waterfall of its spans, each LLM exchange's own timeline (first byte, first token, chunk ticks, stalls, gateway vs provider time), the spans' attributes and events |
 //! | `/ui/assets/viewer.css`, `/ui/assets/viewer.js` | the embedded stylesheet and script |
 //! | `/api/traces` | the listed traces, whole, as Jaeger's query API answers ([`super::jaeger`]) |
 //! | `/api/traces/{trace_id}` | one trace, the same way |
@@ -16,6 +16,7 @@
 //! escaping still could not run. Nothing is loaded from elsewhere: the viewer works offline.
 
 mod html;
+mod timeline;
 
 use std::time::SystemTime;
 
