@@ -68,6 +68,25 @@ impl ProxyServer {
     }
 }
 
+/// How the gateway observes GenAI exchanges, from `[telemetry]`, `[pricing]` and `[tail]`.
+fn genai_config(
+    config: &config::Config,
+) -> std::result::Result<GenAiConfig, Box<dyn std::error::Error>> {
+    Ok(GenAiConfig {
+        capture_content: config.telemetry.capture_content,
+        chunk_timeline: config.telemetry.chunk_timeline,
+        prices: config.pricing.table()?.map(Arc::new),
+        // The tail's prompt policies look for their keywords while bodies are read.
+        prompt_watch: config
+            .tail
+            .as_ref()
+            .map(|t| t.prompt_watch())
+            .transpose()?
+            .flatten(),
+        ..GenAiConfig::default()
+    })
+}
+
 /// Builds the gateway for `config`, recording with `telemetry`: the proxy listener (HTTP/1.1
 /// and h2c on one port) and, when `server.admin` names an address, the admin listener.
 pub fn build_server(
@@ -93,19 +112,7 @@ pub fn build_server(
     let tracer = BoxedTracer::new(Box::new(provider.tracer("llmtrace-proxy")));
     let recorder = GenAiLayer::gateway()
         .with_tracer(provider.tracer("llmtrace-proxy"))
-        .with_config(GenAiConfig {
-            capture_content: config.telemetry.capture_content,
-            chunk_timeline: config.telemetry.chunk_timeline,
-            prices: config.pricing.table()?.map(Arc::new),
-            // The tail's prompt policies look for their keywords while bodies are read.
-            prompt_watch: config
-                .tail
-                .as_ref()
-                .map(|t| t.prompt_watch())
-                .transpose()?
-                .flatten(),
-            ..GenAiConfig::default()
-        })
+        .with_config(genai_config(&config)?)
         .with_meter(&meter)
         .with_max_model_labels(config.telemetry.max_model_labels)
         .into_recorder();
