@@ -271,7 +271,7 @@ fn gateway_row(out: &mut String, span: &StoredSpan, parent: &StoredSpan) {
     let _ = write!(
         out,
         "</svg><div class=\"dur\">{}</div></div><p class=\"tl-split\" data-gateway-share=\"{:.3}\">\
-         gateway {} before and {} after the call, {:.1} % of the request's {} (<code>{}</code>)</p>",
+         the gateway's own time around the call: {} before, {} after; {:.1} % of the request's {} (<code>{}</code>)</p>",
         seconds(total),
         gateway_share,
         seconds(before),
@@ -327,7 +327,7 @@ fn facts(out: &mut String, span: &StoredSpan, p: &Phases) {
         "gateway before upstream",
         micros(gateway::GATEWAY_REQUEST_US),
     );
-    fact("upstream connect", micros(gateway::UPSTREAM_CONNECT_US));
+    fact("upstream connect and head", micros(gateway::UPSTREAM_CONNECT_US));
     fact(
         "gateway per chunk, mean",
         micros(gateway::GATEWAY_CHUNK_MEAN_US),
