@@ -12,6 +12,10 @@
 //! - `otlp_encode`: turning those two finished spans into an OTLP/gRPC request's bytes (what
 //!   the export thread does per request, off the request path).
 //!
+//! - `stream/*`: a streamed chat of 300 content chunks through the GenAI span, with the chunk
+//!   timeline at its default 256 points and off (`chunk_timeline = 0`): the span path
+//!   (`genai_span_*`) and the OTLP encoding of the finished span (`otlp_encode_*`).
+//!
 //! Spans end in a processor that drops them, so export I/O is not measured.
 //!
 //! ```sh
@@ -25,7 +29,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use llmtrace::GenAiLayer;
 use llmtrace::driver::{BusinessContext, GenAiRecorder, GenAiSpan, InboundRequest, InboundSpan};
-use llmtrace::genai::{End, Endpoint, Exchange, RequestInfo};
+use llmtrace::genai::{End, Endpoint, Exchange, GenAiConfig, RequestInfo};
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::{Context, InstrumentationScope};
@@ -214,5 +218,99 @@ fn otlp_encode(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, span_path, otlp_encode);
+/// A streamed chat's GenAI span fed 300 content chunks, then the usage chunk and `[DONE]`.
+fn streamed_genai(s: &Setup, recorder: &Arc<GenAiRecorder>, chunks: &[Vec<u8>]) {
+    let request = br#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Count."}]}"#;
+    let exchange = Exchange::new(
+        recorder.config().clone(),
+        s.endpoint.clone(),
+        RequestInfo::parse(&s.endpoint, b"", false),
+        Instant::now(),
+    );
+    let mut span = GenAiSpan::start(recorder, exchange, &s.parts, &Context::new());
+    span.set_request(RequestInfo::parse(&s.endpoint, request, false));
+    let mut head = http::HeaderMap::new();
+    head.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/event-stream"),
+    );
+    span.on_response_head(http::StatusCode::OK, &head);
+    for chunk in chunks {
+        span.on_response_data(chunk);
+    }
+    black_box(span.finish(End::Complete));
+}
+
+fn stream_chunks() -> Vec<Vec<u8>> {
+    let mut chunks: Vec<Vec<u8>> = (0..300)
+        .map(|i| {
+            format!(
+                "data: {{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1733000000,\
+                 \"model\":\"gpt-4o-mini\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\" tok{i}\"}},\
+                 \"finish_reason\":null}}]}}\n\n"
+            )
+            .into_bytes()
+        })
+        .collect();
+    chunks.push(
+        br#"data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1733000000,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":300,"total_tokens":309}}
+
+data: [DONE]
+
+"#
+        .to_vec(),
+    );
+    chunks
+}
+
+fn stream(c: &mut Criterion) {
+    let chunks = stream_chunks();
+    let mut group = c.benchmark_group("span_path/stream");
+    for (name, points) in [("timeline_256", 256u16), ("timeline_off", 0)] {
+        let config = GenAiConfig {
+            chunk_timeline: points,
+            ..GenAiConfig::default()
+        };
+        let dropping = SdkTracerProvider::builder()
+            .with_span_processor(DropProcessor)
+            .build();
+        let s = setup(&dropping);
+        let recorder = GenAiLayer::gateway()
+            .with_tracer_provider(&dropping)
+            .with_config(config.clone())
+            .into_recorder();
+        group.bench_function(format!("genai_span_{name}"), |b| {
+            b.iter(|| streamed_genai(&s, &recorder, &chunks))
+        });
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let recorder = GenAiLayer::gateway()
+            .with_tracer_provider(&provider)
+            .with_config(config)
+            .into_recorder();
+        streamed_genai(&s, &recorder, &chunks);
+        let spans = exporter.get_finished_spans().unwrap();
+        assert_eq!(spans.len(), 1);
+        let resource = ResourceAttributesWithSchema::from(&Resource::builder_empty().build());
+        let bytes = ExportTraceServiceRequest {
+            resource_spans: group_spans_by_resource_and_scope(spans.clone(), &resource),
+        }
+        .encode_to_vec()
+        .len();
+        eprintln!("span_path/stream/{name}: {bytes} bytes of OTLP");
+        group.bench_function(format!("otlp_encode_{name}"), |b| {
+            b.iter(|| {
+                let request = ExportTraceServiceRequest {
+                    resource_spans: group_spans_by_resource_and_scope(spans.clone(), &resource),
+                };
+                black_box(request.encode_to_vec())
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, span_path, otlp_encode, stream);
 criterion_main!(benches);
