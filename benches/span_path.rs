@@ -220,7 +220,8 @@ fn otlp_encode(c: &mut Criterion) {
 
 /// A streamed chat's GenAI span fed 300 content chunks, then the usage chunk and `[DONE]`.
 fn streamed_genai(s: &Setup, recorder: &Arc<GenAiRecorder>, chunks: &[Vec<u8>]) {
-    let request = br#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Count."}]}"#;
+    let request =
+        br#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Count."}]}"#;
     let exchange = Exchange::new(
         recorder.config().clone(),
         s.endpoint.clone(),

@@ -327,7 +327,10 @@ fn facts(out: &mut String, span: &StoredSpan, p: &Phases) {
         "gateway before upstream",
         micros(gateway::GATEWAY_REQUEST_US),
     );
-    fact("upstream connect and head", micros(gateway::UPSTREAM_CONNECT_US));
+    fact(
+        "upstream connect and head",
+        micros(gateway::UPSTREAM_CONNECT_US),
+    );
     fact(
         "gateway per chunk, mean",
         micros(gateway::GATEWAY_CHUNK_MEAN_US),
@@ -340,7 +343,11 @@ fn facts(out: &mut String, span: &StoredSpan, p: &Phases) {
 }
 
 fn seconds(s: f64) -> String {
-    let s = if s.is_finite() { s.clamp(0.0, 1e9) } else { 0.0 };
+    let s = if s.is_finite() {
+        s.clamp(0.0, 1e9)
+    } else {
+        0.0
+    };
     format_duration(Duration::from_secs_f64(s))
 }
 
