@@ -34,6 +34,9 @@ pub mod propagation;
 #[cfg_attr(docsrs, doc(cfg(feature = "sampling")))]
 pub mod sampling;
 pub mod semconv;
+#[cfg(feature = "slo")]
+#[cfg_attr(docsrs, doc(cfg(feature = "slo")))]
+pub mod slo;
 #[cfg(feature = "store")]
 #[cfg_attr(docsrs, doc(cfg(feature = "store")))]
 pub mod store;

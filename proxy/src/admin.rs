@@ -2,12 +2,13 @@
 //! `/metrics`, `/healthz` (the process serves) and `/readyz` (it takes traffic: 503 once a
 //! SIGTERM started draining, so load balancers stop sending before the listener closes),
 //! and with the trace store on, the viewer: `/` → `/ui` (trace list), `/ui/traces/{id}`
-//! (waterfall), `/api/traces[/{id}]` (Jaeger-shaped JSON), see [`llmtrace::store::ui`].
+//! (waterfall), `/api/traces[/{id}]` (Jaeger-shaped JSON), see [`llmtrace::store::ui`];
+//! `/api/slo`: the service level objectives' windows, burn rates, alerts and budgets.
 //! And the shutdown sequence that goes with it ([`DrainOnTerm`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use http::{Response, StatusCode};
@@ -15,6 +16,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
 
+use llmtrace::slo::SloEngine;
 use llmtrace::store::TraceStore;
 
 use crate::metrics::{PrometheusReader, ProxyMetrics};
@@ -29,6 +31,8 @@ pub struct AdminState {
     draining: Arc<AtomicBool>,
     /// The traces the viewer shows, when the store is on.
     pub store: Option<TraceStore>,
+    /// The service level objectives every request is counted against.
+    pub slo: Option<Arc<SloEngine>>,
 }
 
 impl AdminState {
@@ -39,7 +43,14 @@ impl AdminState {
             prometheus,
             draining: Arc::new(AtomicBool::new(false)),
             store: None,
+            slo: None,
         }
+    }
+
+    /// This state with the objectives of `slo` (answered on `/api/slo`).
+    pub fn with_slo(mut self, slo: Option<Arc<SloEngine>>) -> Self {
+        self.slo = slo;
+        self
     }
 
     /// This state with the viewer over `store`.
@@ -93,10 +104,15 @@ impl AdminApp {
                 ),
             ),
             "/readyz" => (StatusCode::OK, TEXT, "ready\n".into()),
+            "/api/slo" => (
+                StatusCode::OK,
+                "application/json",
+                slo_json(self.state.slo.as_deref(), SystemTime::now()),
+            ),
             _ => (
                 StatusCode::NOT_FOUND,
                 TEXT,
-                "not found: /metrics, /healthz, /readyz, /ui, /api/traces\n".into(),
+                "not found: /metrics, /healthz, /readyz, /ui, /api/traces, /api/slo\n".into(),
             ),
         }
     }
@@ -108,7 +124,7 @@ impl AdminApp {
         path: &str,
         query: Option<&str>,
     ) -> Option<Response<String>> {
-        if method != http::Method::GET && method != http::Method::HEAD {
+        if method != http::Method::GET && method != http::Method::HEAD || path == "/api/slo" {
             return None;
         }
         match &self.state.store {
@@ -144,6 +160,39 @@ impl ServeHttp for AdminApp {
             .body(body.into_bytes())
             .unwrap_or_default()
     }
+}
+
+/// `/api/slo`: every objective's windows, burn rates, alerts and budget, as JSON.
+fn slo_json(engine: Option<&SloEngine>, now: SystemTime) -> String {
+    let objectives: Vec<serde_json::Value> = engine
+        .map(|e| e.status(now))
+        .unwrap_or_default()
+        .iter()
+        .map(|s| {
+            let windows: serde_json::Map<String, serde_json::Value> = s
+                .windows
+                .iter()
+                .map(|w| {
+                    let value = serde_json::json!({
+                        "good": w.good, "total": w.total, "burn_rate": w.burn_rate,
+                    });
+                    (w.window.to_owned(), value)
+                })
+                .collect();
+            serde_json::json!({
+                "name": s.name,
+                "description": s.description,
+                "target": s.target,
+                "windows": windows,
+                "period_days": s.period_days,
+                "period": { "good": s.period.good, "total": s.period.total },
+                "error_budget_remaining": s.budget_remaining,
+                "alerts": { "page": s.page, "ticket": s.ticket },
+                "since_start": { "good": s.cumulative.good, "total": s.cumulative.total },
+            })
+        })
+        .collect();
+    serde_json::json!({ "objectives": objectives }).to_string()
 }
 
 /// The gateway's shutdown signals, in place of pingora's default handling.

@@ -55,6 +55,7 @@ use serde::Deserialize;
 use llmtrace::driver::{BusinessContextConfig, Incoming};
 use llmtrace::genai::{ModelPrice, PriceTable, Provider};
 use llmtrace::sampling::{HeadConfig, TailConfig};
+use llmtrace::slo::{Objective, ObjectiveConfig, SloEngine};
 
 use crate::upstream::Upstream;
 
@@ -90,6 +91,11 @@ pub struct Config {
     /// the access log).
     #[serde(default)]
     pub pricing: PricingConfig,
+    /// Service level objectives (`[[slo]]`, see [`llmtrace::slo::ObjectiveConfig`]),
+    /// computed from every request, sampled or not, and exported as `llmtrace_slo_*` metrics
+    /// and on `/api/slo`. Without any, two defaults apply (availability 99.5 %; first token
+    /// within 2 s for 95 % of streamed exchanges); `slo = []` turns them off.
+    pub slo: Option<Vec<ObjectiveConfig>>,
 }
 
 /// `[pricing]`: what each exchange cost, from its usage and the model's prices (USD per
@@ -688,6 +694,7 @@ impl Config {
             tail: None,
             propagation: PropagationConfig::default(),
             pricing: PricingConfig::default(),
+            slo: None,
             routes: vec![RouteConfig {
                 path_prefix: "/".to_owned(),
                 host: None,
@@ -750,6 +757,33 @@ impl Config {
         Ok(())
     }
 
+    /// The objectives to compute: the configured ones, or the defaults without `[[slo]]`.
+    pub fn objectives(&self) -> Result<Vec<Objective>, ConfigError> {
+        let Some(configured) = &self.slo else {
+            return Ok(SloEngine::defaults());
+        };
+        let mut names = HashSet::new();
+        configured
+            .iter()
+            .enumerate()
+            .map(|(i, slo)| {
+                let objective = slo
+                    .build()
+                    .map_err(|e| error(format!("slo[{i}].{}", e.field), e.message))?;
+                if !names.insert(objective.name().to_owned()) {
+                    return Err(error(
+                        format!("slo[{i}].name"),
+                        format!(
+                            "{:?} is used twice; give each objective its own name",
+                            objective.name()
+                        ),
+                    ));
+                }
+                Ok(objective)
+            })
+            .collect()
+    }
+
     fn validate_telemetry(&self) -> Result<(), ConfigError> {
         for (i, name) in self.telemetry.capture_request_headers.iter().enumerate() {
             if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
@@ -780,6 +814,7 @@ impl Config {
                 ));
             }
         }
+        self.objectives()?;
         if self.telemetry.chunk_timeline > llmtrace::genai::MAX_TIMELINE_POINTS {
             return Err(error(
                 "telemetry.chunk_timeline",

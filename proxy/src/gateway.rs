@@ -26,6 +26,7 @@ use llmtrace::genai::{
 use llmtrace::limits::{self, bounded};
 use llmtrace::propagation;
 use llmtrace::semconv;
+use llmtrace::slo::{Outcome, SloEngine};
 use opentelemetry::baggage::{Baggage, BaggageExt};
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::trace::TraceContextExt;
@@ -793,6 +794,7 @@ impl ProxyHttp for Gateway {
         let status = session
             .response_written()
             .map_or(ctx.inbound.status, |r| r.status.as_u16());
+        let aborted = matches!(end, End::Aborted);
         let ids = end_server_span(&mut ctx.inbound, status, end.clone());
         let (trace_id, span_id) = ids
             .as_ref()
@@ -810,6 +812,9 @@ impl ProxyHttp for Gateway {
             status,
             error_type.as_deref(),
         );
+        if let Some(slo) = &self.state.slo {
+            record_slo(slo, ctx, status, error_type.as_deref(), aborted);
+        }
         if self.config.telemetry.access_log {
             let none = Summary::default();
             let summary = ctx.llm.summary.as_ref().unwrap_or(&none);
@@ -842,6 +847,30 @@ impl ProxyHttp for Gateway {
             .write();
         }
     }
+}
+
+/// Counts the request against the service level objectives, sampled or not.
+fn record_slo(
+    slo: &SloEngine,
+    ctx: &RequestCtx,
+    status: u16,
+    error_type: Option<&str>,
+    aborted: bool,
+) {
+    let summary = ctx.llm.summary.as_ref();
+    let outcome = Outcome {
+        route: ctx.inbound.route.as_deref(),
+        model: summary.and_then(|s| s.request_model.as_deref()),
+        cohort: None,
+        status,
+        error_type,
+        aborted,
+        streamed: summary.is_some_and(|s| s.streamed),
+        ttft: summary.and_then(|s| s.time_to_first_chunk),
+        duration: ctx.timing.received.map(|t| t.elapsed()).unwrap_or_default(),
+        output_tokens_per_second: summary.and_then(|s| s.output_tokens_per_second),
+    };
+    slo.record(&outcome, std::time::SystemTime::now());
 }
 
 /// How the exchange ended, from pingora's error (if any): the client going away is an abort.

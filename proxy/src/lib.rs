@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use llmtrace::GenAiLayer;
 use llmtrace::genai::GenAiConfig;
+use llmtrace::slo::SloEngine;
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::trace::TracerProvider as _;
@@ -66,6 +67,16 @@ impl ProxyServer {
             shutdown_signal: Box::new(signals),
         });
     }
+}
+
+/// The service level objectives of `config` (or the defaults), exported on `meter`.
+fn slo(
+    config: &config::Config,
+    meter: &opentelemetry::metrics::Meter,
+) -> std::result::Result<Arc<SloEngine>, Box<dyn std::error::Error>> {
+    let engine = Arc::new(SloEngine::new(config.objectives()?));
+    engine.register_metrics(meter);
+    Ok(engine)
 }
 
 /// How the gateway observes GenAI exchanges, from `[telemetry]`, `[pricing]` and `[tail]`.
@@ -126,7 +137,8 @@ pub fn build_server(
         ProxyMetrics::new(&meter, telemetry.export_stats.clone()),
         telemetry.prometheus.clone(),
     )
-    .with_store(telemetry.store.clone());
+    .with_store(telemetry.store.clone())
+    .with_slo(Some(slo(&config, &meter)?));
     let listen = config.server.listen.clone();
     let admin = config.server.admin.clone().filter(|a| a != "off");
     let gateway = Gateway::new(config, tracer, recorder, state.clone());

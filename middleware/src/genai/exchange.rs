@@ -192,6 +192,12 @@ pub struct Summary {
     pub error_type: Option<String>,
     /// What the exchange cost in USD, when prices are configured and know the model.
     pub cost: Option<f64>,
+    /// Whether the answer came as a stream (server-sent events).
+    pub streamed: bool,
+    /// Request to end of response.
+    pub duration: Duration,
+    /// Output tokens per second of generation (`llmtrace.usage.output_tokens_per_second`).
+    pub output_tokens_per_second: Option<f64>,
 }
 
 /// The numbers behind the GenAI metrics of one exchange.
@@ -558,7 +564,10 @@ impl Exchange {
             attributes: self.end_attributes(&totals),
             events: self.end_events(totals.streamed, now),
             error: self.state.error.clone(),
-            summary: self.summary(&totals),
+            summary: Summary {
+                duration: metrics.duration,
+                ..self.summary(&totals)
+            },
             metrics,
         }
     }
@@ -859,6 +868,9 @@ impl Exchange {
             finish_reasons: self.finish_reasons(),
             error_type: self.state.error.as_ref().map(|(t, _)| t.clone()),
             cost: totals.cost.and_then(Result::ok),
+            streamed: totals.streamed,
+            duration: Duration::ZERO,
+            output_tokens_per_second: totals.output_tokens_per_second,
         }
     }
 
