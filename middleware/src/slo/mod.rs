@@ -6,7 +6,7 @@
 //! within a threshold (duration), or generation at least as fast as a threshold (tokens per
 //! second). An [`SloEngine`] is told each exchange's [`Outcome`] and keeps, per objective,
 //! good/total counts in one-minute buckets over the last 6 hours and one-hour buckets over
-//! the objective's period (30 days by default): about 6 KiB for 30 days, whatever the
+//! the objective's period (30 days by default): 17 KiB for 30 days, whatever the
 //! traffic. From them, [`SloEngine::status`] gives for each objective:
 //!
 //! - good and total counts over 5 min, 30 min, 1 h and 6 h, and the burn rate of each: the
