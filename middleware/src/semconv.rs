@@ -324,6 +324,12 @@ pub mod sampling {
     pub const REASON_PROMPT: &str = "prompt";
     /// Reason: no policy matched; the fallback ratio kept it.
     pub const REASON_FALLBACK: &str = "fallback";
+    /// Reason: no policy matched, but a service level objective covering the trace's route
+    /// or model was burning its budget fast (page alert), so more is kept.
+    pub const REASON_SLO_BURN: &str = "slo_burn";
+    /// Reason: no policy matched, but the TTFT control chart of the trace's route and model
+    /// signalled slower first tokens, so more is kept.
+    pub const REASON_ANOMALY: &str = "anomaly";
 
     /// Metric instrument names of the tail sampler (`TailSampler::register_metrics`).
     pub mod metrics {

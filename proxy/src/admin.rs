@@ -16,7 +16,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
 
-use llmtrace::slo::SloEngine;
+use llmtrace::slo::{AnomalyDetector, SloEngine};
 use llmtrace::store::TraceStore;
 
 use crate::metrics::{PrometheusReader, ProxyMetrics};
@@ -33,6 +33,8 @@ pub struct AdminState {
     pub store: Option<TraceStore>,
     /// The service level objectives every request is counted against.
     pub slo: Option<Arc<SloEngine>>,
+    /// TTFT control charts per route and model.
+    pub anomalies: Option<Arc<AnomalyDetector>>,
 }
 
 impl AdminState {
@@ -44,12 +46,19 @@ impl AdminState {
             draining: Arc::new(AtomicBool::new(false)),
             store: None,
             slo: None,
+            anomalies: None,
         }
     }
 
-    /// This state with the objectives of `slo` (answered on `/api/slo`).
-    pub fn with_slo(mut self, slo: Option<Arc<SloEngine>>) -> Self {
+    /// This state with the objectives of `slo` (answered on `/api/slo`) and the TTFT charts
+    /// of `anomalies`.
+    pub fn with_slo(
+        mut self,
+        slo: Option<Arc<SloEngine>>,
+        anomalies: Option<Arc<AnomalyDetector>>,
+    ) -> Self {
         self.slo = slo;
+        self.anomalies = anomalies;
         self
     }
 

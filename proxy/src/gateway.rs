@@ -815,6 +815,13 @@ impl ProxyHttp for Gateway {
         if let Some(slo) = &self.state.slo {
             record_slo(slo, ctx, status, error_type.as_deref(), aborted);
         }
+        if let (Some(anomalies), Some(summary)) = (&self.state.anomalies, &ctx.llm.summary) {
+            if let (Some(ttft), false) = (summary.time_to_first_chunk, aborted) {
+                let model = summary.request_model.as_deref().unwrap_or("");
+                let route = ctx.inbound.route.as_deref().unwrap_or("");
+                anomalies.observe(route, model, ttft, std::time::SystemTime::now());
+            }
+        }
         if self.config.telemetry.access_log {
             let none = Summary::default();
             let summary = ctx.llm.summary.as_ref().unwrap_or(&none);

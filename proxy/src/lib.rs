@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use llmtrace::GenAiLayer;
 use llmtrace::genai::GenAiConfig;
-use llmtrace::slo::SloEngine;
+use llmtrace::slo::{AnomalyDetector, SamplingBoost, SloEngine};
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::trace::TracerProvider as _;
@@ -69,14 +69,29 @@ impl ProxyServer {
     }
 }
 
-/// The service level objectives of `config` (or the defaults), exported on `meter`.
-fn slo(
+/// The service level objectives of `config` (or the defaults) and the TTFT control charts,
+/// exported on `meter`, and the tail sampler's boost from both.
+fn reactive(
     config: &config::Config,
     meter: &opentelemetry::metrics::Meter,
-) -> std::result::Result<Arc<SloEngine>, Box<dyn std::error::Error>> {
+    telemetry: &Telemetry,
+) -> std::result::Result<(Arc<SloEngine>, Arc<AnomalyDetector>), Box<dyn std::error::Error>> {
     let engine = Arc::new(SloEngine::new(config.objectives()?));
     engine.register_metrics(meter);
-    Ok(engine)
+    let anomalies = Arc::new(AnomalyDetector::new(
+        Duration::from_secs(10),
+        Duration::from_secs(60),
+    ));
+    anomalies.register_metrics(meter);
+    if let Some(tail) = &telemetry.tail_stats {
+        tail.register_metrics(meter);
+        // Keep more while an objective burns or first tokens slow down (`[tail] boost_ratio`).
+        tail.set_boost(Arc::new(SamplingBoost::new(
+            Some(engine.clone()),
+            Some(anomalies.clone()),
+        )));
+    }
+    Ok((engine, anomalies))
 }
 
 /// How the gateway observes GenAI exchanges, from `[telemetry]`, `[pricing]` and `[tail]`.
@@ -127,9 +142,7 @@ pub fn build_server(
         .with_meter(&meter)
         .with_max_model_labels(config.telemetry.max_model_labels)
         .into_recorder();
-    if let Some(tail) = &telemetry.tail_stats {
-        tail.register_metrics(&meter);
-    }
+    let (slo, anomalies) = reactive(&config, &meter, telemetry)?;
     if let Some(store) = &telemetry.store {
         store.register_metrics(&meter);
     }
@@ -138,7 +151,7 @@ pub fn build_server(
         telemetry.prometheus.clone(),
     )
     .with_store(telemetry.store.clone())
-    .with_slo(Some(slo(&config, &meter)?));
+    .with_slo(Some(slo.clone()), Some(anomalies.clone()));
     let listen = config.server.listen.clone();
     let admin = config.server.admin.clone().filter(|a| a != "off");
     let gateway = Gateway::new(config, tracer, recorder, state.clone());

@@ -221,3 +221,57 @@ async fn without_slo_sections_the_defaults_apply_and_bad_ones_are_refused() {
         assert_eq!(err.field, field, "{err}");
     }
 }
+
+/// Tail sampling that reacts: with no policy and no fallback nothing is kept, until failures
+/// burn the availability budget; then the successful requests' traces are kept too, with the
+/// reason on their root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tail_sampler_keeps_more_while_the_budget_burns() {
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let text = "[server]\nlisten = \"${LISTEN}\"\n[telemetry]\naccess_log = false\n\
+                [[upstreams]]\nname = \"mock\"\nurl = \"${MOCK_URL}\"\n\
+                [[routes]]\nupstream = \"mock\"\n\
+                [tail]\ndecision_wait_ms = 0\nfallback_ratio = 0.0\n";
+    let gateway = support::TomlGateway::start(text, &mock.url(), "slo-boost").await;
+    let client = client();
+    let url = format!("http://{}/v1/chat/completions", gateway.listen);
+    let fast = [("x-mock-ttft-ms", "5"), ("x-mock-tokens", "2")];
+    assert_eq!(chat(&client, &url, PLAIN, &fast).await.0, 200);
+    assert!(
+        gateway.spans(Duration::from_millis(200)).await.is_empty(),
+        "no policy, no fallback, no burn: nothing kept"
+    );
+    for _ in 0..30 {
+        assert_eq!(
+            chat(&client, &url, PLAIN, &[("x-mock-fault", "500")])
+                .await
+                .0,
+            500
+        );
+    }
+    // The alert is read at most once a second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for _ in 0..3 {
+        assert_eq!(chat(&client, &url, PLAIN, &fast).await.0, 200);
+    }
+    let spans = gateway.spans(Duration::from_millis(300)).await;
+    let roots: Vec<&Value> = spans
+        .iter()
+        .filter(|s| s["attributes"]["llmtrace.sampling.reason"].is_string())
+        .collect();
+    // Failures that came after the alert rose are kept too; every kept trace says why.
+    assert!(
+        roots
+            .iter()
+            .all(|s| s["attributes"]["llmtrace.sampling.reason"] == "slo_burn"),
+        "{spans:#?}"
+    );
+    let ok = roots
+        .iter()
+        .filter(|s| s["attributes"]["http.response.status_code"] == 200)
+        .count();
+    assert_eq!(
+        ok, 3,
+        "the three successes after the burn began: {spans:#?}"
+    );
+}

@@ -68,7 +68,7 @@ mod tail;
 
 pub use policy::{AttributeMatch, Policy, PromptMatch};
 pub use rules::{HeadConfig, Match, Rule, RuleSampler, RuleSamplerBuilder, Sample};
-pub use tail::{TailConfig, TailSampler, TailSamplerBuilder, TailStats, TailStatsHandle};
+pub use tail::{Boost, TailConfig, TailSampler, TailSamplerBuilder, TailStats, TailStatsHandle};
 
 use opentelemetry::trace::TraceId;
 use std::fmt;

@@ -30,6 +30,7 @@ use crate::semconv::sampling as names;
 /// max_spans = 200000           # spans buffered at most
 /// policies = [ { error = true }, { duration_ms = 5000 }, { ttft_ms = 2000 }, { aborted = true } ]
 /// fallback_ratio = 0.01        # of the traces no policy keeps
+/// boost_ratio = 1.0            # of those a Boost names (an SLO burning, a TTFT anomaly)
 /// max_kept_per_second = 100    # optional cap on kept traces
 /// decision_cache_size = 100000 # decisions remembered for spans that end later
 /// orphan_timeout_ms = 600000   # a trace whose root never ends is decided this long after its last span
@@ -56,6 +57,10 @@ pub struct TailConfig {
     /// The fraction of the traces no policy keeps that is kept anyway, by trace id (reason
     /// `fallback`). Default 0.
     pub fallback_ratio: f64,
+    /// While a [`Boost`] asks for more (an objective burning its budget, a TTFT anomaly), the
+    /// fraction of the traces it names that is kept, by trace id, when no policy keeps them
+    /// (default 1: all; 0 ignores boosts). `max_kept_per_second` still applies.
+    pub boost_ratio: f64,
     /// At most this many traces kept per second (token bucket, bursts up to one second's
     /// worth); those over are dropped and counted as [`TailStats::rate_limited`]. Default: no
     /// limit.
@@ -81,6 +86,7 @@ impl Default for TailConfig {
             max_spans: 200_000,
             policies: Vec::new(),
             fallback_ratio: 0.0,
+            boost_ratio: 1.0,
             max_kept_per_second: None,
             decision_cache_size: 100_000,
             orphan_timeout: Duration::from_secs(600),
@@ -269,10 +275,24 @@ pub struct TailSampler<P: SpanProcessor + 'static> {
     ticker: OnceLock<Ticker>,
 }
 
-/// Reads a [`TailSampler`]'s counters after the sampler was moved into a tracer provider.
+/// Asks the tail sampler to keep more of some traces for a while: consulted for each trace
+/// no policy kept, before the fallback ratio. `llmtrace::slo::SamplingBoost` (feature `slo`)
+/// asks while an objective burns its budget or TTFT shifts.
+pub trait Boost: Send + Sync {
+    /// Why the trace of `spans` should be kept now (its `llmtrace.sampling.reason`, e.g.
+    /// `slo_burn`), or `None`. Called under the sampler's lock: keep it cheap.
+    fn reason(&self, spans: &[SpanData]) -> Option<&'static str>;
+}
+
+/// Where a [`Boost`] is attached, after the sampler was built.
+type BoostSlot = Arc<OnceLock<Arc<dyn Boost>>>;
+
+/// Reads a [`TailSampler`]'s counters, and attaches a [`Boost`] to it, after the sampler was
+/// moved into a tracer provider.
 #[derive(Clone)]
 pub struct TailStatsHandle {
     counters: Arc<Counters>,
+    boost: BoostSlot,
 }
 
 impl fmt::Debug for TailStatsHandle {
@@ -284,6 +304,11 @@ impl fmt::Debug for TailStatsHandle {
 }
 
 impl TailStatsHandle {
+    /// Attaches `boost` (once; `false` when one already was).
+    pub fn set_boost(&self, boost: Arc<dyn Boost>) -> bool {
+        self.boost.set(boost).is_ok()
+    }
+
     /// The counters now.
     pub fn stats(&self) -> TailStats {
         self.counters.snapshot()
@@ -376,6 +401,7 @@ struct Shared<P> {
     config: TailConfig,
     policies: Vec<CompiledPolicy>,
     fallback_reason: StringValue,
+    boost: BoostSlot,
     state: Mutex<State>,
     counters: Arc<Counters>,
     is_shutdown: AtomicBool,
@@ -475,6 +501,7 @@ impl<P: SpanProcessor + 'static> TailSampler<P> {
     /// Wraps `inner` with `config`, or says what is wrong with it.
     pub fn new(inner: P, config: &TailConfig) -> Result<Self, ConfigError> {
         check_ratio("fallback_ratio", config.fallback_ratio)?;
+        check_ratio("boost_ratio", config.boost_ratio)?;
         if config.max_traces == 0 || config.max_spans == 0 {
             return Err(ConfigError::new(
                 "max_traces and max_spans must be at least 1",
@@ -504,6 +531,7 @@ impl<P: SpanProcessor + 'static> TailSampler<P> {
                 config: config.clone(),
                 policies,
                 fallback_reason: StringValue::from(names::REASON_FALLBACK),
+                boost: Arc::default(),
                 state: Mutex::new(State {
                     bucket: config.max_kept_per_second.map(|r| TokenBucket::new(r, now)),
                     ..State::default()
@@ -534,6 +562,7 @@ impl<P: SpanProcessor + 'static> TailSampler<P> {
     pub fn stats_handle(&self) -> TailStatsHandle {
         TailStatsHandle {
             counters: self.shared.counters.clone(),
+            boost: self.shared.boost.clone(),
         }
     }
 
@@ -830,6 +859,11 @@ impl<P: SpanProcessor> Shared<P> {
             .policies
             .iter()
             .find_map(|policy| policy.evaluate(trace_id, &pending.spans))
+            .or_else(|| {
+                let reason = self.boost.get()?.reason(&pending.spans)?;
+                sampled_by_ratio(trace_id, self.config.boost_ratio)
+                    .then(|| StringValue::from(reason))
+            })
             .or_else(|| {
                 sampled_by_ratio(trace_id, self.config.fallback_ratio)
                     .then(|| self.fallback_reason.clone())

@@ -36,6 +36,9 @@
 //! assert!(status.page);
 //! ```
 
+mod anomaly;
+#[cfg(feature = "sampling")]
+mod boost;
 mod config;
 mod metrics;
 mod window;
@@ -44,6 +47,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub use anomaly::{AnomalyDetector, ControlChart, MIN_SUBGROUP, Rule, Signal};
+#[cfg(feature = "sampling")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sampling")))]
+pub use boost::{COHORT, SamplingBoost};
 pub use config::{Indicator, Objective, ObjectiveConfig, SloError};
 pub use window::Counts;
 use window::Ring;
@@ -137,6 +144,8 @@ struct Tracked {
     recent: Mutex<(Ring, Ring)>,
     good: AtomicU64,
     total: AtomicU64,
+    /// The page alert as last computed: `(unix second + 1) << 1 | page`; 0 before any.
+    page_cache: AtomicU64,
 }
 
 /// The objectives and their counts; shared by every request (`Sync`).
@@ -176,6 +185,7 @@ impl SloEngine {
                     objective,
                     good: AtomicU64::new(0),
                     total: AtomicU64::new(0),
+                    page_cache: AtomicU64::new(0),
                 }
             })
             .collect();
@@ -218,12 +228,23 @@ impl SloEngine {
     }
 
     /// The first objective in page-alert burn that `outcome`'s route, model and cohort fall
-    /// under (for sampling that keeps more while a budget burns).
+    /// under (for sampling that keeps more while a budget burns). Each objective's alert is
+    /// computed at most once a second.
     pub fn burning(&self, outcome: &Outcome<'_>, now: SystemTime) -> Option<&str> {
+        let second = unix_seconds(now) + 1;
         self.tracked
             .iter()
             .filter(|t| t.objective.scope_matches(outcome))
-            .find(|t| t.status(now).page)
+            .find(|t| {
+                let cached = t.page_cache.load(Ordering::Relaxed);
+                if cached >> 1 == second {
+                    return cached & 1 == 1;
+                }
+                let page = t.status(now).page;
+                t.page_cache
+                    .store(second << 1 | u64::from(page), Ordering::Relaxed);
+                page
+            })
             .map(|t| t.objective.name())
     }
 }
