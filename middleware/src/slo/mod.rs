@@ -39,6 +39,7 @@
 mod anomaly;
 #[cfg(feature = "sampling")]
 mod boost;
+mod cohort;
 mod config;
 mod metrics;
 mod window;
@@ -51,6 +52,10 @@ pub use anomaly::{AnomalyDetector, ControlChart, MIN_SUBGROUP, Rule, Signal};
 #[cfg(feature = "sampling")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sampling")))]
 pub use boost::{COHORT, SamplingBoost};
+pub use cohort::{
+    ALPHA, BUCKETS, Cohort, CohortOutcome, CohortSummary, Comparison, MAX_SAMPLES, POWER, Test,
+    bucket, compare, pick,
+};
 pub use config::{Indicator, Objective, ObjectiveConfig, SloError};
 pub use window::Counts;
 use window::Ring;
