@@ -386,11 +386,10 @@ mod tests {
 
     #[test]
     fn buckets_are_stable_and_weights_split_evenly() {
-        // Pinned: a change here moves users between cohorts across a fleet.
-        assert_eq!(
-            bucket("/v1/chat/completions", b"user-17"),
-            bucket("/v1/chat/completions", b"user-17")
-        );
+        // Pinned (and computed independently): a change here would move users between
+        // cohorts across a fleet mid-rollout.
+        assert_eq!(bucket("/v1/chat/completions", b"user-17"), 6714);
+        assert_eq!(bucket("/v1/chat/completions", b"user-18"), 9700);
         assert_ne!(
             bucket("/a", b"user-17"),
             bucket("/b", b"user-17"),
