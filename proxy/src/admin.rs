@@ -3,7 +3,8 @@
 //! SIGTERM started draining, so load balancers stop sending before the listener closes),
 //! and with the trace store on, the viewer: `/` → `/ui` (trace list), `/ui/traces/{id}`
 //! (waterfall), `/api/traces[/{id}]` (Jaeger-shaped JSON), see [`llmtrace::store::ui`];
-//! `/api/slo`: the service level objectives' windows, burn rates, alerts and budgets.
+//! `/api/slo`: the service level objectives' windows, burn rates, alerts and budgets;
+//! `/api/cohorts`: the canary routes' cohorts compared with their controls.
 //! And the shutdown sequence that goes with it ([`DrainOnTerm`]).
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
 use llmtrace::slo::{AnomalyDetector, SloEngine};
 use llmtrace::store::TraceStore;
 
+use crate::canary::Canary;
 use crate::metrics::{PrometheusReader, ProxyMetrics};
 
 /// What the admin endpoints and the shutdown sequence share with the gateway.
@@ -35,6 +37,8 @@ pub struct AdminState {
     pub slo: Option<Arc<SloEngine>>,
     /// TTFT control charts per route and model.
     pub anomalies: Option<Arc<AnomalyDetector>>,
+    /// The canary routes' cohorts.
+    pub canary: Arc<Canary>,
 }
 
 impl AdminState {
@@ -47,7 +51,14 @@ impl AdminState {
             store: None,
             slo: None,
             anomalies: None,
+            canary: Arc::default(),
         }
+    }
+
+    /// This state with the canary routes of `canary` (answered on `/api/cohorts`).
+    pub fn with_canary(mut self, canary: Canary) -> Self {
+        self.canary = Arc::new(canary);
+        self
     }
 
     /// This state with the objectives of `slo` (answered on `/api/slo`) and the TTFT charts
@@ -113,6 +124,7 @@ impl AdminApp {
                 ),
             ),
             "/readyz" => (StatusCode::OK, TEXT, "ready\n".into()),
+            "/api/cohorts" => (StatusCode::OK, "application/json", self.state.canary.json()),
             "/api/slo" => (
                 StatusCode::OK,
                 "application/json",
@@ -121,7 +133,7 @@ impl AdminApp {
             _ => (
                 StatusCode::NOT_FOUND,
                 TEXT,
-                "not found: /metrics, /healthz, /readyz, /ui, /api/traces, /api/slo\n".into(),
+                "not found: /metrics, /healthz, /readyz, /ui, /api/traces, /api/slo, /api/cohorts\n".into(),
             ),
         }
     }
@@ -133,7 +145,10 @@ impl AdminApp {
         path: &str,
         query: Option<&str>,
     ) -> Option<Response<String>> {
-        if method != http::Method::GET && method != http::Method::HEAD || path == "/api/slo" {
+        if method != http::Method::GET && method != http::Method::HEAD
+            || path == "/api/slo"
+            || path == "/api/cohorts"
+        {
             return None;
         }
         match &self.state.store {

@@ -57,6 +57,7 @@ use llmtrace::genai::{ModelPrice, PriceTable, Provider};
 use llmtrace::sampling::{HeadConfig, TailConfig};
 use llmtrace::slo::{Objective, ObjectiveConfig, SloEngine};
 
+use crate::canary::SplitConfig;
 use crate::upstream::Upstream;
 
 /// The whole file.
@@ -588,6 +589,10 @@ pub struct RouteConfig {
     /// Response statuses that count as a failed attempt (default 429, 500, 502, 503, 504).
     #[serde(default = "default_retry_on")]
     pub retry_on: Vec<u16>,
+    /// A canary split: the route's traffic across upstreams by weight, sticky by a key, each
+    /// request's cohort on its spans, baggage and metrics (see [`crate::canary`]).
+    #[serde(default)]
+    pub split: Option<SplitConfig>,
 }
 
 impl RouteConfig {
@@ -703,6 +708,7 @@ impl Config {
                 fallbacks: Vec::new(),
                 retries: None,
                 retry_on: default_retry_on(),
+                split: None,
             }],
         };
         config.validate()?;
@@ -1041,6 +1047,10 @@ impl RouteConfig {
                 "an empty key (is its variable set?)",
             ));
         }
+        if let Some(split) = &self.split {
+            let names: Vec<&str> = upstreams.iter().copied().collect();
+            split.validate(i, &names)?;
+        }
         Ok(())
     }
 }
@@ -1114,8 +1124,17 @@ upstream = "claude"
 upstream = "openai"
 "#;
 
+    /// `GOOD` with its last route split between `first` (cohort a) and `second` (b).
+    fn split(key: &str, first: &str, second: &str) -> String {
+        format!(
+            "{GOOD}[routes.split]\nkey = \"{key}\"\ncohorts = [{{ name = \"a\", upstream = \"{first}\", \
+             weight = 1 }}, {{ name = \"b\", upstream = \"{second}\", weight = 1 }}]\n"
+        )
+    }
+
     #[test]
     fn a_good_file_loads_and_routes() {
+        assert!(Config::parse(&split("baggage:user.id", "openai", "claude"), env).is_ok());
         let config = Config::parse(GOOD, env).unwrap();
         assert_eq!(config.upstreams[0].api_key.as_deref(), Some("sk-1"));
         assert_eq!(
@@ -1181,6 +1200,18 @@ upstream = "openai"
             (
                 format!("{GOOD}\n[telemetry]\nchunk_timeline = 5000\n"),
                 "telemetry.chunk_timeline",
+            ),
+            (
+                split("header:x-user-id", "openai", "nowhere"),
+                "routes[1].split.cohorts[1].upstream",
+            ),
+            (
+                split("cookie:id", "openai", "claude"),
+                "routes[1].split.key",
+            ),
+            (
+                split("random", "openai", "claude").replace("\"b\"", "\"a\""),
+                "routes[1].split.cohorts[1].name",
             ),
         ] {
             let err = Config::parse(&text, env).unwrap_err();

@@ -38,6 +38,7 @@ use pingora::proxy::FailToProxy;
 use crate::access_log::{AccessLogLine, millis};
 use crate::admin::AdminState;
 use crate::body::{Ended, RequestBody, TooLarge};
+use crate::canary::{self, Assignment};
 use crate::config::{Config, IpNetwork, ProviderKind, RouteConfig, UpstreamConfig};
 use crate::metrics::InFlight;
 use crate::reply::{ErrorShape, GatewayReply};
@@ -173,6 +174,8 @@ pub struct RequestCtx {
     timing: Timing,
     /// Counts the request in flight until the context is dropped.
     in_flight: Option<InFlight>,
+    /// The canary cohort, on a route that splits.
+    cohort: Option<Assignment>,
 }
 
 /// The request ids a request carries.
@@ -321,16 +324,8 @@ impl ProxyHttp for Gateway {
             Ok(admitted) => admitted,
             Err(refusal) => return self.refuse(session, ctx, refusal).await,
         };
+        let target_index = self.plan_attempts(ctx, route, target_index, &req.headers);
         let target = &self.targets[target_index];
-        let candidates = std::iter::once(target_index)
-            .chain(
-                route
-                    .fallbacks
-                    .iter()
-                    .filter_map(|name| self.targets.iter().position(|t| &t.name == name)),
-            )
-            .collect();
-        ctx.attempts = Attempts::new(candidates, route.max_attempts(), route.retry_on.clone());
 
         let req = session.req_header();
         ctx.llm.endpoint = Endpoint::detect(
@@ -347,7 +342,9 @@ impl ProxyHttp for Gateway {
             (None, Some(call)) => Some(call.operation.route().to_owned()),
             (None, None) => None,
         };
-        let server = self.start_server_span(session, route_name.as_deref(), &ctx.ids.request_id);
+        let cohort = ctx.cohort.map(|c| self.state.canary.name(c));
+        let server =
+            self.start_server_span(session, route_name.as_deref(), &ctx.ids.request_id, cohort);
         let server_cx = server.context().cloned().unwrap_or_default();
         ctx.batch = batch_call.map(|call| self.start_batch_span(call, target, session, &server_cx));
         ctx.body = RequestBody::new(limit, 0, false);
@@ -466,7 +463,8 @@ impl ProxyHttp for Gateway {
             .or(ctx.batch.as_ref().and_then(BatchSpan::context))
             .or(ctx.inbound.span.as_ref().and_then(InboundSpan::context));
         if let Some(cx) = cx {
-            self.inject_context(cx, upstream_request)?;
+            let cohort = ctx.cohort.map(|c| self.state.canary.name(c));
+            self.inject_context(cx, cohort, upstream_request)?;
             let sc = cx.span().span_context().clone();
             let header = ctx
                 .llm
@@ -812,16 +810,7 @@ impl ProxyHttp for Gateway {
             status,
             error_type.as_deref(),
         );
-        if let Some(slo) = &self.state.slo {
-            record_slo(slo, ctx, status, error_type.as_deref(), aborted);
-        }
-        if let (Some(anomalies), Some(summary)) = (&self.state.anomalies, &ctx.llm.summary) {
-            if let (Some(ttft), false) = (summary.time_to_first_chunk, aborted) {
-                let model = summary.request_model.as_deref().unwrap_or("");
-                let route = ctx.inbound.route.as_deref().unwrap_or("");
-                anomalies.observe(route, model, ttft, std::time::SystemTime::now());
-            }
-        }
+        self.record_outcome(ctx, status, error_type.as_deref(), aborted);
         if self.config.telemetry.access_log {
             let none = Summary::default();
             let summary = ctx.llm.summary.as_ref().unwrap_or(&none);
@@ -852,6 +841,50 @@ impl ProxyHttp for Gateway {
             }
             .with_summary(summary)
             .write();
+        }
+    }
+}
+
+impl Gateway {
+    /// Counts the request, sampled or not, against the objectives, the TTFT charts and its
+    /// canary cohort.
+    fn record_outcome(
+        &self,
+        ctx: &RequestCtx,
+        status: u16,
+        error_type: Option<&str>,
+        aborted: bool,
+    ) {
+        if let Some(slo) = &self.state.slo {
+            record_slo(slo, ctx, status, error_type, aborted);
+        }
+        if aborted {
+            return;
+        }
+        let summary = ctx.llm.summary.as_ref();
+        if let (Some(anomalies), Some(summary)) = (&self.state.anomalies, summary) {
+            if let Some(ttft) = summary.time_to_first_chunk {
+                let model = summary.request_model.as_deref().unwrap_or("");
+                let route = ctx.inbound.route.as_deref().unwrap_or("");
+                anomalies.observe(route, model, ttft, std::time::SystemTime::now());
+            }
+        }
+        if let Some(cohort) = ctx.cohort {
+            let failed = Outcome {
+                status,
+                error_type,
+                ..Outcome::default()
+            }
+            .failed();
+            self.state.canary.record(
+                cohort,
+                &canary::outcome(
+                    summary.and_then(|s| s.time_to_first_chunk),
+                    failed,
+                    summary.and_then(|s| Some(s.input_tokens.unwrap_or(0) + s.output_tokens?)),
+                    summary.and_then(|s| s.cost),
+                ),
+            );
         }
     }
 }
@@ -978,7 +1011,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
         refusal: GatewayReply,
     ) -> Result<bool> {
-        let server = self.start_server_span(session, None, &ctx.ids.request_id);
+        let server = self.start_server_span(session, None, &ctx.ids.request_id, None);
         if let Some(cx) = server.context() {
             cx.span()
                 .set_attribute(KeyValue::new(names::REFUSED, refusal.code));
@@ -1124,14 +1157,24 @@ impl Gateway {
         session: &Session,
         route: Option<&str>,
         request_id: &str,
+        cohort: Option<&str>,
     ) -> InboundSpan {
         let req = session.req_header();
         let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
         let (parent, link) = self.incoming(peer).extract(&req.headers);
-        let business = self
+        let mut business = self
             .business
             .as_ref()
             .and_then(|b| b.extract(&req.headers, &parent));
+        if let Some(cohort) = cohort {
+            // On both spans from their start (head rules can match it) and on the metrics.
+            let with = business.as_deref().cloned().unwrap_or_default().with(
+                canary::COHORT,
+                cohort.to_owned(),
+                true,
+            );
+            business = Some(Arc::new(with));
+        }
         let request = InboundRequest {
             method: &req.method,
             uri: &req.uri,
@@ -1158,6 +1201,38 @@ impl Gateway {
 }
 
 impl Gateway {
+    /// The request's attempts: its cohort's upstream on a canary route (else the route's),
+    /// then the fallbacks. Returns the first attempt's target.
+    fn plan_attempts(
+        &self,
+        ctx: &mut RequestCtx,
+        route: &RouteConfig,
+        target_index: usize,
+        headers: &http::HeaderMap,
+    ) -> usize {
+        let route_index = self
+            .config
+            .routes
+            .iter()
+            .position(|r| std::ptr::eq(r, route))
+            .unwrap_or(0);
+        ctx.cohort = self
+            .state
+            .canary
+            .assign(route_index, headers, &ctx.ids.request_id);
+        let target_index = ctx.cohort.map_or(target_index, |c| c.target);
+        let candidates = std::iter::once(target_index)
+            .chain(
+                route
+                    .fallbacks
+                    .iter()
+                    .filter_map(|name| self.targets.iter().position(|t| &t.name == name)),
+            )
+            .collect();
+        ctx.attempts = Attempts::new(candidates, route.max_attempts(), route.retry_on.clone());
+        target_index
+    }
+
     /// The Batch or Files API call a request is, for an upstream that serves those APIs
     /// (OpenAI, Azure OpenAI, OpenAI-compatible), when it is not an LLM call.
     fn batch_call(
@@ -1210,8 +1285,23 @@ impl Gateway {
 
     /// Writes `cx` as `traceparent`, `tracestate` and `baggage` into the upstream request
     /// (replacing the client's), with only the baggage `[propagation]` lets go.
-    fn inject_context(&self, cx: &Context, upstream_request: &mut RequestHeader) -> Result<()> {
-        let cx = self.outgoing_baggage(cx);
+    fn inject_context(
+        &self,
+        cx: &Context,
+        cohort: Option<&str>,
+        upstream_request: &mut RequestHeader,
+    ) -> Result<()> {
+        let mut cx = self.outgoing_baggage(cx);
+        if let Some(cohort) = cohort {
+            // The cohort goes upstream whatever `[propagation]` lets through.
+            let mut baggage: Baggage = cx
+                .baggage()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            baggage.insert(canary::COHORT, cohort.to_owned());
+            cx = Cow::Owned(cx.with_baggage(baggage));
+        }
         let mut result = Ok(());
         propagation::inject_each(&cx, |name, value| match value {
             Some(value) => {

@@ -8,6 +8,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod body;
+pub mod canary;
 pub mod config;
 pub mod export_queue;
 pub mod gateway;
@@ -26,6 +27,7 @@ pub use upstream::Upstream;
 use std::sync::Arc;
 use std::time::Duration;
 
+use canary::Canary;
 use llmtrace::GenAiLayer;
 use llmtrace::genai::GenAiConfig;
 use llmtrace::slo::{AnomalyDetector, SamplingBoost, SloEngine};
@@ -151,7 +153,10 @@ pub fn build_server(
         telemetry.prometheus.clone(),
     )
     .with_store(telemetry.store.clone())
-    .with_slo(Some(slo.clone()), Some(anomalies.clone()));
+    .with_slo(Some(slo.clone()), Some(anomalies.clone()))
+    .with_canary(Canary::new(&config.routes, |name| {
+        config.upstreams.iter().position(|u| u.name == name)
+    }));
     let listen = config.server.listen.clone();
     let admin = config.server.admin.clone().filter(|a| a != "off");
     let gateway = Gateway::new(config, tracer, recorder, state.clone());

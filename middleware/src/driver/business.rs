@@ -412,7 +412,7 @@ fn check_unique<T>(mappings: &[(T, Key)], what: &str) -> Result<(), BusinessCont
 /// dimensions (bounded in cardinality) and the conversation id. It travels in the request's
 /// [`Context`] (see [`attach`](Self::attach)), so the GenAI spans of the request, in the
 /// gateway or under [`GenAiLayer`](crate::GenAiLayer), carry it too.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct BusinessAttributes {
     attributes: Vec<KeyValue>,
     dimensions: Vec<KeyValue>,
@@ -446,6 +446,34 @@ impl BusinessAttributes {
             Some(Value::String(s)) => Some(s.as_str()),
             _ => None,
         }
+    }
+
+    /// These attributes and `key = value` (replacing a value of that key), also a metric
+    /// dimension when `dimension`. For values the caller bounds itself, such as a configured
+    /// canary cohort's name: nothing is capped here.
+    ///
+    /// ```
+    /// use llmtrace::driver::BusinessAttributes;
+    ///
+    /// let cohort = BusinessAttributes::default().with("llmtrace.cohort", "canary", true);
+    /// assert_eq!(cohort.get("llmtrace.cohort").unwrap().as_str(), "canary");
+    /// assert_eq!(cohort.metric_dimensions().len(), 1);
+    /// ```
+    pub fn with(
+        &self,
+        key: &'static str,
+        value: impl Into<opentelemetry::StringValue>,
+        dimension: bool,
+    ) -> Self {
+        let value = Value::String(value.into());
+        let mut next = self.clone();
+        next.attributes.retain(|kv| kv.key.as_str() != key);
+        next.attributes.push(KeyValue::new(key, value.clone()));
+        if dimension {
+            next.dimensions.retain(|kv| kv.key.as_str() != key);
+            next.dimensions.push(KeyValue::new(key, value));
+        }
+        next
     }
 
     /// `cx` carrying these attributes, for the spans started under it.

@@ -13,7 +13,8 @@
 //!   share of bad events over the share the objective allows (`1 - target`); 1 spends the
 //!   budget exactly over the period;
 //! - the page alert (burn rate ≥ 14.4 over both 1 h and 5 min: 2 % of a 30-day budget in an
-//!   hour) and the ticket alert (≥ 6 over both 6 h and 30 min: 5 % in six hours);
+//!   hour) and the ticket alert (≥ 6 over both 6 h and 30 min: 5 % in six hours), each only
+//!   with at least [`MIN_BAD_EVENTS`] bad events in its short window;
 //! - the error budget remaining over the period: `1 - bad / ((1 - target) × total)`.
 //!
 //! All methods take the time as an argument; [`SloEngine::register_metrics`] exports the
@@ -66,6 +67,9 @@ pub const WINDOWS: [(&str, u64); 4] = [("5m", 300), ("30m", 1800), ("1h", 3600),
 pub const PAGE_BURN_RATE: f64 = 14.4;
 /// Burn rate over 6 h and 30 min that opens a ticket (5 % of a 30-day budget in six hours).
 pub const TICKET_BURN_RATE: f64 = 6.0;
+/// Bad events an alert's short window (5 min for the page, 30 min for the ticket) must hold:
+/// on a quiet route, one or two failures are a huge burn rate but no reason to page.
+pub const MIN_BAD_EVENTS: u64 = 5;
 
 /// What one exchange did, as an objective judges it.
 #[derive(Debug, Clone, Default)]
@@ -136,9 +140,11 @@ pub struct SloStatus {
     pub period_days: u32,
     /// `1 - bad / allowed bad` over the period (negative once overspent; 1 without events).
     pub budget_remaining: f64,
-    /// Burn rate ≥ [`PAGE_BURN_RATE`] over both 1 h and 5 min.
+    /// Burn rate ≥ [`PAGE_BURN_RATE`] over both 1 h and 5 min, with at least
+    /// [`MIN_BAD_EVENTS`] bad events in the 5 min.
     pub page: bool,
-    /// Burn rate ≥ [`TICKET_BURN_RATE`] over both 6 h and 30 min.
+    /// Burn rate ≥ [`TICKET_BURN_RATE`] over both 6 h and 30 min, with at least
+    /// [`MIN_BAD_EVENTS`] bad events in the 30 min.
     pub ticket: bool,
     /// Good and total since the engine started (monotonic, for `rate()` in PromQL).
     pub cumulative: Counts,
@@ -280,6 +286,7 @@ impl Tracked {
             (windows, period)
         };
         let over = |i: usize, threshold: f64| windows[i].burn_rate.is_some_and(|b| b >= threshold);
+        let enough = |i: usize| windows[i].total - windows[i].good >= MIN_BAD_EVENTS;
         let budget_remaining = if period.total == 0 {
             1.0
         } else {
@@ -289,8 +296,8 @@ impl Tracked {
             name: objective.name().to_owned(),
             description: objective.describe(),
             target: objective.target(),
-            page: over(2, PAGE_BURN_RATE) && over(0, PAGE_BURN_RATE),
-            ticket: over(3, TICKET_BURN_RATE) && over(1, TICKET_BURN_RATE),
+            page: over(2, PAGE_BURN_RATE) && over(0, PAGE_BURN_RATE) && enough(0),
+            ticket: over(3, TICKET_BURN_RATE) && over(1, TICKET_BURN_RATE) && enough(1),
             windows,
             period,
             period_days: objective.period_days(),
