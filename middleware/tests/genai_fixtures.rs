@@ -52,6 +52,7 @@ const TIMING_KEYS: &[&str] = &[
     "llmtrace.stream.gap.p99",
     "llmtrace.stream.gap.max",
     "llmtrace.usage.output_tokens_per_second",
+    "llmtrace.stream.chunk_offsets_ms",
 ];
 
 struct Fixture {

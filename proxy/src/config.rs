@@ -58,6 +58,7 @@ use llmtrace::sampling::{HeadConfig, TailConfig};
 use llmtrace::slo::{Objective, ObjectiveConfig, SloEngine};
 
 use crate::canary::SplitConfig;
+use crate::shadow::ShadowConfig;
 use crate::upstream::Upstream;
 
 /// The whole file.
@@ -593,6 +594,10 @@ pub struct RouteConfig {
     /// request's cohort on its spans, baggage and metrics (see [`crate::canary`]).
     #[serde(default)]
     pub split: Option<SplitConfig>,
+    /// Shadow traffic: a share of the route's LLM requests mirrored to another upstream, off
+    /// the request path (see [`crate::shadow`]).
+    #[serde(default)]
+    pub shadow: Option<ShadowConfig>,
 }
 
 impl RouteConfig {
@@ -709,6 +714,7 @@ impl Config {
                 retries: None,
                 retry_on: default_retry_on(),
                 split: None,
+                shadow: None,
             }],
         };
         config.validate()?;
@@ -1047,9 +1053,12 @@ impl RouteConfig {
                 "an empty key (is its variable set?)",
             ));
         }
+        let names: Vec<&str> = upstreams.iter().copied().collect();
         if let Some(split) = &self.split {
-            let names: Vec<&str> = upstreams.iter().copied().collect();
             split.validate(i, &names)?;
+        }
+        if let Some(shadow) = &self.shadow {
+            shadow.validate(i, &names)?;
         }
         Ok(())
     }

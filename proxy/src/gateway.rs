@@ -42,6 +42,7 @@ use crate::canary::{self, Assignment};
 use crate::config::{Config, IpNetwork, ProviderKind, RouteConfig, UpstreamConfig};
 use crate::metrics::InFlight;
 use crate::reply::{ErrorShape, GatewayReply};
+use crate::shadow::{self, Shadows};
 use crate::upstream::Upstream;
 
 /// The response header that tells the client the trace id of its request.
@@ -89,6 +90,8 @@ pub struct Gateway {
     business: Option<BusinessContext>,
     /// Which span made each batch and file, for the later calls about them.
     batches: Arc<BatchIndex>,
+    /// The routes' shadow traffic.
+    shadows: Shadows,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -145,12 +148,19 @@ impl Gateway {
             trusted,
             business,
             batches: Arc::new(BatchIndex::new(BATCH_INDEX_ENTRIES)),
+            shadows: Shadows::none(),
             config,
             targets,
             tracer,
             recorder,
             state,
         }
+    }
+
+    /// This gateway with the routes' shadow traffic.
+    pub fn with_shadows(mut self, shadows: Shadows) -> Self {
+        self.shadows = shadows;
+        self
     }
 }
 
@@ -176,6 +186,12 @@ pub struct RequestCtx {
     in_flight: Option<InFlight>,
     /// The canary cohort, on a route that splits.
     cohort: Option<Assignment>,
+    /// The index of the request's route.
+    route_index: usize,
+    /// A mirrored request, until its body is read.
+    shadow: Option<shadow::Plan>,
+    /// Where the primary's ending goes, once the shadow was sent.
+    shadow_primary: Option<tokio::sync::oneshot::Sender<shadow::Primary>>,
 }
 
 /// The request ids a request carries.
@@ -364,6 +380,10 @@ impl ProxyHttp for Gateway {
                 session.req_header().as_ref(),
                 &server_cx,
             ));
+            ctx.shadow = self.shadows.plan(ctx.route_index, &ctx.ids.request_id);
+            if let (Some(_), Some(span)) = (&ctx.shadow, ctx.llm.span.as_mut()) {
+                span.keep_output(shadow::OUTPUT_CAP);
+            }
             let hold =
                 self.config.telemetry.inject_stream_usage && endpoint.format.accepts_stream_usage();
             ctx.body = RequestBody::new(limit, self.recorder.max_request_bytes(), hold);
@@ -489,7 +509,7 @@ impl ProxyHttp for Gateway {
     /// for a request that may get usage spliced in, held until the end (bounded too).
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut RequestCtx,
@@ -502,6 +522,7 @@ impl ProxyHttp for Gateway {
             } else {
                 Bytes::new()
             });
+            self.mirror(session, body.as_ref(), end_of_stream, ctx);
             return Ok(());
         }
         let ended = match ctx.body.on_chunk(body, end_of_stream) {
@@ -516,6 +537,7 @@ impl ProxyHttp for Gateway {
             }
         };
         self.body_ended(ctx, ended, body);
+        self.mirror(session, body.as_ref(), end_of_stream, ctx);
         Ok(())
     }
 
@@ -788,6 +810,18 @@ impl ProxyHttp for Gateway {
             if let Some(summary) = genai.finish(end.clone()) {
                 ctx.llm.summary = Some(summary);
             }
+        }
+        if let Some(shadow) = ctx.shadow_primary.take() {
+            let ended = match end {
+                End::Complete => "complete",
+                End::Aborted => "aborted",
+                End::Failed { .. } => "failed",
+            };
+            // The shadow may be gone (timed out): nothing to tell it then.
+            let _ = shadow.send(shadow::Primary {
+                ended,
+                summary: ctx.llm.summary.clone(),
+            });
         }
         let status = session
             .response_written()
@@ -1201,6 +1235,40 @@ impl Gateway {
 }
 
 impl Gateway {
+    /// Copies what goes upstream for a mirrored request, and sends the mirror once the body
+    /// is whole (off the request path: the client never waits for it).
+    fn mirror(
+        &self,
+        session: &Session,
+        body: Option<&Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) {
+        let Some(plan) = ctx.shadow.as_mut() else {
+            return;
+        };
+        if !body.is_none_or(|b| self.shadows.on_body(plan, b)) {
+            ctx.shadow = None;
+            return;
+        }
+        if !end_of_stream {
+            return;
+        }
+        let (Some(plan), Some(endpoint), Some(cx)) = (
+            ctx.shadow.take(),
+            ctx.llm.endpoint.clone(),
+            ctx.llm.span.as_ref().and_then(GenAiSpan::context),
+        ) else {
+            return;
+        };
+        let launch = shadow::Launch {
+            head: session.req_header().as_ref(),
+            endpoint,
+            primary: cx.span().span_context().clone(),
+        };
+        ctx.shadow_primary = self.shadows.launch(plan, launch);
+    }
+
     /// The request's attempts: its cohort's upstream on a canary route (else the route's),
     /// then the fallbacks. Returns the first attempt's target.
     fn plan_attempts(
@@ -1216,6 +1284,7 @@ impl Gateway {
             .iter()
             .position(|r| std::ptr::eq(r, route))
             .unwrap_or(0);
+        ctx.route_index = route_index;
         ctx.cohort = self
             .state
             .canary
@@ -1583,7 +1652,7 @@ fn new_request_id() -> String {
 }
 
 /// The credentials header a target sends in place of the client's, when it has a key.
-fn credentials(upstream: &UpstreamConfig) -> Option<(&'static str, http::HeaderValue)> {
+pub(crate) fn credentials(upstream: &UpstreamConfig) -> Option<(&'static str, http::HeaderValue)> {
     let key = upstream.api_key.as_ref()?;
     let (name, value) = match upstream.provider {
         ProviderKind::Anthropic => ("x-api-key", key.clone()),

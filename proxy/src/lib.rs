@@ -15,6 +15,7 @@ pub mod gateway;
 pub mod metrics;
 pub mod path;
 pub mod reply;
+pub mod shadow;
 pub mod telemetry;
 pub mod upstream;
 pub mod waterfall;
@@ -36,6 +37,7 @@ use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::trace::TracerProvider as _;
 use pingora::prelude::*;
 use pingora::protocols::l4::stream::L4BufferSettings;
+use shadow::Shadows;
 
 use crate::admin::{AdminApp, AdminState, DrainOnTerm};
 use crate::metrics::ProxyMetrics;
@@ -94,6 +96,43 @@ fn reactive(
         )));
     }
     Ok((engine, anomalies))
+}
+
+/// The routes' shadow traffic, recorded by a GenAI recorder of its own: spans, no metrics
+/// (shadow exchanges are not client traffic).
+fn shadows(
+    config: &config::Config,
+    provider: &opentelemetry_sdk::trace::SdkTracerProvider,
+) -> std::result::Result<Shadows, Box<dyn std::error::Error>> {
+    if config.routes.iter().all(|r| r.shadow.is_none()) {
+        return Ok(Shadows::none());
+    }
+    let recorder = GenAiLayer::gateway()
+        .with_tracer(provider.tracer("llmtrace-proxy"))
+        .with_config(genai_config(config)?)
+        .into_recorder();
+    Shadows::new(
+        &config.routes,
+        |name| config.upstreams.iter().find(|u| u.name == name).cloned(),
+        recorder,
+        config.server.upstream_ca_file.as_deref(),
+    )
+}
+
+/// `llmtrace.proxy.shadow.requests` by `outcome`.
+fn register_shadow_metrics(meter: &opentelemetry::metrics::Meter, stats: Arc<shadow::ShadowStats>) {
+    meter
+        .u64_observable_counter(shadow::names::REQUESTS)
+        .with_description("Shadow requests by outcome")
+        .with_callback(move |observer| {
+            for (outcome, count) in stats.snapshot() {
+                observer.observe(
+                    count as u64,
+                    &[opentelemetry::KeyValue::new("outcome", outcome)],
+                );
+            }
+        })
+        .build();
 }
 
 /// How the gateway observes GenAI exchanges, from `[telemetry]`, `[pricing]` and `[tail]`.
@@ -159,7 +198,9 @@ pub fn build_server(
     }));
     let listen = config.server.listen.clone();
     let admin = config.server.admin.clone().filter(|a| a != "off");
-    let gateway = Gateway::new(config, tracer, recorder, state.clone());
+    let shadows = shadows(&config, provider)?;
+    register_shadow_metrics(&meter, shadows.stats());
+    let gateway = Gateway::new(config, tracer, recorder, state.clone()).with_shadows(shadows);
     let mut service = http_proxy_service(&server.configuration, gateway);
     // Clients may speak HTTP/1.1 or HTTP/2 (prior knowledge, h2c) on the same port.
     let mut options = pingora::apps::HttpServerOptions::default();

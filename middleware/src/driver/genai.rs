@@ -119,6 +119,12 @@ impl GenAiSpan {
         }
     }
 
+    /// Keeps up to `cap` bytes of the answer's text for the summary's
+    /// [`OutputDigest`](crate::genai::OutputDigest) (see [`Exchange::keep_output`]).
+    pub fn keep_output(&mut self, cap: usize) {
+        self.exchange.keep_output(cap);
+    }
+
     /// The span's context, until it ends.
     pub fn context(&self) -> Option<&Context> {
         self.span.context()
@@ -167,6 +173,16 @@ impl GenAiSpan {
     /// Ends the exchange: records the report on the span and the metrics, ends the span, and
     /// returns the summary for an access log. Later calls do nothing and return `None`.
     pub fn finish(&mut self, end: End) -> Option<Summary> {
+        self.finish_with(end, |_| Vec::new())
+    }
+
+    /// [`finish`](Self::finish), with attributes computed from the summary added to the span
+    /// before it ends (a comparison with another exchange, for instance).
+    pub fn finish_with(
+        &mut self,
+        end: End,
+        extra: impl FnOnce(&Summary) -> Vec<opentelemetry::KeyValue>,
+    ) -> Option<Summary> {
         if std::mem::replace(&mut self.done, true) {
             return None;
         }
@@ -183,6 +199,7 @@ impl GenAiSpan {
             let span = cx.span();
             if span.is_recording() {
                 span.set_attributes(report.attributes);
+                span.set_attributes(extra(&summary));
                 for event in report.events {
                     span.add_event_with_timestamp(event.name, event.time, event.attributes);
                 }

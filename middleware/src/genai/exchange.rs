@@ -198,6 +198,21 @@ pub struct Summary {
     pub duration: Duration,
     /// Output tokens per second of generation (`llmtrace.usage.output_tokens_per_second`).
     pub output_tokens_per_second: Option<f64>,
+    /// What the output was, for comparing two answers: only after
+    /// [`Exchange::keep_output`].
+    pub output: Option<OutputDigest>,
+}
+
+/// A fingerprint of an answer's text, for telling whether two answers are the same without
+/// keeping either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputDigest {
+    /// Bytes of output text.
+    pub bytes: u64,
+    /// FNV-1a of the kept text, choices in index order (each preceded by its index).
+    pub hash: u64,
+    /// More text came than was kept: the hash covers only the start.
+    pub truncated: bool,
 }
 
 /// The numbers behind the GenAI metrics of one exchange.
@@ -278,6 +293,7 @@ pub struct Exchange {
     token_events: Vec<(Instant, u64)>,
     guardrail_at: Option<Instant>,
     business: Option<Arc<BusinessAttributes>>,
+    keep_output: bool,
 }
 
 impl fmt::Debug for Exchange {
@@ -331,6 +347,7 @@ impl Exchange {
             token_events: Vec::new(),
             guardrail_at: None,
             business: None,
+            keep_output: false,
         }
     }
 
@@ -340,6 +357,17 @@ impl Exchange {
     /// dimensions go on every metric of the exchange.
     pub fn set_business(&mut self, business: Arc<BusinessAttributes>) {
         self.business = Some(business);
+    }
+
+    /// Keeps up to `cap` bytes of the answer's text (not recorded on the span unless content
+    /// capture is on) so that the summary carries an [`OutputDigest`]: for comparing this
+    /// answer with another (shadow traffic). Call before the response.
+    pub fn keep_output(&mut self, cap: usize) {
+        self.keep_output = true;
+        if !self.state.capture {
+            self.state.capture = true;
+            self.state.capture_cap = cap;
+        }
     }
 
     /// The recognised endpoint.
@@ -871,6 +899,24 @@ impl Exchange {
             streamed: totals.streamed,
             duration: Duration::ZERO,
             output_tokens_per_second: totals.output_tokens_per_second,
+            output: self.keep_output.then(|| self.output_digest()),
+        }
+    }
+
+    fn output_digest(&self) -> OutputDigest {
+        let mut texts: Vec<&(u32, String)> = self.state.output_text.iter().collect();
+        texts.sort_by_key(|(index, _)| *index);
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for (index, text) in texts {
+            for byte in index.to_le_bytes().iter().chain(text.as_bytes()) {
+                hash ^= u64::from(*byte);
+                hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+        OutputDigest {
+            bytes: self.state.content_bytes,
+            hash,
+            truncated: self.state.capture_truncated,
         }
     }
 

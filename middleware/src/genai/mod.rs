@@ -78,8 +78,8 @@ pub use batch::{BatchCall, BatchIndex, BatchObserver, BatchOperation, BatchRepor
 pub use cost::{BUNDLED_PRICES_AS_OF, ModelPrice, PriceTable};
 pub use endpoint::{ApiFormat, Endpoint, Provider, UnknownProvider};
 pub use exchange::{
-    ContentKind, End, Exchange, GenAiConfig, MetricValues, Redactor, Report, SpanEventRecord,
-    Summary, TokenEvents,
+    ContentKind, End, Exchange, GenAiConfig, MetricValues, OutputDigest, Redactor, Report,
+    SpanEventRecord, Summary, TokenEvents,
 };
 pub use gaps::GapStats;
 pub use metrics::GenAiMetrics;

@@ -85,7 +85,12 @@ fn the_ticket_alert_needs_six_hours_and_thirty_minutes_over_six() {
         let status = &engine.status(at(minute, 59))[0];
         assert!(!status.page, "minute {minute}");
         // From the second minute: 4 bad events a minute, and at least 5 are needed.
-        assert_eq!(status.ticket, minute >= 1, "minute {minute}: {:?}", status.windows);
+        assert_eq!(
+            status.ticket,
+            minute >= 1,
+            "minute {minute}: {:?}",
+            status.windows
+        );
     }
     let status = &engine.status(at(419, 59))[0];
     for window in &status.windows {

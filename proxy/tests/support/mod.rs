@@ -103,14 +103,21 @@ pub struct TomlGateway {
 impl TomlGateway {
     /// Starts it in front of `mock_url`; `name` keeps its spans file apart from other tests'.
     pub async fn start(text: &str, mock_url: &str, name: &str) -> Self {
+        Self::start_with(text, &[("MOCK_URL", mock_url)], name).await
+    }
+
+    /// The same with `${NAME}` variables of its own (`${LISTEN}` is always filled in).
+    pub async fn start_with(text: &str, vars: &[(&str, &str)], name: &str) -> Self {
         use llmtrace_proxy::telemetry::{Export, Sampling, Telemetry};
 
         let port = reserve_port();
         let listen = port.addr();
         let config = Config::parse(text, |var| match var {
             "LISTEN" => Some(listen.to_string()),
-            "MOCK_URL" => Some(mock_url.to_owned()),
-            _ => None,
+            _ => vars
+                .iter()
+                .find(|(name, _)| *name == var)
+                .map(|(_, value)| (*value).to_owned()),
         })
         .expect("a valid configuration");
         let dir = std::env::temp_dir().join(format!("llmtrace-{name}-{}", std::process::id()));
