@@ -258,6 +258,10 @@ pub enum TargetKind {
     ProxyTracing,
     /// `llmtrace-proxy` with `OTEL_SDK_DISABLED=true`.
     ProxyNoTracing,
+    /// `llmtrace-proxy` as `ProxyTracing`, every request also mirrored (`[routes.shadow]`) to
+    /// the slow mock (a token a second): what shadow traffic costs the client. Not measured
+    /// unless named in `--targets`.
+    ProxyShadow,
     /// A `ProxyHttp` whose only method is `upstream_peer`, with the gateway's pingora
     /// settings (`llmtrace-load bare-pingora`): pingora's own cost.
     Pingora,
@@ -269,11 +273,12 @@ pub enum TargetKind {
 
 impl TargetKind {
     /// Every kind, in the order they are measured (the baseline first).
-    pub const ALL: [TargetKind; 6] = [
+    pub const ALL: [TargetKind; 7] = [
         TargetKind::Direct,
         TargetKind::Pingora,
         TargetKind::ProxyTracing,
         TargetKind::ProxyNoTracing,
+        TargetKind::ProxyShadow,
         TargetKind::Nginx,
         TargetKind::Litellm,
     ];
@@ -284,6 +289,7 @@ impl TargetKind {
             TargetKind::Direct => "direct",
             TargetKind::ProxyTracing => "proxy-tracing",
             TargetKind::ProxyNoTracing => "proxy-no-tracing",
+            TargetKind::ProxyShadow => "proxy-shadow",
             TargetKind::Pingora => "pingora",
             TargetKind::Nginx => "nginx",
             TargetKind::Litellm => "litellm",
@@ -349,6 +355,18 @@ impl Running {
     }
 }
 
+/// The gateway's configuration for the `proxy-shadow` target: one route to `upstream`,
+/// every LLM request mirrored to `shadow`.
+fn shadow_config(upstream: &str, shadow: &str) -> String {
+    format!(
+        "[telemetry]\n\
+         [[upstreams]]\nname = \"primary\"\nurl = \"{upstream}\"\nprovider = \"openai\"\n\
+         [[upstreams]]\nname = \"shadow\"\nurl = \"{shadow}\"\nprovider = \"openai\"\n\
+         [[routes]]\nupstream = \"primary\"\n\
+         [routes.shadow]\nupstream = \"shadow\"\nshare = 1.0\nmax_in_flight = 32\n"
+    )
+}
+
 /// Starts `kind` in front of `upstreams`; logs and configuration go to `scratch`.
 pub fn start(
     kind: TargetKind,
@@ -381,25 +399,24 @@ pub fn start(
             description: "the mock upstream itself (llmtrace-mock, axum), no hop".to_owned(),
             children: Vec::new(),
         }),
-        TargetKind::ProxyTracing | TargetKind::ProxyNoTracing => {
-            let tracing = kind == TargetKind::ProxyTracing;
+        TargetKind::ProxyTracing | TargetKind::ProxyNoTracing | TargetKind::ProxyShadow => {
+            let tracing = kind != TargetKind::ProxyNoTracing;
+            let shadow = kind == TargetKind::ProxyShadow;
             let proxy = |role: &str, upstream: &str| -> Result<(Child, u16), String> {
                 let port = free_port()?;
                 let mut command = Command::new(&programs.proxy);
-                command.args([
-                    "--listen",
-                    &format!("127.0.0.1:{port}"),
-                    "--upstream",
-                    upstream,
-                    "--provider",
-                    "openai",
-                    // One worker, as nginx gets one worker process: the same share of the
-                    // two cores the generator and the mock also use.
-                    "--threads",
-                    "1",
-                    "--admin",
-                    "off",
-                ]);
+                command.args(["--listen", &format!("127.0.0.1:{port}")]);
+                if shadow {
+                    let config = scratch.join(format!("proxy-shadow-{role}.toml"));
+                    std::fs::write(&config, shadow_config(upstream, &slow_url))
+                        .map_err(|e| format!("writing {}: {e}", config.display()))?;
+                    command.arg("--config").arg(config);
+                } else {
+                    command.args(["--upstream", upstream, "--provider", "openai"]);
+                }
+                // One worker, as nginx gets one worker process: the same share of the two
+                // cores the generator and the mock also use.
+                command.args(["--threads", "1", "--admin", "off"]);
                 for var in [
                     "OTEL_EXPORTER_OTLP_ENDPOINT",
                     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
@@ -431,7 +448,12 @@ pub fn start(
                 fast: endpoint(fast_port, fast.pid()),
                 slow: endpoint(slow_port, slow.pid()),
                 instant: endpoint(instant_port, instant.pid()),
-                description: if tracing {
+                description: if shadow {
+                    "llmtrace-proxy (release, --threads 1), every request traced, OTLP/gRPC \
+                     to a local sink, and mirrored to the slow mock (a token a second; \
+                     [routes.shadow] share 1.0, max_in_flight 32)"
+                        .to_owned()
+                } else if tracing {
                     "llmtrace-proxy (release, --threads 1), every request \
                      traced, OTLP/gRPC to a local sink"
                         .to_owned()
