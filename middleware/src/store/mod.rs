@@ -12,6 +12,8 @@
 //!   the spans into the store; queries lock the store only while they copy what they return.
 //! - [`Query`] filters (errors, duration, model, route, user, session, time range), sorts
 //!   (start, duration, TTFT, tokens, cost) and limits the trace list.
+//! - [`analytics`] aggregates the stored traces: the dependency map of services and upstreams,
+//!   and the GenAI calls' latency, throughput, errors and cost per model over time.
 //! - [`ui`] renders the viewer (server-side HTML, embedded CSS and JavaScript, no external
 //!   assets) and [`jaeger`] a JSON API in the shape of Jaeger's query API, for any HTTP
 //!   server to serve: the gateway's admin listener does.
@@ -27,6 +29,7 @@
 //! # drop(provider);
 //! ```
 
+pub mod analytics;
 pub mod jaeger;
 mod query;
 mod trace;
