@@ -149,7 +149,7 @@ fn edge_path(out: &mut String, edge: &Edge, from: (usize, usize), to: (usize, us
         (
             format!("M{x1},{y1} C{},{y1} {},{y2} {x2},{y2}", x1 + c, x2 - c),
             (x1 + x2) / 2.0,
-            (y1 + y2) / 2.0 - 4.0,
+            (y1 + y2) / 2.0,
         )
     } else {
         // Back to an earlier column (a cycle) or within one: under the boxes.
@@ -159,7 +159,7 @@ fn edge_path(out: &mut String, edge: &Edge, from: (usize, usize), to: (usize, us
         (
             format!("M{bx1},{by1} C{bx1},{low} {bx2},{low} {bx2},{by2}"),
             (bx1 + bx2) / 2.0,
-            low - 4.0,
+            low,
         )
     };
     let class = if edge.error_share >= ERROR_HEAVY {
@@ -173,23 +173,34 @@ fn edge_path(out: &mut String, edge: &Edge, from: (usize, usize), to: (usize, us
         out,
         "<g class=\"edge{class}\" data-parent=\"{}\" data-child=\"{}\" data-calls=\"{}\">\
          <title>{} → {}</title><path d=\"{d}\" marker-end=\"url(#arrow)\"/>\
-         <text x=\"{lx:.1}\" y=\"{ly:.1}\">{}</text></g>",
+         <text><tspan x=\"{lx:.1}\" y=\"{:.1}\">{}</tspan><tspan x=\"{lx:.1}\" y=\"{:.1}\">{}\
+         </tspan></text></g>",
         esc(&edge.parent),
         esc(&edge.child),
         edge.call_count,
         esc(&edge.parent),
         esc(&edge.child),
-        label(edge),
+        ly - 5.0,
+        calls_label(edge),
+        ly + 13.0,
+        quality_label(edge),
     );
 }
 
-/// `12 calls · 0.40/s · 8.3% err · p95 120.0 ms`.
-fn label(edge: &Edge) -> String {
+/// `12 calls · 0.40/s` (above the edge).
+fn calls_label(edge: &Edge) -> String {
     format!(
-        "{} call{} · {}/s · {:.1}% err · p95 {}",
+        "{} call{} · {}/s",
         edge.call_count,
         if edge.call_count == 1 { "" } else { "s" },
         format_rate(edge.rate_per_second),
+    )
+}
+
+/// `8.3% err · p95 120.0 ms` (below the edge).
+fn quality_label(edge: &Edge) -> String {
+    format!(
+        "{:.1}% err · p95 {}",
         edge.error_share * 100.0,
         format_ms(edge.p95_ms),
     )

@@ -68,12 +68,21 @@ const METRICS: [Metric; 8] = [
     Metric {
         title: "Requests per bin",
         value: |s| Some(s.requests as f64),
-        unit: |v| format!("{v:.0}"),
+        unit: |v| {
+            if v.fract() == 0.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.1}")
+            }
+        },
     },
 ];
 
 fn seconds(v: f64) -> String {
-    format_duration(Duration::from_secs_f64(v.max(0.0)))
+    if v <= 0.0 {
+        return "0".to_owned();
+    }
+    format_duration(Duration::from_secs_f64(v))
 }
 
 /// `/ui/overview`: the lookback selector, the legend, the charts, the totals.
@@ -149,12 +158,17 @@ fn chart(out: &mut String, overview: &Overview, metric: &Metric) {
             esc(&(metric.unit)(top * tick)),
         );
     }
-    for i in [0, analytics::BINS / 2, analytics::BINS - 1] {
+    // The first bin's start, the middle one's, the last one's end.
+    for (i, anchor) in [
+        (0, "start"),
+        (analytics::BINS / 2, "middle"),
+        (analytics::BINS, "end"),
+    ] {
         let at = UNIX_EPOCH + Duration::from_millis(overview.start_ms + overview.bin_ms * i as u64);
         let _ = write!(
             out,
-            "<text class=\"tick\" x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
-            x(i),
+            "<text class=\"tick\" x=\"{:.1}\" y=\"{}\" text-anchor=\"{anchor}\">{}</text>",
+            LEFT + (W - LEFT - RIGHT) * i as f64 / bins,
             H - 6.0,
             &format_time(at)[11..19],
         );
