@@ -7,7 +7,8 @@
 //! - [`overview`]: the GenAI CLIENT spans per model and per time bin: TTFT and duration
 //!   percentiles, output tokens per second, error rate, cost, request count.
 //!
-//! Both read what [`TraceStore::traces`] returns (at most [`MAX_LIMIT`] traces, the newest)
+//! Both read what [`TraceStore::spans_between`] returns (at most [`MAX_LIMIT`] traces, the
+//! most recently seen)
 //! and bound what they build: names are cut to [`MAX_NAME`] bytes, latency samples per edge
 //! or per bin to [`MAX_SAMPLES`] (a reservoir keeps them uniform), edges to [`MAX_EDGES`]
 //! (the least called are summed into [`Dependencies::other_calls`]) and models to
@@ -21,7 +22,7 @@ use opentelemetry::trace::{SpanId, SpanKind};
 use serde::Serialize;
 
 use super::query::params;
-use super::{MAX_LIMIT, Query, StoredSpan, Trace, TraceStore, as_f64, as_i64, parse_duration};
+use super::{MAX_LIMIT, StoredSpan, TraceStore, as_f64, as_i64, parse_duration};
 use crate::semconv;
 
 /// Node names, peer names and models are cut to this many bytes.
@@ -71,14 +72,10 @@ impl Range {
         }
     }
 
-    /// The traces of `store` that started in the range (the newest [`MAX_LIMIT`]).
-    pub fn traces(&self, store: &TraceStore) -> Vec<Trace> {
-        store.traces(&Query {
-            since: self.since,
-            until: Some(self.until),
-            limit: MAX_LIMIT,
-            ..Query::default()
-        })
+    /// The spans of each trace of `store` that started in the range (the [`MAX_LIMIT`] most
+    /// recently seen traces).
+    pub fn traces(&self, store: &TraceStore) -> Vec<Vec<StoredSpan>> {
+        store.spans_between(self.since, Some(self.until), MAX_LIMIT)
     }
 
     fn contains(&self, t: SystemTime) -> bool {
@@ -167,7 +164,7 @@ struct EdgeAcc {
     samples: Reservoir,
 }
 
-/// The dependency map of `traces` (spans outside `range` are left out).
+/// The dependency map of `traces` (each trace's spans; spans outside `range` are left out).
 ///
 /// An edge A→B is counted for each span of service B whose parent, in the same trace, is a
 /// span of another service A; its latency is the parent's duration when the parent is a
@@ -175,13 +172,12 @@ struct EdgeAcc {
 /// child of another service is a call to a peer, named by `server.address` (with
 /// `:server.port` when set), else `gen_ai.provider.name`, else `peer.service`; one naming
 /// none is not counted.
-pub fn dependencies(traces: &[Trace], range: &Range) -> Dependencies {
+pub fn dependencies(traces: &[Vec<StoredSpan>], range: &Range) -> Dependencies {
     let mut edges: HashMap<(String, String), EdgeAcc> = HashMap::new();
     let mut services: HashSet<String> = HashSet::new();
     let (mut first, mut last) = (None::<SystemTime>, None::<SystemTime>);
     for trace in traces {
         let spans: Vec<&StoredSpan> = trace
-            .spans
             .iter()
             .filter(|s| range.contains(s.data.start_time))
             .collect();
@@ -475,10 +471,10 @@ impl Call {
 /// The GenAI CLIENT spans ([`StoredSpan::is_genai_client`]) of `traces` that started in
 /// `range`, per model ([`MAX_MODELS`] at most, the rest as [`OTHER_MODEL`]) and per bin
 /// ([`BINS`] of equal width over the range, or from the first call's start to the last's).
-pub fn overview(traces: &[Trace], range: &Range) -> Overview {
+pub fn overview(traces: &[Vec<StoredSpan>], range: &Range) -> Overview {
     let calls: Vec<Call> = traces
         .iter()
-        .flat_map(|t| t.spans.iter())
+        .flatten()
         .filter(|s| s.is_genai_client() && range.contains(s.data.start_time))
         .map(Call::of)
         .collect();

@@ -89,7 +89,7 @@ fn sample_store() -> TraceStore {
     store
 }
 
-fn all(store: &TraceStore) -> (Vec<Trace>, Range) {
+fn all(store: &TraceStore) -> (Vec<Vec<StoredSpan>>, Range) {
     let range = Range {
         since: Some(base()),
         until: at(100_000),

@@ -44,7 +44,7 @@ use std::mem::size_of;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use opentelemetry::Context;
 use opentelemetry::trace::TraceId;
@@ -244,6 +244,30 @@ impl TraceStore {
         summaries
             .into_iter()
             .filter_map(|s| inner.traces.get(&s.trace_id).map(Trace::from))
+            .collect()
+    }
+
+    /// The spans of each trace that started in `since..=until` (shared, not copied), at most
+    /// `limit` traces, the most recently seen first: what the aggregates of
+    /// [`analytics`] read, without the summaries or a sort.
+    pub fn spans_between(
+        &self,
+        since: Option<SystemTime>,
+        until: Option<SystemTime>,
+        limit: usize,
+    ) -> Vec<Vec<StoredSpan>> {
+        let inner = self.lock();
+        inner
+            .order
+            .iter()
+            .rev()
+            .filter_map(|id| inner.traces.get(id))
+            .filter(|t| {
+                since.is_none_or(|s| t.summary.start >= s)
+                    && until.is_none_or(|u| t.summary.start <= u)
+            })
+            .take(limit)
+            .map(|t| t.spans.clone())
             .collect()
     }
 
