@@ -63,7 +63,13 @@ const METRICS: [Metric; 8] = [
     Metric {
         title: "Cost per bin",
         value: |s| Some(s.cost),
-        unit: |v| format!("${v:.4}"),
+        unit: |v| {
+            if v < 0.01 {
+                format!("${v:.6}")
+            } else {
+                format!("${v:.4}")
+            }
+        },
     },
     Metric {
         title: "Requests per bin",
@@ -158,7 +164,13 @@ fn chart(out: &mut String, overview: &Overview, metric: &Metric) {
             esc(&(metric.unit)(top * tick)),
         );
     }
-    // The first bin's start, the middle one's, the last one's end.
+    // The first bin's start, the middle one's, the last one's end: `HH:MM:SS`, with
+    // milliseconds when the whole range is shorter than a minute.
+    let time_end = if overview.bin_ms * (analytics::BINS as u64) < 60_000 {
+        23
+    } else {
+        19
+    };
     for (i, anchor) in [
         (0, "start"),
         (analytics::BINS / 2, "middle"),
@@ -170,7 +182,7 @@ fn chart(out: &mut String, overview: &Overview, metric: &Metric) {
             "<text class=\"tick\" x=\"{:.1}\" y=\"{}\" text-anchor=\"{anchor}\">{}</text>",
             LEFT + (W - LEFT - RIGHT) * i as f64 / bins,
             H - 6.0,
-            &format_time(at)[11..19],
+            &format_time(at)[11..time_end],
         );
     }
     for (n, series) in overview.models.iter().enumerate() {
