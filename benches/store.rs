@@ -7,6 +7,9 @@
 //! - `store/query_sort_duration`: `TraceStore::list` alone, sorted by duration, limit 1 000.
 //! - `store/api_traces_100`: `/api/traces?limit=100`, Jaeger-shaped JSON.
 //! - `store/trace_page`: one trace's waterfall page.
+//! - `store/map_page`: `/ui/map`, the dependency map of every stored trace.
+//! - `store/api_dependencies`: `/api/dependencies`, the same edges as JSON.
+//! - `store/overview_page`: `/ui/overview`, the per-model charts over every stored trace.
 //! - `store/insert`: filing one span into the full store (evicting the oldest trace).
 //!
 //! ```sh
@@ -166,6 +169,11 @@ fn bench(c: &mut Criterion) {
     });
     let trace_path: &'static str = Box::leak(format!("/ui/traces/{:032x}", 500).into_boxed_str());
     group.bench_function("trace_page", |b| b.iter(page(trace_path, None)));
+    group.bench_function("map_page", |b| b.iter(page("/ui/map", None)));
+    group.bench_function("api_dependencies", |b| {
+        b.iter(page("/api/dependencies", None))
+    });
+    group.bench_function("overview_page", |b| b.iter(page("/ui/overview", None)));
     let mut next = 1_000_000u128;
     let start = SystemTime::now();
     group.bench_function("insert", |b| {

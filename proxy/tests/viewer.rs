@@ -222,6 +222,33 @@ async fn the_viewer_shows_streamed_and_plain_chats() {
     assert!(page.contains("&lt;img src=x onerror=alert(3)&gt;"));
     let (status, _, _) = get(admin, &format!("/ui/traces/{}", "f".repeat(32))).await;
     assert_eq!(status, 404);
+
+    // The map: the gateway called the mock upstream twice; the overview: both models, the
+    // hostile one escaped.
+    let (status, _, deps) = get(admin, "/api/dependencies?lookback=3600000").await;
+    assert_eq!(status, 200);
+    let deps: Value = serde_json::from_str(&deps).unwrap();
+    let upstream = deps["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["callCount"] == 2)
+        .unwrap_or_else(|| panic!("no edge with both calls in {deps}"));
+    let peer = deps["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == upstream["child"])
+        .unwrap();
+    assert_eq!(peer["kind"], "peer", "{deps}");
+    let (status, _, map) = get(admin, "/ui/map").await;
+    assert_eq!(status, 200);
+    assert!(map.contains("data-calls=\"2\""), "{map}");
+    let (status, _, overview) = get(admin, "/ui/overview?lookback=1h").await;
+    assert_eq!(status, 200);
+    assert_inert(&overview);
+    assert!(overview.contains("data-model=\"gpt-4o\""), "{overview}");
+    assert!(overview.contains("gpt-4o&lt;script&gt;alert(1)&lt;/script&gt;"));
     let (_, _, metrics) = get(admin, "/metrics").await;
     let held = metrics
         .lines()

@@ -2,7 +2,9 @@
 # The trace viewer in a real browser: headless Chromium (the Debian package) driven by
 # Playwright (PyPI) loads the viewer of `llmtrace-proxy demo` after its traffic, finds the four
 # exchanges, opens the streamed one and checks that the first-token marker sits at TTFT /
-# duration of the GenAI span's bar (±2 %), and saves screenshots in tests/browser/screenshots/.
+# duration of the GenAI span's bar (±2 %), follows the header's links to the dependency map
+# (the gateway, an upstream, calls counted) and the overview (a chart with a model's line),
+# and saves screenshots in tests/browser/screenshots/.
 #
 #   bash tests/browser/run.sh [pytest args...]
 #

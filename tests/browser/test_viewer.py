@@ -107,3 +107,38 @@ def test_the_viewer_lists_the_exchanges_and_marks_the_first_token(viewer):
         page.screenshot(path=str(SHOTS / "viewer-trace.png"))
         assert not errors, errors
         browser.close()
+
+
+def test_the_map_and_the_overview_draw_the_demo_traffic(viewer):
+    SHOTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+
+        page.goto(f"{viewer}/ui")
+        page.locator("header nav a", has_text="map").click()
+        page.wait_for_url("**/ui/map")
+        gateway = page.locator('svg.map g.node.service[data-node="llmtrace-proxy"]')
+        assert gateway.count() == 1, page.content()
+        upstreams = page.locator("svg.map g.node.upstream")
+        assert upstreams.count() >= 1
+        calls = page.locator('svg.map g.edge[data-parent="llmtrace-proxy"]')
+        counts = [int(calls.nth(i).get_attribute("data-calls")) for i in range(calls.count())]
+        assert counts and max(counts) > 0, counts
+        assert page.locator("table.edges tbody tr").count() == calls.count()
+        page.screenshot(path=str(SHOTS / "map.png"), full_page=True)
+
+        page.locator("header nav a", has_text="overview").click()
+        page.wait_for_url("**/ui/overview")
+        charts = page.locator("figure.chart svg")
+        assert charts.count() >= 1
+        lines = charts.first.locator("g.series path.line")
+        assert lines.count() >= 1, page.content()
+        models = page.locator("table.models tbody tr").all_inner_texts()
+        assert any("gpt-4o" in m for m in models), models
+        page.screenshot(path=str(SHOTS / "overview.png"), full_page=True)
+        assert not errors, errors
+        browser.close()

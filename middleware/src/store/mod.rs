@@ -12,6 +12,8 @@
 //!   the spans into the store; queries lock the store only while they copy what they return.
 //! - [`Query`] filters (errors, duration, model, route, user, session, time range), sorts
 //!   (start, duration, TTFT, tokens, cost) and limits the trace list.
+//! - [`analytics`] aggregates the stored traces: the dependency map of services and upstreams,
+//!   and the GenAI calls' latency, throughput, errors and cost per model over time.
 //! - [`ui`] renders the viewer (server-side HTML, embedded CSS and JavaScript, no external
 //!   assets) and [`jaeger`] a JSON API in the shape of Jaeger's query API, for any HTTP
 //!   server to serve: the gateway's admin listener does.
@@ -27,6 +29,7 @@
 //! # drop(provider);
 //! ```
 
+pub mod analytics;
 pub mod jaeger;
 mod query;
 mod trace;
@@ -41,7 +44,7 @@ use std::mem::size_of;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use opentelemetry::Context;
 use opentelemetry::trace::TraceId;
@@ -241,6 +244,30 @@ impl TraceStore {
         summaries
             .into_iter()
             .filter_map(|s| inner.traces.get(&s.trace_id).map(Trace::from))
+            .collect()
+    }
+
+    /// The spans of each trace that started in `since..=until` (shared, not copied), at most
+    /// `limit` traces, the most recently seen first: what the aggregates of
+    /// [`analytics`] read, without the summaries or a sort.
+    pub fn spans_between(
+        &self,
+        since: Option<SystemTime>,
+        until: Option<SystemTime>,
+        limit: usize,
+    ) -> Vec<Vec<StoredSpan>> {
+        let inner = self.lock();
+        inner
+            .order
+            .iter()
+            .rev()
+            .filter_map(|id| inner.traces.get(id))
+            .filter(|t| {
+                since.is_none_or(|s| t.summary.start >= s)
+                    && until.is_none_or(|u| t.summary.start <= u)
+            })
+            .take(limit)
+            .map(|t| t.spans.clone())
             .collect()
     }
 

@@ -18,6 +18,9 @@ const MAX_INDENT: usize = 24;
 const MAX_TICKS: usize = 256;
 /// Seconds between reloads when auto-refresh is on.
 const REFRESH_SECONDS: u32 = 5;
+/// The links between the pages, in every page's header.
+pub(super) const NAV: &str = "<nav><a href=\"/ui\">traces</a> · <a href=\"/ui/overview\">overview</a> · \
+                               <a href=\"/ui/map\">map</a></nav>";
 
 // === the trace list ===
 
@@ -71,10 +74,10 @@ pub(super) fn list_page(store: &TraceStore, query_string: &str, now: SystemTime)
     out
 }
 
-fn top_bar(out: &mut String, stats: &StoreStats) {
+pub(super) fn top_bar(out: &mut String, stats: &StoreStats) {
     let _ = write!(
         out,
-        "<header><a class=\"brand\" href=\"/ui\">llmtrace</a><span class=\"stats\">{} traces, \
+        "<header><a class=\"brand\" href=\"/ui\">llmtrace</a>{NAV}<span class=\"stats\">{} traces, \
          {} spans, {} of {} held (at most {} traces); {} evicted, {} dropped</span>\
          </header><main>",
         stats.traces,
@@ -223,7 +226,7 @@ pub(super) fn trace_page(trace: &Trace) -> String {
     let id = s.trace_id.to_string();
     let mut out = String::with_capacity(16 * 1024 + trace.spans.len() * 4096);
     head(&mut out, &format!("trace {id}"), false);
-    out.push_str("<header><a class=\"brand\" href=\"/ui\">llmtrace</a><a href=\"/ui\">← traces</a></header><main>");
+    header(&mut out);
     let _ = write!(
         out,
         "<h1>{}</h1><p class=\"trace-id\">trace <code id=\"trace-id\">{id}</code> \
@@ -491,7 +494,7 @@ pub(super) fn not_found_page(id: &str) -> String {
     head(&mut out, "trace not found", false);
     let _ = write!(
         out,
-        "<header><a class=\"brand\" href=\"/ui\">llmtrace</a></header><main><h1>Trace not found</h1>\
+        "<header><a class=\"brand\" href=\"/ui\">llmtrace</a>{NAV}</header><main><h1>Trace not found</h1>\
          <p>The store holds no trace <code>{}</code>: it was evicted, not kept by sampling, or \
          the id is not 32 hex digits.</p><p><a href=\"/ui\">← traces</a></p>",
         esc(&cut(id, 64))
@@ -502,7 +505,7 @@ pub(super) fn not_found_page(id: &str) -> String {
 
 // === shared pieces ===
 
-fn head(out: &mut String, title: &str, refresh: bool) {
+pub(super) fn head(out: &mut String, title: &str, refresh: bool) {
     let _ = write!(
         out,
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" \
@@ -518,7 +521,15 @@ fn head(out: &mut String, title: &str, refresh: bool) {
     );
 }
 
-fn foot(out: &mut String) {
+/// The header of the pages without the store's numbers: the brand and the links.
+fn header(out: &mut String) {
+    let _ = write!(
+        out,
+        "<header><a class=\"brand\" href=\"/ui\">llmtrace</a>{NAV}</header><main>"
+    );
+}
+
+pub(super) fn foot(out: &mut String) {
     out.push_str("</main><script src=\"/ui/assets/viewer.js\" defer></script></body></html>\n");
 }
 
@@ -575,7 +586,7 @@ fn format_bytes(bytes: usize) -> String {
 }
 
 /// `$0.000123`: six decimals, trailing zeros kept to align the column.
-fn format_cost(usd: f64) -> String {
+pub(super) fn format_cost(usd: f64) -> String {
     format!("${usd:.6}")
 }
 

@@ -6,16 +6,25 @@
 //! | `/` | `303` to `/ui` |
 //! | `/ui` | the trace list; filters and sort in the query string ([`Query::parse`]) |
 //! | `/ui/traces/{trace_id}` | one trace: the waterfall of its spans, each LLM exchange's own timeline (first byte, first token, chunk ticks, stalls, gateway vs provider time), the spans' attributes and events |
+//! | `/ui/map` | the dependency map: services and upstreams, calls with rate, error share, p95 ([`analytics::dependencies`]) |
+//! | `/ui/overview` | per model over time: TTFT and duration percentiles, tokens/s, error rate, cost ([`analytics::overview`]) |
 //! | `/ui/assets/viewer.css`, `/ui/assets/viewer.js` | the embedded stylesheet and script |
 //! | `/api/traces` | the listed traces, whole, as Jaeger's query API answers ([`super::jaeger`]) |
 //! | `/api/traces/{trace_id}` | one trace, the same way |
 //! | `/api/services` | the services seen, as Jaeger's `/api/services` |
+//! | `/api/dependencies` | the map's edges: Jaeger's `/api/dependencies` plus rate, error share, p50, p95 ([`analytics::Dependencies::to_json`]) |
+//! | `/api/overview` | the overview's series ([`analytics::Overview::to_json`]) |
+//!
+//! The map, the overview and their JSON take `lookback` (`15m`, `1h`, or milliseconds as
+//! Jaeger's) and `endTs` (milliseconds since the epoch) ([`analytics::Range::parse`]).
 //!
 //! Every value from a span is HTML-escaped (attributes are what clients sent), and the pages
 //! carry a `Content-Security-Policy` that runs no inline script: a value that escaped the
 //! escaping still could not run. Nothing is loaded from elsewhere: the viewer works offline.
 
 mod html;
+mod map;
+mod overview;
 mod timeline;
 
 use std::time::SystemTime;
@@ -23,6 +32,7 @@ use std::time::SystemTime;
 use http::{Response, StatusCode, header};
 use opentelemetry::trace::TraceId;
 
+use super::analytics::{self, Range};
 use super::query::params;
 use super::{Query, TraceStore, jaeger};
 
@@ -44,6 +54,18 @@ pub fn handle(store: &TraceStore, path: &str, query: Option<&str>) -> Option<Res
     let answer = match path {
         "/" => redirect("/ui"),
         "/ui" | "/ui/" => html_page(StatusCode::OK, html::list_page(store, query, now)),
+        "/ui/map" => html_page(StatusCode::OK, map::page(store, query, now)),
+        "/ui/overview" => html_page(StatusCode::OK, overview::page(store, query, now)),
+        "/api/dependencies" => {
+            let range = Range::parse(query, now);
+            let deps = analytics::dependencies(&range.traces(store), &range);
+            json(StatusCode::OK, deps.to_json())
+        }
+        "/api/overview" => {
+            let range = Range::parse(query, now);
+            let overview = analytics::overview(&range.traces(store), &range);
+            json(StatusCode::OK, overview.to_json())
+        }
         "/ui/assets/viewer.css" => asset("text/css; charset=utf-8", CSS),
         "/ui/assets/viewer.js" => asset("text/javascript; charset=utf-8", JS),
         "/api/traces" => {
@@ -93,7 +115,8 @@ pub fn handle(store: &TraceStore, path: &str, query: Option<&str>) -> Option<Res
 }
 
 /// The viewer as an axum router (features `store` and `axum`), to merge into an app:
-/// `/ui`, `/ui/…`, `/api/traces`, `/api/traces/{id}` and `/api/services` answered by
+/// `/ui`, `/ui/…`, `/api/traces`, `/api/traces/{id}`, `/api/services`, `/api/dependencies`
+/// and `/api/overview` answered by
 /// [`handle`] (`/` is left to the app).
 ///
 /// ```
@@ -125,6 +148,8 @@ pub fn router(store: TraceStore) -> axum::Router {
         .route("/api/traces", get(serve))
         .route("/api/traces/{id}", get(serve))
         .route("/api/services", get(serve))
+        .route("/api/dependencies", get(serve))
+        .route("/api/overview", get(serve))
         .with_state(store)
 }
 
