@@ -152,6 +152,16 @@ impl AdminApp {
             return None;
         }
         match &self.state.store {
+            Some(store) if path == "/ui/slo" => Some(llmtrace::store::ui::page(
+                store,
+                "objectives",
+                &crate::pages::slo_page(self.state.slo.as_deref(), SystemTime::now()),
+            )),
+            Some(store) if path == "/ui/cohorts" => Some(llmtrace::store::ui::page(
+                store,
+                "cohorts",
+                &crate::pages::cohorts_page(&self.state.canary),
+            )),
             Some(store) => llmtrace::store::ui::handle(store, path, query),
             None if path == "/" || path.starts_with("/ui") || path.starts_with("/api/") => {
                 let mut off = Response::new(

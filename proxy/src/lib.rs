@@ -13,6 +13,7 @@ pub mod config;
 pub mod export_queue;
 pub mod gateway;
 pub mod metrics;
+pub mod pages;
 pub mod path;
 pub mod reply;
 pub mod shadow;
@@ -186,6 +187,10 @@ pub fn build_server(
     let (slo, anomalies) = reactive(&config, &meter, telemetry)?;
     if let Some(store) = &telemetry.store {
         store.register_metrics(&meter);
+        store.set_page_links(vec![
+            ("objectives".to_owned(), "/ui/slo".to_owned()),
+            ("cohorts".to_owned(), "/ui/cohorts".to_owned()),
+        ]);
     }
     let state = AdminState::new(
         ProxyMetrics::new(&meter, telemetry.export_stats.clone()),

@@ -238,5 +238,11 @@ async fn a_user_keeps_their_cohort_across_gateways_and_the_slower_cohort_is_name
     );
     assert_eq!(compared["error_test"]["significant"], false);
     assert!(compared["ttft_p50_ms"].as_f64().unwrap() >= 120.0);
+    // The viewer's page says the same.
+    let (_, page) = get(&client, format!("http://{}/ui/cohorts", a.admin))
+        .await
+        .unwrap();
+    assert!(page.contains("<tr data-cohort=\"canary\">"), "{page}");
+    assert!(page.contains(&format!("<td class=\"verdict\">{verdict}</td>")));
     assert!(route["control"]["ttft_p50_ms"].as_f64().unwrap() < 120.0);
 }

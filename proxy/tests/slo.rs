@@ -63,8 +63,11 @@ const PLAIN: &str = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"h
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_counts_against_the_objectives() {
     let mock = MockServer::start(MockConfig::default()).await.unwrap();
-    let provider = SdkTracerProvider::builder().build();
-    let telemetry = Telemetry::with_tracer_provider(provider.clone());
+    let store = llmtrace::store::TraceStore::new(llmtrace::store::StoreConfig::default());
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(store.processor())
+        .build();
+    let telemetry = Telemetry::with_tracer_provider(provider.clone()).with_store(store);
     let admin_port = reserve_port();
     let admin = admin_port.addr();
     let (proxy, _state) = support::start_gateway(&telemetry, &mock.url(), |config| {
@@ -180,6 +183,16 @@ async fn every_request_counts_against_the_objectives() {
         sample(&metrics, "llmtrace_slo_target", &["slo=\"ttft\""]),
         Some(0.9)
     );
+    // The viewer's page, linked from every page's header.
+    let page = get(&client, format!("http://{admin}/ui/slo")).await;
+    assert!(
+        page.contains("<tr data-slo=\"availability\" class=\"error\">"),
+        "{page}"
+    );
+    assert!(page.contains("<b class=\"error\">page</b>"));
+    assert!(page.contains("24 / 29"), "the 5 min window's good / total");
+    let list = get(&client, format!("http://{admin}/ui")).await;
+    assert!(list.contains("<a href=\"/ui/slo\">objectives</a>"));
     let rate = sample(
         &metrics,
         "llmtrace_slo_burn_rate",

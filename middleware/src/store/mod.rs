@@ -112,6 +112,8 @@ struct Shared {
     dropped: AtomicU64,
     oversized: AtomicU64,
     evicted: AtomicU64,
+    /// Pages of the serving application linked from the viewer's header.
+    links: std::sync::OnceLock<Vec<(String, String)>>,
 }
 
 #[derive(Default)]
@@ -144,6 +146,7 @@ impl TraceStore {
                 dropped: AtomicU64::new(0),
                 oversized: AtomicU64::new(0),
                 evicted: AtomicU64::new(0),
+                links: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -151,6 +154,18 @@ impl TraceStore {
     /// The caps.
     pub fn config(&self) -> StoreConfig {
         self.shared.config
+    }
+
+    /// Links `(label, path)` to pages the serving application adds beside the viewer's (the
+    /// gateway's `/ui/slo`, say), shown in every page's header. Set once; `false` when they
+    /// already were.
+    pub fn set_page_links(&self, links: Vec<(String, String)>) -> bool {
+        self.shared.links.set(links).is_ok()
+    }
+
+    /// The links [`set_page_links`](Self::set_page_links) set.
+    pub fn page_links(&self) -> &[(String, String)] {
+        self.shared.links.get().map_or(&[], Vec::as_slice)
     }
 
     /// A span processor that feeds this store through a bounded queue and a thread of its

@@ -9,7 +9,7 @@ use opentelemetry::trace::{SpanId, Status};
 use opentelemetry::{KeyValue, Value};
 
 use super::super::query::{micros, params};
-use super::super::{Query, SortKey, StoreStats, StoredSpan, Summary, Trace, TraceStore};
+use super::super::{Query, SortKey, StoredSpan, Summary, Trace, TraceStore};
 use crate::store::jaeger::kind_name;
 
 /// Deeper spans are drawn at this depth.
@@ -18,9 +18,19 @@ const MAX_INDENT: usize = 24;
 const MAX_TICKS: usize = 256;
 /// Seconds between reloads when auto-refresh is on.
 const REFRESH_SECONDS: u32 = 5;
-/// The links between the pages, in every page's header.
-pub(super) const NAV: &str = "<nav><a href=\"/ui\">traces</a> · <a href=\"/ui/overview\">overview</a> · \
-                               <a href=\"/ui/map\">map</a></nav>";
+/// The links between the pages, and to the application's own (`links`), in every page's
+/// header.
+pub(super) fn nav(links: &[(String, String)]) -> String {
+    let mut nav = String::from(
+        "<nav><a href=\"/ui\">traces</a> · <a href=\"/ui/overview\">overview</a> · \
+         <a href=\"/ui/map\">map</a>",
+    );
+    for (label, path) in links {
+        let _ = write!(nav, " · <a href=\"{}\">{}</a>", esc(path), esc(label));
+    }
+    nav.push_str("</nav>");
+    nav
+}
 
 // === the trace list ===
 
@@ -39,7 +49,7 @@ pub(super) fn list_page(store: &TraceStore, query_string: &str, now: SystemTime)
     let summaries = store.list(&query);
     let mut out = String::with_capacity(2048 + summaries.len() * 1024);
     head(&mut out, "traces", refresh);
-    top_bar(&mut out, &store.stats());
+    top_bar(&mut out, store);
     filters(&mut out, &query, &lookback, refresh);
     out.push_str("<table class=\"traces\"><thead><tr>");
     for (label, key) in [
@@ -74,12 +84,14 @@ pub(super) fn list_page(store: &TraceStore, query_string: &str, now: SystemTime)
     out
 }
 
-pub(super) fn top_bar(out: &mut String, stats: &StoreStats) {
+pub(super) fn top_bar(out: &mut String, store: &TraceStore) {
+    let stats = &store.stats();
     let _ = write!(
         out,
-        "<header><a class=\"brand\" href=\"/ui\">llmtrace</a>{NAV}<span class=\"stats\">{} traces, \
+        "<header><a class=\"brand\" href=\"/ui\">llmtrace</a>{}<span class=\"stats\">{} traces, \
          {} spans, {} of {} held (at most {} traces); {} evicted, {} dropped</span>\
          </header><main>",
+        nav(store.page_links()),
         stats.traces,
         stats.spans,
         format_bytes(stats.bytes),
@@ -221,12 +233,12 @@ fn list_row(out: &mut String, s: &Summary) {
 // === one trace ===
 
 /// `/ui/traces/{id}`: the trace's summary, waterfall, and each span's attributes and events.
-pub(super) fn trace_page(trace: &Trace) -> String {
+pub(super) fn trace_page(trace: &Trace, links: &[(String, String)]) -> String {
     let s = &trace.summary;
     let id = s.trace_id.to_string();
     let mut out = String::with_capacity(16 * 1024 + trace.spans.len() * 4096);
     head(&mut out, &format!("trace {id}"), false);
-    header(&mut out);
+    header(&mut out, links);
     let _ = write!(
         out,
         "<h1>{}</h1><p class=\"trace-id\">trace <code id=\"trace-id\">{id}</code> \
@@ -489,14 +501,15 @@ fn value_text(value: &Value) -> String {
 }
 
 /// `/ui/traces/{id}` for a trace the store does not hold (any more).
-pub(super) fn not_found_page(id: &str) -> String {
+pub(super) fn not_found_page(id: &str, links: &[(String, String)]) -> String {
     let mut out = String::new();
     head(&mut out, "trace not found", false);
     let _ = write!(
         out,
-        "<header><a class=\"brand\" href=\"/ui\">llmtrace</a>{NAV}</header><main><h1>Trace not found</h1>\
+        "<header><a class=\"brand\" href=\"/ui\">llmtrace</a>{}</header><main><h1>Trace not found</h1>\
          <p>The store holds no trace <code>{}</code>: it was evicted, not kept by sampling, or \
          the id is not 32 hex digits.</p><p><a href=\"/ui\">← traces</a></p>",
+        nav(links),
         esc(&cut(id, 64))
     );
     foot(&mut out);
@@ -522,10 +535,11 @@ pub(super) fn head(out: &mut String, title: &str, refresh: bool) {
 }
 
 /// The header of the pages without the store's numbers: the brand and the links.
-fn header(out: &mut String) {
+fn header(out: &mut String, links: &[(String, String)]) {
     let _ = write!(
         out,
-        "<header><a class=\"brand\" href=\"/ui\">llmtrace</a>{NAV}</header><main>"
+        "<header><a class=\"brand\" href=\"/ui\">llmtrace</a>{}</header><main>",
+        nav(links)
     );
 }
 

@@ -27,7 +27,7 @@ pub(super) fn page(store: &TraceStore, query: &str, now: SystemTime) -> String {
     let deps = analytics::dependencies(&range.traces(store), &range);
     let mut out = String::with_capacity(4096 + deps.edges.len() * 1024);
     head(&mut out, "map", false);
-    top_bar(&mut out, &store.stats());
+    top_bar(&mut out, store);
     out.push_str("<h1>Dependency map</h1>");
     lookback_form(&mut out, "/ui/map", query);
     if deps.edges.is_empty() {

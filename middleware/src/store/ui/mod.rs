@@ -98,8 +98,13 @@ pub fn handle(store: &TraceStore, path: &str, query: Option<&str>) -> Option<Res
         _ => {
             if let Some(id) = path.strip_prefix("/ui/traces/") {
                 match parse_trace_id(id).and_then(|id| store.get(id)) {
-                    Some(trace) => html_page(StatusCode::OK, html::trace_page(&trace)),
-                    None => html_page(StatusCode::NOT_FOUND, html::not_found_page(id)),
+                    Some(trace) => {
+                        html_page(StatusCode::OK, html::trace_page(&trace, store.page_links()))
+                    }
+                    None => html_page(
+                        StatusCode::NOT_FOUND,
+                        html::not_found_page(id, store.page_links()),
+                    ),
                 }
             } else if let Some(id) = path.strip_prefix("/api/traces/") {
                 match parse_trace_id(id).and_then(|id| store.get(id)) {
@@ -151,6 +156,27 @@ pub fn router(store: TraceStore) -> axum::Router {
         .route("/api/dependencies", get(serve))
         .route("/api/overview", get(serve))
         .with_state(store)
+}
+
+/// A page of the serving application in the viewer's frame: its stylesheet, script and
+/// header (with the store's numbers and the links), under the viewer's
+/// `Content-Security-Policy`. `body` is HTML the caller has escaped.
+///
+/// ```
+/// use llmtrace::store::{StoreConfig, TraceStore, ui};
+///
+/// let store = TraceStore::new(StoreConfig::default());
+/// store.set_page_links(vec![("objectives".into(), "/ui/slo".into())]);
+/// let page = ui::page(&store, "objectives", "<h1>Objectives</h1>");
+/// assert!(page.body().contains("href=\"/ui/slo\""));
+/// ```
+pub fn page(store: &TraceStore, title: &str, body: &str) -> Response<String> {
+    let mut out = String::with_capacity(2048 + body.len());
+    html::head(&mut out, title, false);
+    html::top_bar(&mut out, store);
+    out.push_str(body);
+    html::foot(&mut out);
+    html_page(StatusCode::OK, out)
 }
 
 /// Traces `/api/traces` returns when it names no `limit`, as Jaeger's.

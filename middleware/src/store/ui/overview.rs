@@ -97,7 +97,7 @@ pub(super) fn page(store: &TraceStore, query: &str, now: SystemTime) -> String {
     let overview = analytics::overview(&range.traces(store), &range);
     let mut out = String::with_capacity(16 * 1024);
     head(&mut out, "overview", false);
-    top_bar(&mut out, &store.stats());
+    top_bar(&mut out, store);
     out.push_str("<h1>Overview</h1>");
     lookback_form(&mut out, "/ui/overview", query);
     if overview.requests == 0 {
