@@ -94,6 +94,12 @@ pub mod gen_ai {
     pub const RESPONSE_FINISH_REASONS: &str = "gen_ai.response.finish_reasons";
     /// Seconds from the request to the first content-bearing chunk (double).
     pub const RESPONSE_TIME_TO_FIRST_CHUNK: &str = "gen_ai.response.time_to_first_chunk";
+    /// The tool an `execute_tool` span ran.
+    pub const TOOL_NAME: &str = "gen_ai.tool.name";
+    /// The id of the tool call (the provider's).
+    pub const TOOL_CALL_ID: &str = "gen_ai.tool.call.id";
+    /// `function`, `extension` or `datastore`.
+    pub const TOOL_TYPE: &str = "gen_ai.tool.type";
     /// Input (prompt) tokens.
     pub const USAGE_INPUT_TOKENS: &str = "gen_ai.usage.input_tokens";
     /// Output (completion) tokens.
@@ -217,6 +223,13 @@ pub mod llmtrace {
     pub const EVENT_TOKEN_STREAMED: &str = "token.streamed";
     /// Index of a streamed chunk (int), on `token.streamed`.
     pub const CHUNK_INDEX: &str = "llmtrace.chunk.index";
+
+    /// Who inferred a span that no code of the traced service made (string): `gateway` for
+    /// the `execute_tool` spans the gateway infers between two exchanges.
+    pub const INFERRED: &str = "llmtrace.inferred";
+    /// Link attribute (string): what a link stands for (`tool_call`: the GenAI span that
+    /// asked for the tool call; `shadow_of`: the primary of a shadow exchange).
+    pub const LINK_KIND: &str = "llmtrace.link.kind";
 
     // --- span links (`propagation::LinkCollector`) ---
 

@@ -460,3 +460,91 @@ fn azure_deployments_and_hand_set_models_are_bounded() {
     assert!(ex.request().model.as_ref().unwrap().len() <= MAX_NAME_BYTES);
     assert!(ex.request().stop_sequences.len() <= llmtrace::limits::MAX_STOP_SEQUENCES);
 }
+
+/// The tool calls an answer asks for, by format, streamed and whole.
+#[test]
+fn tool_calls_are_read_from_every_format() {
+    let t0 = Instant::now();
+    let summary = |path: &str, content_type: &str, body: &[&[u8]]| {
+        let endpoint = Endpoint::detect(path, None).unwrap();
+        let request = RequestInfo::parse(&endpoint, br#"{"model":"m","stream":true}"#, false);
+        let mut ex = Exchange::new(Arc::new(GenAiConfig::default()), endpoint, request, t0);
+        let mut head = http::HeaderMap::new();
+        head.insert("content-type", content_type.parse().unwrap());
+        ex.on_response_head(200, &head, t0);
+        for piece in body {
+            ex.on_response_data(piece, t0);
+        }
+        ex.finish(End::Complete, t0).summary.tool_calls
+    };
+    let want = vec![("call_abc".to_owned(), "get_weather".to_owned())];
+    // Chat, streamed: the id and name in the first fragment, the arguments after (a fragment
+    // whose arguments mention "name" must not count as a new call).
+    let chat_stream: [&[u8]; 4] = [
+        b"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"tool_calls\":[{\"index\":0,\"id\":\"call_abc\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"\"}}]},\"finish_reason\":null}]}\n\n",
+        b"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"name\\\":\\\"x\\\"}\"}}]},\"finish_reason\":null}]}\n\n",
+        b"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
+        b"data: [DONE]\n\n",
+    ];
+    assert_eq!(
+        summary("/v1/chat/completions", "text/event-stream", &chat_stream),
+        want
+    );
+    let chat_body = br#"{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_abc","type":"function","function":{"name":"get_weather","arguments":"{}"}}]},"finish_reason":"tool_calls"}]}"#;
+    assert_eq!(
+        summary("/v1/chat/completions", "application/json", &[chat_body]),
+        want
+    );
+    let responses = br#"{"id":"resp_1","object":"response","status":"completed","output":[{"type":"function_call","id":"fc_1","call_id":"call_abc","name":"get_weather","arguments":"{}"}]}"#;
+    assert_eq!(
+        summary("/v1/responses", "application/json", &[responses]),
+        want
+    );
+    let anthropic_stream: [&[u8]; 3] = [
+        b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"claude\",\"content\":[],\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n",
+        b"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"id\":\"call_abc\",\"name\":\"get_weather\",\"input\":{}}}\n\n",
+        b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+    ];
+    assert_eq!(
+        summary("/v1/messages", "text/event-stream", &anthropic_stream),
+        want
+    );
+    let anthropic_body = br#"{"id":"msg_1","type":"message","content":[{"type":"text","text":"Let me look."},{"type":"tool_use","id":"call_abc","name":"get_weather","input":{"city":"Paris"}}],"stop_reason":"tool_use"}"#;
+    assert_eq!(
+        summary("/v1/messages", "application/json", &[anthropic_body]),
+        want
+    );
+}
+
+/// The tool results a request carries, by format; prompts around them are skipped.
+#[test]
+fn tool_results_are_read_from_every_format() {
+    let results = |path: &str, body: &str| {
+        let endpoint = Endpoint::detect(path, None).unwrap();
+        RequestInfo::parse(&endpoint, body.as_bytes(), false).tool_results
+    };
+    let chat = r#"{"model":"m","messages":[{"role":"user","content":"a \"quoted\" prompt"},
+        {"role":"assistant","tool_calls":[{"id":"call_1","type":"function","function":{"name":"f","arguments":"{}"}}]},
+        {"role":"tool","tool_call_id":"call_1","content":"21 C"},{"role":"tool","tool_call_id":"call_2","content":[{"type":"text","text":"x"}]}]}"#;
+    assert_eq!(results("/v1/chat/completions", chat), ["call_1", "call_2"]);
+    let responses = r#"{"model":"m","input":[{"role":"user","content":"hi"},{"type":"function_call","call_id":"call_1","name":"f","arguments":"{}"},{"type":"function_call_output","call_id":"call_1","output":"21 C"}]}"#;
+    assert_eq!(results("/v1/responses", responses), ["call_1"]);
+    assert!(results("/v1/responses", r#"{"model":"m","input":"just a prompt"}"#).is_empty());
+    let anthropic = r#"{"model":"m","max_tokens":9,"messages":[{"role":"user","content":"hi"},
+        {"role":"assistant","content":[{"type":"tool_use","id":"toolu_1","name":"f","input":{}}]},
+        {"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1","content":[{"type":"text","text":"21 C"}]},{"type":"text","text":"thanks"}]}]}"#;
+    assert_eq!(results("/v1/messages", anthropic), ["toolu_1"]);
+    // Bounded: 32 ids at most, each at most 128 bytes.
+    let many: Vec<String> = (0..100)
+        .map(|i| {
+            format!(
+                r#"{{"role":"tool","tool_call_id":"{}{i}","content":"x"}}"#,
+                "c".repeat(300)
+            )
+        })
+        .collect();
+    let body = format!(r#"{{"model":"m","messages":[{}]}}"#, many.join(","));
+    let ids = results("/v1/chat/completions", &body);
+    assert_eq!(ids.len(), 32);
+    assert!(ids.iter().all(|id| id.len() == 128));
+}

@@ -11,7 +11,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -43,6 +43,7 @@ use crate::config::{Config, IpNetwork, ProviderKind, RouteConfig, UpstreamConfig
 use crate::metrics::InFlight;
 use crate::reply::{ErrorShape, GatewayReply};
 use crate::shadow::{self, Shadows};
+use crate::tools::ToolCalls;
 use crate::upstream::Upstream;
 
 /// The response header that tells the client the trace id of its request.
@@ -92,6 +93,8 @@ pub struct Gateway {
     batches: Arc<BatchIndex>,
     /// The routes' shadow traffic.
     shadows: Shadows,
+    /// Tool calls asked for and not yet answered, for the `execute_tool` spans.
+    tools: ToolCalls,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -149,6 +152,7 @@ impl Gateway {
             business,
             batches: Arc::new(BatchIndex::new(BATCH_INDEX_ENTRIES)),
             shadows: Shadows::none(),
+            tools: ToolCalls::default(),
             config,
             targets,
             tracer,
@@ -742,10 +746,7 @@ impl ProxyHttp for Gateway {
             latency.count += 1;
         }
         if end_of_stream {
-            if let Some(mut genai) = ctx.llm.span.take() {
-                record_gateway_time(&genai, ctx);
-                ctx.llm.summary = genai.finish(End::Complete);
-            }
+            self.finish_genai(ctx, &End::Complete);
             if let Some(mut batch) = ctx.batch.take() {
                 batch.finish(End::Complete);
             }
@@ -805,12 +806,7 @@ impl ProxyHttp for Gateway {
         if let Some(mut batch) = ctx.batch.take() {
             batch.finish(end.clone());
         }
-        if let Some(mut genai) = ctx.llm.span.take() {
-            record_gateway_time(&genai, ctx);
-            if let Some(summary) = genai.finish(end.clone()) {
-                ctx.llm.summary = Some(summary);
-            }
-        }
+        self.finish_genai(ctx, &end);
         if let Some(shadow) = ctx.shadow_primary.take() {
             let ended = match end {
                 End::Complete => "complete",
@@ -880,6 +876,24 @@ impl ProxyHttp for Gateway {
 }
 
 impl Gateway {
+    /// Ends the GenAI span (once): its summary for the access log, and the tool calls its
+    /// answer asked for, for the `execute_tool` span of the request that answers them.
+    fn finish_genai(&self, ctx: &mut RequestCtx, end: &End) {
+        let Some(mut genai) = ctx.llm.span.take() else {
+            return;
+        };
+        record_gateway_time(&genai, ctx);
+        let asked_by = genai.context().map(|cx| cx.span().span_context().clone());
+        let Some(summary) = genai.finish(end.clone()) else {
+            return;
+        };
+        if let (Some(asked_by), End::Complete) = (&asked_by, end) {
+            self.tools
+                .asked(&summary.tool_calls, asked_by, SystemTime::now());
+        }
+        ctx.llm.summary = Some(summary);
+    }
+
     /// Counts the request, sampled or not, against the objectives, the TTFT charts and its
     /// canary cohort.
     fn record_outcome(
@@ -1132,7 +1146,17 @@ impl Gateway {
                 }
                 None => RequestInfo::body_not_read(endpoint, cap),
             };
+            let results = info.tool_results.clone();
             genai.set_request(info);
+            if !results.is_empty() {
+                // The time since the answer that asked for these calls was the tools' run.
+                let parent = ctx.inbound.span.as_ref().and_then(InboundSpan::context);
+                let arrived = SystemTime::now()
+                    - ctx.timing.received.map(|t| t.elapsed()).unwrap_or_default();
+                if let Some(parent) = parent {
+                    self.tools.answered(&self.tracer, &results, parent, arrived);
+                }
+            }
         }
         if !ctx.body.may_hold() {
             return;

@@ -18,6 +18,7 @@ pub mod path;
 pub mod reply;
 pub mod shadow;
 pub mod telemetry;
+pub mod tools;
 pub mod upstream;
 pub mod waterfall;
 

@@ -405,7 +405,10 @@ impl ShadowRequest {
             let s = cx.span();
             s.add_link(
                 self.primary.clone(),
-                vec![KeyValue::new("llmtrace.link.kind", "shadow_of")],
+                vec![KeyValue::new(
+                    llmtrace::semconv::llmtrace::LINK_KIND,
+                    "shadow_of",
+                )],
             );
             s.set_attribute(KeyValue::new(names::SHADOW, true));
             s.set_attribute(KeyValue::new(names::UPSTREAM, self.upstream.clone()));

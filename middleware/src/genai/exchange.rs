@@ -201,6 +201,8 @@ pub struct Summary {
     /// What the output was, for comparing two answers: only after
     /// [`Exchange::keep_output`].
     pub output: Option<OutputDigest>,
+    /// Tool calls the answer asked for, `(id, name)`: at most 32, each at most 128 bytes.
+    pub tool_calls: Vec<(String, String)>,
 }
 
 /// A fingerprint of an answer's text, for telling whether two answers are the same without
@@ -900,6 +902,7 @@ impl Exchange {
             duration: Duration::ZERO,
             output_tokens_per_second: totals.output_tokens_per_second,
             output: self.keep_output.then(|| self.output_digest()),
+            tool_calls: self.state.tool_calls.clone(),
         }
     }
 

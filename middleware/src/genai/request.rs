@@ -62,6 +62,10 @@ pub struct RequestInfo {
     /// (`llmtrace.prompt.matched`), set by [`parse_with`](Self::parse_with). The ids are the
     /// configuration's, not the client's; nothing of the prompt is kept.
     pub prompt_matched: Vec<StringValue>,
+    /// Ids of the tool calls whose results the request carries (OpenAI chat `role: "tool"`
+    /// messages' `tool_call_id`, Responses `function_call_output` items' `call_id`, Anthropic
+    /// `tool_result` blocks' `tool_use_id`): the first 32, each at most 128 bytes.
+    pub tool_results: Vec<String>,
     /// The parsed body, kept only when content capture is on.
     pub(crate) body: Option<Value>,
 }
@@ -227,6 +231,128 @@ struct RequestView<'a> {
     conversation: Loose<Conversation<'a>>,
     #[serde(default, borrow)]
     previous_response_id: Loose<Cow<'a, str>>,
+    /// Chat and Anthropic messages: only their tool results are read.
+    #[serde(default)]
+    messages: ToolResults,
+    /// Responses API input items: only their `function_call_output`s are read.
+    #[serde(default)]
+    input: ToolResults,
+}
+
+/// The tool-result ids of a `messages` or `input` array; anything else (a string prompt,
+/// message text) is skipped without being copied.
+#[derive(Default)]
+struct ToolResults(Vec<String>);
+
+impl<'de> Deserialize<'de> for ToolResults {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ToolResultsVisitor(Collect::Messages))
+    }
+}
+
+/// What a [`ToolResultsVisitor`] reads from the array it visits.
+#[derive(Clone, Copy)]
+enum Collect {
+    /// Messages or input items: `tool_call_id`, `function_call_output`'s `call_id`, and the
+    /// `tool_result` blocks of their `content`.
+    Messages,
+    /// A message's content blocks: `tool_result`'s `tool_use_id`.
+    Blocks,
+}
+
+struct ToolResultsVisitor(Collect);
+
+impl<'de> serde::de::Visitor<'de> for ToolResultsVisitor {
+    type Value = ToolResults;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<ToolResults, E> {
+        Ok(ToolResults::default())
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<ToolResults, E> {
+        Ok(ToolResults::default())
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<ToolResults, E> {
+        Ok(ToolResults::default())
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<ToolResults, E> {
+        Ok(ToolResults::default())
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<ToolResults, E> {
+        Ok(ToolResults::default())
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<ToolResults, E> {
+        Ok(ToolResults::default())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<ToolResults, A::Error> {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(ToolResults::default())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<ToolResults, A::Error> {
+        let mut ids = Vec::new();
+        let mut keep = |id: &str| {
+            if !id.is_empty() && ids.len() < super::response::MAX_TOOL_CALLS {
+                ids.push(super::response::tool_text(id));
+            }
+        };
+        while let Some(Loose(item)) = seq.next_element::<Loose<ItemView<'de>>>()? {
+            let Some(item) = item else { continue };
+            match self.0 {
+                Collect::Messages => {
+                    if let Some(id) = item.tool_call_id.str() {
+                        keep(id);
+                    }
+                    if item.kind.str() == Some("function_call_output") {
+                        keep(item.call_id.str().unwrap_or(""));
+                    }
+                    for id in item.content.0 {
+                        keep(&id);
+                    }
+                }
+                Collect::Blocks => {
+                    if item.kind.str() == Some("tool_result") {
+                        keep(item.tool_use_id.str().unwrap_or(""));
+                    }
+                }
+            }
+        }
+        Ok(ToolResults(ids))
+    }
+}
+
+/// A message, input item or content block: the members that name a tool result.
+#[derive(Deserialize)]
+#[serde(bound(deserialize = "'de: 'a"))]
+struct ItemView<'a> {
+    #[serde(default, borrow, rename = "type")]
+    kind: Loose<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    tool_call_id: Loose<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    call_id: Loose<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    tool_use_id: Loose<Cow<'a, str>>,
+    #[serde(default)]
+    content: ContentBlocks,
+}
+
+view::lenient_object!(ItemView);
+
+/// A message's `content`: the ids of its `tool_result` blocks (a string is skipped).
+#[derive(Default)]
+struct ContentBlocks(Vec<String>);
+
+impl<'de> Deserialize<'de> for ContentBlocks {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(ToolResultsVisitor(Collect::Blocks))
+            .map(|ToolResults(ids)| ContentBlocks(ids))
+    }
 }
 
 /// `conversation` (OpenAI Responses): the id, or an object with the id.
@@ -315,6 +441,9 @@ impl RequestView<'_> {
         if format == ApiFormat::OpenAiResponses {
             info.conversation_id = self.conversation.0.map(|Conversation(id)| name(&id));
             info.previous_response_id = self.previous_response_id.str().map(name);
+            info.tool_results = self.input.0;
+        } else {
+            info.tool_results = self.messages.0;
         }
         let stop = match format {
             ApiFormat::OpenAiChat

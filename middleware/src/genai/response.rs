@@ -68,6 +68,22 @@ pub(crate) struct ResponseState {
     /// Anthropic's `input_tokens` leaves out cached tokens; the conventions' input count
     /// includes them.
     pub input_excludes_cache: bool,
+    /// Tool calls the answer asked for, `(id, name)`, at most [`MAX_TOOL_CALLS`].
+    pub tool_calls: Vec<(String, String)>,
+}
+
+/// Tool calls of one answer kept (ids to match results, names for spans).
+pub const MAX_TOOL_CALLS: usize = 32;
+/// Bytes of a tool call's id or name kept.
+pub const MAX_TOOL_TEXT: usize = 128;
+
+/// `text` cut to [`MAX_TOOL_TEXT`] bytes at a character boundary.
+pub(crate) fn tool_text(text: &str) -> String {
+    let mut end = text.len().min(MAX_TOOL_TEXT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
 }
 
 /// Whether an event carried output.
@@ -114,6 +130,17 @@ pub(super) fn error_fields(error: &Value, kind_keys: &[&str]) -> (String, String
 }
 
 impl ResponseState {
+    /// The answer asks for tool call `id` of `name` (empty when the event did not say).
+    pub(super) fn note_tool_call(&mut self, id: &str, name: &str) {
+        if id.is_empty() || self.tool_calls.len() >= MAX_TOOL_CALLS {
+            return;
+        }
+        if self.tool_calls.iter().any(|(known, _)| known == id) {
+            return;
+        }
+        self.tool_calls.push((tool_text(id), tool_text(name)));
+    }
+
     /// Usage as the conventions count it: input tokens include cached ones.
     pub(crate) fn usage(&self) -> Usage {
         let mut usage = self.usage;

@@ -94,6 +94,15 @@ impl ResponseState {
                     EventKind::Other
                 }
             }
+            "content_block_start" => {
+                // A `tool_use` block names its tool and id here; its input streams after.
+                if let Some(value) = self.parse_event(event.data) {
+                    if let Some(block) = value.get("content_block") {
+                        self.note_tool_use(block);
+                    }
+                }
+                EventKind::Other
+            }
             "message_start" | "message_delta" | "error" => {
                 let Some(value) = self.parse_event(event.data) else {
                     return EventKind::Other;
@@ -145,10 +154,26 @@ impl ResponseState {
         if let Some(reason) = message.get("stop_reason").and_then(Value::as_str) {
             self.set_finish_reason(0, reason);
         }
+        for block in message
+            .get("content")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            self.note_tool_use(block);
+        }
         if self.capture {
             for text in part_texts(message.get("content")) {
                 self.capture_text(0, text);
             }
+        }
+    }
+
+    /// A content block that is a `tool_use`: its id and tool name.
+    fn note_tool_use(&mut self, block: &Value) {
+        if block.get("type").and_then(Value::as_str) == Some("tool_use") {
+            let text = |k: &str| block.get(k).and_then(Value::as_str).unwrap_or("");
+            self.note_tool_call(text("id"), text("name"));
         }
     }
 

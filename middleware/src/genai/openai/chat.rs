@@ -20,6 +20,7 @@ static TOOL_CALLS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"
 static FINISH_REASON: LazyLock<Finder<'static>> =
     LazyLock::new(|| Finder::new(b"\"finish_reason\""));
 static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
+static NAME: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"name\""));
 
 impl ResponseState {
     pub(super) fn openai_chunk(&mut self, data: &str) -> EventKind {
@@ -42,9 +43,11 @@ impl ResponseState {
                 .find_map(|key| json::key_at(bytes, 0, key));
             if let Some((at, value)) = output {
                 let text_len = json::string_len(value);
+                // A tool call's first fragment names it (`"name"`; a name inside the
+                // arguments is escaped): parsed in full, for its id and name.
                 let carries_output = match text_len {
                     Some(len) => len > 0,
-                    None => value.starts_with(b"["), // tool_calls
+                    None => value.starts_with(b"[") && NAME.find(bytes).is_none(),
                 };
                 if carries_output
                     && json::is_null(json::key_after_or_before(bytes, at, &FINISH_REASON))
@@ -123,7 +126,12 @@ impl ResponseState {
                     kind = EventKind::Content;
                 }
                 for call in calls {
-                    if let Some(args) = call.function.get().and_then(|f| f.arguments.str()) {
+                    let function = call.function.get();
+                    if let Some(id) = call.id.str() {
+                        let name = function.and_then(|f| f.name.str()).unwrap_or("");
+                        self.note_tool_call(id, name);
+                    }
+                    if let Some(args) = function.and_then(|f| f.arguments.str()) {
                         self.capture_text(index, args);
                     }
                 }
@@ -188,12 +196,16 @@ struct PartView<'a> {
 #[serde(bound(deserialize = "'de: 'a"))]
 struct ToolCallView<'a> {
     #[serde(default, borrow)]
+    id: Loose<Cow<'a, str>>,
+    #[serde(default, borrow)]
     function: Loose<FunctionView<'a>>,
 }
 
 #[derive(Deserialize)]
 #[serde(bound(deserialize = "'de: 'a"))]
 struct FunctionView<'a> {
+    #[serde(default, borrow)]
+    name: Loose<Cow<'a, str>>,
     #[serde(default, borrow)]
     arguments: Loose<Cow<'a, str>>,
 }

@@ -75,6 +75,16 @@ impl ResponseState {
     /// A Responses API `response` object (streamed lifecycle event or whole body).
     pub(super) fn responses_object(&mut self, response: &Value) {
         self.take_id_model(response);
+        for item in response
+            .get("output")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|item| item.get("type").and_then(Value::as_str) == Some("function_call"))
+        {
+            let text = |k: &str| item.get(k).and_then(Value::as_str).unwrap_or("");
+            self.note_tool_call(text("call_id"), text("name"));
+        }
         if let Some(usage) = response.get("usage").filter(|u| u.is_object()) {
             self.set_usage(usage_of(usage, &RESPONSES_USAGE));
         }
