@@ -111,6 +111,9 @@ impl RequestInfo {
                 Err(error) => info.parse_error = Some(not_json(body, &error.0)),
             }
         }
+        if info.parse_error.is_none() {
+            info.tool_results = tool_results(endpoint.format, body);
+        }
         info
     }
 
@@ -231,12 +234,40 @@ struct RequestView<'a> {
     conversation: Loose<Conversation<'a>>,
     #[serde(default, borrow)]
     previous_response_id: Loose<Cow<'a, str>>,
+}
+
+/// The members that carry tool results, read in a second pass over bodies that name one (most
+/// requests do not: their prompts are skipped once, by the first pass).
+#[derive(Deserialize)]
+struct ToolResultsView {
     /// Chat and Anthropic messages: only their tool results are read.
     #[serde(default)]
     messages: ToolResults,
     /// Responses API input items: only their `function_call_output`s are read.
     #[serde(default)]
     input: ToolResults,
+}
+
+/// The keys a tool result is named by; a body without any has none.
+static TOOL_RESULT_KEYS: std::sync::LazyLock<[memchr::memmem::Finder<'static>; 3]> =
+    std::sync::LazyLock::new(|| {
+        [
+            memchr::memmem::Finder::new(b"\"tool_call_id\""),
+            memchr::memmem::Finder::new(b"\"tool_use_id\""),
+            memchr::memmem::Finder::new(b"\"function_call_output\""),
+        ]
+    });
+
+/// The tool-result ids of a request body (see [`RequestInfo::tool_results`]).
+fn tool_results(format: ApiFormat, body: &[u8]) -> Vec<String> {
+    if !TOOL_RESULT_KEYS.iter().any(|key| key.find(body).is_some()) {
+        return Vec::new();
+    }
+    match serde_json::from_slice::<ToolResultsView>(body) {
+        Ok(view) if format == ApiFormat::OpenAiResponses => view.input.0,
+        Ok(view) => view.messages.0,
+        Err(_) => Vec::new(),
+    }
 }
 
 /// The tool-result ids of a `messages` or `input` array; anything else (a string prompt,
@@ -441,9 +472,6 @@ impl RequestView<'_> {
         if format == ApiFormat::OpenAiResponses {
             info.conversation_id = self.conversation.0.map(|Conversation(id)| name(&id));
             info.previous_response_id = self.previous_response_id.str().map(name);
-            info.tool_results = self.input.0;
-        } else {
-            info.tool_results = self.messages.0;
         }
         let stop = match format {
             ApiFormat::OpenAiChat
