@@ -13,6 +13,12 @@ fn every_toml_block_of_the_sampling_docs_is_a_valid_configuration() {
     assert!(check("docs/sampling.md") >= 1);
 }
 
+#[test]
+fn every_toml_block_of_the_slo_and_canary_docs_is_a_valid_configuration() {
+    assert!(check("docs/slo.md") >= 1);
+    assert!(check("docs/canary.md") >= 2);
+}
+
 /// Parses every TOML block of `file`; returns how many there were.
 fn check(file: &str) -> usize {
     let path = format!("{}/../{file}", env!("CARGO_MANIFEST_DIR"));
