@@ -199,7 +199,7 @@ impl Evaluation {
     }
 
     /// The evaluated completion's id (`gen_ai.response.id`), cut to
-    /// [`MAX_NAME_BYTES`](crate::limits::MAX_NAME_BYTES); an empty one is none.
+    /// [`MAX_NAME_BYTES`]; an empty one is none.
     pub fn with_response_id(mut self, response_id: &str) -> Self {
         self.response_id =
             (!response_id.is_empty()).then(|| bounded(response_id, MAX_NAME_BYTES).into());
