@@ -12,6 +12,8 @@
 //!   by what happened in them: errors, slow or stalled streams, client aborts, attributes.
 //! - [`store`] (feature `store`): a bounded in-memory trace store fed by a span processor, and
 //!   the embedded viewer over it (HTML pages, a Jaeger-shaped JSON API).
+//! - [`eval`]: evaluations (scores, labels, explanations) attached to an existing trace as
+//!   the GenAI conventions' evaluation result, and counted.
 //!
 //! ```
 //! use axum::{Router, routing::post};
@@ -26,6 +28,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod driver;
+pub mod eval;
 pub mod genai;
 pub mod layer;
 pub mod limits;

@@ -423,3 +423,27 @@ pub mod cost {
     /// dimensions).
     pub const METRIC: &str = "llmtrace.gen_ai.cost";
 }
+
+/// Evaluation results (GenAI semantic conventions, `open-telemetry/semantic-conventions-genai`,
+/// `model/gen-ai/events.yaml` and `registry.yaml`, "Development" status), recorded by
+/// [`eval`](crate::eval). The conventions name no metric for them: ours are under `llmtrace.`.
+pub mod evaluation {
+    /// The conventions' event: the result of evaluating GenAI output (quality, accuracy, ...).
+    pub const EVENT_RESULT: &str = "gen_ai.evaluation.result";
+    /// The name of the evaluation metric used, e.g. `relevance` (required).
+    pub const NAME: &str = "gen_ai.evaluation.name";
+    /// The score the evaluator returned (double).
+    pub const SCORE_VALUE: &str = "gen_ai.evaluation.score.value";
+    /// A human-readable interpretation of the score, low cardinality: `relevant`, `pass`, ...
+    pub const SCORE_LABEL: &str = "gen_ai.evaluation.score.label";
+    /// The evaluator's free-form explanation of the score.
+    pub const EXPLANATION: &str = "gen_ai.evaluation.explanation";
+    /// The evaluated completion's id (`gen_ai.response.id`), which the conventions recommend
+    /// when the evaluated span is not known.
+    pub const RESPONSE_ID: &str = super::gen_ai::RESPONSE_ID;
+
+    /// Counter, `{evaluation}`: evaluation results recorded, by [`NAME`] and [`SCORE_LABEL`].
+    pub const METRIC_RESULTS: &str = "llmtrace.gen_ai.evaluation.results";
+    /// Histogram, no unit: the scores of the evaluation results that have one, by [`NAME`].
+    pub const METRIC_SCORE: &str = "llmtrace.gen_ai.evaluation.score";
+}

@@ -4,8 +4,29 @@
 //! and with the trace store on, the viewer: `/` → `/ui` (trace list), `/ui/traces/{id}`
 //! (waterfall), `/api/traces[/{id}]` (Jaeger-shaped JSON), see [`llmtrace::store::ui`];
 //! `/api/slo`: the service level objectives' windows, burn rates, alerts and budgets;
-//! `/api/cohorts`: the canary routes' cohorts compared with their controls.
+//! `/api/cohorts`: the canary routes' cohorts compared with their controls;
+//! `POST /api/evaluations`: evaluations attached to existing traces (below).
 //! And the shutdown sequence that goes with it ([`DrainOnTerm`]).
+//!
+//! ## `POST /api/evaluations`
+//!
+//! Attaches what an evaluator concluded to a trace the gateway recorded, as the GenAI
+//! conventions' evaluation result ([`llmtrace::eval`]): a span `evaluation {name}` in that trace,
+//! child of and linked to the evaluated span, with the `gen_ai.evaluation.*` attributes and the
+//! `gen_ai.evaluation.result` event, counted in `llmtrace.gen_ai.evaluation.results` by name and
+//! label. The body is one JSON object, or an array of at most 100:
+//!
+//! ```json
+//! {"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "span_id": "00f067aa0ba902b7",
+//!  "name": "relevance", "score": 0.85, "label": "relevant", "explanation": "...",
+//!  "response_id": "chatcmpl-123"}
+//! ```
+//!
+//! `trace_id` (the `x-llmtrace-trace-id` response header) and `name` are required. Answers
+//! `202 {"recorded": [{"trace_id", "span_id", "sampled"}]}` with the evaluation spans' ids;
+//! `400 {"error", "field"}` naming the field at fault (`body` for a body that is not JSON or
+//! not an object or array; `[2].score` in an array), with nothing recorded; `413` for a body
+//! over 64 KiB; `405` for another method.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +38,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
 
+use llmtrace::eval::{Evaluation, EvaluationRecorder};
 use llmtrace::slo::{AnomalyDetector, SloEngine};
 use llmtrace::store::TraceStore;
 
@@ -39,6 +61,8 @@ pub struct AdminState {
     pub anomalies: Option<Arc<AnomalyDetector>>,
     /// The canary routes' cohorts.
     pub canary: Arc<Canary>,
+    /// Records what `POST /api/evaluations` receives (404 without it).
+    pub evaluations: Option<Arc<EvaluationRecorder<opentelemetry_sdk::trace::SdkTracer>>>,
 }
 
 impl AdminState {
@@ -52,7 +76,17 @@ impl AdminState {
             slo: None,
             anomalies: None,
             canary: Arc::default(),
+            evaluations: None,
         }
+    }
+
+    /// This state with `POST /api/evaluations` recording with `recorder`.
+    pub fn with_evaluations(
+        mut self,
+        recorder: EvaluationRecorder<opentelemetry_sdk::trace::SdkTracer>,
+    ) -> Self {
+        self.evaluations = Some(Arc::new(recorder));
+        self
     }
 
     /// This state with the canary routes of `canary` (answered on `/api/cohorts`).
@@ -133,7 +167,9 @@ impl AdminApp {
             _ => (
                 StatusCode::NOT_FOUND,
                 TEXT,
-                "not found: /metrics, /healthz, /readyz, /ui, /api/traces, /api/slo, /api/cohorts\n".into(),
+                "not found: /metrics, /healthz, /readyz, /ui, /api/traces, /api/slo, /api/cohorts, \
+                 /api/evaluations\n"
+                    .into(),
             ),
         }
     }
@@ -148,6 +184,7 @@ impl AdminApp {
         if method != http::Method::GET && method != http::Method::HEAD
             || path == "/api/slo"
             || path == "/api/cohorts"
+            || path == EVALUATIONS_PATH
         {
             return None;
         }
@@ -178,6 +215,9 @@ impl AdminApp {
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        if session.req_header().uri.path() == EVALUATIONS_PATH {
+            return self.evaluations_response(session).await;
+        }
         let req = session.req_header();
         if let Some(page) = self.viewer(&req.method, req.uri.path(), req.uri.query()) {
             let (mut parts, body) = page.into_parts();
@@ -194,6 +234,118 @@ impl ServeHttp for AdminApp {
             .body(body.into_bytes())
             .unwrap_or_default()
     }
+}
+
+// === impl AdminApp: evaluations ===
+
+/// Where evaluations are posted.
+pub const EVALUATIONS_PATH: &str = "/api/evaluations";
+
+/// The largest `POST /api/evaluations` body read; larger ones get 413.
+pub const MAX_EVALUATIONS_BODY: usize = 64 * 1024;
+
+/// Bytes of a too large body read and thrown away, so that the 413 reaches a client still
+/// sending rather than a reset connection; past them the connection is just closed.
+const MAX_DRAINED_BODY: usize = 1024 * 1024;
+
+impl AdminApp {
+    /// The answer to a `POST /api/evaluations` whose body is `body`: status and JSON.
+    pub fn post_evaluations(&self, body: &[u8]) -> (StatusCode, String) {
+        let error = |field: &str, message: &str| {
+            let field = if field.is_empty() { "body" } else { field };
+            let text =
+                serde_json::json!({ "error": format!("{field}: {message}"), "field": field });
+            (StatusCode::BAD_REQUEST, text.to_string())
+        };
+        let Some(recorder) = &self.state.evaluations else {
+            let text = serde_json::json!({ "error": "evaluations are not recorded here" });
+            return (StatusCode::NOT_FOUND, text.to_string());
+        };
+        let value: serde_json::Value = match serde_json::from_slice(body) {
+            Ok(value) => value,
+            Err(e) => return error("body", &format!("invalid JSON: {e}")),
+        };
+        let evaluations = match Evaluation::list_from_json(&value) {
+            Ok(evaluations) => evaluations,
+            Err(e) => return error(e.field(), e.message()),
+        };
+        let recorded: Vec<serde_json::Value> = evaluations
+            .iter()
+            .map(|evaluation| {
+                let span = recorder.record(evaluation);
+                serde_json::json!({
+                    "trace_id": span.trace_id().to_string(),
+                    "span_id": span.span_id().to_string(),
+                    "sampled": span.is_sampled(),
+                })
+            })
+            .collect();
+        let text = serde_json::json!({ "recorded": recorded });
+        (StatusCode::ACCEPTED, text.to_string())
+    }
+
+    /// `/api/evaluations`, any method: reads a POST's body (capped) and records it.
+    async fn evaluations_response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let (status, body) = if session.req_header().method != http::Method::POST {
+            let text = serde_json::json!({ "error": "POST only" });
+            (StatusCode::METHOD_NOT_ALLOWED, text.to_string())
+        } else {
+            match read_capped_body(session).await {
+                Ok(body) => self.post_evaluations(&body),
+                Err(status) => {
+                    // What is left of the body is not read: the connection cannot be reused.
+                    session.set_keepalive(None);
+                    let error = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                        format!("body: at most {MAX_EVALUATIONS_BODY} bytes")
+                    } else {
+                        "body: could not be read".to_owned()
+                    };
+                    let text = serde_json::json!({ "error": error, "field": "body" });
+                    (status, text.to_string())
+                }
+            }
+        };
+        Response::builder()
+            .status(status)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::CONTENT_LENGTH, body.len())
+            .header(http::header::ALLOW, "POST")
+            .body(body.into_bytes())
+            .unwrap_or_default()
+    }
+}
+
+/// The request body, when it is at most [`MAX_EVALUATIONS_BODY`] bytes; otherwise 413 once
+/// the rest was drained (up to [`MAX_DRAINED_BODY`]), or 400 when it could not be read.
+async fn read_capped_body(session: &mut ServerSession) -> Result<Vec<u8>, StatusCode> {
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_DRAINED_BODY) {
+        return Err(StatusCode::PAYLOAD_TOO_LARGE);
+    }
+    let mut body = Vec::new();
+    let mut seen = 0usize;
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                seen += chunk.len();
+                if seen <= MAX_EVALUATIONS_BODY {
+                    body.extend_from_slice(&chunk);
+                } else if seen > MAX_DRAINED_BODY {
+                    return Err(StatusCode::PAYLOAD_TOO_LARGE);
+                }
+            }
+            Ok(None) => break,
+            Err(_) => return Err(StatusCode::BAD_REQUEST),
+        }
+    }
+    if seen > MAX_EVALUATIONS_BODY {
+        return Err(StatusCode::PAYLOAD_TOO_LARGE);
+    }
+    Ok(body)
 }
 
 /// `/api/slo`: every objective's windows, burn rates, alerts and budget, as JSON.
@@ -364,6 +516,59 @@ mod tests {
             on.answer(&http::Method::POST, "/ui").0,
             StatusCode::METHOD_NOT_ALLOWED
         );
+    }
+
+    #[test]
+    fn evaluations_are_recorded_and_bad_ones_refused_naming_the_field() {
+        use llmtrace::eval::{EvaluationMetrics, EvaluationRecorder};
+        use opentelemetry::trace::TracerProvider as _;
+        use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+
+        let post = http::Method::POST;
+        let off = AdminApp::new(state());
+        assert_eq!(off.post_evaluations(b"{}").0, StatusCode::NOT_FOUND);
+        assert!(off.viewer(&post, EVALUATIONS_PATH, None).is_none());
+
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let state = state();
+        let meter = opentelemetry::global::meter("admin-test");
+        let app = AdminApp::new(
+            state.with_evaluations(
+                EvaluationRecorder::new(provider.tracer("t"))
+                    .with_metrics(EvaluationMetrics::new(&meter)),
+            ),
+        );
+        let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let one = format!(r#"{{"trace_id":"{trace}","name":"relevance","score":1}}"#);
+        let (status, body) = app.post_evaluations(format!("[{one},{one}]").as_bytes());
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let recorded = answer["recorded"].as_array().unwrap();
+        assert_eq!(recorded.len(), 2);
+        assert_eq!(recorded[0]["trace_id"], trace);
+        let spans = exporter.get_finished_spans().unwrap();
+        assert_eq!(spans.len(), 2);
+        assert_eq!(
+            recorded[1]["span_id"],
+            spans[1].span_context.span_id().to_string()
+        );
+
+        for (body, field) in [
+            ("{".to_owned(), "body"),
+            ("7".to_owned(), "body"),
+            (r#"{"trace_id":"nope","name":"n"}"#.to_owned(), "trace_id"),
+            (format!(r#"{{"trace_id":"{trace}"}}"#), "name"),
+            (format!("[{one},{{}}]"), "[1].trace_id"),
+        ] {
+            let (status, answer) = app.post_evaluations(body.as_bytes());
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+            let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+            assert_eq!(answer["field"], field, "{body}");
+        }
+        assert_eq!(exporter.get_finished_spans().unwrap().len(), 2);
     }
 
     #[tokio::test(start_paused = true)]

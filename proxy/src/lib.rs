@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use canary::Canary;
 use llmtrace::GenAiLayer;
+use llmtrace::eval::{EvaluationMetrics, EvaluationRecorder};
 use llmtrace::genai::GenAiConfig;
 use llmtrace::slo::{AnomalyDetector, SamplingBoost, SloEngine};
 use opentelemetry::global::BoxedTracer;
@@ -137,6 +138,15 @@ fn register_shadow_metrics(meter: &opentelemetry::metrics::Meter, stats: Arc<sha
         .build();
 }
 
+/// What records `POST /api/evaluations` on the admin listener: spans and metrics.
+fn evaluations(
+    provider: &opentelemetry_sdk::trace::SdkTracerProvider,
+    meter: &opentelemetry::metrics::Meter,
+) -> EvaluationRecorder<opentelemetry_sdk::trace::SdkTracer> {
+    EvaluationRecorder::new(provider.tracer("llmtrace-proxy"))
+        .with_metrics(EvaluationMetrics::new(meter))
+}
+
 /// How the gateway observes GenAI exchanges, from `[telemetry]`, `[pricing]` and `[tail]`.
 fn genai_config(
     config: &config::Config,
@@ -201,7 +211,8 @@ pub fn build_server(
     .with_slo(Some(slo.clone()), Some(anomalies.clone()))
     .with_canary(Canary::new(&config.routes, |name| {
         config.upstreams.iter().position(|u| u.name == name)
-    }));
+    }))
+    .with_evaluations(evaluations(provider, &meter));
     let listen = config.server.listen.clone();
     let admin = config.server.admin.clone().filter(|a| a != "off");
     let shadows = shadows(&config, provider)?;
