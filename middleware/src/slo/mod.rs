@@ -42,14 +42,16 @@ mod anomaly;
 mod boost;
 mod cohort;
 mod config;
-mod metrics;
+pub mod metrics;
 mod window;
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use anomaly::{AnomalyDetector, ControlChart, MIN_SUBGROUP, Rule, Signal};
+pub use anomaly::{
+    AnomalyDetector, BASELINE_WEIGHT, ControlChart, MAX_CHARTS, MIN_SUBGROUP, Rule, Signal, WARM_UP,
+};
 #[cfg(feature = "sampling")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sampling")))]
 pub use boost::{COHORT, SamplingBoost};
