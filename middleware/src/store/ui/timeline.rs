@@ -324,7 +324,7 @@ fn facts(out: &mut String, span: &StoredSpan, p: &Phases) {
     fact("gap p99", as_f64(attr(llmtrace::GAP_P99)).map(seconds));
     let micros = |key| as_i64(attr(key)).map(|us| seconds(us as f64 / 1e6));
     fact(
-        "gateway before upstream",
+        "routing (head to upstream chosen)",
         micros(gateway::GATEWAY_REQUEST_US),
     );
     fact(
