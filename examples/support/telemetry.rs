@@ -67,6 +67,8 @@ pub fn otlp_exporter() -> opentelemetry_otlp::SpanExporter {
     .into_iter()
     .find_map(|name| std::env::var(name).ok())
     .unwrap_or_else(|| "grpc".to_owned());
+    // The workspace's reqwest has rustls without a provider (the gateway installs ring).
+    llmtrace_proxy::telemetry::install_crypto_provider();
     let builder = opentelemetry_otlp::SpanExporter::builder();
     match protocol.as_str() {
         "grpc" => builder.with_tonic().build(),

@@ -236,7 +236,7 @@ impl Shadows {
             .collect();
         let client = if routes.iter().any(Option::is_some) {
             // reqwest is built without a crypto provider of its own: ring, as pingora.
-            let _ = rustls::crypto::ring::default_provider().install_default();
+            crate::telemetry::install_crypto_provider();
             let mut builder = reqwest::Client::builder()
                 .no_proxy()
                 .pool_idle_timeout(Duration::from_secs(60));

@@ -138,6 +138,7 @@ impl Telemetry {
         sampling: &Sampling,
         store: Option<TraceStore>,
     ) -> Result<Self, Box<dyn std::error::Error>> {
+        install_crypto_provider();
         let (tracer_provider, stats, tail_stats) =
             tracer_provider_with_store(export, sampling, store.as_ref())?;
         let prometheus = PrometheusReader::default();
@@ -205,6 +206,14 @@ pub fn tracer_provider(
     tracer_provider_with_store(export, sampling, None)
 }
 
+/// Installs ring as the process's rustls crypto provider, unless one is installed: the
+/// HTTP clients here (the OTLP/HTTP exporter's, the shadow traffic's) are built with rustls
+/// but no provider of their own, and would panic without one. Call it before building
+/// them; later calls do nothing.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// [`tracer_provider`], with every exported span also filed in `store`: beside the export
 /// queue, behind the tail sampler when there is one (the store holds what is exported).
 pub fn tracer_provider_with_store(
@@ -212,6 +221,7 @@ pub fn tracer_provider_with_store(
     sampling: &Sampling,
     store: Option<&TraceStore>,
 ) -> Result<SpanPipeline, Box<dyn std::error::Error>> {
+    install_crypto_provider();
     let mut builder = SdkTracerProvider::builder().with_resource(resource());
     if let Some(head) = &sampling.head {
         builder = builder.with_sampler(head.build()?);
