@@ -12,6 +12,8 @@
 //!   by what happened in them: errors, slow or stalled streams, client aborts, attributes.
 //! - [`store`] (feature `store`): a bounded in-memory trace store fed by a span processor, and
 //!   the embedded viewer over it (HTML pages, a Jaeger-shaped JSON API).
+//! - [`vectordb`]: database spans for calls to
+//!   Chroma, Qdrant and Weaviate (operation, collection, top-k, returned rows).
 //!
 //! ```
 //! use axum::{Router, routing::post};
@@ -40,5 +42,6 @@ pub mod slo;
 #[cfg(feature = "store")]
 #[cfg_attr(docsrs, doc(cfg(feature = "store")))]
 pub mod store;
+pub mod vectordb;
 
 pub use layer::{ClientLayer, GenAiLayer, ServerLayer, TracedBody};
