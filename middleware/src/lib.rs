@@ -12,7 +12,7 @@
 //!   by what happened in them: errors, slow or stalled streams, client aborts, attributes.
 //! - [`store`] (feature `store`): a bounded in-memory trace store fed by a span processor, and
 //!   the embedded viewer over it (HTML pages, a Jaeger-shaped JSON API).
-//! - [`vectordb`]: database spans for calls to
+//! - [`vectordb`] and [`VectorDbLayer`]: database spans for calls to
 //!   Chroma, Qdrant and Weaviate (operation, collection, top-k, returned rows).
 //!
 //! ```
@@ -44,4 +44,4 @@ pub mod slo;
 pub mod store;
 pub mod vectordb;
 
-pub use layer::{ClientLayer, GenAiLayer, ServerLayer, TracedBody};
+pub use layer::{ClientLayer, GenAiLayer, ServerLayer, TracedBody, VectorDbLayer};

@@ -5,7 +5,8 @@
 //! [`VectorDbCall::observe_request_body`]: the top-k of a search, the collection a Chroma
 //! `create` or a Weaviate object names, the class and `limit` of a Weaviate GraphQL `Get`.
 //! A [`ResponseObserver`] fed the answer's status and bytes, as they stream by, reports the
-//! returned count ([`VectorDbReport`]).
+//! returned count ([`VectorDbReport`]). The tower adapter is
+//! [`VectorDbLayer`](crate::layer::VectorDbLayer).
 //!
 //! Spans follow the OpenTelemetry database conventions: named
 //! `{db.operation.name} {db.collection.name}` (`query docs`, `search points`, `get Article`),
