@@ -159,9 +159,12 @@ struct Points {
     points: Vec<IgnoredAny>,
 }
 
+/// `{"Get": {"Class": [...]}}`: per operation, per class, the objects (or `null`).
+type GraphQlData = HashMap<String, Option<HashMap<String, Option<Vec<IgnoredAny>>>>>;
+
 #[derive(Deserialize)]
 struct GraphQlAnswer {
-    data: Option<HashMap<String, Option<HashMap<String, Option<Vec<IgnoredAny>>>>>>,
+    data: Option<GraphQlData>,
     #[serde(default)]
     errors: Option<Vec<IgnoredAny>>,
 }
