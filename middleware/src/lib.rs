@@ -14,6 +14,8 @@
 //!   the embedded viewer over it (HTML pages, a Jaeger-shaped JSON API).
 //! - [`eval`]: evaluations (scores, labels, explanations) attached to an existing trace as
 //!   the GenAI conventions' evaluation result, and counted.
+//! - [`vectordb`] and [`VectorDbLayer`]: database spans for calls to
+//!   Chroma, Qdrant and Weaviate (operation, collection, top-k, returned rows).
 //!
 //! ```
 //! use axum::{Router, routing::post};
@@ -43,5 +45,6 @@ pub mod slo;
 #[cfg(feature = "store")]
 #[cfg_attr(docsrs, doc(cfg(feature = "store")))]
 pub mod store;
+pub mod vectordb;
 
-pub use layer::{ClientLayer, GenAiLayer, ServerLayer, TracedBody};
+pub use layer::{ClientLayer, GenAiLayer, ServerLayer, TracedBody, VectorDbLayer};

@@ -447,3 +447,36 @@ pub mod evaluation {
     /// Histogram, no unit: the scores of the evaluation results that have one, by [`NAME`].
     pub const METRIC_SCORE: &str = "llmtrace.gen_ai.evaluation.score";
 }
+
+/// Spans of vector database calls ([`vectordb`](crate::vectordb)), after the OpenTelemetry
+/// database conventions (`model/db/registry.yaml`, `docs/db/database-spans.md`).
+pub mod db {
+    /// The database product: `chroma`, `qdrant` or `weaviate`. None of the three is a
+    /// registered value of the conventions yet; we use the lower-case product name, as they
+    /// ask for systems they do not list.
+    pub const SYSTEM_NAME: &str = "db.system.name";
+    /// The operation, in the database API's own words (`query`, `search`, `upsert`, `get`).
+    pub const OPERATION_NAME: &str = "db.operation.name";
+    /// The collection (Chroma collection, Qdrant collection, Weaviate class).
+    pub const COLLECTION_NAME: &str = "db.collection.name";
+    /// Chroma's `{tenant}|{database}` (components joined by `|`, as the conventions say).
+    pub const NAMESPACE: &str = "db.namespace";
+    /// The HTTP status code of the database's answer, as a string (`200`, `404`): what the
+    /// conventions ask of HTTP-based databases such as Elasticsearch.
+    pub const RESPONSE_STATUS_CODE: &str = "db.response.status_code";
+    /// Rows (points, objects, records) in the answer (int).
+    pub const RESPONSE_RETURNED_ROWS: &str = "db.response.returned_rows";
+    /// Operations in a call to a batch API (Qdrant `search/batch`, Weaviate `batch/objects`)
+    /// (int).
+    pub const OPERATION_BATCH_SIZE: &str = "db.operation.batch.size";
+    /// The most rows a search asked for: Chroma `n_results` (or `limit` of `get`), Qdrant
+    /// `limit` (or `top`), the GraphQL `limit` of a Weaviate `Get` (int). The conventions have
+    /// no attribute for it (their `db.operation.parameter.<key>` is a string keyed by each
+    /// API's own parameter name), hence ours.
+    pub const TOP_K: &str = "llmtrace.db.top_k";
+    /// Why the answer was not read for a returned count: `too_large` (over the cap) or
+    /// `invalid` (not the JSON the operation answers).
+    pub const RESPONSE_PARSE_ERROR: &str = "llmtrace.db.response.parse_error";
+    /// Why the request body was not read: `too_large` (over the cap) or `invalid`.
+    pub const REQUEST_PARSE_ERROR: &str = "llmtrace.db.request.parse_error";
+}

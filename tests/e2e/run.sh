@@ -5,14 +5,16 @@
 #   bash tests/e2e/run.sh [pytest args...]
 #
 # Creates tests/e2e/.venv (python3 -m venv) and installs requirements.txt into it (Phoenix from
-# PyPI), builds llmtrace-proxy and the mock_upstream and batch_worker examples (honours
+# PyPI, and chromadb), builds llmtrace-proxy and the mock_upstream, batch_worker and rag examples (honours
 # CARGO_TARGET_DIR), starts
 # Phoenix on free loopback ports with a temporary working directory, the mock provider, and two
 # proxies in front of the mock: one exporting over gRPC, one over HTTP/protobuf, each to its own
 # Phoenix project (OTEL_RESOURCE_ATTRIBUTES=openinference.project.name=...). Then runs pytest,
 # which sends traffic through both proxies and reads the spans back from Phoenix's REST API
 # (test_phoenix.py), and runs the batch_worker example over OTLP/HTTP through a capturing relay
-# into Phoenix (test_batch_links.py: its span with 100 links).
+# into Phoenix (test_batch_links.py: its span with 100 links), and runs the rag example against a
+# real Chroma server (`chroma run` from the venv, started by test_rag.py) through the gRPC proxy
+# (test_rag.py: one trace, SERVER → embeddings → vector query → chat).
 # Everything it started is stopped on exit. Exits with pytest's code.
 set -euo pipefail
 
@@ -28,17 +30,18 @@ fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/requirements.txt"
 installed=$(date +%s)
 echo "e2e: python requirements ready in $((installed - started)) s" \
-    "(arize-phoenix $("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("arize-phoenix"))'))"
+    "($("$venv/bin/python" -c 'import importlib.metadata as m; print(*(f"{p} {m.version(p)}" for p in ("arize-phoenix", "chromadb")), sep=", ")'))"
 
 # --- Rust side: the proxy, the mock provider, the batch worker ---------------------------
 # The examples are the root package's (llmtrace-examples), the binary is llmtrace-proxy's.
 (cd "$root" && cargo build --quiet -p llmtrace-proxy -p llmtrace-examples \
-    --bin llmtrace-proxy --example mock_upstream --example batch_worker)
+    --bin llmtrace-proxy --example mock_upstream --example batch_worker --example rag)
 target="${CARGO_TARGET_DIR:-$root/target}"
 case "$target" in /*) ;; *) target="$root/$target" ;; esac
 proxy_bin="$target/debug/llmtrace-proxy"
 mock_bin="$target/debug/examples/mock_upstream"
 batch_worker_bin="$target/debug/examples/batch_worker"
+rag_bin="$target/debug/examples/rag"
 built=$(date +%s)
 echo "e2e: cargo build done in $((built - installed)) s"
 
@@ -180,6 +183,7 @@ done
 cd "$here"
 status=0
 LLMTRACE_E2E_PHOENIX_URL="$phoenix_url" \
+LLMTRACE_E2E_PHOENIX_GRPC="http://127.0.0.1:$grpc_port" \
 LLMTRACE_E2E_MOCK_URL="$mock_url" \
 LLMTRACE_E2E_GRPC_PROXY="http://127.0.0.1:$proxy_grpc_port" \
 LLMTRACE_E2E_GRPC_PROJECT="$grpc_project" \
@@ -189,6 +193,7 @@ LLMTRACE_E2E_HTTP_PROJECT="$http_project" \
 LLMTRACE_E2E_HTTP_LOG="$tmp/proxy-http.log" \
 LLMTRACE_E2E_BATCH_WORKER="$batch_worker_bin" \
 LLMTRACE_E2E_BATCH_PROJECT="llmtrace-e2e-batch-$run_id" \
+LLMTRACE_E2E_RAG="$rag_bin" \
     PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 "$venv/bin/python" -m pytest -p no:cacheprovider "$@" || status=$?
 echo "e2e: install $((installed - started)) s, build $((built - installed)) s," \
     "Phoenix start $((ready - built)) s, tests $(($(date +%s) - ready)) s"

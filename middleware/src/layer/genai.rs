@@ -356,7 +356,7 @@ fn request_info(shared: &GenAiRecorder, endpoint: &Endpoint, body: Option<&[u8]>
 }
 
 /// Polls `future` with `cx` current, so the inner service's spans nest under ours.
-async fn in_context<F: Future>(cx: &Context, future: F) -> F::Output {
+pub(super) async fn in_context<F: Future>(cx: &Context, future: F) -> F::Output {
     let mut future = std::pin::pin!(future);
     std::future::poll_fn(|task| {
         let _guard = cx.clone().attach();
@@ -367,7 +367,7 @@ async fn in_context<F: Future>(cx: &Context, future: F) -> F::Output {
 
 /// Reads up to `max` bytes of `body`. Returns a body that replays what was read followed by
 /// the rest, and the whole body when it fit.
-async fn read_prefix<B>(mut body: B, max: usize) -> (RequestBody<B>, Option<Bytes>)
+pub(super) async fn read_prefix<B>(mut body: B, max: usize) -> (RequestBody<B>, Option<Bytes>)
 where
     B: Body<Data = Bytes> + Unpin,
 {
@@ -425,7 +425,7 @@ pin_project! {
 }
 
 impl<B: Body> RequestBody<B> {
-    fn untouched(rest: B) -> Self {
+    pub(super) fn untouched(rest: B) -> Self {
         Self {
             prefix: None,
             trailers: None,

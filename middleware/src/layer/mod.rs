@@ -1,4 +1,5 @@
-//! Tower layers: [`ServerLayer`] for inbound requests, [`ClientLayer`] for outbound ones.
+//! Tower layers: [`ServerLayer`] for inbound requests, [`ClientLayer`] for outbound ones,
+//! [`GenAiLayer`] for LLM API calls and [`VectorDbLayer`] for vector database calls.
 //!
 //! Both create one span per exchange that lives until the response *body* ends, so a
 //! streamed answer is measured whole, and both end that span exactly once on every path:
@@ -166,6 +167,7 @@ mod client;
 mod future;
 mod genai;
 mod server;
+mod vectordb;
 
 pub use crate::driver::attrs::ALWAYS_REDACTED;
 pub use crate::driver::{ErrorRef, ResponseStatus, StatusClass, known_error_type};
@@ -174,6 +176,7 @@ pub use client::{ClientLayer, ClientService};
 pub use future::ResponseFuture;
 pub use genai::{GenAiBody, GenAiLayer, GenAiObserver, GenAiService, RequestBody};
 pub use server::{ServerLayer, ServerService};
+pub use vectordb::{VectorDbBody, VectorDbLayer, VectorDbObserver, VectorDbService};
 
 // The adapter-neutral drivers live in `crate::driver`; these names stay here for code written
 // against earlier releases.
