@@ -28,7 +28,9 @@
 //!
 //! Spans go to stdout, or over OTLP with `OTEL_EXPORTER_OTLP_ENDPOINT` (and
 //! `OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf` for OTLP/HTTP), flushed on Ctrl-C or SIGTERM.
-//! `RAG_COLLECTION` names the collection (default `llmtrace-rag`). The first line printed is
+//! The service also serves the trace viewer over its own spans at `/ui` (README shows the
+//! waterfall of one question). `RAG_COLLECTION` names the collection (default `llmtrace-rag`).
+//! The first line printed is
 //! `listening on http://HOST:PORT`. `tests/e2e/test_rag.py` runs it against a real Chroma.
 
 use std::sync::Arc;
@@ -86,7 +88,9 @@ struct Rag {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let provider = llmtrace_examples::telemetry::init("rag");
+    // Every finished span is also kept for the viewer at /ui on the same port.
+    let store = llmtrace::store::TraceStore::new(llmtrace::store::StoreConfig::default());
+    let provider = llmtrace_examples::telemetry::init_with_store("rag", &store);
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:3001".into());
@@ -116,7 +120,8 @@ async fn main() -> Result<(), BoxError> {
     let app = Router::new()
         .route("/ask", post(ask))
         .layer(ServerLayer::new().with_tracer_provider(&provider))
-        .with_state(Arc::new(rag));
+        .with_state(Arc::new(rag))
+        .merge(llmtrace::store::ui::router(store));
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app)

@@ -217,8 +217,8 @@ fn chunk_ticks(out: &mut String, p: &Phases) {
     out.push_str("\"/>");
 }
 
-/// The gateway's whole time (its SERVER span) split into before the call, the call, and
-/// after it.
+/// The caller's whole time (its SERVER span: the gateway's, or a service's when a library
+/// client made the call) split into before the call, the call, and after it.
 fn gateway_row(out: &mut String, span: &StoredSpan, parent: &StoredSpan) {
     let total = parent.duration().as_secs_f64();
     if total <= 0.0 {
@@ -232,17 +232,27 @@ fn gateway_row(out: &mut String, span: &StoredSpan, parent: &StoredSpan) {
     };
     let call_start = offset(span.data.start_time);
     let call_end = offset(span.data.end_time).max(call_start);
-    let before = call_start;
-    let after = (total - call_end).max(0.0);
-    let gateway_share = (before + after) / total * 100.0;
+    let (before, after) = (call_start, (total - call_end).max(0.0));
+    let share = (before + after) / total * 100.0;
     let scale = Phases {
         duration: total,
         ..Phases::default()
     };
-    out.push_str(
-        "<div class=\"tl-row\"><div class=\"tl-label\">gateway</div><svg class=\"tl\" \
+    // In the gateway the rest is its own work; in a service, whatever else the request did.
+    let gateway = matches!(
+        find(&span.data.attributes, llmtrace::MEASURED_AT),
+        Some(Value::String(s)) if s.as_str() == "gateway"
+    );
+    let (label, whose) = if gateway {
+        ("gateway", "the gateway's own time")
+    } else {
+        ("service", "the rest of the request")
+    };
+    let _ = write!(
+        out,
+        "<div class=\"tl-row\"><div class=\"tl-label\">{label}</div><svg class=\"tl\" \
          viewBox=\"0 0 1000 20\" preserveAspectRatio=\"none\" role=\"img\" \
-         aria-label=\"gateway and provider time\">",
+         aria-label=\"{label} and provider time\">"
     );
     segment(
         out,
@@ -250,7 +260,7 @@ fn gateway_row(out: &mut String, span: &StoredSpan, parent: &StoredSpan) {
         0.0,
         call_start,
         &scale,
-        "gateway, before the call",
+        &format!("{label}, before the call"),
     );
     segment(
         out,
@@ -266,17 +276,15 @@ fn gateway_row(out: &mut String, span: &StoredSpan, parent: &StoredSpan) {
         call_end,
         total,
         &scale,
-        "gateway, after the call",
+        &format!("{label}, after the call"),
     );
     let _ = write!(
         out,
-        "</svg><div class=\"dur\">{}</div></div><p class=\"tl-split\" data-gateway-share=\"{:.3}\">\
-         the gateway's own time around the call: {} before, {} after; {:.1} % of the request's {} (<code>{}</code>)</p>",
+        "</svg><div class=\"dur\">{}</div></div><p class=\"tl-split\" data-gateway-share=\"{share:.3}\">\
+         {whose} around the call: {} before, {} after; {share:.1} % of the request's {} (<code>{}</code>)</p>",
         seconds(total),
-        gateway_share,
         seconds(before),
         seconds(after),
-        gateway_share,
         seconds(total),
         esc(&parent.data.name),
     );
