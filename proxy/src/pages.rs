@@ -9,20 +9,9 @@ use llmtrace::slo::{SloEngine, SloStatus};
 
 use crate::canary::Canary;
 
-/// `text` with `& < > " '` escaped.
-fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+/// `text` escaped for HTML, as the viewer's own pages escape it.
+fn esc(text: &str) -> std::borrow::Cow<'_, str> {
+    llmtrace::store::ui::escape(text)
 }
 
 fn percent(share: f64) -> String {

@@ -179,6 +179,16 @@ pub fn page(store: &TraceStore, title: &str, body: &str) -> Response<String> {
     html_page(StatusCode::OK, out)
 }
 
+/// `text` with `& < > " '` escaped: safe in HTML element content and quoted attributes. The
+/// escaping every viewer page uses, for applications that add pages of their own ([`page`]).
+///
+/// ```
+/// assert_eq!(llmtrace::store::ui::escape("<b title='x'>&</b>"), "&lt;b title=&#39;x&#39;&gt;&amp;&lt;/b&gt;");
+/// ```
+pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    html::esc(text)
+}
+
 /// Traces `/api/traces` returns when it names no `limit`, as Jaeger's.
 const JAEGER_DEFAULT_LIMIT: usize = 20;
 
