@@ -56,6 +56,7 @@ use llmtrace::driver::{BusinessContextConfig, Incoming};
 use llmtrace::genai::{ModelPrice, PriceTable, Provider};
 use llmtrace::sampling::{HeadConfig, TailConfig};
 use llmtrace::slo::{Objective, ObjectiveConfig, SloEngine};
+use llmtrace::vectordb::VectorDbSystem;
 
 use crate::canary::SplitConfig;
 use crate::shadow::ShadowConfig;
@@ -456,6 +457,13 @@ pub enum ProviderKind {
     Azure,
     /// vLLM, Ollama, LiteLLM, ...: `Authorization: Bearer`.
     OpenaiCompatible,
+    /// A Chroma server (HTTP API v1 and v2): database spans, not GenAI ones;
+    /// `Authorization: Bearer`.
+    Chroma,
+    /// A Qdrant server (REST API): database spans; `api-key`.
+    Qdrant,
+    /// A Weaviate server (REST and GraphQL): database spans; `Authorization: Bearer`.
+    Weaviate,
 }
 
 impl ProviderKind {
@@ -470,7 +478,21 @@ impl ProviderKind {
             ProviderKind::Openai => Some(Provider::OpenAi),
             ProviderKind::Anthropic => Some(Provider::Anthropic),
             ProviderKind::Azure => Some(Provider::AzureOpenAi),
-            ProviderKind::OpenaiCompatible => None,
+            ProviderKind::OpenaiCompatible
+            | ProviderKind::Chroma
+            | ProviderKind::Qdrant
+            | ProviderKind::Weaviate => None,
+        }
+    }
+
+    /// The vector database the kind stands for: its requests get database spans
+    /// (`llmtrace::vectordb`) instead of GenAI ones.
+    pub fn vector_db(self) -> Option<VectorDbSystem> {
+        match self {
+            ProviderKind::Chroma => Some(VectorDbSystem::Chroma),
+            ProviderKind::Qdrant => Some(VectorDbSystem::Qdrant),
+            ProviderKind::Weaviate => Some(VectorDbSystem::Weaviate),
+            _ => None,
         }
     }
 
@@ -491,13 +513,24 @@ impl FromStr for ProviderKind {
         if name.eq_ignore_ascii_case(Self::OPENAI_COMPATIBLE) {
             return Ok(ProviderKind::OpenaiCompatible);
         }
+        let vector_dbs = [
+            ProviderKind::Chroma,
+            ProviderKind::Qdrant,
+            ProviderKind::Weaviate,
+        ];
+        if let Some(kind) = vector_dbs.into_iter().find(|kind| {
+            kind.vector_db()
+                .is_some_and(|db| name.eq_ignore_ascii_case(db.as_str()))
+        }) {
+            return Ok(kind);
+        }
         match name.parse::<Provider>() {
             Ok(Provider::OpenAi) => Ok(ProviderKind::Openai),
             Ok(Provider::Anthropic) => Ok(ProviderKind::Anthropic),
             Ok(Provider::AzureOpenAi) => Ok(ProviderKind::Azure),
             Ok(other) => Err(format!("provider `{other}` has no credential kind")),
             Err(unknown) => Err(format!(
-                "{unknown}, {}, {}",
+                "{unknown}, {}, {} (LLM APIs) or chroma, qdrant, weaviate (vector databases)",
                 Self::AZURE,
                 Self::OPENAI_COMPATIBLE
             )),
@@ -521,7 +554,8 @@ pub struct UpstreamConfig {
     pub name: String,
     /// Base URL, `http://` or `https://`.
     pub url: String,
-    /// `openai` (default), `anthropic`, `azure` or `openai-compatible`.
+    /// `openai` (default), `anthropic`, `azure` or `openai-compatible`; or a vector
+    /// database: `chroma`, `qdrant`, `weaviate`.
     #[serde(default = "default_kind")]
     pub provider: ProviderKind,
     /// `gen_ai.provider.name` for an `openai-compatible` upstream (e.g. `vllm`).
@@ -994,6 +1028,12 @@ impl UpstreamConfig {
                 "timeouts must be greater than 0",
             ));
         }
+        if self.provider_name.is_some() && self.provider != ProviderKind::OpenaiCompatible {
+            return Err(error(
+                format!("upstreams[{i}].provider_name"),
+                "names the provider of an `openai-compatible` upstream only",
+            ));
+        }
         if self.api_key.as_deref() == Some("") {
             return Err(error(
                 format!("upstreams[{i}].api_key"),
@@ -1098,8 +1138,21 @@ mod tests {
         assert_eq!(
             err,
             "unknown provider `cohere`: expected one of openai, anthropic, azure.ai.openai, \
-             azure, openai-compatible"
+             azure, openai-compatible (LLM APIs) or chroma, qdrant, weaviate (vector databases)"
         );
+        let text = "[[upstreams]]\nname = \"v\"\nurl = \"http://127.0.0.1:6333\"\n\
+                    provider = \"qdrant\"\nprovider_name = \"x\"\n[[routes]]\nupstream = \"v\"\n";
+        let err = Config::parse(text, |_| None).unwrap_err();
+        assert_eq!(err.field, "upstreams[0].provider_name");
+        for (name, db) in [
+            ("chroma", VectorDbSystem::Chroma),
+            ("Qdrant", VectorDbSystem::Qdrant),
+            ("WEAVIATE", VectorDbSystem::Weaviate),
+        ] {
+            let kind = name.parse::<ProviderKind>().unwrap();
+            assert_eq!(kind.vector_db(), Some(db), "{name}");
+            assert_eq!(kind.provider(), None, "{name}");
+        }
         let config = Config::single("127.0.0.1:0", "http://x", Some("vllm")).unwrap();
         assert_eq!(config.upstreams[0].provider, ProviderKind::OpenaiCompatible);
         assert_eq!(config.upstreams[0].provider_name.as_deref(), Some("vllm"));

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use llmtrace::driver::{
     BatchSpan, BusinessContext, GenAiRecorder, GenAiSpan, InboundRequest, InboundSpan, Incoming,
-    RequestHeaderCapture,
+    RequestHeaderCapture, VectorDbSpan,
 };
 use llmtrace::genai::{
     BatchCall, BatchIndex, End, Endpoint, Exchange, Provider, RequestInfo, Summary,
@@ -27,6 +27,7 @@ use llmtrace::limits::{self, bounded};
 use llmtrace::propagation;
 use llmtrace::semconv;
 use llmtrace::slo::{Outcome, SloEngine};
+use llmtrace::vectordb::VectorDbCall;
 use opentelemetry::baggage::{Baggage, BaggageExt};
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::trace::TraceContextExt;
@@ -45,6 +46,7 @@ use crate::reply::{ErrorShape, GatewayReply};
 use crate::shadow::{self, Shadows};
 use crate::tools::ToolCalls;
 use crate::upstream::Upstream;
+use crate::vectordb::VectorDbs;
 
 /// The response header that tells the client the trace id of its request.
 pub const TRACE_ID_HEADER: &str = "x-llmtrace-trace-id";
@@ -73,6 +75,26 @@ struct Target {
     credentials: Option<(&'static str, http::HeaderValue)>,
 }
 
+/// What a request is, besides an LLM API call.
+enum Calls {
+    None,
+    /// An OpenAI Batch or Files API call.
+    Batch(BatchCall),
+    /// A request to a vector database upstream, and the call it is when recognised.
+    VectorDb(Option<VectorDbCall>),
+}
+
+impl Calls {
+    /// The route template of a recognised call.
+    fn route(&self) -> Option<&'static str> {
+        match self {
+            Calls::None | Calls::VectorDb(None) => None,
+            Calls::Batch(call) => Some(call.operation.route()),
+            Calls::VectorDb(Some(call)) => Some(call.route()),
+        }
+    }
+}
+
 /// Batches and files whose maker's span the gateway remembers (about 200 bytes each).
 const BATCH_INDEX_ENTRIES: usize = 10_000;
 
@@ -95,6 +117,8 @@ pub struct Gateway {
     shadows: Shadows,
     /// Tool calls asked for and not yet answered, for the `execute_tool` spans.
     tools: ToolCalls,
+    /// Vector database calls (what they share: Chroma's collection names).
+    vector_dbs: VectorDbs,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -153,6 +177,7 @@ impl Gateway {
             batches: Arc::new(BatchIndex::new(BATCH_INDEX_ENTRIES)),
             shadows: Shadows::none(),
             tools: ToolCalls::default(),
+            vector_dbs: VectorDbs::default(),
             config,
             targets,
             tracer,
@@ -179,6 +204,8 @@ pub struct RequestCtx {
     llm: LlmExchange,
     /// The span of an OpenAI Batch or Files API call.
     batch: Option<BatchSpan>,
+    /// The span of a vector database call.
+    vector_db: Option<VectorDbSpan>,
     /// Which upstream each attempt goes to, and whether another is allowed.
     attempts: Attempts,
     /// The request body: counted, copied (bounded) to read the model, and held back when
@@ -347,27 +374,18 @@ impl ProxyHttp for Gateway {
         let target_index = self.plan_attempts(ctx, route, target_index, &req.headers);
         let target = &self.targets[target_index];
 
-        let req = session.req_header();
-        ctx.llm.endpoint = Endpoint::detect(
-            req.uri.path_and_query().map_or("/", |pq| pq.as_str()),
-            Some(&target.upstream.host),
-        )
-        .map(|mut endpoint| {
-            endpoint.provider = provider_of(&target.config, &endpoint);
-            endpoint
-        });
-        let batch_call = self.batch_call(target, ctx, session.req_header());
-        let route_name = match (&ctx.llm.endpoint, &batch_call) {
-            (Some(endpoint), _) => Some(endpoint.route()),
-            (None, Some(call)) => Some(call.operation.route().to_owned()),
-            (None, None) => None,
-        };
+        let calls = self.detect_calls(target, ctx, session.req_header());
+        let route_name = ctx
+            .llm
+            .endpoint
+            .as_ref()
+            .map(Endpoint::route)
+            .or_else(|| calls.route().map(str::to_owned));
         let cohort = ctx.cohort.map(|c| self.state.canary.name(c));
         let server =
             self.start_server_span(session, route_name.as_deref(), &ctx.ids.request_id, cohort);
         let server_cx = server.context().cloned().unwrap_or_default();
-        ctx.batch = batch_call.map(|call| self.start_batch_span(call, target, session, &server_cx));
-        ctx.body = RequestBody::new(limit, 0, false);
+        self.start_call_span(calls, target, session, &server_cx, ctx);
         if let Some(endpoint) = ctx.llm.endpoint.clone() {
             // The model is in the body, which arrives after the request head has gone
             // upstream: the GenAI span starts now and is named once the body is read.
@@ -457,7 +475,7 @@ impl ProxyHttp for Gateway {
             upstream_request.set_uri(uri);
         }
         if let Some((name, value)) = &target.credentials {
-            for name in ["authorization", "x-api-key", "api-key"] {
+            for name in ["authorization", "x-api-key", "api-key", "x-chroma-token"] {
                 upstream_request.remove_header(name);
             }
             upstream_request.insert_header(*name, value.clone())?;
@@ -485,6 +503,7 @@ impl ProxyHttp for Gateway {
             .as_ref()
             .and_then(GenAiSpan::context)
             .or(ctx.batch.as_ref().and_then(BatchSpan::context))
+            .or(ctx.vector_db.as_ref().and_then(VectorDbSpan::context))
             .or(ctx.inbound.span.as_ref().and_then(InboundSpan::context));
         if let Some(cx) = cx {
             let cohort = ctx.cohort.map(|c| self.state.canary.name(c));
@@ -642,6 +661,9 @@ impl ProxyHttp for Gateway {
         if let Some(batch) = ctx.batch.as_mut() {
             batch.on_response_head(upstream_response.status, &upstream_response.headers);
         }
+        if let Some(call) = ctx.vector_db.as_mut() {
+            call.on_response_head(upstream_response.status, &upstream_response.headers);
+        }
         if let (Some(cx), Some(target)) = (
             ctx.llm.span.as_ref().and_then(GenAiSpan::context),
             ctx.attempts.target,
@@ -735,6 +757,9 @@ impl ProxyHttp for Gateway {
         if let (Some(batch), Some(chunk)) = (ctx.batch.as_mut(), body.as_ref()) {
             batch.on_response_data(chunk);
         }
+        if let (Some(call), Some(chunk)) = (ctx.vector_db.as_mut(), body.as_ref()) {
+            call.on_response_data(chunk);
+        }
         if let (Some(server), Some(chunk)) = (ctx.inbound.span.as_mut(), body.as_ref()) {
             server.on_data(chunk.len());
         }
@@ -749,6 +774,9 @@ impl ProxyHttp for Gateway {
             self.finish_genai(ctx, &End::Complete);
             if let Some(mut batch) = ctx.batch.take() {
                 batch.finish(End::Complete);
+            }
+            if let Some(mut call) = ctx.vector_db.take() {
+                call.finish(End::Complete);
             }
         }
         Ok(None)
@@ -805,6 +833,9 @@ impl ProxyHttp for Gateway {
         let end = end_of(error);
         if let Some(mut batch) = ctx.batch.take() {
             batch.finish(end.clone());
+        }
+        if let Some(mut call) = ctx.vector_db.take() {
+            call.finish(end.clone());
         }
         self.finish_genai(ctx, &end);
         if let Some(shadow) = ctx.shadow_primary.take() {
@@ -1130,6 +1161,9 @@ impl Gateway {
     /// core reads it once, and a body that may get usage spliced in is rewritten (or left
     /// as is) into `body`, with the span told which and why.
     fn body_ended(&self, ctx: &mut RequestCtx, ended: Ended, body: &mut Option<Bytes>) {
+        if let Some(call) = ctx.vector_db.as_mut() {
+            call.on_request_body(ended.copy.as_deref());
+        }
         let (Some(genai), Some(endpoint)) = (ctx.llm.span.as_mut(), ctx.llm.endpoint.as_ref())
         else {
             return;
@@ -1326,18 +1360,54 @@ impl Gateway {
         target_index
     }
 
-    /// The Batch or Files API call a request is, for an upstream that serves those APIs
-    /// (OpenAI, Azure OpenAI, OpenAI-compatible), when it is not an LLM call.
-    fn batch_call(
-        &self,
-        target: &Target,
-        ctx: &RequestCtx,
-        req: &RequestHeader,
-    ) -> Option<BatchCall> {
-        if ctx.llm.endpoint.is_some() || target.config.provider == ProviderKind::Anthropic {
-            return None;
+    /// What a request is besides an LLM call (sets `ctx.llm.endpoint` for those): a Batch or
+    /// Files API call, for an upstream that serves those APIs (OpenAI, Azure OpenAI,
+    /// OpenAI-compatible), or a vector database call, for a vector database upstream.
+    fn detect_calls(&self, target: &Target, ctx: &mut RequestCtx, req: &RequestHeader) -> Calls {
+        let system = target.config.provider.vector_db();
+        if system.is_some() {
+            return Calls::VectorDb(VectorDbs::detect(system, req));
         }
-        BatchCall::detect(&req.method, req.uri.path())
+        ctx.llm.endpoint = Endpoint::detect(
+            req.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+            Some(&target.upstream.host),
+        )
+        .map(|mut endpoint| {
+            endpoint.provider = provider_of(&target.config, &endpoint);
+            endpoint
+        });
+        if ctx.llm.endpoint.is_some() || target.config.provider == ProviderKind::Anthropic {
+            return Calls::None;
+        }
+        BatchCall::detect(&req.method, req.uri.path()).map_or(Calls::None, Calls::Batch)
+    }
+
+    /// Starts the CLIENT span of a Batch, Files or vector database call under the SERVER
+    /// span, and sets how much of the request body to copy for it (none by default).
+    fn start_call_span(
+        &self,
+        calls: Calls,
+        target: &Target,
+        session: &Session,
+        server_cx: &Context,
+        ctx: &mut RequestCtx,
+    ) {
+        let limit = self.config.server.max_request_body_bytes;
+        ctx.body = RequestBody::new(limit, 0, false);
+        match calls {
+            Calls::None | Calls::VectorDb(None) => {}
+            Calls::Batch(call) => {
+                ctx.batch = Some(self.start_batch_span(call, target, session, server_cx));
+            }
+            Calls::VectorDb(Some(call)) => {
+                ctx.body = RequestBody::new(limit, VectorDbs::body_cap(&call), false);
+                let req = session.req_header();
+                let span =
+                    self.vector_dbs
+                        .start(&self.tracer, call, req, &target.upstream, server_cx);
+                ctx.vector_db = Some(span);
+            }
+        }
     }
 
     /// The CLIENT span of a Batch or Files API call, under the SERVER span.
@@ -1680,10 +1750,11 @@ pub(crate) fn credentials(upstream: &UpstreamConfig) -> Option<(&'static str, ht
     let key = upstream.api_key.as_ref()?;
     let (name, value) = match upstream.provider {
         ProviderKind::Anthropic => ("x-api-key", key.clone()),
-        ProviderKind::Azure => ("api-key", key.clone()),
-        ProviderKind::Openai | ProviderKind::OpenaiCompatible => {
-            ("authorization", format!("Bearer {key}"))
-        }
+        ProviderKind::Azure | ProviderKind::Qdrant => ("api-key", key.clone()),
+        ProviderKind::Openai
+        | ProviderKind::OpenaiCompatible
+        | ProviderKind::Chroma
+        | ProviderKind::Weaviate => ("authorization", format!("Bearer {key}")),
     };
     let mut value = http::HeaderValue::from_str(&value).ok()?;
     value.set_sensitive(true);
@@ -1761,5 +1832,27 @@ mod tests {
             end_of(Some(&too_large)),
             End::Failed { error_type, .. } if error_type == "request_too_large"
         ));
+    }
+
+    #[test]
+    fn each_kind_of_upstream_gets_its_key_where_it_reads_it() {
+        for (kind, header, value) in [
+            ("openai", "authorization", "Bearer k1"),
+            ("openai-compatible", "authorization", "Bearer k1"),
+            ("anthropic", "x-api-key", "k1"),
+            ("azure", "api-key", "k1"),
+            ("chroma", "authorization", "Bearer k1"),
+            ("qdrant", "api-key", "k1"),
+            ("weaviate", "authorization", "Bearer k1"),
+        ] {
+            let text = format!(
+                "[[upstreams]]\nname = \"u\"\nurl = \"http://127.0.0.1:1\"\nprovider = \"{kind}\"\n\
+                 api_key = \"k1\"\n[[routes]]\nupstream = \"u\"\n"
+            );
+            let config = Config::parse(&text, |_| None).unwrap();
+            let (name, sent) = credentials(&config.upstreams[0]).unwrap();
+            assert_eq!((name, sent.to_str().unwrap()), (header, value), "{kind}");
+            assert!(sent.is_sensitive(), "{kind}");
+        }
     }
 }

@@ -20,6 +20,7 @@ pub mod shadow;
 pub mod telemetry;
 pub mod tools;
 pub mod upstream;
+pub mod vectordb;
 pub mod waterfall;
 
 pub use config::Config;

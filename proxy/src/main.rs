@@ -38,8 +38,9 @@ struct Cli {
     /// The upstream base URL (e.g. https://api.openai.com, http://127.0.0.1:8000 for vLLM).
     #[arg(long, env = "LLMTRACE_UPSTREAM")]
     upstream: Option<String>,
-    /// gen_ai.provider.name for an OpenAI-compatible upstream (vllm, ollama, ...); by default
-    /// told from the path and host.
+    /// The upstream's kind (openai, anthropic, azure, openai-compatible; chroma, qdrant,
+    /// weaviate for a vector database), or gen_ai.provider.name for an OpenAI-compatible
+    /// upstream (vllm, ollama, ...); by default told from the path and host.
     #[arg(long, env = "LLMTRACE_PROVIDER")]
     provider: Option<String>,
     /// With no OTLP endpoint configured, write spans as JSON lines to this file instead of

@@ -14,7 +14,8 @@
 # (test_phoenix.py), and runs the batch_worker example over OTLP/HTTP through a capturing relay
 # into Phoenix (test_batch_links.py: its span with 100 links), and runs the rag example against a
 # real Chroma server (`chroma run` from the venv, started by test_rag.py) through the gRPC proxy
-# (test_rag.py: one trace, SERVER → embeddings → vector query → chat).
+# (test_rag.py: one trace, SERVER → embeddings → vector query → chat), and the official chromadb
+# client through a gateway whose upstream is that Chroma (test_rag.py: database spans).
 # Everything it started is stopped on exit. Exits with pytest's code.
 set -euo pipefail
 
@@ -194,6 +195,7 @@ LLMTRACE_E2E_HTTP_LOG="$tmp/proxy-http.log" \
 LLMTRACE_E2E_BATCH_WORKER="$batch_worker_bin" \
 LLMTRACE_E2E_BATCH_PROJECT="llmtrace-e2e-batch-$run_id" \
 LLMTRACE_E2E_RAG="$rag_bin" \
+LLMTRACE_E2E_PROXY_BIN="$proxy_bin" \
     PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 "$venv/bin/python" -m pytest -p no:cacheprovider "$@" || status=$?
 echo "e2e: install $((installed - started)) s, build $((built - installed)) s," \
     "Phoenix start $((ready - built)) s, tests $(($(date +%s) - ready)) s"

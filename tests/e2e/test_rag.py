@@ -253,3 +253,142 @@ def test_the_gateway_continues_the_trace(run: Run):
         assert [s["name"] for s in gateway] == [route], (prefix, [s["name"] for s in gateway])
         genai = run.children(gateway[0])
         assert [s["name"] for s in genai] == [ours["name"]], (route, [s["name"] for s in genai])
+
+
+# --- The gateway in front of a vector database --------------------------------------------------
+
+PROXY_BIN = os.environ.get("LLMTRACE_E2E_PROXY_BIN", "")
+
+# Four documents in 3-d; the query vector is closest to "b" then "a" (cosine and L2 alike).
+POINTS = {
+    "a": [1.0, 0.0, 0.0],
+    "b": [0.9, 0.1, 0.0],
+    "c": [0.0, 1.0, 0.0],
+    "d": [0.0, 0.0, 1.0],
+}
+QUERY = [0.92, 0.09, 0.0]
+
+
+@dataclass
+class Gateway:
+    collection: str
+    project: str
+    chroma_port: int
+    client_result: dict
+    direct_result: dict
+    count: int
+    spans: list[dict] = field(default_factory=list)
+
+    def named(self, name: str) -> dict:
+        found = [s for s in self.spans if s["name"] == name]
+        assert len(found) == 1, (name, sorted(s["name"] for s in self.spans))
+        return found[0]
+
+    def parent(self, span: dict) -> dict:
+        found = [s for s in self.spans if s["context"]["span_id"] == span["parent_id"]]
+        assert len(found) == 1, span["name"]
+        return found[0]
+
+
+@pytest.fixture(scope="module")
+def vector_gateway(chroma, tmp_path_factory) -> Gateway:
+    """The official chromadb client through llmtrace-proxy (`--provider chroma`) to real Chroma."""
+    if not PROXY_BIN:
+        pytest.skip("LLMTRACE_E2E_PROXY_BIN is not set")
+    import chromadb
+
+    root = tmp_path_factory.mktemp("vector-gateway")
+    project = f"llmtrace-e2e-vectordb-{os.getpid()}"
+    port = _free_port()
+    log = root / "proxy.log"
+    env = {
+        **os.environ,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": PHOENIX_GRPC,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_SERVICE_NAME": "llmtrace-proxy-e2e-vectordb",
+        "OTEL_RESOURCE_ATTRIBUTES": f"openinference.project.name={project}",
+    }
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [PROXY_BIN, "--listen", f"127.0.0.1:{port}", "--upstream", chroma, "--provider", "chroma",
+             "--admin", "off"],
+            stdout=out, stderr=subprocess.STDOUT, env=env,
+        )
+
+    def listening():
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    collection = f"vec-{secrets.token_hex(4)}"
+    try:
+        _wait("llmtrace-proxy in front of chroma", listening, process, log)
+        client = chromadb.HttpClient(host="127.0.0.1", port=port)
+        created = client.create_collection(collection, embedding_function=None)
+        created.add(ids=list(POINTS), embeddings=list(POINTS.values()), documents=[f"doc {k}" for k in POINTS])
+        client_result = created.query(query_embeddings=[QUERY], n_results=2, include=["distances", "documents"])
+    finally:
+        process.send_signal(2)  # SIGINT: pingora's fast shutdown; spans are flushed first
+        process.wait(timeout=30)
+    with httpx.Client(base_url=chroma, timeout=10) as direct:
+        described = direct.get(f"{DATABASE}/{collection}").json()
+        count = direct.get(f"{DATABASE}/{described['id']}/count").json()
+        direct_result = direct.post(
+            f"{DATABASE}/{described['id']}/query",
+            json={"query_embeddings": [QUERY], "n_results": 2, "include": ["distances", "documents"]},
+        ).json()
+    result = Gateway(collection, project, int(chroma.rsplit(":", 1)[1]), dict(client_result), direct_result, count)
+    deadline = time.monotonic() + SPAN_WAIT_SECONDS
+    wanted = {f"create_collection {collection}", f"add {collection}", f"query {collection}"}
+    while True:
+        result.spans = _fetch_spans(project)
+        if wanted <= {s["name"] for s in result.spans}:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"after {SPAN_WAIT_SECONDS:.0f} s: {sorted(s['name'] for s in result.spans)} in {project}; "
+                "gateway output:\n" + "\n".join(log.read_text(errors="replace").splitlines()[-25:]),
+                pytrace=False,
+            )
+        time.sleep(0.5)
+
+
+def test_the_chromadb_client_through_the_gateway_gets_what_chroma_holds(vector_gateway: Gateway):
+    # What landed upstream: the collection and its four points, in the real Chroma.
+    assert vector_gateway.count == 4
+    # What the client got: the two nearest, as Chroma answers them directly.
+    assert vector_gateway.client_result["ids"] == [["b", "a"]]
+    assert vector_gateway.client_result["ids"] == vector_gateway.direct_result["ids"]
+    assert vector_gateway.client_result["documents"] == vector_gateway.direct_result["documents"]
+    assert vector_gateway.client_result["distances"][0] == pytest.approx(vector_gateway.direct_result["distances"][0])
+
+
+def test_gateway_database_spans(vector_gateway: Gateway):
+    name = vector_gateway.collection
+    query = vector_gateway.named(f"query {name}")
+    attributes = query["attributes"]
+    assert attributes["db.system.name"] == "chroma"
+    assert attributes["db.operation.name"] == "query"
+    # Named by its name, learned from the create answer, though the path carries the id.
+    assert attributes["db.collection.name"] == name
+    assert attributes["db.namespace"] == "default_tenant|default_database"
+    assert attributes["llmtrace.db.top_k"] == 2
+    assert attributes["db.response.returned_rows"] == 2
+    assert attributes["db.response.status_code"] == "200"
+    # The CLIENT span names the database it called, not the gateway.
+    assert attributes["server.address"] == "127.0.0.1"
+    assert attributes["server.port"] == vector_gateway.chroma_port
+    assert "error.type" not in attributes
+    server = vector_gateway.parent(query)
+    assert server["name"] == "POST /api/v2/tenants/{tenant}/databases/{database}/collections/{collection_id}/query"
+    assert server["parent_id"] is None
+
+    add = vector_gateway.named(f"add {name}")
+    assert add["attributes"]["db.operation.name"] == "add"
+    assert add["attributes"]["db.response.status_code"] in ("200", "201")
+    create = vector_gateway.named(f"create_collection {name}")
+    assert create["attributes"]["db.collection.name"] == name
+    # The client's heartbeat and tenant checks are not database calls: SERVER spans only.
+    database_spans = [s for s in vector_gateway.spans if "db.system.name" in s["attributes"]]
+    assert sorted(s["attributes"]["db.operation.name"] for s in database_spans) == ["add", "create_collection", "query"]

@@ -8,6 +8,9 @@
 //! - [`GenAiSpan`] (with the [`GenAiRecorder`] exchanges share): one LLM API exchange, its span
 //!   and its [`Exchange`](crate::genai::Exchange) observer, ended with a report, metrics and a
 //!   summary. [`GenAiLayer`](crate::GenAiLayer) drives it from a tower body.
+//! - [`BatchSpan`] and [`VectorDbSpan`]: the CLIENT span of an OpenAI Batch or Files API call,
+//!   and of a Chroma, Qdrant or Weaviate call ([`VectorDbLayer`](crate::VectorDbLayer) drives
+//!   the latter from a tower body).
 //!
 //! Each ends exactly once: through its `end`/`finish` with an [`End`](crate::genai::End), or,
 //! when dropped first, as aborted.
@@ -19,6 +22,7 @@ mod classify;
 mod genai;
 mod inbound;
 pub(crate) mod span;
+mod vectordb;
 
 pub use batch::BatchSpan;
 pub use business::{
@@ -30,6 +34,7 @@ pub use classify::{ErrorRef, ResponseStatus, StatusClass, known_error_type};
 pub use genai::{GenAiRecorder, GenAiSpan};
 pub(crate) use inbound::start_server_span;
 pub use inbound::{InboundRequest, InboundSpan, Incoming, RequestHeaderCapture};
+pub use vectordb::VectorDbSpan;
 
 /// The host a request is addressed to: the URI's authority (HTTP/2 `:authority`, absolute-form
 /// requests), or else the `Host` header (with its port, if it names one). The one rule the

@@ -84,8 +84,13 @@ impl ExchangeSpan {
 
     /// Classifies the response status with `classifier` instead of the side's default rule.
     pub(crate) fn with_status_classifier(mut self, classifier: Option<StatusClassifier>) -> Self {
-        self.status_classifier = classifier;
+        self.set_status_classifier(classifier);
         self
+    }
+
+    /// Classifies the response status with `classifier` instead of the side's default rule.
+    pub(crate) fn set_status_classifier(&mut self, classifier: Option<StatusClassifier>) {
+        self.status_classifier = classifier;
     }
 
     /// The span's context, until it ends.

@@ -9,21 +9,18 @@ use std::task::{Context as TaskContext, Poll};
 use bytes::{Buf, Bytes};
 use http::{Request, Response};
 use http_body::Body;
-use opentelemetry::global::{BoxedSpan, BoxedTracer};
-use opentelemetry::trace::{SpanBuilder, SpanKind, TraceContextExt, Tracer};
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::Context;
+use opentelemetry::global::BoxedTracer;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use super::body::{BodyObserver, ObservedBody};
 use super::default_tracer;
 use super::genai::{RequestBody, in_context, read_prefix};
-use crate::driver::span::{ExchangeSpan, Side, child_context};
-use crate::driver::{ErrorClassifier, ErrorRef, StatusClassifier, attrs};
+use crate::driver::{ErrorClassifier, ErrorRef, StatusClassifier, VectorDbSpan};
 use crate::genai::End;
 use crate::propagation;
-use crate::semconv;
-use crate::vectordb::{CollectionNames, MAX_REQUEST_BYTES, ResponseObserver, VectorDbCall};
+use crate::vectordb::{CollectionNames, MAX_REQUEST_BYTES, VectorDbCall};
 
 /// A [`Layer`] for an HTTP client of a vector database: a CLIENT span per Chroma, Qdrant or
 /// Weaviate call (see [`vectordb`](crate::vectordb) for what is recognised and recorded),
@@ -217,26 +214,22 @@ where
     } else {
         RequestBody::untouched(body)
     };
-    call.resolve_collection(&shared.names);
-    let span = start_span(&shared.tracer, &call, &parts, &parent);
-    let cx = child_context(&parent, span);
+    let span = VectorDbSpan::start(&shared.tracer, call, &parts, &parent, &shared.names)
+        .with_status_classifier(shared.status_classifier.clone());
+    let cx = span.context().cloned().unwrap_or_else(|| parent.clone());
     propagation::inject(&cx, &mut parts.headers);
     let future = {
         let _guard = cx.clone().attach();
         inner.call(Request::from_parts(parts, body))
     };
     let mut observer = VectorDbObserver {
-        span: ExchangeSpan::new(cx.clone(), Side::Client, false, None)
-            .with_status_classifier(shared.status_classifier.clone()),
-        response: call.response_observer(),
-        names: shared.names.clone(),
+        span,
         errors: shared.errors.clone(),
     };
     match in_context(&cx, future).await {
         Ok(response) => {
             let (parts, body) = response.into_parts();
             observer.span.on_response_head(parts.status, &parts.headers);
-            observer.response.on_response_head(parts.status.as_u16());
             Ok(Response::from_parts(
                 parts,
                 ObservedBody::new(body, observer),
@@ -249,33 +242,13 @@ where
     }
 }
 
-fn start_span(
-    tracer: &BoxedTracer,
-    call: &VectorDbCall,
-    parts: &http::request::Parts,
-    parent: &Context,
-) -> BoxedSpan {
-    let mut attributes = call.attributes();
-    attrs::push_method(&mut attributes, &parts.method);
-    attrs::push_server_address(&mut attributes, &parts.uri, &parts.headers);
-    if let Some(url) = attrs::redacted_url(&parts.uri) {
-        attributes.push(KeyValue::new(semconv::http::URL_FULL, url));
-    }
-    let builder = SpanBuilder::from_name(call.span_name())
-        .with_kind(SpanKind::Client)
-        .with_attributes(attributes);
-    tracer.build_with_context(builder, parent)
-}
-
 // === impl VectorDbObserver ===
 
 /// The observer of [`VectorDbBody`]: keeps a bounded copy of the answer for the returned
 /// count and ends the call's span when the body ends (with the database attributes), fails,
 /// or is dropped early (`llmtrace.aborted`).
 pub struct VectorDbObserver {
-    span: ExchangeSpan,
-    response: ResponseObserver,
-    names: Arc<CollectionNames>,
+    span: VectorDbSpan,
     errors: ErrorClassifier,
 }
 
@@ -283,26 +256,7 @@ impl fmt::Debug for VectorDbObserver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VectorDbObserver")
             .field("span", &self.span)
-            .field("response", &self.response)
             .finish_non_exhaustive()
-    }
-}
-
-impl VectorDbObserver {
-    /// Records what the answer said, then ends the span with `end`.
-    fn finish(mut self, end: End) {
-        let report = self.response.finish();
-        if let Some(cx) = self.span.context() {
-            cx.span().set_attributes(report.attributes());
-        }
-        if let Some((id, name)) = &report.collection {
-            self.names.remember(id, name);
-        }
-        if let Some(error_type) = report.error_type {
-            let message = "the answer reports errors".to_owned();
-            self.span.fail_on_complete(error_type.to_owned(), message);
-        }
-        self.span.end(end);
     }
 }
 
@@ -312,34 +266,28 @@ impl BodyObserver for VectorDbObserver {
     }
 
     fn on_data(&mut self, data: &dyn Buf) {
-        self.span.on_data(data.remaining());
         let chunk = data.chunk();
         if chunk.len() == data.remaining() {
-            self.response.on_response_data(chunk);
+            self.span.on_response_data(chunk);
             return;
         }
         let mut parts = [std::io::IoSlice::new(&[]); 64];
         let n = data.chunks_vectored(&mut parts);
         for part in &parts[..n] {
-            self.response.on_response_data(part);
+            self.span.on_response_data(part);
         }
     }
 
-    fn on_eos(self) {
-        self.finish(End::Complete);
+    fn on_eos(mut self) {
+        self.span.finish(End::Complete);
     }
 
-    fn on_error(self, error: ErrorRef<'_>) {
+    fn on_error(mut self, error: ErrorRef<'_>) {
         let end = self.errors.end(&error);
-        self.finish(end);
+        self.span.finish(end);
     }
 
-    fn on_drop(self) {
-        // While unwinding, `ExchangeSpan`'s own drop ends the span as a panic.
-        if !std::thread::panicking() {
-            self.finish(End::Aborted);
-        }
-    }
+    // Dropped early, `VectorDbSpan`'s own drop ends the span as aborted.
 }
 
 /// The response body of [`VectorDbService`]: every frame passes through unchanged and at

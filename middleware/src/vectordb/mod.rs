@@ -86,6 +86,25 @@ impl VectorDbSystem {
     }
 }
 
+/// A Chroma route template under `$prefix` (the v1 or v2 collections path).
+macro_rules! chroma_route {
+    ($prefix:literal, $call:expr) => {
+        match $call.operation {
+            "create_collection" | "list_collections" => $prefix,
+            "get_collection" | "delete_collection" | "update_collection" => {
+                concat!($prefix, "/{collection_id}")
+            }
+            "count" => concat!($prefix, "/{collection_id}/count"),
+            "query" => concat!($prefix, "/{collection_id}/query"),
+            "get" => concat!($prefix, "/{collection_id}/get"),
+            "add" => concat!($prefix, "/{collection_id}/add"),
+            "upsert" => concat!($prefix, "/{collection_id}/upsert"),
+            "update" => concat!($prefix, "/{collection_id}/update"),
+            _ => concat!($prefix, "/{collection_id}/delete"),
+        }
+    };
+}
+
 /// One recognised vector database request: what its method, path and (bounded) body say.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VectorDbCall {
@@ -163,6 +182,36 @@ impl VectorDbCall {
         self.top_k
     }
 
+    /// The route template of the call (`http.route`), with the variable segments named as
+    /// the database's API reference names them:
+    /// `/api/v2/tenants/{tenant}/databases/{database}/collections/{collection_id}/query`,
+    /// `/collections/{collection_name}/points/search`, `/v1/objects/{className}/{id}`.
+    ///
+    /// ```
+    /// use llmtrace::vectordb::VectorDbCall;
+    ///
+    /// let call = VectorDbCall::detect(&http::Method::POST, "/collections/docs/points/search").unwrap();
+    /// assert_eq!(call.route(), "/collections/{collection_name}/points/search");
+    /// ```
+    pub fn route(&self) -> &'static str {
+        match self.system {
+            VectorDbSystem::Chroma if self.namespace.is_some() => {
+                chroma_route!(
+                    "/api/v2/tenants/{tenant}/databases/{database}/collections",
+                    self
+                )
+            }
+            VectorDbSystem::Chroma => chroma_route!("/api/v1/collections", self),
+            VectorDbSystem::Qdrant => qdrant_route(self),
+            VectorDbSystem::Weaviate => match self.operation {
+                "graphql" | "get" | "aggregate" => "/v1/graphql",
+                "batch_create" => "/v1/batch/objects",
+                "create" => "/v1/objects",
+                _ => "/v1/objects/{className}/{id}",
+            },
+        }
+    }
+
     /// Whether the request body says something the path does not (the adapter should read
     /// it, up to [`MAX_REQUEST_BYTES`], and pass it to
     /// [`observe_request_body`](Self::observe_request_body)).
@@ -225,6 +274,27 @@ impl VectorDbCall {
     /// An observer for this call's answer.
     pub fn response_observer(&self) -> ResponseObserver {
         ResponseObserver::new(self.answer, MAX_RESPONSE_BYTES)
+    }
+}
+
+/// A Qdrant route template.
+fn qdrant_route(call: &VectorDbCall) -> &'static str {
+    match call.operation {
+        "create_collection" | "get_collection" | "delete_collection" => {
+            "/collections/{collection_name}"
+        }
+        "retrieve" if call.answer == response::Answer::QdrantOne => {
+            "/collections/{collection_name}/points/{id}"
+        }
+        "upsert" | "retrieve" => "/collections/{collection_name}/points",
+        "search" => "/collections/{collection_name}/points/search",
+        "recommend" => "/collections/{collection_name}/points/recommend",
+        "query" => "/collections/{collection_name}/points/query",
+        "scroll" => "/collections/{collection_name}/points/scroll",
+        "count" => "/collections/{collection_name}/points/count",
+        "search_batch" => "/collections/{collection_name}/points/search/batch",
+        "query_batch" => "/collections/{collection_name}/points/query/batch",
+        _ => "/collections/{collection_name}/points/delete",
     }
 }
 

@@ -320,3 +320,82 @@ fn names_are_bounded() {
     let name = names.name_of(&long).unwrap();
     assert!(name.len() <= MAX_NAME_BYTES && name.starts_with("ccc"));
 }
+
+#[test]
+fn every_recognised_call_has_a_route_template_without_its_values() {
+    let cases = [
+        (
+            Method::POST,
+            "/api/v2/tenants/t1/databases/d1/collections/abc/query",
+            "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection_id}/query",
+        ),
+        (
+            Method::POST,
+            "/api/v2/tenants/t1/databases/d1/collections",
+            "/api/v2/tenants/{tenant}/databases/{database}/collections",
+        ),
+        (
+            Method::GET,
+            "/api/v2/tenants/t1/databases/d1/collections/abc/count",
+            "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection_id}/count",
+        ),
+        (
+            Method::POST,
+            "/api/v1/collections/abc/upsert",
+            "/api/v1/collections/{collection_id}/upsert",
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/collections/abc",
+            "/api/v1/collections/{collection_id}",
+        ),
+        (
+            Method::POST,
+            "/api/v1/collections/abc/delete",
+            "/api/v1/collections/{collection_id}/delete",
+        ),
+        (
+            Method::PUT,
+            "/collections/docs",
+            "/collections/{collection_name}",
+        ),
+        (
+            Method::GET,
+            "/collections/docs/points/42",
+            "/collections/{collection_name}/points/{id}",
+        ),
+        (
+            Method::POST,
+            "/collections/docs/points",
+            "/collections/{collection_name}/points",
+        ),
+        (
+            Method::POST,
+            "/collections/docs/points/search/batch",
+            "/collections/{collection_name}/points/search/batch",
+        ),
+        (
+            Method::POST,
+            "/collections/docs/points/delete",
+            "/collections/{collection_name}/points/delete",
+        ),
+        (Method::POST, "/v1/graphql", "/v1/graphql"),
+        (Method::POST, "/v1/batch/objects", "/v1/batch/objects"),
+        (
+            Method::PATCH,
+            "/v1/objects/Article/0001",
+            "/v1/objects/{className}/{id}",
+        ),
+    ];
+    for (method, path, route) in cases {
+        let call = VectorDbCall::detect(&method, path).unwrap_or_else(|| panic!("{path}"));
+        assert_eq!(call.route(), route, "{method} {path}");
+    }
+    // A GraphQL call renamed by its body keeps its route.
+    let mut call = VectorDbCall::detect(&Method::POST, "/v1/graphql").unwrap();
+    call.observe_request_body(Some(
+        br#"{"query":"{ Get { Article(limit: 3) { title } } }"}"#,
+    ));
+    assert_eq!(call.operation(), "get");
+    assert_eq!(call.route(), "/v1/graphql");
+}
