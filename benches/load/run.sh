@@ -44,6 +44,7 @@ elif [ ! -x "$venv/bin/litellm" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check 'litellm[proxy]'
 fi
+[ "${LLMTRACE_SETUP_ONLY:-0}" = 1 ] && exit 0  # installs only (scripts/test-all.sh)
 
 step "building llmtrace-proxy and llmtrace-load (release)"
 cargo build --release -p llmtrace-proxy -p llmtrace-load

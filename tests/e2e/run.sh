@@ -32,6 +32,7 @@ fi
 installed=$(date +%s)
 echo "e2e: python requirements ready in $((installed - started)) s" \
     "($("$venv/bin/python" -c 'import importlib.metadata as m; print(*(f"{p} {m.version(p)}" for p in ("arize-phoenix", "chromadb")), sep=", ")'))"
+[ "${LLMTRACE_SETUP_ONLY:-0}" = 1 ] && exit 0  # installs only (scripts/test-all.sh)
 
 # --- Rust side: the proxy, the mock provider, the batch worker ---------------------------
 # The examples are the root package's (llmtrace-examples), the binary is llmtrace-proxy's.

@@ -20,6 +20,7 @@ if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/requirements.txt"
+[ "${LLMTRACE_SETUP_ONLY:-0}" = 1 ] && exit 0  # installs only (scripts/test-all.sh)
 
 (cd "$root" && cargo build --quiet --example mock_upstream && cargo build --quiet -p llmtrace-proxy --bin llmtrace-proxy)
 target="${CARGO_TARGET_DIR:-$root/target}"
