@@ -13,6 +13,7 @@ pub mod config;
 pub mod export_queue;
 pub mod gateway;
 pub mod metrics;
+pub mod otlp;
 pub mod pages;
 pub mod path;
 pub mod reply;

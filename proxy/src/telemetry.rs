@@ -234,28 +234,7 @@ pub fn tracer_provider_with_store(
                 .build();
             return Ok((provider, None, None));
         }
-        Export::Otlp { protocol } => {
-            let exporter = match protocol.as_str() {
-                "grpc" => {
-                    // tonic's channel runs its connection on a tokio runtime: give it one of its
-                    // own, alive for the process, apart from pingora's and the request path.
-                    let _guard = export_runtime()?.enter();
-                    opentelemetry_otlp::SpanExporter::builder()
-                        .with_tonic()
-                        .build()?
-                }
-                "http/protobuf" | "http" => opentelemetry_otlp::SpanExporter::builder()
-                    .with_http()
-                    .build()?,
-                other => {
-                    return Err(format!(
-                        "OTEL_EXPORTER_OTLP_PROTOCOL={other}: expected grpc or http/protobuf"
-                    )
-                    .into());
-                }
-            };
-            ExportQueue::new(exporter, config)
-        }
+        Export::Otlp { protocol } => otlp_queue(protocol, config)?,
         Export::Stdout => ExportQueue::new(JsonLines::stdout(), config),
         Export::File(path) => ExportQueue::new(JsonLines::file(path)?, config),
     };
@@ -265,6 +244,48 @@ pub fn tracer_provider_with_store(
         None => behind_tail(builder, queue, sampling)?,
     };
     Ok((provider, Some(stats), tail_stats))
+}
+
+/// The export queue in front of an OTLP exporter for `protocol`. gRPC goes through the
+/// gateway's own exporter ([`crate::otlp`]: spans encoded straight into protobuf) unless the
+/// settings need TLS or compression, which the SDK's exporter then handles; HTTP/protobuf
+/// through the SDK's.
+fn otlp_queue(
+    protocol: &str,
+    config: QueueConfig,
+) -> Result<ExportQueue, Box<dyn std::error::Error>> {
+    Ok(match protocol {
+        "grpc" => {
+            // tonic's channel runs its connection on a tokio runtime: give it one of its
+            // own, alive for the process, apart from pingora's and the request path.
+            let runtime = export_runtime()?;
+            match crate::otlp::GrpcSettings::from_env(|name| std::env::var(name).ok()) {
+                Some(settings) => ExportQueue::new(
+                    crate::otlp::GrpcExporter::new(&settings, runtime.handle().clone())?,
+                    config,
+                ),
+                None => {
+                    let _guard = runtime.enter();
+                    let exporter = opentelemetry_otlp::SpanExporter::builder()
+                        .with_tonic()
+                        .build()?;
+                    ExportQueue::new(exporter, config)
+                }
+            }
+        }
+        "http/protobuf" | "http" => ExportQueue::new(
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .build()?,
+            config,
+        ),
+        other => {
+            return Err(format!(
+                "OTEL_EXPORTER_OTLP_PROTOCOL={other}: expected grpc or http/protobuf"
+            )
+            .into());
+        }
+    })
 }
 
 /// The provider with `exporting` behind `sampling`'s tail sampler, or alone without one.

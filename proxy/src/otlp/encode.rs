@@ -1,0 +1,315 @@
+//! `SpanData` straight into the protobuf bytes of an OTLP `ExportTraceServiceRequest`.
+//!
+//! The SDK's OTLP exporter first builds a parallel tree of `opentelemetry_proto` structs,
+//! cloning every name, key and string value, and prost then walks that tree twice (lengths,
+//! then bytes). Here each message is written once, in place: a nested message's length
+//! prefix is reserved as one byte before its content and widened afterwards when the content
+//! turned out longer than 127 bytes (one `copy_within` per large message, not per field).
+//!
+//! Field numbers are those of `opentelemetry/proto/{collector/trace,trace,common,resource}/v1`;
+//! proto3 defaults (empty strings and bytes, zeros, unset status) are left out, as prost
+//! leaves them out. The output decodes to exactly what the SDK's exporter sends (checked
+//! against `opentelemetry-proto` in this module's tests).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use opentelemetry::trace::{SpanId, SpanKind, Status};
+use opentelemetry::{Array, InstrumentationScope, KeyValue, StringValue, Value};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SpanData;
+
+/// Wire types.
+const VARINT: u32 = 0;
+const FIXED64: u32 = 1;
+const LEN: u32 = 2;
+const FIXED32: u32 = 5;
+
+/// `SpanFlags`: the flags word says whether the parent is remote.
+const CONTEXT_HAS_IS_REMOTE: u32 = 0x100;
+const CONTEXT_IS_REMOTE: u32 = 0x200;
+
+/// Appends the `ExportTraceServiceRequest` for `spans` of `resource` to `out`: one
+/// `ResourceSpans`, one `ScopeSpans` per instrumentation scope in the order scopes first
+/// appear, each scope's spans in batch order.
+pub fn export_request(spans: &[SpanData], resource: &Resource, out: &mut Vec<u8>) {
+    // Scopes in first-seen order; a batch has one or two, so a linear search beats hashing.
+    let mut scopes: Vec<&InstrumentationScope> = Vec::new();
+    for span in spans {
+        if !scopes.contains(&&span.instrumentation_scope) {
+            scopes.push(&span.instrumentation_scope);
+        }
+    }
+    // ExportTraceServiceRequest.resource_spans = 1
+    nested(out, 1, |out| {
+        // ResourceSpans.resource = 1
+        nested(out, 1, |out| {
+            for (key, value) in resource.iter() {
+                key_value(out, 1, key.as_str(), value);
+            }
+        });
+        for scope in &scopes {
+            // ResourceSpans.scope_spans = 2
+            nested(out, 2, |out| scope_spans(out, scope, spans));
+        }
+        if let Some(url) = resource.schema_url() {
+            string(out, 3, url);
+        }
+    });
+}
+
+fn scope_spans(out: &mut Vec<u8>, scope: &InstrumentationScope, spans: &[SpanData]) {
+    // ScopeSpans.scope = 1
+    nested(out, 1, |out| {
+        string(out, 1, scope.name());
+        if let Some(version) = scope.version() {
+            string(out, 2, version);
+        }
+        for kv in scope.attributes() {
+            key_value(out, 3, kv.key.as_str(), &kv.value);
+        }
+    });
+    for span in spans.iter().filter(|s| &s.instrumentation_scope == scope) {
+        // ScopeSpans.spans = 2
+        nested(out, 2, |out| self::span(out, span));
+    }
+    if let Some(url) = scope.schema_url() {
+        string(out, 3, url);
+    }
+}
+
+fn span(out: &mut Vec<u8>, span: &SpanData) {
+    let cx = &span.span_context;
+    bytes(out, 1, &cx.trace_id().to_bytes());
+    bytes(out, 2, &cx.span_id().to_bytes());
+    let state = cx.trace_state().header();
+    string(out, 3, &state);
+    if span.parent_span_id != SpanId::INVALID {
+        bytes(out, 4, &span.parent_span_id.to_bytes());
+    }
+    string(out, 5, &span.name);
+    uint(out, 6, kind(&span.span_kind));
+    fixed64(out, 7, nanos(span.start_time));
+    fixed64(out, 8, nanos(span.end_time));
+    attributes(out, 9, &span.attributes);
+    uint(out, 10, u64::from(span.dropped_attributes_count));
+    for event in span.events.iter() {
+        // Span.events = 11
+        nested(out, 11, |out| {
+            fixed64(out, 1, nanos(event.timestamp));
+            string(out, 2, &event.name);
+            attributes(out, 3, &event.attributes);
+            uint(out, 4, u64::from(event.dropped_attributes_count));
+        });
+    }
+    uint(out, 12, u64::from(span.events.dropped_count));
+    for link in span.links.iter() {
+        // Span.links = 13
+        nested(out, 13, |out| {
+            let cx = &link.span_context;
+            bytes(out, 1, &cx.trace_id().to_bytes());
+            bytes(out, 2, &cx.span_id().to_bytes());
+            string(out, 3, &cx.trace_state().header());
+            attributes(out, 4, &link.attributes);
+            uint(out, 5, u64::from(link.dropped_attributes_count));
+            fixed32(out, 6, flags(cx.is_remote(), cx.trace_flags().to_u8()));
+        });
+    }
+    uint(out, 14, u64::from(span.links.dropped_count));
+    // Span.status = 15 (prost writes it always: the SDK's exporter sets `Some`)
+    nested(out, 15, |out| {
+        let (code, message) = match &span.status {
+            Status::Unset => (0, ""),
+            Status::Ok => (1, ""),
+            Status::Error { description } => (2, description.as_ref()),
+        };
+        string(out, 2, message);
+        uint(out, 3, code);
+    });
+    fixed32(
+        out,
+        16,
+        flags(span.parent_span_is_remote, cx.trace_flags().to_u8()),
+    );
+}
+
+fn flags(remote: bool, trace_flags: u8) -> u32 {
+    let mut flags = u32::from(trace_flags) | CONTEXT_HAS_IS_REMOTE;
+    if remote {
+        flags |= CONTEXT_IS_REMOTE;
+    }
+    flags
+}
+
+fn kind(kind: &SpanKind) -> u64 {
+    match kind {
+        SpanKind::Internal => 1,
+        SpanKind::Server => 2,
+        SpanKind::Client => 3,
+        SpanKind::Producer => 4,
+        SpanKind::Consumer => 5,
+    }
+}
+
+fn nanos(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn attributes(out: &mut Vec<u8>, field: u32, attributes: &[KeyValue]) {
+    for kv in attributes {
+        key_value(out, field, kv.key.as_str(), &kv.value);
+    }
+}
+
+/// A `KeyValue` message as field `field`.
+fn key_value(out: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
+    nested(out, field, |out| {
+        string(out, 1, key);
+        // KeyValue.value = 2 (an AnyValue, always present)
+        nested(out, 2, |out| any_value(out, value));
+    });
+}
+
+/// The content of an `AnyValue`: its one `value` member.
+fn any_value(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Bool(v) => {
+            tag(out, 2, VARINT);
+            varint(out, u64::from(*v));
+        }
+        Value::I64(v) => {
+            tag(out, 3, VARINT);
+            varint(out, *v as u64);
+        }
+        Value::F64(v) => {
+            tag(out, 4, FIXED64);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        Value::String(v) => {
+            tag(out, 1, LEN);
+            len_bytes(out, v.as_str().as_bytes());
+        }
+        Value::Array(array) => nested(out, 5, |out| array_values(out, array)),
+        // A value kind newer than this encoder: its text, rather than nothing.
+        other => {
+            tag(out, 1, LEN);
+            len_bytes(out, other.to_string().as_bytes());
+        }
+    }
+}
+
+/// The content of an `ArrayValue`: `values = 1`, one `AnyValue` each.
+fn array_values(out: &mut Vec<u8>, array: &Array) {
+    match array {
+        Array::Bool(values) => each(out, values, |out, v| any_value(out, &Value::Bool(*v))),
+        Array::I64(values) => each(out, values, |out, v| {
+            tag(out, 3, VARINT);
+            varint(out, *v as u64);
+        }),
+        Array::F64(values) => each(out, values, |out, v| {
+            tag(out, 4, FIXED64);
+            out.extend_from_slice(&v.to_le_bytes());
+        }),
+        Array::String(values) => each(out, values, |out, v: &StringValue| {
+            tag(out, 1, LEN);
+            len_bytes(out, v.as_str().as_bytes());
+        }),
+        other => {
+            let text = other.to_string();
+            nested(out, 1, |out| {
+                tag(out, 1, LEN);
+                len_bytes(out, text.as_bytes());
+            });
+        }
+    }
+}
+
+fn each<T>(out: &mut Vec<u8>, values: &[T], mut f: impl FnMut(&mut Vec<u8>, &T)) {
+    for value in values {
+        nested(out, 1, |out| f(out, value));
+    }
+}
+
+// === wire format ===
+
+fn tag(out: &mut Vec<u8>, field: u32, wire: u32) {
+    varint(out, u64::from((field << 3) | wire));
+}
+
+fn varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn varint_len(value: u64) -> usize {
+    // 1 byte per 7 bits, at least one.
+    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+fn len_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+/// A non-empty string field (proto3 leaves the empty one out).
+fn string(out: &mut Vec<u8>, field: u32, value: &str) {
+    bytes(out, field, value.as_bytes());
+}
+
+/// A non-empty bytes field.
+fn bytes(out: &mut Vec<u8>, field: u32, value: &[u8]) {
+    if !value.is_empty() {
+        tag(out, field, LEN);
+        len_bytes(out, value);
+    }
+}
+
+/// A non-zero varint field (`uint32`, `uint64`, enums).
+fn uint(out: &mut Vec<u8>, field: u32, value: u64) {
+    if value != 0 {
+        tag(out, field, VARINT);
+        varint(out, value);
+    }
+}
+
+fn fixed64(out: &mut Vec<u8>, field: u32, value: u64) {
+    if value != 0 {
+        tag(out, field, FIXED64);
+        out.extend_from_slice(&value.to_le_bytes());
+    }
+}
+
+fn fixed32(out: &mut Vec<u8>, field: u32, value: u32) {
+    if value != 0 {
+        tag(out, field, FIXED32);
+        out.extend_from_slice(&value.to_le_bytes());
+    }
+}
+
+/// A length-delimited message as field `field`, its content written by `content`. One byte
+/// is reserved for the length; a longer content is moved up once to make room for the rest.
+fn nested(out: &mut Vec<u8>, field: u32, content: impl FnOnce(&mut Vec<u8>)) {
+    tag(out, field, LEN);
+    let at = out.len();
+    out.push(0);
+    content(out);
+    let len = out.len() - at - 1;
+    let width = varint_len(len as u64);
+    if width > 1 {
+        let end = out.len();
+        out.resize(end + width - 1, 0);
+        out.copy_within(at + 1..end, at + width);
+    }
+    let mut value = len as u64;
+    for byte in &mut out[at..at + width] {
+        *byte = if value >= 0x80 {
+            (value as u8) | 0x80
+        } else {
+            value as u8
+        };
+        value >>= 7;
+    }
+}

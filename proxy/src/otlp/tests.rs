@@ -1,0 +1,232 @@
+use std::borrow::Cow;
+use std::time::{Duration, SystemTime};
+
+use opentelemetry::trace::{
+    Link, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
+use opentelemetry::{Array, InstrumentationScope, KeyValue, StringValue, Value};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
+use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+use proptest::prelude::*;
+use prost::Message;
+
+use super::encode::export_request;
+use super::{GrpcSettings, parse_headers};
+
+fn context(trace: u128, span: u64, remote: bool, state: &str) -> SpanContext {
+    SpanContext::new(
+        TraceId::from(trace),
+        SpanId::from(span),
+        TraceFlags::SAMPLED,
+        remote,
+        state.parse::<TraceState>().unwrap_or_default(),
+    )
+}
+
+fn span(name: &str, scope: &InstrumentationScope, attributes: Vec<KeyValue>) -> SpanData {
+    let start = SystemTime::UNIX_EPOCH + Duration::from_nanos(1_764_633_600_123_456_789);
+    SpanData {
+        span_context: context(
+            0x0af7_6519_16cd_43dd_8448_eb21_1c80_319c,
+            0xb7ad_6b71_6920_3331,
+            false,
+            "vendor=a",
+        ),
+        parent_span_id: SpanId::from(0x00f0_67aa_0ba9_02b7),
+        parent_span_is_remote: true,
+        span_kind: SpanKind::Client,
+        name: Cow::Owned(name.to_owned()),
+        start_time: start,
+        end_time: start + Duration::from_millis(1234),
+        attributes,
+        dropped_attributes_count: 2,
+        events: {
+            let mut events = SpanEvents::default();
+            events.events.push(opentelemetry::trace::Event::new(
+                "gen_ai.content.prompt",
+                start + Duration::from_millis(5),
+                vec![KeyValue::new("llmtrace.stream.stall.duration", 1.5)],
+                1,
+            ));
+            events.dropped_count = 3;
+            events
+        },
+        links: {
+            let mut links = SpanLinks::default();
+            links.links.push(Link::new(
+                context(7, 9, true, ""),
+                vec![KeyValue::new("llmtrace.link.kind", "tool_call")],
+                4,
+            ));
+            links.dropped_count = 5;
+            links
+        },
+        status: Status::error("upstream failed"),
+        instrumentation_scope: scope.clone(),
+    }
+}
+
+fn resource() -> Resource {
+    Resource::builder_empty()
+        .with_service_name("llmtrace-proxy")
+        .with_attribute(KeyValue::new("deployment.environment.name", "test"))
+        .with_schema_url(
+            Vec::<KeyValue>::new(),
+            "https://opentelemetry.io/schemas/1.36.0",
+        )
+        .build()
+}
+
+/// What the SDK's exporter would send for `batch`, decoded.
+fn sdk_request(batch: &[SpanData], resource: &Resource) -> ExportTraceServiceRequest {
+    let resource = ResourceAttributesWithSchema::from(resource);
+    ExportTraceServiceRequest {
+        resource_spans: group_spans_by_resource_and_scope(batch.to_vec(), &resource),
+    }
+}
+
+fn ours(batch: &[SpanData], resource: &Resource) -> ExportTraceServiceRequest {
+    let mut bytes = Vec::new();
+    export_request(batch, resource, &mut bytes);
+    ExportTraceServiceRequest::decode(bytes.as_slice()).expect("our bytes decode as OTLP")
+}
+
+#[test]
+fn a_batch_decodes_to_what_the_sdk_exporter_sends() {
+    let gateway = InstrumentationScope::builder("llmtrace")
+        .with_version("0.1.0")
+        .with_attributes([KeyValue::new("scope.kind", "gateway")])
+        .with_schema_url("https://opentelemetry.io/schemas/1.36.0")
+        .build();
+    let other = InstrumentationScope::builder("other").build();
+    let long = "x".repeat(20_000); // a three-byte length prefix, nested three deep
+    let attributes = vec![
+        KeyValue::new("gen_ai.request.model", "gpt-4o-mini"),
+        KeyValue::new("gen_ai.usage.input_tokens", 1234_i64),
+        KeyValue::new("negative", -7_i64),
+        KeyValue::new("gen_ai.request.temperature", 0.25),
+        KeyValue::new("llmtrace.aborted", true),
+        KeyValue::new("false", false),
+        KeyValue::new("empty", ""),
+        KeyValue::new("unicode", "é – ✓ 😀"),
+        KeyValue::new("gen_ai.input.messages", long),
+        KeyValue::new(
+            "llmtrace.stream.chunk_offsets_ms",
+            Value::Array(Array::I64(vec![0, 12, 250, 100_000])),
+        ),
+        KeyValue::new(
+            "gen_ai.response.finish_reasons",
+            Value::Array(Array::String(vec![
+                StringValue::from("stop"),
+                StringValue::from(""),
+            ])),
+        ),
+        KeyValue::new("floats", Value::Array(Array::F64(vec![0.5, -1.0]))),
+        KeyValue::new("bools", Value::Array(Array::Bool(vec![true, false]))),
+        KeyValue::new("empty_array", Value::Array(Array::I64(vec![]))),
+    ];
+    let mut second = span("chat gpt-4o-mini", &other, vec![]);
+    second.parent_span_id = SpanId::INVALID;
+    second.parent_span_is_remote = false;
+    second.status = Status::Ok;
+    second.span_kind = SpanKind::Server;
+    second.events = SpanEvents::default();
+    second.links = SpanLinks::default();
+    let mut third = span("unset status", &gateway, vec![KeyValue::new("k", "v")]);
+    third.status = Status::Unset;
+    third.span_kind = SpanKind::Internal;
+    let batch = vec![
+        span("POST /v1/chat/completions", &gateway, attributes),
+        second,
+        third,
+    ];
+    let resource = resource();
+    assert_eq!(ours(&batch, &resource), sdk_request(&batch, &resource));
+}
+
+#[test]
+fn an_empty_resource_and_a_lone_span() {
+    let scope = InstrumentationScope::builder("llmtrace").build();
+    let batch = vec![span("s", &scope, vec![])];
+    let resource = Resource::builder_empty().build();
+    assert_eq!(ours(&batch, &resource), sdk_request(&batch, &resource));
+}
+
+fn any_value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::I64),
+        // NaN is not equal to itself: compared separately by the bytes test below.
+        (-1e12f64..1e12).prop_map(Value::F64),
+        ".{0,300}".prop_map(Value::from),
+        prop::collection::vec(any::<i64>(), 0..40).prop_map(|v| Value::Array(Array::I64(v))),
+        prop::collection::vec(".{0,20}", 0..10).prop_map(|v| Value::Array(Array::String(
+            v.into_iter().map(StringValue::from).collect()
+        ))),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn any_attributes_decode_to_what_the_sdk_sends(
+        attributes in prop::collection::vec(("[a-z._]{1,40}", any_value()), 0..30),
+        name in ".{0,200}",
+    ) {
+        let scope = InstrumentationScope::builder("llmtrace").with_version("1").build();
+        let attributes = attributes.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect();
+        let batch = vec![span(&name, &scope, attributes)];
+        let resource = resource();
+        prop_assert_eq!(ours(&batch, &resource), sdk_request(&batch, &resource));
+    }
+}
+
+#[test]
+fn settings_come_from_the_sdk_variables() {
+    let env = |vars: &'static [(&'static str, &'static str)]| {
+        move |name: &str| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    };
+    let default = GrpcSettings::from_env(env(&[])).unwrap();
+    assert_eq!(default.endpoint, "http://localhost:4317");
+    assert_eq!(default.timeout, Duration::from_secs(10));
+    assert!(default.headers.is_empty());
+
+    let set = GrpcSettings::from_env(env(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", " http://traces:4317 "),
+        (
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "Authorization=Bearer%20abc, x-tenant=a",
+        ),
+        ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-tenant=b,broken"),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+    ]))
+    .unwrap();
+    assert_eq!(set.endpoint, "http://traces:4317");
+    assert_eq!(set.timeout, Duration::from_millis(2500));
+    assert_eq!(
+        set.headers,
+        [
+            ("authorization".to_owned(), "Bearer abc".to_owned()),
+            ("x-tenant".to_owned(), "b".to_owned())
+        ]
+    );
+    // What the SDK's exporter is left to: TLS and compression.
+    assert!(
+        GrpcSettings::from_env(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://x:4317")])).is_none()
+    );
+    assert!(GrpcSettings::from_env(env(&[("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")])).is_none());
+    assert!(GrpcSettings::from_env(env(&[("OTEL_EXPORTER_OTLP_COMPRESSION", "none")])).is_some());
+    assert_eq!(
+        parse_headers("a=1,=2,b"),
+        [("a".to_owned(), "1".to_owned())]
+    );
+}
