@@ -10,7 +10,9 @@
 //!   gateway: an `AlwaysOff` sampler): spans do not record, but the core still reads the
 //!   exchange for the metrics and the access log;
 //! - `otlp_encode`: turning those two finished spans into an OTLP/gRPC request's bytes (what
-//!   the export thread does per request, off the request path).
+//!   the export thread does per request, off the request path) as the SDK's exporter does
+//!   (`opentelemetry_proto` structs, then prost), and `otlp_encode_direct` as the gateway's
+//!   own exporter does (`llmtrace_proxy::otlp::encode`, straight from `SpanData`).
 //!
 //! - `stream/*`: a streamed chat of 300 content chunks through the GenAI span, with the chunk
 //!   timeline at its default 256 points and off (`chunk_timeline = 0`): the span path
@@ -210,10 +212,22 @@ fn otlp_encode(c: &mut Criterion) {
     );
     c.bench_function("span_path/otlp_encode", |b| {
         b.iter(|| {
+            // The SDK's exporter clones the batch too (it keeps it for retries).
             let request = ExportTraceServiceRequest {
                 resource_spans: group_spans_by_resource_and_scope(spans.clone(), &resource),
             };
             black_box(request.encode_to_vec())
+        })
+    });
+    let sdk_resource = Resource::builder_empty()
+        .with_service_name("llmtrace-proxy")
+        .build();
+    let mut buffer = Vec::new();
+    c.bench_function("span_path/otlp_encode_direct", |b| {
+        b.iter(|| {
+            buffer.clear();
+            llmtrace_proxy::otlp::encode::export_request(&spans, &sdk_resource, &mut buffer);
+            black_box(buffer.len())
         })
     });
 }
@@ -307,6 +321,17 @@ fn stream(c: &mut Criterion) {
                     resource_spans: group_spans_by_resource_and_scope(spans.clone(), &resource),
                 };
                 black_box(request.encode_to_vec())
+            })
+        });
+        let sdk_resource = Resource::builder_empty()
+            .with_service_name("llmtrace-proxy")
+            .build();
+        let mut buffer = Vec::new();
+        group.bench_function(format!("otlp_encode_direct_{name}"), |b| {
+            b.iter(|| {
+                buffer.clear();
+                llmtrace_proxy::otlp::encode::export_request(&spans, &sdk_resource, &mut buffer);
+                black_box(buffer.len())
             })
         });
     }

@@ -399,8 +399,11 @@ pub struct Stats {
     pub input_tokens: i64,
     /// `gen_ai.usage.output_tokens` summed.
     pub output_tokens: i64,
-    /// `gen_ai.usage.cost` summed, USD.
+    /// `gen_ai.usage.cost` summed, USD, over the calls that have one.
     pub cost: f64,
+    /// Calls without a cost (the price table has no price for the model, or no usage was
+    /// reported: `llmtrace.cost.missing` says which on the span).
+    pub cost_missing: u64,
 }
 
 /// One model's series.
@@ -438,7 +441,7 @@ struct Call {
     tokens_per_second: Option<f64>,
     input_tokens: i64,
     output_tokens: i64,
-    cost: f64,
+    cost: Option<f64>,
 }
 
 impl Call {
@@ -463,7 +466,7 @@ impl Call {
             tokens_per_second,
             input_tokens: as_i64(span.attribute(g::USAGE_INPUT_TOKENS)).unwrap_or(0),
             output_tokens,
-            cost: as_f64(span.attribute(super::USAGE_COST)).unwrap_or(0.0),
+            cost: as_f64(span.attribute(super::USAGE_COST)),
         }
     }
 }
@@ -571,7 +574,8 @@ fn stats(calls: &[&Call]) -> Stats {
         output_tokens: calls
             .iter()
             .fold(0i64, |s, c| s.saturating_add(c.output_tokens)),
-        cost: calls.iter().map(|c| c.cost).sum(),
+        cost: calls.iter().filter_map(|c| c.cost).sum(),
+        cost_missing: calls.iter().filter(|c| c.cost.is_none()).count() as u64,
     }
 }
 

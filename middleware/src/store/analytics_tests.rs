@@ -348,6 +348,51 @@ fn the_overview_bins_calls_per_model() {
 }
 
 #[test]
+fn a_model_without_a_price_has_an_unknown_cost_not_zero() {
+    let store = TraceStore::new(StoreConfig::default());
+    let unpriced = |t: u128, model: &str| {
+        let mut call = genai(t, at(t as u64 * 10), model, 100, 0.01, 5);
+        call.attributes
+            .retain(|kv| kv.key.as_str() != "gen_ai.usage.cost");
+        call.attributes
+            .push(KeyValue::new("llmtrace.cost.missing", "no_price"));
+        call
+    };
+    insert(&store, "gw", unpriced(1, "new-model"));
+    insert(&store, "gw", unpriced(2, "new-model"));
+    insert(&store, "gw", genai(3, at(30), "gpt", 100, 0.01, 5));
+    insert(&store, "gw", unpriced(4, "gpt"));
+    let (traces, range) = all(&store);
+    let o = overview(&traces, &range);
+    let total = |model: &str| {
+        o.models
+            .iter()
+            .find(|s| s.model == model)
+            .map(|s| s.total.clone())
+            .expect(model)
+    };
+    assert_eq!(
+        (total("new-model").cost, total("new-model").cost_missing),
+        (0.0, 2)
+    );
+    assert_eq!((total("gpt").cost, total("gpt").cost_missing), (0.25, 1));
+    let page = ui::handle(&store, "/ui/overview", None).expect("route");
+    let body = page.body();
+    let row = |model: &str| {
+        let at = body
+            .find(&format!("<tr data-model=\"{model}\">"))
+            .expect(model);
+        body[at..at + body[at..].find("</tr>").expect("row end")].to_owned()
+    };
+    assert!(
+        row("new-model").contains(">unknown</td>"),
+        "{}",
+        row("new-model")
+    );
+    assert!(row("gpt").contains("(1 without a price)"), "{}", row("gpt"));
+}
+
+#[test]
 fn models_beyond_the_cap_are_one_series() {
     let store = TraceStore::new(StoreConfig::default());
     let mut t = 0u128;

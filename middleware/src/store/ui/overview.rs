@@ -254,9 +254,19 @@ fn totals(out: &mut String, overview: &Overview) {
             opt(t.tokens_per_second, |v| format!("{v:.1}")),
             t.input_tokens,
             t.output_tokens,
-            format_cost(t.cost),
+            cost_cell(t),
             model = esc(&series.model),
         );
     }
     out.push_str("</tbody></table>");
+}
+
+/// A model's cost: `unknown` when no call had one (no price for the model), else the sum,
+/// with the calls left out of it counted.
+fn cost_cell(t: &crate::store::analytics::Stats) -> String {
+    match t.cost_missing {
+        0 => format_cost(t.cost),
+        n if n == t.requests => "unknown".to_owned(),
+        n => format!("{} ({n} without a price)", format_cost(t.cost)),
+    }
 }
