@@ -161,13 +161,35 @@ fn attributes(out: &mut Vec<u8>, field: u32, attributes: &[KeyValue]) {
     }
 }
 
-/// A `KeyValue` message as field `field`.
+/// A `KeyValue` message as field `field`. Scalar values (nearly all attributes) are sized
+/// first and written in one go; arrays take the general path.
 fn key_value(out: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
-    nested(out, field, |out| {
-        string(out, 1, key);
-        // KeyValue.value = 2 (an AnyValue, always present)
-        nested(out, 2, |out| any_value(out, value));
-    });
+    let any_len = match value {
+        Value::Bool(_) => 2,
+        Value::I64(v) => 1 + varint_len(*v as u64),
+        Value::F64(_) => 9,
+        Value::String(v) => 1 + varint_len(v.as_str().len() as u64) + v.as_str().len(),
+        _ => {
+            return nested(out, field, |out| {
+                string(out, 1, key);
+                // KeyValue.value = 2 (an AnyValue, always present)
+                nested(out, 2, |out| any_value(out, value));
+            });
+        }
+    };
+    let key_len = if key.is_empty() {
+        0
+    } else {
+        1 + varint_len(key.len() as u64) + key.len()
+    };
+    let kv_len = key_len + 1 + varint_len(any_len as u64) + any_len;
+    out.reserve(kv_len + 6);
+    tag(out, field, LEN);
+    varint(out, kv_len as u64);
+    string(out, 1, key);
+    tag(out, 2, LEN);
+    varint(out, any_len as u64);
+    any_value(out, value);
 }
 
 /// The content of an `AnyValue`: its one `value` member.
