@@ -118,6 +118,12 @@ pub mod gen_ai {
     pub const OUTPUT_MESSAGES: &str = "gen_ai.output.messages";
     /// Opt-in content: the system prompt, as JSON.
     pub const SYSTEM_INSTRUCTIONS: &str = "gen_ai.system_instructions";
+    /// Opt-in content on an `execute_tool` span: the arguments the model gave the call (the
+    /// conventions' type is `any`; recorded as the JSON text, as they allow).
+    pub const TOOL_CALL_ARGUMENTS: &str = "gen_ai.tool.call.arguments";
+    /// Opt-in content on an `execute_tool` span: what the tool returned, as sent back to the
+    /// model (type `any`; recorded as text).
+    pub const TOOL_CALL_RESULT: &str = "gen_ai.tool.call.result";
     /// `input` or `output`, on `gen_ai.client.token.usage`.
     pub const TOKEN_TYPE: &str = "gen_ai.token.type";
 

@@ -941,8 +941,9 @@ impl Gateway {
             return;
         };
         if let (Some(asked_by), End::Complete) = (&asked_by, end) {
+            let (calls, arguments) = (&summary.tool_calls, &summary.tool_arguments);
             self.tools
-                .asked(&summary.tool_calls, asked_by, SystemTime::now());
+                .asked(calls, arguments, asked_by, SystemTime::now());
         }
         ctx.llm.summary = Some(summary);
     }
@@ -1195,7 +1196,7 @@ impl Gateway {
         if !ctx.llm.request_parsed {
             // A retry replays the same body: read it once.
             ctx.llm.request_parsed = true;
-            let info = match ended.copy.as_deref() {
+            let mut info = match ended.copy.as_deref() {
                 Some(copy) => {
                     ctx.llm.prompt_hash = Some(prompt_hash(copy));
                     RequestInfo::parse_with(endpoint, copy, self.recorder.config())
@@ -1203,6 +1204,8 @@ impl Gateway {
                 None => RequestInfo::body_not_read(endpoint, cap),
             };
             let results = info.tool_results.clone();
+            // Only with content capture: what the results say, for the `execute_tool` spans.
+            let contents = std::mem::take(&mut info.tool_result_content);
             genai.set_request(info);
             if !results.is_empty() {
                 // The time since the answer that asked for these calls was the tools' run.
@@ -1210,7 +1213,9 @@ impl Gateway {
                 let arrived = SystemTime::now()
                     - ctx.timing.received.map(|t| t.elapsed()).unwrap_or_default();
                 if let Some(parent) = parent {
-                    self.tools.answered(&self.tracer, &results, parent, arrived);
+                    let tracer = &self.tracer;
+                    self.tools
+                        .answered(tracer, &results, &contents, parent, arrived);
                 }
             }
         }

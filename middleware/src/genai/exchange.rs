@@ -15,6 +15,7 @@ use super::request::RequestInfo;
 use super::response::{EventKind, ResponseState, Usage, bounded_error};
 use super::sse::SseDecoder;
 use super::timeline::ChunkTimeline;
+use super::tool_content::ToolContent;
 use crate::driver::BusinessAttributes;
 use crate::limits::MAX_CHOICES;
 use crate::semconv::{self, exception, gen_ai, llmtrace};
@@ -28,6 +29,11 @@ pub enum ContentKind {
     SystemInstructions,
     /// `gen_ai.output.messages`
     OutputMessages,
+    /// `gen_ai.tool.call.arguments`: one tool call's arguments (the gateway's
+    /// `execute_tool` span; on the GenAI span they are part of the output messages).
+    ToolCallArguments,
+    /// `gen_ai.tool.call.result`: one tool call's result, as a later request carries it.
+    ToolCallResult,
 }
 
 /// A hook that sees captured content (as the JSON string about to be recorded) and returns
@@ -203,6 +209,10 @@ pub struct Summary {
     pub output: Option<OutputDigest>,
     /// Tool calls the answer asked for, `(id, name)`: at most 32, each at most 128 bytes.
     pub tool_calls: Vec<(String, String)>,
+    /// With content capture on only (else empty): the arguments of those tool calls, by id,
+    /// together within [`content_cap`](GenAiConfig::content_cap), after the redactor
+    /// (as [`ContentKind::ToolCallArguments`]).
+    pub tool_arguments: Vec<ToolContent>,
 }
 
 /// A fingerprint of an answer's text, for telling whether two answers are the same without
@@ -903,18 +913,53 @@ impl Exchange {
             output_tokens_per_second: totals.output_tokens_per_second,
             output: self.keep_output.then(|| self.output_digest()),
             tool_calls: self.state.tool_calls.clone(),
+            tool_arguments: self.tool_arguments(),
         }
+    }
+
+    /// [`Summary::tool_arguments`]: nothing unless content capture is on (output kept for a
+    /// digest alone is not recorded).
+    fn tool_arguments(&self) -> Vec<ToolContent> {
+        if !self.config.capture_content {
+            return Vec::new();
+        }
+        let calls = self.state.tool_arguments.iter();
+        calls
+            // A call cut to nothing is kept: its span says the arguments were cut.
+            .filter(|call| !call.id.is_empty() && (!call.arguments.is_empty() || call.truncated))
+            .filter_map(|call| {
+                ToolContent::redacted(
+                    call.id.clone(),
+                    call.arguments.clone(),
+                    call.truncated,
+                    ContentKind::ToolCallArguments,
+                    &self.config,
+                )
+            })
+            .collect()
     }
 
     fn output_digest(&self) -> OutputDigest {
         let mut texts: Vec<&(u32, String)> = self.state.output_text.iter().collect();
         texts.sort_by_key(|(index, _)| *index);
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for (index, text) in texts {
-            for byte in index.to_le_bytes().iter().chain(text.as_bytes()) {
+        let mut add = |bytes: &[u8]| {
+            for byte in bytes {
                 hash ^= u64::from(*byte);
                 hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
             }
+        };
+        for (index, text) in texts {
+            add(&index.to_le_bytes());
+            add(text.as_bytes());
+        }
+        // Tool calls are the answer too: two answers calling with other arguments differ.
+        let mut calls: Vec<_> = self.state.tool_arguments.iter().collect();
+        calls.sort_by_key(|call| (call.choice, call.slot));
+        for call in calls {
+            add(&call.choice.to_le_bytes());
+            add(call.name.as_bytes());
+            add(call.arguments.as_bytes());
         }
         OutputDigest {
             bytes: self.state.content_bytes,
@@ -979,8 +1024,11 @@ impl Exchange {
                 );
             }
         }
-        let output =
-            super::content::output_messages(&self.state.output_text, &self.state.finish_reasons);
+        let output = super::content::output_messages(
+            &self.state.output_text,
+            &self.state.tool_arguments,
+            &self.state.finish_reasons,
+        );
         if let Some(output) = output {
             record(
                 a,

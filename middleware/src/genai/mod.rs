@@ -22,6 +22,7 @@
 //! ├── prompt.rs     PromptWatch: keywords and regexes looked for in the prompt (dispatch: members)
 //! ├── response.rs   Usage, ResponseState and its setters (dispatch: events, whole bodies)
 //! ├── content.rs    the conventions' message shape (dispatch: input messages)
+//! ├── tool_content.rs  ToolContent: tool calls' arguments and results, with capture only
 //! ├── exchange.rs   Exchange: one observed exchange, its Report and metric values
 //! ├── json.rs       JSON validator, member scanner and key search, without parsing
 //! ├── sse.rs        incremental SSE decoder (LineFramer, SseDecoder)
@@ -72,6 +73,7 @@ mod request;
 mod response;
 pub mod sse;
 mod timeline;
+mod tool_content;
 mod view;
 
 pub use batch::{BatchCall, BatchIndex, BatchObserver, BatchOperation, BatchReport};
@@ -88,3 +90,4 @@ pub use prompt::{DEFAULT_MAX_SCAN_BYTES, PromptWatch, PromptWatchBuilder, Prompt
 pub use request::RequestInfo;
 pub use response::Usage;
 pub use timeline::{ChunkTimeline, MAX_POINTS as MAX_TIMELINE_POINTS, MAX_STALLS};
+pub use tool_content::ToolContent;

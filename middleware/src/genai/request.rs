@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::endpoint::{ApiFormat, Endpoint};
 use super::exchange::GenAiConfig;
+use super::tool_content::{self, ToolContent};
 use super::view::{self, Len, Lenient, Loose};
 use crate::limits::{MAX_NAME_BYTES, MAX_STOP_SEQUENCES, bounded};
 
@@ -66,6 +67,13 @@ pub struct RequestInfo {
     /// messages' `tool_call_id`, Responses `function_call_output` items' `call_id`, Anthropic
     /// `tool_result` blocks' `tool_use_id`): the first 32, each at most 128 bytes.
     pub tool_results: Vec<String>,
+    /// With content capture on only (else empty): what the request carries as the results of
+    /// those tool calls (the `role: "tool"` message's `content`, the `function_call_output`'s
+    /// `output`, the `tool_result` block's `content`), by id, together within
+    /// [`content_cap`](GenAiConfig::content_cap), after the redactor (as
+    /// [`ContentKind::ToolCallResult`](super::ContentKind::ToolCallResult)). Set by
+    /// [`parse_with`](Self::parse_with).
+    pub tool_result_content: Vec<ToolContent>,
     /// The parsed body, kept only when content capture is on.
     pub(crate) body: Option<Value>,
 }
@@ -136,6 +144,9 @@ impl RequestInfo {
     /// ```
     pub fn parse_with(endpoint: &Endpoint, body: &[u8], config: &GenAiConfig) -> RequestInfo {
         let mut info = RequestInfo::parse(endpoint, body, config.capture_content);
+        if let Some(kept) = info.body.as_ref().filter(|_| !info.tool_results.is_empty()) {
+            info.tool_result_content = tool_content::tool_results(endpoint.format, kept, config);
+        }
         if let Some(watch) = &config.prompt_watch {
             info.prompt_matched = watch.scan(endpoint.format, body);
         }

@@ -70,6 +70,27 @@ pub(crate) struct ResponseState {
     pub input_excludes_cache: bool,
     /// Tool calls the answer asked for, `(id, name)`, at most [`MAX_TOOL_CALLS`].
     pub tool_calls: Vec<(String, String)>,
+    /// Their arguments, only when content capture is on (empty, never allocated, when off),
+    /// at most [`MAX_TOOL_CALLS`]; with the output text, within `capture_cap`.
+    pub tool_arguments: Vec<ToolArguments>,
+}
+
+/// The arguments of one tool call as the answer gave them, kept only with content capture.
+#[derive(Debug, Default)]
+pub(crate) struct ToolArguments {
+    /// The choice whose message asks for the call (OpenAI chat); 0 in the other formats.
+    pub choice: u32,
+    /// Where the stream names the call: the tool call's `index` (OpenAI chat), the output item
+    /// (Responses) or the content block (Anthropic). Later fragments name the call only so.
+    pub slot: u32,
+    /// The call's id, once a fragment said it (at most [`MAX_TOOL_TEXT`] bytes).
+    pub id: String,
+    /// The tool's name, once a fragment said it (at most [`MAX_TOOL_TEXT`] bytes).
+    pub name: String,
+    /// The arguments' JSON text, fragments appended in order.
+    pub arguments: String,
+    /// Some of the arguments did not fit the capture cap.
+    pub truncated: bool,
 }
 
 /// Tool calls of one answer kept (ids to match results, names for spans).
@@ -272,12 +293,19 @@ impl ResponseState {
         }
     }
 
+    /// Bytes of captured content still allowed: the output text and the tool arguments share
+    /// the cap.
+    fn capture_room(&self) -> usize {
+        let text: usize = self.output_text.iter().map(|(_, t)| t.len()).sum();
+        let arguments: usize = self.tool_arguments.iter().map(|c| c.arguments.len()).sum();
+        self.capture_cap.saturating_sub(text + arguments)
+    }
+
     pub(super) fn capture_text(&mut self, index: u32, text: &str) {
         if !self.capture {
             return;
         }
-        let used: usize = self.output_text.iter().map(|(_, t)| t.len()).sum();
-        let room = self.capture_cap.saturating_sub(used);
+        let room = self.capture_room();
         if room == 0 {
             self.capture_truncated = true;
             return;
@@ -296,6 +324,80 @@ impl ResponseState {
             None if full => self.capture_truncated = true,
             None => self.output_text.push((index, text[..take].to_owned())),
         }
+    }
+}
+
+// === tool call arguments, only with content capture ===
+
+impl ResponseState {
+    /// With capture on: the tool call at `slot` of `choice` is `id` of `name` (either may be
+    /// empty: the fragment that says it fills it in). Returns where the call is kept, `None`
+    /// with capture off or past [`MAX_TOOL_CALLS`].
+    pub(super) fn capture_tool_call(
+        &mut self,
+        choice: u32,
+        slot: u32,
+        id: &str,
+        name: &str,
+    ) -> Option<usize> {
+        if !self.capture {
+            return None;
+        }
+        let known = self.tool_arguments.iter();
+        let at = match known
+            .map(|c| (c.choice, c.slot))
+            .position(|key| key == (choice, slot))
+        {
+            Some(at) => at,
+            None if self.tool_arguments.len() >= MAX_TOOL_CALLS => {
+                self.capture_truncated = true;
+                return None;
+            }
+            None => {
+                self.tool_arguments.push(ToolArguments {
+                    choice,
+                    slot,
+                    ..ToolArguments::default()
+                });
+                self.tool_arguments.len() - 1
+            }
+        };
+        let call = &mut self.tool_arguments[at];
+        if call.id.is_empty() && !id.is_empty() {
+            call.id = tool_text(id);
+        }
+        if call.name.is_empty() && !name.is_empty() {
+            call.name = tool_text(name);
+        }
+        Some(at)
+    }
+
+    /// With capture on: `fragment` continues the arguments of the call at `slot` of `choice`,
+    /// as far as the cap allows (what is cut marks the call and the capture truncated).
+    pub(super) fn capture_tool_arguments(&mut self, choice: u32, slot: u32, fragment: &str) {
+        if !self.capture || fragment.is_empty() {
+            return;
+        }
+        let room = self.capture_room();
+        let Some(at) = self.capture_tool_call(choice, slot, "", "") else {
+            return;
+        };
+        let (kept, cut) = super::tool_content::cut_to(fragment, room);
+        let call = &mut self.tool_arguments[at];
+        call.arguments.push_str(kept);
+        if cut {
+            call.truncated = true;
+            self.capture_truncated = true;
+        }
+    }
+
+    /// Whether the call at `slot` of `choice` has no arguments yet (a whole object's arguments
+    /// are taken only where its stream did not already give them).
+    pub(super) fn tool_arguments_missing(&self, choice: u32, slot: u32) -> bool {
+        !self
+            .tool_arguments
+            .iter()
+            .any(|c| (c.choice, c.slot) == (choice, slot) && !c.arguments.is_empty())
     }
 }
 

@@ -78,14 +78,7 @@ impl ResponseState {
                 self.content_bytes += len as u64;
                 if self.capture {
                     if let Ok(value) = serde_json::from_str::<Value>(event.data) {
-                        let index = value.get("index").and_then(Value::as_u64).unwrap_or(0);
-                        let delta = value.get("delta");
-                        if let Some(text) = delta
-                            .and_then(|d| d.get("text").or_else(|| d.get("partial_json")))
-                            .and_then(Value::as_str)
-                        {
-                            self.capture_text(index as u32, text);
-                        }
+                        self.capture_anthropic_delta(&value);
                     }
                 }
                 if len > 0 {
@@ -99,6 +92,8 @@ impl ResponseState {
                 if let Some(value) = self.parse_event(event.data) {
                     if let Some(block) = value.get("content_block") {
                         self.note_tool_use(block);
+                        let index = value.get("index").and_then(Value::as_u64).unwrap_or(0);
+                        self.capture_tool_use(index as u32, block, false);
                     }
                 }
                 EventKind::Other
@@ -154,13 +149,15 @@ impl ResponseState {
         if let Some(reason) = message.get("stop_reason").and_then(Value::as_str) {
             self.set_finish_reason(0, reason);
         }
-        for block in message
+        for (index, block) in message
             .get("content")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
+            .enumerate()
         {
             self.note_tool_use(block);
+            self.capture_tool_use(index as u32, block, true);
         }
         if self.capture {
             for text in part_texts(message.get("content")) {
@@ -174,6 +171,36 @@ impl ResponseState {
         if block.get("type").and_then(Value::as_str) == Some("tool_use") {
             let text = |k: &str| block.get(k).and_then(Value::as_str).unwrap_or("");
             self.note_tool_call(text("id"), text("name"));
+        }
+    }
+
+    /// With capture on: a `content_block_delta`'s text (output text of the one choice, 0, as a
+    /// whole message's is) or `partial_json` (the arguments of the `tool_use` block it names).
+    fn capture_anthropic_delta(&mut self, value: &Value) {
+        let index = value.get("index").and_then(Value::as_u64).unwrap_or(0) as u32;
+        let Some(delta) = value.get("delta") else {
+            return;
+        };
+        if let Some(text) = delta.get("text").and_then(Value::as_str) {
+            self.capture_text(0, text);
+        } else if let Some(json) = delta.get("partial_json").and_then(Value::as_str) {
+            self.capture_tool_arguments(0, index, json);
+        }
+    }
+
+    /// With capture on: a `tool_use` block at `index` (its id and name), and, in a whole
+    /// message (`whole`), its `input` object as JSON text. A streamed block starts with an
+    /// empty `input`; its JSON comes in deltas.
+    fn capture_tool_use(&mut self, index: u32, block: &Value, whole: bool) {
+        if !self.capture || block.get("type").and_then(Value::as_str) != Some("tool_use") {
+            return;
+        }
+        let text = |k: &str| block.get(k).and_then(Value::as_str).unwrap_or("");
+        self.capture_tool_call(0, index, text("id"), text("name"));
+        if let Some(input) = block.get("input").filter(|_| whole) {
+            if self.tool_arguments_missing(0, index) {
+                self.capture_tool_arguments(0, index, &input.to_string());
+            }
         }
     }
 

@@ -125,16 +125,7 @@ impl ResponseState {
                 if !calls.is_empty() {
                     kind = EventKind::Content;
                 }
-                for call in calls {
-                    let function = call.function.get();
-                    if let Some(id) = call.id.str() {
-                        let name = function.and_then(|f| f.name.str()).unwrap_or("");
-                        self.note_tool_call(id, name);
-                    }
-                    if let Some(args) = function.and_then(|f| f.arguments.str()) {
-                        self.capture_text(index, args);
-                    }
-                }
+                self.chat_tool_calls(index, calls);
             }
             if let Some(reason) = choice.finish_reason.str() {
                 if reason == "content_filter" {
@@ -144,6 +135,29 @@ impl ResponseState {
             }
         }
         kind
+    }
+}
+
+impl ResponseState {
+    /// The tool calls of a choice's message or delta: each id and name, and with capture on
+    /// the arguments. A stream sends the id and name in a call's first fragment only; the
+    /// fragments after name the call by its `index` (a whole message's calls have none: their
+    /// position stands in).
+    fn chat_tool_calls(&mut self, choice: u32, calls: &[ToolCallView<'_>]) {
+        for (position, call) in calls.iter().enumerate() {
+            let function = call.function.get();
+            let name = function.and_then(|f| f.name.str()).unwrap_or("");
+            if let Some(id) = call.id.str() {
+                self.note_tool_call(id, name);
+            }
+            if self.capture {
+                let slot = call.index.value().unwrap_or(position as u64) as u32;
+                self.capture_tool_call(choice, slot, call.id.str().unwrap_or(""), name);
+                if let Some(arguments) = function.and_then(|f| f.arguments.str()) {
+                    self.capture_tool_arguments(choice, slot, arguments);
+                }
+            }
+        }
     }
 }
 
@@ -195,6 +209,8 @@ struct PartView<'a> {
 #[derive(Deserialize)]
 #[serde(bound(deserialize = "'de: 'a"))]
 struct ToolCallView<'a> {
+    #[serde(default)]
+    index: Loose<u64>,
     #[serde(default, borrow)]
     id: Loose<Cow<'a, str>>,
     #[serde(default, borrow)]

@@ -32,16 +32,33 @@ impl ResponseState {
                 self.content_bytes += delta as u64;
                 if self.capture {
                     if let Ok(value) = serde_json::from_str::<Value>(event.data) {
-                        let index = value
-                            .get("output_index")
-                            .and_then(Value::as_u64)
-                            .unwrap_or(0);
+                        let index = output_index(&value);
                         if let Some(text) = value.get("delta").and_then(Value::as_str) {
-                            self.capture_text(index as u32, text);
+                            if kind == "response.function_call_arguments.delta" {
+                                self.capture_tool_arguments(0, index, text);
+                            } else {
+                                self.capture_text(index, text);
+                            }
                         }
                     }
                 }
                 EventKind::Content
+            }
+            // With capture on only: a function call's id and name, and its whole arguments
+            // when no delta gave them.
+            "response.output_item.added"
+            | "response.output_item.done"
+            | "response.function_call_arguments.done"
+                if self.capture =>
+            {
+                if let Some(value) = self.parse_event(event.data) {
+                    let index = output_index(&value);
+                    match value.get("item") {
+                        Some(item) => self.responses_tool_call(index, item),
+                        None => self.responses_tool_call(index, &value),
+                    }
+                }
+                EventKind::Other
             }
             "response.created"
             | "response.in_progress"
@@ -75,15 +92,17 @@ impl ResponseState {
     /// A Responses API `response` object (streamed lifecycle event or whole body).
     pub(super) fn responses_object(&mut self, response: &Value) {
         self.take_id_model(response);
-        for item in response
+        for (index, item) in response
             .get("output")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .filter(|item| item.get("type").and_then(Value::as_str) == Some("function_call"))
+            .enumerate()
+            .filter(|(_, item)| item.get("type").and_then(Value::as_str) == Some("function_call"))
         {
             let text = |k: &str| item.get(k).and_then(Value::as_str).unwrap_or("");
             self.note_tool_call(text("call_id"), text("name"));
+            self.responses_tool_call(index as u32, item);
         }
         if let Some(usage) = response.get("usage").filter(|u| u.is_object()) {
             self.set_usage(usage_of(usage, &RESPONSES_USAGE));
@@ -124,4 +143,35 @@ impl ResponseState {
             }
         }
     }
+}
+
+impl ResponseState {
+    /// With capture on: a `function_call` output item at `index` (or a
+    /// `function_call_arguments.done` event): its call id and name, and its arguments unless
+    /// its deltas already gave them.
+    fn responses_tool_call(&mut self, index: u32, item: &Value) {
+        if !self.capture {
+            return;
+        }
+        let kind = item.get("type").and_then(Value::as_str);
+        if !matches!(
+            kind,
+            Some("function_call" | "response.function_call_arguments.done")
+        ) {
+            return;
+        }
+        let text = |k: &str| item.get(k).and_then(Value::as_str).unwrap_or("");
+        self.capture_tool_call(0, index, text("call_id"), text("name"));
+        if self.tool_arguments_missing(0, index) {
+            self.capture_tool_arguments(0, index, text("arguments"));
+        }
+    }
+}
+
+/// The `output_index` an event is about (0 when it does not say).
+fn output_index(value: &Value) -> u32 {
+    value
+        .get("output_index")
+        .and_then(Value::as_u64)
+        .unwrap_or(0) as u32
 }
