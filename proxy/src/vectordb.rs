@@ -6,7 +6,7 @@
 //!
 //! The span starts with the request head (named by the path), learns what the body says
 //! when the body has passed (the body streams through untouched; a copy of at most
-//! [`MAX_REQUEST_BYTES`](llmtrace::vectordb::MAX_REQUEST_BYTES) is kept when the operation's
+//! [`MAX_REQUEST_BYTES`] is kept when the operation's
 //! body says something the path does not), and ends with the answer's last byte. Requests the
 //! core does not recognise (health checks, other systems' paths) get the SERVER span only.
 //!

@@ -11,7 +11,7 @@
 //! (`UNAVAILABLE`, `RESOURCE_EXHAUSTED`, `ABORTED`, `DEADLINE_EXCEEDED`, `CANCELLED`) are retried
 //! with exponential backoff (100 ms doubling, with jitter) until the timeout is spent. A
 //! configuration it does not cover (an `https` endpoint, compression) is left to the SDK's
-//! exporter: [`GrpcExporter::from_env`] says so by returning `None`.
+//! exporter: [`GrpcSettings::from_env`] says so by returning `None`.
 
 pub mod encode;
 
