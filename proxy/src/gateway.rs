@@ -493,11 +493,7 @@ impl ProxyHttp for Gateway {
         if let Some(ready) = ctx.body.ready() {
             // Read before the head: its length is known, spliced or not (a header that says it
             // already is left alone: pingora's insert costs ~1.3k instructions).
-            let declared = upstream_request
-                .headers
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-            if declared != Some(ready.len()) {
+            if content_length(upstream_request) != Some(ready.len()) {
                 upstream_request.insert_header(http::header::CONTENT_LENGTH, ready.len())?;
             }
             if ctx.llm.usage_spliced() {
@@ -1567,6 +1563,13 @@ fn record_gateway_time(genai: &GenAiSpan, ctx: &RequestCtx) {
 
 /// The head of an answer from the gateway itself: JSON, the request id (under OpenAI's and
 /// Anthropic's header names) and, when known, the trace id.
+/// The `Content-Length` a request head declares, when it declares one that parses.
+fn content_length(req: &RequestHeader) -> Option<usize> {
+    req.headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+}
+
 fn reply_header(status: u16, request_id: &str, trace_id: Option<&str>) -> Result<ResponseHeader> {
     let mut header = ResponseHeader::build(status, Some(5))?;
     header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
