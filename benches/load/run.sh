@@ -4,6 +4,8 @@
 #
 #   bash benches/load/run.sh            # full run (~18 min): benches/load/results + BENCHMARKS.md
 #   bash benches/load/run.sh --quick    # smoke test (~4 min): benches/load/results/quick
+#   bash benches/load/run.sh --quick --debug-build   # the same on debug builds (CI: checks
+#                                       # that the harness works; not performance figures)
 #
 # Installs what is missing (cmake, nginx and wrk with apt-get, LiteLLM in benches/load/.venv),
 # builds the proxy and the harness in release mode, runs, and exits non-zero when the
@@ -17,10 +19,12 @@ step() { printf '\n==> %s\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 quick=""
+profile=release
 args=()
 for arg in "$@"; do
   case "$arg" in
     --quick) quick=1 ;;
+    --debug-build) profile=debug ;;
     *) args+=("$arg") ;;
   esac
 done
@@ -46,14 +50,22 @@ elif [ ! -x "$venv/bin/litellm" ]; then
 fi
 [ "${LLMTRACE_SETUP_ONLY:-0}" = 1 ] && exit 0  # installs only (scripts/test-all.sh)
 
-step "building llmtrace-proxy and llmtrace-load (release)"
-cargo build --release -p llmtrace-proxy -p llmtrace-load
+if [ "$profile" = release ]; then
+  step "building llmtrace-proxy and llmtrace-load (release)"
+  cargo build --release -p llmtrace-proxy -p llmtrace-load
+else
+  # A smoke test of the harness itself, reusing the debug builds the tests made: the numbers
+  # it prints are a debug build's, not performance figures.
+  step "building llmtrace-proxy and llmtrace-load (debug: a smoke test, not performance figures)"
+  cargo build -p llmtrace-proxy -p llmtrace-load
+fi
 target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 
 if [ -n "$quick" ]; then
   out=benches/load/results/quick
   set -- run --quick --out "$out"
   command_line="bash benches/load/run.sh --quick"
+  [ "$profile" = debug ] && command_line+=" --debug-build"
 else
   out=benches/load/results
   set -- run --out "$out" --benchmarks-md BENCHMARKS.md
@@ -63,8 +75,8 @@ fi
 
 step "running the harness ($out)"
 rm -f "$out/results.json"
-"$target_dir/release/llmtrace-load" "$@" \
-  --proxy "$target_dir/release/llmtrace-proxy" \
+"$target_dir/$profile/llmtrace-load" "$@" \
+  --proxy "$target_dir/$profile/llmtrace-proxy" \
   --targets "$targets" \
   --command-line "$command_line" \
   ${args[@]+"${args[@]}"}
