@@ -61,7 +61,7 @@ impl VectorDbs {
     }
 
     /// Starts the call's span under `parent`. Its HTTP attributes name the upstream the call
-    /// goes to (`server.address`, `server.port`, `url.full` without the query), not the
+    /// goes to (`server.address`, `server.port`, `url.full`, its secret query values redacted), not the
     /// gateway the client addressed.
     pub(crate) fn start(
         &self,
