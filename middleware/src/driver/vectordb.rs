@@ -53,7 +53,8 @@ pub struct VectorDbSpan {
 
 impl VectorDbSpan {
     /// Starts the span for `call`, a child of `parent` (with its business context), with the
-    /// HTTP client attributes of `parts` (method, server address, the URL with secret query values redacted).
+    /// HTTP client attributes of `parts` (method, server address, the URL with secret query
+    /// values redacted).
     /// A Chroma collection given by id is named by its name when `names` knows it.
     pub fn start(
         tracer: &BoxedTracer,
