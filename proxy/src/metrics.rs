@@ -15,8 +15,9 @@ use std::time::Duration;
 use llmtrace::limits;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Meter};
-use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMetrics};
+use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::reader::MetricReader;
 use opentelemetry_sdk::metrics::{InstrumentKind, ManualReader, Pipeline, Temporality};
 
@@ -57,6 +58,155 @@ impl PrometheusReader {
         }
         render(&metrics)
     }
+}
+
+/// Pushes what a [`PrometheusReader`] holds to an OTLP exporter, every `interval` and once
+/// more at shutdown, from a thread of its own.
+///
+/// The meter provider then has one pipeline, not two: with a periodic reader of its own
+/// beside the Prometheus one, every measurement is aggregated twice (the SDK hashes the
+/// attribute set once per pipeline on every record), which was the single largest cost of
+/// the metrics per request. Both readers want cumulative sums, so one aggregation serves
+/// both; an exporter that asks for delta temporality gets a periodic reader of its own (see
+/// [`crate::Telemetry::new`]).
+#[derive(Debug, Clone)]
+pub struct MetricsPush {
+    inner: Arc<PushInner>,
+}
+
+#[derive(Debug)]
+struct PushInner {
+    signals: Mutex<Option<std::sync::mpsc::Sender<PushSignal>>>,
+    /// Disconnected when the thread has ended.
+    exited: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+}
+
+/// How long [`MetricsPush::shutdown`] waits for the last export (a hanging collector must
+/// not hold the gateway's exit longer).
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Debug)]
+enum PushSignal {
+    /// Export now; answer when done.
+    Flush(std::sync::mpsc::Sender<OTelSdkResult>),
+}
+
+impl MetricsPush {
+    /// Starts the pushing thread.
+    pub fn start<E: PushMetricExporter>(
+        reader: PrometheusReader,
+        exporter: E,
+        interval: Duration,
+    ) -> std::io::Result<Self> {
+        let (signals, received) = std::sync::mpsc::channel::<PushSignal>();
+        let (exiting, exited) = std::sync::mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("llmtrace-metrics".to_owned())
+            .spawn(move || {
+                push_loop(&reader, &exporter, interval, &received);
+                drop(exiting);
+            })?;
+        Ok(Self {
+            inner: Arc::new(PushInner {
+                signals: Mutex::new(Some(signals)),
+                exited: Mutex::new(Some(exited)),
+            }),
+        })
+    }
+
+    /// Exports what the reader holds now, and waits for the export.
+    pub fn force_flush(&self) -> OTelSdkResult {
+        let (done, answer) = std::sync::mpsc::channel();
+        let sent = self
+            .inner
+            .signals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|signals| signals.send(PushSignal::Flush(done)).is_ok());
+        if !sent {
+            return Err(OTelSdkError::AlreadyShutdown);
+        }
+        answer
+            .recv()
+            .map_err(|_| OTelSdkError::InternalFailure("metrics push thread gone".to_owned()))?
+    }
+
+    /// Exports once more and shuts the exporter down, waiting at most 5 s for both. Later
+    /// calls do nothing.
+    pub fn shutdown(&self) {
+        // Dropping the sender ends the loop after its last export.
+        drop(
+            self.inner
+                .signals
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        let exited = self
+            .inner
+            .exited
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(exited) = exited {
+            if let Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                exited.recv_timeout(SHUTDOWN_WAIT)
+            {
+                eprintln!(
+                    "llmtrace-proxy: the last metrics export did not end within {SHUTDOWN_WAIT:?}"
+                );
+            }
+        }
+    }
+}
+
+/// The pushing thread: an export per `interval` or per flush, a last one when the sender
+/// is dropped.
+fn push_loop<E: PushMetricExporter>(
+    reader: &PrometheusReader,
+    exporter: &E,
+    interval: Duration,
+    signals: &std::sync::mpsc::Receiver<PushSignal>,
+) {
+    use std::sync::mpsc::RecvTimeoutError;
+    let export = || {
+        let mut metrics = ResourceMetrics::default();
+        reader.reader.collect(&mut metrics)?;
+        futures::executor::block_on(exporter.export(&metrics))
+    };
+    let mut next = std::time::Instant::now() + interval;
+    loop {
+        let wait = next.saturating_duration_since(std::time::Instant::now());
+        match signals.recv_timeout(wait) {
+            Ok(PushSignal::Flush(done)) => {
+                let _ = done.send(export());
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                if let Err(error) = export() {
+                    eprintln!("llmtrace-proxy: exporting metrics: {error}");
+                }
+                next = std::time::Instant::now() + interval;
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                if let Err(error) = export() {
+                    eprintln!("llmtrace-proxy: exporting metrics at shutdown: {error}");
+                }
+                let _ = exporter.shutdown();
+                return;
+            }
+        }
+    }
+}
+
+/// `OTEL_METRIC_EXPORT_INTERVAL` (milliseconds), 60 s when unset or invalid, as the SDK's
+/// periodic reader reads it.
+pub fn export_interval() -> Duration {
+    std::env::var("OTEL_METRIC_EXPORT_INTERVAL")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|ms| *ms > 0)
+        .map_or(Duration::from_secs(60), Duration::from_millis)
 }
 
 /// Renders collected metrics as Prometheus text: dots become underscores, the unit `s`
@@ -341,6 +491,65 @@ mod tests {
     use super::*;
     use opentelemetry::metrics::MeterProvider as _;
     use opentelemetry_sdk::metrics::SdkMeterProvider;
+
+    /// The `llmtrace.proxy.requests` total in an export.
+    fn requests_total(metrics: &ResourceMetrics) -> u64 {
+        let mut total = 0;
+        for scope in metrics.scope_metrics() {
+            for metric in scope.metrics() {
+                if metric.name() != "llmtrace.proxy.requests" {
+                    continue;
+                }
+                if let AggregatedMetrics::U64(MetricData::Sum(sum)) = metric.data() {
+                    total += sum.data_points().map(|p| p.value()).sum::<u64>();
+                }
+            }
+        }
+        total
+    }
+
+    /// The push exports the one aggregation `/metrics` reads: on its interval, on a flush
+    /// and once more at shutdown; cumulative, each request counted once.
+    #[test]
+    fn the_push_exports_what_metrics_holds_on_interval_flush_and_shutdown() {
+        use opentelemetry_sdk::metrics::InMemoryMetricExporter;
+        let reader = PrometheusReader::default();
+        let provider = SdkMeterProvider::builder()
+            .with_reader(reader.clone())
+            .build();
+        let metrics = ProxyMetrics::new(&provider.meter("t"), None);
+        let exporter = InMemoryMetricExporter::default();
+        let push =
+            MetricsPush::start(reader.clone(), exporter.clone(), Duration::from_millis(30)).unwrap();
+        let last_total = || {
+            exporter
+                .get_finished_metrics()
+                .unwrap()
+                .last()
+                .map(requests_total)
+        };
+        metrics.record("/v1/chat/completions", "openai", 200, None);
+        // On its interval, without a flush.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while last_total() != Some(1) {
+            assert!(std::time::Instant::now() < deadline, "no export on the interval");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        metrics.record("/v1/chat/completions", "openai", 200, None);
+        push.force_flush().unwrap();
+        assert_eq!(last_total(), Some(2));
+        assert!(
+            reader
+                .render()
+                .contains(r#"llmtrace_proxy_requests_total{http_response_status_class="2xx",http_route="/v1/chat/completions",llmtrace_upstream="openai"} 2"#)
+        );
+        metrics.record("/v1/chat/completions", "openai", 200, None);
+        exporter.reset();
+        push.shutdown();
+        assert_eq!(last_total(), Some(3), "no export at shutdown");
+        assert!(push.force_flush().is_err());
+        push.shutdown();
+    }
 
     #[test]
     fn error_types_from_upstreams_are_bounded_labels() {

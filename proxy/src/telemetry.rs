@@ -26,14 +26,15 @@ use opentelemetry::trace::{SpanKind, Status};
 use opentelemetry::{KeyValue, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::metrics::exporter::PushMetricExporter as _;
+use opentelemetry_sdk::metrics::{SdkMeterProvider, Temporality};
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter, SpanProcessor};
 
 use llmtrace::sampling::{HeadConfig, TailConfig, TailStatsHandle};
 use llmtrace::store::{Tee, TraceStore};
 
 use crate::export_queue::{ExportQueue, ExportStats, QueueConfig};
-use crate::metrics::PrometheusReader;
+use crate::metrics::{MetricsPush, PrometheusReader};
 
 /// Where spans go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +82,8 @@ pub struct Telemetry {
     pub tracer_provider: SdkTracerProvider,
     /// Metrics: read by `/metrics` through `prometheus`, and pushed over OTLP when configured.
     pub meter_provider: SdkMeterProvider,
+    /// Pushes the metrics over OTLP, when configured with cumulative temporality.
+    pub metrics_push: Option<MetricsPush>,
     /// The pull reader behind `/metrics`.
     pub prometheus: PrometheusReader,
     /// The span export queue's counters (none when spans are not exported through one).
@@ -111,6 +114,7 @@ impl Telemetry {
         Self {
             tracer_provider,
             meter_provider,
+            metrics_push: None,
             prometheus,
             export_stats: None,
             tail_stats: None,
@@ -145,6 +149,7 @@ impl Telemetry {
         let mut meters = SdkMeterProvider::builder()
             .with_resource(resource())
             .with_reader(prometheus.clone());
+        let mut metrics_push = None;
         if let Export::Otlp { protocol } = export {
             let exporter = match protocol.as_str() {
                 "grpc" => {
@@ -157,11 +162,21 @@ impl Telemetry {
                     .with_http()
                     .build()?,
             };
-            meters = meters.with_periodic_exporter(exporter);
+            // Cumulative, as `/metrics` is: one aggregation serves both (see `MetricsPush`).
+            if exporter.temporality() == Temporality::Cumulative {
+                metrics_push = Some(MetricsPush::start(
+                    prometheus.clone(),
+                    exporter,
+                    crate::metrics::export_interval(),
+                )?);
+            } else {
+                meters = meters.with_periodic_exporter(exporter);
+            }
         }
         Ok(Self {
             tracer_provider,
             meter_provider: meters.build(),
+            metrics_push,
             prometheus,
             export_stats: stats,
             tail_stats,
@@ -174,6 +189,9 @@ impl Telemetry {
     pub fn shutdown(&self) {
         if let Err(error) = self.tracer_provider.shutdown() {
             eprintln!("llmtrace-proxy: flushing spans at shutdown: {error}");
+        }
+        if let Some(push) = &self.metrics_push {
+            push.shutdown();
         }
         if let Err(error) = self.meter_provider.shutdown() {
             eprintln!("llmtrace-proxy: flushing metrics at shutdown: {error}");
