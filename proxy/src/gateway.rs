@@ -246,7 +246,7 @@ struct Inbound {
     /// The status sent (or to be sent) to the client; 0 before any.
     status: u16,
     /// The route template (`/v1/chat/completions`), for LLM API calls.
-    route: Option<String>,
+    route: Option<&'static str>,
 }
 
 /// The LLM exchange: its span, what the gateway learned of the request, and the usage splice.
@@ -260,14 +260,14 @@ struct LlmExchange {
     /// Set when the gateway asked upstream for usage: the usage chunk is removed again.
     usage_filter: Option<UsageChunkFilter>,
     /// `llmtrace.usage.injection`: whether usage was spliced in (and removed), or why not.
-    usage_injection: Option<String>,
+    usage_injection: Option<&'static str>,
     summary: Option<Summary>,
 }
 
 impl LlmExchange {
     /// Usage was spliced into the request: each attempt's answer has its usage chunk removed.
     fn usage_spliced(&self) -> bool {
-        self.usage_injection.as_deref() == Some("added")
+        self.usage_injection == Some("added")
     }
 }
 
@@ -390,10 +390,9 @@ impl ProxyHttp for Gateway {
             .endpoint
             .as_ref()
             .map(Endpoint::route)
-            .or_else(|| calls.route().map(str::to_owned));
+            .or_else(|| calls.route());
         let cohort = ctx.cohort.map(|c| self.state.canary.name(c));
-        let server =
-            self.start_server_span(session, route_name.as_deref(), &ctx.ids.request_id, cohort);
+        let server = self.start_server_span(session, route_name, &ctx.ids.request_id, cohort);
         let server_cx = server.context().cloned().unwrap_or_default();
         self.start_call_span(calls, target, session, &server_cx, ctx);
         if let Some(endpoint) = ctx.llm.endpoint.clone() {
@@ -699,7 +698,7 @@ impl ProxyHttp for Gateway {
                 // Asked for identity, got compressed bytes: they pass untouched, usage chunk
                 // included, and the span says so.
                 ctx.llm.usage_filter = None;
-                ctx.llm.usage_injection = Some("added:not_removed:compressed".to_owned());
+                ctx.llm.usage_injection = Some("added:not_removed:compressed");
             } else {
                 // The body changes length: it goes out chunked.
                 upstream_response.remove_header(&http::header::CONTENT_LENGTH);
@@ -884,7 +883,7 @@ impl ProxyHttp for Gateway {
         };
         let upstream = ctx.attempts.target.map(|i| self.targets[i].name.as_str());
         self.state.metrics.record(
-            ctx.inbound.route.as_deref().unwrap_or(""),
+            ctx.inbound.route.unwrap_or(""),
             upstream.unwrap_or(""),
             status,
             error_type.as_deref(),
@@ -902,7 +901,7 @@ impl ProxyHttp for Gateway {
                 upstream_request_id: ctx.ids.upstream_request_id.as_deref(),
                 method: bounded(req.method.as_str(), limits::MAX_NAME_BYTES),
                 path: bounded(req.uri.path(), limits::MAX_URL_BYTES),
-                route: ctx.inbound.route.as_deref(),
+                route: ctx.inbound.route,
                 upstream,
                 status,
                 duration_ms: timing.received.map(|t| millis(t.elapsed())),
@@ -963,7 +962,7 @@ impl Gateway {
         if let (Some(anomalies), Some(summary)) = (&self.state.anomalies, summary) {
             if let Some(ttft) = summary.time_to_first_chunk {
                 let model = summary.request_model.as_deref().unwrap_or("");
-                let route = ctx.inbound.route.as_deref().unwrap_or("");
+                let route = ctx.inbound.route.unwrap_or("");
                 anomalies.observe(route, model, ttft, std::time::SystemTime::now());
             }
         }
@@ -997,7 +996,7 @@ fn record_slo(
 ) {
     let summary = ctx.llm.summary.as_ref();
     let outcome = Outcome {
-        route: ctx.inbound.route.as_deref(),
+        route: ctx.inbound.route,
         model: summary.and_then(|s| s.request_model.as_deref()),
         cohort: None,
         status,
@@ -1224,15 +1223,15 @@ impl Gateway {
                 Ok(rewritten) => {
                     ctx.llm.usage_filter = Some(UsageChunkFilter::new(MAX_HELD_EVENT));
                     *body = Some(Bytes::from(rewritten));
-                    "added".to_owned()
+                    "added"
                 }
                 Err(skip) => {
                     *body = Some(original);
-                    format!("skipped:{}", skip.reason())
+                    skip.outcome()
                 }
             },
             // Released at the cap: it went through untouched.
-            _ => "skipped:too_large".to_owned(),
+            _ => "skipped:too_large",
         };
         ctx.llm.usage_injection = Some(outcome);
     }
@@ -1495,8 +1494,12 @@ impl Gateway {
                     result = upstream_request.insert_header(name, value);
                 }
             }
+            // The client's own value of a header with nothing to send goes (looked up first:
+            // pingora's removal costs more than the lookup, and the header is rarely there).
             None => {
-                upstream_request.remove_header(&name);
+                if upstream_request.headers.contains_key(&name) {
+                    upstream_request.remove_header(&name);
+                }
             }
         });
         result
@@ -1530,10 +1533,7 @@ fn record_gateway_time(genai: &GenAiSpan, ctx: &RequestCtx) {
     };
     let span = cx.span();
     if let Some(outcome) = &ctx.llm.usage_injection {
-        span.set_attribute(KeyValue::new(
-            semconv::llmtrace::USAGE_INJECTION,
-            outcome.clone(),
-        ));
+        span.set_attribute(KeyValue::new(semconv::llmtrace::USAGE_INJECTION, *outcome));
     }
     let micros = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
     if let (Some(received), Some(selected)) = (ctx.timing.received, ctx.timing.peer_selected) {
@@ -1682,7 +1682,12 @@ fn prompt_hash(body: &[u8]) -> String {
     let hash = body.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     });
-    format!("{hash:016x}")
+    // 16 hex digits, as `{:016x}` writes them, without the formatting machinery.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    (0..16)
+        .rev()
+        .map(|digit| char::from(HEX[((hash >> (digit * 4)) & 0xf) as usize]))
+        .collect()
 }
 
 /// The gateway's answer for a failed exchange, or `None` when the client is gone.
@@ -1797,6 +1802,25 @@ type SpanIds = (propagation::Hex<32>, propagation::Hex<16>);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The prompt hash is FNV-1a 64 in 16 lower-case hex digits, leading zeros kept.
+    #[test]
+    fn prompt_hash_is_fnv1a_in_sixteen_hex_digits() {
+        assert_eq!(prompt_hash(b""), "cbf29ce484222325");
+        assert_eq!(prompt_hash(b"a"), "af63dc4c8601ec8c");
+        for body in [&b"{}"[..], b"hello world", &[0xff; 100]] {
+            let hash = body.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+            });
+            assert_eq!(prompt_hash(body), format!("{hash:016x}"));
+        }
+        // A hash with leading zero digits keeps them.
+        let small = (0u16..)
+            .map(|i| i.to_le_bytes())
+            .find(|b| prompt_hash(b).starts_with('0'))
+            .unwrap();
+        assert_eq!(prompt_hash(&small).len(), 16);
+    }
 
     #[test]
     fn attempts_walk_the_candidates_and_stop_at_the_limit() {

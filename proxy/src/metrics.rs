@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -339,7 +339,7 @@ fn labels<'a>(attributes: impl Iterator<Item = &'a KeyValue>, le: Option<&str>) 
 /// `llmtrace_proxy_requests_total`, `llmtrace_proxy_in_flight_requests`, ...
 #[derive(Debug, Clone)]
 pub struct ProxyMetrics {
-    requests: Counter<u64>,
+    requests: Arc<RequestCounts>,
     errors: Counter<u64>,
     retries: Counter<u64>,
     in_flight: Arc<AtomicI64>,
@@ -389,11 +389,15 @@ impl ProxyMetrics {
                 |s| ExportStats::get(&s.export_errors),
             );
         }
+        let requests = Arc::new(RequestCounts::default());
+        let counts = requests.clone();
+        meter
+            .u64_observable_counter("llmtrace.proxy.requests")
+            .with_description("Requests served, by route, upstream and status class")
+            .with_callback(move |observer| counts.observe(observer))
+            .build();
         Self {
-            requests: meter
-                .u64_counter("llmtrace.proxy.requests")
-                .with_description("Requests served, by route, upstream and status class")
-                .build(),
+            requests,
             errors: meter
                 .u64_counter("llmtrace.proxy.errors")
                 .with_description(
@@ -446,12 +450,7 @@ impl ProxyMetrics {
             400..=499 => "4xx",
             _ => "5xx",
         };
-        let attributes = [
-            KeyValue::new("http.route", route.to_owned()),
-            KeyValue::new("llmtrace.upstream", upstream.to_owned()),
-            KeyValue::new("http.response.status_class", class),
-        ];
-        self.requests.add(1, &attributes);
+        self.requests.add(route, upstream, class);
         if let Some(error_type) = error_type {
             self.errors.add(
                 1,
@@ -473,6 +472,64 @@ impl ProxyMetrics {
                 KeyValue::new("llmtrace.retry.reason", reason.to_owned()),
             ],
         );
+    }
+}
+
+/// The status classes [`ProxyMetrics::record`] counts by.
+const STATUS_CLASSES: [&str; 6] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Requests by route, upstream and status class, counted here and reported through an
+/// observable counter when metrics are read: a request costs two lookups with a fast hash
+/// and an atomic add, where the SDK's counter hashed the whole attribute set with SipHash
+/// (in every pipeline) on each `add`. Routes and upstreams are the configuration's, so the
+/// series stay bounded.
+#[derive(Debug, Default)]
+struct RequestCounts {
+    series: std::sync::RwLock<FastMap<Box<str>, FastMap<Box<str>, [AtomicU64; 6]>>>,
+}
+
+type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
+
+impl RequestCounts {
+    fn add(&self, route: &str, upstream: &str, class: &str) {
+        let Some(class) = STATUS_CLASSES.iter().position(|c| *c == class) else {
+            return;
+        };
+        {
+            let series = self.series.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(counts) = series.get(route).and_then(|by| by.get(upstream)) {
+                counts[class].fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        let mut series = self.series.write().unwrap_or_else(PoisonError::into_inner);
+        series
+            .entry(route.into())
+            .or_default()
+            .entry(upstream.into())
+            .or_default()[class]
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn observe(&self, observer: &dyn opentelemetry::metrics::AsyncInstrument<u64>) {
+        let series = self.series.read().unwrap_or_else(PoisonError::into_inner);
+        for (route, by_upstream) in series.iter() {
+            for (upstream, counts) in by_upstream {
+                for (class, count) in STATUS_CLASSES.iter().zip(counts) {
+                    let count = count.load(Ordering::Relaxed);
+                    if count > 0 {
+                        observer.observe(
+                            count,
+                            &[
+                                KeyValue::new("http.route", route.to_string()),
+                                KeyValue::new("llmtrace.upstream", upstream.to_string()),
+                                KeyValue::new("http.response.status_class", *class),
+                            ],
+                        );
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -519,8 +576,8 @@ mod tests {
             .build();
         let metrics = ProxyMetrics::new(&provider.meter("t"), None);
         let exporter = InMemoryMetricExporter::default();
-        let push =
-            MetricsPush::start(reader.clone(), exporter.clone(), Duration::from_millis(30)).unwrap();
+        let push = MetricsPush::start(reader.clone(), exporter.clone(), Duration::from_millis(30))
+            .unwrap();
         let last_total = || {
             exporter
                 .get_finished_metrics()
@@ -532,7 +589,10 @@ mod tests {
         // On its interval, without a flush.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while last_total() != Some(1) {
-            assert!(std::time::Instant::now() < deadline, "no export on the interval");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no export on the interval"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         metrics.record("/v1/chat/completions", "openai", 200, None);

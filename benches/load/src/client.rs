@@ -311,7 +311,8 @@ async fn one_request(
     }
 }
 
-/// Exactly `requests` non-streamed requests over `connections` keep-alive HTTP/1.1
+/// Exactly `requests` requests (streamed when the workload says so, each read to its
+/// `[DONE]`) over `connections` keep-alive HTTP/1.1
 /// connections, each sending its next request as soon as the previous answer is read (for
 /// counting instructions per request under callgrind, where a fixed duration is no fixed
 /// count). Latency counts from each request's send; `rate` in the result is the rate
@@ -322,8 +323,6 @@ pub async fn run_fixed_count(workload: &Workload, connections: usize, requests: 
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_owned();
-    let mut workload = workload.clone();
-    workload.stream = false;
     let body = workload.body();
     let started = Instant::now();
     let budget = Arc::new(AtomicU64::new(requests));
@@ -408,9 +407,15 @@ async fn closed_loop_connection(
                     .await
                     .map_err(|_| "body")?
                     .to_bytes();
+                let whole = if workload.stream {
+                    let mut scanner = SseScanner::default();
+                    scanner.feed(&all).tokens > 0 && scanner.done
+                } else {
+                    has_content(&all)
+                };
                 if status != http::StatusCode::OK {
                     Err("status")
-                } else if has_content(&all) {
+                } else if whole {
                     Ok(())
                 } else {
                     Err("incomplete")

@@ -194,6 +194,9 @@ struct CountArgs {
     /// Words per prompt (10: the max-rate phase's request).
     #[arg(long, default_value_t = 10)]
     prompt_words: usize,
+    /// Streamed requests (`"stream": true`), each read to its `[DONE]`.
+    #[arg(long)]
+    stream: bool,
     /// A request not answered in this long fails, s (callgrind slows a target ~50×).
     #[arg(long, default_value_t = 60.0)]
     timeout: f64,
@@ -350,7 +353,7 @@ fn count(args: CountArgs) -> Result<(), String> {
     let workload = client::Workload {
         base_url: args.url.trim_end_matches('/').to_owned(),
         model: args.model,
-        stream: false,
+        stream: args.stream,
         prompt_words: args.prompt_words,
         concurrency: args.connections,
         timeout: Duration::from_secs_f64(args.timeout),

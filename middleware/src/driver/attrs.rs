@@ -129,8 +129,27 @@ fn server_address(uri: &Uri, headers: &HeaderMap) -> Option<(String, Option<u16>
         return Some((host(authority), authority.port_u16()));
     }
     let header = headers.get(header::HOST)?.to_str().ok()?;
+    if let Some((name, port)) = plain_host_port(header) {
+        return Some((name.to_owned(), port));
+    }
     let authority: http::uri::Authority = header.parse().ok()?;
     Some((host(&authority), authority.port_u16()))
+}
+
+/// The common `Host` values, `name` or `name:port` with a name of letters, digits, `.` and
+/// `-` (at most [`MAX_ADDRESS_BYTES`]) and a port that fits a `u16`, split without parsing
+/// an `Authority` (which copies the value); `None` for anything else, which the parse reads.
+fn plain_host_port(value: &str) -> Option<(&str, Option<u16>)> {
+    let (name, port) = match value.split_once(':') {
+        Some((name, port)) => {
+            let digits = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+            (name, Some(port.parse::<u16>().ok().filter(|_| digits)?))
+        }
+        None => (value, None),
+    };
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b == b'.' || b == b'-';
+    (!name.is_empty() && name.len() <= MAX_ADDRESS_BYTES && name.bytes().all(plain))
+        .then_some((name, port))
 }
 
 /// Pushes `server.address` and `server.port` (the scheme's default port when the authority
@@ -148,6 +167,28 @@ pub(crate) fn push_server_address(attributes: &mut Vec<KeyValue>, uri: &Uri, hea
     if let Some(port) = port.or(default_port) {
         attributes.push(KeyValue::new(semconv::http::SERVER_PORT, i64::from(port)));
     }
+}
+
+/// `ip` as `Display` writes it (`127.0.0.1`, `::1`), IPv4 without the formatting machinery:
+/// it is written for every recorded server span.
+pub(crate) fn ip_text(ip: std::net::IpAddr) -> String {
+    let std::net::IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut text = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        if octet >= 100 {
+            text.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            text.push(char::from(b'0' + octet / 10 % 10));
+        }
+        text.push(char::from(b'0' + octet % 10));
+    }
+    text
 }
 
 /// The original client address: the first `for=` of `Forwarded`, else the first entry of
@@ -295,6 +336,64 @@ impl HeaderCapture {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fast split of a `Host` value agrees with the `Authority` parse wherever it
+    /// answers.
+    #[test]
+    fn plain_host_ports_split_as_the_authority_parse_does() {
+        let values = [
+            "example.com",
+            "example.com:8080",
+            "127.0.0.1:46391",
+            "localhost:0",
+            "a-b.c:65535",
+            "a:65536",
+            "a:",
+            ":80",
+            "a:+1",
+            "a:08",
+            "[::1]:80",
+            "user@host:1",
+            "EXAMPLE.com",
+            "a b",
+            "h\u{e9}",
+        ];
+        for value in values {
+            let Some((name, port)) = plain_host_port(value) else {
+                continue;
+            };
+            let authority: http::uri::Authority = value.parse().unwrap();
+            assert_eq!(
+                (name, port),
+                (authority.host(), authority.port_u16()),
+                "{value}"
+            );
+        }
+        assert_eq!(
+            plain_host_port("example.com:443"),
+            Some(("example.com", Some(443)))
+        );
+        assert_eq!(plain_host_port("a:65536"), None);
+        assert_eq!(plain_host_port("[::1]:80"), None);
+        assert_eq!(plain_host_port(&"a".repeat(MAX_ADDRESS_BYTES + 1)), None);
+    }
+
+    #[test]
+    fn ip_text_is_what_display_writes() {
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+        let mut ips: Vec<IpAddr> = [0u8, 1, 9, 10, 99, 100, 109, 110, 199, 200, 255]
+            .iter()
+            .flat_map(|&a| [0u8, 7, 42, 250].map(move |b| Ipv4Addr::new(a, b, 255 - b, a).into()))
+            .collect();
+        ips.extend([
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+            "2001:db8::1".parse().unwrap(),
+            "::ffff:10.0.0.1".parse().unwrap(),
+        ]);
+        for ip in ips {
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
+    }
 
     #[test]
     fn methods_are_normalised() {

@@ -323,20 +323,27 @@ fn recorded_attributes(req: &InboundRequest<'_>) -> Vec<KeyValue> {
             bounded(agent, MAX_USER_AGENT_BYTES).into_owned(),
         ));
     }
-    if let Some(peer) = req.peer {
+    // The peer's address, written once and shared by both attributes that may carry it.
+    let peer_ip = req
+        .peer
+        .map(|peer| opentelemetry::StringValue::from(Arc::<str>::from(attrs::ip_text(peer.ip()))));
+    if let (Some(peer), Some(ip)) = (req.peer, &peer_ip) {
         more.push(KeyValue::new(
             semconv::http::NETWORK_PEER_ADDRESS,
-            peer.ip().to_string(),
+            ip.clone(),
         ));
         more.push(KeyValue::new(
             semconv::http::NETWORK_PEER_PORT,
             i64::from(peer.port()),
         ));
     }
-    if let Some(client) =
-        attrs::forwarded_client(headers).or_else(|| req.peer.map(|p| p.ip().to_string()))
-    {
-        more.push(KeyValue::new(semconv::http::CLIENT_ADDRESS, client));
+    match attrs::forwarded_client(headers) {
+        Some(client) => more.push(KeyValue::new(semconv::http::CLIENT_ADDRESS, client)),
+        None => {
+            if let Some(ip) = peer_ip {
+                more.push(KeyValue::new(semconv::http::CLIENT_ADDRESS, ip));
+            }
+        }
     }
     more
 }

@@ -218,18 +218,19 @@ impl Endpoint {
     /// let e = Endpoint::detect("/openai/deployments/prod-gpt4o/chat/completions", None).unwrap();
     /// assert_eq!(e.route(), "/openai/deployments/{deployment}/chat/completions");
     /// ```
-    pub fn route(&self) -> String {
-        let operation = match self.format {
-            ApiFormat::OpenAiChat => "chat/completions",
-            ApiFormat::OpenAiCompletions => "completions",
-            ApiFormat::OpenAiEmbeddings => "embeddings",
-            ApiFormat::OpenAiResponses => "responses",
-            ApiFormat::AnthropicMessages => "messages",
-        };
-        if self.deployment.is_some() {
-            format!("/openai/deployments/{{deployment}}/{operation}")
-        } else {
-            format!("/v1/{operation}")
+    pub fn route(&self) -> &'static str {
+        let azure = self.deployment.is_some();
+        match (self.format, azure) {
+            (ApiFormat::OpenAiChat, false) => "/v1/chat/completions",
+            (ApiFormat::OpenAiCompletions, false) => "/v1/completions",
+            (ApiFormat::OpenAiEmbeddings, false) => "/v1/embeddings",
+            (ApiFormat::OpenAiResponses, false) => "/v1/responses",
+            (ApiFormat::AnthropicMessages, false) => "/v1/messages",
+            (ApiFormat::OpenAiChat, true) => "/openai/deployments/{deployment}/chat/completions",
+            (ApiFormat::OpenAiCompletions, true) => "/openai/deployments/{deployment}/completions",
+            (ApiFormat::OpenAiEmbeddings, true) => "/openai/deployments/{deployment}/embeddings",
+            (ApiFormat::OpenAiResponses, true) => "/openai/deployments/{deployment}/responses",
+            (ApiFormat::AnthropicMessages, true) => "/openai/deployments/{deployment}/messages",
         }
     }
 
@@ -257,18 +258,26 @@ impl Endpoint {
     pub fn detect(path: &str, host: Option<&str>) -> Option<Endpoint> {
         let path = path.split('?').next().unwrap_or(path).trim_end_matches('/');
         if let Some(rest) = path.strip_prefix("/openai/deployments/") {
-            let (name, operation) = rest.split_once('/')?;
-            let format = openai_format(&format!("/{operation}"))?;
+            let (name, _) = rest.split_once('/')?;
+            // The operation with its leading `/`.
+            let format = openai_format(&rest[name.len()..])?;
             return Some(Endpoint {
                 provider: Provider::AzureOpenAi,
                 format,
                 deployment: Some(name.to_owned()),
             });
         }
-        let host = host.map(|h| h.split(':').next().unwrap_or(h).to_ascii_lowercase());
+        let host = host.map(|h| h.split(':').next().unwrap_or(h));
+        // `h` is `suffix` or a subdomain of it, in any case, without allocating.
         let host_is = |suffix: &str| {
-            host.as_deref()
-                .is_some_and(|h| h == suffix || h.ends_with(&format!(".{suffix}")))
+            host.is_some_and(|h| {
+                let Some(head) = h.len().checked_sub(suffix.len()) else {
+                    return false;
+                };
+                h.get(head..)
+                    .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
+                    && (head == 0 || h.as_bytes()[head - 1] == b'.')
+            })
         };
         let unversioned = path.strip_prefix("/v1").unwrap_or(path);
         let format = if unversioned == "/messages" {

@@ -52,6 +52,26 @@ impl UsageSkip {
             UsageSkip::UnsupportedStreamOptions => "unsupported_stream_options",
         }
     }
+
+    /// `skipped:` and the [`reason`](Self::reason), the gateway's value of
+    /// [`USAGE_INJECTION`](crate::semconv::llmtrace::USAGE_INJECTION) for a body left as is.
+    ///
+    /// ```
+    /// use llmtrace::genai::UsageSkip;
+    ///
+    /// assert_eq!(UsageSkip::NotStreamed.outcome(), "skipped:not_streamed");
+    /// ```
+    pub fn outcome(self) -> &'static str {
+        match self {
+            UsageSkip::NotApplicable => "skipped:not_applicable",
+            UsageSkip::NotStreamed => "skipped:not_streamed",
+            UsageSkip::AlreadyAsked => "skipped:already_asked",
+            UsageSkip::NotJson => "skipped:not_json",
+            UsageSkip::NotObject => "skipped:not_object",
+            UsageSkip::Ambiguous => "skipped:ambiguous",
+            UsageSkip::UnsupportedStreamOptions => "skipped:unsupported_stream_options",
+        }
+    }
 }
 
 /// The request body with `stream_options.include_usage: true` spliced in, when it is a
@@ -405,6 +425,21 @@ impl UsageChunkFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outcomes_are_the_reasons_prefixed() {
+        for skip in [
+            UsageSkip::NotApplicable,
+            UsageSkip::NotStreamed,
+            UsageSkip::AlreadyAsked,
+            UsageSkip::NotJson,
+            UsageSkip::NotObject,
+            UsageSkip::Ambiguous,
+            UsageSkip::UnsupportedStreamOptions,
+        ] {
+            assert_eq!(skip.outcome(), format!("skipped:{}", skip.reason()));
+        }
+    }
 
     const STREAM: &[u8] = b"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}],\"usage\":null}\r\n\r\n\
 data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\r\n\r\n\
