@@ -142,3 +142,114 @@ fn error_types_are_bounded_too() {
     assert!(points.len() <= MAX_ERROR_TYPE_LABELS + 1);
     assert!(values_of(&points, "error.type").contains(OTHER_LABEL));
 }
+
+/// `(count, sum)` of histogram `name`'s data point with `attributes` (in any order), after
+/// a flush; `None` when it has no such point.
+fn histogram_point(
+    provider: &SdkMeterProvider,
+    exporter: &InMemoryMetricExporter,
+    name: &str,
+    attributes: &[KeyValue],
+) -> Option<(u64, f64)> {
+    provider.force_flush().unwrap();
+    let mut want: Vec<_> = attributes.to_vec();
+    want.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut found = None;
+    let resources = exporter.get_finished_metrics().unwrap();
+    for scope in resources.iter().flat_map(|r| r.scope_metrics()) {
+        for metric in scope.metrics().filter(|m| m.name() == name) {
+            let points: Vec<(Vec<KeyValue>, u64, f64)> = match metric.data() {
+                AggregatedMetrics::F64(MetricData::Histogram(h)) => h
+                    .data_points()
+                    .map(|p| (p.attributes().cloned().collect(), p.count(), p.sum()))
+                    .collect(),
+                AggregatedMetrics::U64(MetricData::Histogram(h)) => h
+                    .data_points()
+                    .map(|p| (p.attributes().cloned().collect(), p.count(), p.sum() as f64))
+                    .collect(),
+                other => panic!("{name}: {other:?}"),
+            };
+            for (mut got, count, sum) in points {
+                got.sort_by(|a, b| a.key.cmp(&b.key));
+                if got == want {
+                    found = Some((count, sum));
+                }
+            }
+        }
+    }
+    exporter.reset();
+    found
+}
+
+/// Every record lands in its series, counted once, whether the records go through bound
+/// handles (feature `bound-metrics`, which the gateway uses) or not: a stream's chunk gaps
+/// one per gap, tokens by type, cost, and the same set recorded again adds to the same
+/// points. Instruments a set never recorded have no point for it.
+#[test]
+fn records_land_once_in_their_series_bound_or_not() {
+    let (provider, exporter) = meters();
+    let metrics = GenAiMetrics::new(&provider.meter("t"));
+    let streamed = MetricValues {
+        streamed: true,
+        time_to_first_chunk: Some(Duration::from_millis(20)),
+        chunk_gaps: vec![
+            (Duration::from_millis(5), 15),
+            (Duration::from_millis(40), 2),
+        ],
+        cost: Some(0.25),
+        ..exchange("gpt-4o", "gpt-4o-2024-08-06", None)
+    };
+    let plain = exchange("gpt-4o-mini", "gpt-4o-mini", None);
+    for _ in 0..3 {
+        metrics.record_client(&streamed);
+    }
+    metrics.record_client(&plain);
+    let gaps = histogram_point(
+        &provider,
+        &exporter,
+        "gen_ai.client.operation.time_per_output_chunk",
+        &streamed.attributes,
+    );
+    let (count, sum) = gaps.expect("no gap series");
+    assert_eq!(count, 3 * 17);
+    assert!(
+        (sum - 3.0 * (15.0 * 0.005 + 2.0 * 0.040)).abs() < 1e-9,
+        "{sum}"
+    );
+    let ttfc = "gen_ai.client.operation.time_to_first_chunk";
+    assert_eq!(
+        histogram_point(&provider, &exporter, ttfc, &streamed.attributes).map(|p| p.0),
+        Some(3)
+    );
+    assert_eq!(
+        histogram_point(&provider, &exporter, ttfc, &plain.attributes),
+        None,
+        "a series for an instrument the set never recorded"
+    );
+    let duration = "gen_ai.client.operation.duration";
+    assert_eq!(
+        histogram_point(&provider, &exporter, duration, &plain.attributes),
+        Some((1, 0.03))
+    );
+    let mut input = plain.attributes.clone();
+    input.push(KeyValue::new("gen_ai.token.type", "input"));
+    let mut output = streamed.attributes.clone();
+    output.push(KeyValue::new("gen_ai.token.type", "output"));
+    let usage = "gen_ai.client.token.usage";
+    assert_eq!(
+        histogram_point(&provider, &exporter, usage, &input),
+        Some((1, 3.0))
+    );
+    assert_eq!(
+        histogram_point(&provider, &exporter, usage, &output),
+        Some((3, 15.0))
+    );
+    // The same set again, in another order: the same points.
+    let mut reordered = streamed.clone();
+    reordered.attributes.reverse();
+    metrics.record_client(&reordered);
+    assert_eq!(
+        histogram_point(&provider, &exporter, duration, &streamed.attributes).map(|p| p.0),
+        Some(4)
+    );
+}

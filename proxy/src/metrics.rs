@@ -485,8 +485,11 @@ const STATUS_CLASSES: [&str; 6] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
 /// series stay bounded.
 #[derive(Debug, Default)]
 struct RequestCounts {
-    series: std::sync::RwLock<FastMap<Box<str>, FastMap<Box<str>, [AtomicU64; 6]>>>,
+    series: std::sync::RwLock<FastMap<Box<str>, ByUpstream>>,
 }
+
+/// One route's counts: by upstream, then by status class (in [`STATUS_CLASSES`] order).
+type ByUpstream = FastMap<Box<str>, [AtomicU64; 6]>;
 
 type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
 

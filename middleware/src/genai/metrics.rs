@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use opentelemetry::metrics::{Counter, Histogram, Meter};
 use opentelemetry::{Key, KeyValue, Value};
@@ -57,6 +57,9 @@ pub struct GenAiMetrics {
     server_time_to_first_token: Histogram<f64>,
     server_time_per_output_token: Histogram<f64>,
     cost: Counter<f64>,
+    /// Bound handles per attribute set (see [`bound`]).
+    #[cfg(feature = "bound-metrics")]
+    bound: Arc<bound::Cache>,
 }
 
 impl GenAiMetrics {
@@ -114,6 +117,8 @@ impl GenAiMetrics {
                 .with_unit("{USD}")
                 .with_description("What GenAI exchanges cost, in US dollars, from their usage and the model's prices.")
                 .build(),
+            #[cfg(feature = "bound-metrics")]
+            bound: Arc::default(),
         }
     }
 
@@ -168,19 +173,29 @@ impl GenAiMetrics {
     /// the end of the stream from the stream's gap histogram (values within 6.25 %).
     pub fn record_client(&self, values: &MetricValues) {
         let attributes = &*self.bounded_attributes(&values.attributes);
-        self.client_duration
-            .record(values.duration.as_secs_f64(), attributes);
-        self.record_tokens(values, attributes);
-        self.record_cost(values, attributes);
+        let to = self.target(attributes);
+        to.f64(
+            &self.client_duration,
+            |s| &s.client_duration,
+            values.duration.as_secs_f64(),
+        );
+        self.record_tokens(values, &to);
+        self.record_cost(values, &to);
         if values.streamed {
             if let Some(ttfc) = values.time_to_first_chunk {
-                self.client_time_to_first_chunk
-                    .record(ttfc.as_secs_f64(), attributes);
+                to.f64(
+                    &self.client_time_to_first_chunk,
+                    |s| &s.client_time_to_first_chunk,
+                    ttfc.as_secs_f64(),
+                );
             }
             for (gap, count) in &values.chunk_gaps {
                 for _ in 0..*count {
-                    self.client_time_per_output_chunk
-                        .record(gap.as_secs_f64(), attributes);
+                    to.f64(
+                        &self.client_time_per_output_chunk,
+                        |s| &s.client_time_per_output_chunk,
+                        gap.as_secs_f64(),
+                    );
                 }
             }
         }
@@ -189,9 +204,13 @@ impl GenAiMetrics {
     /// Records a server-side exchange (we served an LLM API).
     pub fn record_server(&self, values: &MetricValues) {
         let attributes = &*self.bounded_attributes(&values.attributes);
-        self.server_duration
-            .record(values.duration.as_secs_f64(), attributes);
-        self.record_cost(values, attributes);
+        let to = self.target(attributes);
+        to.f64(
+            &self.server_duration,
+            |s| &s.server_duration,
+            values.duration.as_secs_f64(),
+        );
+        self.record_cost(values, &to);
         let failed = attributes
             .iter()
             .any(|kv| kv.key.as_str() == crate::semconv::http::ERROR_TYPE);
@@ -199,24 +218,40 @@ impl GenAiMetrics {
             return;
         }
         if let Some(ttft) = values.time_to_first_chunk {
-            self.server_time_to_first_token
-                .record(ttft.as_secs_f64(), attributes);
+            to.f64(
+                &self.server_time_to_first_token,
+                |s| &s.server_time_to_first_token,
+                ttft.as_secs_f64(),
+            );
         }
         if let Some(tpot) = values.time_per_output_token {
-            self.server_time_per_output_token
-                .record(tpot.as_secs_f64(), attributes);
+            to.f64(
+                &self.server_time_per_output_token,
+                |s| &s.server_time_per_output_token,
+                tpot.as_secs_f64(),
+            );
+        }
+    }
+
+    /// Where an exchange's values go: its attribute set, and that set's bound handles when
+    /// there are (feature `bound-metrics`).
+    fn target<'a>(&'a self, attributes: &'a [KeyValue]) -> Target<'a> {
+        Target {
+            attributes,
+            #[cfg(feature = "bound-metrics")]
+            series: self.bound.series(attributes),
         }
     }
 
     /// Adds the exchange's cost, when it has one, by the exchange's attributes (model,
     /// provider, operation, error type and the opted-in business dimensions).
-    fn record_cost(&self, values: &MetricValues, attributes: &[KeyValue]) {
+    fn record_cost(&self, values: &MetricValues, to: &Target<'_>) {
         if let Some(cost) = values.cost.filter(|c| c.is_finite() && *c >= 0.0) {
-            self.cost.add(cost, attributes);
+            to.add(&self.cost, cost);
         }
     }
 
-    fn record_tokens(&self, values: &MetricValues, attributes: &[KeyValue]) {
+    fn record_tokens(&self, values: &MetricValues, to: &Target<'_>) {
         let counts = [
             ("input", values.input_tokens),
             ("output", values.output_tokens),
@@ -225,17 +260,159 @@ impl GenAiMetrics {
         if counts.iter().all(|(_, count)| count.is_none()) {
             return;
         }
-        // One copy of the attributes for both records; only the token type changes.
-        let mut with_type = Vec::with_capacity(attributes.len() + 1);
-        with_type.extend_from_slice(attributes);
-        with_type.push(KeyValue::new(TOKEN_TYPE, "input"));
-        for (kind, count) in counts {
-            if let Some(count) = count {
-                if let Some(last) = with_type.last_mut() {
-                    *last = KeyValue::new(TOKEN_TYPE, kind);
-                }
-                self.client_token_usage.record(count, &with_type);
+        to.tokens(&self.client_token_usage, counts);
+    }
+}
+
+/// The attribute set of one exchange's records, and its bound handles when there are.
+struct Target<'a> {
+    attributes: &'a [KeyValue],
+    #[cfg(feature = "bound-metrics")]
+    series: Option<Arc<Series>>,
+}
+
+/// Picks one instrument's slot of a [`Series`].
+type Slot<T> = fn(&Series) -> &OnceLock<T>;
+
+/// One attribute set's bound handles, each bound on its instrument's first record with the
+/// set (feature `bound-metrics`; without it the slots hold nothing and are never read).
+#[derive(Default)]
+#[cfg_attr(not(feature = "bound-metrics"), allow(dead_code))]
+struct Series {
+    client_duration: OnceLock<BoundF64>,
+    client_time_to_first_chunk: OnceLock<BoundF64>,
+    client_time_per_output_chunk: OnceLock<BoundF64>,
+    server_duration: OnceLock<BoundF64>,
+    server_time_to_first_token: OnceLock<BoundF64>,
+    server_time_per_output_token: OnceLock<BoundF64>,
+    /// `gen_ai.client.token.usage` with `gen_ai.token.type` input and output.
+    tokens: [OnceLock<BoundU64>; 2],
+    cost: OnceLock<BoundCost>,
+}
+
+impl Target<'_> {
+    fn f64(&self, histogram: &Histogram<f64>, slot: Slot<BoundF64>, value: f64) {
+        #[cfg(feature = "bound-metrics")]
+        if let Some(series) = &self.series {
+            slot(series)
+                .get_or_init(|| histogram.bind(self.attributes))
+                .record(value);
+            return;
+        }
+        let _ = slot;
+        histogram.record(value, self.attributes);
+    }
+
+    fn add(&self, counter: &Counter<f64>, value: f64) {
+        #[cfg(feature = "bound-metrics")]
+        if let Some(series) = &self.series {
+            series
+                .cost
+                .get_or_init(|| counter.bind(self.attributes))
+                .add(value);
+            return;
+        }
+        counter.add(value, self.attributes);
+    }
+
+    /// The token counts, each with its `gen_ai.token.type`.
+    fn tokens(&self, histogram: &Histogram<u64>, counts: [(&'static str, Option<u64>); 2]) {
+        let with_type = |kind: &'static str| {
+            let mut attributes = Vec::with_capacity(self.attributes.len() + 1);
+            attributes.extend_from_slice(self.attributes);
+            attributes.push(KeyValue::new(TOKEN_TYPE, kind));
+            attributes
+        };
+        for (i, (kind, count)) in counts.into_iter().enumerate() {
+            let Some(count) = count else { continue };
+            #[cfg(feature = "bound-metrics")]
+            if let Some(series) = &self.series {
+                series.tokens[i]
+                    .get_or_init(|| histogram.bind(&with_type(kind)))
+                    .record(count);
+                continue;
             }
+            let _ = i;
+            histogram.record(count, &with_type(kind));
+        }
+    }
+}
+
+#[cfg(feature = "bound-metrics")]
+type BoundF64 = opentelemetry::metrics::BoundHistogram<f64>;
+#[cfg(feature = "bound-metrics")]
+type BoundU64 = opentelemetry::metrics::BoundHistogram<u64>;
+#[cfg(feature = "bound-metrics")]
+type BoundCost = opentelemetry::metrics::BoundCounter<f64>;
+#[cfg(not(feature = "bound-metrics"))]
+type BoundF64 = ();
+#[cfg(not(feature = "bound-metrics"))]
+type BoundU64 = ();
+#[cfg(not(feature = "bound-metrics"))]
+type BoundCost = ();
+
+/// Bound instruments, one [`Series`] per distinct attribute set.
+///
+/// The SDK looks an attribute set up (SipHash over every key and value) on each unbound
+/// record: three to four records per exchange, and one per chunk gap of a stream, which
+/// made the metrics the largest per-chunk cost of a streamed answer. Here an exchange
+/// costs one lookup with a fast hash in a bounded cache, and each record goes straight to
+/// its series. A handle is bound on its instrument's first record with the set, so no
+/// instrument reports series it never recorded. Past [`MAX_SERIES`](bound::MAX_SERIES)
+/// sets, records go unbound, as before.
+#[cfg(feature = "bound-metrics")]
+mod bound {
+    use std::collections::HashMap;
+    use std::sync::{Arc, PoisonError, RwLock};
+
+    use opentelemetry::KeyValue;
+
+    use super::Series;
+
+    /// Attribute sets kept bound; the label bounds keep real traffic far below.
+    pub(super) const MAX_SERIES: usize = 2048;
+
+    type Map = HashMap<Vec<KeyValue>, Arc<Series>, foldhash::fast::FixedState>;
+
+    #[derive(Default)]
+    pub(super) struct Cache {
+        series: RwLock<Map>,
+    }
+
+    impl std::fmt::Debug for Cache {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            let len = self.series.read().map_or(0, |m| m.len());
+            f.debug_struct("Cache").field("series", &len).finish()
+        }
+    }
+
+    impl Cache {
+        /// The handles of `attributes` (exactly this order: exchanges build their sets the
+        /// same way), created on first sight; `None` once the cache is full.
+        pub(super) fn series(&self, attributes: &[KeyValue]) -> Option<Arc<Series>> {
+            if let Some(series) = self
+                .series
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(attributes)
+            {
+                return Some(series.clone());
+            }
+            let mut map = self.series.write().unwrap_or_else(PoisonError::into_inner);
+            if let Some(series) = map.get(attributes) {
+                return Some(series.clone());
+            }
+            if map.len() >= MAX_SERIES {
+                return None;
+            }
+            let series = Arc::new(Series::default());
+            map.insert(attributes.to_vec(), series.clone());
+            Some(series)
+        }
+
+        #[cfg(test)]
+        pub(super) fn len(&self) -> usize {
+            self.series.read().map_or(0, |m| m.len())
         }
     }
 }
@@ -283,6 +460,23 @@ impl LabelSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The bound cache holds at most `MAX_SERIES` attribute sets; past that, records go
+    /// unbound, and the sets it holds stay bound.
+    #[cfg(feature = "bound-metrics")]
+    #[test]
+    fn the_bound_cache_is_bounded() {
+        let cache = bound::Cache::default();
+        let set = |i: usize| vec![KeyValue::new("gen_ai.request.model", format!("m{i}"))];
+        for i in 0..bound::MAX_SERIES {
+            assert!(cache.series(&set(i)).is_some());
+        }
+        assert_eq!(cache.len(), bound::MAX_SERIES);
+        assert!(cache.series(&set(bound::MAX_SERIES)).is_none());
+        let first = cache.series(&set(0)).unwrap();
+        assert!(Arc::ptr_eq(&first, &cache.series(&set(0)).unwrap()));
+        assert_eq!(cache.len(), bound::MAX_SERIES);
+    }
 
     #[test]
     fn the_first_values_are_kept_and_later_ones_are_not() {
