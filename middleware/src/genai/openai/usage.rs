@@ -320,6 +320,17 @@ impl UsageChunkFilter {
             self.last_removed = false;
             match self.state {
                 State::Pass => self.emit(segment, out, event_ends),
+                // A whole event in this chunk, nothing held: settled where it lies (the
+                // common case: providers send each event in one write).
+                State::Undecided if event_ends && self.held.is_empty() => {
+                    match verdict(segment, true) {
+                        Verdict::Remove => {
+                            self.removed += 1;
+                            self.last_removed = true;
+                        }
+                        Verdict::Pass | Verdict::Wait => self.emit(segment, out, true),
+                    }
+                }
                 State::Undecided => {
                     self.held.extend_from_slice(segment);
                     self.decide(out, event_ends);
@@ -344,9 +355,18 @@ impl UsageChunkFilter {
     /// Writes `bytes` of a kept event without the `,"usage":null` members, withholding a
     /// possible start of one at the end until the next chunk shows whether it is one.
     fn emit(&mut self, bytes: &[u8], out: &mut Vec<u8>, event_ended: bool) {
-        let mut data = std::mem::take(&mut self.tail);
-        data.extend_from_slice(bytes);
-        let mut rest = &data[..];
+        if self.tail.is_empty() {
+            self.emit_joined(bytes, out, event_ended);
+        } else {
+            let mut data = std::mem::take(&mut self.tail);
+            data.extend_from_slice(bytes);
+            self.emit_joined(&data, out, event_ended);
+        }
+    }
+
+    /// [`emit`](Self::emit) of the withheld tail and the new bytes, joined.
+    fn emit_joined(&mut self, data: &[u8], out: &mut Vec<u8>, event_ended: bool) {
+        let mut rest = data;
         while let Some(at) = NULL_USAGE_FINDER.find(rest) {
             out.extend_from_slice(&rest[..at]);
             rest = &rest[at + NULL_USAGE.len()..];
@@ -360,43 +380,23 @@ impl UsageChunkFilter {
                 .unwrap_or(0)
         };
         out.extend_from_slice(&rest[..rest.len() - keep]);
-        self.tail = rest[rest.len() - keep..].to_vec();
+        self.tail.clear();
+        self.tail.extend_from_slice(&rest[rest.len() - keep..]);
     }
 
     /// Settles the held event if it can be settled.
     fn decide(&mut self, out: &mut Vec<u8>, event_ended: bool) {
-        if let Some(at) = CHOICES.find(&self.held) {
-            let after = after_colon(&self.held[at + 9..]);
-            match after {
-                // The value has not arrived yet.
-                Some([]) | None => {}
-                Some(rest) if rest.starts_with(b"[") => {
-                    let inside = trim_ws(&rest[1..]);
-                    if !inside.is_empty() && inside[0] != b']' {
-                        // Has choices: not a usage-only chunk.
-                        self.flush_and_pass(out, event_ended);
-                        return;
-                    }
-                    if inside.first() == Some(&b']') && event_ended {
-                        let has_usage = USAGE.find(&self.held).is_some_and(|u| {
-                            after_colon(&self.held[u + 7..]).is_some_and(|v| v.starts_with(b"{"))
-                        });
-                        if has_usage {
-                            self.removed += 1;
-                            self.last_removed = true;
-                            self.held.clear();
-                            return;
-                        }
-                    }
-                }
-                Some(_) => {
-                    self.flush_and_pass(out, event_ended);
-                    return;
-                }
+        match verdict(&self.held, event_ended) {
+            Verdict::Remove => {
+                self.removed += 1;
+                self.last_removed = true;
+                self.held.clear();
             }
-        }
-        if event_ended || self.held.len() > self.max_held {
-            self.flush_and_pass(out, event_ended);
+            Verdict::Pass => self.flush_and_pass(out, event_ended),
+            Verdict::Wait if self.held.len() > self.max_held => {
+                self.flush_and_pass(out, event_ended);
+            }
+            Verdict::Wait => {}
         }
     }
 
@@ -419,6 +419,48 @@ impl UsageChunkFilter {
             }
         }
         None
+    }
+}
+
+/// What to do with an event (or the start of one) a usage-only chunk might be.
+enum Verdict {
+    /// A usage-only chunk, ended: it goes.
+    Remove,
+    /// Not one: its bytes go through.
+    Pass,
+    /// Not known yet: hold it.
+    Wait,
+}
+
+/// Whether `event` (whole when `event_ended`) is the usage-only chunk: `"choices":[]` and a
+/// `usage` object.
+fn verdict(event: &[u8], event_ended: bool) -> Verdict {
+    if let Some(at) = CHOICES.find(event) {
+        match after_colon(&event[at + 9..]) {
+            // The value has not arrived yet.
+            Some([]) | None => {}
+            Some(rest) if rest.starts_with(b"[") => {
+                let inside = trim_ws(&rest[1..]);
+                if !inside.is_empty() && inside[0] != b']' {
+                    // Has choices: not a usage-only chunk.
+                    return Verdict::Pass;
+                }
+                if inside.first() == Some(&b']') && event_ended {
+                    let has_usage = USAGE.find(event).is_some_and(|u| {
+                        after_colon(&event[u + 7..]).is_some_and(|v| v.starts_with(b"{"))
+                    });
+                    if has_usage {
+                        return Verdict::Remove;
+                    }
+                }
+            }
+            Some(_) => return Verdict::Pass,
+        }
+    }
+    if event_ended {
+        Verdict::Pass
+    } else {
+        Verdict::Wait
     }
 }
 
