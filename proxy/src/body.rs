@@ -39,6 +39,8 @@ pub struct RequestBody {
     /// The whole upstream body, prepared before the request head went upstream (see
     /// [`set_ready`](Self::set_ready)).
     ready: Option<Bytes>,
+    /// This attempt handed [`ready`](Self::ready) to pingora whole.
+    ready_sent: bool,
 }
 
 impl RequestBody {
@@ -76,8 +78,25 @@ impl RequestBody {
         self.ready.as_ref()
     }
 
+    /// The prepared body, handed to pingora whole at the end of the client's body: this
+    /// attempt has sent it.
+    pub fn send_ready(&mut self) -> Option<Bytes> {
+        let ready = self.ready.clone()?;
+        self.ready_sent = true;
+        Some(ready)
+    }
+
+    /// No attempt follows (the answer's head went to the client): the prepared body, once
+    /// sent, is dropped rather than held for the rest of a long stream.
+    pub fn release_ready(&mut self) {
+        if self.ready_sent {
+            self.ready = None;
+        }
+    }
+
     /// A new attempt replays the body from its start.
     pub fn restart(&mut self) {
+        self.ready_sent = false;
         self.seen = 0;
         self.copy.clear();
         self.over = false;
@@ -201,6 +220,24 @@ mod tests {
         let (sent, ended) = feed(&mut state, &[b"ab", b"cd"]);
         assert!(sent.is_empty());
         assert_eq!(ended.unwrap().copy.as_deref(), Some(&b"abcd"[..]));
+    }
+
+    #[test]
+    fn the_ready_body_is_dropped_only_once_sent() {
+        let mut state = RequestBody::new(100, 100, true);
+        state.set_ready(Bytes::from_static(b"{}"));
+        state.release_ready();
+        assert!(
+            state.ready().is_some(),
+            "not sent yet: a retry or the end still needs it"
+        );
+        assert_eq!(state.send_ready().as_deref(), Some(&b"{}"[..]));
+        state.restart();
+        state.release_ready();
+        assert!(state.ready().is_some(), "a new attempt has not sent it");
+        assert!(state.send_ready().is_some());
+        state.release_ready();
+        assert!(state.ready().is_none());
     }
 
     #[test]

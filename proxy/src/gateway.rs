@@ -205,10 +205,11 @@ pub struct RequestCtx {
     inbound: Inbound,
     /// The GenAI exchange, for LLM API calls.
     llm: LlmExchange,
-    /// The span of an OpenAI Batch or Files API call.
-    batch: Option<BatchSpan>,
+    /// The span of an OpenAI Batch or Files API call (boxed, as the vector database span:
+    /// most requests have neither, and the context is held for as long as a stream lasts).
+    batch: Option<Box<BatchSpan>>,
     /// The span of a vector database call.
-    vector_db: Option<VectorDbSpan>,
+    vector_db: Option<Box<VectorDbSpan>>,
     /// Which upstream each attempt goes to, and whether another is allowed.
     attempts: Attempts,
     /// The request body: counted, copied (bounded) to read the model, and held back when
@@ -261,7 +262,8 @@ struct LlmExchange {
     usage_filter: Option<UsageChunkFilter>,
     /// `llmtrace.usage.injection`: whether usage was spliced in (and removed), or why not.
     usage_injection: Option<&'static str>,
-    summary: Option<Summary>,
+    /// Set when the exchange ends (boxed: empty for as long as a stream lasts).
+    summary: Option<Box<Summary>>,
 }
 
 impl LlmExchange {
@@ -514,8 +516,8 @@ impl ProxyHttp for Gateway {
             .span
             .as_ref()
             .and_then(GenAiSpan::context)
-            .or(ctx.batch.as_ref().and_then(BatchSpan::context))
-            .or(ctx.vector_db.as_ref().and_then(VectorDbSpan::context))
+            .or(ctx.batch.as_deref().and_then(BatchSpan::context))
+            .or(ctx.vector_db.as_deref().and_then(VectorDbSpan::context))
             .or(ctx.inbound.span.as_ref().and_then(InboundSpan::context));
         if let Some(cx) = cx {
             let cohort = ctx.cohort.map(|c| self.state.canary.name(c));
@@ -549,11 +551,11 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
-        if let Some(ready) = ctx.body.ready() {
+        if ctx.body.ready().is_some() {
             // Read in `request_filter`: pingora replays the client's bytes from its retry
             // buffer; what goes upstream is the body prepared then.
             *body = Some(if end_of_stream {
-                ready.clone()
+                ctx.body.send_ready().unwrap_or_default()
             } else {
                 Bytes::new()
             });
@@ -667,6 +669,8 @@ impl ProxyHttp for Gateway {
         ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
         ctx.inbound.status = upstream_response.status.as_u16();
+        // No attempt follows: the body prepared for them need not last as long as the stream.
+        ctx.body.release_ready();
         if let Some(genai) = ctx.llm.span.as_mut() {
             genai.on_response_head(upstream_response.status, &upstream_response.headers);
         }
@@ -864,7 +868,7 @@ impl ProxyHttp for Gateway {
             // The shadow may be gone (timed out): nothing to tell it then.
             let _ = shadow.send(shadow::Primary {
                 ended,
-                summary: ctx.llm.summary.clone(),
+                summary: ctx.llm.summary.as_deref().cloned(),
             });
         }
         let status = session
@@ -891,7 +895,7 @@ impl ProxyHttp for Gateway {
         self.record_outcome(ctx, status, error_type.as_deref(), aborted);
         if self.config.telemetry.access_log {
             let none = Summary::default();
-            let summary = ctx.llm.summary.as_ref().unwrap_or(&none);
+            let summary = ctx.llm.summary.as_deref().unwrap_or(&none);
             let req = session.req_header();
             let timing = &ctx.timing;
             AccessLogLine {
@@ -940,7 +944,7 @@ impl Gateway {
             self.tools
                 .asked(calls, arguments, asked_by, SystemTime::now());
         }
-        ctx.llm.summary = Some(summary);
+        ctx.llm.summary = Some(Box::new(summary));
     }
 
     /// Counts the request, sampled or not, against the objectives, the TTFT charts and its
@@ -958,7 +962,7 @@ impl Gateway {
         if aborted {
             return;
         }
-        let summary = ctx.llm.summary.as_ref();
+        let summary = ctx.llm.summary.as_deref();
         if let (Some(anomalies), Some(summary)) = (&self.state.anomalies, summary) {
             if let Some(ttft) = summary.time_to_first_chunk {
                 let model = summary.request_model.as_deref().unwrap_or("");
@@ -994,7 +998,7 @@ fn record_slo(
     error_type: Option<&str>,
     aborted: bool,
 ) {
-    let summary = ctx.llm.summary.as_ref();
+    let summary = ctx.llm.summary.as_deref();
     let outcome = Outcome {
         route: ctx.inbound.route,
         model: summary.and_then(|s| s.request_model.as_deref()),
@@ -1419,7 +1423,9 @@ impl Gateway {
         match calls {
             Calls::None | Calls::VectorDb(None) => {}
             Calls::Batch(call) => {
-                ctx.batch = Some(self.start_batch_span(call, target, session, server_cx));
+                ctx.batch = Some(Box::new(
+                    self.start_batch_span(call, target, session, server_cx),
+                ));
             }
             Calls::VectorDb(Some(call)) => {
                 ctx.body = RequestBody::new(limit, VectorDbs::body_cap(&call), false);
@@ -1427,7 +1433,7 @@ impl Gateway {
                 let span =
                     self.vector_dbs
                         .start(&self.tracer, call, req, &target.upstream, server_cx);
-                ctx.vector_db = Some(span);
+                ctx.vector_db = Some(Box::new(span));
             }
         }
     }

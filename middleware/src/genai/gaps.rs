@@ -14,14 +14,20 @@ const BUCKETS: usize = OCTAVES * SUB_BUCKETS;
 /// microseconds, each octave split into 8 equal sub-buckets, and a quantile is reported as
 /// the midpoint of the bucket it falls in. The relative error is at most 1/16 (6.25 %) of
 /// the true value (plus 0.5 µs), whatever the stream's length or distribution, and the
-/// memory is fixed: 328 counters, allocated at the second chunk (the first gap).
+/// memory is bounded: of the 328 buckets, only the run from the shortest gap's to the longest
+/// gap's has counters, allocated at the second chunk (the first gap). A stream whose gaps stay
+/// within one power of two (a token a second) keeps ~16 counters, not 328 (1.3 KiB per open
+/// stream).
 #[derive(Debug, Default, Clone)]
 pub struct GapStats {
     count: u64,
     sum_us: u64,
     max_us: u64,
     stalls: u64,
-    buckets: Option<Box<[u32; BUCKETS]>>,
+    /// The bucket that `counts[0]` counts.
+    first: usize,
+    /// Counters of buckets `first..first + counts.len()`; empty before the first gap.
+    counts: Vec<u32>,
 }
 
 impl GapStats {
@@ -34,9 +40,35 @@ impl GapStats {
         if stall {
             self.stalls += 1;
         }
-        let buckets = self.buckets.get_or_insert_with(|| Box::new([0; BUCKETS]));
-        let at = bucket_of(us);
-        buckets[at] = buckets[at].saturating_add(1);
+        let counter = self.counter(bucket_of(us));
+        *counter = counter.saturating_add(1);
+    }
+
+    /// The counter of bucket `at`, the run of counters widened to reach it (grown by whole
+    /// octaves, never past the last bucket, so a stream keeps at most [`BUCKETS`] counters).
+    fn counter(&mut self, at: usize) -> &mut u32 {
+        if self.counts.is_empty() {
+            self.first = at;
+        }
+        if at < self.first {
+            let shift = self.first - at;
+            self.counts.splice(0..0, std::iter::repeat_n(0, shift));
+            self.first = at;
+        }
+        let index = at - self.first;
+        if index >= self.counts.len() {
+            if index >= self.counts.capacity() {
+                let wanted = (index + SUB_BUCKETS).min(BUCKETS - self.first);
+                self.counts.reserve_exact(wanted - self.counts.len());
+            }
+            self.counts.resize(index + 1, 0);
+        }
+        &mut self.counts[index]
+    }
+
+    /// `(bucket, count)` of each counter kept, in bucket order.
+    fn counted(&self) -> impl Iterator<Item = (usize, u32)> + '_ {
+        (self.first..).zip(self.counts.iter().copied())
     }
 
     /// Number of gaps recorded.
@@ -61,12 +93,14 @@ impl GapStats {
 
     /// The estimated `q` quantile (`0.0..=1.0`), see the type docs for the error bound.
     pub fn quantile(&self, q: f64) -> Option<Duration> {
-        let buckets = self.buckets.as_ref()?;
+        if self.counts.is_empty() {
+            return None;
+        }
         // Rank of the wanted value, 1-based (nearest-rank method).
         let rank = ((q.clamp(0.0, 1.0) * self.count as f64).ceil() as u64).max(1);
         let mut seen = 0u64;
-        for (at, n) in buckets.iter().enumerate() {
-            seen += u64::from(*n);
+        for (at, n) in self.counted() {
+            seen += u64::from(n);
             if seen >= rank {
                 let (low, high) = bounds_of(at);
                 // Never report more than the exact maximum.
@@ -80,14 +114,10 @@ impl GapStats {
     /// Iterates `(representative gap, count)` per non-empty bucket, to replay the gaps into
     /// a metrics histogram at the end of the stream.
     pub fn buckets(&self) -> impl Iterator<Item = (Duration, u32)> + '_ {
-        self.buckets
-            .iter()
-            .flat_map(|b| b.iter().enumerate())
-            .filter(|(_, n)| **n > 0)
-            .map(|(at, n)| {
-                let (low, high) = bounds_of(at);
-                (Duration::from_micros(low + (high - low) / 2), *n)
-            })
+        self.counted().filter(|(_, n)| *n > 0).map(|(at, n)| {
+            let (low, high) = bounds_of(at);
+            (Duration::from_micros(low + (high - low) / 2), n)
+        })
     }
 }
 
@@ -168,6 +198,44 @@ mod tests {
             stats.buckets().map(|(_, n)| u64::from(n)).sum::<u64>(),
             1000
         );
+    }
+
+    /// Gaps arriving out of order of size widen the run of counters both ways, and the
+    /// answers are those of one counter per bucket.
+    #[test]
+    fn counters_cover_only_the_gaps_seen() {
+        let gaps_us = [
+            1_000_000u64,
+            1_020_000,
+            3,
+            980_000,
+            50_000_000_000_000,
+            40,
+            1_000_000,
+        ];
+        let mut stats = GapStats::default();
+        let mut dense = [0u32; BUCKETS];
+        for us in gaps_us {
+            stats.record(Duration::from_micros(us), false);
+            dense[bucket_of(us)] += 1;
+        }
+        let want: Vec<(usize, u32)> = dense
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(at, n)| (at, *n))
+            .collect();
+        let got: Vec<(usize, u32)> = stats.counted().filter(|(_, n)| *n > 0).collect();
+        assert_eq!(got, want);
+        assert!(stats.counts.capacity() <= BUCKETS);
+        assert_eq!(stats.first, bucket_of(3));
+
+        let mut steady = GapStats::default();
+        for ms in [1000u64, 1001, 999, 1000, 1002] {
+            steady.record(Duration::from_millis(ms), false);
+        }
+        assert!(steady.counts.capacity() <= 2 * SUB_BUCKETS);
+        assert_eq!(steady.quantile(0.5), steady.quantile(0.99));
     }
 
     #[test]
