@@ -133,8 +133,17 @@ fn batch() -> Vec<opentelemetry_sdk::trace::SpanData> {
 }
 
 fn exporter(settings: &OtlpSettings, runtime: &tokio::runtime::Runtime) -> HttpExporter {
+    with_resource(settings, runtime, &resource())
+}
+
+/// A resource's attributes come in its hash map's order: the comparison uses the same one.
+fn with_resource(
+    settings: &OtlpSettings,
+    runtime: &tokio::runtime::Runtime,
+    resource: &opentelemetry_sdk::Resource,
+) -> HttpExporter {
     let mut exporter = HttpExporter::new(settings, runtime.handle().clone()).unwrap();
-    exporter.set_resource(&resource());
+    exporter.set_resource(resource);
     exporter
 }
 
@@ -159,7 +168,8 @@ fn a_batch_is_posted_as_protobuf_to_the_traces_path_with_the_headers() {
     ]);
     assert_eq!(settings.endpoint, format!("{base}/v1/traces"));
     let runtime = runtime();
-    let exporter = exporter(&settings, &runtime);
+    let resource = resource();
+    let exporter = with_resource(&settings, &runtime, &resource);
     let batch = batch();
     // A partial success is logged, not a failure.
     futures::executor::block_on(exporter.export(batch.clone())).unwrap();
@@ -174,7 +184,7 @@ fn a_batch_is_posted_as_protobuf_to_the_traces_path_with_the_headers() {
     assert_eq!(request.header("authorization"), Some("Bearer secret"));
     assert_eq!(request.header("x-tenant"), Some("a"));
     let decoded = ExportTraceServiceRequest::decode(request.body.as_slice()).unwrap();
-    assert_eq!(decoded, sdk_request(&batch, &resource()));
+    assert_eq!(decoded, sdk_request(&batch, &resource));
 }
 
 #[test]
