@@ -188,6 +188,11 @@ fn attributes(out: &mut Vec<u8>, field: u32, attributes: &[KeyValue]) {
 /// first and written as four slices: two short heads built on the stack, the key and the
 /// string value; arrays take the general path.
 fn key_value(out: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
+    if let Value::String(text) = value {
+        if short_string(out, field, key, text.as_str()) {
+            return;
+        }
+    }
     // The AnyValue's member after its tag: a varint, eight bytes or a string's length.
     let mut scalar = Head::new();
     let text: &[u8] = match value {
@@ -243,6 +248,35 @@ fn key_value(out: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
     out.extend_from_slice(value_head.as_slice());
     out.extend_from_slice(scalar.as_slice());
     out.extend_from_slice(text);
+}
+
+/// The common case of a string attribute whose whole `KeyValue` is under 128 bytes: every
+/// length fits one byte, so the message is two fixed four-byte heads and two copies.
+/// `false` (nothing written) otherwise.
+fn short_string(out: &mut Vec<u8>, field: u32, key: &str, text: &str) -> bool {
+    // AnyValue: tag and length of string_value (1), then the text.
+    let any_len = 2 + text.len();
+    // KeyValue: key (1) with tag and length, value (2) with tag and length.
+    let kv_len = 2 + key.len() + 2 + any_len;
+    if kv_len >= 0x80 || key.is_empty() || field >= 16 {
+        return false;
+    }
+    out.reserve(2 + kv_len);
+    out.extend_from_slice(&[
+        ((field << 3) | LEN) as u8,
+        kv_len as u8,
+        (1 << 3) | LEN as u8,
+        key.len() as u8,
+    ]);
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(&[
+        (2 << 3) | LEN as u8,
+        any_len as u8,
+        (1 << 3) | LEN as u8,
+        text.len() as u8,
+    ]);
+    out.extend_from_slice(text.as_bytes());
+    true
 }
 
 /// A few bytes of tags and lengths gathered on the stack, appended to the output at once.

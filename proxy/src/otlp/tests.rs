@@ -264,3 +264,19 @@ fn length_prefix_guesses_right_and_wrong_decode_alike() {
         );
     }
 }
+
+/// String attributes around the one-byte-length fast path's edge (a whole `KeyValue` of 127
+/// bytes and more), and an empty key, which it leaves to the general path.
+#[test]
+fn string_attributes_at_the_short_path_edge() {
+    let scope = InstrumentationScope::builder("llmtrace").build();
+    let resource = resource();
+    let mut attributes = vec![KeyValue::new("", "no key")];
+    for key_len in [1, 40, 100, 127] {
+        for text_len in (0..130).step_by(3).chain(115..=125) {
+            attributes.push(KeyValue::new("k".repeat(key_len), "t".repeat(text_len)));
+        }
+    }
+    let batch = vec![span("s", &scope, attributes)];
+    assert_eq!(ours(&batch, &resource), sdk_request(&batch, &resource));
+}
