@@ -8,8 +8,10 @@
 //! the queue and costs counted drops, never latency.
 
 use std::fmt;
+use std::ops::ControlFlow;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -91,6 +93,12 @@ enum Message {
 /// ```
 pub struct ExportQueue {
     sender: SyncSender<Message>,
+    /// Spans queued since the export thread last looked: at a full batch's worth the thread
+    /// is woken, else it sleeps until its next export is due (no wake-up per span).
+    pending: Arc<AtomicUsize>,
+    max_batch: usize,
+    /// The export thread, woken with `unpark`.
+    thread: std::thread::Thread,
     stats: Arc<ExportStats>,
     resource: Arc<Mutex<Option<Resource>>>,
     worker: Mutex<Option<JoinHandle<()>>>,
@@ -110,16 +118,26 @@ impl ExportQueue {
         let (sender, receiver) = mpsc::sync_channel(config.max_queue.max(1));
         let stats = Arc::new(ExportStats::default());
         let resource = Arc::new(Mutex::new(None));
+        let pending = Arc::new(AtomicUsize::new(0));
         let worker = {
-            let stats = stats.clone();
-            let resource = resource.clone();
+            let worker = Worker {
+                exporter,
+                stats: stats.clone(),
+                resource: resource.clone(),
+                resource_set: false,
+                batch: Vec::with_capacity(config.max_batch),
+            };
+            let pending = pending.clone();
             std::thread::Builder::new()
                 .name("llmtrace-export".into())
-                .spawn(move || run(exporter, receiver, stats, resource, config))
+                .spawn(move || run(worker, receiver, &pending, config))
                 .expect("spawning the span export thread")
         };
         Self {
             sender,
+            pending,
+            max_batch: config.max_batch.max(1),
+            thread: worker.thread().clone(),
             stats,
             resource,
             worker: Mutex::new(Some(worker)),
@@ -143,7 +161,10 @@ impl ExportQueue {
         let mut message = make(tx);
         loop {
             match self.sender.try_send(message) {
-                Ok(()) => break,
+                Ok(()) => {
+                    self.thread.unpark();
+                    break;
+                }
                 Err(TrySendError::Disconnected(_)) => return Err(OTelSdkError::AlreadyShutdown),
                 Err(TrySendError::Full(back)) => {
                     if Instant::now() >= deadline {
@@ -168,7 +189,11 @@ impl SpanProcessor for ExportQueue {
         }
         ExportStats::add(&self.stats.queued, 1);
         match self.sender.try_send(Message::Span(Box::new(span))) {
-            Ok(()) => {}
+            Ok(()) => {
+                if self.pending.fetch_add(1, Ordering::Relaxed) + 1 == self.max_batch {
+                    self.thread.unpark();
+                }
+            }
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 ExportStats::add(&self.stats.dropped, 1);
             }
@@ -194,98 +219,117 @@ impl SpanProcessor for ExportQueue {
     }
 }
 
-fn run<E: SpanExporter>(
-    mut exporter: E,
-    receiver: Receiver<Message>,
+/// The export thread's state.
+struct Worker<E> {
+    exporter: E,
     stats: Arc<ExportStats>,
     resource: Arc<Mutex<Option<Resource>>>,
-    config: QueueConfig,
-) {
-    let mut resource_set = false;
-    let mut batch: Vec<SpanData> = Vec::with_capacity(config.max_batch);
-    let mut deadline = Instant::now() + config.delay;
-    let send = |exporter: &mut E, batch: &mut Vec<SpanData>, resource_set: &mut bool| {
-        if !*resource_set {
-            if let Some(resource) = resource.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                exporter.set_resource(&resource);
+    resource_set: bool,
+    batch: Vec<SpanData>,
+}
+
+impl<E: SpanExporter> Worker<E> {
+    /// Exports the batch, if any (the resource first, once).
+    fn send(&mut self) -> OTelSdkResult {
+        if !self.resource_set {
+            if let Some(resource) = self
+                .resource
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+            {
+                self.exporter.set_resource(&resource);
             }
-            *resource_set = true;
+            self.resource_set = true;
         }
-        if batch.is_empty() {
+        if self.batch.is_empty() {
             return Ok(());
         }
-        let n = batch.len();
-        let result = futures::executor::block_on(exporter.export(std::mem::take(batch)));
+        let n = self.batch.len();
+        // The next batch's vector starts at this one's size: no regrowing span by span.
+        let full = std::mem::replace(&mut self.batch, Vec::with_capacity(n));
+        let result = futures::executor::block_on(self.exporter.export(full));
         match &result {
-            Ok(()) => ExportStats::add(&stats.exported, n),
+            Ok(()) => ExportStats::add(&self.stats.exported, n),
             Err(_) => {
-                ExportStats::add(&stats.failed, n);
-                ExportStats::add(&stats.export_errors, 1);
+                ExportStats::add(&self.stats.failed, n);
+                ExportStats::add(&self.stats.export_errors, 1);
             }
         }
         result
-    };
-    loop {
-        let wait = deadline.saturating_duration_since(Instant::now());
-        match receiver.recv_timeout(wait) {
-            Ok(Message::Span(span)) => {
-                batch.push(*span);
-                if batch.len() >= config.max_batch {
-                    let _ = send(&mut exporter, &mut batch, &mut resource_set);
-                    deadline = Instant::now() + config.delay;
+    }
+
+    /// Takes every message queued: spans into batches (each full one sent), a flush or a
+    /// shutdown answered once everything before it is sent. `Break` when the thread is to end.
+    fn drain(&mut self, receiver: &Receiver<Message>, max_batch: usize) -> ControlFlow<()> {
+        loop {
+            match receiver.try_recv() {
+                Ok(Message::Span(span)) => {
+                    self.batch.push(*span);
+                    if self.batch.len() >= max_batch {
+                        let _ = self.send();
+                    }
+                }
+                Ok(Message::Flush(reply)) => {
+                    let result = self.finish(receiver, max_batch);
+                    let _ = reply.send(result.and(self.exporter.force_flush()));
+                }
+                Ok(Message::Shutdown(reply)) => {
+                    let result = self.finish(receiver, max_batch);
+                    let _ = reply.send(result.and(self.exporter.shutdown()));
+                    return ControlFlow::Break(());
+                }
+                Err(TryRecvError::Empty) => return ControlFlow::Continue(()),
+                Err(TryRecvError::Disconnected) => {
+                    let _ = self.send();
+                    return ControlFlow::Break(());
                 }
             }
-            Ok(Message::Flush(reply)) => {
-                let mut result = drain(&receiver, &mut batch, config.max_batch, |b| {
-                    send(&mut exporter, b, &mut resource_set)
-                });
-                result = result.and(send(&mut exporter, &mut batch, &mut resource_set));
-                let _ = reply.send(result.and(exporter.force_flush()));
-                deadline = Instant::now() + config.delay;
-            }
-            Ok(Message::Shutdown(reply)) => {
-                let mut result = drain(&receiver, &mut batch, config.max_batch, |b| {
-                    send(&mut exporter, b, &mut resource_set)
-                });
-                result = result.and(send(&mut exporter, &mut batch, &mut resource_set));
-                let _ = reply.send(result.and(exporter.shutdown()));
-                return;
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                let _ = send(&mut exporter, &mut batch, &mut resource_set);
-                deadline = Instant::now() + config.delay;
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                let _ = send(&mut exporter, &mut batch, &mut resource_set);
-                return;
+        }
+    }
+
+    /// Sends every span queued so far, in full batches and a last partial one.
+    fn finish(&mut self, receiver: &Receiver<Message>, max_batch: usize) -> OTelSdkResult {
+        let mut result = Ok(());
+        while let Ok(message) = receiver.try_recv() {
+            match message {
+                Message::Span(span) => {
+                    self.batch.push(*span);
+                    if self.batch.len() >= max_batch {
+                        result = result.and(self.send());
+                    }
+                }
+                // A second flush or shutdown while draining: answered once this one is done.
+                Message::Flush(reply) | Message::Shutdown(reply) => {
+                    let _ = reply.send(Ok(()));
+                }
             }
         }
+        result.and(self.send())
     }
 }
 
-/// Moves every span already queued into batches, sending each full one.
-fn drain(
-    receiver: &Receiver<Message>,
-    batch: &mut Vec<SpanData>,
-    max_batch: usize,
-    mut send: impl FnMut(&mut Vec<SpanData>) -> OTelSdkResult,
-) -> OTelSdkResult {
-    let mut result = Ok(());
-    while let Ok(message) = receiver.try_recv() {
-        match message {
-            Message::Span(span) => {
-                batch.push(*span);
-                if batch.len() >= max_batch {
-                    result = result.and(send(batch));
-                }
-            }
-            // A second flush or shutdown while draining: answered once this one is done.
-            Message::Flush(reply) | Message::Shutdown(reply) => {
-                let _ = reply.send(Ok(()));
-            }
+/// The export thread: asleep until a batch is due (its delay passed) or woken (a full
+/// batch's worth queued, a flush, a shutdown), then takes what is queued.
+fn run<E: SpanExporter>(
+    mut worker: Worker<E>,
+    receiver: Receiver<Message>,
+    pending: &AtomicUsize,
+    config: QueueConfig,
+) {
+    let max_batch = config.max_batch.max(1);
+    let mut deadline = Instant::now() + config.delay;
+    loop {
+        std::thread::park_timeout(deadline.saturating_duration_since(Instant::now()));
+        pending.store(0, Ordering::Relaxed);
+        if worker.drain(&receiver, max_batch).is_break() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            let _ = worker.send();
+            deadline = Instant::now() + config.delay;
         }
     }
-    result
 }
 
 #[cfg(test)]

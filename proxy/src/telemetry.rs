@@ -264,20 +264,21 @@ pub fn tracer_provider_with_store(
     Ok((provider, Some(stats), tail_stats))
 }
 
-/// The export queue in front of an OTLP exporter for `protocol`. gRPC goes through the
-/// gateway's own exporter ([`crate::otlp`]: spans encoded straight into protobuf) unless the
-/// settings need TLS or compression, which the SDK's exporter then handles; HTTP/protobuf
-/// through the SDK's.
+/// The export queue in front of an OTLP exporter for `protocol`. gRPC and HTTP/protobuf go
+/// through the gateway's own exporters ([`crate::otlp`]: spans encoded straight into
+/// protobuf) unless the settings need TLS or compression, which the SDK's exporter then
+/// handles.
 fn otlp_queue(
     protocol: &str,
     config: QueueConfig,
 ) -> Result<ExportQueue, Box<dyn std::error::Error>> {
+    let env = |name: &str| std::env::var(name).ok();
     Ok(match protocol {
         "grpc" => {
             // tonic's channel runs its connection on a tokio runtime: give it one of its
             // own, alive for the process, apart from pingora's and the request path.
             let runtime = export_runtime()?;
-            match crate::otlp::GrpcSettings::from_env(|name| std::env::var(name).ok()) {
+            match crate::otlp::OtlpSettings::from_env(env) {
                 Some(settings) => ExportQueue::new(
                     crate::otlp::GrpcExporter::new(&settings, runtime.handle().clone())?,
                     config,
@@ -291,12 +292,18 @@ fn otlp_queue(
                 }
             }
         }
-        "http/protobuf" | "http" => ExportQueue::new(
-            opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .build()?,
-            config,
-        ),
+        "http/protobuf" | "http" => match crate::otlp::OtlpSettings::http_from_env(env) {
+            Some(settings) => ExportQueue::new(
+                crate::otlp::HttpExporter::new(&settings, export_runtime()?.handle().clone())?,
+                config,
+            ),
+            None => ExportQueue::new(
+                opentelemetry_otlp::SpanExporter::builder()
+                    .with_http()
+                    .build()?,
+                config,
+            ),
+        },
         other => {
             return Err(format!(
                 "OTEL_EXPORTER_OTLP_PROTOCOL={other}: expected grpc or http/protobuf"
@@ -337,7 +344,7 @@ pub fn trace_store(config: &crate::config::TelemetryConfig) -> Option<TraceStore
     })
 }
 
-/// A small tokio runtime for the OTLP/gRPC exporter's connection.
+/// A small tokio runtime for the OTLP exporters' connections.
 fn export_runtime() -> std::io::Result<&'static tokio::runtime::Runtime> {
     static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
     if let Some(runtime) = RUNTIME.get() {

@@ -13,7 +13,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use opentelemetry::trace::{SpanId, SpanKind, Status};
+use opentelemetry::trace::{SpanId, SpanKind, Status, TraceState};
 use opentelemetry::{Array, InstrumentationScope, KeyValue, StringValue, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SpanData;
@@ -33,23 +33,38 @@ const CONTEXT_IS_REMOTE: u32 = 0x200;
 /// appear, each scope's spans in batch order.
 pub fn export_request(spans: &[SpanData], resource: &Resource, out: &mut Vec<u8>) {
     // Scopes in first-seen order; a batch has one or two, so a linear search beats hashing.
+    // Each span's scope is compared once, its index kept for the grouping below.
     let mut scopes: Vec<&InstrumentationScope> = Vec::new();
+    let mut scope_of: Vec<usize> = Vec::with_capacity(spans.len());
     for span in spans {
-        if !scopes.contains(&&span.instrumentation_scope) {
-            scopes.push(&span.instrumentation_scope);
-        }
+        let scope = &span.instrumentation_scope;
+        let index = match scopes.iter().position(|known| *known == scope) {
+            Some(index) => index,
+            None => {
+                scopes.push(scope);
+                scopes.len() - 1
+            }
+        };
+        scope_of.push(index);
     }
+    // The length prefixes of the two outer messages, guessed at about a kilobyte a span.
+    let width = varint_len(spans.len() as u64 * 1024);
     // ExportTraceServiceRequest.resource_spans = 1
-    nested(out, 1, |out| {
+    nested_sized(out, 1, width, |out| {
         // ResourceSpans.resource = 1
         nested(out, 1, |out| {
             for (key, value) in resource.iter() {
                 key_value(out, 1, key.as_str(), value);
             }
         });
-        for scope in &scopes {
+        for (index, scope) in scopes.iter().enumerate() {
+            let members = spans
+                .iter()
+                .zip(&scope_of)
+                .filter(|(_, of)| **of == index)
+                .map(|(span, _)| span);
             // ResourceSpans.scope_spans = 2
-            nested(out, 2, |out| scope_spans(out, scope, spans));
+            nested_sized(out, 2, width, |out| scope_spans(out, scope, members));
         }
         if let Some(url) = resource.schema_url() {
             string(out, 3, url);
@@ -57,7 +72,11 @@ pub fn export_request(spans: &[SpanData], resource: &Resource, out: &mut Vec<u8>
     });
 }
 
-fn scope_spans(out: &mut Vec<u8>, scope: &InstrumentationScope, spans: &[SpanData]) {
+fn scope_spans<'a>(
+    out: &mut Vec<u8>,
+    scope: &InstrumentationScope,
+    spans: impl Iterator<Item = &'a SpanData>,
+) {
     // ScopeSpans.scope = 1
     nested(out, 1, |out| {
         string(out, 1, scope.name());
@@ -68,9 +87,10 @@ fn scope_spans(out: &mut Vec<u8>, scope: &InstrumentationScope, spans: &[SpanDat
             key_value(out, 3, kv.key.as_str(), &kv.value);
         }
     });
-    for span in spans.iter().filter(|s| &s.instrumentation_scope == scope) {
+    for span in spans {
         // ScopeSpans.spans = 2
-        nested(out, 2, |out| self::span(out, span));
+        // A span runs to hundreds of bytes or a few kilobytes: a two-byte length.
+        nested_sized(out, 2, 2, |out| self::span(out, span));
     }
     if let Some(url) = scope.schema_url() {
         string(out, 3, url);
@@ -81,8 +101,9 @@ fn span(out: &mut Vec<u8>, span: &SpanData) {
     let cx = &span.span_context;
     bytes(out, 1, &cx.trace_id().to_bytes());
     bytes(out, 2, &cx.span_id().to_bytes());
-    let state = cx.trace_state().header();
-    string(out, 3, &state);
+    if *cx.trace_state() != TraceState::NONE {
+        string(out, 3, &cx.trace_state().header());
+    }
     if span.parent_span_id != SpanId::INVALID {
         bytes(out, 4, &span.parent_span_id.to_bytes());
     }
@@ -108,7 +129,9 @@ fn span(out: &mut Vec<u8>, span: &SpanData) {
             let cx = &link.span_context;
             bytes(out, 1, &cx.trace_id().to_bytes());
             bytes(out, 2, &cx.span_id().to_bytes());
-            string(out, 3, &cx.trace_state().header());
+            if *cx.trace_state() != TraceState::NONE {
+                string(out, 3, &cx.trace_state().header());
+            }
             attributes(out, 4, &link.attributes);
             uint(out, 5, u64::from(link.dropped_attributes_count));
             fixed32(out, 6, flags(cx.is_remote(), cx.trace_flags().to_u8()));
@@ -162,13 +185,38 @@ fn attributes(out: &mut Vec<u8>, field: u32, attributes: &[KeyValue]) {
 }
 
 /// A `KeyValue` message as field `field`. Scalar values (nearly all attributes) are sized
-/// first and written in one go; arrays take the general path.
+/// first and written as four slices: two short heads built on the stack, the key and the
+/// string value; arrays take the general path.
 fn key_value(out: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
-    let any_len = match value {
-        Value::Bool(_) => 2,
-        Value::I64(v) => 1 + varint_len(*v as u64),
-        Value::F64(_) => 9,
-        Value::String(v) => 1 + varint_len(v.as_str().len() as u64) + v.as_str().len(),
+    if let Value::String(text) = value {
+        if short_string(out, field, key, text.as_str()) {
+            return;
+        }
+    }
+    // The AnyValue's member after its tag: a varint, eight bytes or a string's length.
+    let mut scalar = Head::new();
+    let text: &[u8] = match value {
+        Value::Bool(v) => {
+            scalar.byte(2 << 3 | VARINT as u8);
+            scalar.byte(u8::from(*v));
+            &[]
+        }
+        Value::I64(v) => {
+            scalar.byte(3 << 3 | VARINT as u8);
+            scalar.varint(*v as u64);
+            &[]
+        }
+        Value::F64(v) => {
+            scalar.byte(4 << 3 | FIXED64 as u8);
+            scalar.bytes(&v.to_le_bytes());
+            &[]
+        }
+        Value::String(v) => {
+            let v = v.as_str().as_bytes();
+            scalar.byte(1 << 3 | LEN as u8);
+            scalar.varint(v.len() as u64);
+            v
+        }
         _ => {
             return nested(out, field, |out| {
                 string(out, 1, key);
@@ -177,19 +225,95 @@ fn key_value(out: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
             });
         }
     };
+    let any_len = scalar.len + text.len();
     let key_len = if key.is_empty() {
         0
     } else {
         1 + varint_len(key.len() as u64) + key.len()
     };
     let kv_len = key_len + 1 + varint_len(any_len as u64) + any_len;
-    out.reserve(kv_len + 6);
-    tag(out, field, LEN);
-    varint(out, kv_len as u64);
-    string(out, 1, key);
-    tag(out, 2, LEN);
-    varint(out, any_len as u64);
-    any_value(out, value);
+    let mut head = Head::new();
+    head.varint(u64::from((field << 3) | LEN));
+    head.varint(kv_len as u64);
+    if !key.is_empty() {
+        head.byte(1 << 3 | LEN as u8);
+        head.varint(key.len() as u64);
+    }
+    let mut value_head = Head::new();
+    value_head.byte(2 << 3 | LEN as u8);
+    value_head.varint(any_len as u64);
+    out.reserve(head.len + key.len() + value_head.len + any_len);
+    out.extend_from_slice(head.as_slice());
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(value_head.as_slice());
+    out.extend_from_slice(scalar.as_slice());
+    out.extend_from_slice(text);
+}
+
+/// The common case of a string attribute whose whole `KeyValue` is under 128 bytes: every
+/// length fits one byte, so the message is two fixed four-byte heads and two copies.
+/// `false` (nothing written) otherwise.
+fn short_string(out: &mut Vec<u8>, field: u32, key: &str, text: &str) -> bool {
+    // AnyValue: tag and length of string_value (1), then the text.
+    let any_len = 2 + text.len();
+    // KeyValue: key (1) with tag and length, value (2) with tag and length.
+    let kv_len = 2 + key.len() + 2 + any_len;
+    if kv_len >= 0x80 || key.is_empty() || field >= 16 {
+        return false;
+    }
+    out.reserve(2 + kv_len);
+    out.extend_from_slice(&[
+        ((field << 3) | LEN) as u8,
+        kv_len as u8,
+        (1 << 3) | LEN as u8,
+        key.len() as u8,
+    ]);
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(&[
+        (2 << 3) | LEN as u8,
+        any_len as u8,
+        (1 << 3) | LEN as u8,
+        text.len() as u8,
+    ]);
+    out.extend_from_slice(text.as_bytes());
+    true
+}
+
+/// A few bytes of tags and lengths gathered on the stack, appended to the output at once.
+struct Head {
+    bytes: [u8; 24],
+    len: usize,
+}
+
+impl Head {
+    fn new() -> Self {
+        Self {
+            bytes: [0; 24],
+            len: 0,
+        }
+    }
+
+    fn byte(&mut self, byte: u8) {
+        self.bytes[self.len] = byte;
+        self.len += 1;
+    }
+
+    fn varint(&mut self, mut value: u64) {
+        while value >= 0x80 {
+            self.byte((value as u8) | 0x80);
+            value >>= 7;
+        }
+        self.byte(value as u8);
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) {
+        self.bytes[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
 }
 
 /// The content of an `AnyValue`: its one `value` member.
@@ -314,19 +438,28 @@ fn fixed32(out: &mut Vec<u8>, field: u32, value: u32) {
 /// A length-delimited message as field `field`, its content written by `content`. One byte
 /// is reserved for the length; a longer content is moved up once to make room for the rest.
 fn nested(out: &mut Vec<u8>, field: u32, content: impl FnOnce(&mut Vec<u8>)) {
+    nested_sized(out, field, 1, content);
+}
+
+/// [`nested`] with `width` bytes reserved for the length: a guess of its varint's width.
+/// A right guess writes the length in place; a wrong one moves the content once.
+fn nested_sized(out: &mut Vec<u8>, field: u32, width: usize, content: impl FnOnce(&mut Vec<u8>)) {
     tag(out, field, LEN);
     let at = out.len();
-    out.push(0);
+    out.resize(at + width, 0);
     content(out);
-    let len = out.len() - at - 1;
-    let width = varint_len(len as u64);
-    if width > 1 {
-        let end = out.len();
-        out.resize(end + width - 1, 0);
-        out.copy_within(at + 1..end, at + width);
+    let end = out.len();
+    let len = end - at - width;
+    let actual = varint_len(len as u64);
+    if actual > width {
+        out.resize(end + actual - width, 0);
+        out.copy_within(at + width..end, at + actual);
+    } else if actual < width {
+        out.copy_within(at + width..end, at + actual);
+        out.truncate(end - (width - actual));
     }
     let mut value = len as u64;
-    for byte in &mut out[at..at + width] {
+    for byte in &mut out[at..at + actual] {
         *byte = if value >= 0x80 {
             (value as u8) | 0x80
         } else {

@@ -1,25 +1,33 @@
-//! The gateway's own OTLP/gRPC span exporter: batches encoded straight from the SDK's
-//! `SpanData` into protobuf bytes ([`encode::export_request`]) and sent with tonic as they are,
-//! without the SDK exporter's intermediate tree of `opentelemetry_proto` structs.
+//! The gateway's own OTLP span exporters: batches encoded straight from the SDK's `SpanData`
+//! into protobuf bytes ([`encode::export_request`]) and sent as they are, with tonic over gRPC
+//! ([`GrpcExporter`]) or as an HTTP `POST` ([`HttpExporter`]), without the SDK exporter's
+//! intermediate tree of `opentelemetry_proto` structs.
 //!
 //! It reads the same settings as the SDK's exporter: the endpoint from
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, else `OTEL_EXPORTER_OTLP_ENDPOINT`, else
-//! `http://localhost:4317`; headers from `OTEL_EXPORTER_OTLP_HEADERS` and
+//! `http://localhost:4317` (for OTLP/HTTP see [`OtlpSettings::http_from_env`]); headers from `OTEL_EXPORTER_OTLP_HEADERS` and
 //! `OTEL_EXPORTER_OTLP_TRACES_HEADERS` (`key=value,…`, values percent-decoded, the second
 //! winning); the timeout from `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, else
 //! `OTEL_EXPORTER_OTLP_TIMEOUT` (milliseconds, default 10 000). Transient failures
 //! (`UNAVAILABLE`, `RESOURCE_EXHAUSTED`, `ABORTED`, `DEADLINE_EXCEEDED`, `CANCELLED`) are retried
 //! with exponential backoff (100 ms doubling, with jitter) until the timeout is spent. A
 //! configuration it does not cover (an `https` endpoint, compression) is left to the SDK's
-//! exporter: [`GrpcSettings::from_env`] says so by returning `None`.
+//! exporter: [`OtlpSettings::from_env`] says so by returning `None`. OTLP/HTTP's retries are
+//! described in its module.
 
 pub mod encode;
+mod http;
+#[cfg(test)]
+mod http_tests;
+
+pub use http::HttpExporter;
 
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use ::http::uri::PathAndQuery;
 use bytes::{Buf, BufMut, Bytes};
-use http::uri::PathAndQuery;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
@@ -31,35 +39,59 @@ use tonic::{Code, Status};
 /// The OTLP trace service's export method.
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 const DEFAULT_ENDPOINT: &str = "http://localhost:4317";
+const DEFAULT_HTTP_ENDPOINT: &str = "http://localhost:4318/v1/traces";
+/// Appended to `OTEL_EXPORTER_OTLP_ENDPOINT` for OTLP/HTTP.
+const HTTP_TRACES_PATH: &str = "v1/traces";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Where and how to send, read from the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GrpcSettings {
-    /// `http://host:port`.
+pub struct OtlpSettings {
+    /// gRPC: `http://host:port`; HTTP: the full traces URL (`http://host:port/v1/traces`).
     pub endpoint: String,
-    /// Request metadata (`OTEL_EXPORTER_OTLP_*HEADERS`).
+    /// Request metadata or headers (`OTEL_EXPORTER_OTLP_*HEADERS`).
     pub headers: Vec<(String, String)>,
     /// Per export call, retries included.
     pub timeout: Duration,
 }
 
-impl GrpcSettings {
-    /// The settings `env` describes, or `None` when they need what only the SDK's exporter
-    /// does (TLS, compression).
+impl OtlpSettings {
+    /// The OTLP/gRPC settings `env` describes, or `None` when they need what only the SDK's
+    /// exporter does (TLS, compression).
     pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Option<Self> {
+        Self::read(&env, DEFAULT_ENDPOINT, str::to_owned)
+    }
+
+    /// The OTLP/HTTP (protobuf) settings `env` describes, or `None` when they need what only
+    /// the SDK's exporter does (TLS, compression). As the OTLP specification has it,
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is the traces URL as it stands, while
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` is a base URL that `v1/traces` is appended to; the default
+    /// is `http://localhost:4318/v1/traces`.
+    pub fn http_from_env(env: impl Fn(&str) -> Option<String>) -> Option<Self> {
+        Self::read(&env, DEFAULT_HTTP_ENDPOINT, |base| {
+            format!("{}/{HTTP_TRACES_PATH}", base.trim_end_matches('/'))
+        })
+    }
+
+    /// The settings, the generic endpoint turned into the traces one by `traces`.
+    fn read(
+        env: &impl Fn(&str) -> Option<String>,
+        default: &str,
+        traces: impl Fn(&str) -> String,
+    ) -> Option<Self> {
         let non_empty = |name: &str| env(name).filter(|v| !v.trim().is_empty());
         let endpoint = non_empty("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            .or_else(|| non_empty("OTEL_EXPORTER_OTLP_ENDPOINT"))
-            .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
+            .map(|v| v.trim().to_owned())
+            .or_else(|| non_empty("OTEL_EXPORTER_OTLP_ENDPOINT").map(|v| traces(v.trim())))
+            .unwrap_or_else(|| default.to_owned());
         let compressed = [
             "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
             "OTEL_EXPORTER_OTLP_COMPRESSION",
         ]
         .iter()
         .any(|name| non_empty(name).is_some_and(|v| v.trim() != "none"));
-        if !endpoint.trim().starts_with("http://") || compressed {
+        if !endpoint.starts_with("http://") || compressed {
             return None;
         }
         let mut headers: Vec<(String, String)> = Vec::new();
@@ -81,7 +113,7 @@ impl GrpcSettings {
             .and_then(|ms| ms.trim().parse::<u64>().ok())
             .map_or(DEFAULT_TIMEOUT, Duration::from_millis);
         Some(Self {
-            endpoint: endpoint.trim().to_owned(),
+            endpoint,
             headers,
             timeout,
         })
@@ -110,9 +142,7 @@ pub struct GrpcExporter {
     metadata: MetadataMap,
     timeout: Duration,
     runtime: tokio::runtime::Handle,
-    resource: Resource,
-    /// Reused across batches: the encoding buffer keeps its capacity.
-    buffer: std::sync::Mutex<Vec<u8>>,
+    batches: BatchEncoder,
 }
 
 impl fmt::Debug for GrpcExporter {
@@ -128,7 +158,7 @@ impl GrpcExporter {
     /// channel needs a tokio runtime). Fails on an endpoint that is not a URI or a header that
     /// cannot be gRPC metadata.
     pub fn new(
-        settings: &GrpcSettings,
+        settings: &OtlpSettings,
         runtime: tokio::runtime::Handle,
     ) -> Result<Self, Box<dyn std::error::Error>> {
         let endpoint = tonic::transport::Endpoint::from_shared(settings.endpoint.clone())?
@@ -152,17 +182,8 @@ impl GrpcExporter {
             metadata,
             timeout: settings.timeout,
             runtime,
-            resource: Resource::builder_empty().build(),
-            buffer: std::sync::Mutex::new(Vec::new()),
+            batches: BatchEncoder::default(),
         })
-    }
-
-    /// The request bytes for `batch`.
-    fn encode(&self, batch: &[SpanData]) -> Bytes {
-        let mut buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
-        buffer.clear();
-        encode::export_request(batch, &self.resource, &mut buffer);
-        Bytes::copy_from_slice(&buffer)
     }
 
     /// One export call, retried while the failure is transient and time remains.
@@ -225,7 +246,7 @@ impl SpanExporter for GrpcExporter {
         if batch.is_empty() {
             return Ok(());
         }
-        let body = self.encode(&batch);
+        let body = self.batches.encode(&batch);
         drop(batch);
         // The export thread is not a runtime thread: the call runs on the exporter's runtime.
         self.runtime.block_on(self.send(body)).map_err(|status| {
@@ -235,7 +256,37 @@ impl SpanExporter for GrpcExporter {
     }
 
     fn set_resource(&mut self, resource: &Resource) {
-        self.resource = resource.clone();
+        self.batches.resource = resource.clone();
+    }
+}
+
+/// Encodes batches of one resource, each into a buffer of its own handed over as `Bytes`
+/// without a copy, sized from the bytes per span of the batch before.
+#[derive(Debug)]
+struct BatchEncoder {
+    resource: Resource,
+    bytes_per_span: AtomicUsize,
+}
+
+impl Default for BatchEncoder {
+    fn default() -> Self {
+        Self {
+            resource: Resource::builder_empty().build(),
+            bytes_per_span: AtomicUsize::new(1024),
+        }
+    }
+}
+
+impl BatchEncoder {
+    /// The `ExportTraceServiceRequest` bytes for `batch` (not empty).
+    fn encode(&self, batch: &[SpanData]) -> Bytes {
+        let per_span = self.bytes_per_span.load(Ordering::Relaxed);
+        // An eighth more than the last batch's rate, so that most batches fit at once.
+        let mut buffer = Vec::with_capacity((per_span + per_span / 8) * batch.len() + 256);
+        encode::export_request(batch, &self.resource, &mut buffer);
+        self.bytes_per_span
+            .store(buffer.len() / batch.len().max(1), Ordering::Relaxed);
+        Bytes::from(buffer)
     }
 }
 

@@ -14,7 +14,7 @@ use proptest::prelude::*;
 use prost::Message;
 
 use super::encode::export_request;
-use super::{GrpcSettings, parse_headers};
+use super::{OtlpSettings, parse_headers};
 
 fn context(trace: u128, span: u64, remote: bool, state: &str) -> SpanContext {
     SpanContext::new(
@@ -26,7 +26,11 @@ fn context(trace: u128, span: u64, remote: bool, state: &str) -> SpanContext {
     )
 }
 
-fn span(name: &str, scope: &InstrumentationScope, attributes: Vec<KeyValue>) -> SpanData {
+pub(super) fn span(
+    name: &str,
+    scope: &InstrumentationScope,
+    attributes: Vec<KeyValue>,
+) -> SpanData {
     let start = SystemTime::UNIX_EPOCH + Duration::from_nanos(1_764_633_600_123_456_789);
     SpanData {
         span_context: context(
@@ -69,7 +73,7 @@ fn span(name: &str, scope: &InstrumentationScope, attributes: Vec<KeyValue>) -> 
     }
 }
 
-fn resource() -> Resource {
+pub(super) fn resource() -> Resource {
     Resource::builder_empty()
         .with_service_name("llmtrace-proxy")
         .with_attribute(KeyValue::new("deployment.environment.name", "test"))
@@ -81,7 +85,7 @@ fn resource() -> Resource {
 }
 
 /// What the SDK's exporter would send for `batch`, decoded.
-fn sdk_request(batch: &[SpanData], resource: &Resource) -> ExportTraceServiceRequest {
+pub(super) fn sdk_request(batch: &[SpanData], resource: &Resource) -> ExportTraceServiceRequest {
     let resource = ResourceAttributesWithSchema::from(resource);
     ExportTraceServiceRequest {
         resource_spans: group_spans_by_resource_and_scope(batch.to_vec(), &resource),
@@ -194,12 +198,12 @@ fn settings_come_from_the_sdk_variables() {
                 .map(|(_, v)| (*v).to_owned())
         }
     };
-    let default = GrpcSettings::from_env(env(&[])).unwrap();
+    let default = OtlpSettings::from_env(env(&[])).unwrap();
     assert_eq!(default.endpoint, "http://localhost:4317");
     assert_eq!(default.timeout, Duration::from_secs(10));
     assert!(default.headers.is_empty());
 
-    let set = GrpcSettings::from_env(env(&[
+    let set = OtlpSettings::from_env(env(&[
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
         ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", " http://traces:4317 "),
         (
@@ -221,12 +225,58 @@ fn settings_come_from_the_sdk_variables() {
     );
     // What the SDK's exporter is left to: TLS and compression.
     assert!(
-        GrpcSettings::from_env(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://x:4317")])).is_none()
+        OtlpSettings::from_env(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://x:4317")])).is_none()
     );
-    assert!(GrpcSettings::from_env(env(&[("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")])).is_none());
-    assert!(GrpcSettings::from_env(env(&[("OTEL_EXPORTER_OTLP_COMPRESSION", "none")])).is_some());
+    assert!(OtlpSettings::from_env(env(&[("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")])).is_none());
+    assert!(OtlpSettings::from_env(env(&[("OTEL_EXPORTER_OTLP_COMPRESSION", "none")])).is_some());
     assert_eq!(
         parse_headers("a=1,=2,b"),
         [("a".to_owned(), "1".to_owned())]
     );
+}
+
+/// Batches of small and large spans, few and many: the guessed widths of the length prefixes
+/// (two bytes a span, more for the outer messages as the batch grows) are too wide, right
+/// and too narrow in turn.
+#[test]
+fn length_prefix_guesses_right_and_wrong_decode_alike() {
+    let scope = InstrumentationScope::builder("llmtrace").build();
+    let small = || {
+        let mut s = span("s", &scope, vec![]);
+        s.events = SpanEvents::default();
+        s.links = SpanLinks::default();
+        s
+    };
+    let resource = resource();
+    for n in [1, 2, 20, 200] {
+        let batch: Vec<SpanData> = (0..n).map(|_| small()).collect();
+        assert_eq!(
+            ours(&batch, &resource),
+            sdk_request(&batch, &resource),
+            "{n}"
+        );
+        let big = vec![KeyValue::new("big", "y".repeat(3000))];
+        let batch: Vec<SpanData> = (0..n).map(|_| span("b", &scope, big.clone())).collect();
+        assert_eq!(
+            ours(&batch, &resource),
+            sdk_request(&batch, &resource),
+            "{n}"
+        );
+    }
+}
+
+/// String attributes around the one-byte-length fast path's edge (a whole `KeyValue` of 127
+/// bytes and more), and an empty key, which it leaves to the general path.
+#[test]
+fn string_attributes_at_the_short_path_edge() {
+    let scope = InstrumentationScope::builder("llmtrace").build();
+    let resource = resource();
+    let mut attributes = vec![KeyValue::new("", "no key")];
+    for key_len in [1, 40, 100, 127] {
+        for text_len in (0..130).step_by(3).chain(115..=125) {
+            attributes.push(KeyValue::new("k".repeat(key_len), "t".repeat(text_len)));
+        }
+    }
+    let batch = vec![span("s", &scope, attributes)];
+    assert_eq!(ours(&batch, &resource), sdk_request(&batch, &resource));
 }
