@@ -162,7 +162,8 @@ impl ResponseState {
     }
 }
 
-/// The members of a chat/completions body or chunk the span reads (see [`view`]).
+/// The members of a chat/completions body or chunk the span reads: read from the bytes by
+/// [`ChatView::scan`], from a `Value` by serde (see [`view`]).
 #[derive(Deserialize, Default)]
 #[serde(bound(deserialize = "'de: 'a"))]
 struct ChatView<'a> {
@@ -332,6 +333,8 @@ impl<'a> ChatView<'a> {
 }
 
 impl<'a> ChoiceView<'a> {
+    /// Reads a choice from the bytes: of `message` and `delta`, only the one `streamed`
+    /// reads (the other stays `None`).
     fn scan(reader: &mut Reader<'a>, streamed: bool) -> Option<Loose<Self>> {
         let part: &[u8] = if streamed { b"delta" } else { b"message" };
         scan_object(reader, |choice: &mut Self, reader, key| {
@@ -349,6 +352,7 @@ impl<'a> ChoiceView<'a> {
 }
 
 impl<'a> PartView<'a> {
+    /// Reads a choice's `message` or `delta` from the bytes.
     fn scan(reader: &mut Reader<'a>) -> Option<Loose<Self>> {
         scan_object(reader, |part: &mut Self, reader, key| {
             match key {
@@ -363,6 +367,7 @@ impl<'a> PartView<'a> {
 }
 
 impl<'a> ToolCallView<'a> {
+    /// Reads a tool call, its `function` included, from the bytes.
     fn scan(reader: &mut Reader<'a>) -> Option<Loose<Self>> {
         scan_object(reader, |call: &mut Self, reader, key| {
             match key {
@@ -387,6 +392,7 @@ impl<'a> ToolCallView<'a> {
 }
 
 impl<'a> UsageView<'a> {
+    /// Reads `usage` from the bytes.
     fn scan(reader: &mut Reader<'a>) -> Option<Loose<Self>> {
         scan_object(reader, |usage: &mut Self, reader, key| {
             match key {
@@ -404,6 +410,7 @@ impl<'a> UsageView<'a> {
 }
 
 impl<'a> CountView<'a> {
+    /// Reads `prompt_tokens_details` or `completion_tokens_details` from the bytes.
     fn scan(reader: &mut Reader<'a>) -> Option<Loose<Self>> {
         scan_object(reader, |counts: &mut Self, reader, key| {
             match key {
