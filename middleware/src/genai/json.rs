@@ -237,24 +237,11 @@ pub(crate) fn skip_ws(bytes: &[u8], mut pos: usize) -> usize {
     pos
 }
 
-/// The position of the first `"` or `\\` at or after `from`. A short run is looked through
-/// byte by byte: `memchr2` sets up for longer than a key or an id takes to read.
-fn quote_or_backslash(bytes: &[u8], from: usize) -> Option<usize> {
-    const SHORT: usize = 32;
-    let rest = bytes.get(from..)?;
-    let head = &rest[..rest.len().min(SHORT)];
-    if let Some(at) = head.iter().position(|&b| b == b'"' || b == b'\\') {
-        return Some(from + at);
-    }
-    let tail = rest.get(SHORT..)?;
-    memchr2(b'"', b'\\', tail).map(|at| from + SHORT + at)
-}
-
 /// The end (exclusive) of the string whose opening quote is at `pos`.
 fn string_end(bytes: &[u8], pos: usize) -> Option<usize> {
     let mut at = pos + 1;
     loop {
-        at = quote_or_backslash(bytes, at)?;
+        at += memchr2(b'"', b'\\', bytes.get(at..)?)?;
         if bytes[at] == b'"' {
             return Some(at + 1);
         }
@@ -560,7 +547,7 @@ impl<'a> Reader<'a> {
             return None;
         }
         let start = self.pos + 1;
-        let end = quote_or_backslash(self.bytes, start)?;
+        let end = start + memchr2(b'"', b'\\', self.bytes.get(start..)?)?;
         if self.bytes[end] != b'"' {
             return None;
         }
@@ -604,7 +591,7 @@ impl<'a> Reader<'a> {
             return Some(None);
         }
         let start = self.pos + 1;
-        let end = quote_or_backslash(self.bytes, start)?;
+        let end = start + memchr2(b'"', b'\\', self.bytes.get(start..)?)?;
         if self.bytes[end] == b'\\' {
             return self.unescape(start).map(|s| Some(Cow::Owned(s)));
         }
@@ -624,7 +611,7 @@ impl<'a> Reader<'a> {
         let mut pos = start;
         loop {
             let rest = self.bytes.get(pos..)?;
-            let at = quote_or_backslash(self.bytes, pos)? - pos;
+            let at = memchr2(b'"', b'\\', rest)?;
             if rest[..at].iter().any(|&b| b < 0x20) {
                 return None;
             }
