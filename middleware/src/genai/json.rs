@@ -11,6 +11,7 @@
 //! optional white space and `:` can only be an object key, because a quote inside a string
 //! value is always escaped. It needs no validation; when it is not conclusive, callers parse.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use memchr::memchr2;
@@ -413,6 +414,392 @@ pub(crate) fn is_null(value: Option<&[u8]>) -> bool {
     value.is_none_or(|v| v.starts_with(b"null"))
 }
 
+/// How deeply [`Reader`] follows nesting: as deep as serde_json parses (it fails deeper).
+const MAX_DEPTH: usize = 127;
+
+/// A JSON number as serde_json reads it: a non-negative integer that fits `u64`, a negative
+/// one that fits `i64`, else a float (`1.5`, `1e3`, `-0`, integers that fit neither).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Number {
+    U64(u64),
+    I64(i64),
+    Float,
+}
+
+impl Number {
+    /// What `Value::as_u64` answers.
+    pub(crate) fn as_u64(self) -> Option<u64> {
+        match self {
+            Number::U64(n) => Some(n),
+            Number::I64(n) => u64::try_from(n).ok(),
+            Number::Float => None,
+        }
+    }
+
+    /// What `Value::as_i64` answers.
+    pub(crate) fn as_i64(self) -> Option<i64> {
+        match self {
+            Number::U64(n) => i64::try_from(n).ok(),
+            Number::I64(n) => Some(n),
+            Number::Float => None,
+        }
+    }
+}
+
+/// A one-pass reader of a few members of a JSON document, straight from its bytes.
+///
+/// The caller walks the document: [`object`](Reader::object) hands it each member's key,
+/// and for each value it either reads it ([`string`](Reader::string),
+/// [`number`](Reader::number), a nested object or array) or [`skip`](Reader::skip)s it.
+/// Reading a value of another type than asked skips it and answers `Some(None)` (or
+/// `Some(false)`), as `Value::as_str` and its kin answer `None`.
+///
+/// The strings read are checked as serde_json checks them (escapes, paired surrogates, no
+/// raw control characters, UTF-8) and unescaped, borrowed when they hold no escape. Skipped
+/// values are checked for the grammar only: a skipped string is searched for its closing
+/// quote, its contents unchecked. Every method answers `None` when the bytes are not what it
+/// expects, and for what it leaves to serde_json: a key spelled with escapes, nesting deeper
+/// than [`MAX_DEPTH`], numbers with more than 100 digits or an exponent of 100 or more (which
+/// serde_json may find out of range). The reader never recurses on its own: callers nest as
+/// deep as the members they read, skipping is iterative, and each byte is looked at a bounded
+/// number of times.
+pub(crate) struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    /// The objects and arrays open around `pos`.
+    depth: usize,
+}
+
+impl<'a> Reader<'a> {
+    /// A reader at the start of `bytes`.
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Reader {
+            bytes,
+            pos: 0,
+            depth: 0,
+        }
+    }
+
+    /// The next byte that is not white space, where the reader now stands.
+    fn peek(&mut self) -> Option<u8> {
+        self.pos = skip_ws(self.bytes, self.pos);
+        self.bytes.get(self.pos).copied()
+    }
+
+    /// Whether only white space is left.
+    pub(crate) fn at_end(&mut self) -> bool {
+        self.peek().is_none()
+    }
+
+    /// Runs one of the validator's steps from the reader's position.
+    fn validate(&mut self, step: impl FnOnce(&mut Validator<'a>) -> bool) -> Option<()> {
+        let mut validator = Validator {
+            bytes: self.bytes,
+            pos: self.pos,
+        };
+        let valid = step(&mut validator);
+        self.pos = validator.pos;
+        valid.then_some(())
+    }
+
+    /// Steps into the object or array whose bracket the reader stands on.
+    fn open(&mut self) -> Option<()> {
+        self.pos += 1;
+        self.depth += 1;
+        (self.depth <= MAX_DEPTH).then_some(())
+    }
+
+    /// Steps out of the object or array whose closing bracket the reader stands on.
+    fn close(&mut self) {
+        self.pos += 1;
+        self.depth -= 1;
+    }
+
+    /// Hands each member of an object to `member`, with its key as written (without the
+    /// quotes); `member` must read or skip the value. `Some(false)`: another value, skipped.
+    pub(crate) fn object(
+        &mut self,
+        mut member: impl FnMut(&mut Self, &'a [u8]) -> Option<()>,
+    ) -> Option<bool> {
+        if self.peek()? != b'{' {
+            self.skip()?;
+            return Some(false);
+        }
+        self.open()?;
+        if self.peek()? != b'}' {
+            loop {
+                let key = self.key()?;
+                member(self, key)?;
+                match self.peek()? {
+                    b',' => self.pos += 1,
+                    b'}' => break,
+                    _ => return None,
+                }
+            }
+        }
+        self.close();
+        Some(true)
+    }
+
+    /// A member's key and its `:`; `None` for a key spelled with escapes.
+    fn key(&mut self) -> Option<&'a [u8]> {
+        if self.peek()? != b'"' {
+            return None;
+        }
+        let start = self.pos + 1;
+        let end = start + memchr2(b'"', b'\\', self.bytes.get(start..)?)?;
+        if self.bytes[end] != b'"' {
+            return None;
+        }
+        self.pos = end + 1;
+        if self.peek()? != b':' {
+            return None;
+        }
+        self.pos += 1;
+        Some(&self.bytes[start..end])
+    }
+
+    /// Hands each element of an array to `element`, which must read or skip it.
+    /// `Some(false)`: another value, skipped.
+    pub(crate) fn array(
+        &mut self,
+        mut element: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<bool> {
+        if self.peek()? != b'[' {
+            self.skip()?;
+            return Some(false);
+        }
+        self.open()?;
+        if self.peek()? != b']' {
+            loop {
+                element(self)?;
+                match self.peek()? {
+                    b',' => self.pos += 1,
+                    b']' => break,
+                    _ => return None,
+                }
+            }
+        }
+        self.close();
+        Some(true)
+    }
+
+    /// A string, unescaped; `Some(None)`: another value, skipped.
+    pub(crate) fn string(&mut self) -> Option<Option<Cow<'a, str>>> {
+        if self.peek()? != b'"' {
+            self.skip()?;
+            return Some(None);
+        }
+        let start = self.pos + 1;
+        let end = start + memchr2(b'"', b'\\', self.bytes.get(start..)?)?;
+        if self.bytes[end] == b'\\' {
+            return self.unescape(start).map(|s| Some(Cow::Owned(s)));
+        }
+        let raw = &self.bytes[start..end];
+        if raw.iter().any(|&b| b < 0x20) {
+            return None;
+        }
+        self.pos = end + 1;
+        std::str::from_utf8(raw)
+            .ok()
+            .map(|s| Some(Cow::Borrowed(s)))
+    }
+
+    /// The string with escapes that starts at `start` (just past its opening quote).
+    fn unescape(&mut self, start: usize) -> Option<String> {
+        let mut out = Vec::new();
+        let mut pos = start;
+        loop {
+            let rest = self.bytes.get(pos..)?;
+            let at = memchr2(b'"', b'\\', rest)?;
+            if rest[..at].iter().any(|&b| b < 0x20) {
+                return None;
+            }
+            out.extend_from_slice(&rest[..at]);
+            pos += at + 1;
+            if rest[at] == b'"' {
+                break;
+            }
+            let byte = match *self.bytes.get(pos)? {
+                b'"' => b'"',
+                b'\\' => b'\\',
+                b'/' => b'/',
+                b'b' => 0x08,
+                b'f' => 0x0c,
+                b'n' => b'\n',
+                b'r' => b'\r',
+                b't' => b'\t',
+                b'u' => {
+                    self.pos = pos + 1;
+                    let c = self.unicode_escape()?;
+                    pos = self.pos;
+                    out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+                    continue;
+                }
+                _ => return None,
+            };
+            out.push(byte);
+            pos += 1;
+        }
+        self.pos = pos;
+        String::from_utf8(out).ok()
+    }
+
+    /// The character of a `\u` escape whose four hex digits start at the reader's position,
+    /// a surrogate pair's second escape included.
+    fn unicode_escape(&mut self) -> Option<char> {
+        let mut validator = Validator {
+            bytes: self.bytes,
+            pos: self.pos,
+        };
+        let code = match validator.hex4()? {
+            high @ 0xD800..=0xDBFF => {
+                if !(validator.eat(b'\\') && validator.eat(b'u')) {
+                    return None;
+                }
+                let low = validator
+                    .hex4()
+                    .filter(|low| (0xDC00..=0xDFFF).contains(low))?;
+                0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)
+            }
+            code => code,
+        };
+        self.pos = validator.pos;
+        char::from_u32(code)
+    }
+
+    /// A number; `Some(None)`: another value, skipped.
+    pub(crate) fn number(&mut self) -> Option<Option<Number>> {
+        if !matches!(self.peek()?, b'-' | b'0'..=b'9') {
+            self.skip()?;
+            return Some(None);
+        }
+        let text = self.number_text()?;
+        let (negative, digits) = match text.strip_prefix(b"-") {
+            Some(digits) => (true, digits),
+            None => (false, text),
+        };
+        let mut n: u64 = 0;
+        for &digit in digits {
+            if !digit.is_ascii_digit() {
+                return Some(Some(Number::Float));
+            }
+            match n
+                .checked_mul(10)
+                .and_then(|n| n.checked_add(u64::from(digit - b'0')))
+            {
+                Some(next) => n = next,
+                None => return Some(Some(Number::Float)),
+            }
+        }
+        if !negative {
+            return Some(Some(Number::U64(n)));
+        }
+        // serde_json reads `-0` and integers below `i64::MIN` as floats.
+        let negated = (n as i64).wrapping_neg();
+        Some(Some(if negated >= 0 {
+            Number::Float
+        } else {
+            Number::I64(negated)
+        }))
+    }
+
+    /// The text of the number the reader stands on; `None` when it breaks the grammar or
+    /// may be out of serde_json's range (see [`Reader`]).
+    fn number_text(&mut self) -> Option<&'a [u8]> {
+        let start = self.pos;
+        self.validate(Validator::number)?;
+        let text = &self.bytes[start..self.pos];
+        let mantissa = text
+            .iter()
+            .position(|&b| matches!(b, b'e' | b'E'))
+            .unwrap_or(text.len());
+        let exponent = text[mantissa..]
+            .iter()
+            .filter(|b| b.is_ascii_digit())
+            .skip_while(|&&b| b == b'0')
+            .count();
+        (mantissa <= 100 && exponent <= 2).then_some(text)
+    }
+
+    /// Whether the value is anything but `null`; it is skipped.
+    pub(crate) fn present(&mut self) -> Option<bool> {
+        let null = self.peek()? == b'n';
+        self.skip()?;
+        Some(!null)
+    }
+
+    /// Skips one value, checking its grammar but not the contents of its strings.
+    pub(crate) fn skip(&mut self) -> Option<()> {
+        // Bit `i` of `objects`: whether the container `i` levels in from the innermost is an
+        // object (rather than an array); `MAX_DEPTH` levels fit.
+        let mut objects: u128 = 0;
+        let mut open = 0;
+        loop {
+            match self.peek()? {
+                bracket @ (b'{' | b'[') => {
+                    self.open()?;
+                    let object = bracket == b'{';
+                    let empty = self.peek()? == if object { b'}' } else { b']' };
+                    if empty {
+                        self.close();
+                    } else {
+                        objects = (objects << 1) | u128::from(object);
+                        open += 1;
+                        if object {
+                            self.skip_key()?;
+                        }
+                        continue;
+                    }
+                }
+                b'"' => self.pos = string_end(self.bytes, self.pos)?,
+                b'-' | b'0'..=b'9' => {
+                    self.number_text()?;
+                }
+                b't' => self.validate(|v| v.literal(b"true"))?,
+                b'f' => self.validate(|v| v.literal(b"false"))?,
+                b'n' => self.validate(|v| v.literal(b"null"))?,
+                _ => return None,
+            }
+            // A value ended: a separator, or the ends of the containers it completes.
+            loop {
+                if open == 0 {
+                    return Some(());
+                }
+                let object = objects & 1 == 1;
+                match self.peek()? {
+                    b',' => {
+                        self.pos += 1;
+                        if object {
+                            self.skip_key()?;
+                        }
+                        break;
+                    }
+                    b'}' if object => {}
+                    b']' if !object => {}
+                    _ => return None,
+                }
+                self.close();
+                objects >>= 1;
+                open -= 1;
+            }
+        }
+    }
+
+    /// Skips a member's key (escapes and all) and its `:`.
+    fn skip_key(&mut self) -> Option<()> {
+        if self.peek()? != b'"' {
+            return None;
+        }
+        self.pos = string_end(self.bytes, self.pos)?;
+        if self.peek()? != b':' {
+            return None;
+        }
+        self.pos += 1;
+        Some(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,6 +863,76 @@ mod tests {
         let deep = [vec![b'['; 1 << 20], vec![b']'; 1 << 20]].concat();
         assert!(is_valid(&deep));
         assert!(!is_valid(&deep[..deep.len() - 1]));
+    }
+
+    /// The reader's numbers and strings are serde_json's.
+    #[test]
+    fn the_reader_reads_as_serde_json() {
+        for text in [
+            "0",
+            "-0",
+            "7",
+            "-7",
+            "1.5",
+            "-0.0",
+            "1e3",
+            "1E+2",
+            "2e-1",
+            "0e0",
+            "9223372036854775807",
+            "9223372036854775808",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "18446744073709551615",
+            "18446744073709551616",
+            "-18446744073709551616",
+            "123456789012345678901234567890",
+            "1e99",
+        ] {
+            let value: serde_json::Value = serde_json::from_str(text).unwrap();
+            let number = Reader::new(text.as_bytes()).number().unwrap().unwrap();
+            assert_eq!(number.as_u64(), value.as_u64(), "{text}");
+            assert_eq!(number.as_i64(), value.as_i64(), "{text}");
+        }
+        for text in [
+            r#""""#,
+            r#""plain""#,
+            r#""\"\\\/\b\f\n\r\t""#,
+            r#""\u00e9\u0000\uFFFF""#,
+            r#""\ud83d\ude00 \uD83D\uDE00""#,
+            "\"h\u{e9}llo \u{1F600}\"",
+            r#""\ud83d""#,
+            r#""\ude00""#,
+            r#""\ud83d\u0041""#,
+            r#""\ud83d\""#,
+            r#""\u12""#,
+            r#""\x""#,
+            "\"a\tb\"",
+            "\"a\\\u{1}\"",
+            r#""abc"#,
+            r#""abc\"#,
+        ] {
+            let serde = serde_json::from_str::<String>(text).ok();
+            let mut reader = Reader::new(text.as_bytes());
+            let read = reader.string().map(|s| s.unwrap().into_owned());
+            assert_eq!(read, serde, "{text}");
+            if read.is_some() {
+                assert!(reader.at_end(), "{text}");
+            }
+        }
+        for bytes in [&b"\"\xff\""[..], b"\"\xc3\"", b"\"\\u00e9\xff\""] {
+            assert_eq!(Reader::new(bytes).string(), None);
+        }
+        // Other types are skipped: `Some(None)`, the reader past them.
+        let mut reader = Reader::new(br#"[ "s" , {"a":[1,{"b":"}"}]} , null ]"#);
+        let mut seen = Vec::new();
+        let array = reader.array(|r| {
+            seen.push(r.number()?);
+            Some(())
+        });
+        assert_eq!(array, Some(true));
+        assert_eq!(seen, [None, None, None]);
+        assert!(reader.at_end());
     }
 
     #[test]
