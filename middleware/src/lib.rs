@@ -16,6 +16,10 @@
 //!   the GenAI conventions' evaluation result, and counted.
 //! - [`vectordb`] and [`VectorDbLayer`]: database spans for calls to
 //!   Chroma, Qdrant and Weaviate (operation, collection, top-k, returned rows).
+//! - Feature `bound-metrics`: the GenAI metrics recorded through bound instruments (one
+//!   attribute-set lookup per exchange instead of one per record, and per stream chunk); it
+//!   turns on opentelemetry_sdk 0.33's experimental bound instruments, so the meter must come
+//!   from that SDK.
 //!
 //! ```
 //! use axum::{Router, routing::post};
