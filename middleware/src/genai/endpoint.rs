@@ -314,6 +314,27 @@ fn openai_format(path: &str) -> Option<ApiFormat> {
 mod tests {
     use super::*;
 
+    /// The provider from the host: the domain itself or a subdomain, in any case, with or
+    /// without a port; a look-alike that only ends with the same letters is not it.
+    #[test]
+    fn providers_are_recognised_by_host_domain() {
+        let provider =
+            |host: &str| Endpoint::detect("/v1/chat/completions", Some(host)).map(|e| e.provider);
+        assert_eq!(provider("anthropic.com"), Some(Provider::Anthropic));
+        assert_eq!(provider("API.Anthropic.COM:443"), Some(Provider::Anthropic));
+        assert_eq!(provider("my.openai.azure.com"), Some(Provider::AzureOpenAi));
+        assert_eq!(provider("MY.OPENAI.AZURE.COM"), Some(Provider::AzureOpenAi));
+        for other in [
+            "evilanthropic.com",
+            "anthropic.com.evil",
+            "openai.azure.co",
+            "",
+            ":80",
+        ] {
+            assert_eq!(provider(other), Some(Provider::OpenAi), "{other}");
+        }
+    }
+
     #[test]
     fn every_known_provider_round_trips_by_name_in_any_case() {
         for (provider, name) in [
