@@ -40,6 +40,7 @@ use llmtrace::slo::{AnomalyDetector, SamplingBoost, SloEngine};
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::trace::noop::NoopTracer;
 use pingora::prelude::*;
 use pingora::protocols::l4::stream::L4BufferSettings;
 use shadow::Shadows;
@@ -190,9 +191,18 @@ pub fn build_server(
     server.bootstrap();
     let provider = &telemetry.tracer_provider;
     let meter = telemetry.meter_provider.meter("llmtrace-proxy");
-    let tracer = BoxedTracer::new(Box::new(provider.tracer("llmtrace-proxy")));
-    let recorder = GenAiLayer::gateway()
-        .with_tracer(provider.tracer("llmtrace-proxy"))
+    // Tracing off: the API's no-op tracer, as `OTEL_SDK_DISABLED` asks. No ids are made and
+    // no span is started; the client's `traceparent` goes upstream as it came (an always-off
+    // sampler would start a trace of its own there, unsampled, cutting the client's off).
+    let (tracer, recorder) = if telemetry.tracing_off {
+        let recorder = GenAiLayer::gateway().with_tracer(NoopTracer::new());
+        (BoxedTracer::new(Box::new(NoopTracer::new())), recorder)
+    } else {
+        let recorder = GenAiLayer::gateway().with_tracer(provider.tracer("llmtrace-proxy"));
+        let tracer = BoxedTracer::new(Box::new(provider.tracer("llmtrace-proxy")));
+        (tracer, recorder)
+    };
+    let recorder = recorder
         .with_config(genai_config(&config)?)
         .with_meter(&meter)
         .with_max_model_labels(config.telemetry.max_model_labels)

@@ -92,6 +92,9 @@ pub struct Telemetry {
     pub tail_stats: Option<TailStatsHandle>,
     /// The traces the viewer shows (`/ui`, `/api/traces`), when the store is on.
     pub store: Option<TraceStore>,
+    /// Tracing is off (`OTEL_SDK_DISABLED=true`): the gateway starts no spans at all, its
+    /// tracer is the API's no-op one, and the client's trace context passes upstream as it came.
+    pub tracing_off: bool,
 }
 
 /// How traces are sampled: head rules (when spans start) and tail policies (when a trace's
@@ -119,6 +122,7 @@ impl Telemetry {
             export_stats: None,
             tail_stats: None,
             store: None,
+            tracing_off: false,
         }
     }
 
@@ -182,6 +186,7 @@ impl Telemetry {
             tail_stats,
             // Nothing is recorded when tracing is off: no store to show.
             store: store.filter(|_| *export != Export::Disabled),
+            tracing_off: *export == Export::Disabled,
         })
     }
 

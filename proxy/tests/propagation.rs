@@ -297,3 +297,61 @@ fn the_propagation_section_is_validated_with_errors_that_name_the_field() {
         assert!(err.message.contains(says), "{section}: {err}");
     }
 }
+
+/// Tracing off (`OTEL_SDK_DISABLED=true`): no span is started, no id is made up. A trusted
+/// caller's context goes upstream exactly as it came (its trace stays whole: an unsampled
+/// trace of the gateway's own would cut it), and the client is told the caller's trace id;
+/// without one, nothing is sent upstream and no trace id is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracing_off_passes_the_callers_context_through_and_makes_none_up() {
+    let rec = Recorder::new();
+    let mut telemetry = llmtrace_proxy::Telemetry::with_tracer_provider(rec.provider.clone());
+    telemetry.tracing_off = true;
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let (proxy, _state) = start_gateway(&telemetry, &mock.url(), |config| {
+        config.telemetry.access_log = false;
+    })
+    .await;
+
+    let (trace_id, upstream) = call(&mock, proxy, "01").await;
+    assert_eq!(trace_id.as_deref(), Some(CALLER_TRACE));
+    assert_eq!(
+        header(&upstream, "traceparent"),
+        Some(format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01").as_str())
+    );
+    assert_eq!(header(&upstream, "tracestate"), Some("caller=secret1"));
+    // Baggage goes upstream only when `[propagation]` says so, traced or not.
+    assert_eq!(header(&upstream, "baggage"), None);
+    assert_eq!(
+        header(&upstream, "x-client-request-id"),
+        Some(CALLER_TRACE),
+        "the caller's trace still finds the provider's request"
+    );
+
+    // No context from the caller: none is made up.
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<bytes::Bytes>>();
+    let request = http::Request::post(format!("http://{proxy}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .header("x-mock-tokens", "2")
+        .body(Full::from(BODY))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("x-llmtrace-trace-id").is_none());
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(body.starts_with(b"{"), "the answer reached the client");
+    let upstream = mock.received_requests().pop().expect("the upstream got it");
+    for name in [
+        "traceparent",
+        "tracestate",
+        "baggage",
+        "x-client-request-id",
+    ] {
+        assert_eq!(header(&upstream, name), None, "{name} made up upstream");
+    }
+    assert!(header(&upstream, "x-request-id").is_some());
+
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(rec.spans().is_empty(), "no span with tracing off");
+}
