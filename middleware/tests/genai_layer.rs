@@ -929,3 +929,70 @@ async fn a_span_named_after_its_body_records_each_attribute_once() {
         assert!(keys.contains(&key), "{key}: {keys:?}");
     }
 }
+
+/// `with_spans(false)` (tracing off): no span of the layer's own, nothing recorded on or
+/// renamed in the caller's span, which is not ended either; the caller's context is what
+/// goes upstream, and the metrics are still recorded.
+#[tokio::test]
+async fn without_spans_the_callers_span_is_left_alone_and_metrics_still_land() {
+    use opentelemetry::trace::{FutureExt as _, TraceContextExt as _, Tracer as _};
+
+    let rec = Recorder::new();
+    let exporter = InMemoryMetricExporter::default();
+    let meters = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(exporter.clone()).build())
+        .build();
+    let layer = GenAiLayer::client()
+        .with_tracer(rec.tracer())
+        .with_spans(false)
+        .with_meter(&meters.meter("test"));
+    let seen = Arc::default();
+    let client = ServiceBuilder::new().layer(layer).service(provider(
+        openai_events(3),
+        Duration::ZERO,
+        Duration::from_millis(1),
+        Arc::clone(&seen),
+    ));
+    let caller = rec.tracer().start("caller");
+    let cx = opentelemetry::Context::current_with_span(caller);
+    let caller_sc = cx.span().span_context().clone();
+    let response = client
+        .oneshot(chat_request(true))
+        .with_context(cx.clone())
+        .await
+        .unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(
+        body.ends_with(b"data: [DONE]\n\n"),
+        "the stream passed whole"
+    );
+    assert!(
+        rec.spans().is_empty(),
+        "no span of the layer's, the caller's not ended"
+    );
+    cx.span().end();
+
+    let spans = rec.wait_for(1).await;
+    assert_eq!(spans.len(), 1, "only the caller's span");
+    assert_eq!(spans[0].name, "caller");
+    assert!(
+        spans[0]
+            .attributes
+            .iter()
+            .all(|kv| !kv.key.as_str().starts_with("gen_ai.")),
+        "nothing recorded on the caller's span: {:?}",
+        spans[0].attributes
+    );
+    rec.assert_each_ended_once();
+    let (headers, _) = seen.lock().unwrap()[0].clone();
+    assert_eq!(
+        headers.get("traceparent").unwrap().to_str().unwrap(),
+        format!("00-{}-{}-01", caller_sc.trace_id(), caller_sc.span_id())
+    );
+    meters.force_flush().unwrap();
+    assert_eq!(
+        histogram_count(&exporter, "gen_ai.client.operation.duration"),
+        1
+    );
+    assert_eq!(histogram_count(&exporter, "gen_ai.client.token.usage"), 2);
+}

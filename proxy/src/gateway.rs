@@ -122,6 +122,8 @@ pub struct Gateway {
     tools: ToolCalls,
     /// Vector database calls (what they share: Chroma's collection names).
     vector_dbs: VectorDbs,
+    /// Requests get SERVER spans; `false` with tracing off (see [`Gateway::without_spans`]).
+    spans: bool,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -186,7 +188,16 @@ impl Gateway {
             tracer,
             recorder,
             state,
+            spans: true,
         }
+    }
+
+    /// This gateway starting no SERVER spans (tracing off): each request's context is the
+    /// one its client sent (as `[propagation]` admits it), passed upstream unchanged. Give
+    /// it a recorder made `with_spans(false)` too.
+    pub fn without_spans(mut self) -> Self {
+        self.spans = false;
+        self
     }
 
     /// This gateway with the routes' shadow traffic.
@@ -1311,6 +1322,9 @@ impl Gateway {
             peer,
             business: business.as_ref(),
         };
+        if !self.spans {
+            return InboundSpan::untraced(&request, &parent);
+        }
         let server =
             InboundSpan::start_linked(&self.tracer, &request, &parent, link, self.capture.as_ref());
         if let Some(cx) = server.context() {

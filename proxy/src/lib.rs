@@ -191,22 +191,7 @@ pub fn build_server(
     server.bootstrap();
     let provider = &telemetry.tracer_provider;
     let meter = telemetry.meter_provider.meter("llmtrace-proxy");
-    // Tracing off: the API's no-op tracer, as `OTEL_SDK_DISABLED` asks. No ids are made and
-    // no span is started; the client's `traceparent` goes upstream as it came (an always-off
-    // sampler would start a trace of its own there, unsampled, cutting the client's off).
-    let (tracer, recorder) = if telemetry.tracing_off {
-        let recorder = GenAiLayer::gateway().with_tracer(NoopTracer::new());
-        (BoxedTracer::new(Box::new(NoopTracer::new())), recorder)
-    } else {
-        let recorder = GenAiLayer::gateway().with_tracer(provider.tracer("llmtrace-proxy"));
-        let tracer = BoxedTracer::new(Box::new(provider.tracer("llmtrace-proxy")));
-        (tracer, recorder)
-    };
-    let recorder = recorder
-        .with_config(genai_config(&config)?)
-        .with_meter(&meter)
-        .with_max_model_labels(config.telemetry.max_model_labels)
-        .into_recorder();
+    let (tracer, recorder) = tracers(&config, telemetry, &meter)?;
     let (slo, anomalies) = reactive(&config, &meter, telemetry)?;
     if let Some(store) = &telemetry.store {
         store.register_metrics(&meter);
@@ -229,7 +214,10 @@ pub fn build_server(
     let admin = config.server.admin.clone().filter(|a| a != "off");
     let shadows = shadows(&config, provider)?;
     register_shadow_metrics(&meter, shadows.stats());
-    let gateway = Gateway::new(config, tracer, recorder, state.clone()).with_shadows(shadows);
+    let mut gateway = Gateway::new(config, tracer, recorder, state.clone()).with_shadows(shadows);
+    if telemetry.tracing_off {
+        gateway = gateway.without_spans();
+    }
     let mut service = http_proxy_service(&server.configuration, gateway);
     // Clients may speak HTTP/1.1 or HTTP/2 (prior knowledge, h2c) on the same port.
     let mut options = pingora::apps::HttpServerOptions::default();
@@ -257,4 +245,35 @@ pub fn build_server(
         state,
         grace,
     })
+}
+
+/// The gateway's tracer and GenAI recorder. Tracing off: the API's no-op tracer, as
+/// `OTEL_SDK_DISABLED` asks, and a recorder that starts no spans: no ids are made, and the
+/// client's `traceparent` goes upstream as it came (an always-off sampler would start a trace
+/// of its own there, unsampled, cutting the client's off).
+fn tracers(
+    config: &config::Config,
+    telemetry: &Telemetry,
+    meter: &opentelemetry::metrics::Meter,
+) -> std::result::Result<
+    (BoxedTracer, Arc<llmtrace::driver::GenAiRecorder>),
+    Box<dyn std::error::Error>,
+> {
+    let provider = &telemetry.tracer_provider;
+    let (tracer, recorder) = if telemetry.tracing_off {
+        let recorder = GenAiLayer::gateway()
+            .with_tracer(NoopTracer::new())
+            .with_spans(false);
+        (BoxedTracer::new(Box::new(NoopTracer::new())), recorder)
+    } else {
+        let recorder = GenAiLayer::gateway().with_tracer(provider.tracer("llmtrace-proxy"));
+        let tracer = BoxedTracer::new(Box::new(provider.tracer("llmtrace-proxy")));
+        (tracer, recorder)
+    };
+    let recorder = recorder
+        .with_config(genai_config(config)?)
+        .with_meter(meter)
+        .with_max_model_labels(config.telemetry.max_model_labels)
+        .into_recorder();
+    Ok((tracer, recorder))
 }

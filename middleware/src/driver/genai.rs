@@ -34,6 +34,8 @@ pub struct GenAiRecorder {
     /// Reads business context from the exchange's own request (a server of an LLM API);
     /// otherwise it comes from the parent context.
     pub(crate) business: Option<BusinessContext>,
+    /// Exchanges get spans of their own ([`GenAiLayer::with_spans`](crate::GenAiLayer::with_spans)).
+    pub(crate) spans: bool,
 }
 
 impl fmt::Debug for GenAiRecorder {
@@ -110,9 +112,17 @@ impl GenAiSpan {
             exchange.set_business(business);
         }
         let parent = attached.as_ref().unwrap_or(parent);
-        let cx = start_span(recorder, &exchange, parts, parent);
+        let span = match recorder.spans {
+            true => ExchangeSpan::new(
+                start_span(recorder, &exchange, parts, parent),
+                recorder.side,
+                false,
+                None,
+            ),
+            false => ExchangeSpan::untraced(parent.clone(), recorder.side, false),
+        };
         GenAiSpan {
-            span: ExchangeSpan::new(cx, recorder.side, false, None),
+            span,
             exchange,
             shared: recorder.clone(),
             done: false,
@@ -142,10 +152,7 @@ impl GenAiSpan {
     /// it started with (operation, provider, business context), and an attribute set twice
     /// is exported twice.
     pub fn set_request(&mut self, request: RequestInfo) {
-        let recording = self
-            .span
-            .context()
-            .is_some_and(|cx| cx.span().is_recording());
+        let recording = self.span.recording();
         let before = recording.then(|| self.exchange.start_attributes());
         self.exchange.set_request(request);
         if let (Some(cx), Some(before)) = (self.span.context(), before) {
@@ -187,7 +194,9 @@ impl GenAiSpan {
             return None;
         }
         let now = Instant::now();
-        let report = self.exchange.finish(end.clone(), now);
+        let report = self
+            .exchange
+            .finish_for(end.clone(), now, self.span.recording());
         let summary = report.summary.clone();
         if let Some(metrics) = &self.shared.metrics {
             match self.shared.side {
@@ -195,14 +204,12 @@ impl GenAiSpan {
                 Side::Server => metrics.record_server(&report.metrics),
             }
         }
-        if let Some(cx) = self.span.context() {
+        if let Some(cx) = self.span.context().filter(|_| self.span.recording()) {
             let span = cx.span();
-            if span.is_recording() {
-                span.set_attributes(report.attributes);
-                span.set_attributes(extra(&summary));
-                for event in report.events {
-                    span.add_event_with_timestamp(event.name, event.time, event.attributes);
-                }
+            span.set_attributes(report.attributes);
+            span.set_attributes(extra(&summary));
+            for event in report.events {
+                span.add_event_with_timestamp(event.name, event.time, event.attributes);
             }
         }
         // The transport's account wins; a complete body can still carry an error.

@@ -216,6 +216,33 @@ impl InboundSpan {
         }
     }
 
+    /// A request traced by nobody (tracing off): no span starts and no id is made, and
+    /// [`context`](Self::context) is `parent` (with the request's business context), so the
+    /// caller's trace context goes on unchanged to whatever is injected from it.
+    ///
+    /// ```
+    /// use llmtrace::driver::{InboundRequest, InboundSpan};
+    /// use opentelemetry::trace::TraceContextExt;
+    ///
+    /// let (method, uri, headers) = (http::Method::GET, http::Uri::from_static("/"), http::HeaderMap::new());
+    /// let request = InboundRequest {
+    ///     method: &method, uri: &uri, version: http::Version::HTTP_11, headers: &headers,
+    ///     route: None, peer: None, business: None,
+    /// };
+    /// let span = InboundSpan::untraced(&request, &opentelemetry::Context::new());
+    /// assert!(!span.context().unwrap().span().span_context().is_valid());
+    /// ```
+    pub fn untraced(request: &InboundRequest<'_>, parent: &Context) -> Self {
+        let cx = match request.business {
+            Some(business) => business.attach(parent),
+            None => parent.clone(),
+        };
+        let grpc = attrs::is_grpc(request.headers);
+        Self {
+            span: ExchangeSpan::untraced(cx, Side::Server, grpc),
+        }
+    }
+
     /// The span's context (with the caller's baggage), until the span ends.
     pub fn context(&self) -> Option<&Context> {
         self.span.context()

@@ -49,6 +49,9 @@ pub(crate) struct ExchangeSpan {
     side: Side,
     grpc: bool,
     recording: bool,
+    /// The span in `cx` is this exchange's own, to end; `false` for an untraced exchange,
+    /// whose context is its parent's.
+    owned: bool,
     status: Option<StatusCode>,
     grpc_status: Option<i32>,
     body_bytes: u64,
@@ -73,10 +76,29 @@ impl ExchangeSpan {
             side,
             grpc,
             recording,
+            owned: true,
             status: None,
             grpc_status: None,
             body_bytes: 0,
             response_headers,
+            body_error: None,
+            status_classifier: None,
+        }
+    }
+
+    /// An exchange without a span of its own: `parent` is its context (what goes upstream is
+    /// the parent's trace context, unchanged), nothing is recorded on it and it is never ended.
+    pub(crate) fn untraced(parent: Context, side: Side, grpc: bool) -> Self {
+        Self {
+            cx: Some(parent),
+            side,
+            grpc,
+            recording: false,
+            owned: false,
+            status: None,
+            grpc_status: None,
+            body_bytes: 0,
+            response_headers: None,
             body_error: None,
             status_classifier: None,
         }
@@ -91,6 +113,11 @@ impl ExchangeSpan {
     /// Classifies the response status with `classifier` instead of the side's default rule.
     pub(crate) fn set_status_classifier(&mut self, classifier: Option<StatusClassifier>) {
         self.status_classifier = classifier;
+    }
+
+    /// The exchange's own span records (never for an untraced one).
+    pub(crate) fn recording(&self) -> bool {
+        self.recording && self.cx.is_some()
     }
 
     /// The span's context, until it ends.
@@ -151,7 +178,9 @@ impl ExchangeSpan {
         };
         let span = cx.span();
         if !self.recording {
-            span.end();
+            if self.owned {
+                span.end();
+            }
             return;
         }
         let mut attributes = Vec::with_capacity(4);

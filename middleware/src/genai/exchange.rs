@@ -595,14 +595,27 @@ impl Exchange {
 
     /// The response ended: concludes what the exchange recorded. Call once.
     pub fn finish(&mut self, end: End, now: Instant) -> Report {
+        self.finish_for(end, now, true)
+    }
+
+    /// [`finish`](Self::finish); without `for_span` (the span does not record, or there is
+    /// none) the report's span attributes and events are left empty, never built.
+    pub(crate) fn finish_for(&mut self, end: End, now: Instant, for_span: bool) -> Report {
         let status = self.status.unwrap_or(0);
         self.conclude_body(status);
         self.settle_error(&end, status);
         let totals = self.totals(now);
         let metrics = self.metric_values(&totals, now);
+        let (attributes, events) = match for_span {
+            true => (
+                self.end_attributes(&totals),
+                self.end_events(totals.streamed, now),
+            ),
+            false => (Vec::new(), Vec::new()),
+        };
         Report {
-            attributes: self.end_attributes(&totals),
-            events: self.end_events(totals.streamed, now),
+            attributes,
+            events,
             error: self.state.error.clone(),
             summary: Summary {
                 duration: metrics.duration,

@@ -106,6 +106,7 @@ impl GenAiLayer {
                 max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
                 errors: ErrorClassifier::default(),
                 business: None,
+                spans: true,
             }),
         }
     }
@@ -168,6 +169,18 @@ impl GenAiLayer {
             s.max_model_labels = Some(max);
             s.metrics = s.metrics.take().map(|m| m.with_max_model_labels(max));
         })
+    }
+
+    /// Starts no spans (`false`): the exchanges are still observed and measured (metrics,
+    /// summaries), but none gets a span or an id of its own; its context is its parent's,
+    /// so what a caller injects from it is the parent's trace context, unchanged. For
+    /// tracing turned off; on by default.
+    ///
+    /// ```
+    /// let layer = llmtrace::GenAiLayer::client().with_spans(false);
+    /// ```
+    pub fn with_spans(self, spans: bool) -> Self {
+        self.update(|s| s.spans = spans)
     }
 
     /// Records the GenAI metrics on these (shared) instruments.
