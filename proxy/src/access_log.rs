@@ -11,9 +11,10 @@ use serde::Serialize;
 /// before it gets here (request id, path, method, model names).
 #[derive(Debug, Default, Serialize)]
 pub struct AccessLogLine<'a> {
-    /// The SERVER span's trace id (empty when tracing is off).
+    /// The SERVER span's trace id (with tracing off, the caller's, or empty); hex, written
+    /// without escaping.
     pub trace_id: &'a str,
-    /// The SERVER span's id.
+    /// The SERVER span's id (empty with tracing off); hex.
     pub span_id: &'a str,
     /// The client's `x-request-id`, or the gateway's.
     pub request_id: &'a str,
@@ -23,7 +24,8 @@ pub struct AccessLogLine<'a> {
     pub method: Cow<'a, str>,
     /// The request path (no query: it may hold secrets).
     pub path: Cow<'a, str>,
-    /// The route template of an LLM API call.
+    /// The route template of an LLM API call (one of the gateway's own, written without
+    /// escaping).
     pub route: Option<&'a str>,
     /// The upstream that answered (or was tried last).
     pub upstream: Option<&'a str>,
@@ -55,7 +57,7 @@ pub struct AccessLogLine<'a> {
     pub finish_reason: Option<&'a str>,
     /// `error.type`, when the request failed.
     pub error_type: Option<&'a str>,
-    /// A hash of the request body (never the body itself).
+    /// A hash of the request body (never the body itself), in hex.
     pub prompt_hash: Option<&'a str>,
     /// The client went away before the end.
     pub client_aborted: bool,
@@ -91,9 +93,9 @@ impl<'a> AccessLogLine<'a> {
     /// cost ~7k instructions a request, most of it escaping the keys (callgrind).
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"trace_id\":");
-        string(out, self.trace_id);
+        raw(out, self.trace_id);
         out.extend_from_slice(b",\"span_id\":");
-        string(out, self.span_id);
+        raw(out, self.span_id);
         out.extend_from_slice(b",\"request_id\":");
         string(out, self.request_id);
         out.extend_from_slice(b",\"upstream_request_id\":");
@@ -103,7 +105,7 @@ impl<'a> AccessLogLine<'a> {
         out.extend_from_slice(b",\"path\":");
         string(out, &self.path);
         out.extend_from_slice(b",\"route\":");
-        opt_string(out, self.route);
+        opt_raw(out, self.route);
         out.extend_from_slice(b",\"upstream\":");
         opt_string(out, self.upstream);
         out.extend_from_slice(b",\"model\":");
@@ -124,7 +126,7 @@ impl<'a> AccessLogLine<'a> {
         out.extend_from_slice(b",\"error_type\":");
         opt_string(out, self.error_type);
         out.extend_from_slice(b",\"prompt_hash\":");
-        opt_string(out, self.prompt_hash);
+        opt_raw(out, self.prompt_hash);
         out.extend_from_slice(b",\"client_aborted\":");
         out.extend_from_slice(if self.client_aborted {
             b"true"
@@ -160,6 +162,22 @@ fn string(out: &mut Vec<u8>, value: &str) {
     } else {
         // Writing into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut *out, value);
+    }
+}
+
+/// A string of the gateway's own that never needs escaping (hex ids, route templates),
+/// copied without the check.
+fn raw(out: &mut Vec<u8>, value: &str) {
+    debug_assert!(value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\'));
+    out.push(b'"');
+    out.extend_from_slice(value.as_bytes());
+    out.push(b'"');
+}
+
+fn opt_raw(out: &mut Vec<u8>, value: Option<&str>) {
+    match value {
+        Some(value) => raw(out, value),
+        None => out.extend_from_slice(b"null"),
     }
 }
 

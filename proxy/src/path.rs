@@ -33,44 +33,119 @@
 /// assert!(ambiguity("//v1/chat/completions").is_some());
 /// ```
 pub fn ambiguity(path: &str) -> Option<&'static str> {
+    // One pass (every request's path goes through it); the reasons rank as listed above:
+    // a backslash, then the first bad percent-encoding, then `//`, then a dot segment.
     let bytes = path.as_bytes();
-    if bytes.contains(&b'\\') {
-        return Some("a backslash");
-    }
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let decoded = bytes
-                .get(i + 1..i + 3)
-                .and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok());
-            match decoded {
-                None => return Some("an invalid percent-encoding"),
-                Some(b) if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') => {
-                    return Some("a percent-encoded unreserved character");
-                }
-                Some(b'/' | b'\\' | 0) => return Some("an encoded slash, backslash or NUL"),
-                Some(_) => {}
+    let mut percent = None;
+    let (mut empty, mut dot) = (false, false);
+    let mut segment_start = 0;
+    // Bytes before this are a percent-encoding's two digits (not read for one of their own).
+    let mut encoded_until = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'\\' => return Some("a backslash"),
+            b'%' if i >= encoded_until && percent.is_none() => {
+                percent = percent_problem(bytes.get(i + 1..i + 3));
+                encoded_until = i + 3;
             }
-            i += 3;
-        } else {
-            i += 1;
+            b'/' => {
+                dot |= is_dot_segment(&bytes[segment_start..i]);
+                empty |= i > 0 && bytes[i - 1] == b'/';
+                segment_start = i + 1;
+            }
+            _ => {}
         }
     }
-    if path.contains("//") {
-        return Some("an empty segment (//)");
+    dot |= is_dot_segment(&bytes[segment_start..]);
+    percent
+        .or(empty.then_some("an empty segment (//)"))
+        .or(dot.then_some("a dot segment"))
+}
+
+/// What is wrong with the percent-encoding whose two digits are `hex`, if anything.
+fn percent_problem(hex: Option<&[u8]>) -> Option<&'static str> {
+    let digit = |d: u8| (d as char).to_digit(16);
+    let decoded = match hex {
+        Some(&[hi, lo]) => digit(hi).zip(digit(lo)).map(|(h, l)| (h * 16 + l) as u8),
+        _ => None,
+    };
+    match decoded {
+        None => Some("an invalid percent-encoding"),
+        Some(b) if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') => {
+            Some("a percent-encoded unreserved character")
+        }
+        Some(b'/' | b'\\' | 0) => Some("an encoded slash, backslash or NUL"),
+        Some(_) => None,
     }
-    if path
-        .split('/')
-        .any(|segment| segment == "." || segment == "..")
-    {
-        return Some("a dot segment");
-    }
-    None
+}
+
+fn is_dot_segment(segment: &[u8]) -> bool {
+    segment == b"." || segment == b".."
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The three-pass check the one-pass [`ambiguity`] replaced, as the reference.
+    fn reference(path: &str) -> Option<&'static str> {
+        let bytes = path.as_bytes();
+        if bytes.contains(&b'\\') {
+            return Some("a backslash");
+        }
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%' {
+                let decoded = bytes
+                    .get(i + 1..i + 3)
+                    // `from_str_radix` takes a sign (`%+5`), which is no percent-encoding.
+                    .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+                    .and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok());
+                match decoded {
+                    None => return Some("an invalid percent-encoding"),
+                    Some(b)
+                        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') =>
+                    {
+                        return Some("a percent-encoded unreserved character");
+                    }
+                    Some(b'/' | b'\\' | 0) => return Some("an encoded slash, backslash or NUL"),
+                    Some(_) => {}
+                }
+                i += 3;
+            } else {
+                i += 1;
+            }
+        }
+        if path.contains("//") {
+            return Some("an empty segment (//)");
+        }
+        if path
+            .split('/')
+            .any(|segment| segment == "." || segment == "..")
+        {
+            return Some("a dot segment");
+        }
+        None
+    }
+
+    #[test]
+    fn the_one_pass_check_agrees_with_the_reference_on_random_paths() {
+        const ALPHABET: &[u8] = b"a/.%2eEfF5cC0\\4+1z7-";
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..200_000 {
+            let len = (next() % 12) as usize;
+            let path: String = (0..len)
+                .map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize] as char)
+                .collect();
+            assert_eq!(ambiguity(&path), reference(&path), "{path:?}");
+        }
+    }
 
     #[test]
     fn normal_paths_pass() {
@@ -110,6 +185,7 @@ mod tests {
             "/v1\\chat",
             "/v1/%zz",
             "/v1/%4",
+            "/v1/%+5",
         ] {
             assert!(ambiguity(path).is_some(), "{path}");
         }
