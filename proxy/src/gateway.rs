@@ -268,7 +268,7 @@ struct LlmExchange {
     endpoint: Option<Endpoint>,
     /// The request body was read by the core (a retry replays it: once is enough).
     request_parsed: bool,
-    prompt_hash: Option<String>,
+    prompt_hash: Option<u64>,
     /// Set when the gateway asked upstream for usage: the usage chunk is removed again.
     usage_filter: Option<UsageChunkFilter>,
     /// `llmtrace.usage.injection`: whether usage was spliced in (and removed), or why not.
@@ -903,6 +903,7 @@ impl ProxyHttp for Gateway {
             let summary = ctx.llm.summary.as_deref().unwrap_or(&none);
             let req = session.req_header();
             let timing = &ctx.timing;
+            let prompt_hash_hex = ctx.llm.prompt_hash.map(hex16);
             AccessLogLine {
                 trace_id,
                 span_id,
@@ -922,7 +923,9 @@ impl ProxyHttp for Gateway {
                     .then(|| millis(timing.chunk_latency.max)),
                 attempts: ctx.attempts.attempt + 1,
                 error_type: error_type.as_deref(),
-                prompt_hash: ctx.llm.prompt_hash.as_deref(),
+                prompt_hash: prompt_hash_hex
+                    .as_ref()
+                    .and_then(|hex| std::str::from_utf8(hex).ok()),
                 client_aborted: error.is_some_and(is_downstream),
                 ..AccessLogLine::default()
             }
@@ -1702,17 +1705,20 @@ fn provider_of(upstream: &UpstreamConfig, endpoint: &Endpoint) -> Provider {
 
 /// A hash of the request body for the access log: requests can be correlated, the prompt is
 /// never written.
-fn prompt_hash(body: &[u8]) -> String {
-    // FNV-1a, 64 bit: stable across runs and platforms, not a secret.
-    let hash = body.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    // 16 hex digits, as `{:016x}` writes them, without the formatting machinery.
+fn prompt_hash(body: &[u8]) -> u64 {
+    // XXH3-64, seed 0: stable across runs, platforms and versions; not a secret.
+    xxhash_rust::xxh3::xxh3_64(body)
+}
+
+/// A 64-bit hash in 16 lower-case hex digits, as `{:016x}` writes it, without the formatting
+/// machinery.
+fn hex16(hash: u64) -> [u8; 16] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    (0..16)
-        .rev()
-        .map(|digit| char::from(HEX[((hash >> (digit * 4)) & 0xf) as usize]))
-        .collect()
+    let mut out = [0u8; 16];
+    for (i, digit) in out.iter_mut().enumerate() {
+        *digit = HEX[((hash >> ((15 - i) * 4)) & 0xf) as usize];
+    }
+    out
 }
 
 /// The gateway's answer for a failed exchange, or `None` when the client is gone.
@@ -1853,23 +1859,14 @@ mod tests {
 
     use super::*;
 
-    /// The prompt hash is FNV-1a 64 in 16 lower-case hex digits, leading zeros kept.
+    /// The prompt hash is XXH3-64 (the published test vector for empty input) in 16
+    /// lower-case hex digits, leading zeros kept.
     #[test]
-    fn prompt_hash_is_fnv1a_in_sixteen_hex_digits() {
-        assert_eq!(prompt_hash(b""), "cbf29ce484222325");
-        assert_eq!(prompt_hash(b"a"), "af63dc4c8601ec8c");
-        for body in [&b"{}"[..], b"hello world", &[0xff; 100]] {
-            let hash = body.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-            });
-            assert_eq!(prompt_hash(body), format!("{hash:016x}"));
+    fn prompt_hash_is_xxh3_in_sixteen_hex_digits() {
+        assert_eq!(prompt_hash(b""), 0x2d06_8005_38d3_94c2);
+        for hash in [0, 1, 0xabc, u64::MAX, prompt_hash(b"hello world")] {
+            assert_eq!(&hex16(hash), format!("{hash:016x}").as_bytes());
         }
-        // A hash with leading zero digits keeps them.
-        let small = (0u16..)
-            .map(|i| i.to_le_bytes())
-            .find(|b| prompt_hash(b).starts_with('0'))
-            .unwrap();
-        assert_eq!(prompt_hash(&small).len(), 16);
     }
 
     #[test]
