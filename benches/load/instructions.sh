@@ -7,6 +7,7 @@
 #   bash benches/load/instructions.sh --requests 500  # quicker
 #   bash benches/load/instructions.sh --no-build      # use the binaries in target/release
 #   bash benches/load/instructions.sh --stream        # streamed requests (16 chunks each)
+#   bash benches/load/instructions.sh --prompt-words 15000  # a ~100 KB prompt (default 10 words)
 #   LLMTRACE_LOAD=... LLMTRACE_PROXY=... bash benches/load/instructions.sh --no-build  # others
 #
 # Each target runs under `valgrind --tool=callgrind --instr-atstart=no` (native speed until
@@ -26,11 +27,13 @@ cd "$(dirname "$0")/../.."
 requests=2000
 build=1
 stream=""
+prompt_words=10
 while [ $# -gt 0 ]; do
   case "$1" in
     --requests) requests=$2; shift 2 ;;
     --no-build) build=""; shift ;;
     --stream) stream=1; shift ;;
+    --prompt-words) prompt_words=$2; shift 2 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -46,9 +49,11 @@ fi
 target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 load="${LLMTRACE_LOAD:-$target_dir/release/llmtrace-load}"
 proxy="${LLMTRACE_PROXY:-$target_dir/release/llmtrace-proxy}"
-scratch=benches/load/.scratch/instructions${stream:+-stream}
-out=benches/load/results/instructions${stream:+-stream}.md
-count_args=(--connections 4 ${stream:+--stream})
+suffix=${stream:+-stream}
+[ "$prompt_words" = 10 ] || suffix="$suffix-prompt-$prompt_words"
+scratch=benches/load/.scratch/instructions$suffix
+out=benches/load/results/instructions$suffix.md
+count_args=(--connections 4 --prompt-words "$prompt_words" ${stream:+--stream})
 rm -rf "$scratch"
 mkdir -p "$scratch" "$(dirname "$out")"
 
@@ -125,13 +130,15 @@ mapfile -t results <"$scratch/results.txt"
 spans=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("spans", 0))' \
   "$scratch/sink-counts.json" 2>/dev/null || echo "?")
 
-python3 - "$out" "$requests" "$export_wait" "$spans" "$(valgrind --version)" "${stream:-}" "$scratch" \
+python3 - "$out" "$requests" "$export_wait" "$spans" "$(valgrind --version)" "${stream:-}" "$scratch" "$prompt_words" \
   "$(git rev-parse --short HEAD)$(git diff --quiet -- proxy middleware || echo ' + uncommitted changes in proxy/ or middleware/'); proxy binary $proxy built $(date -u -r "$proxy" '+%Y-%m-%d %H:%M UTC')" \
   "${results[@]}" <<'PY'
 import datetime, sys
-out, n, wait, spans, valgrind, stream, scratch, commit, *rows = sys.argv[1:]
+out, n, wait, spans, valgrind, stream, scratch, words, commit, *rows = sys.argv[1:]
 kind = "streamed" if stream else "non-streamed"
 flag = " --stream" if stream else ""
+if words != "10":
+    flag += f" --prompt-words {words}"
 n = int(n)
 ir = {name: int(value.replace(",", "")) for name, value in (r.split() for r in rows)}
 base = ir.get("pingora")
@@ -153,7 +160,7 @@ lines += [
     f"Each target under `valgrind --tool=callgrind --instr-atstart=no`, one worker thread, in "
     f"front of the instant mock (`llmtrace-load mock --ttft-ms 0 --gap-ms 0 --tokens 16`); "
     f"200 warm-up requests uninstrumented, then `callgrind_control -i on`, exactly {n} "
-    f"{kind} OpenAI chat requests (10-word prompt; streamed: 16 content chunks, then a "
+    f"{kind} OpenAI chat requests ({words}-word prompt; streamed: 16 content chunks, then a "
     f"finish chunk and `[DONE]`, read whole) from `llmtrace-load count` over 4 "
     f"keep-alive connections, {wait} s more instrumented (the OTLP batch exporter's interval "
     f"is 5 s: the tracing target's export of these requests' spans counts; the others idle "
