@@ -56,6 +56,16 @@ impl RequestBody {
         }
     }
 
+    /// Makes room for the copy up front when the body's length is known (`Content-Length`,
+    /// which pingora holds the body to): a large prompt is copied once, not again at every
+    /// doubling of a growing buffer. Never more than the cap.
+    pub fn with_expected_len(mut self, len: Option<usize>) -> Self {
+        if let Some(len) = len.filter(|len| *len <= self.cap.min(self.limit)) {
+            self.copy.reserve(len);
+        }
+        self
+    }
+
     /// Whether this body was to be held back (it may still have been released at the cap).
     pub fn may_hold(&self) -> bool {
         self.hold
@@ -148,6 +158,21 @@ impl RequestBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_known_length_is_copied_into_one_buffer_up_to_the_cap() {
+        let mut state = RequestBody::new(1 << 20, 1000, true).with_expected_len(Some(600));
+        let start = state.copy.capacity();
+        assert!(start >= 600);
+        let mut chunk = Some(Bytes::from(vec![b'x'; 600]));
+        let ended = state.on_chunk(&mut chunk, true).unwrap().unwrap();
+        assert_eq!(ended.copy.unwrap().len(), 600);
+        // Past the cap (or the limit), nothing is reserved: the length is the client's word.
+        let state = RequestBody::new(1 << 20, 1000, true).with_expected_len(Some(1 << 30));
+        assert_eq!(state.copy.capacity(), 0);
+        let state = RequestBody::new(100, 1000, true).with_expected_len(Some(500));
+        assert_eq!(state.copy.capacity(), 0);
+    }
 
     /// Feeds `chunks` (the last with the end flag, then a `None`), returns what went on and
     /// what ended.

@@ -430,7 +430,8 @@ impl ProxyHttp for Gateway {
             }
             let hold =
                 self.config.telemetry.inject_stream_usage && endpoint.format.accepts_stream_usage();
-            ctx.body = RequestBody::new(limit, self.recorder.max_request_bytes(), hold);
+            ctx.body = RequestBody::new(limit, self.recorder.max_request_bytes(), hold)
+                .with_expected_len(content_length(session.req_header()));
         }
         ctx.inbound.route = route_name;
         ctx.inbound.span = Some(server);

@@ -192,7 +192,7 @@ impl Validator<'_> {
             let Some(at) = memchr2(b'"', b'\\', rest) else {
                 return false;
             };
-            if rest[..at].iter().any(|&b| b < 0x20) {
+            if has_control(&rest[..at]) {
                 return false;
             }
             self.pos += at + 1;
@@ -226,6 +226,37 @@ impl Validator<'_> {
         }
         self.pos += 4;
         Some(code)
+    }
+}
+
+/// Whether `bytes` holds a control character (below 0x20), which a JSON string may not.
+/// Written as a reduction over blocks, not a short-circuiting `any`, so the compiler
+/// vectorises it: a 100 KB prompt is checked in a fraction of an instruction per byte, where
+/// the byte-at-a-time loop took ~5 (callgrind, `instructions.sh --prompt-words 17000`).
+pub(crate) fn has_control(bytes: &[u8]) -> bool {
+    bytes
+        .chunks(256)
+        .any(|block| block.iter().fold(0x20u8, |low, &b| low.min(b)) < 0x20)
+}
+
+#[cfg(test)]
+mod has_control_tests {
+    #[test]
+    fn a_control_character_is_found_wherever_it_is() {
+        for len in [0, 1, 31, 255, 256, 257, 1000] {
+            let mut text = vec![b'a'; len];
+            assert!(!super::has_control(&text));
+            for at in 0..len {
+                for control in [0x00, 0x0a, 0x1f] {
+                    text[at] = control;
+                    assert!(super::has_control(&text), "{len} {at} {control}");
+                }
+                text[at] = 0x20;
+                assert!(!super::has_control(&text));
+                text[at] = 0xff;
+                assert!(!super::has_control(&text));
+            }
+        }
     }
 }
 
@@ -596,7 +627,7 @@ impl<'a> Reader<'a> {
             return self.unescape(start).map(|s| Some(Cow::Owned(s)));
         }
         let raw = &self.bytes[start..end];
-        if raw.iter().any(|&b| b < 0x20) {
+        if has_control(raw) {
             return None;
         }
         self.pos = end + 1;
@@ -612,7 +643,7 @@ impl<'a> Reader<'a> {
         loop {
             let rest = self.bytes.get(pos..)?;
             let at = memchr2(b'"', b'\\', rest)?;
-            if rest[..at].iter().any(|&b| b < 0x20) {
+            if has_control(&rest[..at]) {
                 return None;
             }
             out.extend_from_slice(&rest[..at]);

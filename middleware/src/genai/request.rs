@@ -259,19 +259,21 @@ struct ToolResultsView {
     input: ToolResults,
 }
 
-/// The keys a tool result is named by; a body without any has none.
-static TOOL_RESULT_KEYS: std::sync::LazyLock<[memchr::memmem::Finder<'static>; 3]> =
+/// The keys a tool result is named by; a body without any has none. One pass over the body
+/// for all three (a large prompt was searched three times, ~1.4 instructions a byte).
+static TOOL_RESULT_KEYS: std::sync::LazyLock<aho_corasick::AhoCorasick> =
     std::sync::LazyLock::new(|| {
-        [
-            memchr::memmem::Finder::new(b"\"tool_call_id\""),
-            memchr::memmem::Finder::new(b"\"tool_use_id\""),
-            memchr::memmem::Finder::new(b"\"function_call_output\""),
-        ]
+        aho_corasick::AhoCorasick::new([
+            &b"\"tool_call_id\""[..],
+            b"\"tool_use_id\"",
+            b"\"function_call_output\"",
+        ])
+        .expect("three literal patterns")
     });
 
 /// The tool-result ids of a request body (see [`RequestInfo::tool_results`]).
 fn tool_results(format: ApiFormat, body: &[u8]) -> Vec<String> {
-    if !TOOL_RESULT_KEYS.iter().any(|key| key.find(body).is_some()) {
+    if !TOOL_RESULT_KEYS.is_match(body) {
         return Vec::new();
     }
     match serde_json::from_slice::<ToolResultsView>(body) {
