@@ -458,6 +458,10 @@ fn find_null_usage(bytes: &[u8], from: usize) -> Option<usize> {
     if haystack.len() < NULL_USAGE.len() {
         return None;
     }
+    // `from` is often where the first `"usage"` showed one to start.
+    if haystack.starts_with(NULL_USAGE) {
+        return Some(from);
+    }
     NULL_USAGE_FINDER.find(haystack).map(|at| from + at)
 }
 
