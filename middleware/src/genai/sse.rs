@@ -928,6 +928,38 @@ mod tests {
         }
     }
 
+    /// Events handed out from the chunk (a `data:` line and its blank line in one chunk)
+    /// are those the general path gives, byte by byte, whatever comes before and around.
+    #[test]
+    fn whole_events_from_the_chunk_are_those_of_the_general_path() {
+        let streams: [&[u8]; 10] = [
+            b"data: {\"a\":1}\n\ndata:x\r\n\r\ndata:  two spaces\r\rdata: [DONE]\n\n",
+            b"event: e\ndata: typed\n\ndata: after\n\n",
+            b"id: 7\ndata: with id\n\nretry: 5\ndata: with retry\n\ndata: plain\n\n",
+            b"data: first\ndata: second\n\ndata: one\n\n",
+            b": comment\ndata: after comment\n\n",
+            b"data: bad \xff utf-8\n\ndata: fine\n\n",
+            b"data: 123456789\n\ndata: 1234567890\n\ndata: ok\n\n",
+            b"data\n\ndata:\n\ndata: \n\n",
+            b"data: x\n\r\n\ndata: y\r\n\n",
+            b"\xEF\xBB\xBFdata: bom\n\n",
+        ];
+        for stream in streams {
+            let mut whole = SseDecoder::new(10);
+            let want_whole = decode_chunks(&mut whole, &[stream]);
+            let mut split = SseDecoder::new(10);
+            let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+            let want_split = decode_chunks(&mut split, &bytes);
+            assert_eq!(
+                want_whole,
+                want_split,
+                "{}",
+                String::from_utf8_lossy(stream)
+            );
+            assert_eq!(whole.oversized_events(), split.oversized_events());
+        }
+    }
+
     #[test]
     fn steady_state_does_not_grow_buffers() {
         let mut decoder = SseDecoder::default();
