@@ -253,7 +253,10 @@ impl SseDecoder {
                 self.reset_event();
             }
         }
-        self.line_bytes(rest);
+        // Usually nothing: chunks mostly end with an event.
+        if !rest.is_empty() {
+            self.line_bytes(rest);
+        }
     }
 
     /// End of stream: an event without its terminating blank line is discarded (per spec).
