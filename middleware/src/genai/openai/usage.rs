@@ -297,9 +297,10 @@ impl UsageChunkFilter {
         if rest.is_empty() {
             return;
         }
-        // Everything this call writes, at most: one allocation rather than a growth per
-        // piece of an event.
-        out.reserve(self.tail.len() + self.held.len() + chunk.len());
+        // What this call writes when no event is held (almost always): one allocation
+        // rather than a growth per piece of an event. Held bytes (rare, and up to
+        // `max_held`) are not reserved for on every chunk.
+        out.reserve(self.tail.len() + chunk.len());
         // An LF completing a CRLF from the previous chunk: it goes where its line went, and
         // the search for line ends starts after it.
         let mut scan_from = usize::from(self.lines.continues_line_end(rest));
