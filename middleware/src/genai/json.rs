@@ -272,12 +272,64 @@ pub(crate) fn skip_ws(bytes: &[u8], mut pos: usize) -> usize {
 fn string_end(bytes: &[u8], pos: usize) -> Option<usize> {
     let mut at = pos + 1;
     loop {
-        at += memchr2(b'"', b'\\', bytes.get(at..)?)?;
+        at = string_stop(bytes, at, false)?;
         if bytes[at] == b'"' {
             return Some(at + 1);
         }
         at += 2;
     }
+}
+
+/// `0x01` in every byte.
+const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+/// `0x80` in every byte.
+const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+/// How far [`string_stop`] looks eight bytes at a time before it calls `memchr2`.
+const SHORT_STRING: usize = 32;
+
+/// The high bit of each byte of `word` that is below `limit` (at most 0x80). Exact for the
+/// lowest such byte; a byte above it may be marked wrongly (a borrow), which a search for
+/// the first one never sees.
+fn bytes_below(word: u64, limit: u8) -> u64 {
+    word.wrapping_sub(ONES * u64::from(limit)) & !word & HIGHS
+}
+
+/// The high bit of each byte of `word` equal to `byte`, exact for the lowest as above.
+fn bytes_equal(word: u64, byte: u8) -> u64 {
+    bytes_below(word ^ (ONES * u64::from(byte)), 1)
+}
+
+/// The first `"` or `\` in `bytes` at or after `from`, or (with `controls`) the first
+/// control character (below 0x20) if it comes before them. Keys and most string values are
+/// short, where a call to `memchr2` costs more than the search: the first
+/// [`SHORT_STRING`] bytes are looked at eight at a time in a word.
+fn string_stop(bytes: &[u8], from: usize, controls: bool) -> Option<usize> {
+    let mut at = from;
+    while at - from < SHORT_STRING {
+        let Some(chunk) = bytes.get(at..at + 8) else {
+            break;
+        };
+        let word = u64::from_le_bytes(chunk.try_into().ok()?);
+        let mut stops = bytes_equal(word, b'"') | bytes_equal(word, b'\\');
+        if controls {
+            stops |= bytes_below(word, 0x20);
+        }
+        if stops != 0 {
+            return Some(at + (stops.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    let rest = bytes.get(at..)?;
+    let end = memchr2(b'"', b'\\', rest);
+    if controls {
+        let scanned = &rest[..end.unwrap_or(rest.len())];
+        // The vectorised check first: a long string is clean almost always.
+        if has_control(scanned) {
+            let control = scanned.iter().position(|&b| b < 0x20)?;
+            return Some(at + control);
+        }
+    }
+    end.map(|end| at + end)
 }
 
 /// The end (exclusive) of the value starting at `pos`, in a validated document.
@@ -578,7 +630,7 @@ impl<'a> Reader<'a> {
             return None;
         }
         let start = self.pos + 1;
-        let end = start + memchr2(b'"', b'\\', self.bytes.get(start..)?)?;
+        let end = string_stop(self.bytes, start, false)?;
         if self.bytes[end] != b'"' {
             return None;
         }
@@ -622,14 +674,14 @@ impl<'a> Reader<'a> {
             return Some(None);
         }
         let start = self.pos + 1;
-        let end = start + memchr2(b'"', b'\\', self.bytes.get(start..)?)?;
-        if self.bytes[end] == b'\\' {
-            return self.unescape(start).map(|s| Some(Cow::Owned(s)));
+        let end = string_stop(self.bytes, start, true)?;
+        match self.bytes[end] {
+            b'"' => {}
+            b'\\' => return self.unescape(start).map(|s| Some(Cow::Owned(s))),
+            // A raw control character, which serde_json rejects.
+            _ => return None,
         }
         let raw = &self.bytes[start..end];
-        if has_control(raw) {
-            return None;
-        }
         self.pos = end + 1;
         std::str::from_utf8(raw)
             .ok()
@@ -1033,6 +1085,74 @@ mod tests {
             at,
             &finder("finish_reason")
         )));
+    }
+
+    /// What [`string_stop`] answers, byte by byte.
+    fn string_stop_naive(bytes: &[u8], from: usize, controls: bool) -> Option<usize> {
+        let stop = bytes
+            .get(from..)?
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || (controls && b < 0x20))?;
+        Some(from + stop)
+    }
+
+    #[test]
+    fn string_stops_are_the_first_stop_byte() {
+        let mut cases: Vec<Vec<u8>> = vec![b"".to_vec(), b"\"".to_vec(), b"abc".to_vec()];
+        // Every stop byte, and the bytes next to them in value, at every offset of a string
+        // longer than the word-at-a-time part.
+        for stop in [b'"', b'\\', 0x00, 0x01, 0x1f] {
+            for at in 0..48 {
+                for filler in [
+                    b'a',
+                    b' ',
+                    b'!',
+                    b'#',
+                    b'[',
+                    b']',
+                    0x7f,
+                    0x80,
+                    0xff,
+                    b'"' - 1,
+                ] {
+                    let mut bytes = vec![filler; 48];
+                    bytes[at] = stop;
+                    cases.push(bytes);
+                }
+            }
+        }
+        // A stop after a byte that borrows in the word arithmetic.
+        cases.push(b"\x00\"xxxxxxxxxx".to_vec());
+        cases.push(b"\x1f\x00\x22\\".to_vec());
+        for bytes in &cases {
+            for from in 0..=bytes.len() + 1 {
+                for controls in [false, true] {
+                    assert_eq!(
+                        string_stop(bytes, from, controls),
+                        string_stop_naive(bytes, from, controls),
+                        "{bytes:?} from {from}, controls {controls}"
+                    );
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// [`string_stop`] finds what a byte-by-byte search finds, in any bytes.
+        #[test]
+        fn string_stops_agree_with_a_byte_search(
+            bytes in proptest::collection::vec(
+                proptest::sample::select(vec![b'a', b'"', b'\\', 0x00, 0x1f, 0x20, 0x21, 0x5b, 0x5d, 0x7f, 0x80, 0xff]),
+                0..80,
+            ),
+            from in 0usize..90,
+            controls in proptest::bool::ANY,
+        ) {
+            proptest::prop_assert_eq!(
+                string_stop(&bytes, from, controls),
+                string_stop_naive(&bytes, from, controls)
+            );
+        }
     }
 
     #[test]

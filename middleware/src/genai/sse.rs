@@ -239,6 +239,10 @@ impl SseDecoder {
         }
         while let Some(end) = self.lines.next_line_end(rest) {
             let line = &rest[..end.content];
+            rest = &rest[end.next..];
+            if self.whole_event(line, &mut rest, &mut on_event) {
+                continue;
+            }
             if !self.whole_field_line(line) {
                 self.line_bytes(line);
             }
@@ -248,9 +252,11 @@ impl SseDecoder {
                 }
                 self.reset_event();
             }
-            rest = &rest[end.next..];
         }
-        self.line_bytes(rest);
+        // Usually nothing: chunks mostly end with an event.
+        if !rest.is_empty() {
+            self.line_bytes(rest);
+        }
     }
 
     /// End of stream: an event without its terminating blank line is discarded (per spec).
@@ -310,6 +316,54 @@ impl SseDecoder {
         self.bom_matched = None;
         self.line_bytes(&BOM[..matched]);
         Some(&chunk[used..])
+    }
+
+    /// Fast path for the events that make up almost every stream: one whole `data:` line
+    /// (`line`) and the blank line right after it (at the start of `rest`), in one chunk,
+    /// with nothing of the event buffered before. The event is what the general path would
+    /// dispatch, handed out from the chunk itself rather than copied; `rest` is moved past
+    /// the blank line. Returns `false`, having changed nothing, for anything else (an event
+    /// over the cap or with invalid UTF-8 included).
+    fn whole_event<'c>(
+        &mut self,
+        line: &'c [u8],
+        rest: &mut &'c [u8],
+        on_event: &mut impl FnMut(SseEvent<'_>),
+    ) -> bool {
+        let fresh = matches!(self.line, Line::Start)
+            && !self.skipping
+            && self.data.is_empty()
+            && self.event.is_empty()
+            && !self.has_id
+            && self.id_line.is_empty()
+            && self.retry.is_none();
+        if !fresh || !matches!(rest.first(), Some(b'\r' | b'\n')) {
+            return false;
+        }
+        let Some(value) = line.strip_prefix(b"data:") else {
+            return false;
+        };
+        let value = value.strip_prefix(b" ").unwrap_or(value);
+        // Buffered, the value and its `\n` would have to fit the cap.
+        if value.len() >= self.max_event_bytes {
+            return false;
+        }
+        let Ok(data) = std::str::from_utf8(value) else {
+            return false;
+        };
+        // `rest` starts with a line end, and the line before it ended: a blank line.
+        let Some(blank) = self.lines.next_line_end(rest) else {
+            return false;
+        };
+        debug_assert!(blank.blank);
+        *rest = &rest[blank.next..];
+        on_event(SseEvent {
+            event: None,
+            data,
+            id: None,
+            retry: None,
+        });
+        true
     }
 
     /// Fast path for the lines that make up almost every stream: a whole `data:` or
@@ -514,8 +568,8 @@ impl SseDecoder {
         let id = if self.has_id { &self.id[..] } else { &[][..] };
         if let (Ok(data), Ok(event), Ok(id)) = (
             std::str::from_utf8(data),
-            std::str::from_utf8(&self.event),
-            std::str::from_utf8(id),
+            utf8_or_empty(&self.event),
+            utf8_or_empty(id),
         ) {
             return Some(self.event_of(data, event, id));
         }
@@ -612,9 +666,18 @@ impl LineFramer {
     /// The first line end in `bytes`, which must follow a line end or the start of a chunk.
     /// `None` when there is none: `bytes` are (part of) a line that goes on.
     pub(crate) fn next_line_end(&mut self, bytes: &[u8]) -> Option<LineEnd> {
-        let Some(content) = memchr2(b'\r', b'\n', bytes) else {
-            self.in_line |= !bytes.is_empty();
-            return None;
+        // A line end right here (the blank line after a line, or an empty piece) is told
+        // without a search.
+        let content = match bytes.first() {
+            None => return None,
+            Some(b'\r' | b'\n') => 0,
+            Some(_) => {
+                let Some(content) = memchr2(b'\r', b'\n', bytes) else {
+                    self.in_line = true;
+                    return None;
+                };
+                content
+            }
         };
         let next = if bytes[content] == b'\r' {
             match bytes.get(content + 1) {
@@ -656,6 +719,15 @@ fn extend_clamped(buffer: &mut Vec<u8>, bytes: &[u8], cap: usize) {
         buffer.reserve_exact(target - buffer.len());
     }
     buffer.extend_from_slice(bytes);
+}
+
+/// `bytes` as UTF-8, the usual empty value (no event type, no id) without a check.
+fn utf8_or_empty(bytes: &[u8]) -> Result<&str, std::str::Utf8Error> {
+    if bytes.is_empty() {
+        Ok("")
+    } else {
+        std::str::from_utf8(bytes)
+    }
 }
 
 /// Appends `bytes` decoded as UTF-8, each maximal invalid subsequence replaced with U+FFFD (as
@@ -856,6 +928,38 @@ mod tests {
             let mut out = String::new();
             push_lossy(&mut out, bytes);
             assert_eq!(out, String::from_utf8_lossy(bytes));
+        }
+    }
+
+    /// Events handed out from the chunk (a `data:` line and its blank line in one chunk)
+    /// are those the general path gives, byte by byte, whatever comes before and around.
+    #[test]
+    fn whole_events_from_the_chunk_are_those_of_the_general_path() {
+        let streams: [&[u8]; 10] = [
+            b"data: {\"a\":1}\n\ndata:x\r\n\r\ndata:  two spaces\r\rdata: [DONE]\n\n",
+            b"event: e\ndata: typed\n\ndata: after\n\n",
+            b"id: 7\ndata: with id\n\nretry: 5\ndata: with retry\n\ndata: plain\n\n",
+            b"data: first\ndata: second\n\ndata: one\n\n",
+            b": comment\ndata: after comment\n\n",
+            b"data: bad \xff utf-8\n\ndata: fine\n\n",
+            b"data: 123456789\n\ndata: 1234567890\n\ndata: ok\n\n",
+            b"data\n\ndata:\n\ndata: \n\n",
+            b"data: x\n\r\n\ndata: y\r\n\n",
+            b"\xEF\xBB\xBFdata: bom\n\n",
+        ];
+        for stream in streams {
+            let mut whole = SseDecoder::new(10);
+            let want_whole = decode_chunks(&mut whole, &[stream]);
+            let mut split = SseDecoder::new(10);
+            let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+            let want_split = decode_chunks(&mut split, &bytes);
+            assert_eq!(
+                want_whole,
+                want_split,
+                "{}",
+                String::from_utf8_lossy(stream)
+            );
+            assert_eq!(whole.oversized_events(), split.oversized_events());
         }
     }
 

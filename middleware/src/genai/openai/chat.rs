@@ -24,7 +24,7 @@ static NAME: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"name\"
 
 impl ResponseState {
     pub(super) fn openai_chunk(&mut self, data: &str) -> EventKind {
-        let data = data.trim();
+        let data = trim_unicode_ws(data);
         if data == "[DONE]" {
             self.complete = true;
             return EventKind::Other;
@@ -159,6 +159,16 @@ impl ResponseState {
                 }
             }
         }
+    }
+}
+
+/// `data` without leading and trailing white space, as `str::trim` has it; a chunk that
+/// starts and ends with ASCII other than white space (`{` and `}`) is as it is, unsearched.
+fn trim_unicode_ws(data: &str) -> &str {
+    let plain = |byte: &u8| byte.is_ascii() && !char::from(*byte).is_whitespace();
+    match data.as_bytes() {
+        [first, .., last] if plain(first) && plain(last) => data,
+        _ => data.trim(),
     }
 }
 
@@ -881,8 +891,36 @@ mod tests {
         })
     }
 
+    #[test]
+    fn chunks_are_trimmed_as_str_trim_does() {
+        for data in [
+            "",
+            " ",
+            "x",
+            "{}",
+            "[DONE]",
+            " [DONE]\n",
+            "{\"a\":1}\u{b}",
+            "\u{c}{}",
+            "\u{a0}{}",
+            "{}\u{3000}",
+            "\u{85}{}\u{2028}",
+            "é{}",
+            "{}é",
+        ] {
+            assert_eq!(trim_unicode_ws(data), data.trim(), "{data:?}");
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// The chunk trim is `str::trim`, whatever the text.
+        #[test]
+        fn chunks_are_trimmed_as_str_trim_does_for_any_text(data in "\\PC*", pad in "[ \t\n\r\u{b}\u{c}\u{a0}\u{3000}x{}]{0,3}") {
+            let padded = format!("{pad}{data}{pad}");
+            prop_assert_eq!(trim_unicode_ws(&padded), padded.trim());
+        }
 
         /// The scanner reads any chat body as the `Value` path does.
         #[test]

@@ -297,6 +297,10 @@ impl UsageChunkFilter {
         if rest.is_empty() {
             return;
         }
+        // What this call writes when no event is held (almost always): one allocation
+        // rather than a growth per piece of an event. Held bytes (rare, and up to
+        // `max_held`) are not reserved for on every chunk.
+        out.reserve(self.tail.len() + chunk.len());
         // An LF completing a CRLF from the previous chunk: it goes where its line went, and
         // the search for line ends starts after it.
         let mut scan_from = usize::from(self.lines.continues_line_end(rest));
@@ -323,13 +327,7 @@ impl UsageChunkFilter {
                 // A whole event in this chunk, nothing held: settled where it lies (the
                 // common case: providers send each event in one write).
                 State::Undecided if event_ends && self.held.is_empty() => {
-                    match verdict(segment, true) {
-                        Verdict::Remove => {
-                            self.removed += 1;
-                            self.last_removed = true;
-                        }
-                        Verdict::Pass | Verdict::Wait => self.emit(segment, out, true),
-                    }
+                    self.settle_whole(segment, out);
                 }
                 State::Undecided => {
                     self.held.extend_from_slice(segment);
@@ -352,24 +350,54 @@ impl UsageChunkFilter {
         self.state = State::Undecided;
     }
 
+    /// A whole event in one chunk, nothing held: removed, or written out at once.
+    ///
+    /// Only an event whose first `"usage"` is followed by an object can be the usage-only
+    /// chunk ([`verdict`] looks at that first occurrence), so one search for `"usage"`
+    /// settles almost every event without looking for `"choices"`. The same search tells
+    /// where `,"usage":null` may start: not before the first `"usage"`, which it contains.
+    fn settle_whole(&mut self, event: &[u8], out: &mut Vec<u8>) {
+        let first_usage = USAGE.find(event);
+        if let Some(at) = first_usage {
+            if is_object_member(&event[at + USAGE_KEY_LEN..])
+                && matches!(verdict(event, true), Verdict::Remove)
+            {
+                self.removed += 1;
+                self.last_removed = true;
+                return;
+            }
+        }
+        let from = first_usage.map_or(event.len(), |at| at.saturating_sub(1));
+        self.emit_from(event, from, out, true);
+    }
+
     /// Writes `bytes` of a kept event without the `,"usage":null` members, withholding a
     /// possible start of one at the end until the next chunk shows whether it is one.
     fn emit(&mut self, bytes: &[u8], out: &mut Vec<u8>, event_ended: bool) {
+        self.emit_from(bytes, 0, out, event_ended);
+    }
+
+    /// [`emit`](Self::emit), knowing that no `,"usage":null` starts in `bytes` before `from`.
+    fn emit_from(&mut self, bytes: &[u8], from: usize, out: &mut Vec<u8>, event_ended: bool) {
         if self.tail.is_empty() {
-            self.emit_joined(bytes, out, event_ended);
+            self.emit_joined(bytes, from, out, event_ended);
         } else {
+            // One may start in the tail and end in `bytes`: searched from the start.
             let mut data = std::mem::take(&mut self.tail);
             data.extend_from_slice(bytes);
-            self.emit_joined(&data, out, event_ended);
+            self.emit_joined(&data, 0, out, event_ended);
         }
     }
 
-    /// [`emit`](Self::emit) of the withheld tail and the new bytes, joined.
-    fn emit_joined(&mut self, data: &[u8], out: &mut Vec<u8>, event_ended: bool) {
+    /// [`emit`](Self::emit) of the withheld tail and the new bytes, joined; no
+    /// `,"usage":null` starts in `data` before `from`.
+    fn emit_joined(&mut self, data: &[u8], from: usize, out: &mut Vec<u8>, event_ended: bool) {
         let mut rest = data;
-        while let Some(at) = NULL_USAGE_FINDER.find(rest) {
+        let mut from = from;
+        while let Some(at) = find_null_usage(rest, from) {
             out.extend_from_slice(&rest[..at]);
             rest = &rest[at + NULL_USAGE.len()..];
+            from = 0;
         }
         let keep = if event_ended {
             0
@@ -422,6 +450,27 @@ impl UsageChunkFilter {
     }
 }
 
+/// The length of `"usage"`.
+const USAGE_KEY_LEN: usize = 7;
+
+/// The first `,"usage":null` in `bytes` at or after `from`.
+fn find_null_usage(bytes: &[u8], from: usize) -> Option<usize> {
+    let haystack = bytes.get(from..)?;
+    if haystack.len() < NULL_USAGE.len() {
+        return None;
+    }
+    // `from` is often where the first `"usage"` showed one to start.
+    if haystack.starts_with(NULL_USAGE) {
+        return Some(from);
+    }
+    NULL_USAGE_FINDER.find(haystack).map(|at| from + at)
+}
+
+/// Whether `after_key`, what follows a key, is `:` and an object (white space allowed).
+fn is_object_member(after_key: &[u8]) -> bool {
+    after_colon(after_key).is_some_and(|value| value.starts_with(b"{"))
+}
+
 /// What to do with an event (or the start of one) a usage-only chunk might be.
 enum Verdict {
     /// A usage-only chunk, ended: it goes.
@@ -446,9 +495,9 @@ fn verdict(event: &[u8], event_ended: bool) -> Verdict {
                     return Verdict::Pass;
                 }
                 if inside.first() == Some(&b']') && event_ended {
-                    let has_usage = USAGE.find(event).is_some_and(|u| {
-                        after_colon(&event[u + 7..]).is_some_and(|v| v.starts_with(b"{"))
-                    });
+                    let has_usage = USAGE
+                        .find(event)
+                        .is_some_and(|u| is_object_member(&event[u + USAGE_KEY_LEN..]));
                     if has_usage {
                         return Verdict::Remove;
                     }
@@ -583,6 +632,85 @@ data: [DONE]\r\n\r\n";
                 String::from_utf8_lossy(want),
                 "split at {at}"
             );
+        }
+    }
+
+    /// What the filter writes for `chunks` in turn, and how many events it removed.
+    fn filtered(chunks: &[&[u8]]) -> (String, u64) {
+        let mut filter = UsageChunkFilter::new(1 << 20);
+        let mut out = Vec::new();
+        for chunk in chunks {
+            filter.push(chunk, &mut out);
+        }
+        filter.finish(&mut out);
+        (String::from_utf8(out).unwrap(), filter.removed())
+    }
+
+    /// What the filter should write for whole `events`, each ending with its blank line:
+    /// those [`verdict`] removes dropped, every `,"usage":null` taken out of the others.
+    fn reference(events: &[&str]) -> (String, u64) {
+        let mut out = String::new();
+        let mut removed = 0;
+        for event in events {
+            if matches!(verdict(event.as_bytes(), true), Verdict::Remove) {
+                removed += 1;
+            } else {
+                out.push_str(&event.replace(",\"usage\":null", ""));
+            }
+        }
+        (out, removed)
+    }
+
+    /// Events that are, or look like, usage-only chunks and `,"usage":null` members: keys as
+    /// string values, inside strings, escaped, spaced, repeated, in unusual order.
+    const HOSTILE: &[&str] = &[
+        "data: {\"x\":\"usage\",\"choices\":[],\"usage\":{\"prompt_tokens\":1}}\n\n",
+        "data: {\"choices\" : [ ] ,\"usage\" :\t{ \"prompt_tokens\":1}}\n\n",
+        "data: {\"usage\":{\"prompt_tokens\":1},\"choices\":[]}\n\n",
+        "data: {\"choices\":[],\"usage\":null}\n\n",
+        "data: {\"usage\":null,\"choices\":[],\"usage\":{\"a\":1}}\n\n",
+        "data: {\"id\":\"c\",\"usage\":null,\"choices\":[{\"index\":0}],\"usage\":null,\"usage\":null}\n\n",
+        "data: {\"choices\":[{\"delta\":{\"content\":\"\\\"usage\\\":{ ,\\\"usage\\\":null\"}}],\"usage\":null}\n\n",
+        "data: {\"a\":\"x\",\"usage\" :null,\"usage\": null}\n\n",
+        "data: {\"choices\":[],\"us\\u0061ge\":{\"prompt_tokens\":1}}\n\n",
+        "data: {\"choices\":[],\"usage\":[],\"usage\":{}}\n\n",
+        "data: {\"choices\":\"none\",\"usage\":{}}\n\n",
+        "\"usage\":{}\n\n",
+        ",\"usage\":null\n\n",
+        ": comment ,\"usage\":null\r\n\r\n",
+        "event: x\r\ndata: {\"choices\":[],\r\ndata: \"usage\":{}}\r\n\r\n",
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":2}}\n\n",
+        "data: [DONE]\n\n",
+    ];
+
+    #[test]
+    fn whole_events_settle_as_the_reference_and_as_split_ones() {
+        for event in HOSTILE {
+            let want = reference(&[event]);
+            assert_eq!(filtered(&[event.as_bytes()]), want, "whole: {event}");
+            let bytes: Vec<&[u8]> = event.as_bytes().chunks(1).collect();
+            assert_eq!(filtered(&bytes), want, "byte by byte: {event}");
+        }
+        let want = reference(HOSTILE);
+        let stream = HOSTILE.concat();
+        let stream = stream.as_bytes();
+        assert_eq!(filtered(&[stream]), want);
+        for at in 0..=stream.len() {
+            assert_eq!(
+                filtered(&[&stream[..at], &stream[at..]]),
+                want,
+                "split at {at}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_output_is_reserved_once_per_chunk() {
+        let mut filter = UsageChunkFilter::new(1 << 20);
+        for event in STREAM.split_inclusive(|&b| b == b'\n') {
+            let mut out = Vec::new();
+            filter.push(event, &mut out);
+            assert!(out.capacity() >= event.len() || out.is_empty());
         }
     }
 
