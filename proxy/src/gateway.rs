@@ -865,18 +865,7 @@ impl ProxyHttp for Gateway {
             call.finish(end.clone());
         }
         self.finish_genai(ctx, &end);
-        if let Some(shadow) = ctx.shadow_primary.take() {
-            let ended = match end {
-                End::Complete => "complete",
-                End::Aborted => "aborted",
-                End::Failed { .. } => "failed",
-            };
-            // The shadow may be gone (timed out): nothing to tell it then.
-            let _ = shadow.send(shadow::Primary {
-                ended,
-                summary: ctx.llm.summary.as_deref().cloned(),
-            });
-        }
+        tell_shadow(ctx, &end);
         let status = session
             .response_written()
             .map_or(ctx.inbound.status, |r| r.status.as_u16());
@@ -1037,6 +1026,22 @@ fn end_of(error: Option<&Error>) -> End {
 
 fn is_downstream(e: &Error) -> bool {
     e.esource() == &ErrorSource::Downstream
+}
+
+/// Tells the shadow request, if one was sent, how the primary ended.
+fn tell_shadow(ctx: &mut RequestCtx, end: &End) {
+    if let Some(shadow) = ctx.shadow_primary.take() {
+        let ended = match end {
+            End::Complete => "complete",
+            End::Aborted => "aborted",
+            End::Failed { .. } => "failed",
+        };
+        // The shadow may be gone (timed out): nothing to tell it then.
+        let _ = shadow.send(shadow::Primary {
+            ended,
+            summary: ctx.llm.summary.as_deref().cloned(),
+        });
+    }
 }
 
 /// The SERVER span's trace id, when it has a valid one (with tracing off: the client's).
