@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! llmtrace-load run [--quick] --proxy target/release/llmtrace-proxy --out benches/load/results
+//! llmtrace-load run --max-rate-only --nice -10 --targets pingora,proxy-tracing   # issue 12 only
 //! llmtrace-load load --url http://127.0.0.1:8080 --rate 500 --duration 30   # one ad-hoc run
 //! llmtrace-load mock --port 9000 --ttft-ms 20 --gap-ms 5 --tokens 32        # a mock upstream
 //! llmtrace-load sink --port 4317 --counts-file counts.json                  # an OTLP sink
