@@ -98,13 +98,18 @@ pub struct Plan {
     pub max_rate_prompt_words: usize,
     /// Length of one latency run at half the gateway's max rate, s (0: left out).
     pub half_rate_s: f64,
-    /// How many such runs per target (the one with the median p99 counts).
+    /// How many clean such runs per target (the one with the median p99 counts; a run whose
+    /// generator lagged more than [`maxrate::MAX_HALF_RATE_LAG_MS`] is not clean).
     pub half_rate_runs: usize,
+    /// Runs per target at most, clean or not.
+    pub half_rate_attempts: usize,
     /// Its warm-up (discarded), s.
     pub half_rate_warmup_s: f64,
     /// The highest rate of that run, requests/s (what this harness's generator drives
     /// non-streamed while sharing a core with the mocks).
     pub half_rate_cap: f64,
+    /// Only the max-rate and half-rate phases (no open streams, latency or sustained rate).
+    pub max_rate_only: bool,
 }
 
 impl Plan {
@@ -154,8 +159,10 @@ impl Plan {
             max_rate_prompt_words: 10,
             half_rate_s: 3.0,
             half_rate_runs: 5,
+            half_rate_attempts: 10,
             half_rate_warmup_s: 1.0,
             half_rate_cap: 4000.0,
+            max_rate_only: false,
         }
     }
 
@@ -179,6 +186,7 @@ impl Plan {
             max_rate_warmup_s: 1.0,
             half_rate_s: 2.0,
             half_rate_runs: 1,
+            half_rate_attempts: 3,
             half_rate_warmup_s: 0.5,
             ..Plan::full()
         }
@@ -299,6 +307,10 @@ pub async fn run(
             }
         };
         eprintln!("   started in {:.1} s", started.elapsed().as_secs_f64());
+        if plan.max_rate_only {
+            results.push(max_rate_only(plan, running, &upstreams, layout.as_ref(), out).await);
+            continue;
+        }
         let restart = || targets::start(kind, programs, &upstreams, scratch);
         let result = measure(
             plan,
@@ -326,6 +338,26 @@ pub async fn run(
     .await;
     drop(upstreams);
     Ok(results)
+}
+
+/// The max-rate phase alone on a running target (`--max-rate-only`), then stops it.
+async fn max_rate_only(
+    plan: &Plan,
+    mut running: Running,
+    upstreams: &Upstreams,
+    layout: Option<&Layout>,
+    out: &std::path::Path,
+) -> TargetResult {
+    let max_rate = maxrate::run_max_rate(plan, &running, upstreams, layout, out).await;
+    let error = running.check_running().err();
+    let (kind, description) = (running.kind, running.description.clone());
+    running.stop();
+    TargetResult {
+        description,
+        max_rate: Some(max_rate),
+        error,
+        ..failed(kind, String::new())
+    }
 }
 
 /// The first target's (the direct baseline's) streamed latency, which the bounds of the
@@ -373,7 +405,7 @@ pub(crate) fn line(label: &str, r: &RunResult) -> String {
     let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2}"));
     format!(
         "   {label:<22} {:>7.1} rps  sent {:>6}  ok {:>6}  err {:>5}  p50 {:>8} ms  p99 {:>8} ms  \
-         ttft p99 {:>8} ms  lag {:.1} ms",
+         ttft p99 {:>8} ms  lag {:.1} ms (timer {:.1})",
         r.rate,
         r.sent,
         r.ok,
@@ -382,6 +414,7 @@ pub(crate) fn line(label: &str, r: &RunResult) -> String {
         ms(r.total.quantile_ms(0.99)),
         ms(r.ttft.quantile_ms(0.99)),
         r.max_dispatch_lag.as_secs_f64() * 1000.0,
+        r.max_timer_lag.as_secs_f64() * 1000.0,
     )
 }
 

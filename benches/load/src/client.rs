@@ -4,7 +4,9 @@
 //! Every request is timed from its *scheduled* send time ([`Schedule`]): total latency (last
 //! byte), time to first token (first body frame holding a token event), the gaps between
 //! token-bearing frames, and errors by kind. A concurrency cap bounds the requests in flight;
-//! a request waiting for a slot keeps its scheduled time, so the wait counts.
+//! a request waiting for a slot keeps its scheduled time, so the wait counts. Each request's
+//! dispatch lag (scheduled time to its task starting to send) is recorded too: a run where
+//! it grew measured the generator, not the target.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -107,9 +109,15 @@ pub struct RunResult {
     pub ttft: Latencies,
     /// Between consecutive token-bearing frames, successful streams.
     pub gaps: Latencies,
-    /// Largest delay between a request's scheduled time and its dispatch: when this grows,
-    /// the generator itself is falling behind.
+    /// Per request, the delay from its scheduled time to its task starting to send (the
+    /// dispatcher's wake-up, then the wait for the generator's runtime): what the generator
+    /// itself added to the latency before anything was sent.
+    pub dispatch_lag: Latencies,
+    /// The largest of those delays: when this grows, the generator is falling behind.
     pub max_dispatch_lag: Duration,
+    /// The largest delay of the dispatcher's own wake-ups (part of the dispatch lag; the rest
+    /// is the wait for the generator's runtime).
+    pub max_timer_lag: Duration,
 }
 
 impl RunResult {
@@ -127,6 +135,25 @@ impl RunResult {
         }
     }
 
+    /// Counts one request's outcome, sent `lag` after its scheduled time.
+    fn count(&mut self, outcome: Outcome, lag: Duration) {
+        self.sent += 1;
+        self.dispatch_lag.record(lag);
+        match outcome {
+            Outcome::Ok { total, ttft, gaps } => {
+                self.ok += 1;
+                self.total.record(total);
+                if let Some(ttft) = ttft {
+                    self.ttft.record(ttft);
+                }
+                for gap in gaps {
+                    self.gaps.record(gap);
+                }
+            }
+            Outcome::Failed(kind) => *self.errors.entry(kind).or_default() += 1,
+        }
+    }
+
     /// The serializable summary.
     pub fn report(&self) -> RunReport {
         RunReport {
@@ -139,6 +166,7 @@ impl RunResult {
             ttft: self.ttft.summary(),
             gaps: self.gaps.summary(),
             max_dispatch_lag_ms: self.max_dispatch_lag.as_secs_f64() * 1000.0,
+            dispatch_lag_p99_ms: self.dispatch_lag.quantile_ms(0.99),
         }
     }
 }
@@ -164,6 +192,8 @@ pub struct RunReport {
     pub gaps: Summary,
     /// Largest dispatch lag of the generator, ms.
     pub max_dispatch_lag_ms: f64,
+    /// The 99th percentile of the generator's dispatch lag, ms.
+    pub dispatch_lag_p99_ms: Option<f64>,
 }
 
 /// What one request measured.
@@ -179,6 +209,13 @@ enum Outcome {
 
 /// Sends `workload` at `rate` requests per second for `duration`, then waits for the requests
 /// in flight (up to the workload's timeout) and returns what they measured.
+///
+/// The schedule is walked by a dispatcher on its own thread ([`dispatch`]): it sleeps until
+/// each request is due with the OS's high-resolution timer (not the runtime's 1 ms timer
+/// wheel, which rounded every send up to the next millisecond) and hands the request to the
+/// runtime, so a runtime busy reading answers does not hold back the next sends. Each
+/// request's lag, from its scheduled time to its task starting to send, is recorded:
+/// everything the generator itself adds before the send.
 pub async fn run_open_loop(
     client: &HttpClient,
     workload: &Workload,
@@ -186,64 +223,112 @@ pub async fn run_open_loop(
     duration: Duration,
 ) -> RunResult {
     let schedule = Schedule::new(rate, duration);
-    let body = workload.body();
-    let slots = Arc::new(Semaphore::new(workload.concurrency.max(1)));
     let result = Arc::new(Mutex::new(RunResult {
         rate,
         duration,
         ..RunResult::default()
     }));
-    let mut tasks = JoinSet::new();
-    if schedule.is_empty() {
-        return Arc::try_unwrap(result)
-            .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
-            .unwrap_or_default();
+    if !schedule.is_empty() {
+        let send = Sender {
+            client: client.clone(),
+            workload: workload.clone(),
+            body: workload.body(),
+            slots: Arc::new(Semaphore::new(workload.concurrency.max(1))),
+            result: result.clone(),
+            runtime: tokio::runtime::Handle::current(),
+        };
+        // Every request task holds a clone of `done`: when the last one ends, `recv` is `None`.
+        let (done, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
+        let dispatcher = tokio::task::spawn_blocking(move || dispatch(schedule, &send, &done));
+        let _ = dispatcher.await;
+        let _ = all_done.recv().await;
     }
-    let start = Instant::now() + Duration::from_millis(5);
-    let mut max_lag = Duration::ZERO;
+    let mut result = Arc::try_unwrap(result)
+        .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+        .unwrap_or_else(|shared| shared.lock().unwrap_or_else(|e| e.into_inner()).clone());
+    result.max_dispatch_lag = result
+        .dispatch_lag
+        .max_ms()
+        .map_or(Duration::ZERO, |ms| Duration::from_secs_f64(ms / 1000.0));
+    result
+}
+
+/// What every request of a run shares.
+struct Sender {
+    client: HttpClient,
+    workload: Workload,
+    body: Bytes,
+    slots: Arc<Semaphore>,
+    result: Arc<Mutex<RunResult>>,
+    runtime: tokio::runtime::Handle,
+}
+
+/// The dispatcher thread: sleeps until each request of `schedule` is due (a request already
+/// due is sent at once), then spawns it on the runtime. `done` is cloned into every request.
+fn dispatch(schedule: Schedule, send: &Sender, done: &tokio::sync::mpsc::Sender<()>) {
+    precise_timer();
+    let start = std::time::Instant::now() + Duration::from_millis(5);
+    let mut timer_lag = Duration::ZERO;
     for offset in schedule.offsets() {
-        let scheduled = start + offset;
-        tokio::time::sleep_until(scheduled).await;
-        max_lag = max_lag.max(Instant::now().saturating_duration_since(scheduled));
+        let due = start + offset;
+        let wait = due.saturating_duration_since(std::time::Instant::now());
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+        let late = std::time::Instant::now().saturating_duration_since(due);
+        timer_lag = timer_lag.max(late);
+        let scheduled = Instant::from_std(due);
         let (client, workload, body, slots, result) = (
-            client.clone(),
-            workload.clone(),
-            body.clone(),
-            slots.clone(),
-            result.clone(),
+            send.client.clone(),
+            send.workload.clone(),
+            send.body.clone(),
+            send.slots.clone(),
+            send.result.clone(),
         );
-        tasks.spawn(async move {
+        let done = done.clone();
+        send.runtime.spawn(async move {
+            let lag = Instant::now().saturating_duration_since(scheduled);
             let outcome = tokio::time::timeout_at(scheduled + workload.timeout, async {
                 let _slot = slots.acquire_owned().await;
                 one_request(&client, &workload, body, scheduled).await
             })
             .await
             .unwrap_or_else(|_| Outcome::Failed("timeout".to_owned()));
-            let mut result = result.lock().unwrap_or_else(|e| e.into_inner());
-            result.sent += 1;
-            match outcome {
-                Outcome::Ok { total, ttft, gaps } => {
-                    result.ok += 1;
-                    result.total.record(total);
-                    if let Some(ttft) = ttft {
-                        result.ttft.record(ttft);
-                    }
-                    for gap in gaps {
-                        result.gaps.record(gap);
-                    }
-                }
-                Outcome::Failed(kind) => *result.errors.entry(kind).or_default() += 1,
-            }
+            result
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .count(outcome, lag);
+            // The result first, so the last request's `done` finds it unshared.
+            drop(result);
+            drop(done);
         });
-        // Reap finished tasks as we go so the set stays small at high rates.
-        while tasks.try_join_next().is_some() {}
     }
-    while tasks.join_next().await.is_some() {}
-    let mut result = Arc::try_unwrap(result)
-        .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
-        .unwrap_or_else(|shared| shared.lock().unwrap_or_else(|e| e.into_inner()).clone());
-    result.max_dispatch_lag = max_lag;
-    result
+    let mut result = send.result.lock().unwrap_or_else(|e| e.into_inner());
+    result.max_timer_lag = timer_lag;
+}
+
+/// Asks the kernel to wake this thread within 1 µs of its sleep's end, not within the
+/// default 50 µs timer slack, and, when this process may (root or `CAP_SYS_NICE`), to run it
+/// ahead of every ordinary thread (`SCHED_FIFO`, lowest real-time priority): it only sleeps
+/// and hands requests over, a few µs each, so nothing else starves, and a mock or a
+/// neighbour's job on its core no longer delays the sends (Linux; elsewhere nothing changes).
+fn precise_timer() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_TIMERSLACK takes a plain integer; sched_setscheduler gets a pointer to a
+    // local struct. Both apply to the calling thread only.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
+        let param = libc::sched_param { sched_priority: 1 };
+        if libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) != 0 {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                eprintln!(
+                    "   generator: the dispatcher runs at normal priority (SCHED_FIFO: {})",
+                    std::io::Error::last_os_error()
+                );
+            });
+        }
+    }
 }
 
 async fn one_request(

@@ -9,7 +9,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde::Serialize;
 
 use crate::bench::{Plan, TargetResult};
-use crate::maxrate::MaxRate;
+use crate::maxrate::{MAX_HALF_RATE_LAG_MS, MaxRate};
 use crate::stats::{Latencies, added};
 use crate::targets::TargetKind;
 
@@ -54,6 +54,10 @@ fn pair(a: Option<f64>, b: Option<f64>) -> String {
 
 /// The comparison table (Markdown): what each target adds over the direct baseline.
 pub fn table(plan: &Plan, results: &[TargetResult]) -> String {
+    if plan.max_rate_only {
+        // The other phases did not run: their table would be empty.
+        return max_rate_table(plan, results);
+    }
     let direct = results
         .iter()
         .find(|r| r.target == TargetKind::Direct && r.error.is_none());
@@ -191,7 +195,7 @@ fn max_rate_row(r: &TargetResult, m: &MaxRate, pingora: Option<&MaxRate>) -> Str
 
 /// The issue-12 goals of this run: CPU per request and added p99 at half rate, as ratios to
 /// bare pingora's.
-fn max_rate_goals(rows: &[(&TargetResult, &MaxRate)]) -> String {
+fn max_rate_goals(plan: &Plan, rows: &[(&TargetResult, &MaxRate)]) -> String {
     let of = |kind: TargetKind| rows.iter().find(|(r, _)| r.target == kind).map(|(_, m)| *m);
     let pingora = of(TargetKind::Pingora);
     let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
@@ -220,22 +224,22 @@ fn max_rate_goals(rows: &[(&TargetResult, &MaxRate)]) -> String {
     }
     let added_p99 = |m: Option<&MaxRate>| m?.half.as_ref()?.added_p99_ms;
     let p99 = ratio(added_p99(of(TargetKind::ProxyTracing)), added_p99(pingora));
-    // A generator that fell behind measured its own stalls: say so instead of a verdict.
-    let lag = [
-        TargetKind::Direct,
-        TargetKind::Pingora,
-        TargetKind::ProxyTracing,
-    ]
-    .into_iter()
-    .filter_map(|kind| Some(of(kind)?.half.as_ref()?.run.max_dispatch_lag_ms))
-    .fold(0.0, f64::max);
-    let p99_verdict = if lag > MAX_HALF_RATE_LAG_MS && p99.is_some() {
-        format!(
-            "{:.2}×, not conclusive (the generator lagged up to {lag:.0} ms in these runs)",
-            p99.unwrap_or_default()
-        )
-    } else {
-        verdict(p99, 1.2)
+    let (on, bare) = (added_p99(of(TargetKind::ProxyTracing)), added_p99(pingora));
+    let p99_verdict = match (unclean_half_rate(&of), on, bare) {
+        (Some(why), Some(_), Some(_)) => match p99 {
+            Some(p99) => format!("{p99:.2}×, not conclusive ({why})"),
+            None => format!("not conclusive ({why})"),
+        },
+        // A ratio to nothing (or less) means nothing: both numbers instead.
+        (None, Some(on), Some(bare)) if bare <= 0.0 => format!(
+            "no ratio, bare pingora added {bare:.2} ms (nothing beyond the direct baseline's \
+             spread) and tracing on {on:.2} ms"
+        ),
+        _ => verdict(p99, 1.2),
+    };
+    let p99_verdict = match few_clean_runs(plan, &of) {
+        Some(few) if p99.is_some() => format!("{p99_verdict} ({few})"),
+        _ => p99_verdict,
     };
     let _ = write!(
         goals,
@@ -245,8 +249,87 @@ fn max_rate_goals(rows: &[(&TargetResult, &MaxRate)]) -> String {
     goals
 }
 
-/// Above this dispatch lag of the generator in a half-rate run, its p99 is the generator's.
-const MAX_HALF_RATE_LAG_MS: f64 = 5.0;
+/// Why the added-p99 ratio is not conclusive, if it is not: a run it rests on (direct's,
+/// pingora's, proxy-tracing's) whose generator lagged more than the bound, because no clean
+/// run was found in the attempts allowed.
+fn unclean_half_rate<'a>(of: &impl Fn(TargetKind) -> Option<&'a MaxRate>) -> Option<String> {
+    let unclean: Vec<String> = [
+        TargetKind::Direct,
+        TargetKind::Pingora,
+        TargetKind::ProxyTracing,
+    ]
+    .into_iter()
+    .filter_map(|kind| {
+        let half = of(kind)?.half.as_ref()?;
+        (!half.clean || half.run.max_dispatch_lag_ms > MAX_HALF_RATE_LAG_MS).then(|| {
+            format!(
+                "{}: no clean run in {} attempt(s), the generator lagged at least {:.0} ms in \
+                 each",
+                kind.name(),
+                half.attempts,
+                half.run.max_dispatch_lag_ms
+            )
+        })
+    })
+    .collect();
+    (!unclean.is_empty()).then(|| unclean.join("; "))
+}
+
+/// The targets the ratio rests on whose clean half-rate runs were fewer than wanted (a
+/// median of fewer runs, read with care), or `None`.
+fn few_clean_runs<'a>(
+    plan: &Plan,
+    of: &impl Fn(TargetKind) -> Option<&'a MaxRate>,
+) -> Option<String> {
+    let few: Vec<String> = [
+        TargetKind::Direct,
+        TargetKind::Pingora,
+        TargetKind::ProxyTracing,
+    ]
+    .into_iter()
+    .filter_map(|kind| {
+        let half = of(kind)?.half.as_ref()?;
+        let clean = half.p99s_ms.len();
+        (half.clean && clean < plan.half_rate_runs).then(|| format!("{} {clean}", kind.name()))
+    })
+    .collect();
+    (!few.is_empty()).then(|| {
+        format!(
+            "from fewer clean runs than the {} wanted: {}",
+            plan.half_rate_runs,
+            few.join(", ")
+        )
+    })
+}
+
+/// Per target, the half-rate runs made and the ones discarded for the generator's lag.
+fn half_rate_attempts(rows: &[(&TargetResult, &MaxRate)]) -> String {
+    let mut out = Vec::new();
+    for (r, m) in rows {
+        let Some(half) = &m.half else { continue };
+        let lags: Vec<String> = half
+            .discarded_lags_ms
+            .iter()
+            .map(|l| format!("{l:.1}"))
+            .collect();
+        let discarded = if lags.is_empty() {
+            String::new()
+        } else {
+            format!(", discarded with lag {} ms", lags.join(", "))
+        };
+        out.push(format!(
+            "{} {} clean of {}{discarded} (counted run: lag max {:.1} ms, p99 {})",
+            r.target.name(),
+            half.p99s_ms.len(),
+            half.attempts,
+            half.run.max_dispatch_lag_ms,
+            half.run
+                .dispatch_lag_p99_ms
+                .map_or("–".to_owned(), |l| format!("{l:.2} ms")),
+        ));
+    }
+    out.join("; ")
+}
 
 /// The max-rate phase (issue 12): req/s, CPU per request and latency per target, with ratios
 /// to bare pingora from the same run, and latency at half the gateway's max rate. Empty when
@@ -280,7 +363,11 @@ pub fn max_rate_table(plan: &Plan, results: &[TargetResult]) -> String {
     for (r, m) in &rows {
         let _ = writeln!(out, "{}", max_rate_row(r, m, pingora));
     }
-    let _ = writeln!(out, "\nIssue 12, non-streamed:{}.", max_rate_goals(&rows));
+    let _ = writeln!(
+        out,
+        "\nIssue 12, non-streamed:{}.",
+        max_rate_goals(plan, &rows)
+    );
     let _ = writeln!(out, "\n{}", max_rate_notes(plan, results, &rows));
     out
 }
@@ -312,13 +399,22 @@ fn max_rate_notes(
          the machine did, and only the CPU per request compares. wrk latency is \
          closed-loop ({} connections always busy): it grows with the target's CPU per request. \
          Errors: non-2xx answers and socket errors as wrk counts them. Half rate: {half}; each \
-         target started again, pinned as for wrk, {} open-loop run(s) of {} s after {} s of \
-         warm-up, the run with the median p99 shown, latency from each request's scheduled send (the generator's timer adds up to ~1 ms to every \
-         row alike); added p99 subtracts the direct row's p99 at the same rate. Pinning: {}.",
+         target started again, pinned as for wrk, {} s of warm-up, then open-loop runs of {} \
+         s until {} were clean or {} were made: the generator's dispatcher thread sleeps on \
+         the OS's high-resolution timer (1 µs slack) until each request is due and hands it \
+         to the generator's runtime; a request's dispatch lag is from its scheduled time to \
+         its task starting to send, and a run in which any request lagged more than {} ms \
+         is discarded (it measured the generator) and, after a 1 s pause, run again. The \
+         clean run with the median p99 is shown (no clean run: the least lagging one, and \
+         the verdict says not conclusive); latency from each request's scheduled send; added \
+         p99 subtracts the direct row's p99 at the same rate. Runs: {}. Pinning: {}.",
         plan.max_rate_connections,
-        plan.half_rate_runs,
-        plan.half_rate_s,
         plan.half_rate_warmup_s,
+        plan.half_rate_s,
+        plan.half_rate_runs,
+        plan.half_rate_attempts.max(plan.half_rate_runs),
+        MAX_HALF_RATE_LAG_MS,
+        half_rate_attempts(rows),
         pinned
             .as_deref()
             .unwrap_or("none (fewer than two CPUs, or it failed)"),
@@ -434,8 +530,10 @@ pub fn method(plan: &Plan) -> String {
          per request from `/proc/PID/stat` of the target's process around the run.\n\
          - Half rate: each target started again and pinned the same way, non-streamed requests \
          open-loop from this harness's generator at half the gateway's (proxy-tracing's) max \
-         rate (at most {hc} req/s), {hn} run(s) of {hs} s after {hw} s of warm-up, the run with \
-         the median p99 counting; p99 added over the direct baseline's at the same rate.",
+         rate (at most {hc} req/s), {hn} clean run(s) of {hs} s after {hw} s of warm-up (at \
+         most {ha} runs; a run in which the generator sent any request more than {hl} ms \
+         after its scheduled time is discarded and run again), the clean run with the median \
+         p99 counting; p99 added over the direct baseline's at the same rate.",
         threads = plan.mock_threads,
         ft = plan.fast_mock.ttft_ms,
         fg = plan.fast_mock.gap_ms,
@@ -466,6 +564,8 @@ pub fn method(plan: &Plan) -> String {
         hs = plan.half_rate_s,
         hn = plan.half_rate_runs,
         hw = plan.half_rate_warmup_s,
+        ha = plan.half_rate_attempts.max(plan.half_rate_runs),
+        hl = MAX_HALF_RATE_LAG_MS,
     )
 }
 
@@ -798,7 +898,10 @@ mod tests {
                 half: Some(crate::maxrate::HalfRate {
                     rate: 2500.0,
                     run: crate::client::RunResult::default().report(),
-                    p99s_ms: Vec::new(),
+                    clean: true,
+                    p99s_ms: vec![Some(1.0)],
+                    attempts: 2,
+                    discarded_lags_ms: vec![7.25],
                     added_p99_ms: Some(added_p99),
                 }),
             }),
@@ -832,15 +935,50 @@ mod tests {
             table.contains("≤ 1.2× bare pingora's: 2.00×, missed"),
             "{table}"
         );
+        assert!(
+            table.contains("pingora 1 clean of 2, discarded with lag 7.2 ms"),
+            "{table}"
+        );
         let mut lagging = results.clone();
-        for r in &mut lagging {
+        for r in &mut lagging[2..3] {
             if let Some(half) = r.max_rate.as_mut().and_then(|m| m.half.as_mut()) {
                 half.run.max_dispatch_lag_ms = 20.0;
+                half.clean = false;
+                half.attempts = 3;
             }
         }
         let table = max_rate_table(&Plan::quick(), &lagging);
-        assert!(table.contains("2.00×, not conclusive (the generator lagged up to 20 ms"));
+        assert!(
+            table.contains(
+                "2.00×, not conclusive (proxy-tracing: no clean run in 3 attempt(s), the \
+                 generator lagged at least 20 ms in each)"
+            ),
+            "{table}"
+        );
         assert!(table.contains("2500 req/s, half of proxy-tracing's max rate"));
+        // The full plan wants 5 clean runs; the rows have one each.
+        let full = max_rate_table(&Plan::full(), &results);
+        assert!(
+            full.contains(
+                "2.00×, missed (from fewer clean runs than the 5 wanted: pingora 1, \
+                 proxy-tracing 1)"
+            ),
+            "{full}"
+        );
+        let mut nothing_added = results.clone();
+        if let Some(half) = nothing_added[0]
+            .max_rate
+            .as_mut()
+            .and_then(|m| m.half.as_mut())
+        {
+            half.added_p99_ms = Some(-0.5);
+        }
+        let table = max_rate_table(&Plan::quick(), &nothing_added);
+        assert!(
+            table.contains("no ratio, bare pingora added -0.50 ms (nothing beyond the direct")
+                && table.contains("and tracing on 1.00 ms"),
+            "{table}"
+        );
         assert!(table.contains("97 %") && table.contains("target on CPU [1]"));
         assert_eq!(max_rate_table(&Plan::quick(), &[]), "");
     }
