@@ -356,6 +356,15 @@ async fn other_paths_pass_through_untraced() {
     assert!(rec.spans().is_empty());
 }
 
+/// A meter provider whose metrics land in the returned exporter on `force_flush`.
+fn metrics_to_memory() -> (InMemoryMetricExporter, SdkMeterProvider) {
+    let exporter = InMemoryMetricExporter::default();
+    let meters = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(exporter.clone()).build())
+        .build();
+    (exporter, meters)
+}
+
 fn histogram_count(exporter: &InMemoryMetricExporter, name: &str) -> u64 {
     let mut count = 0;
     for rm in exporter.get_finished_metrics().unwrap() {
@@ -379,10 +388,7 @@ fn histogram_count(exporter: &InMemoryMetricExporter, name: &str) -> u64 {
 #[tokio::test]
 async fn metrics_are_recorded_for_every_request_even_unsampled() {
     let rec = Recorder::with_sampler(Sampler::AlwaysOff);
-    let exporter = InMemoryMetricExporter::default();
-    let meters = SdkMeterProvider::builder()
-        .with_reader(PeriodicReader::builder(exporter.clone()).build())
-        .build();
+    let (exporter, meters) = metrics_to_memory();
     let layer = GenAiLayer::client()
         .with_tracer(rec.tracer())
         .with_meter(&meters.meter("test"));
@@ -456,10 +462,7 @@ async fn the_server_side_continues_the_callers_trace() {
 #[tokio::test]
 async fn the_layer_bounds_model_labels() {
     let rec = Recorder::new();
-    let exporter = InMemoryMetricExporter::default();
-    let meters = SdkMeterProvider::builder()
-        .with_reader(PeriodicReader::builder(exporter.clone()).build())
-        .build();
+    let (exporter, meters) = metrics_to_memory();
     let layer = GenAiLayer::client()
         .with_tracer(rec.tracer())
         .with_max_model_labels(2)
@@ -655,10 +658,7 @@ async fn the_server_side_labels_metrics_with_opted_in_dimensions_capped() {
     use llmtrace::driver::BusinessContext;
 
     let rec = Recorder::new();
-    let exporter = InMemoryMetricExporter::default();
-    let meters = SdkMeterProvider::builder()
-        .with_reader(PeriodicReader::builder(exporter.clone()).build())
-        .build();
+    let (exporter, meters) = metrics_to_memory();
     let business = BusinessContext::builder()
         .header("x-tenant", "tenant.id")
         .header("x-user-id", "user.id")
@@ -755,10 +755,7 @@ async fn each_exchange_costs_its_usage_at_the_models_price_and_the_counter_adds_
     use llmtrace::genai::{ModelPrice, PriceTable};
 
     let rec = Recorder::new();
-    let exporter = InMemoryMetricExporter::default();
-    let meters = SdkMeterProvider::builder()
-        .with_reader(PeriodicReader::builder(exporter.clone()).build())
-        .build();
+    let (exporter, meters) = metrics_to_memory();
     let client = ServiceBuilder::new()
         .layer(
             GenAiLayer::client()
@@ -938,10 +935,7 @@ async fn without_spans_the_callers_span_is_left_alone_and_metrics_still_land() {
     use opentelemetry::trace::{FutureExt as _, TraceContextExt as _, Tracer as _};
 
     let rec = Recorder::new();
-    let exporter = InMemoryMetricExporter::default();
-    let meters = SdkMeterProvider::builder()
-        .with_reader(PeriodicReader::builder(exporter.clone()).build())
-        .build();
+    let (exporter, meters) = metrics_to_memory();
     let layer = GenAiLayer::client()
         .with_tracer(rec.tracer())
         .with_spans(false)

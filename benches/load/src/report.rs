@@ -249,29 +249,32 @@ fn max_rate_goals(plan: &Plan, rows: &[(&TargetResult, &MaxRate)]) -> String {
     goals
 }
 
+/// The targets the added-p99 ratio rests on.
+const RATIO_TARGETS: [TargetKind; 3] = [
+    TargetKind::Direct,
+    TargetKind::Pingora,
+    TargetKind::ProxyTracing,
+];
+
 /// Why the added-p99 ratio is not conclusive, if it is not: a run it rests on (direct's,
 /// pingora's, proxy-tracing's) whose generator lagged more than the bound, because no clean
 /// run was found in the attempts allowed.
 fn unclean_half_rate<'a>(of: &impl Fn(TargetKind) -> Option<&'a MaxRate>) -> Option<String> {
-    let unclean: Vec<String> = [
-        TargetKind::Direct,
-        TargetKind::Pingora,
-        TargetKind::ProxyTracing,
-    ]
-    .into_iter()
-    .filter_map(|kind| {
-        let half = of(kind)?.half.as_ref()?;
-        (!half.clean || half.run.max_dispatch_lag_ms > MAX_HALF_RATE_LAG_MS).then(|| {
-            format!(
-                "{}: no clean run in {} attempt(s), the generator lagged at least {:.0} ms in \
+    let unclean: Vec<String> = RATIO_TARGETS
+        .into_iter()
+        .filter_map(|kind| {
+            let half = of(kind)?.half.as_ref()?;
+            (!half.clean || half.run.max_dispatch_lag_ms > MAX_HALF_RATE_LAG_MS).then(|| {
+                format!(
+                    "{}: no clean run in {} attempt(s), the generator lagged at least {:.0} ms in \
                  each",
-                kind.name(),
-                half.attempts,
-                half.run.max_dispatch_lag_ms
-            )
+                    kind.name(),
+                    half.attempts,
+                    half.run.max_dispatch_lag_ms
+                )
+            })
         })
-    })
-    .collect();
+        .collect();
     (!unclean.is_empty()).then(|| unclean.join("; "))
 }
 
@@ -281,18 +284,14 @@ fn few_clean_runs<'a>(
     plan: &Plan,
     of: &impl Fn(TargetKind) -> Option<&'a MaxRate>,
 ) -> Option<String> {
-    let few: Vec<String> = [
-        TargetKind::Direct,
-        TargetKind::Pingora,
-        TargetKind::ProxyTracing,
-    ]
-    .into_iter()
-    .filter_map(|kind| {
-        let half = of(kind)?.half.as_ref()?;
-        let clean = half.p99s_ms.len();
-        (half.clean && clean < plan.half_rate_runs).then(|| format!("{} {clean}", kind.name()))
-    })
-    .collect();
+    let few: Vec<String> = RATIO_TARGETS
+        .into_iter()
+        .filter_map(|kind| {
+            let half = of(kind)?.half.as_ref()?;
+            let clean = half.p99s_ms.len();
+            (half.clean && clean < plan.half_rate_runs).then(|| format!("{} {clean}", kind.name()))
+        })
+        .collect();
     (!few.is_empty()).then(|| {
         format!(
             "from fewer clean runs than the {} wanted: {}",
