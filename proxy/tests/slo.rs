@@ -130,8 +130,19 @@ async fn every_request_counts_against_the_objectives() {
     let (status, answer) = chat(&client, &url, "{\"model\":", &[]).await;
     assert_eq!(status, 400, "{answer}");
 
-    let slo: Value =
-        serde_json::from_str(&get(&client, format!("http://{admin}/api/slo")).await).unwrap();
+    // Each exchange is counted when the gateway ends it, which is after the client has read
+    // the last byte: wait (bounded) for the last one rather than race it.
+    let slo_url = format!("http://{admin}/api/slo");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let slo: Value = loop {
+        let slo: Value = serde_json::from_str(&get(&client, slo_url.clone()).await).unwrap();
+        if slo["objectives"][0]["since_start"]["total"] == 29
+            || std::time::Instant::now() > deadline
+        {
+            break slo;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let objectives = slo["objectives"].as_array().unwrap();
     let availability = &objectives[0];
     assert_eq!(availability["name"], "availability");
