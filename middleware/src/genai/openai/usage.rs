@@ -22,11 +22,14 @@ use super::super::sse::LineFramer;
 pub enum UsageSkip {
     /// Not an OpenAI chat or completions request.
     NotApplicable,
-    /// `stream` is absent or not exactly `true`.
+    /// `stream` is absent or not exactly `true`. Such a body is never rewritten, so it is
+    /// not validated either: it is `NotStreamed` by its top-level members alone, whether or
+    /// not the rest of it is valid JSON.
     NotStreamed,
     /// `stream_options.include_usage` is already `true`.
     AlreadyAsked,
-    /// The body is not valid JSON (RFC 8259, UTF-8).
+    /// The body is not valid JSON (RFC 8259, UTF-8), or its top-level members cannot be
+    /// found.
     NotJson,
     /// The body is JSON but not an object.
     NotObject,
@@ -104,10 +107,14 @@ pub fn request_with_usage(endpoint: &Endpoint, body: &[u8]) -> Result<Vec<u8>, U
     if !endpoint.format.accepts_stream_usage() {
         return Err(UsageSkip::NotApplicable);
     }
-    if !json::is_valid(body) {
-        return Err(UsageSkip::NotJson);
-    }
-    let splice = usage_splice(body)?;
+    // The top-level members first: most requests do not stream, and a body that is not
+    // rewritten needs no validation (a pass over every byte of the prompt). Every other
+    // answer comes from a validated body.
+    let splice = match usage_splice(body) {
+        Err(UsageSkip::NotStreamed) => return Err(UsageSkip::NotStreamed),
+        _ if !json::is_valid(body) => return Err(UsageSkip::NotJson),
+        splice => splice?,
+    };
     let mut out = Vec::with_capacity(body.len() + splice.insert.len());
     out.extend_from_slice(&body[..splice.replace.start]);
     out.extend_from_slice(splice.insert);
@@ -152,7 +159,8 @@ impl Seen {
     }
 }
 
-/// Where `include_usage: true` goes in a validated body.
+/// Where `include_usage: true` goes, found from the top-level members alone: the answer holds
+/// for a validated body, and on any other bytes it is some answer, never a panic.
 fn usage_splice(body: &[u8]) -> Result<Splice, UsageSkip> {
     let open = json::skip_ws(body, 0);
     if body.get(open) != Some(&b'{') {
@@ -830,6 +838,10 @@ data: [DONE]\r\n\r\n";
             (br#"{"stream":true,}"#, UsageSkip::NotJson),
             (b"{\"stream\":true,\"s\":\"\xff\"}", UsageSkip::NotJson),
             (b"", UsageSkip::NotJson),
+            // A body that does not stream is never rewritten, so not validated.
+            (b"{\"stream\":false,\"s\":\"\xff\"}", UsageSkip::NotStreamed),
+            (br#"{"model":"m"} x"#, UsageSkip::NotStreamed),
+            (br#"{"model":"m","stream":true,"s":"\x"}"#, UsageSkip::NotJson),
             (br#"[{"stream":true}]"#, UsageSkip::NotObject),
             (br#""stream""#, UsageSkip::NotObject),
             (b" 1 ", UsageSkip::NotObject),
