@@ -1,7 +1,20 @@
 //! The access log: one JSON line per request on stderr (stdout carries the spans by default).
+//!
+//! Lines are not written by the request: a request appends its line to a buffer in memory
+//! and goes on, and one writer thread writes what gathered, in one `write` per batch
+//! ([`LineWriter`]). A line reaches stderr at most [`BATCH_WINDOW`] after its request ended,
+//! and the process writes what is left when it shuts down ([`flush`]). Writing each line
+//! from the request cost one `write` system call per request, and a stderr that blocks (a
+//! full pipe to a stalled log shipper) blocked the worker thread and every request on it.
+//! Now a stalled stderr costs lines, never requests: beyond [`MAX_PENDING`] bytes waiting,
+//! lines are dropped and counted ([`dropped_lines`], the
+//! `llmtrace.proxy.access_log.dropped` metric, and a line on stderr when it drains).
 
 use std::borrow::Cow;
-use std::io::Write as _;
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::thread::Thread;
 use std::time::Duration;
 
 use llmtrace::genai::Summary;
@@ -77,14 +90,13 @@ impl<'a> AccessLogLine<'a> {
         self
     }
 
-    /// Writes the line to stderr in one write: `eprintln!` of a JSON value writes each token
-    /// separately to the unbuffered stderr (~85 syscalls a request, measured by the load
-    /// harness).
+    /// Hands the line to the process's access log writer, which writes it to stderr within
+    /// [`BATCH_WINDOW`] (see the module docs). Never blocks on stderr.
     pub fn write(&self) {
-        let mut text = Vec::with_capacity(640);
-        self.encode(&mut text);
-        text.push(b'\n');
-        let _ = std::io::stderr().lock().write_all(&text);
+        stderr_log().append(|out| {
+            self.encode(out);
+            out.push(b'\n');
+        });
     }
 
     /// The line as JSON, the same object `serde_json` makes of it (the test checks), written
@@ -196,6 +208,280 @@ fn number<T: Serialize>(out: &mut Vec<u8>, value: &T) {
 /// A duration in milliseconds, as the log writes them.
 pub fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// How long the writer lets lines gather before it writes them: the longest a line waits.
+pub const BATCH_WINDOW: Duration = Duration::from_millis(10);
+
+/// Bytes of lines waiting at most; a line that does not fit is dropped and counted.
+pub const MAX_PENDING: usize = 4 << 20;
+
+/// The process's access log, on stderr; its thread starts with the first line.
+static STDERR: OnceLock<LineWriter<std::io::Stderr>> = OnceLock::new();
+
+fn stderr_log() -> &'static LineWriter<std::io::Stderr> {
+    STDERR.get_or_init(|| LineWriter::start(std::io::stderr(), BATCH_WINDOW, MAX_PENDING))
+}
+
+/// Writes the access log lines still waiting, from the calling thread: call it before the
+/// process exits (the gateway's `main` does, after the server stops).
+pub fn flush() {
+    if let Some(writer) = STDERR.get() {
+        writer.flush();
+    }
+}
+
+/// Access log lines dropped since the process started because stderr did not keep up.
+pub fn dropped_lines() -> u64 {
+    STDERR.get().map_or(0, |writer| writer.dropped())
+}
+
+/// Lines written in batches by a thread of their own, so that whoever appends a line never
+/// waits for the output (see the module docs).
+///
+/// ```
+/// use std::io::Write;
+/// use std::sync::{Arc, Mutex};
+/// use std::time::Duration;
+/// use llmtrace_proxy::access_log::LineWriter;
+///
+/// #[derive(Clone, Default)]
+/// struct Shared(Arc<Mutex<Vec<u8>>>);
+/// impl Write for Shared {
+///     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+///         self.0.lock().unwrap().write(bytes)
+///     }
+///     fn flush(&mut self) -> std::io::Result<()> {
+///         Ok(())
+///     }
+/// }
+///
+/// let out = Shared::default();
+/// let log = LineWriter::start(out.clone(), Duration::from_millis(5), 1 << 20);
+/// log.append(|line| line.extend_from_slice(b"{\"status\":200}\n"));
+/// log.flush();
+/// assert_eq!(&*out.0.lock().unwrap(), b"{\"status\":200}\n");
+/// ```
+pub struct LineWriter<W: Write + Send + 'static> {
+    shared: Arc<Shared<W>>,
+    /// The writer thread, woken when a line lands in an empty buffer.
+    thread: Thread,
+}
+
+struct Shared<W> {
+    /// Lines not yet written.
+    pending: Mutex<Vec<u8>>,
+    /// The output; held while a batch is taken and written, so batches keep their order.
+    out: Mutex<W>,
+    max_pending: usize,
+    dropped: AtomicU64,
+}
+
+/// A lock that a panic elsewhere does not make unusable: the data are bytes, whole lines.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<W: Write + Send + 'static> LineWriter<W> {
+    /// Starts the writer thread: lines appended gather for `window` after the first one,
+    /// then are written to `out` in one batch; beyond `max_pending` bytes waiting, lines
+    /// are dropped.
+    pub fn start(out: W, window: Duration, max_pending: usize) -> Self {
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Vec::new()),
+            out: Mutex::new(out),
+            max_pending,
+            dropped: AtomicU64::new(0),
+        });
+        let writer = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("llmtrace-access-log".into())
+            .spawn(move || writer.run(window))
+            .expect("spawn the access log writer thread")
+            .thread()
+            .clone();
+        Self { shared, thread }
+    }
+
+    /// Appends one line, which `encode` writes (with its newline) at the end of the buffer.
+    /// A line that would take the buffer past its bound is dropped and counted.
+    pub fn append(&self, encode: impl FnOnce(&mut Vec<u8>)) {
+        let mut pending = lock(&self.shared.pending);
+        let start = pending.len();
+        encode(&mut pending);
+        if pending.len() > self.shared.max_pending {
+            pending.truncate(start);
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        drop(pending);
+        if start == 0 {
+            // A system call only when the writer is parked, once per batch at most.
+            self.thread.unpark();
+        }
+    }
+
+    /// Writes what is waiting now, from the calling thread.
+    pub fn flush(&self) {
+        self.shared.write_batch(&mut Vec::new());
+    }
+
+    /// Lines dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl<W: Write> Shared<W> {
+    /// The writer thread: parks until a line comes, lets lines gather for `window`, writes
+    /// them; forever (the process's writer lives as long as the process).
+    fn run(&self, window: Duration) {
+        let mut spare = Vec::new();
+        let mut reported = 0;
+        loop {
+            if lock(&self.pending).is_empty() {
+                // An `unpark` between the check and here makes `park` return at once.
+                std::thread::park();
+                continue;
+            }
+            std::thread::sleep(window);
+            self.write_batch(&mut spare);
+            let dropped = self.dropped.load(Ordering::Relaxed);
+            if dropped > reported {
+                let line = format!(
+                    "llmtrace-proxy: access log: {} lines dropped (stderr did not keep up), \
+                     {dropped} in all\n",
+                    dropped - reported
+                );
+                let _ = lock(&self.out).write_all(line.as_bytes());
+                reported = dropped;
+            }
+        }
+    }
+
+    /// Takes the waiting lines (leaving `spare`'s allocation in their place) and writes them.
+    fn write_batch(&self, spare: &mut Vec<u8>) {
+        let mut out = lock(&self.out);
+        spare.clear();
+        let batch = std::mem::replace(&mut *lock(&self.pending), std::mem::take(spare));
+        if !batch.is_empty() {
+            let _ = out.write_all(&batch).and_then(|()| out.flush());
+        }
+        *spare = batch;
+        // Keep a typical batch's allocation, not a burst's.
+        if spare.capacity() > 1 << 20 {
+            *spare = Vec::new();
+        }
+    }
+}
+
+#[cfg(test)]
+mod writer_tests {
+    use std::sync::mpsc;
+    use std::time::Instant;
+
+    use super::*;
+
+    /// An output that records each `write_all` as one batch, and can be held shut.
+    #[derive(Clone)]
+    struct Recorder {
+        batches: Arc<Mutex<Vec<Vec<u8>>>>,
+        gate: Arc<Mutex<()>>,
+        /// Writes begun (a blocked one included).
+        entered: Arc<AtomicU64>,
+    }
+
+    impl Write for Recorder {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.entered.fetch_add(1, Ordering::SeqCst);
+            let _open = lock(&self.gate);
+            lock(&self.batches).push(bytes.to_vec());
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn recorder() -> Recorder {
+        Recorder {
+            batches: Arc::default(),
+            gate: Arc::default(),
+            entered: Arc::default(),
+        }
+    }
+
+    fn wait_for(what: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !what() {
+            assert!(Instant::now() < deadline, "timed out");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn lines_come_out_whole_in_order_and_in_few_writes() {
+        let out = recorder();
+        let log = LineWriter::start(out.clone(), Duration::from_millis(50), 1 << 20);
+        for i in 0..1000 {
+            log.append(|line| writeln!(line, "{{\"n\":{i}}}").unwrap());
+        }
+        let expected: String = (0..1000).map(|i| format!("{{\"n\":{i}}}\n")).collect();
+        let written = || lock(&out.batches).concat();
+        wait_for(|| written().len() == expected.len());
+        assert_eq!(String::from_utf8(written()).unwrap(), expected);
+        // The thousand lines came in a few batches (one or two windows when the machine is
+        // idle), not in a write each.
+        assert!(
+            lock(&out.batches).len() <= 20,
+            "{}",
+            lock(&out.batches).len()
+        );
+        assert_eq!(log.dropped(), 0);
+    }
+
+    #[test]
+    fn a_blocked_output_costs_lines_not_the_caller_and_says_so() {
+        let out = recorder();
+        let shut = lock(&out.gate);
+        let log = LineWriter::start(out.clone(), Duration::from_millis(1), 100);
+        let (done, finished) = mpsc::channel();
+        // The first line is taken by the writer, which then blocks on the output.
+        log.append(|line| line.extend_from_slice(b"first....\n"));
+        wait_for(|| out.entered.load(Ordering::SeqCst) == 1);
+        let appender = std::thread::spawn(move || {
+            // The next lines fill the buffer (ten bytes each); the rest are dropped.
+            for _ in 0..50 {
+                log.append(|line| line.extend_from_slice(b"0123456789"));
+            }
+            done.send(()).unwrap();
+            log
+        });
+        // Every append returned while the output was blocked.
+        finished.recv_timeout(Duration::from_secs(10)).unwrap();
+        let log = appender.join().unwrap();
+        assert_eq!(log.dropped(), 40);
+        drop(shut);
+        let written = || String::from_utf8(lock(&out.batches).concat()).unwrap();
+        wait_for(|| {
+            let text = written();
+            text.contains("lines dropped") && text.matches("0123456789").count() == 10
+        });
+        let text = written();
+        assert!(text.starts_with("first....\n"), "{text}");
+        assert_eq!(text.matches("0123456789").count(), 10, "{text}");
+        assert!(text.contains("40 lines dropped"), "{text}");
+    }
+
+    #[test]
+    fn flush_writes_what_waits_at_once() {
+        let out = recorder();
+        let log = LineWriter::start(out.clone(), Duration::from_secs(3600), 1 << 20);
+        log.append(|line| line.extend_from_slice(b"a\n"));
+        log.append(|line| line.extend_from_slice(b"b\n"));
+        log.flush();
+        assert_eq!(lock(&out.batches).concat(), b"a\nb\n");
+    }
 }
 
 #[cfg(test)]

@@ -132,8 +132,10 @@ fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     }
     let server = llmtrace_proxy::build_server(Arc::new(config), &telemetry)?;
     // Returns after SIGTERM (in-flight streams drained, for the grace period at most) or
-    // SIGINT; then the queued spans and metrics are flushed before the process exits.
+    // SIGINT; then the access log's last lines, the queued spans and metrics are flushed
+    // before the process exits.
     server.run();
+    llmtrace_proxy::access_log::flush();
     telemetry.shutdown();
     Ok(())
 }

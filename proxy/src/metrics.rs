@@ -389,6 +389,13 @@ impl ProxyMetrics {
                 |s| ExportStats::get(&s.export_errors),
             );
         }
+        meter
+            .u64_observable_counter("llmtrace.proxy.access_log.dropped")
+            .with_description(
+                "Access log lines dropped because stderr did not keep up (4 MiB waiting)",
+            )
+            .with_callback(|observer| observer.observe(crate::access_log::dropped_lines(), &[]))
+            .build();
         let requests = Arc::new(RequestCounts::default());
         let counts = requests.clone();
         meter

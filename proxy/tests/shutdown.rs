@@ -1,5 +1,6 @@
 //! The binary's shutdown: SIGTERM turns `/readyz` to 503, lets an in-flight stream finish
-//! whole, exits as soon as it has (not after the 30 s grace period), and flushes the spans.
+//! whole, exits as soon as it has (not after the 30 s grace period), and flushes the spans and
+//! the access log.
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -50,7 +51,7 @@ async fn sigterm_drains_the_stream_in_flight_then_exits_and_flushes_spans() {
         .arg("--spans-file")
         .arg(&spans_file)
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap());
     for (name, _) in std::env::vars() {
         if name.starts_with("OTEL_") || name.starts_with("LLMTRACE_") {
             command.env_remove(name);
@@ -123,5 +124,21 @@ async fn sigterm_drains_the_stream_in_flight_then_exits_and_flushes_spans() {
     );
     let client = spans.iter().find(|s| s["kind"] == "client").unwrap();
     assert_eq!(client["attributes"]["gen_ai.usage.output_tokens"], 20);
+
+    // The stream's access log line, written by the log's own thread, is on stderr by the time
+    // the process has exited; its trace id is the spans'.
+    let stderr = std::fs::read_to_string(dir.join("stderr.log")).unwrap();
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .filter(|line: &serde_json::Value| line.get("route").is_some())
+        .collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    let line = &lines[0];
+    assert_eq!(line["status"], 200, "{line}");
+    assert_eq!(line["stream"], true);
+    assert_eq!(line["output_tokens"], 20);
+    assert_eq!(line["client_aborted"], false);
+    assert_eq!(line["trace_id"], client["trace_id"], "{line}");
     let _ = std::fs::remove_dir_all(&dir);
 }

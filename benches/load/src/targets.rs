@@ -644,7 +644,8 @@ fn spawn_listening(
 
 /// nginx as a plain streaming reverse proxy: one worker process (the proxy runs one worker
 /// thread), no response buffering, keep-alive to the upstream; one `server` per
-/// `(listen port, upstream port)`.
+/// `(listen port, upstream port)`. Its access log is written in batches (`buffer=64k`), as the
+/// gateway's is, rather than one `write` a request.
 pub fn nginx_config(dir: &Path, servers: &[(u16, u16)]) -> String {
     let d = dir.display();
     let server = |listen: u16, upstream: &str| {
@@ -676,7 +677,7 @@ events {{
     worker_connections 16384;
 }}
 http {{
-    access_log {d}/access.log;
+    access_log {d}/access.log combined buffer=64k flush=1s;
     client_body_temp_path {d}/tmp/body;
     proxy_temp_path {d}/tmp/proxy;
     fastcgi_temp_path {d}/tmp/fastcgi;

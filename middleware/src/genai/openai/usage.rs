@@ -841,7 +841,10 @@ data: [DONE]\r\n\r\n";
             // A body that does not stream is never rewritten, so not validated.
             (b"{\"stream\":false,\"s\":\"\xff\"}", UsageSkip::NotStreamed),
             (br#"{"model":"m"} x"#, UsageSkip::NotStreamed),
-            (br#"{"model":"m","stream":true,"s":"\x"}"#, UsageSkip::NotJson),
+            (
+                br#"{"model":"m","stream":true,"s":"\x"}"#,
+                UsageSkip::NotJson,
+            ),
             (br#"[{"stream":true}]"#, UsageSkip::NotObject),
             (br#""stream""#, UsageSkip::NotObject),
             (b" 1 ", UsageSkip::NotObject),
