@@ -43,6 +43,7 @@ use crate::canary::{self, Assignment};
 use crate::config::{Config, IpNetwork, ProviderKind, RouteConfig, UpstreamConfig};
 use crate::metrics::InFlight;
 use crate::reply::{ErrorShape, GatewayReply};
+use crate::resolve::{self, UpstreamAddr};
 use crate::shadow::{self, Shadows};
 use crate::tools::ToolCalls;
 use crate::upstream::Upstream;
@@ -66,6 +67,9 @@ const PREREAD_MAX: usize = 64 * 1024;
 /// [`semconv`], with every other name).
 pub use llmtrace::semconv::gateway as names;
 
+/// The error type of an upstream whose host name did not resolve (`upstream_unresolved`).
+const UNRESOLVED: &str = "upstream_unresolved";
+
 /// An upstream as the gateway uses it.
 #[derive(Debug, Clone)]
 struct Target {
@@ -76,6 +80,8 @@ struct Target {
     host: http::HeaderValue,
     /// The credentials header the gateway sends instead of the client's, made once.
     credentials: Option<(&'static str, http::HeaderValue)>,
+    /// Where the upstream is: its address, a host name's refreshed off the request path.
+    addr: Arc<UpstreamAddr>,
 }
 
 /// What a request is, besides an LLM API call.
@@ -151,7 +157,17 @@ impl Gateway {
             .iter()
             .map(|u| {
                 let upstream = Upstream::parse(&u.url).expect("validated configuration");
+                let addr = Arc::new(UpstreamAddr::new(&upstream.host, upstream.port));
+                if let Err(unresolved) = addr.get() {
+                    eprintln!(
+                        "llmtrace-proxy: upstream {:?}: {unresolved}; its requests fail with 502 \
+                         until it does (looked up again every {} s)",
+                        u.name,
+                        resolve::REFRESH.as_secs()
+                    );
+                }
                 Target {
+                    addr,
                     name: u.name.clone(),
                     host: http::HeaderValue::from_str(&upstream.authority())
                         .expect("a parsed URL's authority is a header value"),
@@ -160,7 +176,15 @@ impl Gateway {
                     config: u.clone(),
                 }
             })
-            .collect();
+            .collect::<Vec<Target>>();
+        resolve::spawn_refresher(
+            targets
+                .iter()
+                .filter(|t| t.addr.is_name())
+                .map(|t| Arc::downgrade(&t.addr))
+                .collect(),
+            resolve::REFRESH,
+        );
         let names: Vec<http::HeaderName> = config
             .telemetry
             .capture_request_headers
@@ -414,7 +438,7 @@ impl ProxyHttp for Gateway {
             let exchange = Exchange::new(
                 self.recorder.config().clone(),
                 endpoint.clone(),
-                RequestInfo::parse(&endpoint, b"", false),
+                RequestInfo::from_endpoint(&endpoint),
                 Instant::now(),
             );
             // pingora's request head is an `http::request::Parts`: borrowed, not cloned.
@@ -442,10 +466,14 @@ impl ProxyHttp for Gateway {
     /// Where to send it: the routed upstream, nowhere else.
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut Box<RequestCtx>,
     ) -> Result<Box<HttpPeer>> {
         let index = ctx.attempts.select();
+        let addr = match self.targets[index].addr.get() {
+            Ok(addr) => addr,
+            Err(unresolved) => return Err(self.unresolved(session, ctx, unresolved)),
+        };
         let now = Instant::now();
         ctx.timing.peer_selected.get_or_insert(now);
         let target = &self.targets[index];
@@ -454,11 +482,7 @@ impl ProxyHttp for Gateway {
             ctx.timing.total_deadline = Some(received + Duration::from_millis(total));
         }
         let upstream = &target.upstream;
-        let mut peer = HttpPeer::new(
-            (upstream.host.as_str(), upstream.port),
-            upstream.tls,
-            upstream.host.clone(),
-        );
+        let mut peer = HttpPeer::new(addr, upstream.tls, upstream.host.clone());
         peer.options.connection_timeout =
             Some(Duration::from_millis(target.config.connect_timeout_ms));
         let read_ms = target
@@ -1265,6 +1289,25 @@ impl Gateway {
         ctx.llm.usage_injection = Some(outcome);
     }
 
+    /// The chosen upstream's host name did not resolve: the error pingora answers with (a
+    /// `502` saying so, see `failure_reply`), retried on the next candidate when the route
+    /// allows another attempt.
+    fn unresolved(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        unresolved: resolve::Unresolved,
+    ) -> Box<Error> {
+        let mut e = Error::explain(ErrorType::Custom(UNRESOLVED), unresolved.to_string());
+        e.esource = ErrorSource::Upstream;
+        let retry = self.may_retry(session, ctx);
+        e.set_retry(retry);
+        if retry {
+            self.note_retry(ctx, UNRESOLVED);
+        }
+        e
+    }
+
     fn may_retry(&self, session: &Session, ctx: &RequestCtx) -> bool {
         ctx.attempts
             .may_retry(session.as_ref().retry_buffer_truncated())
@@ -1736,6 +1779,16 @@ fn failure_reply(e: &Error, upstream: Option<&Target>, limit: usize) -> Option<G
             *status,
             "upstream_error",
             format!("the upstream {name:?} failed with status {status}"),
+        ),
+        ErrorType::Custom(UNRESOLVED) => GatewayReply::new(
+            502,
+            "upstream_unresolved",
+            format!(
+                "the upstream {name:?}'s host {}",
+                e.context
+                    .as_ref()
+                    .map_or_else(|| "did not resolve".to_owned(), ToString::to_string)
+            ),
         ),
         ErrorType::ConnectTimedout => GatewayReply::new(
             504,

@@ -17,6 +17,7 @@ pub mod otlp;
 pub mod pages;
 pub mod path;
 pub mod reply;
+pub mod resolve;
 pub mod shadow;
 pub mod telemetry;
 pub mod tools;

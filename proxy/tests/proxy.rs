@@ -590,6 +590,80 @@ async fn a_retryable_status_falls_back_to_the_next_upstream_before_any_byte_reac
     );
 }
 
+/// A host under `.invalid` (RFC 6761) never resolves.
+const UNRESOLVABLE: &str = "http://no-such-host.invalid:80";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_whose_host_does_not_resolve_answers_502_and_falls_back_when_allowed() {
+    let rec = Recorder::new();
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let telemetry = llmtrace_proxy::Telemetry::with_tracer_provider(rec.provider.clone());
+    let body = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
+
+    // Alone on its route: a 502 in the provider's error shape that names the host (before,
+    // the name was looked up per request and the failure panicked the request: the client
+    // got its connection closed and no answer).
+    let (alone, _) = start_gateway(&telemetry, UNRESOLVABLE, |_| {}).await;
+    let (status, _, text) = post(alone, "/v1/chat/completions", &[], body).await;
+    assert_eq!(status, 502, "{text}");
+    let error: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(error["error"]["code"], "upstream_unresolved", "{text}");
+    assert_eq!(error["error"]["type"], "server_error");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("\"no-such-host.invalid:80\" did not resolve"),
+        "{message}"
+    );
+    let spans = rec.wait_for(2).await;
+    let genai = genai_span(&spans);
+    assert!(is_error(genai));
+    assert_eq!(
+        attr_str(genai, "error.type").as_deref(),
+        Some("upstream_unresolved")
+    );
+    let server = spans
+        .iter()
+        .find(|s| s.span_kind == SpanKind::Server)
+        .unwrap();
+    assert_eq!(attr_i64(server, "http.response.status_code"), Some(502));
+    assert_eq!(mock.requests_received(), 0);
+
+    // With a fallback: the next candidate answers, and the body reaches it unchanged.
+    let (proxy, _) = start_gateway(
+        &telemetry,
+        &mock.url(),
+        with_fallback(UNRESOLVABLE.to_owned(), mock.url()),
+    )
+    .await;
+    let (status, _, text) = post(
+        proxy,
+        "/v1/chat/completions",
+        &[("x-mock-tokens", "2")],
+        body,
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(mock.requests_received(), 1);
+    assert_forwarded(body.as_bytes(), &mock.received_requests()[0].body, false);
+    let spans = rec.wait_for(4).await;
+    let genai = spans
+        .iter()
+        .filter(|s| s.span_kind == SpanKind::Client)
+        .nth(1)
+        .unwrap();
+    assert!(!is_error(genai));
+    let retries = events(genai, "llmtrace.upstream.retry");
+    assert_eq!(retries.len(), 1, "{:?}", genai.events);
+    let reason = retries[0]
+        .attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == "llmtrace.retry.reason");
+    assert_eq!(
+        reason.map(|kv| kv.value.to_string()).as_deref(),
+        Some("upstream_unresolved")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_connection_falls_back_and_exhausted_attempts_return_the_last_answer() {
     let rec = Recorder::new();

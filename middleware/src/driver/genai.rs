@@ -12,7 +12,9 @@ use opentelemetry::trace::{SpanBuilder, SpanKind, TraceContextExt, Tracer};
 use super::attrs;
 use super::business::{BusinessAttributes, BusinessContext};
 use super::span::{self, ExchangeSpan, Side};
-use crate::genai::{End, Exchange, GenAiConfig, GenAiMetrics, Provider, RequestInfo, Summary};
+use crate::genai::{
+    End, Exchange, GenAiConfig, GenAiMetrics, Provider, Report, RequestInfo, Summary,
+};
 
 /// What a [`GenAiLayer`] (or the gateway) shares across exchanges: side, tracer, observer
 /// configuration, metric instruments. Made by the layer's builder; see
@@ -194,26 +196,31 @@ impl GenAiSpan {
             return None;
         }
         let now = Instant::now();
-        let report = self
+        let Report {
+            attributes,
+            events,
+            error,
+            metrics: values,
+            summary,
+        } = self
             .exchange
             .finish_for(end.clone(), now, self.span.recording());
-        let summary = report.summary.clone();
         if let Some(metrics) = &self.shared.metrics {
             match self.shared.side {
-                Side::Client => metrics.record_client(&report.metrics),
-                Side::Server => metrics.record_server(&report.metrics),
+                Side::Client => metrics.record_client(&values),
+                Side::Server => metrics.record_server(&values),
             }
         }
         if let Some(cx) = self.span.context().filter(|_| self.span.recording()) {
             let span = cx.span();
-            span.set_attributes(report.attributes);
+            span.set_attributes(attributes);
             span.set_attributes(extra(&summary));
-            for event in report.events {
+            for event in events {
                 span.add_event_with_timestamp(event.name, event.time, event.attributes);
             }
         }
         // The transport's account wins; a complete body can still carry an error.
-        if let (End::Complete, Some((error_type, message))) = (&end, report.error) {
+        if let (End::Complete, Some((error_type, message))) = (&end, error) {
             self.span.fail_on_complete(error_type, message);
         }
         self.span.end(end);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use opentelemetry::{Array, KeyValue, StringValue, Value};
 
 use super::cost::PriceTable;
-use super::endpoint::Endpoint;
+use super::endpoint::{Endpoint, Provider};
 use super::gaps::GapStats;
 use super::prompt::PromptWatch;
 use super::request::RequestInfo;
@@ -498,10 +498,13 @@ impl Exchange {
             gen_ai::OPERATION_NAME,
             self.endpoint.format.operation(),
         ));
-        a.push(KeyValue::new(
-            gen_ai::PROVIDER_NAME,
-            self.endpoint.provider.as_str().to_owned(),
-        ));
+        // A known provider's name (and a configured one's) is static: no copy.
+        let provider: Value = match &self.endpoint.provider {
+            Provider::Other(Cow::Borrowed(name)) => (*name).into(),
+            Provider::Other(name) => name.to_string().into(),
+            known => known.known_name().unwrap_or_default().into(),
+        };
+        a.push(KeyValue::new(gen_ai::PROVIDER_NAME, provider));
         if let Some(model) = &self.request.model {
             a.push(KeyValue::new(gen_ai::REQUEST_MODEL, model.clone()));
         }

@@ -171,7 +171,30 @@ impl RequestInfo {
     pub fn body_not_read(endpoint: &Endpoint, cap: usize) -> RequestInfo {
         RequestInfo {
             parse_error: Some(format!("request body over {cap} bytes was not read")),
-            ..RequestInfo::parse(endpoint, b"", false)
+            ..RequestInfo::from_endpoint(endpoint)
+        }
+    }
+
+    /// What the endpoint alone says of a request whose body is still to come: the Azure
+    /// deployment as the model, nothing else (no parse error either: nothing was read). The
+    /// gateway starts the GenAI span with it, before the body arrives.
+    ///
+    /// ```
+    /// use llmtrace::genai::{Endpoint, RequestInfo};
+    ///
+    /// let endpoint =
+    ///     Endpoint::detect("/openai/deployments/prod-gpt4o/chat/completions", None).unwrap();
+    /// let info = RequestInfo::from_endpoint(&endpoint);
+    /// assert_eq!(info.model.as_deref(), Some("prod-gpt4o"));
+    /// assert_eq!(info.parse_error, None);
+    /// ```
+    pub fn from_endpoint(endpoint: &Endpoint) -> RequestInfo {
+        RequestInfo {
+            model: endpoint
+                .deployment
+                .as_deref()
+                .map(|name| bounded(name, MAX_NAME_BYTES).into_owned()),
+            ..RequestInfo::default()
         }
     }
 
