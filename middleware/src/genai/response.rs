@@ -4,11 +4,14 @@
 //! setters here.
 //!
 //! Streamed events take a fast path: most chunks of a stream are plain content deltas, and
-//! for those we only need to know *that* they carry content (and how much), which a few
-//! `memmem` searches for JSON keys ([`json::key_at`](super::json::key_at)) answer without
-//! parsing. The JSON is parsed in full only for the rare events that carry facts: the first
-//! chunk (id, model), finish reasons, usage, errors, refusals, and every event when content
-//! capture is on. When a search is not conclusive the event is parsed in full.
+//! for those we only need to know *that* they carry content (and how much). Anthropic's and
+//! the Responses API's deltas are recognised by a few `memmem` searches for JSON keys
+//! ([`json::key_at`](super::json::key_at)); an OpenAI chat chunk, once the first has given
+//! the id and model, by a strict one-pass reader that builds nothing and refuses all but
+//! the shapes of a plain delta (`plain_chunk` in [`openai`](super::openai)), so that what it
+//! answers is what the full read would. The JSON is read in full for the events that carry
+//! facts: the first chunk (id, model), finish reasons, usage, errors, refusals, a tool
+//! call's first fragment, and every event when content capture is on.
 
 use serde_json::Value;
 
