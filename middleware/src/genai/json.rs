@@ -13,6 +13,7 @@
 
 use std::borrow::Cow;
 use std::ops::Range;
+use std::sync::LazyLock;
 
 use memchr::memchr2;
 use memchr::memmem::Finder;
@@ -280,6 +281,33 @@ fn string_end(bytes: &[u8], pos: usize) -> Option<usize> {
     }
 }
 
+/// The end (exclusive) of the string whose opening quote is at `pos`, checked as serde_json
+/// checks a string it ignores (`IgnoredAny`, its `ignore_str`): no raw control character,
+/// every escape one of JSON's, `\u` followed by four hex digits. It pairs no surrogates and
+/// does not check UTF-8, as serde_json does not there.
+fn ignored_string_end(bytes: &[u8], pos: usize) -> Option<usize> {
+    let mut at = pos + 1;
+    loop {
+        at = string_stop(bytes, at, true)?;
+        match bytes[at] {
+            b'"' => return Some(at + 1),
+            b'\\' => match *bytes.get(at + 1)? {
+                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => at += 2,
+                b'u' => {
+                    let hex = bytes.get(at + 2..at + 6)?;
+                    if !hex.iter().all(u8::is_ascii_hexdigit) {
+                        return None;
+                    }
+                    at += 6;
+                }
+                _ => return None,
+            },
+            // A raw control character.
+            _ => return None,
+        }
+    }
+}
+
 /// `0x01` in every byte.
 const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
 /// `0x80` in every byte.
@@ -501,12 +529,13 @@ pub(crate) fn is_null(value: Option<&[u8]>) -> bool {
 const MAX_DEPTH: usize = 127;
 
 /// A JSON number as serde_json reads it: a non-negative integer that fits `u64`, a negative
-/// one that fits `i64`, else a float (`1.5`, `1e3`, `-0`, integers that fit neither).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// one that fits `i64`, else a float (`1.5`, `1e3`, `-0`, integers that fit neither), with the
+/// value serde_json gives it (see [`serde_number`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Number {
     U64(u64),
     I64(i64),
-    Float,
+    Float(f64),
 }
 
 impl Number {
@@ -515,7 +544,7 @@ impl Number {
         match self {
             Number::U64(n) => Some(n),
             Number::I64(n) => u64::try_from(n).ok(),
-            Number::Float => None,
+            Number::Float(_) => None,
         }
     }
 
@@ -524,7 +553,119 @@ impl Number {
         match self {
             Number::U64(n) => i64::try_from(n).ok(),
             Number::I64(n) => Some(n),
-            Number::Float => None,
+            Number::Float(_) => None,
+        }
+    }
+
+    /// What `Value::as_f64` answers: any number, integers converted with `as`.
+    pub(crate) fn as_f64(self) -> f64 {
+        match self {
+            Number::U64(n) => n as f64,
+            Number::I64(n) => n as f64,
+            Number::Float(f) => f,
+        }
+    }
+}
+
+/// The powers of ten serde_json's float parser holds, `1e0` to `1e308`, each the float
+/// closest to it (as its literals are).
+static POW10: LazyLock<[f64; 309]> =
+    LazyLock::new(|| std::array::from_fn(|i| format!("1e{i}").parse().expect("a float literal")));
+
+/// `n` with the ASCII digit `digit` appended, when that fits a `u64`.
+fn push_digit(n: u64, digit: u8) -> Option<u64> {
+    n.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
+}
+
+/// The number serde_json reads from `text`, a number that passed the grammar, as its parser
+/// reads it without its `float_roundtrip` feature (this build's): an integer when it fits, else
+/// a float made as serde_json makes it, which is not always the float closest to the text
+/// (`str::parse` finds that one): the first digits that fit a `u64` (further integer digits
+/// count as powers of ten, further fraction digits are dropped), converted with `as f64`, then
+/// multiplied or divided by a power of ten from [`POW10`]. `None` where serde_json fails: the
+/// float is infinite.
+fn serde_number(text: &[u8]) -> Option<Number> {
+    let (positive, text) = match text.strip_prefix(b"-") {
+        Some(rest) => (false, rest),
+        None => (true, text),
+    };
+    let mut at = 0;
+    let mut significand = 0u64;
+    // The power of ten the significand is to be scaled by.
+    let mut exponent = 0i32;
+    let mut full = false;
+    while let Some(&digit @ b'0'..=b'9') = text.get(at) {
+        at += 1;
+        match push_digit(significand, digit).filter(|_| !full) {
+            Some(next) => significand = next,
+            None => {
+                full = true;
+                exponent += 1;
+            }
+        }
+    }
+    if at == text.len() && !full {
+        return Some(match (positive, (significand as i64).wrapping_neg()) {
+            (true, _) => Number::U64(significand),
+            // serde_json reads `-0` and integers below `i64::MIN` as floats.
+            (false, 0..) => Number::Float(-(significand as f64)),
+            (false, negated) => Number::I64(negated),
+        });
+    }
+    if text.get(at) == Some(&b'.') {
+        at += 1;
+        // Fraction digits are appended again even after an integer part too long for a
+        // `u64` (serde_json's `parse_decimal` starts afresh), and dropped once one does not fit.
+        let mut full = false;
+        while let Some(&digit @ b'0'..=b'9') = text.get(at) {
+            at += 1;
+            match push_digit(significand, digit).filter(|_| !full) {
+                Some(next) => {
+                    significand = next;
+                    exponent -= 1;
+                }
+                None => full = true,
+            }
+        }
+    }
+    if matches!(text.get(at), Some(b'e' | b'E')) {
+        let (positive_exp, digits) = match text.get(at + 1) {
+            Some(b'-') => (false, &text[at + 2..]),
+            Some(b'+') => (true, &text[at + 2..]),
+            _ => (true, &text[at + 1..]),
+        };
+        let exp = digits.iter().try_fold(0i32, |exp, &digit| {
+            exp.checked_mul(10)?.checked_add(i32::from(digit - b'0'))
+        });
+        exponent = match (exp, positive_exp) {
+            (Some(exp), true) => exponent.saturating_add(exp),
+            (Some(exp), false) => exponent.saturating_sub(exp),
+            // An exponent beyond `i32`: zero, or out of range.
+            (None, _) if significand != 0 && positive_exp => return None,
+            (None, _) => return Some(Number::Float(if positive { 0.0 } else { -0.0 })),
+        };
+    }
+    let f = f64_from_parts(significand, exponent)?;
+    Some(Number::Float(if positive { f } else { -f }))
+}
+
+/// `significand` times ten to the `exponent`, as serde_json's `f64_from_parts` computes it
+/// (without `float_roundtrip`); `None` when it overflows, where serde_json fails.
+fn f64_from_parts(significand: u64, mut exponent: i32) -> Option<f64> {
+    let mut f = significand as f64;
+    loop {
+        match POW10.get(exponent.unsigned_abs() as usize) {
+            Some(&pow) if exponent >= 0 => {
+                f *= pow;
+                return (!f.is_infinite()).then_some(f);
+            }
+            Some(&pow) => return Some(f / pow),
+            None if f == 0.0 => return Some(f),
+            None if exponent >= 0 => return None,
+            None => {
+                f /= 1e308;
+                exponent += 308;
+            }
         }
     }
 }
@@ -546,11 +687,20 @@ impl Number {
 /// serde_json may find out of range). The reader never recurses on its own: callers nest as
 /// deep as the members they read, skipping is iterative, and each byte is looked at a bounded
 /// number of times.
+///
+/// A reader made [`like_serde`](Reader::like_serde) checks more, to answer `Some` exactly
+/// where serde_json reading a view (a `#[derive(Deserialize)]` struct of [`Loose`] members,
+/// see [`view`]) succeeds.
+///
+/// [`Loose`]: super::view::Loose
+/// [`view`]: super::view
 pub(crate) struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
     /// The objects and arrays open around `pos`.
     depth: usize,
+    /// Made [`like_serde`](Reader::like_serde).
+    like_serde: bool,
 }
 
 impl<'a> Reader<'a> {
@@ -560,11 +710,37 @@ impl<'a> Reader<'a> {
             bytes,
             pos: 0,
             depth: 0,
+            like_serde: false,
         }
     }
 
-    /// The next byte that is not white space, where the reader now stands.
-    fn peek(&mut self) -> Option<u8> {
+    /// A reader at the start of `bytes` that fails where serde_json fails reading a view of
+    /// them with `from_slice`. Beyond what a reader made with [`new`](Reader::new) checks:
+    ///
+    /// - [`skip`](Reader::skip) checks the strings it skips (keys too) as serde_json checks
+    ///   those it ignores (`IgnoredAny`): no raw control character, only JSON's escapes, four
+    ///   hex digits after `\u`. It does not pair surrogates nor check UTF-8, as serde_json
+    ///   does not there.
+    /// - A value of another type than asked (a `Loose` member `None`) is read as serde_json
+    ///   reads it (`deserialize_any`): a string in full (as [`string`](Reader::string)), an
+    ///   object's keys in full and its values as `skip` does, an array's elements as `skip`
+    ///   does.
+    /// - The keys [`object`](Reader::object) hands out are checked as strings: no raw control
+    ///   character, UTF-8 (serde_json reads them as `str`).
+    ///
+    /// It still leaves to serde_json what `new`'s does (escaped keys, deep nesting, long
+    /// numbers), and it is stricter about depth: serde_json does not count the containers it
+    /// ignores.
+    pub(crate) fn like_serde(bytes: &'a [u8]) -> Self {
+        Reader {
+            like_serde: true,
+            ..Reader::new(bytes)
+        }
+    }
+
+    /// The next byte that is not white space, where the reader now stands: the first byte of
+    /// the next value (or a separator).
+    pub(crate) fn peek(&mut self) -> Option<u8> {
         self.pos = skip_ws(self.bytes, self.pos);
         self.bytes.get(self.pos).copied()
     }
@@ -605,7 +781,7 @@ impl<'a> Reader<'a> {
         mut member: impl FnMut(&mut Self, &'a [u8]) -> Option<()>,
     ) -> Option<bool> {
         if self.peek()? != b'{' {
-            self.skip()?;
+            self.skip_other()?;
             return Some(false);
         }
         self.open()?;
@@ -630,8 +806,12 @@ impl<'a> Reader<'a> {
             return None;
         }
         let start = self.pos + 1;
-        let end = string_stop(self.bytes, start, false)?;
+        let end = string_stop(self.bytes, start, self.like_serde)?;
         if self.bytes[end] != b'"' {
+            return None;
+        }
+        let key = &self.bytes[start..end];
+        if self.like_serde && std::str::from_utf8(key).is_err() {
             return None;
         }
         self.pos = end + 1;
@@ -639,7 +819,7 @@ impl<'a> Reader<'a> {
             return None;
         }
         self.pos += 1;
-        Some(&self.bytes[start..end])
+        Some(key)
     }
 
     /// Hands each element of an array to `element`, which must read or skip it.
@@ -649,7 +829,7 @@ impl<'a> Reader<'a> {
         mut element: impl FnMut(&mut Self) -> Option<()>,
     ) -> Option<bool> {
         if self.peek()? != b'[' {
-            self.skip()?;
+            self.skip_other()?;
             return Some(false);
         }
         self.open()?;
@@ -670,22 +850,25 @@ impl<'a> Reader<'a> {
     /// A string, unescaped; `Some(None)`: another value, skipped.
     pub(crate) fn string(&mut self) -> Option<Option<Cow<'a, str>>> {
         if self.peek()? != b'"' {
-            self.skip()?;
+            self.skip_other()?;
             return Some(None);
         }
+        self.read_string().map(Some)
+    }
+
+    /// The string whose opening quote the reader stands on, unescaped.
+    fn read_string(&mut self) -> Option<Cow<'a, str>> {
         let start = self.pos + 1;
         let end = string_stop(self.bytes, start, true)?;
         match self.bytes[end] {
             b'"' => {}
-            b'\\' => return self.unescape(start).map(|s| Some(Cow::Owned(s))),
+            b'\\' => return self.unescape(start).map(Cow::Owned),
             // A raw control character, which serde_json rejects.
             _ => return None,
         }
         let raw = &self.bytes[start..end];
         self.pos = end + 1;
-        std::str::from_utf8(raw)
-            .ok()
-            .map(|s| Some(Cow::Borrowed(s)))
+        std::str::from_utf8(raw).ok().map(Cow::Borrowed)
     }
 
     /// The string with escapes that starts at `start` (just past its opening quote).
@@ -751,40 +934,54 @@ impl<'a> Reader<'a> {
         char::from_u32(code)
     }
 
-    /// A number; `Some(None)`: another value, skipped.
+    /// A number, valued as serde_json values it; `Some(None)`: another value, skipped.
     pub(crate) fn number(&mut self) -> Option<Option<Number>> {
         if !matches!(self.peek()?, b'-' | b'0'..=b'9') {
-            self.skip()?;
+            self.skip_other()?;
             return Some(None);
         }
         let text = self.number_text()?;
-        let (negative, digits) = match text.strip_prefix(b"-") {
-            Some(digits) => (true, digits),
-            None => (false, text),
+        serde_number(text).map(Some)
+    }
+
+    /// `true` or `false`; `Some(None)`: another value, skipped.
+    pub(crate) fn boolean(&mut self) -> Option<Option<bool>> {
+        let word: &[u8] = match self.peek()? {
+            b't' => b"true",
+            b'f' => b"false",
+            _ => {
+                self.skip_other()?;
+                return Some(None);
+            }
         };
-        let mut n: u64 = 0;
-        for &digit in digits {
-            if !digit.is_ascii_digit() {
-                return Some(Some(Number::Float));
-            }
-            match n
-                .checked_mul(10)
-                .and_then(|n| n.checked_add(u64::from(digit - b'0')))
-            {
-                Some(next) => n = next,
-                None => return Some(Some(Number::Float)),
-            }
+        self.validate(|v| v.literal(word))?;
+        Some(Some(word == b"true"))
+    }
+
+    /// Skips a value of another type than the one asked for: as [`skip`](Reader::skip) does,
+    /// or (made [`like_serde`](Reader::like_serde)) as serde_json reads it for a member that
+    /// does not take it.
+    fn skip_other(&mut self) -> Option<()> {
+        if !self.like_serde {
+            return self.skip();
         }
-        if !negative {
-            return Some(Some(Number::U64(n)));
+        match self.peek()? {
+            b'"' => self.read_string().map(drop),
+            b'{' => self.object(|reader, _| reader.skip()).map(drop),
+            b'[' => self.array(Reader::skip).map(drop),
+            _ => self.skip(),
         }
-        // serde_json reads `-0` and integers below `i64::MIN` as floats.
-        let negated = (n as i64).wrapping_neg();
-        Some(Some(if negated >= 0 {
-            Number::Float
+    }
+
+    /// The end (exclusive) of the string whose opening quote is at `pos`, for a value or key
+    /// skipped: checked as serde_json checks it when the reader is made
+    /// [`like_serde`](Reader::like_serde).
+    fn skipped_string_end(&self, pos: usize) -> Option<usize> {
+        if self.like_serde {
+            ignored_string_end(self.bytes, pos)
         } else {
-            Number::I64(negated)
-        }))
+            string_end(self.bytes, pos)
+        }
     }
 
     /// The text of the number the reader stands on; `None` when it breaks the grammar or
@@ -812,7 +1009,8 @@ impl<'a> Reader<'a> {
         Some(!null)
     }
 
-    /// Skips one value, checking its grammar but not the contents of its strings.
+    /// Skips one value, checking its grammar but not the contents of its strings (unless
+    /// [`like_serde`](Reader::like_serde)).
     pub(crate) fn skip(&mut self) -> Option<()> {
         // Bit `i` of `objects`: whether the container `i` levels in from the innermost is an
         // object (rather than an array); `MAX_DEPTH` levels fit.
@@ -835,7 +1033,7 @@ impl<'a> Reader<'a> {
                         continue;
                     }
                 }
-                b'"' => self.pos = string_end(self.bytes, self.pos)?,
+                b'"' => self.pos = self.skipped_string_end(self.pos)?,
                 b'-' | b'0'..=b'9' => {
                     self.number_text()?;
                 }
@@ -874,7 +1072,7 @@ impl<'a> Reader<'a> {
         if self.peek()? != b'"' {
             return None;
         }
-        self.pos = string_end(self.bytes, self.pos)?;
+        self.pos = self.skipped_string_end(self.pos)?;
         if self.peek()? != b':' {
             return None;
         }
@@ -885,7 +1083,10 @@ impl<'a> Reader<'a> {
 
 #[cfg(test)]
 mod tests {
+    use super::test_docs;
     use super::*;
+    use crate::genai::view::Loose;
+    use serde::de::IgnoredAny;
 
     #[test]
     fn the_validator_agrees_with_the_grammar() {
@@ -971,11 +1172,21 @@ mod tests {
             "-18446744073709551616",
             "123456789012345678901234567890",
             "1e99",
+            "0.1",
+            "-0.0",
+            "1e-99",
+            "18446744073709551616.5",
+            "2.2250738585072014e-99",
         ] {
             let value: serde_json::Value = serde_json::from_str(text).unwrap();
             let number = Reader::new(text.as_bytes()).number().unwrap().unwrap();
             assert_eq!(number.as_u64(), value.as_u64(), "{text}");
             assert_eq!(number.as_i64(), value.as_i64(), "{text}");
+            assert_eq!(
+                number.as_f64().to_bits(),
+                value.as_f64().unwrap().to_bits(),
+                "{text}"
+            );
         }
         for text in [
             r#""""#,
@@ -1016,6 +1227,185 @@ mod tests {
         assert_eq!(array, Some(true));
         assert_eq!(seen, [None, None, None]);
         assert!(reader.at_end());
+    }
+
+    /// serde_json (without `float_roundtrip`) does not always read the float closest to the
+    /// text, which `str::parse` reads: the reader reads serde_json's.
+    #[test]
+    fn floats_are_serde_json_s_not_the_closest() {
+        for (text, serde, closest) in [
+            ("3e23", 2.9999999999999997e23, 3e23),
+            ("9.036769477128741", 9.03676947712874, 9.036769477128741),
+        ] {
+            assert_eq!(serde_json::from_str::<f64>(text).unwrap(), serde);
+            assert_eq!(text.parse::<f64>().unwrap(), closest);
+            assert_ne!(serde, closest);
+            let read = Reader::new(text.as_bytes()).number().unwrap().unwrap();
+            assert_eq!(read.as_f64(), serde, "{text}");
+        }
+        let mut differ = Vec::new();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let exponent = (state % 90) as i32 - 45;
+            let text = format!("{}.{}e{exponent}", state % 10, state / 10);
+            let serde = serde_json::from_str::<f64>(&text).unwrap();
+            let read = Reader::new(text.as_bytes()).number().unwrap().unwrap();
+            assert_eq!(read.as_f64().to_bits(), serde.to_bits(), "{text}");
+            if text.parse::<f64>().unwrap() != serde {
+                differ.push(text);
+            }
+        }
+        assert!(!differ.is_empty(), "str::parse would do");
+    }
+
+    /// Strings as serde_json checks those it ignores, values it reads, and those it reads for
+    /// a view member that does not take them.
+    #[test]
+    fn a_reader_like_serde_checks_what_serde_json_checks() {
+        let skip = |doc: &[u8]| {
+            let mut reader = Reader::like_serde(doc);
+            reader.skip().is_some() && reader.at_end()
+        };
+        // Ignored: unpaired surrogates and bytes that are not UTF-8 pass, in keys too.
+        for good in [
+            &br#"["\ud800", "\udc00 \ud83d\u0041", {"\ud800": 1}]"#[..],
+            b"[\"\xff\", {\"\xc3\": \"\xed\xa0\x80\"}]",
+            br#"{"a\"b": "\"\\\/\b\f\n\r\t\u00e9\uABCD"}"#,
+        ] {
+            assert!(serde_json::from_slice::<serde::de::IgnoredAny>(good).is_ok());
+            assert!(skip(good), "{}", String::from_utf8_lossy(good));
+            assert!(Reader::new(good).skip().is_some());
+        }
+        // Raw control characters and broken escapes fail, in keys too; the plain reader
+        // lets them pass.
+        for bad in [
+            &b"[\"a\x01\"]"[..],
+            b"[\"tab\there\"]",
+            b"{\"k\x1f\": 1}",
+            br#"["\x"]"#,
+            br#"["\u12"]"#,
+            br#"["\u12", "abcd"]"#,
+            br#"["\uZZZZ"]"#,
+            br#"{"\'": 1}"#,
+            br#"["\"#,
+        ] {
+            assert!(serde_json::from_slice::<serde::de::IgnoredAny>(bad).is_err());
+            assert!(!skip(bad), "{}", String::from_utf8_lossy(bad));
+        }
+        assert!(Reader::new(br#"["\x"]"#).skip().is_some());
+        // A value of another type, read in full: its string, its keys.
+        for other in [
+            &br#""\ud800""#[..],
+            b"\"\xff\"",
+            br#"{"\ud800": 1}"#,
+            b"{\"\xff\": 1}",
+        ] {
+            assert!(serde_json::from_slice::<Loose<bool>>(other).is_err());
+            assert_eq!(Reader::like_serde(other).boolean(), None);
+            assert_eq!(Reader::new(other).boolean(), Some(None));
+        }
+        // Its values are ignored.
+        let other = b"{\"a\": \"\\ud800\", \"b\": [\"\xff\"]}";
+        assert!(serde_json::from_slice::<Loose<bool>>(other).is_ok());
+        assert_eq!(Reader::like_serde(other).boolean(), Some(None));
+        // Keys handed out are checked.
+        let mut reader = Reader::like_serde(b"{\"\xff\": 1}");
+        assert_eq!(reader.object(|r, _| r.skip()), None);
+    }
+
+    /// What a reader like serde reads from `bytes` with `read`, to its end.
+    fn read_like_serde(
+        bytes: &[u8],
+        read: impl FnOnce(&mut Reader<'_>) -> Option<String>,
+    ) -> Option<String> {
+        let mut reader = Reader::like_serde(bytes);
+        read(&mut reader).filter(|_| reader.at_end())
+    }
+
+    /// What serde_json reads from `bytes` as a `T`, written with `show`.
+    fn read_serde<'a, T: serde::Deserialize<'a>>(
+        bytes: &'a [u8],
+        show: impl FnOnce(T) -> String,
+    ) -> Option<String> {
+        serde_json::from_slice::<T>(bytes).ok().map(show)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Numbers are valued as serde_json values them, and left to it only when long.
+        #[test]
+        fn numbers_are_valued_as_serde_json_values_them(text in test_docs::number(test_docs::Dirt::Broken)) {
+            let value = serde_json::from_str::<serde_json::Value>(&text);
+            let mut reader = Reader::new(text.as_bytes());
+            match reader.number() {
+                Some(number) => {
+                    let value = value.unwrap();
+                    let number = number.unwrap();
+                    proptest::prop_assert!(reader.at_end());
+                    proptest::prop_assert_eq!(number.as_u64(), value.as_u64());
+                    proptest::prop_assert_eq!(number.as_i64(), value.as_i64());
+                    proptest::prop_assert_eq!(
+                        number.as_f64().to_bits(),
+                        value.as_f64().unwrap().to_bits()
+                    );
+                }
+                None => {
+                    let (mantissa, exponent) = text.split_once(['e', 'E']).unwrap_or((&text, ""));
+                    let long = mantissa.len() > 100
+                        || exponent.trim_start_matches(['+', '-', '0']).len() > 2;
+                    proptest::prop_assert!(value.is_err() || long, "{}", text);
+                }
+            }
+        }
+
+        /// A reader like serde skips what serde_json ignores (`IgnoredAny`), and reads a
+        /// value as serde_json reads a view member of that type (`Loose`); what it leaves to
+        /// serde_json is long numbers and escaped keys.
+        #[test]
+        fn reading_like_serde_agrees_with_serde_json(
+            doc in test_docs::any_doc(&["a", "id"], test_docs::Dirt::Broken),
+            space in proptest::sample::select(vec!["", " ", "\n\t\r "]),
+        ) {
+            let bytes = doc.bytes(space);
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let left = Reader::new(&bytes).skip().is_none() || doc.has_escaped_key();
+            let cases = [
+                (
+                    read_like_serde(&bytes, |r| r.skip().map(|()| String::new())),
+                    read_serde(&bytes, |_: IgnoredAny| String::new()),
+                ),
+                (
+                    read_like_serde(&bytes, |r| r.boolean().map(|b| format!("{b:?}"))),
+                    read_serde(&bytes, |b: Loose<bool>| format!("{:?}", b.0)),
+                ),
+                (
+                    read_like_serde(&bytes, |r| r.string().map(|s| format!("{s:?}"))),
+                    read_serde(&bytes, |s: Loose<Cow<'_, str>>| format!("{:?}", s.0)),
+                ),
+                (
+                    read_like_serde(&bytes, |r| {
+                        r.number().map(|n| format!("{:?}", n.map(Number::as_f64)))
+                    }),
+                    read_serde(&bytes, |n: Loose<f64>| format!("{:?}", n.0)),
+                ),
+                (
+                    read_like_serde(&bytes, |r| {
+                        r.number().map(|n| format!("{:?}", n.and_then(Number::as_i64)))
+                    }),
+                    read_serde(&bytes, |n: Loose<i64>| format!("{:?}", n.0)),
+                ),
+            ];
+            for (i, (reader, serde)) in cases.into_iter().enumerate() {
+                match reader {
+                    Some(reader) => proptest::prop_assert_eq!(Some(reader), serde, "{} {}", i, text),
+                    None => proptest::prop_assert!(serde.is_none() || left, "{} {}", i, text),
+                }
+            }
+        }
     }
 
     #[test]
@@ -1163,5 +1553,264 @@ mod tests {
         // A string value equal to a key name is not a key either.
         let data = br#"{"type":"content","content":"x"}"#;
         assert_eq!(value(data, "content").and_then(string_len), Some(1));
+    }
+}
+
+/// JSON documents for property tests, good and bad: strings with escapes, unpaired
+/// surrogates, bytes that are not UTF-8, raw control characters and broken escapes; numbers
+/// in every spelling, in and out of range.
+#[cfg(test)]
+pub(crate) mod test_docs {
+    use proptest::prelude::*;
+
+    /// A document, written out by [`Doc::bytes`]; strings and tokens as written.
+    #[derive(Debug, Clone)]
+    pub(crate) enum Doc {
+        /// A literal or number.
+        Token(String),
+        /// A string's contents, escapes as written.
+        Str(Vec<u8>),
+        Array(Vec<Doc>),
+        /// Members, each key as written between its quotes.
+        Object(Vec<(Vec<u8>, Doc)>),
+    }
+
+    impl Doc {
+        /// Whether any key in the document is spelled with an escape.
+        pub(crate) fn has_escaped_key(&self) -> bool {
+            match self {
+                Doc::Array(items) => items.iter().any(Doc::has_escaped_key),
+                Doc::Object(members) => members
+                    .iter()
+                    .any(|(key, value)| key.contains(&b'\\') || value.has_escaped_key()),
+                _ => false,
+            }
+        }
+
+        /// The document, with `space` before every value, key and closing bracket.
+        pub(crate) fn bytes(&self, space: &str) -> Vec<u8> {
+            let mut out = Vec::new();
+            self.write(space.as_bytes(), &mut out);
+            out
+        }
+
+        fn write(&self, space: &[u8], out: &mut Vec<u8>) {
+            out.extend_from_slice(space);
+            match self {
+                Doc::Token(token) => out.extend_from_slice(token.as_bytes()),
+                Doc::Str(s) => {
+                    out.push(b'"');
+                    out.extend_from_slice(s);
+                    out.push(b'"');
+                }
+                Doc::Array(items) => {
+                    out.push(b'[');
+                    for (i, item) in items.iter().enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        item.write(space, out);
+                    }
+                    out.extend_from_slice(space);
+                    out.push(b']');
+                }
+                Doc::Object(members) => {
+                    out.push(b'{');
+                    for (i, (key, value)) in members.iter().enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        out.extend_from_slice(space);
+                        out.push(b'"');
+                        out.extend_from_slice(key);
+                        out.push(b'"');
+                        out.extend_from_slice(space);
+                        out.push(b':');
+                        value.write(space, out);
+                    }
+                    out.extend_from_slice(space);
+                    out.push(b'}');
+                }
+            }
+        }
+    }
+
+    /// How far from clean the generated strings may be.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum Dirt {
+        /// Strings every serde_json path reads.
+        Clean,
+        /// Also what serde_json accepts only in strings it ignores: unpaired surrogates,
+        /// bytes that are not UTF-8.
+        Ignorable,
+        /// Also what serde_json rejects everywhere: raw control characters, broken escapes.
+        Broken,
+    }
+
+    /// Numbers as written: the usual ones, the edges of `i64`, `u64` and `f64`, and any in the
+    /// grammar; unless `dirt` is [`Dirt::Clean`], now and then one out of range or longer than
+    /// [`Reader`](super::Reader) reads.
+    pub(crate) fn number(dirt: Dirt) -> BoxedStrategy<String> {
+        let usual = prop::sample::select(vec![
+            "0",
+            "1",
+            "7",
+            "-1",
+            "-0",
+            "-0.0",
+            "1.5",
+            "0.0",
+            "0.1",
+            "0.7",
+            "1e3",
+            "1E+2",
+            "-2.5e-3",
+            "2e0",
+            "0.30000000000000004",
+            "9223372036854775807",
+            "9223372036854775808",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "18446744073709551615",
+            "18446744073709551616",
+            "18446744073709551616.5",
+            "-18446744073709551616",
+            "123456789012345678901234567890",
+            "1e99",
+            "1e-99",
+            "9.999999999999999e22",
+            "2.2250738585072014e-99",
+            "1e0000000000000000000001",
+        ]);
+        let extreme = prop::sample::select(vec![
+            "1.7976931348623157e308",
+            "1e308",
+            "2e308",
+            "2.2250738585072014e-308",
+            "4.9e-324",
+            "5e-324",
+            "1e-400",
+            "-1e-400",
+            "1e400",
+            "0e999",
+            "1e2147483648",
+            "0e2147483648",
+            "1e-2147483648",
+            "12345678901234567890123456789012345678901234567890123456789012345678901234567890123456789012345678901",
+        ]);
+        let grammar = "-?(0|[1-9][0-9]{0,25})(\\.[0-9]{1,25})?([eE][+-]?[0-9]{1,2})?";
+        let long_exponent = "-?(0|[1-9][0-9]{0,25})(\\.[0-9]{1,25})?[eE][+-]?[0-9]{3,4}";
+        let in_range = prop_oneof![usual.prop_map(str::to_owned), grammar];
+        if dirt == Dirt::Clean {
+            return in_range.boxed();
+        }
+        prop_oneof![
+            48 => in_range,
+            1 => extreme.prop_map(str::to_owned),
+            1 => long_exponent,
+        ]
+        .boxed()
+    }
+
+    /// A string's contents: pieces as clean as `dirt` allows.
+    pub(crate) fn string(dirt: Dirt) -> BoxedStrategy<Vec<u8>> {
+        let clean = prop::sample::select(vec![
+            &b"a"[..],
+            b"lorem ipsum ",
+            b" ",
+            b"\\\"",
+            b"\\\\",
+            b"\\/",
+            b"\\n",
+            b"\\t",
+            b"\\b\\f\\r",
+            b"\\u0000",
+            b"\\u00e9",
+            b"\\u00E9",
+            b"\\ud83d\\ude00",
+            b"\\uD83D\\uDE00",
+            b"\\u006f",
+            "é".as_bytes(),
+            "😀".as_bytes(),
+            b"\x7f",
+            b"{",
+            b"}",
+            b"[",
+            b"]",
+            b":",
+            b",",
+            b"\\\"model\\\":",
+        ]);
+        let piece = match dirt {
+            Dirt::Clean => clean.boxed(),
+            Dirt::Ignorable => prop_oneof![40 => clean, 1 => ignorable()].boxed(),
+            Dirt::Broken => prop_oneof![150 => clean, 4 => ignorable(), 1 => broken()].boxed(),
+        };
+        prop::collection::vec(piece, 0..6)
+            .prop_map(|pieces| pieces.concat())
+            .boxed()
+    }
+
+    /// What serde_json accepts only in strings it ignores.
+    fn ignorable() -> impl Strategy<Value = &'static [u8]> {
+        prop::sample::select(vec![
+            &b"\\ud800"[..],
+            b"\\udc00",
+            b"\\ud83d\\u0041",
+            b"\\ud83d\\n",
+            b"\\ud83d\\ud83d",
+            b"\xff",
+            b"\xc3",
+            b"\xed\xa0\x80",
+            b"\x80",
+        ])
+    }
+
+    /// What serde_json rejects in any string.
+    fn broken() -> impl Strategy<Value = &'static [u8]> {
+        prop::sample::select(vec![
+            &b"\x01"[..],
+            b"\x00",
+            b"\t",
+            b"\n",
+            b"\x1f",
+            b"\\x",
+            b"\\u12",
+            b"\\uZZZZ",
+            b"\\u00g0",
+            b"\\U0041",
+            b"\\'",
+        ])
+    }
+
+    /// One flaw for a string: what serde_json accepts only in strings it ignores, or rejects.
+    pub(crate) fn flaw() -> BoxedStrategy<&'static [u8]> {
+        prop_oneof![ignorable(), broken()].boxed()
+    }
+
+    /// Keys: `names` most often, else plain ones, now and then strings as clean as `dirt`
+    /// allows (escapes and all).
+    pub(crate) fn key(names: &[&'static str], dirt: Dirt) -> BoxedStrategy<Vec<u8>> {
+        let names = prop::sample::select(names.to_vec()).prop_map(|name| name.as_bytes().to_vec());
+        let plain = "[a-z_]{0,8}".prop_map(String::into_bytes);
+        prop_oneof![32 => names, 8 => plain, 1 => string(dirt)].boxed()
+    }
+
+    /// Any value, three levels deep at most, its keys from `names`.
+    pub(crate) fn any_doc(names: &[&'static str], dirt: Dirt) -> BoxedStrategy<Doc> {
+        let leaf = prop_oneof![
+            prop::sample::select(vec!["null", "true", "false"])
+                .prop_map(|t| Doc::Token(t.to_owned())),
+            number(dirt).prop_map(Doc::Token),
+            string(dirt).prop_map(Doc::Str),
+        ];
+        let key = key(names, dirt);
+        leaf.prop_recursive(3, 24, 4, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Doc::Array),
+                prop::collection::vec((key.clone(), inner), 0..4).prop_map(Doc::Object),
+            ]
+        })
+        .boxed()
     }
 }
