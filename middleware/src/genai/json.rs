@@ -495,17 +495,6 @@ pub(crate) fn value_after<'d>(data: &'d [u8], finder: &Finder<'_>) -> Option<&'d
     key_at(data, 0, finder).map(|(_, value)| value)
 }
 
-/// The value of `"key":`, looked for after `at` first (where providers put it), then before.
-pub(crate) fn key_after_or_before<'d>(
-    data: &'d [u8],
-    at: usize,
-    finder: &Finder<'_>,
-) -> Option<&'d [u8]> {
-    key_at(data, at, finder)
-        .map(|(_, value)| value)
-        .or_else(|| value_after(&data[..at], finder))
-}
-
 /// The length of the JSON string starting at `s[0] == '"'`, in raw bytes between the quotes.
 pub(crate) fn string_len(s: &[u8]) -> Option<usize> {
     let body = s.strip_prefix(b"\"")?;
@@ -518,11 +507,6 @@ pub(crate) fn string_len(s: &[u8]) -> Option<usize> {
         }
         from = at + 1;
     }
-}
-
-/// Whether a value found by the key search is absent or `null`.
-pub(crate) fn is_null(value: Option<&[u8]>) -> bool {
-    value.is_none_or(|v| v.starts_with(b"null"))
 }
 
 /// How deeply [`Reader`] follows nesting: as deep as serde_json parses (it fails deeper).
@@ -1451,30 +1435,25 @@ mod tests {
     }
 
     fn value<'d>(data: &'d [u8], key: &str) -> Option<&'d [u8]> {
-        key_after_or_before(data, 0, &finder(key))
+        value_after(data, &finder(key))
     }
 
     #[test]
     fn key_values_are_found_with_or_without_spaces() {
         let compact = br#"{"a":1,"finish_reason":null,"content":"hi"}"#;
-        assert!(is_null(value(compact, "finish_reason")));
+        assert_eq!(
+            value(compact, "finish_reason"),
+            Some(&br#"null,"content":"hi"}"#[..])
+        );
         assert_eq!(value(compact, "content").and_then(string_len), Some(2));
         let spaced = br#"{"finish_reason" : "stop", "content": "h\"i\\"}"#;
-        assert!(!is_null(value(spaced, "finish_reason")));
+        assert!(
+            value(spaced, "finish_reason")
+                .unwrap()
+                .starts_with(b"\"stop\"")
+        );
         assert_eq!(value(spaced, "content").and_then(string_len), Some(6));
         assert_eq!(value(spaced, "text"), None);
-    }
-
-    #[test]
-    fn keys_before_the_content_are_found_too() {
-        let data = br#"{"usage":{"prompt_tokens":1},"content":"x","finish_reason":null}"#;
-        let (at, _) = key_at(data, 0, &finder("content")).unwrap();
-        assert!(!is_null(key_after_or_before(data, at, &finder("usage"))));
-        assert!(is_null(key_after_or_before(
-            data,
-            at,
-            &finder("finish_reason")
-        )));
     }
 
     /// What [`string_stop`] answers, byte by byte.
@@ -1549,7 +1528,7 @@ mod tests {
     fn a_key_inside_a_string_value_is_not_a_key() {
         // The text mentions "finish_reason": but escaped, so it is not a key.
         let data = br#"{"content":"say \"finish_reason\": stop","finish_reason":null}"#;
-        assert!(is_null(value(data, "finish_reason")));
+        assert_eq!(value(data, "finish_reason"), Some(&b"null}"[..]));
         // A string value equal to a key name is not a key either.
         let data = br#"{"type":"content","content":"x"}"#;
         assert_eq!(value(data, "content").and_then(string_len), Some(1));

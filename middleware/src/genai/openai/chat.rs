@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::super::json::{self, Number, Reader};
+use super::super::json::{Number, Reader};
 use super::super::response::{EventKind, ResponseState, Usage};
 use super::super::view::{self, Loose, Present};
 use super::error_of;
@@ -715,16 +715,6 @@ impl<'a> Plain<'a> {
         self.pos += 4;
         Some(code)
     }
-}
-
-/// The key searches `json::key_after_or_before` and `json::is_null` served this module's
-/// former fast path only, which answered from a few `memmem` searches and could misread a
-/// chunk (see the `fast_path_*` tests). `json.rs` was outside the change that replaced it:
-/// deleting them there, and this with them, is left to a change of its own. Until then this
-/// keeps them from being reported as dead code.
-#[allow(dead_code)]
-fn former_fast_path_searches(bytes: &[u8], finder: &memchr::memmem::Finder<'_>) -> bool {
-    json::is_null(json::key_after_or_before(bytes, 0, finder))
 }
 
 #[cfg(test)]
