@@ -495,18 +495,54 @@ pub(crate) fn value_after<'d>(data: &'d [u8], finder: &Finder<'_>) -> Option<&'d
     key_at(data, 0, finder).map(|(_, value)| value)
 }
 
-/// The length of the JSON string starting at `s[0] == '"'`, in raw bytes between the quotes.
+/// The length in bytes of the JSON string starting at `s[0] == '"'` once unescaped: its
+/// text's UTF-8 length, as the full read counts it (`\"` is one byte, `\u00e9` two, a
+/// surrogate pair four). `None` when the string does not end or an escape is invalid.
 pub(crate) fn string_len(s: &[u8]) -> Option<usize> {
     let body = s.strip_prefix(b"\"")?;
-    let mut from = 0;
+    let (mut len, mut at) = (0, 0);
     loop {
-        let at = memchr::memchr(b'"', &body[from..])? + from;
-        let backslashes = body[..at].iter().rev().take_while(|b| **b == b'\\').count();
-        if backslashes % 2 == 0 {
-            return Some(at);
+        let stop = at + memchr2(b'"', b'\\', &body[at..])?;
+        len += stop - at;
+        if body[stop] == b'"' {
+            return Some(len);
         }
-        from = at + 1;
+        at = stop + 2;
+        len += match *body.get(stop + 1)? {
+            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => 1,
+            b'u' => {
+                let (bytes, used) = escaped_char_len(body.get(at..)?)?;
+                at += used;
+                bytes
+            }
+            _ => return None,
+        };
     }
+}
+
+/// The UTF-8 length of the character of a `\u` escape whose hex digits start `rest`, and how
+/// many bytes of `rest` it takes (a surrogate pair's second escape included).
+fn escaped_char_len(rest: &[u8]) -> Option<(usize, usize)> {
+    let hex = |digits: &[u8]| -> Option<u32> {
+        let text = std::str::from_utf8(digits.get(..4)?).ok()?;
+        if !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u32::from_str_radix(text, 16).ok()
+    };
+    Some(match hex(rest)? {
+        0xD800..=0xDBFF => {
+            let low = rest
+                .get(4..6)
+                .filter(|e| *e == b"\\u")
+                .and(hex(rest.get(6..)?))?;
+            (0xDC00..=0xDFFF).contains(&low).then_some((4, 10))?
+        }
+        0xDC00..=0xDFFF => return None,
+        0..=0x7F => (1, 4),
+        0x80..=0x7FF => (2, 4),
+        _ => (3, 4),
+    })
 }
 
 /// How deeply [`Reader`] follows nesting: as deep as serde_json parses (it fails deeper).
@@ -1452,7 +1488,8 @@ mod tests {
                 .unwrap()
                 .starts_with(b"\"stop\"")
         );
-        assert_eq!(value(spaced, "content").and_then(string_len), Some(6));
+        // `h"i\`: four bytes of text, six as written.
+        assert_eq!(value(spaced, "content").and_then(string_len), Some(4));
         assert_eq!(value(spaced, "text"), None);
     }
 
@@ -1521,6 +1558,34 @@ mod tests {
                 string_stop(&bytes, from, controls),
                 string_stop_naive(&bytes, from, controls)
             );
+        }
+    }
+
+    #[test]
+    fn string_lengths_are_of_the_unescaped_text() {
+        for (json, text) in [
+            (r#""""#, ""),
+            (r#""plain""#, "plain"),
+            (r#""say \"hi\"""#, "say \"hi\""),
+            (
+                r#""caf\u00e9 \u20ac \ud83d\ude00 \n\t\/""#,
+                "café € 😀 \n\t/",
+            ),
+            (r#""é raw""#, "é raw"),
+        ] {
+            assert_eq!(string_len(json.as_bytes()), Some(text.len()), "{json}");
+            let parsed: String = serde_json::from_str(json).unwrap();
+            assert_eq!(parsed, text);
+        }
+        for broken in [
+            r#""open"#,
+            r#""\q""#,
+            r#""\u12""#,
+            r#""\ud83d""#,
+            r#""\ude00""#,
+            r#""\u00g0""#,
+        ] {
+            assert_eq!(string_len(broken.as_bytes()), None, "{broken}");
         }
     }
 
