@@ -12,6 +12,21 @@
 //! answers is what the full read would. The JSON is read in full for the events that carry
 //! facts: the first chunk (id, model), finish reasons, usage, errors, refusals, a tool
 //! call's first fragment, and every event when content capture is on.
+//!
+//! The chunks of one OpenAI chat stream are nearly identical: the same id, object, created,
+//! model and fingerprint, then the choice and its delta, and only the content differs (and
+//! what follows it: OpenAI's random `obfuscation`). So when the strict reader accepts a
+//! chunk whose content string it reached having counted nothing, the state keeps the chunk's
+//! *head*, its bytes up to and including the opening quote of that string, with what the
+//! reader knew there (which members of the choice and the delta it had seen) in a
+//! [`ChatTemplate`]. A later chunk that starts with the same bytes (one `memcmp`) is read
+//! from its content string on: the string's unescaped length, then the rest of the delta,
+//! of the choice, of the `choices` array and of the top-level object, by the same rules and
+//! the same code as the strict reader from that point. Identical bytes leave the reader in
+//! the identical state, so the answer is the strict reader's, at the cost of the tail only;
+//! where the tail is refused the chunk goes to the full read, as it would have. A chunk that
+//! does not start with the head (a changed `created`, a finish chunk) takes the strict
+//! reader, and teaches the template its own head if it has one.
 
 use serde_json::Value;
 
@@ -76,6 +91,33 @@ pub(crate) struct ResponseState {
     /// Their arguments, only when content capture is on (empty, never allocated, when off),
     /// at most [`MAX_TOOL_CALLS`]; with the output text, within `capture_cap`.
     pub tool_arguments: Vec<ToolArguments>,
+    /// The head of the last plain OpenAI chat chunk, for the fast path's template.
+    pub(super) chat_template: ChatTemplate,
+}
+
+/// The head of a plain OpenAI chat chunk, which the chunks after it in a stream repeat: its
+/// bytes up to and including the opening quote of the delta's `content` string, and what
+/// the fast path's reader knows there (the `Once` bits of the choice and of the delta). A
+/// chunk that starts with these bytes is read from its content on (`openai::chat`'s
+/// `templated_chunk`). Empty until a chunk teaches it; at most [`MAX_TEMPLATE_HEAD`] bytes.
+#[derive(Default)]
+pub(super) struct ChatTemplate {
+    pub(super) head: Vec<u8>,
+    /// The choice's `Once` bits at the head.
+    pub(super) choice: u8,
+    /// The delta's `Once` bits at the head (`content`'s among them).
+    pub(super) delta: u8,
+}
+
+/// Bytes of a chunk's head a [`ChatTemplate`] keeps, at most (OpenAI's are about 230).
+pub(super) const MAX_TEMPLATE_HEAD: usize = 1024;
+
+/// Only a cache, which changes no fact of the response: left out of the state's `Debug`, so
+/// that a state read with the template prints as one read without.
+impl std::fmt::Debug for ChatTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChatTemplate")
+    }
 }
 
 /// The arguments of one tool call as the answer gave them, kept only with content capture.

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::super::json::{Number, Reader};
-use super::super::response::{EventKind, ResponseState, Usage};
+use super::super::response::{ChatTemplate, EventKind, MAX_TEMPLATE_HEAD, ResponseState, Usage};
 use super::super::view::{self, Loose, Present};
 use super::error_of;
 
@@ -39,11 +39,31 @@ impl ResponseState {
     /// chunk (id and model known) and with capture off, what the full read would leave,
     /// when [`plain_chunk`] can tell for certain (the common chunk in under half the scanner's
     /// instructions and time); `None` leaves the chunk to the full read.
+    ///
+    /// A chunk that starts with the head of the [`ChatTemplate`] is read from there on
+    /// ([`templated_chunk`], which answers as `plain_chunk` would); any other, by
+    /// `plain_chunk`, whose head, if it has one, the template learns.
     fn openai_chunk_fast(&mut self, data: &str) -> Option<EventKind> {
         if self.capture || self.id.is_none() || self.model.is_none() {
             return None;
         }
-        let (kind, content_bytes) = plain_chunk(data.as_bytes())?;
+        let bytes = data.as_bytes();
+        let template = &mut self.chat_template;
+        let (kind, content_bytes) =
+            if !template.head.is_empty() && bytes.starts_with(&template.head) {
+                #[cfg(test)]
+                tests::TEMPLATE_HITS.with(|hits| hits.set(hits.get() + 1));
+                templated_chunk(bytes, template)?
+            } else {
+                let (kind, content_bytes, head) = plain_chunk(bytes)?;
+                if let Some(head) = head.filter(|head| head.len <= MAX_TEMPLATE_HEAD) {
+                    template.head.clear();
+                    template.head.extend_from_slice(&bytes[..head.len]);
+                    template.choice = head.choice;
+                    template.delta = head.delta;
+                }
+                (kind, content_bytes)
+            };
         self.content_bytes += content_bytes as u64;
         Some(kind)
     }
@@ -433,7 +453,7 @@ impl UsageView<'_> {
     }
 }
 
-/// A streamed chunk the fast path answers: `(kind, bytes of text)`, when the chunk is
+/// A streamed chunk the fast path answers: `(kind, bytes of text, head)`, when the chunk is
 /// certainly one whose full read would only count its text, and change nothing else.
 ///
 /// It reads a strict subset of JSON in one pass, without building anything: no white space,
@@ -446,33 +466,108 @@ impl UsageView<'_> {
 /// `delta`, `content`, `text` and `tool_calls`, one each per object (the full read takes
 /// the last of repeated members). Anything else is `None`, left to the full read: what this
 /// answers, it answers as the full read does (`the_fast_path_agrees_with_the_full_read`).
-fn plain_chunk(bytes: &[u8]) -> Option<(EventKind, usize)> {
+///
+/// With the answer comes the chunk's head, when it has one for a [`ChatTemplate`].
+fn plain_chunk(bytes: &[u8]) -> Option<(EventKind, usize, Option<Head>)> {
     let mut reader = Plain { bytes, pos: 0 };
     let mut read = Read::default();
     let mut once = Once::default();
-    reader.object(|reader, key| match key {
-        b"choices" => {
-            once.check(0)?;
-            reader.array(|reader| reader.choice(&mut read))
-        }
-        b"usage" | b"error" => reader.eat(b"null"),
-        b"object" => (reader.plain_string()? != b"error").then_some(()),
-        _ => reader.scalar(),
-    })?;
-    let kind = if read.content {
-        EventKind::Content
-    } else {
-        EventKind::Other
+    reader.object(|reader, key| reader.top_member(key, &mut once, &mut read))?;
+    let head = read.head.take();
+    let (kind, content_bytes) = read.answer(&reader)?;
+    Some((kind, content_bytes, head))
+}
+
+/// A chunk read by [`plain_chunk`] from the end of its head on, the head being the
+/// `template`'s (the caller has compared the bytes): the content string, then the rest of the
+/// delta, the choice, the `choices` array and the top-level object, by the same rules. The
+/// same bytes leave `plain_chunk` in the same state, so this answers as it would: `None`
+/// where it would.
+fn templated_chunk(bytes: &[u8], template: &ChatTemplate) -> Option<(EventKind, usize)> {
+    let mut reader = Plain {
+        bytes,
+        pos: template.head.len(),
     };
-    (reader.pos == bytes.len()).then_some((kind, read.bytes))
+    let mut read = Read::default();
+    let mut choice = Choice {
+        once: Once(template.choice),
+        delta: Once(template.delta),
+        ..Choice::default()
+    };
+    choice.content = Some(reader.string_rest()?);
+    reader.after_member(|reader, key| reader.delta_member(key, &mut choice, &mut read))?;
+    reader.after_member(|reader, key| reader.choice_member(key, &mut choice, &mut read))?;
+    choice.count(&mut read);
+    reader.after_element(|reader| reader.choice(&mut read))?;
+    // At the top level, `choices` is read.
+    let mut once = Once(1);
+    reader.after_member(|reader, key| reader.top_member(key, &mut once, &mut read))?;
+    read.answer(&reader)
+}
+
+/// Where a chunk's head ends, and what [`plain_chunk`] knows there: a [`ChatTemplate`].
+///
+/// The reader's state at that point is its position, the `Once` bits of the top-level
+/// object (`choices` read), the choice and the delta, the choice's `text`, and [`Read`]. A
+/// head is only taken where `Read` is still empty (no content, tool call fragment or text
+/// counted before it), and the choice's `text` does not matter: its `content` a string, a
+/// choice counts that, never its `text`. Every value in the head ends before its end (the
+/// last byte is the content's opening quote), so nothing after the head changes how the
+/// head was read.
+#[derive(Clone, Copy)]
+struct Head {
+    /// Bytes, up to and including the opening quote of the delta's `content`.
+    len: usize,
+    /// The choice's [`Once`] bits.
+    choice: u8,
+    /// The delta's [`Once`] bits, `content`'s set.
+    delta: u8,
 }
 
 /// What [`plain_chunk`] has read so far: whether the chunk carries content, and how many
-/// bytes of text.
+/// bytes of text; and the chunk's head, when its first content string came before anything
+/// was counted.
 #[derive(Default)]
 struct Read {
     content: bool,
     bytes: usize,
+    head: Option<Head>,
+}
+
+impl Read {
+    /// What [`plain_chunk`] answers, `reader` at the end of the top-level object: the
+    /// chunk's kind and bytes of text, if nothing follows.
+    fn answer(&self, reader: &Plain<'_>) -> Option<(EventKind, usize)> {
+        let kind = if self.content {
+            EventKind::Content
+        } else {
+            EventKind::Other
+        };
+        (reader.pos == reader.bytes.len()).then_some((kind, self.bytes))
+    }
+}
+
+/// What [`plain_chunk`] knows of a choice as it reads it.
+#[derive(Default)]
+struct Choice {
+    /// Of the choice's members, `text` (bit 0) and `delta` (bit 1) are read.
+    once: Once,
+    /// Of the delta's members, `content` (bit 0) and `tool_calls` (bit 1) are read.
+    delta: Once,
+    /// The length of the delta's content, if a string.
+    content: Option<usize>,
+    /// The length of the legacy `text`, if a string.
+    text: Option<usize>,
+}
+
+impl Choice {
+    /// Adds the choice's text, at its end, to `read`: the delta's `content`, else `text`.
+    fn count(&self, read: &mut Read) {
+        if let Some(len) = self.content.or(self.text).filter(|&len| len > 0) {
+            read.content = true;
+            read.bytes += len;
+        }
+    }
 }
 
 /// The members of one object that may appear once only, by bit.
@@ -509,11 +604,17 @@ impl<'a> Plain<'a> {
     }
 
     /// Hands each member of an object to `member` with its key; `member` reads the value.
-    fn object(&mut self, mut member: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
+    fn object(&mut self, member: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
         self.byte(b'{')?;
         if self.byte(b'}').is_some() {
             return Some(());
         }
+        self.members(member)
+    }
+
+    /// An object's members from the next key on, and its closing brace.
+    #[inline(always)]
+    fn members(&mut self, mut member: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
         loop {
             let key = self.plain_string()?;
             self.byte(b':')?;
@@ -524,12 +625,30 @@ impl<'a> Plain<'a> {
         }
     }
 
+    /// An object's rest after a member's value: more members, as [`Self::object`] reads
+    /// them, and its closing brace.
+    fn after_member(
+        &mut self,
+        member: impl FnMut(&mut Self, &'a [u8]) -> Option<()>,
+    ) -> Option<()> {
+        if self.byte(b',').is_some() {
+            return self.members(member);
+        }
+        self.byte(b'}')
+    }
+
     /// Hands each element of an array to `element`, which reads it.
-    fn array(&mut self, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+    fn array(&mut self, element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
         self.byte(b'[')?;
         if self.byte(b']').is_some() {
             return Some(());
         }
+        self.elements(element)
+    }
+
+    /// An array's elements from the next on, and its closing bracket.
+    #[inline(always)]
+    fn elements(&mut self, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
         loop {
             element(self)?;
             if self.byte(b',').is_none() {
@@ -538,47 +657,86 @@ impl<'a> Plain<'a> {
         }
     }
 
+    /// An array's rest after an element: more elements, as [`Self::array`] reads them, and
+    /// its closing bracket.
+    fn after_element(&mut self, element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        if self.byte(b',').is_some() {
+            return self.elements(element);
+        }
+        self.byte(b']')
+    }
+
+    /// A member of the top-level object (`once`: `choices`, bit 0, is read).
+    fn top_member(&mut self, key: &[u8], once: &mut Once, read: &mut Read) -> Option<()> {
+        match key {
+            b"choices" => {
+                once.check(0)?;
+                self.array(|reader| reader.choice(read))
+            }
+            b"usage" | b"error" => self.eat(b"null"),
+            b"object" => (self.plain_string()? != b"error").then_some(()),
+            _ => self.scalar(),
+        }
+    }
+
     /// A choice: its text (the delta's `content`, else the legacy `text`) and tool call
     /// fragments added to `read`.
     fn choice(&mut self, read: &mut Read) -> Option<()> {
-        let (mut content, mut text) = (None, None);
-        let mut once = Once::default();
-        self.object(|reader, key| match key {
-            b"index" => reader.digits(),
-            b"logprobs" | b"finish_reason" => reader.eat(b"null"),
+        let mut choice = Choice::default();
+        self.object(|reader, key| reader.choice_member(key, &mut choice, read))?;
+        choice.count(read);
+        Some(())
+    }
+
+    /// A member of a choice.
+    fn choice_member(&mut self, key: &[u8], choice: &mut Choice, read: &mut Read) -> Option<()> {
+        match key {
+            b"index" => self.digits(),
+            b"logprobs" | b"finish_reason" => self.eat(b"null"),
             b"text" => {
-                once.check(0)?;
-                text = reader.string_or_null()?;
+                choice.once.check(0)?;
+                choice.text = self.string_or_null()?;
                 Some(())
             }
             b"delta" => {
-                once.check(1)?;
-                let mut once = Once::default();
-                reader.object(|reader, key| match key {
-                    b"role" => reader.plain_string().map(drop),
-                    b"refusal" => reader.eat(b"null"),
-                    b"content" => {
-                        once.check(0)?;
-                        content = reader.string_or_null()?;
-                        Some(())
-                    }
-                    b"tool_calls" => {
-                        once.check(1)?;
-                        reader.array(|reader| {
-                            read.content = true;
-                            reader.tool_call_fragment()
-                        })
-                    }
-                    _ => None,
+                choice.once.check(1)?;
+                self.object(|reader, key| reader.delta_member(key, choice, read))
+            }
+            _ => None,
+        }
+    }
+
+    /// A member of a choice's delta. A `content` string reached with nothing counted (in
+    /// this chunk, the first) ends the chunk's head, which `read` notes.
+    fn delta_member(&mut self, key: &[u8], choice: &mut Choice, read: &mut Read) -> Option<()> {
+        match key {
+            b"role" => self.plain_string().map(drop),
+            b"refusal" => self.eat(b"null"),
+            b"content" => {
+                choice.delta.check(0)?;
+                if self.bytes.get(self.pos) == Some(&b'"')
+                    && !read.content
+                    && read.bytes == 0
+                    && read.head.is_none()
+                {
+                    read.head = Some(Head {
+                        len: self.pos + 1,
+                        choice: choice.once.0,
+                        delta: choice.delta.0,
+                    });
+                }
+                choice.content = self.string_or_null()?;
+                Some(())
+            }
+            b"tool_calls" => {
+                choice.delta.check(1)?;
+                self.array(|reader| {
+                    read.content = true;
+                    reader.tool_call_fragment()
                 })
             }
             _ => None,
-        })?;
-        if let Some(len) = content.or(text).filter(|&len| len > 0) {
-            read.content = true;
-            read.bytes += len;
         }
-        Some(())
     }
 
     /// A tool call's fragment that only continues its arguments: an id or a name (the
@@ -669,6 +827,11 @@ impl<'a> Plain<'a> {
     /// (surrogates paired, no control characters).
     fn string_len(&mut self) -> Option<usize> {
         self.eat(b"\"")?;
+        self.string_rest()
+    }
+
+    /// [`Self::string_len`] past the opening quote.
+    fn string_rest(&mut self) -> Option<usize> {
         let mut len = 0;
         loop {
             let from = self.pos;
@@ -721,6 +884,15 @@ impl<'a> Plain<'a> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    thread_local! {
+        /// Chunks of this thread that started with their state's template head.
+        pub(super) static TEMPLATE_HITS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    fn template_hits() -> u64 {
+        TEMPLATE_HITS.with(std::cell::Cell::get)
+    }
 
     fn fresh(capture: bool) -> ResponseState {
         ResponseState {
@@ -1682,7 +1854,7 @@ mod tests {
                 .map(|_| {
                     let start = std::time::Instant::now();
                     for _ in 0..rounds {
-                        read(&mut state, std::hint::black_box(chunk));
+                        read_one(&read, &mut state, std::hint::black_box(chunk));
                     }
                     start.elapsed().as_nanos() as f64 / f64::from(rounds)
                 })
@@ -1692,7 +1864,53 @@ mod tests {
         }
     }
 
-    /// The cost of a common chunk through `openai_chunk`, the scanner and the `Value` path.
+    /// One call of `read`, never inlined: what `valgrind --tool=callgrind` counts per chunk,
+    /// as the inclusive cost of `read_one::<…chunk_cost::{closure#0}>` over its calls.
+    #[inline(never)]
+    fn read_one<F: Fn(&mut ResponseState, &str)>(read: &F, state: &mut ResponseState, chunk: &str) {
+        read(state, chunk);
+    }
+
+    /// Nanoseconds per chunk of `openai_chunk` over a stream as OpenAI sends one: 16 chunks
+    /// with their own token and `obfuscation`, read in turn again and again (the least of
+    /// seven runs), from a state past the first chunk. Under callgrind, the per-chunk count
+    /// is `read_one::<…time_stream…>`'s inclusive cost over `CHUNK_COST_ROUNDS` × 7 calls.
+    fn time_stream() {
+        let env = |name| std::env::var(name).ok().and_then(|v| v.parse::<u32>().ok());
+        let rounds = env("CHUNK_COST_ROUNDS").unwrap_or(50_000) / 16;
+        let chunks: Vec<String> = (0..16)
+            .map(|i| {
+                format!(
+                    r#"{{"id":"chatcmpl-DulSaIuPk2WVzIh1ATUc3kKJq3tMX","object":"chat.completion.chunk","created":1796205257,"model":"gpt-4o","service_tier":"default","system_fingerprint":"fp_5d3f1c9b27","choices":[{{"index":0,"delta":{{"content":" tok{i}"}},"logprobs":null,"finish_reason":null}}],"obfuscation":"{}"}}"#,
+                    &"k2joxp6gf2Y7Q5"[..i % 8 + 4]
+                )
+            })
+            .collect();
+        let read = |state: &mut ResponseState, chunk: &str| {
+            state.openai_chunk(chunk);
+        };
+        let mut state = past_first(true);
+        let ns = (0..7)
+            .map(|_| {
+                let start = std::time::Instant::now();
+                for _ in 0..rounds {
+                    for chunk in &chunks {
+                        read_one(&read, &mut state, std::hint::black_box(chunk));
+                    }
+                }
+                start.elapsed().as_nanos() as f64 / f64::from(rounds * 16)
+            })
+            .fold(f64::INFINITY, f64::min);
+        std::hint::black_box(&state);
+        println!(
+            "{:>12} 16 chunks (~{} bytes): {ns:7.1} ns",
+            "stream",
+            chunks[0].len()
+        );
+    }
+
+    /// The cost of a common chunk through `openai_chunk`, the scanner and the `Value` path,
+    /// and of a chunk of an OpenAI stream through `openai_chunk`.
     /// Timing, not a check: run it optimized, `cargo test -p llmtrace --release --lib
     /// chunk_cost -- --ignored --nocapture`.
     #[test]
@@ -1710,6 +1928,341 @@ mod tests {
                 state.openai_value(&value, true);
             });
         }
+        time_stream();
+    }
+
+    /// OpenAI's chunk, as it streams them: `{created}` and `{content}` to fill in.
+    const OPENAI_CHUNK: &str = r#"{"id":"chatcmpl-DulSaIuPk2WVzIh1ATUc3kKJq3tMX","object":"chat.completion.chunk","created":{created},"model":"gpt-4o","service_tier":"default","system_fingerprint":"fp_5d3f1c9b27","choices":[{"index":0,"delta":{"content":{content}},"logprobs":null,"finish_reason":null}],"usage":null,"obfuscation":"k2joxp6gf2Y7"}"#;
+
+    /// [`OPENAI_CHUNK`] made at `created` with `content` (a JSON value, as written).
+    fn openai_chunk_at(created: &str, content: &str) -> String {
+        OPENAI_CHUNK
+            .replace("{created}", created)
+            .replace("{content}", content)
+    }
+
+    /// `chunks` read in turn by `openai_chunk` (the template and fast path when they
+    /// answer) and in full, each from a state past the first chunk: the same kind for each,
+    /// and the same state at the end; and where the template is used, it answers as
+    /// [`plain_chunk`] does. The first state is returned.
+    fn stream_agrees<S: AsRef<str>>(chunks: &[S]) -> ResponseState {
+        let mut fast = past_first(true);
+        let mut full = past_first(true);
+        for chunk in chunks {
+            let chunk = chunk.as_ref();
+            let (bytes, template) = (trim_unicode_ws(chunk).as_bytes(), &fast.chat_template);
+            if !template.head.is_empty() && bytes.starts_with(&template.head) {
+                let plain = plain_chunk(bytes).map(|(kind, len, _)| (kind, len));
+                assert_eq!(templated_chunk(bytes, template), plain, "chunk: {chunk}");
+            }
+            let kind = fast.openai_chunk(chunk);
+            let kind_full = full.openai_chunk_in_full(trim_unicode_ws(chunk));
+            assert_eq!(kind, kind_full, "chunk: {chunk}");
+        }
+        assert_eq!(
+            format!("{fast:?}"),
+            format!("{full:?}"),
+            "chunks: {:#?}",
+            chunks.iter().map(AsRef::as_ref).collect::<Vec<_>>()
+        );
+        fast
+    }
+
+    /// A chunk teaches the template its head, up to the content's opening quote; the next,
+    /// starting with it, is read from its content on.
+    #[test]
+    fn template_reads_the_content_after_the_head() {
+        let first = openai_chunk_at("1796205257", r#""tok0""#);
+        let second = openai_chunk_at("1796205257", r#"" t\u00e9k\n1""#);
+        let mut state = past_first(true);
+        let hits = template_hits();
+        assert_eq!(state.openai_chunk(&first), EventKind::Content);
+        assert_eq!(template_hits(), hits);
+        let head = first.find(r#""content":""#).unwrap() + r#""content":""#.len();
+        assert_eq!(state.chat_template.head, first.as_bytes()[..head]);
+        assert_eq!(state.openai_chunk(&second), EventKind::Content);
+        assert_eq!(template_hits(), hits + 1);
+        assert_eq!(state.content_bytes, 4 + 7);
+        assert_eq!(
+            templated_chunk(second.as_bytes(), &state.chat_template),
+            Some((EventKind::Content, 7))
+        );
+        let empty = openai_chunk_at("1796205257", r#""""#);
+        assert_eq!(
+            templated_chunk(empty.as_bytes(), &state.chat_template),
+            Some((EventKind::Other, 0))
+        );
+        stream_agrees(&[first, second, empty]);
+    }
+
+    /// A chunk whose `created` changed does not start with the head: the strict reader
+    /// answers it, and the template learns its head.
+    #[test]
+    fn template_falls_back_when_created_changes() {
+        let chunks = [
+            openai_chunk_at("1796205257", r#""tok0""#),
+            openai_chunk_at("1796205258", r#""tok1""#),
+            openai_chunk_at("1796205258", r#""tok2""#),
+        ];
+        let mut state = past_first(true);
+        let hits = template_hits();
+        state.openai_chunk(&chunks[0]);
+        assert_eq!(state.openai_chunk(&chunks[1]), EventKind::Content);
+        assert_eq!(template_hits(), hits);
+        assert!(
+            state
+                .chat_template
+                .head
+                .starts_with(&chunks[1].as_bytes()[..100])
+        );
+        assert_eq!(state.openai_chunk(&chunks[2]), EventKind::Content);
+        assert_eq!(template_hits(), hits + 1);
+        assert_eq!(state.content_bytes, 12);
+        stream_agrees(&chunks);
+    }
+
+    /// A second `content` in the delta, after the head's, is refused as the strict reader
+    /// refuses it, and left to the full read (which takes the last).
+    #[test]
+    fn template_refuses_a_repeated_content_in_the_tail() {
+        let first = openai_chunk_at("1796205257", r#""tok0""#);
+        let repeated = openai_chunk_at("1796205257", r#""tok1","content":"x""#);
+        let mut state = past_first(true);
+        state.openai_chunk(&first);
+        let hits = template_hits();
+        assert_eq!(
+            templated_chunk(repeated.as_bytes(), &state.chat_template),
+            None
+        );
+        assert!(plain_chunk(repeated.as_bytes()).is_none());
+        assert_eq!(state.openai_chunk(&repeated), EventKind::Content);
+        assert_eq!(template_hits(), hits + 1);
+        assert_eq!(state.content_bytes, 4 + 1);
+        stream_agrees(&[first, repeated]);
+    }
+
+    /// The finish chunk after content chunks, with the head (an empty content) or without
+    /// (OpenAI's empty delta), is left to the full read, which records the reason.
+    #[test]
+    fn template_sees_a_finish_chunk_after_content() {
+        let finish = |delta: &str| {
+            openai_chunk_at("1796205257", r#""tok0""#)
+                .replace(r#"{"content":"tok0"}"#, delta)
+                .replace(r#""finish_reason":null"#, r#""finish_reason":"stop""#)
+        };
+        for last in [finish(r#"{"content":""}"#), finish("{}")] {
+            let chunks = [
+                openai_chunk_at("1796205257", r#""tok0""#),
+                openai_chunk_at("1796205257", r#"" tok1""#),
+                last,
+            ];
+            let mut state = past_first(true);
+            state.openai_chunk(&chunks[0]);
+            state.openai_chunk(&chunks[1]);
+            assert_eq!(
+                templated_chunk(chunks[2].as_bytes(), &state.chat_template),
+                None
+            );
+            assert_eq!(state.openai_chunk(&chunks[2]), EventKind::Other);
+            assert_eq!(state.finish_reasons, [(0, "stop".to_owned())]);
+            assert_eq!(stream_agrees(&chunks).content_bytes, 9);
+        }
+    }
+
+    /// The head of a chunk for [`the_template_agrees_with_the_full_read_over_streams`], up
+    /// to `"content":`: mostly OpenAI's, now and then another `created`, members before the
+    /// delta's content (an earlier choice among them, which may count text), or white space.
+    fn stream_head() -> impl Strategy<Value = String> {
+        let created = prop_oneof![6 => Just("1796205257"), 1 => Just("1796205258")];
+        let before_choice = prop::sample::select(vec![
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            r#"{"index":1,"delta":{}},"#,
+            r#"{"index":1,"delta":{"content":"z"}},"#,
+            r#"{"text":"é"},"#,
+        ]);
+        let in_choice = prop::sample::select(vec![
+            "",
+            "",
+            "",
+            "",
+            "",
+            r#""text":null,"#,
+            r#""text":"t","#,
+            r#""logprobs":null,"#,
+        ]);
+        let in_delta = prop::sample::select(vec![
+            "",
+            "",
+            "",
+            "",
+            "",
+            r#""role":"assistant","#,
+            r#""tool_calls":[],"#,
+            r#""refusal":null,"#,
+        ]);
+        let space = prop::sample::select(vec!["", "", "", "", "", "", " ", "\n"]);
+        (created, before_choice, in_choice, in_delta, space).prop_map(
+            |(created, before_choice, in_choice, in_delta, space)| {
+                format!(
+                    r#"{space}{{"id":"chatcmpl-DulSaIuPk2WVzIh1ATUc3kKJq3tMX","object":"chat.completion.chunk","created":{created},"model":"gpt-4o","service_tier":"default","system_fingerprint":"fp_5d3f1c9b27","choices":[{before_choice}{{{in_choice}"index":0,"delta":{{{in_delta}"content":"#
+                )
+            },
+        )
+    }
+
+    /// The rest of a chunk after its head: the content (escapes, empty, non-ASCII, invalid),
+    /// then mostly OpenAI's tail, now and then members that change what the chunk says,
+    /// repeated members, more choices, white space.
+    fn stream_tail() -> impl Strategy<Value = String> {
+        let content = prop_oneof![
+            8 => text(),
+            1 => literal(""),
+            1 => literal("a\\ud83d"),
+            1 => literal("\\x"),
+            1 => literal("\u{1}"),
+            1 => null(),
+        ]
+        .prop_map(|content| written(&content, ""));
+        let delta_tail = prop::sample::select(vec![
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            r#","refusal":null"#,
+            r#","content":"b""#,
+            r#","content":null"#,
+            r#","tool_calls":[]"#,
+            r#","tool_calls":[{"index":0,"function":{"arguments":"{}"}}]"#,
+            r#","tool_calls":[{"index":0,"id":"call_1","function":{"name":"f"}}]"#,
+            r#","role":"assistant""#,
+            r#","x":1"#,
+            " ",
+        ]);
+        let choice_tail = prop::sample::select(vec![
+            r#","logprobs":null,"finish_reason":null"#,
+            r#","logprobs":null,"finish_reason":null"#,
+            r#","logprobs":null,"finish_reason":null"#,
+            r#","logprobs":null,"finish_reason":"stop""#,
+            r#","finish_reason":"length""#,
+            r#","finish_reason":null,"text":"t""#,
+            r#","delta":{}"#,
+            r#","index":1"#,
+            r#","logprobs":{"content":[]}"#,
+            r#","text":null"#,
+            "",
+        ]);
+        let more_choices = prop::sample::select(vec![
+            "",
+            "",
+            "",
+            "",
+            "",
+            r#",{"index":1,"delta":{"content":"y"},"finish_reason":null}"#,
+            r#",{"index":1,"delta":{},"finish_reason":"length"}"#,
+            r#",{"index":1,"delta":{"content":""}}"#,
+            r#",{"index":1,"text":"é"}"#,
+            ",",
+        ]);
+        let top_tail = prop::sample::select(vec![
+            r#","usage":null,"obfuscation":"k2joxp6gf2Y7""#,
+            r#","usage":null,"obfuscation":"5KWs0aDjx4s""#,
+            r#","obfuscation":"q8Rk2""#,
+            "",
+            r#","usage":null"#,
+            r#","usage":{"prompt_tokens":3,"completion_tokens":5}"#,
+            r#","error":{"message":"x"}"#,
+            r#","error":null"#,
+            r#","object":"error""#,
+            r#","choices":[]"#,
+            r#","x":{"content":"a"}"#,
+            r#","model":"gpt-4o-mini""#,
+            r#","obfuscation":"a\"b""#,
+            r#","created":-1"#,
+            " ",
+        ]);
+        let end = prop::sample::select(vec!["", "", "", "", "", "", "\n", " x", "}"]);
+        let varied = (delta_tail, choice_tail, more_choices, top_tail, end).prop_map(
+            |(delta_tail, choice_tail, more_choices, top_tail, end)| {
+                format!("{delta_tail}}}{choice_tail}}}{more_choices}]{top_tail}}}{end}")
+            },
+        );
+        let openai = r#"},"logprobs":null,"finish_reason":null}],"usage":null,"obfuscation":"k2joxp6gf2Y7"}"#;
+        let rest = prop_oneof![1 => Just(openai.to_owned()), 1 => varied];
+        (content, rest).prop_map(|(content, rest)| content + &rest)
+    }
+
+    /// A stream of 2 to 6 chunks: most with the stream's head, some with another; and
+    /// some damaged (a byte changed, or cut short).
+    fn template_stream() -> impl Strategy<Value = Vec<String>> {
+        let damage = prop_oneof![
+            8 => Just(None),
+            1 => (any::<prop::sample::Index>(), prop::sample::select(b"\"\\},]: x0\x01".to_vec()))
+                .prop_map(|(at, byte)| Some((at, Some(byte)))),
+            1 => any::<prop::sample::Index>().prop_map(|at| Some((at, None))),
+        ];
+        let chunk = (
+            prop::bool::weighted(0.85),
+            stream_head(),
+            stream_tail(),
+            damage,
+        );
+        (stream_head(), prop::collection::vec(chunk, 2..=6)).prop_map(|(head, chunks)| {
+            let chunks = chunks.into_iter();
+            chunks
+                .map(|(same, other, tail, damage)| {
+                    let chunk = format!("{}{tail}", if same { &head } else { &other });
+                    damaged(chunk, damage)
+                })
+                .collect()
+        })
+    }
+
+    /// `chunk` with the byte at an index changed, or cut there.
+    fn damaged(mut chunk: String, damage: Option<(prop::sample::Index, Option<u8>)>) -> String {
+        match damage {
+            None => chunk,
+            Some((at, Some(byte))) => {
+                let mut bytes = chunk.into_bytes();
+                let at = at.index(bytes.len());
+                bytes[at] = byte;
+                String::from_utf8_lossy(&bytes).into_owned()
+            }
+            Some((at, None)) => {
+                let mut end = at.index(chunk.len() + 1);
+                while !chunk.is_char_boundary(end) {
+                    end -= 1;
+                }
+                chunk.truncate(end);
+                chunk
+            }
+        }
+    }
+
+    /// Over streams of chunks, mostly of the same head, the template answers each as the
+    /// strict reader and so as the full read does, and leaves the same state; and it is
+    /// used (it answers chunks of most streams).
+    #[test]
+    fn the_template_agrees_with_the_full_read_over_streams() {
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(2048));
+        let hits = template_hits();
+        let streams = template_stream();
+        runner
+            .run(&streams, |chunks| {
+                stream_agrees(&chunks);
+                Ok(())
+            })
+            .unwrap();
+        let hits = template_hits() - hits;
+        assert!(hits > 1000, "template hits: {hits}");
     }
 
     proptest! {
