@@ -93,10 +93,19 @@ impl<'a> AccessLogLine<'a> {
     /// Hands the line to the process's access log writer, which writes it to stderr within
     /// [`BATCH_WINDOW`] (see the module docs). Never blocks on stderr.
     pub fn write(&self) {
-        stderr_log().append(|out| {
+        let line = |out: &mut Vec<u8>| {
             self.encode(out);
             out.push(b'\n');
-        });
+        };
+        match stderr_log() {
+            Some(writer) => writer.append(line),
+            // No writer thread could be started: the line is written here, as one `write`.
+            None => {
+                let mut text = Vec::with_capacity(640);
+                line(&mut text);
+                let _ = std::io::stderr().lock().write_all(&text);
+            }
+        }
     }
 
     /// The line as JSON, the same object `serde_json` makes of it (the test checks), written
@@ -221,24 +230,39 @@ pub const BATCH_WINDOW: Duration = Duration::from_millis(10);
 /// Bytes of lines waiting at most; a line that does not fit is dropped and counted.
 pub const MAX_PENDING: usize = 4 << 20;
 
-/// The process's access log, on stderr; its thread starts with the first line.
-static STDERR: OnceLock<LineWriter<std::io::Stderr>> = OnceLock::new();
+/// The process's access log, on stderr; its thread starts with the first line (`None`: it
+/// could not be started, and lines are written by the requests).
+static STDERR: OnceLock<Option<LineWriter<std::io::Stderr>>> = OnceLock::new();
 
-fn stderr_log() -> &'static LineWriter<std::io::Stderr> {
-    STDERR.get_or_init(|| LineWriter::start(std::io::stderr(), BATCH_WINDOW, MAX_PENDING))
+fn stderr_log() -> Option<&'static LineWriter<std::io::Stderr>> {
+    STDERR
+        .get_or_init(|| {
+            LineWriter::start(std::io::stderr(), BATCH_WINDOW, MAX_PENDING)
+                .inspect_err(|error| {
+                    eprintln!(
+                        "llmtrace-proxy: access log: no writer thread ({error}); lines are \
+                         written by each request"
+                    );
+                })
+                .ok()
+        })
+        .as_ref()
 }
 
 /// Writes the access log lines still waiting, from the calling thread: call it before the
 /// process exits (the gateway's `main` does, after the server stops).
 pub fn flush() {
-    if let Some(writer) = STDERR.get() {
+    if let Some(Some(writer)) = STDERR.get() {
         writer.flush();
     }
 }
 
 /// Access log lines dropped since the process started because stderr did not keep up.
 pub fn dropped_lines() -> u64 {
-    STDERR.get().map_or(0, |writer| writer.dropped())
+    STDERR
+        .get()
+        .and_then(Option::as_ref)
+        .map_or(0, LineWriter::dropped)
 }
 
 /// Lines written in batches by a thread of their own, so that whoever appends a line never
@@ -262,7 +286,7 @@ pub fn dropped_lines() -> u64 {
 /// }
 ///
 /// let out = Shared::default();
-/// let log = LineWriter::start(out.clone(), Duration::from_millis(5), 1 << 20);
+/// let log = LineWriter::start(out.clone(), Duration::from_millis(5), 1 << 20).unwrap();
 /// log.append(|line| line.extend_from_slice(b"{\"status\":200}\n"));
 /// log.flush();
 /// assert_eq!(&*out.0.lock().unwrap(), b"{\"status\":200}\n");
@@ -290,8 +314,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl<W: Write + Send + 'static> LineWriter<W> {
     /// Starts the writer thread: lines appended gather for `window` after the first one,
     /// then are written to `out` in one batch; beyond `max_pending` bytes waiting, lines
-    /// are dropped.
-    pub fn start(out: W, window: Duration, max_pending: usize) -> Self {
+    /// are dropped. Fails only when the thread cannot be spawned.
+    pub fn start(out: W, window: Duration, max_pending: usize) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             pending: Mutex::new(Vec::new()),
             out: Mutex::new(out),
@@ -301,11 +325,10 @@ impl<W: Write + Send + 'static> LineWriter<W> {
         let writer = shared.clone();
         let thread = std::thread::Builder::new()
             .name("llmtrace-access-log".into())
-            .spawn(move || writer.run(window))
-            .expect("spawn the access log writer thread")
+            .spawn(move || writer.run(window))?
             .thread()
             .clone();
-        Self { shared, thread }
+        Ok(Self { shared, thread })
     }
 
     /// Appends one line, which `encode` writes (with its newline) at the end of the buffer.
@@ -427,7 +450,7 @@ mod writer_tests {
     #[test]
     fn lines_come_out_whole_in_order_and_in_few_writes() {
         let out = recorder();
-        let log = LineWriter::start(out.clone(), Duration::from_millis(50), 1 << 20);
+        let log = LineWriter::start(out.clone(), Duration::from_millis(50), 1 << 20).unwrap();
         for i in 0..1000 {
             log.append(|line| writeln!(line, "{{\"n\":{i}}}").unwrap());
         }
@@ -449,7 +472,7 @@ mod writer_tests {
     fn a_blocked_output_costs_lines_not_the_caller_and_says_so() {
         let out = recorder();
         let shut = lock(&out.gate);
-        let log = LineWriter::start(out.clone(), Duration::from_millis(1), 100);
+        let log = LineWriter::start(out.clone(), Duration::from_millis(1), 100).unwrap();
         let (done, finished) = mpsc::channel();
         // The first line is taken by the writer, which then blocks on the output.
         log.append(|line| line.extend_from_slice(b"first....\n"));
@@ -481,7 +504,7 @@ mod writer_tests {
     #[test]
     fn flush_writes_what_waits_at_once() {
         let out = recorder();
-        let log = LineWriter::start(out.clone(), Duration::from_secs(3600), 1 << 20);
+        let log = LineWriter::start(out.clone(), Duration::from_secs(3600), 1 << 20).unwrap();
         log.append(|line| line.extend_from_slice(b"a\n"));
         log.append(|line| line.extend_from_slice(b"b\n"));
         log.flush();
