@@ -220,14 +220,19 @@ impl Validator<'_> {
     }
 
     fn hex4(&mut self) -> Option<u32> {
-        let digits = self.bytes.get(self.pos..self.pos + 4)?;
-        let mut code = 0;
-        for &digit in digits {
-            code = code * 16 + char::from(digit).to_digit(16)?;
-        }
+        let code = hex4(self.bytes.get(self.pos..)?)?;
         self.pos += 4;
         Some(code)
     }
+}
+
+/// The value of the four hex digits `bytes` starts with (a `\u` escape's).
+fn hex4(bytes: &[u8]) -> Option<u32> {
+    let mut code = 0;
+    for &digit in bytes.get(..4)? {
+        code = code * 16 + char::from(digit).to_digit(16)?;
+    }
+    Some(code)
 }
 
 /// Whether `bytes` holds a control character (below 0x20), which a JSON string may not.
@@ -521,21 +526,15 @@ pub(crate) fn string_len(s: &[u8]) -> Option<usize> {
 }
 
 /// The UTF-8 length of the character of a `\u` escape whose hex digits start `rest`, and how
-/// many bytes of `rest` it takes (a surrogate pair's second escape included).
-fn escaped_char_len(rest: &[u8]) -> Option<(usize, usize)> {
-    let hex = |digits: &[u8]| -> Option<u32> {
-        let text = std::str::from_utf8(digits.get(..4)?).ok()?;
-        if !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
-        u32::from_str_radix(text, 16).ok()
-    };
-    Some(match hex(rest)? {
+/// many bytes of `rest` it takes (a surrogate pair's second escape included); `None` for a
+/// lone surrogate or digits that are not hex, which serde_json rejects.
+pub(crate) fn escaped_char_len(rest: &[u8]) -> Option<(usize, usize)> {
+    Some(match hex4(rest)? {
         0xD800..=0xDBFF => {
             let low = rest
                 .get(4..6)
                 .filter(|e| *e == b"\\u")
-                .and(hex(rest.get(6..)?))?;
+                .and(hex4(rest.get(6..)?))?;
             (0xDC00..=0xDFFF).contains(&low).then_some((4, 10))?
         }
         0xDC00..=0xDFFF => return None,

@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::super::json::{Number, Reader};
+use super::super::json::{self, Number, Reader};
 use super::super::response::{ChatTemplate, EventKind, MAX_TEMPLATE_HEAD, ResponseState, Usage};
 use super::super::view::{self, Loose, Present};
 use super::error_of;
@@ -856,27 +856,9 @@ impl<'a> Plain<'a> {
     /// The UTF-8 length of a `\u` escape's character, whose hex digits come next (with the
     /// second escape of a surrogate pair).
     fn unicode_len(&mut self) -> Option<usize> {
-        Some(match self.hex4()? {
-            0xD800..=0xDBFF => {
-                self.eat(b"\\u")?;
-                (0xDC00..=0xDFFF).contains(&self.hex4()?).then_some(4)?
-            }
-            0xDC00..=0xDFFF => return None,
-            0..=0x7F => 1,
-            0x80..=0x7FF => 2,
-            _ => 3,
-        })
-    }
-
-    /// Four hex digits.
-    fn hex4(&mut self) -> Option<u32> {
-        let digits = self.bytes.get(self.pos..self.pos + 4)?;
-        let mut code = 0;
-        for &digit in digits {
-            code = code * 16 + char::from(digit).to_digit(16)?;
-        }
-        self.pos += 4;
-        Some(code)
+        let (len, used) = json::escaped_char_len(self.bytes.get(self.pos..)?)?;
+        self.pos += used;
+        Some(len)
     }
 }
 
