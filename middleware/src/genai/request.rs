@@ -8,9 +8,9 @@ use serde_json::Value;
 
 use super::endpoint::{ApiFormat, Endpoint};
 use super::exchange::GenAiConfig;
-use super::json::{self, Number, Reader};
+use super::json::{self, Reader};
 use super::tool_content::{self, ToolContent};
-use super::view::{self, Len, Lenient, Loose};
+use super::view::{self, Len, Lenient, Loose, scan_f64, scan_i64, scan_str};
 use crate::limits::{MAX_NAME_BYTES, MAX_STOP_SEQUENCES, bounded};
 
 /// The parts of a request body the span records.
@@ -623,21 +623,6 @@ impl<'a> RequestView<'a> {
 fn put<T>(slot: &mut T, value: T, index: u32) -> u32 {
     *slot = value;
     1 << index
-}
-
-/// Reads a string member as its [`Loose`] view does.
-fn scan_str<'a>(reader: &mut Reader<'a>) -> Option<Loose<Cow<'a, str>>> {
-    reader.string().map(Loose)
-}
-
-/// Reads an integer member as its [`Loose`] view does.
-fn scan_i64(reader: &mut Reader<'_>) -> Option<Loose<i64>> {
-    reader.number().map(|n| Loose(n.and_then(Number::as_i64)))
-}
-
-/// Reads a number member as its [`Loose`] view does: any number.
-fn scan_f64(reader: &mut Reader<'_>) -> Option<Loose<f64>> {
-    reader.number().map(|n| Loose(n.map(Number::as_f64)))
 }
 
 /// Reads an array's length as its [`Loose`] view does, the elements skipped.

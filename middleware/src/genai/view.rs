@@ -21,6 +21,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
+use super::json::{Number, Reader};
+
 /// A member read leniently: `Some` when it has the JSON type `T` reads, else `None`.
 #[derive(Debug)]
 pub(crate) struct Loose<T>(pub(crate) Option<T>);
@@ -288,4 +290,24 @@ impl fmt::Display for ViewError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
     }
+}
+
+/// Reads a string member with the one-pass [`Reader`], as its [`Loose`] view does.
+pub(crate) fn scan_str<'a>(reader: &mut Reader<'a>) -> Option<Loose<Cow<'a, str>>> {
+    reader.string().map(Loose)
+}
+
+/// Reads a non-negative integer member as its [`Loose`] view does.
+pub(crate) fn scan_u64(reader: &mut Reader<'_>) -> Option<Loose<u64>> {
+    reader.number().map(|n| Loose(n.and_then(Number::as_u64)))
+}
+
+/// Reads an integer member as its [`Loose`] view does.
+pub(crate) fn scan_i64(reader: &mut Reader<'_>) -> Option<Loose<i64>> {
+    reader.number().map(|n| Loose(n.and_then(Number::as_i64)))
+}
+
+/// Reads a number member as its [`Loose`] view does: any number.
+pub(crate) fn scan_f64(reader: &mut Reader<'_>) -> Option<Loose<f64>> {
+    reader.number().map(|n| Loose(n.map(Number::as_f64)))
 }

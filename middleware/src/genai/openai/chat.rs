@@ -6,9 +6,9 @@ use std::marker::PhantomData;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::super::json::{self, Number, Reader};
+use super::super::json::{self, Reader};
 use super::super::response::{ChatTemplate, EventKind, MAX_TEMPLATE_HEAD, ResponseState, Usage};
-use super::super::view::{self, Loose, Present};
+use super::super::view::{self, Loose, Present, scan_i64, scan_str, scan_u64};
 use super::error_of;
 
 impl ResponseState {
@@ -273,21 +273,6 @@ view::lenient_object!(
     UsageView,
     CountView
 );
-
-/// Reads a string member as its [`Loose`] view does.
-fn scan_str<'a>(reader: &mut Reader<'a>) -> Option<Loose<Cow<'a, str>>> {
-    reader.string().map(Loose)
-}
-
-/// Reads a non-negative integer member as its [`Loose`] view does.
-fn scan_u64(reader: &mut Reader<'_>) -> Option<Loose<u64>> {
-    reader.number().map(|n| Loose(n.and_then(Number::as_u64)))
-}
-
-/// Reads an integer member as its [`Loose`] view does.
-fn scan_i64(reader: &mut Reader<'_>) -> Option<Loose<i64>> {
-    reader.number().map(|n| Loose(n.and_then(Number::as_i64)))
-}
 
 /// Reads an object member as its [`Loose`] view `T` does: `member` reads the members `T`
 /// declares and skips the others.
