@@ -161,3 +161,10 @@ impl Drop for TomlGateway {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The content tokens (`tok0`, ` tok1`, ...) of the mock's streamed answer: counted where the
+/// delta's `content` holds them, since the chunks' random `obfuscation` strings can contain
+/// `tok` too.
+pub fn content_tokens(answer: &str) -> usize {
+    answer.matches("\"content\":\"tok").count() + answer.matches("\"content\":\" tok").count()
+}
