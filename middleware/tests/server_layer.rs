@@ -668,6 +668,82 @@ fn a_route_given_by_hand_is_bounded_in_the_name_too() {
     assert!(attr_str(s, "http.request.method_original").unwrap().len() <= MAX_NAME_BYTES);
 }
 
+#[test]
+fn details_recorded_at_the_end_make_the_same_span_as_details_recorded_at_the_start() {
+    use llmtrace::layer::{InboundRequest, InboundSpan};
+
+    let rec = Recorder::new();
+    let tracer = opentelemetry::global::BoxedTracer::new(Box::new(rec.sdk_tracer()));
+    let method = http::Method::POST;
+    let uri = http::Uri::from_static("http://gw.example:8443/v1/chat/completions?x=1");
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::USER_AGENT,
+        "OpenAI/Python 2.8.1".parse().unwrap(),
+    );
+    headers.insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
+    let request = InboundRequest {
+        method: &method,
+        uri: &uri,
+        version: http::Version::HTTP_2,
+        headers: &headers,
+        route: Some("/v1/chat/completions"),
+        peer: Some("192.0.2.7:50123".parse().unwrap()),
+        business: None,
+    };
+    let parent = opentelemetry::Context::new();
+    let mut at_start = InboundSpan::start(&tracer, &request, &parent, None);
+    at_start.on_response_head(StatusCode::OK, &http::HeaderMap::new());
+    at_start.end(llmtrace::genai::End::Complete);
+    let mut later = InboundSpan::start_without_details(&tracer, &request, &parent, None, None);
+    later.on_response_head(StatusCode::OK, &http::HeaderMap::new());
+    let extra = opentelemetry::KeyValue::new("http.request.header.x-request-id", "req-1");
+    later.record_request_details(&request, Some(extra.clone()));
+    // A second call records nothing more.
+    later.record_request_details(&request, Some(extra));
+    later.end(llmtrace::genai::End::Complete);
+
+    let spans = rec.spans();
+    assert_eq!(spans.len(), 2);
+    let sorted = |s: &opentelemetry_sdk::trace::SpanData| {
+        let mut attributes: Vec<(String, String)> = s
+            .attributes
+            .iter()
+            .map(|kv| (kv.key.to_string(), kv.value.to_string()))
+            .collect();
+        attributes.sort();
+        attributes
+    };
+    let mut expected = sorted(&spans[0]);
+    expected.push((
+        "http.request.header.x-request-id".to_owned(),
+        "req-1".to_owned(),
+    ));
+    expected.sort();
+    assert_eq!(sorted(&spans[1]), expected);
+    assert!(expected.len() > 12, "{expected:?}");
+    for key in [
+        "url.path",
+        "server.address",
+        "user_agent.original",
+        "network.peer.address",
+        "client.address",
+        "network.protocol.version",
+    ] {
+        assert!(attr_str(&spans[1], key).is_some(), "{key} missing");
+    }
+    assert_eq!(spans[0].name, spans[1].name);
+    assert_eq!(spans[0].status, spans[1].status);
+
+    // Without the details recorded, the span still ends, without them.
+    let forgotten = InboundSpan::start_without_details(&tracer, &request, &parent, None, None);
+    forgotten.end(llmtrace::genai::End::Complete);
+    let spans = rec.spans();
+    assert_eq!(spans.len(), 3);
+    assert!(attr_str(&spans[2], "url.path").is_none());
+    assert!(attr_str(&spans[2], "http.route").is_some());
+}
+
 /// A hyper- or tonic-style service: no axum router, so no `MatchedPath`.
 fn plain_service(
     status: StatusCode,

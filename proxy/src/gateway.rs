@@ -323,6 +323,8 @@ struct Attempts {
     stale_retried: bool,
     /// Set when an answer was turned into a retry.
     retry_status: Option<u16>,
+    /// The current attempt's upstream answered (its response head arrived).
+    answered: bool,
 }
 
 impl Attempts {
@@ -359,6 +361,7 @@ impl Attempts {
     /// The next attempt goes to the next candidate.
     fn advance(&mut self) {
         self.attempt += 1;
+        self.answered = false;
     }
 }
 
@@ -429,7 +432,7 @@ impl ProxyHttp for Gateway {
             .map(Endpoint::route)
             .or_else(|| calls.route());
         let cohort = ctx.cohort.map(|c| self.state.canary.name(c));
-        let server = self.start_server_span(session, route_name, &ctx.ids.request_id, cohort);
+        let server = self.start_server_span(session, route_name, cohort);
         let server_cx = server.context().cloned().unwrap_or_default();
         self.start_call_span(calls, target, session, &server_cx, ctx);
         if let Some(endpoint) = ctx.llm.endpoint.clone() {
@@ -716,20 +719,9 @@ impl ProxyHttp for Gateway {
         if let Some(call) = ctx.vector_db.as_mut() {
             call.on_response_head(upstream_response.status, &upstream_response.headers);
         }
-        if let (Some(cx), Some(target)) = (
-            ctx.llm.span.as_ref().and_then(GenAiSpan::context),
-            ctx.attempts.target,
-        ) {
-            let span = cx.span();
-            span.set_attribute(KeyValue::new(
-                names::UPSTREAM_NAME,
-                self.targets[target].name.clone(),
-            ));
-            span.set_attribute(KeyValue::new(
-                names::UPSTREAM_ATTEMPTS,
-                i64::from(ctx.attempts.attempt + 1),
-            ));
-        }
+        // Which upstream answered, after how many attempts, goes on the GenAI span when it
+        // ends (`record_gateway_time`), not held as attributes while the answer streams.
+        ctx.attempts.answered = true;
         if ctx.llm.usage_filter.is_some() {
             if !is_event_stream(&upstream_response.headers) {
                 // An error answer, not a stream: there is no usage chunk to take out.
@@ -894,7 +886,13 @@ impl ProxyHttp for Gateway {
             .response_written()
             .map_or(ctx.inbound.status, |r| r.status.as_u16());
         let aborted = matches!(end, End::Aborted);
-        let ids = end_server_span(&mut ctx.inbound, status, end.clone());
+        let ids = end_server_span(
+            session,
+            &mut ctx.inbound,
+            &ctx.ids.request_id,
+            status,
+            end.clone(),
+        );
         let (trace_id, span_id) = ids.as_ref().map_or(("", ""), |(trace, span)| {
             (trace.as_str(), span.as_ref().map_or("", |s| s.as_str()))
         });
@@ -956,7 +954,7 @@ impl Gateway {
         let Some(mut genai) = ctx.llm.span.take() else {
             return;
         };
-        record_gateway_time(&genai, ctx);
+        record_gateway_time(&genai, ctx, &self.targets);
         let asked_by = genai.context().map(|cx| cx.span().span_context().clone());
         let Some(summary) = genai.finish(end.clone()) else {
             return;
@@ -1079,8 +1077,21 @@ fn trace_id_of(inbound: &Inbound) -> Option<propagation::Hex<32>> {
 
 /// Ends the SERVER span (recording the status when no response head was recorded on it);
 /// returns its trace and span ids for the access log (empty without a span).
-fn end_server_span(inbound: &mut Inbound, status: u16, end: End) -> Option<SpanIds> {
+fn end_server_span(
+    session: &Session,
+    inbound: &mut Inbound,
+    request_id: &str,
+    status: u16,
+    end: End,
+) -> Option<SpanIds> {
     let mut server = inbound.span.take()?;
+    server.record_request_details(
+        &inbound_request(session, inbound.route),
+        Some(KeyValue::new(
+            "http.request.header.x-request-id",
+            request_id.to_owned(),
+        )),
+    );
     // Tracing off, the context is the client's (or none): its trace id is still the one to
     // look for, but the span id is the client's, not a SERVER span's.
     let ids = server.context().and_then(|cx| {
@@ -1161,7 +1172,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
         refusal: GatewayReply,
     ) -> Result<bool> {
-        let server = self.start_server_span(session, None, &ctx.ids.request_id, None);
+        let server = self.start_server_span(session, None, None);
         if let Some(cx) = server.context() {
             cx.span()
                 .set_attribute(KeyValue::new(names::REFUSED, refusal.code));
@@ -1342,7 +1353,6 @@ impl Gateway {
         &self,
         session: &Session,
         route: Option<&str>,
-        request_id: &str,
         cohort: Option<&str>,
     ) -> InboundSpan {
         let req = session.req_header();
@@ -1362,30 +1372,40 @@ impl Gateway {
             business = Some(Arc::new(with));
         }
         let request = InboundRequest {
-            method: &req.method,
-            uri: &req.uri,
-            version: if session.is_http2() {
-                http::Version::HTTP_2
-            } else {
-                http::Version::HTTP_11
-            },
-            headers: &req.headers,
-            route,
-            peer,
             business: business.as_ref(),
+            ..inbound_request(session, route)
         };
         if !self.spans {
             return InboundSpan::untraced(&request, &parent);
         }
-        let server =
-            InboundSpan::start_linked(&self.tracer, &request, &parent, link, self.capture.as_ref());
-        if let Some(cx) = server.context() {
-            cx.span().set_attribute(KeyValue::new(
-                "http.request.header.x-request-id",
-                request_id.to_owned(),
-            ));
-        }
-        server
+        // The request's details (and its id) are recorded when the span ends, from the
+        // request head pingora still holds then: a stream open for minutes does not hold them
+        // as attributes meanwhile (`end_server_span`).
+        InboundSpan::start_without_details(
+            &self.tracer,
+            &request,
+            &parent,
+            link,
+            self.capture.as_ref(),
+        )
+    }
+}
+
+/// The request head as the SERVER span reads it (without business context).
+fn inbound_request<'a>(session: &'a Session, route: Option<&'a str>) -> InboundRequest<'a> {
+    let req = session.req_header();
+    InboundRequest {
+        method: &req.method,
+        uri: &req.uri,
+        version: if session.is_http2() {
+            http::Version::HTTP_2
+        } else {
+            http::Version::HTTP_11
+        },
+        headers: &req.headers,
+        route,
+        peer: session.client_addr().and_then(|a| a.as_inet()).copied(),
+        business: None,
     }
 }
 
@@ -1604,11 +1624,21 @@ impl Gateway {
 }
 
 /// The gateway's own share of the latency, next to the provider's, on the GenAI span.
-fn record_gateway_time(genai: &GenAiSpan, ctx: &RequestCtx) {
+fn record_gateway_time(genai: &GenAiSpan, ctx: &RequestCtx, targets: &[Target]) {
     let Some(cx) = genai.context() else {
         return;
     };
     let span = cx.span();
+    if let (true, Some(target)) = (ctx.attempts.answered, ctx.attempts.target) {
+        span.set_attribute(KeyValue::new(
+            names::UPSTREAM_NAME,
+            targets[target].name.clone(),
+        ));
+        span.set_attribute(KeyValue::new(
+            names::UPSTREAM_ATTEMPTS,
+            i64::from(ctx.attempts.attempt + 1),
+        ));
+    }
     if let Some(outcome) = &ctx.llm.usage_injection {
         span.set_attribute(KeyValue::new(semconv::llmtrace::USAGE_INJECTION, *outcome));
     }

@@ -187,6 +187,9 @@ impl RequestHeaderCapture {
 #[derive(Debug)]
 pub struct InboundSpan {
     span: ExchangeSpan,
+    /// Started [`without the request's details`](InboundSpan::start_without_details), which
+    /// are still to be recorded.
+    details_pending: bool,
 }
 
 impl InboundSpan {
@@ -213,7 +216,77 @@ impl InboundSpan {
         let (cx, grpc) = start_server_span(tracer, capture.map(|c| &c.0), request, parent, link);
         Self {
             span: ExchangeSpan::new(cx, Side::Server, grpc, None),
+            details_pending: false,
         }
+    }
+
+    /// [`start_linked`](Self::start_linked) without the request's details (`url.path`,
+    /// `server.address`, `user_agent.original`, the peer's and client's addresses, the
+    /// protocol version), which [`record_request_details`](Self::record_request_details)
+    /// adds later, before the span ends.
+    ///
+    /// For a server that still holds the request head when the exchange ends (a proxy): a
+    /// streamed answer can stay open for minutes, and the details, which no sampler sees
+    /// (they are recorded only once the span is known to record), would be held as
+    /// attributes all that time. Starting without them halves the span's attribute storage
+    /// while it is open (8 slots instead of 16). The exported span is the same: only the
+    /// order of its attributes differs.
+    ///
+    /// A span whose details were never recorded (the owner forgot, or dropped it first) ends
+    /// without them.
+    ///
+    /// ```
+    /// use llmtrace::genai::End;
+    /// use llmtrace::driver::{InboundRequest, InboundSpan};
+    ///
+    /// let (method, uri, headers) = (http::Method::POST, http::Uri::from_static("/v1/chat/completions"), http::HeaderMap::new());
+    /// let request = InboundRequest {
+    ///     method: &method, uri: &uri, version: http::Version::HTTP_11, headers: &headers,
+    ///     route: Some("/v1/chat/completions"), peer: None, business: None,
+    /// };
+    /// let tracer = opentelemetry::global::tracer("doc");
+    /// let parent = llmtrace::propagation::extract(&headers);
+    /// let mut span = InboundSpan::start_without_details(&tracer, &request, &parent, None, None);
+    /// // ... the answer streams ...
+    /// span.record_request_details(&request, None);
+    /// span.end(End::Complete);
+    /// ```
+    pub fn start_without_details(
+        tracer: &BoxedTracer,
+        request: &InboundRequest<'_>,
+        parent: &Context,
+        link: Option<Link>,
+        capture: Option<&RequestHeaderCapture>,
+    ) -> Self {
+        let (cx, grpc) = start_span(
+            tracer,
+            capture.map(|c| &c.0),
+            request,
+            parent,
+            link,
+            Details::Later,
+        );
+        Self {
+            span: ExchangeSpan::new(cx, Side::Server, grpc, None),
+            details_pending: true,
+        }
+    }
+
+    /// Records the request's details on a span started
+    /// [`without them`](Self::start_without_details), with `extra` attributes beside them;
+    /// `request` is the one the span started with. Only the first call records, and only on
+    /// a span that records.
+    pub fn record_request_details(
+        &mut self,
+        request: &InboundRequest<'_>,
+        extra: Option<KeyValue>,
+    ) {
+        if !std::mem::take(&mut self.details_pending) || !self.span.recording() {
+            return;
+        }
+        let mut details = recorded_attributes(request, usize::from(extra.is_some()));
+        details.extend(extra);
+        self.span.set_attributes(details);
     }
 
     /// A request traced by nobody (tracing off): no span starts and no id is made, and
@@ -240,6 +313,7 @@ impl InboundSpan {
         let grpc = attrs::is_grpc(request.headers);
         Self {
             span: ExchangeSpan::untraced(cx, Side::Server, grpc),
+            details_pending: false,
         }
     }
 
@@ -273,6 +347,25 @@ pub(crate) fn start_server_span(
     req: &InboundRequest<'_>,
     parent: &Context,
     link: Option<Link>,
+) -> (Context, bool) {
+    start_span(tracer, request_capture, req, parent, link, Details::AtStart)
+}
+
+/// When a recording SERVER span gets the request's details ([`recorded_attributes`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Details {
+    AtStart,
+    /// The owner records them before the end ([`InboundSpan::record_request_details`]).
+    Later,
+}
+
+fn start_span(
+    tracer: &BoxedTracer,
+    request_capture: Option<&HeaderCapture>,
+    req: &InboundRequest<'_>,
+    parent: &Context,
+    link: Option<Link>,
+    details: Details,
 ) -> (Context, bool) {
     let headers = req.headers;
     let grpc = attrs::is_grpc(headers);
@@ -316,8 +409,8 @@ pub(crate) fn start_server_span(
         builder = builder.with_links(vec![link]);
     }
     let mut span = tracer.build_with_context(builder, parent);
-    if span.is_recording() {
-        span.set_attributes(recorded_attributes(req));
+    if details == Details::AtStart && span.is_recording() {
+        span.set_attributes(recorded_attributes(req, 0));
     }
     let cx = span::child_context(parent, span);
     match req.business {
@@ -326,10 +419,11 @@ pub(crate) fn start_server_span(
     }
 }
 
-/// The attributes only a recording span gets.
-fn recorded_attributes(req: &InboundRequest<'_>) -> Vec<KeyValue> {
+/// The attributes only a recording span gets (the request's details), with room for
+/// `spare` more.
+fn recorded_attributes(req: &InboundRequest<'_>, spare: usize) -> Vec<KeyValue> {
     let headers = req.headers;
-    let mut more = Vec::with_capacity(10);
+    let mut more = Vec::with_capacity(10 + spare);
     more.push(KeyValue::new(
         semconv::http::URL_PATH,
         bounded(req.uri.path(), MAX_URL_BYTES).into_owned(),

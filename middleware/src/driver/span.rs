@@ -144,6 +144,13 @@ impl ExchangeSpan {
         }
     }
 
+    /// Records `attributes` on a recording span (nothing on an untraced or ended one).
+    pub(crate) fn set_attributes(&self, attributes: Vec<KeyValue>) {
+        if let Some(cx) = self.cx.as_ref().filter(|_| self.recording) {
+            cx.span().set_attributes(attributes);
+        }
+    }
+
     /// Marks the exchange as failed when it completes: `error_type` wins over the status.
     pub(crate) fn fail_on_complete(&mut self, error_type: String, message: String) {
         self.body_error = Some((error_type, message));
