@@ -214,7 +214,10 @@ pub(crate) fn forwarded_client(headers: &HeaderMap) -> Option<String> {
             }
         }
     }
-    let xff = headers.get("x-forwarded-for")?.to_str().ok()?;
+    // A name built once: a `&str` name is parsed (and, not being a standard one, hashed
+    // with a fresh `HeaderName`) on every lookup.
+    static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+    let xff = headers.get(&X_FORWARDED_FOR)?.to_str().ok()?;
     let first = xff.split(',').next()?.trim();
     (!first.is_empty()).then(|| bounded(first, MAX_ADDRESS_BYTES).into_owned())
 }
