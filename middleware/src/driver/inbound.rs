@@ -213,11 +213,7 @@ impl InboundSpan {
         link: Option<Link>,
         capture: Option<&RequestHeaderCapture>,
     ) -> Self {
-        let (cx, grpc) = start_server_span(tracer, capture.map(|c| &c.0), request, parent, link);
-        Self {
-            span: ExchangeSpan::new(cx, Side::Server, grpc, None),
-            details_pending: false,
-        }
+        Self::started(tracer, request, parent, link, capture, Details::AtStart)
     }
 
     /// [`start_linked`](Self::start_linked) without the request's details (`url.path`,
@@ -258,17 +254,22 @@ impl InboundSpan {
         link: Option<Link>,
         capture: Option<&RequestHeaderCapture>,
     ) -> Self {
-        let (cx, grpc) = start_span(
-            tracer,
-            capture.map(|c| &c.0),
-            request,
-            parent,
-            link,
-            Details::Later,
-        );
+        Self::started(tracer, request, parent, link, capture, Details::Later)
+    }
+
+    fn started(
+        tracer: &BoxedTracer,
+        request: &InboundRequest<'_>,
+        parent: &Context,
+        link: Option<Link>,
+        capture: Option<&RequestHeaderCapture>,
+        details: Details,
+    ) -> Self {
+        let capture = capture.map(|c| &c.0);
+        let (cx, grpc) = start_span(tracer, capture, request, parent, link, details);
         Self {
             span: ExchangeSpan::new(cx, Side::Server, grpc, None),
-            details_pending: true,
+            details_pending: details == Details::Later,
         }
     }
 
