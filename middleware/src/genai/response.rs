@@ -27,6 +27,15 @@
 //! where the tail is refused the chunk goes to the full read, as it would have. A chunk that
 //! does not start with the head (a changed `created`, a finish chunk) takes the strict
 //! reader, and teaches the template its own head if it has one.
+//!
+//! The tail, what follows the content string, is as repetitive: OpenAI's is
+//! `"},"logprobs":null,"finish_reason":null}],"usage":null,"obfuscation":"…"}`, only the
+//! obfuscation's random contents changing. A tail the reader accepted having counted nothing
+//! in it is kept too, with the contents of the last string value it skipped unread cut out.
+//! A later tail equal to it but for those contents, which the same checked string skip steps
+//! over, leaves the reader where the kept one left it (the contents of a string it skips do
+//! not change its state), so the chunk says its content and nothing else; any other tail is
+//! read as before, and may teach the template.
 
 use serde_json::Value;
 
@@ -100,17 +109,35 @@ pub(crate) struct ResponseState {
 /// the fast path's reader knows there (the `Once` bits of the choice and of the delta). A
 /// chunk that starts with these bytes is read from its content on (`openai::chat`'s
 /// `templated_chunk`). Empty until a chunk teaches it; at most [`MAX_TEMPLATE_HEAD`] bytes.
-#[derive(Default)]
+///
+/// With the head, the *tail* of a chunk read from it: the bytes after its content string,
+/// which OpenAI repeats too but for the random `obfuscation` string. A chunk of the head
+/// whose tail is the same, but for the contents of one string the reader skips unread, is
+/// answered from its content string alone. The tail belongs to the head: a new head
+/// forgets it.
+#[derive(Default, Clone)]
 pub(super) struct ChatTemplate {
     pub(super) head: Vec<u8>,
     /// The choice's `Once` bits at the head.
     pub(super) choice: u8,
     /// The delta's `Once` bits at the head (`content`'s among them).
     pub(super) delta: u8,
+    /// The tail after the content string of a chunk of this head that the reader accepted
+    /// counting nothing in it, the contents of the string at `gap` cut out; empty until a
+    /// chunk teaches it (a tail is never empty: it closes the objects), at most
+    /// [`MAX_TEMPLATE_TAIL`] bytes.
+    pub(super) tail: Vec<u8>,
+    /// Where the cut string's contents were in `tail` (the byte after its opening quote;
+    /// `tail[gap]` is its closing quote), or `None`: the tail is matched whole.
+    pub(super) gap: Option<usize>,
 }
 
 /// Bytes of a chunk's head a [`ChatTemplate`] keeps, at most (OpenAI's are about 230).
 pub(super) const MAX_TEMPLATE_HEAD: usize = 1024;
+
+/// Bytes of a chunk's tail a [`ChatTemplate`] keeps, at most (OpenAI's are about 70 without
+/// the obfuscation's contents).
+pub(super) const MAX_TEMPLATE_TAIL: usize = 256;
 
 /// Only a cache, which changes no fact of the response: left out of the state's `Debug`, so
 /// that a state read with the template prints as one read without.

@@ -7,7 +7,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::super::json::{self, Reader};
-use super::super::response::{ChatTemplate, EventKind, MAX_TEMPLATE_HEAD, ResponseState, Usage};
+use super::super::response::{
+    ChatTemplate, EventKind, MAX_TEMPLATE_HEAD, MAX_TEMPLATE_TAIL, ResponseState, Usage,
+};
 use super::super::view::{self, Loose, Present, scan_i64, scan_str, scan_u64};
 use super::error_of;
 
@@ -41,8 +43,9 @@ impl ResponseState {
     /// instructions and time); `None` leaves the chunk to the full read.
     ///
     /// A chunk that starts with the head of the [`ChatTemplate`] is read from there on
-    /// ([`templated_chunk`], which answers as `plain_chunk` would); any other, by
-    /// `plain_chunk`, whose head, if it has one, the template learns.
+    /// ([`templated_chunk`], which answers as `plain_chunk` would, and learns the tail); any
+    /// other, by `plain_chunk`, whose head, if it has one, the template learns (forgetting
+    /// the tail, which was the old head's).
     fn openai_chunk_fast(&mut self, data: &str) -> Option<EventKind> {
         if self.capture || self.id.is_none() || self.model.is_none() {
             return None;
@@ -61,6 +64,8 @@ impl ResponseState {
                     template.head.extend_from_slice(&bytes[..head.len]);
                     template.choice = head.choice;
                     template.delta = head.delta;
+                    template.tail.clear();
+                    template.gap = None;
                 }
                 (kind, content_bytes)
             };
@@ -454,7 +459,7 @@ impl UsageView<'_> {
 ///
 /// With the answer comes the chunk's head, when it has one for a [`ChatTemplate`].
 fn plain_chunk(bytes: &[u8]) -> Option<(EventKind, usize, Option<Head>)> {
-    let mut reader = Plain { bytes, pos: 0 };
+    let mut reader = Plain::at(bytes, 0);
     let mut read = Read::default();
     let mut once = Once::default();
     reader.object(|reader, key| reader.top_member(key, &mut once, &mut read))?;
@@ -468,18 +473,35 @@ fn plain_chunk(bytes: &[u8]) -> Option<(EventKind, usize, Option<Head>)> {
 /// delta, the choice, the `choices` array and the top-level object, by the same rules. The
 /// same bytes leave `plain_chunk` in the same state, so this answers as it would: `None`
 /// where it would.
-fn templated_chunk(bytes: &[u8], template: &ChatTemplate) -> Option<(EventKind, usize)> {
-    let mut reader = Plain {
-        bytes,
-        pos: template.head.len(),
-    };
+///
+/// The tail after the content string is first matched against the template's
+/// ([`tail_matches`]); where it differs, it is read, and a tail that counts nothing teaches
+/// the template.
+fn templated_chunk(bytes: &[u8], template: &mut ChatTemplate) -> Option<(EventKind, usize)> {
+    let mut reader = Plain::at(bytes, template.head.len());
+    let content = reader.string_rest()?;
+    let tail = reader.pos;
+    if tail_matches(&bytes[tail..], template) {
+        #[cfg(test)]
+        tests::TAIL_HITS.with(|hits| hits.set(hits.get() + 1));
+        let kind = if content > 0 {
+            EventKind::Content
+        } else {
+            EventKind::Other
+        };
+        return Some((kind, content));
+    }
+    // The tail is read with an empty content, which the choice does not count (`count`
+    // skips an empty text, and a string content hides the `text`): what `read` holds at
+    // the end is what the tail alone counts, to which the content is added after. The
+    // reader's path does not depend on the content's length, only the choice's count does.
     let mut read = Read::default();
     let mut choice = Choice {
         once: Once(template.choice),
         delta: Once(template.delta),
+        content: Some(0),
         ..Choice::default()
     };
-    choice.content = Some(reader.string_rest()?);
     reader.after_member(|reader, key| reader.delta_member(key, &mut choice, &mut read))?;
     reader.after_member(|reader, key| reader.choice_member(key, &mut choice, &mut read))?;
     choice.count(&mut read);
@@ -487,7 +509,50 @@ fn templated_chunk(bytes: &[u8], template: &ChatTemplate) -> Option<(EventKind, 
     // At the top level, `choices` is read.
     let mut once = Once(1);
     reader.after_member(|reader, key| reader.top_member(key, &mut once, &mut read))?;
-    read.answer(&reader)
+    let answer = read.with_content(content).answer(&reader)?;
+    if !read.content && read.bytes == 0 {
+        // The reader started past the content string: what it skipped, it skipped in the tail.
+        let unread = reader.unread.map(|(start, end)| (start - tail, end - tail));
+        learn_tail(template, &bytes[tail..], unread);
+    }
+    Some(answer)
+}
+
+/// Whether `rest`, the bytes after a templated chunk's content string, are the `template`'s
+/// tail: the same bytes but for the contents of the string at its gap, which must be what
+/// [`Plain::plain_string`] steps over there (no quote, escape or control character; `rest`
+/// is UTF-8, a `str`'s). Then the reader, in the same state at the tail's start as when it
+/// read the template's (the same head and the content a string), accepts the chunk with
+/// nothing counted in the tail: it takes the same path through the same bytes, and the
+/// value at the gap is one whose contents it skips unread (see [`Plain::unread_string`]).
+#[inline]
+fn tail_matches(rest: &[u8], template: &ChatTemplate) -> bool {
+    let tail = &template.tail[..];
+    let Some(gap) = template.gap else {
+        return !tail.is_empty() && rest == tail;
+    };
+    if !rest.starts_with(&tail[..gap]) {
+        return false;
+    }
+    let mut reader = Plain::at(rest, gap);
+    // `tail[gap]` is the closing quote: stopped at an escape or a control character, the
+    // rest differs.
+    reader.skip_to_stop().is_some() && rest[reader.pos..] == tail[gap..]
+}
+
+/// Keeps `tail`, which the reader accepted counting nothing in it, as the `template`'s, the
+/// contents of the string it skipped unread at `unread` (tail offsets of its contents'
+/// first byte and closing quote) cut out; a tail longer than [`MAX_TEMPLATE_TAIL`] leaves
+/// the template's as it is (it still holds: the head is the same).
+fn learn_tail(template: &mut ChatTemplate, tail: &[u8], unread: Option<(usize, usize)>) {
+    let (start, end) = unread.unwrap_or((tail.len(), tail.len()));
+    if tail.len() - (end - start) > MAX_TEMPLATE_TAIL {
+        return;
+    }
+    template.tail.clear();
+    template.tail.extend_from_slice(&tail[..start]);
+    template.tail.extend_from_slice(&tail[end..]);
+    template.gap = unread.map(|_| start);
 }
 
 /// Where a chunk's head ends, and what [`plain_chunk`] knows there: a [`ChatTemplate`].
@@ -529,6 +594,16 @@ impl Read {
             EventKind::Other
         };
         (reader.pos == reader.bytes.len()).then_some((kind, self.bytes))
+    }
+
+    /// This read with a content string of `len` bytes counted, as [`Choice::count`] counts
+    /// it (the head, only ever taken before anything is counted, left out).
+    fn with_content(&self, len: usize) -> Read {
+        Read {
+            content: self.content || len > 0,
+            bytes: self.bytes + len,
+            head: None,
+        }
     }
 }
 
@@ -573,9 +648,21 @@ impl Once {
 struct Plain<'a> {
     bytes: &'a [u8],
     pos: usize,
+    /// The last string value read whose contents change nothing the reader knows
+    /// ([`Self::unread_string`]): where its contents start, and its closing quote.
+    unread: Option<(usize, usize)>,
 }
 
 impl<'a> Plain<'a> {
+    /// A reader of `bytes` at `pos`.
+    fn at(bytes: &'a [u8], pos: usize) -> Self {
+        Plain {
+            bytes,
+            pos,
+            unread: None,
+        }
+    }
+
     /// Steps over `expected`, which must come next.
     fn byte(&mut self, expected: u8) -> Option<()> {
         let next = self.bytes.get(self.pos) == Some(&expected);
@@ -695,7 +782,7 @@ impl<'a> Plain<'a> {
     /// this chunk, the first) ends the chunk's head, which `read` notes.
     fn delta_member(&mut self, key: &[u8], choice: &mut Choice, read: &mut Read) -> Option<()> {
         match key {
-            b"role" => self.plain_string().map(drop),
+            b"role" => self.unread_string(),
             b"refusal" => self.eat(b"null"),
             b"content" => {
                 choice.delta.check(0)?;
@@ -742,7 +829,7 @@ impl<'a> Plain<'a> {
     /// `false` or `null`.
     fn scalar(&mut self) -> Option<()> {
         match *self.bytes.get(self.pos)? {
-            b'"' => self.plain_string().map(drop),
+            b'"' => self.unread_string(),
             b't' => self.eat(b"true"),
             b'f' => self.eat(b"false"),
             b'n' => self.eat(b"null"),
@@ -758,6 +845,16 @@ impl<'a> Plain<'a> {
             return None;
         }
         self.pos += len;
+        Some(())
+    }
+
+    /// A string value whose contents the reader ignores (a top-level member's other than
+    /// `object`, a delta's `role`), as [`Self::plain_string`] reads it; noted in
+    /// `self.unread`, for the tail a [`ChatTemplate`] keeps, where it may differ.
+    fn unread_string(&mut self) -> Option<()> {
+        let start = self.pos + 1;
+        self.plain_string()?;
+        self.unread = Some((start, self.pos - 1));
         Some(())
     }
 
@@ -857,8 +954,17 @@ mod tests {
         pub(super) static TEMPLATE_HITS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     }
 
+    thread_local! {
+        /// Templated chunks of this thread whose tail matched their template's.
+        pub(super) static TAIL_HITS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
     fn template_hits() -> u64 {
         TEMPLATE_HITS.with(std::cell::Cell::get)
+    }
+
+    fn tail_hits() -> u64 {
+        TAIL_HITS.with(std::cell::Cell::get)
     }
 
     fn fresh(capture: bool) -> ResponseState {
@@ -1911,7 +2017,7 @@ mod tests {
     /// `chunks` read in turn by `openai_chunk` (the template and fast path when they
     /// answer) and in full, each from a state past the first chunk: the same kind for each,
     /// and the same state at the end; and where the template is used, it answers as
-    /// [`plain_chunk`] does. The first state is returned.
+    /// [`plain_chunk`] does, with its tail and without. The first state is returned.
     fn stream_agrees<S: AsRef<str>>(chunks: &[S]) -> ResponseState {
         let mut fast = past_first(true);
         let mut full = past_first(true);
@@ -1920,7 +2026,16 @@ mod tests {
             let (bytes, template) = (trim_unicode_ws(chunk).as_bytes(), &fast.chat_template);
             if !template.head.is_empty() && bytes.starts_with(&template.head) {
                 let plain = plain_chunk(bytes).map(|(kind, len, _)| (kind, len));
-                assert_eq!(templated_chunk(bytes, template), plain, "chunk: {chunk}");
+                let with_tail = templated_chunk(bytes, &mut template.clone());
+                assert_eq!(with_tail, plain, "chunk: {chunk}");
+                let mut tailless = template.clone();
+                tailless.tail.clear();
+                tailless.gap = None;
+                assert_eq!(
+                    templated_chunk(bytes, &mut tailless),
+                    plain,
+                    "chunk: {chunk}"
+                );
             }
             let kind = fast.openai_chunk(chunk);
             let kind_full = full.openai_chunk_in_full(trim_unicode_ws(chunk));
@@ -1951,12 +2066,12 @@ mod tests {
         assert_eq!(template_hits(), hits + 1);
         assert_eq!(state.content_bytes, 4 + 7);
         assert_eq!(
-            templated_chunk(second.as_bytes(), &state.chat_template),
+            templated_chunk(second.as_bytes(), &mut state.chat_template.clone()),
             Some((EventKind::Content, 7))
         );
         let empty = openai_chunk_at("1796205257", r#""""#);
         assert_eq!(
-            templated_chunk(empty.as_bytes(), &state.chat_template),
+            templated_chunk(empty.as_bytes(), &mut state.chat_template.clone()),
             Some((EventKind::Other, 0))
         );
         stream_agrees(&[first, second, empty]);
@@ -1998,7 +2113,7 @@ mod tests {
         state.openai_chunk(&first);
         let hits = template_hits();
         assert_eq!(
-            templated_chunk(repeated.as_bytes(), &state.chat_template),
+            templated_chunk(repeated.as_bytes(), &mut state.chat_template.clone()),
             None
         );
         assert!(plain_chunk(repeated.as_bytes()).is_none());
@@ -2027,13 +2142,216 @@ mod tests {
             state.openai_chunk(&chunks[0]);
             state.openai_chunk(&chunks[1]);
             assert_eq!(
-                templated_chunk(chunks[2].as_bytes(), &state.chat_template),
+                templated_chunk(chunks[2].as_bytes(), &mut state.chat_template.clone()),
                 None
             );
             assert_eq!(state.openai_chunk(&chunks[2]), EventKind::Other);
             assert_eq!(state.finish_reasons, [(0, "stop".to_owned())]);
             assert_eq!(stream_agrees(&chunks).content_bytes, 9);
         }
+    }
+
+    /// [`OPENAI_CHUNK`] at the stream's `created`, with `content` (a JSON value, as written)
+    /// and `obfuscation` (the string's contents, as written).
+    fn obfuscated(content: &str, obfuscation: &str) -> String {
+        openai_chunk_at("1796205257", content).replace("k2joxp6gf2Y7", obfuscation)
+    }
+
+    /// OpenAI's tail, as the template keeps it: the obfuscation's contents cut out.
+    const OPENAI_TAIL: &[u8] =
+        br#"},"logprobs":null,"finish_reason":null}],"usage":null,"obfuscation":""}"#;
+
+    /// A state taught the head (by the first chunk) and the tail (by the second, read from
+    /// the head) of [`OPENAI_CHUNK`]s.
+    fn taught() -> ResponseState {
+        let mut state = past_first(true);
+        state.openai_chunk(&obfuscated(r#""tok0""#, "k2joxp6gf2Y7"));
+        assert!(state.chat_template.tail.is_empty());
+        state.openai_chunk(&obfuscated(r#"" tok1""#, "5KWs0aDjx4s"));
+        assert_eq!(state.chat_template.tail, OPENAI_TAIL);
+        assert_eq!(state.chat_template.gap, Some(OPENAI_TAIL.len() - 2));
+        state
+    }
+
+    /// The second chunk of a head teaches the template its tail, the obfuscation's contents
+    /// cut out; the chunks after it match it whatever their content and obfuscation (empty,
+    /// non-ASCII, long), and count their content.
+    #[test]
+    fn tail_template_skips_the_obfuscation() {
+        let long = "x".repeat(4 * MAX_TEMPLATE_TAIL);
+        let later = [
+            obfuscated(r#"" tok2""#, "q8Rk2"),
+            obfuscated(r#""t\u00e9k\n3""#, ""),
+            obfuscated(r#""""#, "é日本😀 ~{}[],:"),
+            obfuscated(r#""\"}],\"usage\":null,\"obfuscation\":\"""#, &long),
+        ];
+        let mut state = taught();
+        let hits = tail_hits();
+        let kinds: Vec<_> = later.iter().map(|c| state.openai_chunk(c)).collect();
+        use EventKind::{Content, Other};
+        assert_eq!(kinds, [Content, Content, Other, Content]);
+        assert_eq!(tail_hits(), hits + later.len() as u64);
+        assert_eq!(state.content_bytes, 4 + 5 + 5 + 6 + 32);
+        assert_eq!(state.chat_template.tail, OPENAI_TAIL);
+        let mut chunks = vec![
+            obfuscated(r#""tok0""#, "k2joxp6gf2Y7"),
+            obfuscated(r#"" tok1""#, "5KWs0aDjx4s"),
+        ];
+        chunks.extend(later);
+        stream_agrees(&chunks);
+    }
+
+    /// A tail without a string the reader skips (no `obfuscation`) is kept whole, and
+    /// matched whole.
+    #[test]
+    fn tail_template_matches_a_tail_without_obfuscation() {
+        let chunk = |content: &str| {
+            openai_chunk_at("1796205257", content).replace(r#","obfuscation":"k2joxp6gf2Y7""#, "")
+        };
+        let chunks = [
+            chunk(r#""a""#),
+            chunk(r#""bb""#),
+            chunk(r#""ccc""#),
+            chunk("\"\""),
+        ];
+        let mut state = past_first(true);
+        state.openai_chunk(&chunks[0]);
+        state.openai_chunk(&chunks[1]);
+        assert_eq!(
+            state.chat_template.tail,
+            br#"},"logprobs":null,"finish_reason":null}],"usage":null}"#
+        );
+        assert_eq!(state.chat_template.gap, None);
+        let hits = tail_hits();
+        state.openai_chunk(&chunks[2]);
+        state.openai_chunk(&chunks[3]);
+        assert_eq!(tail_hits(), hits + 2);
+        assert_eq!(state.content_bytes, 6);
+        stream_agrees(&chunks);
+    }
+
+    /// What a state must say after a chunk.
+    type Says = dyn Fn(&ResponseState) -> bool;
+
+    /// A tail that differs from the template's anywhere but in the obfuscation's contents,
+    /// or whose obfuscation the reader's string skip refuses, is not matched: the chunk is
+    /// read as before, and says what the full read says. Each case, were it matched,
+    /// would be answered as a content delta of 4 bytes and nothing else.
+    #[test]
+    fn tail_template_refuses_any_other_difference() {
+        let with_tail = |tail: &str| {
+            let chunk = obfuscated(r#""tok2""#, "");
+            let head = chunk.find(r#""content":"#).unwrap() + r#""content":"#.len();
+            format!(r#"{}"tok2"{tail}"#, &chunk[..head])
+        };
+        let openai = r#"},"logprobs":null,"finish_reason":null}],"usage":null"#;
+        let usage = |state: &ResponseState| state.usage_reported;
+        let error = |state: &ResponseState| state.error.is_some();
+        let not_json = |state: &ResponseState| state.parse_error.is_some();
+        let stop = |state: &ResponseState| state.finish_reasons == [(0, "stop".to_owned())];
+        let agree = |_: &ResponseState| true;
+        let cases: Vec<(String, &Says)> = vec![
+            // Another value before the obfuscation.
+            (
+                r#"},"logprobs":null,"finish_reason":"stop"}],"usage":null,"obfuscation":"ab"}"#
+                    .into(),
+                &stop,
+            ),
+            (
+                r#"},"logprobs":null,"finish_reason":null}],"usage":{"prompt_tokens":3},"obfuscation":"ab"}"#.into(),
+                &usage,
+            ),
+            // Members after it, repeating one the reader reads (the full read takes the last).
+            (
+                format!(r#"{openai},"obfuscation":"ab","usage":{{"prompt_tokens":3}}}}"#),
+                &usage,
+            ),
+            (
+                format!(r#"{openai},"obfuscation":"ab","choices":[{{"delta":{{"content":"x"}}}}]}}"#),
+                &|state: &ResponseState| state.content_bytes == 4 + 5 + 1,
+            ),
+            (
+                format!(r#"{openai},"obfuscation":"ab","error":{{"message":"m"}}}}"#),
+                &error,
+            ),
+            (format!(r#"{openai},"obfuscation":"ab","object":"error"}}"#), &error),
+            // Another member in its place, or another value.
+            (format!(r#"{openai},"object":"error"}}"#), &error),
+            (format!(r#"{openai},"obfuscation":null}}"#), &agree),
+            (format!(r#"{openai},"obfuscation":["ab"]}}"#), &agree),
+            // White space, which the reader refuses and the full read skips.
+            (format!(r#"{openai}, "obfuscation":"ab"}}"#), &agree),
+            // Contents the reader's string skip refuses: escapes, control characters (which
+            // the full read skips unchecked, in a member it does not read), a quote.
+            (format!(r#"{openai},"obfuscation":"a\"b"}}"#), &agree),
+            (format!(r#"{openai},"obfuscation":"a\u0041"}}"#), &agree),
+            (format!("{openai},\"obfuscation\":\"a\u{1}b\"}}"), &agree),
+            (format!("{openai},\"obfuscation\":\"a\tb\"}}"), &agree),
+            (format!(r#"{openai},"obfuscation":"a"}}"}}"#), &not_json),
+            (format!(r#"{openai},"obfuscation":"ab\"#), &not_json),
+            // Cut short, or more after the end.
+            (format!(r#"{openai},"obfuscation":"ab"#), &not_json),
+            (format!(r#"{openai},"obfuscation":"ab""#), &not_json),
+            (format!(r#"{openai},"obfuscation":"ab"}}}}"#), &not_json),
+            (format!(r#"{openai},"obfuscation":"ab"}} x"#), &not_json),
+            (format!(r#"{openai},"obfuscation":"ab"}},"#), &not_json),
+        ];
+        for (tail, says) in cases {
+            let chunk = with_tail(&tail);
+            let mut state = taught();
+            let hits = tail_hits();
+            state.openai_chunk(&chunk);
+            assert_eq!(tail_hits(), hits, "{chunk}");
+            assert!(says(&state), "{tail:?} in {chunk}: {state:?}");
+            let full = stream_agrees(&[
+                obfuscated(r#""tok0""#, "k2joxp6gf2Y7"),
+                obfuscated(r#"" tok1""#, "5KWs0aDjx4s"),
+                chunk.clone(),
+            ]);
+            assert_eq!(format!("{state:?}"), format!("{full:?}"), "{chunk}");
+        }
+    }
+
+    /// A tail that counts something itself (another choice's content, tool call fragments)
+    /// does not teach the template, nor one longer than [`MAX_TEMPLATE_TAIL`]; and a new
+    /// head forgets the tail.
+    #[test]
+    fn tail_template_learns_only_tails_that_count_nothing() {
+        let choice = r#"{"index":1,"delta":{"content":"yy"}}"#;
+        let counting = [
+            obfuscated(r#""tok0""#, "k2joxp6gf2Y7"),
+            obfuscated(r#"" tok1""#, "5KWs0aDjx4s").replace("}],", &format!("}},{choice}],")),
+            obfuscated(r#""""#, "5KWs0aDjx4s").replace(
+                r#""""#,
+                r#""","tool_calls":[{"index":0,"function":{"arguments":"{}"}}]"#,
+            ),
+        ];
+        let mut state = past_first(true);
+        for chunk in &counting {
+            assert_eq!(state.openai_chunk(chunk), EventKind::Content, "{chunk}");
+            assert!(state.chat_template.tail.is_empty(), "{chunk}");
+        }
+        assert_eq!(state.content_bytes, 4 + 5 + 2);
+        stream_agrees(&counting);
+
+        let key = "k".repeat(MAX_TEMPLATE_TAIL);
+        let long = obfuscated(r#""tok2""#, "ab").replace(
+            r#","obfuscation""#,
+            &format!(r#","{key}":null,"obfuscation""#),
+        );
+        let mut state = taught();
+        state.openai_chunk(&long);
+        assert_eq!(state.chat_template.tail, OPENAI_TAIL);
+        stream_agrees(&[
+            obfuscated(r#""tok0""#, "k2joxp6gf2Y7"),
+            obfuscated(r#"" tok1""#, "5KWs0aDjx4s"),
+            long,
+        ]);
+
+        let mut state = taught();
+        state.openai_chunk(&openai_chunk_at("1796205258", r#""tok2""#));
+        assert!(state.chat_template.tail.is_empty());
+        assert_eq!(state.chat_template.gap, None);
     }
 
     /// The head of a chunk for [`the_template_agrees_with_the_full_read_over_streams`], up
@@ -2084,9 +2402,22 @@ mod tests {
         )
     }
 
+    /// The contents of an `obfuscation` string, as written: mostly OpenAI's random letters and
+    /// digits, of any length; now and then any text (quotes, backslashes and control
+    /// characters among it), or an escape.
+    fn obfuscation() -> impl Strategy<Value = String> {
+        prop_oneof![
+            12 => "[A-Za-z0-9]{0,24}",
+            1 => "\\PC{0,6}",
+            1 => r#"[a"\\/}\],:\x01\t\n é]{0,6}"#,
+            1 => prop::sample::select(vec![r#"\""#, r#"\\"#, r#"a\u0041"#, r#"\ud83d"#, "\u{7f}"])
+                .prop_map(str::to_owned),
+        ]
+    }
+
     /// The rest of a chunk after its head: the content (escapes, empty, non-ASCII, invalid),
-    /// then mostly OpenAI's tail, now and then members that change what the chunk says,
-    /// repeated members, more choices, white space.
+    /// then mostly OpenAI's tail with its random obfuscation, now and then members that
+    /// change what the chunk says, repeated members, more choices, white space.
     fn stream_tail() -> impl Strategy<Value = String> {
         let content = prop_oneof![
             8 => text(),
@@ -2140,9 +2471,14 @@ mod tests {
             ",",
         ]);
         let top_tail = prop::sample::select(vec![
-            r#","usage":null,"obfuscation":"k2joxp6gf2Y7""#,
-            r#","usage":null,"obfuscation":"5KWs0aDjx4s""#,
-            r#","obfuscation":"q8Rk2""#,
+            r#","usage":null,"obfuscation":"{obfuscation}""#,
+            r#","usage":null,"obfuscation":"{obfuscation}""#,
+            r#","obfuscation":"{obfuscation}""#,
+            r#","usage":null,"obfuscation":"{obfuscation}","usage":{"prompt_tokens":3}"#,
+            r#","usage":null,"obfuscation":"{obfuscation}","choices":[]"#,
+            r#","usage":null,"obfuscation":"{obfuscation}","object":"error""#,
+            r#","usage":null,"obfuscation":"{obfuscation}","x":"{obfuscation}""#,
+            r#","usage":null,"obfuscation":{obfuscation}"#,
             "",
             r#","usage":null"#,
             r#","usage":{"prompt_tokens":3,"completion_tokens":5}"#,
@@ -2162,9 +2498,11 @@ mod tests {
                 format!("{delta_tail}}}{choice_tail}}}{more_choices}]{top_tail}}}{end}")
             },
         );
-        let openai = r#"},"logprobs":null,"finish_reason":null}],"usage":null,"obfuscation":"k2joxp6gf2Y7"}"#;
-        let rest = prop_oneof![1 => Just(openai.to_owned()), 1 => varied];
-        (content, rest).prop_map(|(content, rest)| content + &rest)
+        let openai = r#"},"logprobs":null,"finish_reason":null}],"usage":null,"obfuscation":"{obfuscation}"}"#;
+        let rest = prop_oneof![3 => Just(openai.to_owned()), 2 => varied];
+        (content, rest, obfuscation()).prop_map(|(content, rest, obfuscation)| {
+            content + &rest.replace("{obfuscation}", &obfuscation)
+        })
     }
 
     /// A stream of 2 to 6 chunks: most with the stream's head, some with another; and
@@ -2214,13 +2552,13 @@ mod tests {
         }
     }
 
-    /// Over streams of chunks, mostly of the same head, the template answers each as the
-    /// strict reader and so as the full read does, and leaves the same state; and it is
-    /// used (it answers chunks of most streams).
+    /// Over streams of chunks, mostly of the same head and OpenAI's tail, the template
+    /// answers each as the strict reader and so as the full read does, and leaves the same
+    /// state; and it is used (its head answers chunks of most streams, its tail many).
     #[test]
     fn the_template_agrees_with_the_full_read_over_streams() {
         let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(2048));
-        let hits = template_hits();
+        let (hits, tail) = (template_hits(), tail_hits());
         let streams = template_stream();
         runner
             .run(&streams, |chunks| {
@@ -2228,8 +2566,9 @@ mod tests {
                 Ok(())
             })
             .unwrap();
-        let hits = template_hits() - hits;
+        let (hits, tail) = (template_hits() - hits, tail_hits() - tail);
         assert!(hits > 1000, "template hits: {hits}");
+        assert!(tail > 150, "tail hits: {tail}");
     }
 
     proptest! {
