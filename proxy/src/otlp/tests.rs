@@ -280,3 +280,122 @@ fn string_attributes_at_the_short_path_edge() {
     let batch = vec![span("s", &scope, attributes)];
     assert_eq!(ours(&batch, &resource), sdk_request(&batch, &resource));
 }
+
+/// The bytes the SDK's exporter would send for `batch` (prost's encoding) and ours.
+fn both_bytes(batch: &[SpanData], resource: &Resource) -> (Vec<u8>, Vec<u8>) {
+    let mut ours = Vec::new();
+    export_request(batch, resource, &mut ours);
+    (ours, sdk_request(batch, resource).encode_to_vec())
+}
+
+/// Keys at the encoder's edges: empty (left out of the `KeyValue`), short, around 128 bytes
+/// (a two-byte length), long; ASCII and not.
+fn hostile_key() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(String::new()),
+        ".{0,12}",
+        "[a-z._]{120,135}",
+        "[é✓😀a]{30,70}",
+        ".{200,400}",
+    ]
+}
+
+/// Integers around the varint widths the encoder writes differently (one byte, two, more)
+/// and at the extremes.
+fn small_and_large_i64() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        any::<i64>(),
+        0_i64..200,
+        16_300_i64..16_500,
+        prop::sample::select(vec![i64::MIN, i64::MAX, -1, 127, 128, 16_383, 16_384]),
+    ]
+}
+
+/// Every value kind: scalars at their extremes (NaN, negative integers' ten-byte varints),
+/// strings around the one-byte-length edge and of 16 KiB and more (three-byte lengths,
+/// nested three deep), arrays of each kind, empty and not.
+fn hostile_value() -> impl Strategy<Value = Value> {
+    let text = prop_oneof![".{0,20}", ".{100,140}"];
+    prop_oneof![
+        any::<bool>().prop_map(Value::Bool),
+        small_and_large_i64().prop_map(Value::I64),
+        prop_oneof![
+            any::<f64>(),
+            Just(f64::NAN),
+            Just(-0.0),
+            Just(f64::INFINITY)
+        ]
+        .prop_map(Value::F64),
+        text.clone().prop_map(Value::from),
+        (16_384usize..17_000, "[a-zé😀]").prop_map(|(n, c)| Value::from(c.repeat(n / c.len()))),
+        prop::collection::vec(any::<bool>(), 0..5).prop_map(|v| Value::Array(Array::Bool(v))),
+        prop::collection::vec(small_and_large_i64(), 0..20)
+            .prop_map(|v| Value::Array(Array::I64(v))),
+        prop::collection::vec(any::<f64>(), 0..5).prop_map(|v| Value::Array(Array::F64(v))),
+        prop::collection::vec(text, 0..5).prop_map(|v| Value::Array(Array::String(
+            v.into_iter().map(StringValue::from).collect()
+        ))),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Byte for byte what prost writes for the SDK's exporter, for hostile attribute shapes
+    /// on the span, its event and its link, and for the span's own optional fields.
+    #[test]
+    fn hostile_attributes_encode_to_prosts_bytes(
+        attributes in prop::collection::vec((hostile_key(), hostile_value()), 0..12),
+        event_attributes in prop::collection::vec((hostile_key(), hostile_value()), 0..3),
+        name in prop_oneof![Just(String::new()), ".{0,200}"],
+        parent in any::<bool>(),
+        trace_state in any::<bool>(),
+        at_epoch in any::<bool>(),
+    ) {
+        let scope = InstrumentationScope::builder("llmtrace")
+            .with_attributes([KeyValue::new("", 1_i64)])
+            .build();
+        let to_kv = |v: Vec<(String, Value)>| -> Vec<KeyValue> {
+            v.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect()
+        };
+        let mut span = span(&name, &scope, to_kv(attributes));
+        span.events.events[0].attributes = to_kv(event_attributes.clone());
+        span.links.links[0].attributes = to_kv(event_attributes);
+        if !parent {
+            span.parent_span_id = SpanId::INVALID;
+        }
+        if !trace_state {
+            span.span_context = context(0x0af7_6519_16cd_43dd, 0xb7ad, false, "");
+        }
+        if at_epoch {
+            // Times of zero are left out, as proto3 defaults.
+            span.start_time = SystemTime::UNIX_EPOCH;
+            span.end_time = SystemTime::UNIX_EPOCH;
+        }
+        let (ours, prost) = both_bytes(&[span], &resource());
+        prop_assert_eq!(ours, prost);
+    }
+}
+
+/// The fixed batch of the first test, compared as bytes rather than decoded.
+#[test]
+fn the_batch_is_prosts_bytes() {
+    let scope = InstrumentationScope::builder("llmtrace")
+        .with_version("1")
+        .build();
+    let attributes = vec![
+        KeyValue::new("", "empty key"),
+        KeyValue::new("k".repeat(200), "long key"),
+        KeyValue::new("n", -1_i64),
+        KeyValue::new("f", f64::NAN),
+        KeyValue::new("b", false),
+        KeyValue::new("s", "é".repeat(9000)),
+        KeyValue::new("a", Value::Array(Array::F64(vec![1.0]))),
+    ];
+    let mut second = span("second", &scope, vec![]);
+    second.start_time = SystemTime::UNIX_EPOCH;
+    second.parent_span_id = SpanId::INVALID;
+    let batch = vec![span("first", &scope, attributes), second];
+    let (ours, prost) = both_bytes(&batch, &resource());
+    assert_eq!(ours, prost);
+}
