@@ -695,10 +695,13 @@ fn details_recorded_at_the_end_make_the_same_span_as_details_recorded_at_the_sta
     let mut at_start = InboundSpan::start(&tracer, &request, &parent, None);
     at_start.on_response_head(StatusCode::OK, &http::HeaderMap::new());
     at_start.end(llmtrace::genai::End::Complete);
+    assert!(!at_start_wants(&request, &parent));
     let mut later = InboundSpan::start_without_details(&tracer, &request, &parent, None, None);
     later.on_response_head(StatusCode::OK, &http::HeaderMap::new());
+    assert!(later.wants_request_details());
     let extra = opentelemetry::KeyValue::new("http.request.header.x-request-id", "req-1");
     later.record_request_details(&request, Some(extra.clone()));
+    assert!(!later.wants_request_details());
     // A second call records nothing more.
     later.record_request_details(&request, Some(extra));
     later.end(llmtrace::genai::End::Complete);
@@ -735,6 +738,10 @@ fn details_recorded_at_the_end_make_the_same_span_as_details_recorded_at_the_sta
     assert_eq!(spans[0].name, spans[1].name);
     assert_eq!(spans[0].status, spans[1].status);
 
+    // An untraced request wants nothing recorded.
+    let untraced = InboundSpan::untraced(&request, &parent);
+    assert!(!untraced.wants_request_details());
+
     // Without the details recorded, the span still ends, without them.
     let forgotten = InboundSpan::start_without_details(&tracer, &request, &parent, None, None);
     forgotten.end(llmtrace::genai::End::Complete);
@@ -742,6 +749,20 @@ fn details_recorded_at_the_end_make_the_same_span_as_details_recorded_at_the_sta
     assert_eq!(spans.len(), 3);
     assert!(attr_str(&spans[2], "url.path").is_none());
     assert!(attr_str(&spans[2], "http.route").is_some());
+}
+
+/// A span started with its details never wants them again.
+fn at_start_wants(
+    request: &llmtrace::layer::InboundRequest<'_>,
+    parent: &opentelemetry::Context,
+) -> bool {
+    let rec = Recorder::new();
+    let tracer = opentelemetry::global::BoxedTracer::new(Box::new(rec.sdk_tracer()));
+    let span = llmtrace::layer::InboundSpan::start(&tracer, request, parent, None);
+    assert!(span.context().unwrap().span().is_recording());
+    let wants = span.wants_request_details();
+    span.end(llmtrace::genai::End::Complete);
+    wants
 }
 
 /// A hyper- or tonic-style service: no axum router, so no `MatchedPath`.

@@ -1085,13 +1085,15 @@ fn end_server_span(
     end: End,
 ) -> Option<SpanIds> {
     let mut server = inbound.span.take()?;
-    server.record_request_details(
-        &inbound_request(session, inbound.route),
-        Some(KeyValue::new(
-            "http.request.header.x-request-id",
-            request_id.to_owned(),
-        )),
-    );
+    if server.wants_request_details() {
+        server.record_request_details(
+            &inbound_request(session, inbound.route),
+            Some(KeyValue::new(
+                "http.request.header.x-request-id",
+                request_id.to_owned(),
+            )),
+        );
+    }
     // Tracing off, the context is the client's (or none): its trace id is still the one to
     // look for, but the span id is the client's, not a SERVER span's.
     let ids = server.context().and_then(|cx| {

@@ -273,6 +273,13 @@ impl InboundSpan {
         }
     }
 
+    /// Whether [`record_request_details`](Self::record_request_details) would record: the
+    /// span was started without them, has not had them yet, and records. A caller can skip
+    /// building what it would pass otherwise.
+    pub fn wants_request_details(&self) -> bool {
+        self.details_pending && self.span.recording()
+    }
+
     /// Records the request's details on a span started
     /// [`without them`](Self::start_without_details), with `extra` attributes beside them;
     /// `request` is the one the span started with. Only the first call records, and only on
@@ -282,9 +289,10 @@ impl InboundSpan {
         request: &InboundRequest<'_>,
         extra: Option<KeyValue>,
     ) {
-        if !std::mem::take(&mut self.details_pending) || !self.span.recording() {
+        if !self.wants_request_details() {
             return;
         }
+        self.details_pending = false;
         let mut details = recorded_attributes(request, usize::from(extra.is_some()));
         details.extend(extra);
         self.span.set_attributes(details);
