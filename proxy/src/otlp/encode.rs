@@ -97,7 +97,8 @@ fn scope_spans<'a>(
     }
 }
 
-fn span(out: &mut Vec<u8>, span: &SpanData) {
+/// Span fields 1 to 8: ids, trace state, name, kind and times.
+fn span_head(out: &mut Vec<u8>, span: &SpanData) {
     let cx = &span.span_context;
     // The ids are of fixed size: trace id (1), span id (2) and parent span id (4) with their
     // tags and lengths are gathered into one array and appended with copies of constant
@@ -139,6 +140,11 @@ fn span(out: &mut Vec<u8>, span: &SpanData) {
         fixed64(out, 7, start);
         fixed64(out, 8, end);
     }
+}
+
+fn span(out: &mut Vec<u8>, span: &SpanData) {
+    let cx = &span.span_context;
+    span_head(out, span);
     attributes(out, 9, &span.attributes);
     uint(out, 10, u64::from(span.dropped_attributes_count));
     for event in span.events.iter() {
