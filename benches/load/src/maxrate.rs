@@ -65,6 +65,47 @@ pub struct HalfRate {
     pub discarded_lags_ms: Vec<f64>,
     /// Its p99 minus the direct baseline's at the same rate, ms.
     pub added_p99_ms: Option<f64>,
+    /// The target's CPU time per answered request, µs: the median over the clean runs (over
+    /// every run when none was clean). Every target gets the same offered rate here, below
+    /// its limit, so this compares targets under equal load, where the max-rate phase
+    /// compares a saturated target with one the generator could not saturate.
+    pub cpu_us_per_request: Option<f64>,
+    /// The target's CPU time over the wall time of the run that `cpu_us_per_request` comes
+    /// from (the median run by CPU).
+    pub target_cpu_share: Option<f64>,
+}
+
+/// The target's CPU over one half-rate run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RunCpu {
+    /// The generator's largest dispatch lag in the run, ms (which says whether it was clean).
+    pub lag_ms: f64,
+    /// CPU time per answered request, µs (`None`: nothing answered).
+    pub us_per_request: Option<f64>,
+    /// CPU time over wall time.
+    pub share: f64,
+}
+
+/// The median CPU per request of the clean runs (lag within `bound_ms`), or of all runs when
+/// none was clean, with that run's CPU share.
+pub fn median_cpu(runs: &[RunCpu], bound_ms: f64) -> (Option<f64>, Option<f64>) {
+    let measured = |r: &&RunCpu| r.us_per_request.is_some();
+    let mut pick: Vec<&RunCpu> = runs
+        .iter()
+        .filter(|r| r.lag_ms <= bound_ms)
+        .filter(measured)
+        .collect();
+    if pick.is_empty() {
+        pick = runs.iter().filter(measured).collect();
+    }
+    pick.sort_by(|a, b| {
+        let key = |r: &RunCpu| r.us_per_request.unwrap_or(f64::INFINITY);
+        key(a).total_cmp(&key(b))
+    });
+    let Some(middle) = pick.len().checked_sub(1).map(|n| pick[n / 2]) else {
+        return (None, None);
+    };
+    (middle.us_per_request, Some(middle.share))
 }
 
 /// Above this dispatch lag of the generator (any request of a half-rate run), the run
@@ -143,6 +184,8 @@ impl HalfRate {
             attempts: made,
             discarded_lags_ms,
             added_p99_ms: None,
+            cpu_us_per_request: None,
+            target_cpu_share: None,
         }
     }
 }
@@ -341,32 +384,49 @@ pub async fn half_rate_pass(
             }
         };
         let workload = max_rate_workload(plan, &running);
-        pin_or_say(layout, &measured_pids(&running, upstreams));
+        let target = measured_pids(&running, upstreams);
+        pin_or_say(layout, &target);
         let http = client::http_client();
         let secs = Duration::from_secs_f64;
         let _ = client::run_open_loop(&http, &workload, rate, secs(plan.half_rate_warmup_s)).await;
+        let cpu = std::cell::RefCell::new(Vec::new());
         let attempts = clean_runs(
             plan.half_rate_runs,
             plan.half_rate_attempts,
             MAX_HALF_RATE_LAG_MS,
             Duration::from_secs(1),
             || async {
+                let (before, started) = (cpu_seconds(&target), Instant::now());
                 let run =
                     client::run_open_loop(&http, &workload, rate, secs(plan.half_rate_s)).await;
-                let lagged = run.max_dispatch_lag.as_secs_f64() * 1000.0 > MAX_HALF_RATE_LAG_MS;
+                let (spent, wall) = (cpu_seconds(&target) - before, started.elapsed());
+                let report = run.report();
+                let run_cpu = RunCpu {
+                    lag_ms: report.max_dispatch_lag_ms,
+                    us_per_request: (report.ok > 0).then(|| spent / report.ok as f64 * 1e6),
+                    share: spent / wall.as_secs_f64(),
+                };
+                cpu.borrow_mut().push(run_cpu);
+                let lagged = report.max_dispatch_lag_ms > MAX_HALF_RATE_LAG_MS;
                 eprintln!(
-                    "{}{}",
+                    "{}  cpu {} µs/req{}",
                     crate::bench::line(&format!("half rate {rate:.0}"), &run),
+                    run_cpu
+                        .us_per_request
+                        .map_or("-".to_owned(), |c| format!("{c:.1}")),
                     if lagged { "  discarded (lag)" } else { "" }
                 );
-                run.report()
+                report
             },
         )
         .await;
         unpin(layout);
         drop(http);
         running.stop();
-        max.half = Some(HalfRate::of(rate, attempts));
+        let mut half = HalfRate::of(rate, attempts);
+        (half.cpu_us_per_request, half.target_cpu_share) =
+            median_cpu(&cpu.into_inner(), MAX_HALF_RATE_LAG_MS);
+        max.half = Some(half);
     }
     let direct = results
         .iter()
@@ -459,6 +519,28 @@ mod tests {
         let (out, calls) = attempt(&[1.0, 8.0, 9.0], 2, 3);
         assert_eq!((calls, out.clean.len()), (3, 1));
         assert!(HalfRate::of(1.0, out).clean);
+    }
+
+    #[test]
+    fn cpu_at_half_rate_is_the_median_of_the_clean_runs() {
+        let run = |lag_ms, us: Option<f64>| RunCpu {
+            lag_ms,
+            us_per_request: us,
+            share: us.unwrap_or(0.0) / 100.0,
+        };
+        let runs = [
+            run(1.0, Some(40.0)),
+            run(9.0, Some(10.0)),
+            run(0.5, Some(60.0)),
+            run(2.0, Some(50.0)),
+            run(0.1, None),
+        ];
+        // The lagging run (10 µs) and the one that answered nothing do not count.
+        assert_eq!(median_cpu(&runs, 5.0), (Some(50.0), Some(0.5)));
+        // No clean run: all runs that answered.
+        assert_eq!(median_cpu(&runs[1..2], 5.0), (Some(10.0), Some(0.1)));
+        assert_eq!(median_cpu(&[], 5.0), (None, None));
+        assert_eq!(median_cpu(&runs[4..], 5.0), (None, None));
     }
 
     #[test]

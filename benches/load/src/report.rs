@@ -162,13 +162,13 @@ fn times(a: Option<f64>, b: Option<f64>) -> String {
 fn max_rate_row(r: &TargetResult, m: &MaxRate, pingora: Option<&MaxRate>) -> String {
     let name = r.target.name();
     if let Some(error) = &m.error {
-        return format!("| {name} | {} |||||||||||", error.replace('|', "/"));
+        return format!("| {name} | {} |||||||||||||", error.replace('|', "/"));
     }
     let wrk = m.wrk.clone().unwrap_or_default();
     let half = m.half.as_ref();
     let pingora_half = pingora.and_then(|p| p.half.as_ref());
     format!(
-        "| {name} | {:.0} | {} | {} | {} | {} | {:.0} % | {} | {} | {} | {} | {} |",
+        "| {name} | {:.0} | {} | {} | {} | {} | {:.0} % | {} | {} | {} | {} | {} | {} | {} |",
         m.rps,
         m.cpu_us_per_request
             .map_or("–".to_owned(), |c| format!("{c:.1}")),
@@ -189,6 +189,15 @@ fn max_rate_row(r: &TargetResult, m: &MaxRate, pingora: Option<&MaxRate>) -> Str
         times(
             half.and_then(|h| h.added_p99_ms),
             pingora_half.and_then(|p| p.added_p99_ms)
+        ),
+        half.and_then(|h| h.cpu_us_per_request)
+            .map_or("–".to_owned(), |c| {
+                let busy = half.and_then(|h| h.target_cpu_share).unwrap_or(0.0);
+                format!("{c:.1} ({:.0} %)", busy * 100.0)
+            }),
+        times(
+            half.and_then(|h| h.cpu_us_per_request),
+            pingora_half.and_then(|p| p.cpu_us_per_request)
         ),
     )
 }
@@ -216,10 +225,14 @@ fn max_rate_goals(plan: &Plan, rows: &[(&TargetResult, &MaxRate)]) -> String {
             of(kind).and_then(|m| m.cpu_us_per_request),
             pingora.and_then(|p| p.cpu_us_per_request),
         );
+        let half_cpu = |m: Option<&MaxRate>| m?.half.as_ref()?.cpu_us_per_request;
+        let equal = ratio(half_cpu(of(kind)), half_cpu(pingora));
         let _ = write!(
             goals,
-            " {goal} ≤ {limit}× bare pingora's CPU per request: {};",
-            verdict(cpu, limit)
+            " {goal} ≤ {limit}× bare pingora's CPU per request: {} at max rate, {} at the \
+             same offered rate (half rate);",
+            verdict(cpu, limit),
+            verdict(equal, limit)
         );
     }
     let added_p99 = |m: Option<&MaxRate>| m?.half.as_ref()?.added_p99_ms;
@@ -353,8 +366,9 @@ pub fn max_rate_table(plan: &Plan, results: &[TargetResult]) -> String {
          max rate (open-loop, this harness's generator):\n\n\
          | target | req/s | CPU µs / req | CPU / req × pingora | req/s × pingora | wrk latency \
          p50 / p99 (ms) | target's core busy | errors | half rate (req/s) | p50 / p99 at half \
-         rate (ms) | added p99 (ms) | added p99 × pingora |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|",
+         rate (ms) | added p99 (ms) | added p99 × pingora | CPU µs / req at half rate (core \
+         busy) | CPU at half rate × pingora |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         plan.max_rate_connections,
         plan.max_rate_s.ceil().max(1.0),
         plan.max_rate_prompt_words,
@@ -406,7 +420,11 @@ fn max_rate_notes(
          is discarded (it measured the generator) and, after a 1 s pause, run again. The \
          clean run with the median p99 is shown (no clean run: the least lagging one, and \
          the verdict says not conclusive); latency from each request's scheduled send; added \
-         p99 subtracts the direct row's p99 at the same rate. Runs: {}. Pinning: {}.",
+         p99 subtracts the direct row's p99 at the same rate. CPU at half rate: the target's \
+         utime + stime over each run, per answered request, the median of the clean runs; \
+         every target is offered the same rate there, below its limit, so it compares equal \
+         work, where the max-rate CPU compares a saturated target with one the generator may \
+         not have saturated. Runs: {}. Pinning: {}.",
         plan.max_rate_connections,
         plan.half_rate_warmup_s,
         plan.half_rate_s,
@@ -902,6 +920,8 @@ mod tests {
                     attempts: 2,
                     discarded_lags_ms: vec![7.25],
                     added_p99_ms: Some(added_p99),
+                    cpu_us_per_request: Some(cpu * 1.5),
+                    target_cpu_share: Some(0.25),
                 }),
             }),
             ..crate::bench::failed(kind, String::new())
@@ -928,8 +948,18 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("| nginx | wrk is not installed (apt-get install wrk)"));
-        assert!(table.contains("tracing off ≤ 1.1× bare pingora's CPU per request: 2.50×, missed"));
-        assert!(table.contains("tracing on ≤ 1.25× bare pingora's CPU per request: 1.20×, met"));
+        assert!(table.contains(
+            "tracing off ≤ 1.1× bare pingora's CPU per request: 2.50×, missed at max rate, \
+             2.50×, missed at the same offered rate (half rate)"
+        ));
+        assert!(table.contains(
+            "tracing on ≤ 1.25× bare pingora's CPU per request: 1.20×, met at max rate, 1.20×, \
+             met at the same offered rate (half rate)"
+        ));
+        assert!(
+            table.contains("| 0.55 | 1.10× | 150.0 (25 %) | 2.50× |"),
+            "{table}"
+        );
         assert!(
             table.contains("≤ 1.2× bare pingora's: 2.00×, missed"),
             "{table}"
