@@ -225,10 +225,17 @@ pub fn millis(d: Duration) -> f64 {
 }
 
 /// How long the writer lets lines gather before it writes them: the longest a line waits.
-pub const BATCH_WINDOW: Duration = Duration::from_millis(10);
+///
+/// Each batch costs the process a wake of the writer thread (`futex`), its sleep and its
+/// `write`: at most ten a second at 100 ms. With 10 ms, a gateway at 300 requests a second
+/// made 0.9 more system calls a request than bare pingora (0.5 `futex`, 0.25 `write`, 0.2
+/// `clock_nanosleep`) and switched threads every third request; at 100 ms it makes 0.1.
+pub const BATCH_WINDOW: Duration = Duration::from_millis(100);
 
-/// Bytes of lines waiting at most; a line that does not fit is dropped and counted.
-pub const MAX_PENDING: usize = 4 << 20;
+/// Bytes of lines waiting at most; a line that does not fit is dropped and counted. 16 MiB
+/// hold one [`BATCH_WINDOW`] of ~350 000 lines a second (lines of ~450 bytes), far above
+/// what one process serves.
+pub const MAX_PENDING: usize = 16 << 20;
 
 /// The process's access log, on stderr; its thread starts with the first line (`None`: it
 /// could not be started, and lines are written by the requests).
