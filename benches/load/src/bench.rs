@@ -388,15 +388,11 @@ pub(crate) fn failed(kind: TargetKind, error: String) -> TargetResult {
     }
 }
 
-fn cpu_seconds(pids: &[u32]) -> f64 {
-    procfs::sample_tree(pids).cpu_ticks as f64 / procfs::ticks_per_second() as f64
-}
-
 /// CPU seconds of `pids` per 1 000 requests over `f`, with the run's result.
 async fn with_cpu<F: Future<Output = RunResult>>(pids: &[u32], f: F) -> (RunResult, Option<f64>) {
-    let before = cpu_seconds(pids);
+    let before = procfs::cpu_seconds(pids);
     let result = f.await;
-    let spent = cpu_seconds(pids) - before;
+    let spent = procfs::cpu_seconds(pids) - before;
     let per_1000 = (result.sent > 0).then(|| spent / result.sent as f64 * 1000.0);
     (result, per_1000)
 }

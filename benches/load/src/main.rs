@@ -327,11 +327,7 @@ fn load(args: LoadArgs) -> Result<(), String> {
     };
     runtime(args.client_threads)?.block_on(async move {
         let http = client::http_client();
-        let cpu = |pid: Option<u32>| {
-            pid.map(|p| {
-                procfs::sample_tree(&[p]).cpu_ticks as f64 / procfs::ticks_per_second() as f64
-            })
-        };
+        let cpu = |pid: Option<u32>| pid.map(|p| procfs::cpu_seconds(&[p]));
         let before = cpu(args.pid);
         let result = client::run_open_loop(
             &http,

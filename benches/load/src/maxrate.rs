@@ -249,10 +249,6 @@ fn max_rate_workload(plan: &Plan, running: &Running) -> Workload {
     }
 }
 
-fn cpu_seconds(pids: &[u32]) -> f64 {
-    procfs::sample_tree(pids).cpu_ticks as f64 / procfs::ticks_per_second() as f64
-}
-
 /// The max-rate phase on one running target: wrk's warm-up, then the measured run with the
 /// target's CPU read around it. Without wrk, says so (no other generator's numbers).
 pub async fn run_max_rate(
@@ -284,14 +280,14 @@ pub async fn run_max_rate(
     let pinning = pin_or_say(layout, &target);
     let secs = Duration::from_secs_f64;
     let warm = wrk::run(&program, &script, &url, n, secs(plan.max_rate_warmup_s)).await;
-    let before = cpu_seconds(&running.instant.pids);
+    let before = procfs::cpu_seconds(&running.instant.pids);
     let started = Instant::now();
     let measured = match warm {
         Ok(_) => wrk::run(&program, &script, &url, n, secs(plan.max_rate_s)).await,
         Err(error) => Err(error),
     };
     let wall = started.elapsed().as_secs_f64();
-    let spent = cpu_seconds(&running.instant.pids) - before;
+    let spent = procfs::cpu_seconds(&running.instant.pids) - before;
     unpin(layout);
     let report = match measured {
         Ok(report) => report,
@@ -396,10 +392,10 @@ pub async fn half_rate_pass(
             MAX_HALF_RATE_LAG_MS,
             Duration::from_secs(1),
             || async {
-                let (before, started) = (cpu_seconds(&target), Instant::now());
+                let (before, started) = (procfs::cpu_seconds(&target), Instant::now());
                 let run =
                     client::run_open_loop(&http, &workload, rate, secs(plan.half_rate_s)).await;
-                let (spent, wall) = (cpu_seconds(&target) - before, started.elapsed());
+                let (spent, wall) = (procfs::cpu_seconds(&target) - before, started.elapsed());
                 let report = run.report();
                 let run_cpu = RunCpu {
                     lag_ms: report.max_dispatch_lag_ms,

@@ -406,7 +406,8 @@ fn max_rate_notes(
         ),
     };
     format!(
-        "CPU: utime + stime of the target's process (the direct row: the mock's) over the wrk \
+        "CPU: the target's CPU-time clock (the scheduler's exact runtime of all its threads; the \
+         direct row: the mock's) over the wrk \
          run, per answered request. \"target's core busy\" near 100 %: the target set the rate; \
          well below ~90 %: wrk's core (shared with the mocks and the sink) or another job on \
          the machine did, and only the CPU per request compares. wrk latency is \
@@ -421,7 +422,7 @@ fn max_rate_notes(
          clean run with the median p99 is shown (no clean run: the least lagging one, and \
          the verdict says not conclusive); latency from each request's scheduled send; added \
          p99 subtracts the direct row's p99 at the same rate. CPU at half rate: the target's \
-         utime + stime over each run, per answered request, the median of the clean runs; \
+         CPU time over each run, per answered request, the median of the clean runs; \
          every target is offered the same rate there, below its limit, so it compares equal \
          work, where the max-rate CPU compares a saturated target with one the generator may \
          not have saturated. Runs: {}. Pinning: {}.",
@@ -534,8 +535,9 @@ pub fn method(plan: &Plan) -> String {
          the first failed rate; a failed step is run once more before it counts. A step holds when p99 ≤ the direct baseline's p99 + the \
          target's own added p50 at the latency rate + {slack} ms, and ≤ {err} % of requests \
          fail.\n\
-         - CPU: utime + stime from `/proc/PID/stat` of the target (and its children) around \
-         the streamed latency run.\n\
+         - CPU: the CPU-time clock (`clock_getcpuclockid`: the scheduler's exact runtime, \
+         not tick-sampled `utime + stime`) of the target and its children around the \
+         streamed latency run.\n\
          - Memory: {streams} streams opened at {ramp}/s to a mock that sends a token every \
          {sg} ms; VmRSS of the target's processes once they all delivered a token, minus the \
          idle RSS. The target is then restarted for the latency and rate phases.\n\
