@@ -606,29 +606,20 @@ fn keep_parts(chunk: Bytes, parts: &[Range<usize>]) -> Bytes {
         }
         _ => {}
     }
-    match chunk.try_into_mut() {
-        // The buffer is the chunk's alone: the parts are moved to its end, in place, and
-        // what is before them skipped. (At its end, not its start: some `Bytes`, those made
-        // from a `Vec`, can drop their start without an allocation, but not their end.)
-        Ok(mut buffer) => {
-            let mut start = buffer.len();
-            for part in parts.iter().rev() {
-                start -= part.len();
-                buffer.copy_within(part.clone(), start);
-            }
-            buffer.advance(start);
-            buffer.freeze()
-        }
-        Err(chunk) => {
-            let len = parts.iter().map(ExactSizeIterator::len).sum();
-            let mut copy = Vec::with_capacity(len);
-            for part in parts {
-                copy.extend_from_slice(&chunk[part.clone()]);
-            }
-            // Length and capacity equal: no allocation more for the `Bytes`.
-            Bytes::from(copy)
-        }
+    // The chunk's own buffer when `chunk` is its only handle (as a chunk just read from an
+    // upstream is), else a copy of it. The parts are moved to its end and what is before
+    // them skipped: a `Bytes` made from a `Vec` whose length is its capacity (as this one,
+    // unless the chunk had dropped its start) costs no allocation, and can drop its start
+    // without one, but not its end.
+    let mut buffer = Vec::from(chunk);
+    let mut start = buffer.len();
+    for part in parts.iter().rev() {
+        start -= part.len();
+        buffer.copy_within(part.clone(), start);
     }
+    let mut kept = Bytes::from(buffer);
+    kept.advance(start);
+    kept
 }
 
 /// The length of `"usage"`.
