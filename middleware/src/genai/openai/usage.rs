@@ -615,7 +615,10 @@ fn keep_parts(chunk: Bytes, parts: &[Range<usize>]) -> Bytes {
     let mut start = buffer.len();
     for part in parts.iter().rev() {
         start -= part.len();
-        buffer.copy_within(part.clone(), start);
+        // The last part often ends the chunk: already where it goes.
+        if part.start != start {
+            buffer.copy_within(part.clone(), start);
+        }
     }
     let mut kept = Bytes::from(buffer);
     kept.advance(start);
@@ -635,7 +638,44 @@ fn find_null_usage(bytes: &[u8], from: usize) -> Option<usize> {
     if haystack.starts_with(NULL_USAGE) {
         return Some(from);
     }
-    NULL_USAGE_FINDER.find(haystack).map(|at| from + at)
+    let found = if haystack.len() <= SHORT_HAYSTACK {
+        find_null_usage_short(haystack)
+    } else {
+        NULL_USAGE_FINDER.find(haystack)
+    };
+    found.map(|at| from + at)
+}
+
+/// Up to this length, [`find_null_usage`] searches with [`find_null_usage_short`]: what
+/// follows the member just removed (say `,"obfuscation":"…"}` and the blank line) is short,
+/// and the searcher's setup costs more than this search over it.
+const SHORT_HAYSTACK: usize = 96;
+
+/// How far [`find_null_usage_short`] moves on when the byte under the end of
+/// `,"usage":null` is the index: from that byte's last place in it (the final `l` aside) to
+/// its end, or all its length for a byte not in it (Horspool's bad-character rule).
+static NULL_USAGE_SHIFT: [u8; 256] = {
+    let mut shift = [NULL_USAGE.len() as u8; 256];
+    let mut i = 0;
+    while i < NULL_USAGE.len() - 1 {
+        shift[NULL_USAGE[i] as usize] = (NULL_USAGE.len() - 1 - i) as u8;
+        i += 1;
+    }
+    shift
+};
+
+/// The first `,"usage":null` in a short `haystack` (Boyer-Moore-Horspool): a few steps over
+/// text without the member's letters, no setup.
+fn find_null_usage_short(haystack: &[u8]) -> Option<usize> {
+    let last = NULL_USAGE.len() - 1;
+    let mut end = last;
+    while let Some(&byte) = haystack.get(end) {
+        if byte == b'l' && haystack[end - last..=end] == *NULL_USAGE {
+            return Some(end - last);
+        }
+        end += usize::from(NULL_USAGE_SHIFT[usize::from(byte)]);
+    }
+    None
 }
 
 /// Whether `after_key`, what follows a key, is `:` and an object (white space allowed).
@@ -1054,6 +1094,25 @@ data: [DONE]\r\n\r\n";
                 filtered_bytes(&chunks, max_held, &kinds, end_apart),
                 pushed(&chunks, max_held)
             );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        #[test]
+        fn the_short_search_finds_what_the_searcher_finds(
+            pieces in prop::collection::vec(
+                prop::sample::select(vec![
+                    ",\"usage\":null", ",\"usage\":nul", "\"usage\":null", "l", "ll", "u", ",",
+                    "\"", ":", "null", "usage", "x", "obfuscation", "\n",
+                ]),
+                0..12,
+            ),
+        ) {
+            let haystack = pieces.concat();
+            let haystack = haystack.as_bytes();
+            prop_assert_eq!(find_null_usage_short(haystack), NULL_USAGE_FINDER.find(haystack));
         }
     }
 
