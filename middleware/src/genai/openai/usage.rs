@@ -453,6 +453,7 @@ impl UsageChunkFilter {
     }
 
     /// [`emit`](Self::emit), knowing that no `,"usage":null` starts in `bytes` before `from`.
+    #[inline(always)]
     fn emit_from<O: Out>(&mut self, bytes: &[u8], from: usize, out: &mut O, event_ended: bool) {
         if self.tail.is_empty() {
             self.emit_joined(bytes, from, out, event_ended);
@@ -484,7 +485,9 @@ impl UsageChunkFilter {
         };
         out.put(&rest[..rest.len() - keep]);
         self.tail.clear();
-        self.tail.extend_from_slice(&rest[rest.len() - keep..]);
+        if keep > 0 {
+            self.tail.extend_from_slice(&rest[rest.len() - keep..]);
+        }
     }
 
     /// Settles the held event if it can be settled.
