@@ -775,7 +775,11 @@ impl ProxyHttp for Gateway {
         ctx: &mut Box<RequestCtx>,
     ) -> Result<Option<Duration>> {
         if let Some(deadline) = ctx.timing.total_deadline {
-            if Instant::now() > deadline && !end_of_stream {
+            // Checked against the time the chunk arrived (read by
+            // `upstream_response_body_filter` for this same chunk, just before) rather than a
+            // clock read of its own: the only one here is the gateway's time on the chunk.
+            let now = ctx.timing.chunk_arrived.unwrap_or_else(Instant::now);
+            if now > deadline && !end_of_stream {
                 return Err(Error::explain(
                     ErrorType::ReadTimedout,
                     "the exchange ran past the upstream's total_timeout_ms",
@@ -787,14 +791,8 @@ impl ProxyHttp for Gateway {
                 genai.on_response_data(chunk);
             }
             if let Some(filter) = ctx.llm.usage_filter.as_mut() {
-                let mut out = Vec::new();
-                if let Some(chunk) = body.as_ref() {
-                    filter.push(chunk, &mut out);
-                }
-                if end_of_stream {
-                    filter.finish(&mut out);
-                }
-                *body = Some(Bytes::from(out));
+                let chunk = body.take().unwrap_or_default();
+                *body = Some(filter.filter(chunk, end_of_stream));
             }
         }
         if let (Some(batch), Some(chunk)) = (ctx.batch.as_mut(), body.as_ref()) {

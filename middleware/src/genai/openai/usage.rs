@@ -7,9 +7,11 @@
 //! (`"choices": []`) from the response ([`UsageChunkFilter`]), so the client receives the
 //! bytes it would have received without the gateway, while the observer sees the usage.
 
+use std::mem;
 use std::ops::Range;
 use std::sync::LazyLock;
 
+use bytes::{Buf, Bytes};
 use memchr::memmem::Finder;
 
 use super::super::endpoint::Endpoint;
@@ -244,6 +246,11 @@ enum State {
 /// as its `"choices":[` shows an element (a few hundred bytes into the event), or at its end.
 /// Events larger than `max_held` are passed through undecided rather than held.
 ///
+/// Two ways to feed it, with the same output for the same bytes however they are split:
+/// [`push`](Self::push) and [`finish`](Self::finish) append to a `Vec`;
+/// [`filter`](Self::filter) takes and returns [`Bytes`] (a proxy's body chunks), with no
+/// allocation per chunk.
+///
 /// ```
 /// use llmtrace::genai::UsageChunkFilter;
 ///
@@ -269,6 +276,9 @@ pub struct UsageChunkFilter {
     last_removed: bool,
     /// Bytes withheld because they may be the start of `,"usage":null` (split across chunks).
     tail: Vec<u8>,
+    /// Where [`filter`](Self::filter)'s output lies in the chunk (kept between calls for its
+    /// capacity).
+    parts: Vec<Range<usize>>,
 }
 
 /// The member a provider adds to every chunk once usage is asked for.
@@ -291,6 +301,7 @@ impl UsageChunkFilter {
             removed: 0,
             last_removed: false,
             tail: Vec::new(),
+            parts: Vec::new(),
         }
     }
 
@@ -301,6 +312,61 @@ impl UsageChunkFilter {
 
     /// Filters the next chunk, appending what the client should receive now to `out`.
     pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        self.push_to(chunk, out);
+    }
+
+    /// End of stream: whatever is still held goes out.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        self.finish_to(out);
+    }
+
+    /// Filters the next chunk of a stream, and with `end_of_stream` ends the stream:
+    /// [`push`](Self::push) (then [`finish`](Self::finish)) for a chunk held as [`Bytes`],
+    /// returning what the client should receive now (the same bytes `push` and `finish`
+    /// would append).
+    ///
+    /// Made of the chunk itself, without copying it or allocating, whenever possible: a chunk
+    /// that loses nothing is returned as it is, one that loses its start (or everything) is
+    /// the rest of it, and when `chunk` is the only handle to its buffer (as a chunk just
+    /// read from an upstream is) the kept bytes are moved within that buffer. Otherwise (a
+    /// shared or static buffer, or bytes held from earlier chunks) the output is a copy.
+    /// An empty `chunk` with `end_of_stream` flushes what is held.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use llmtrace::genai::UsageChunkFilter;
+    ///
+    /// let mut filter = UsageChunkFilter::new(1 << 20);
+    /// let content = Bytes::from(b"data: {\"choices\":[{\"delta\":{}}],\"usage\":null}\n\n".to_vec());
+    /// assert_eq!(filter.filter(content, false), &b"data: {\"choices\":[{\"delta\":{}}]}\n\n"[..]);
+    /// let usage = Bytes::from_static(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1}}\n\n");
+    /// assert!(filter.filter(usage, false).is_empty());
+    /// let done = Bytes::from_static(b"data: [DONE]\n\n");
+    /// assert_eq!(filter.filter(done.clone(), true), done);
+    /// assert_eq!(filter.removed(), 1);
+    /// ```
+    pub fn filter(&mut self, chunk: Bytes, end_of_stream: bool) -> Bytes {
+        let mut parts = mem::take(&mut self.parts);
+        parts.clear();
+        let mut out = Runs {
+            chunk: &chunk,
+            parts: &mut parts,
+            copied: None,
+        };
+        self.push_to(&chunk, &mut out);
+        if end_of_stream {
+            self.finish_to(&mut out);
+        }
+        let copied = out.copied;
+        self.parts = parts;
+        match copied {
+            Some(copied) => Bytes::from(copied),
+            None => keep_parts(chunk, &self.parts),
+        }
+    }
+
+    /// [`push`](Self::push) to any [`Out`].
+    fn push_to<O: Out>(&mut self, chunk: &[u8], out: &mut O) {
         let mut rest = chunk;
         if rest.is_empty() {
             return;
@@ -315,7 +381,7 @@ impl UsageChunkFilter {
         if let Some(removed) = self.blank_cr_pending.take() {
             if scan_from == 1 {
                 if !removed {
-                    out.push(b'\n');
+                    out.put(&rest[..1]);
                 }
                 rest = &rest[1..];
                 scan_from = 0;
@@ -351,9 +417,9 @@ impl UsageChunkFilter {
         }
     }
 
-    /// End of stream: whatever is still held goes out.
-    pub fn finish(&mut self, out: &mut Vec<u8>) {
-        let held = std::mem::take(&mut self.held);
+    /// [`finish`](Self::finish) to any [`Out`].
+    fn finish_to<O: Out>(&mut self, out: &mut O) {
+        let held = mem::take(&mut self.held);
         self.emit(&held, out, true);
         self.state = State::Undecided;
     }
@@ -364,11 +430,12 @@ impl UsageChunkFilter {
     /// chunk ([`verdict`] looks at that first occurrence), so one search for `"usage"`
     /// settles almost every event without looking for `"choices"`. The same search tells
     /// where `,"usage":null` may start: not before the first `"usage"`, which it contains.
-    fn settle_whole(&mut self, event: &[u8], out: &mut Vec<u8>) {
+    fn settle_whole<O: Out>(&mut self, event: &[u8], out: &mut O) {
         let first_usage = USAGE.find(event);
         if let Some(at) = first_usage {
+            // What `verdict` decides for a whole event, its `"usage"` already found.
             if is_object_member(&event[at + USAGE_KEY_LEN..])
-                && matches!(verdict(event, true), Verdict::Remove)
+                && matches!(choices(event), Choices::Empty)
             {
                 self.removed += 1;
                 self.last_removed = true;
@@ -381,17 +448,18 @@ impl UsageChunkFilter {
 
     /// Writes `bytes` of a kept event without the `,"usage":null` members, withholding a
     /// possible start of one at the end until the next chunk shows whether it is one.
-    fn emit(&mut self, bytes: &[u8], out: &mut Vec<u8>, event_ended: bool) {
+    fn emit<O: Out>(&mut self, bytes: &[u8], out: &mut O, event_ended: bool) {
         self.emit_from(bytes, 0, out, event_ended);
     }
 
     /// [`emit`](Self::emit), knowing that no `,"usage":null` starts in `bytes` before `from`.
-    fn emit_from(&mut self, bytes: &[u8], from: usize, out: &mut Vec<u8>, event_ended: bool) {
+    #[inline(always)]
+    fn emit_from<O: Out>(&mut self, bytes: &[u8], from: usize, out: &mut O, event_ended: bool) {
         if self.tail.is_empty() {
             self.emit_joined(bytes, from, out, event_ended);
         } else {
             // One may start in the tail and end in `bytes`: searched from the start.
-            let mut data = std::mem::take(&mut self.tail);
+            let mut data = mem::take(&mut self.tail);
             data.extend_from_slice(bytes);
             self.emit_joined(&data, 0, out, event_ended);
         }
@@ -399,11 +467,11 @@ impl UsageChunkFilter {
 
     /// [`emit`](Self::emit) of the withheld tail and the new bytes, joined; no
     /// `,"usage":null` starts in `data` before `from`.
-    fn emit_joined(&mut self, data: &[u8], from: usize, out: &mut Vec<u8>, event_ended: bool) {
+    fn emit_joined<O: Out>(&mut self, data: &[u8], from: usize, out: &mut O, event_ended: bool) {
         let mut rest = data;
         let mut from = from;
         while let Some(at) = find_null_usage(rest, from) {
-            out.extend_from_slice(&rest[..at]);
+            out.put(&rest[..at]);
             rest = &rest[at + NULL_USAGE.len()..];
             from = 0;
         }
@@ -415,13 +483,15 @@ impl UsageChunkFilter {
                 .find(|n| rest.ends_with(&NULL_USAGE[..*n]))
                 .unwrap_or(0)
         };
-        out.extend_from_slice(&rest[..rest.len() - keep]);
+        out.put(&rest[..rest.len() - keep]);
         self.tail.clear();
-        self.tail.extend_from_slice(&rest[rest.len() - keep..]);
+        if keep > 0 {
+            self.tail.extend_from_slice(&rest[rest.len() - keep..]);
+        }
     }
 
     /// Settles the held event if it can be settled.
-    fn decide(&mut self, out: &mut Vec<u8>, event_ended: bool) {
+    fn decide<O: Out>(&mut self, out: &mut O, event_ended: bool) {
         match verdict(&self.held, event_ended) {
             Verdict::Remove => {
                 self.removed += 1;
@@ -436,8 +506,8 @@ impl UsageChunkFilter {
         }
     }
 
-    fn flush_and_pass(&mut self, out: &mut Vec<u8>, event_ended: bool) {
-        let held = std::mem::take(&mut self.held);
+    fn flush_and_pass<O: Out>(&mut self, out: &mut O, event_ended: bool) {
+        let held = mem::take(&mut self.held);
         self.emit(&held, out, event_ended);
         if !event_ended {
             self.state = State::Pass;
@@ -458,6 +528,106 @@ impl UsageChunkFilter {
     }
 }
 
+/// Where the filter writes what the client receives: a `Vec`, or [`Runs`].
+trait Out {
+    /// Room for `additional` more bytes, a hint.
+    fn reserve(&mut self, additional: usize);
+    /// Appends `bytes`.
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Out for Vec<u8> {
+    fn reserve(&mut self, additional: usize) {
+        Vec::reserve(self, additional);
+    }
+
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// The output of [`UsageChunkFilter::filter`] for one chunk: while it is all bytes of the
+/// chunk itself, where they lie; once anything else is written (held bytes), a copy.
+struct Runs<'a> {
+    chunk: &'a [u8],
+    /// The parts of `chunk` written so far, in order, adjacent ones joined.
+    parts: &'a mut Vec<Range<usize>>,
+    /// Everything written, once something that is not a part of `chunk` was.
+    copied: Option<Vec<u8>>,
+}
+
+impl Runs<'_> {
+    /// Bytes from elsewhere: from now on, everything is copied, the parts so far first.
+    #[cold]
+    fn copy(&mut self, bytes: &[u8]) {
+        let mut copied = Vec::with_capacity(self.chunk.len() + bytes.len());
+        for part in self.parts.iter() {
+            copied.extend_from_slice(&self.chunk[part.clone()]);
+        }
+        copied.extend_from_slice(bytes);
+        self.copied = Some(copied);
+    }
+}
+
+impl Out for Runs<'_> {
+    /// Nothing to reserve: parts are only noted.
+    fn reserve(&mut self, _additional: usize) {}
+
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        if let Some(copied) = &mut self.copied {
+            copied.extend_from_slice(bytes);
+            return;
+        }
+        // Where `bytes` start in the chunk: any slice within the chunk's memory is a part of
+        // the chunk (the filter's own buffers are other allocations).
+        let start = (bytes.as_ptr() as usize).wrapping_sub(self.chunk.as_ptr() as usize);
+        if start > self.chunk.len() || bytes.len() > self.chunk.len() - start {
+            return self.copy(bytes);
+        }
+        let end = start + bytes.len();
+        match self.parts.last_mut() {
+            Some(last) if last.end == start => last.end = end,
+            _ => self.parts.push(start..end),
+        }
+    }
+}
+
+/// `chunk` with only `parts` of it left (in order, not overlapping), as far as possible
+/// without a copy or an allocation.
+fn keep_parts(chunk: Bytes, parts: &[Range<usize>]) -> Bytes {
+    match parts {
+        [] => return Bytes::new(),
+        // All of it, or its end: `advance` moves a pointer.
+        [only] if only.end == chunk.len() => {
+            let mut chunk = chunk;
+            chunk.advance(only.start);
+            return chunk;
+        }
+        _ => {}
+    }
+    // The chunk's own buffer when `chunk` is its only handle (as a chunk just read from an
+    // upstream is), else a copy of it. The parts are moved to its end and what is before
+    // them skipped: a `Bytes` made from a `Vec` whose length is its capacity (as this one,
+    // unless the chunk had dropped its start) costs no allocation, and can drop its start
+    // without one, but not its end.
+    let mut buffer = Vec::from(chunk);
+    let mut start = buffer.len();
+    for part in parts.iter().rev() {
+        start -= part.len();
+        // The last part often ends the chunk: already where it goes.
+        if part.start != start {
+            buffer.copy_within(part.clone(), start);
+        }
+    }
+    let mut kept = Bytes::from(buffer);
+    kept.advance(start);
+    kept
+}
+
 /// The length of `"usage"`.
 const USAGE_KEY_LEN: usize = 7;
 
@@ -471,7 +641,44 @@ fn find_null_usage(bytes: &[u8], from: usize) -> Option<usize> {
     if haystack.starts_with(NULL_USAGE) {
         return Some(from);
     }
-    NULL_USAGE_FINDER.find(haystack).map(|at| from + at)
+    let found = if haystack.len() <= SHORT_HAYSTACK {
+        find_null_usage_short(haystack)
+    } else {
+        NULL_USAGE_FINDER.find(haystack)
+    };
+    found.map(|at| from + at)
+}
+
+/// Up to this length, [`find_null_usage`] searches with [`find_null_usage_short`]: what
+/// follows the member just removed (say `,"obfuscation":"…"}` and the blank line) is short,
+/// and the searcher's setup costs more than this search over it.
+const SHORT_HAYSTACK: usize = 96;
+
+/// How far [`find_null_usage_short`] moves on when the byte under the end of
+/// `,"usage":null` is the index: from that byte's last place in it (the final `l` aside) to
+/// its end, or all its length for a byte not in it (Horspool's bad-character rule).
+static NULL_USAGE_SHIFT: [u8; 256] = {
+    let mut shift = [NULL_USAGE.len() as u8; 256];
+    let mut i = 0;
+    while i < NULL_USAGE.len() - 1 {
+        shift[NULL_USAGE[i] as usize] = (NULL_USAGE.len() - 1 - i) as u8;
+        i += 1;
+    }
+    shift
+};
+
+/// The first `,"usage":null` in a short `haystack` (Boyer-Moore-Horspool): a few steps over
+/// text without the member's letters, no setup.
+fn find_null_usage_short(haystack: &[u8]) -> Option<usize> {
+    let last = NULL_USAGE.len() - 1;
+    let mut end = last;
+    while let Some(&byte) = haystack.get(end) {
+        if byte == b'l' && haystack[end - last..=end] == *NULL_USAGE {
+            return Some(end - last);
+        }
+        end += usize::from(NULL_USAGE_SHIFT[usize::from(byte)]);
+    }
+    None
 }
 
 /// Whether `after_key`, what follows a key, is `:` and an object (white space allowed).
@@ -489,30 +696,47 @@ enum Verdict {
     Wait,
 }
 
+/// What the first `"choices"` of an event (or the start of one) shows.
+enum Choices {
+    /// An array with an element, or not an array: not a usage-only chunk.
+    NotEmpty,
+    /// An empty array.
+    Empty,
+    /// No `"choices"`, or not its value yet.
+    Unknown,
+}
+
+/// The first `"choices"` in `event`.
+fn choices(event: &[u8]) -> Choices {
+    let Some(at) = CHOICES.find(event) else {
+        return Choices::Unknown;
+    };
+    match after_colon(&event[at + 9..]) {
+        // The value has not arrived yet.
+        Some([]) | None => Choices::Unknown,
+        Some(rest) if rest.starts_with(b"[") => match trim_ws(&rest[1..]).first() {
+            None => Choices::Unknown,
+            Some(b']') => Choices::Empty,
+            Some(_) => Choices::NotEmpty,
+        },
+        Some(_) => Choices::NotEmpty,
+    }
+}
+
 /// Whether `event` (whole when `event_ended`) is the usage-only chunk: `"choices":[]` and a
 /// `usage` object.
 fn verdict(event: &[u8], event_ended: bool) -> Verdict {
-    if let Some(at) = CHOICES.find(event) {
-        match after_colon(&event[at + 9..]) {
-            // The value has not arrived yet.
-            Some([]) | None => {}
-            Some(rest) if rest.starts_with(b"[") => {
-                let inside = trim_ws(&rest[1..]);
-                if !inside.is_empty() && inside[0] != b']' {
-                    // Has choices: not a usage-only chunk.
-                    return Verdict::Pass;
-                }
-                if inside.first() == Some(&b']') && event_ended {
-                    let has_usage = USAGE
-                        .find(event)
-                        .is_some_and(|u| is_object_member(&event[u + USAGE_KEY_LEN..]));
-                    if has_usage {
-                        return Verdict::Remove;
-                    }
-                }
+    match choices(event) {
+        Choices::NotEmpty => return Verdict::Pass,
+        Choices::Empty if event_ended => {
+            let has_usage = USAGE
+                .find(event)
+                .is_some_and(|u| is_object_member(&event[u + USAGE_KEY_LEN..]));
+            if has_usage {
+                return Verdict::Remove;
             }
-            Some(_) => return Verdict::Pass,
         }
+        Choices::Empty | Choices::Unknown => {}
     }
     if event_ended {
         Verdict::Pass
@@ -523,6 +747,8 @@ fn verdict(event: &[u8], event_ended: bool) -> Verdict {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -719,6 +945,177 @@ data: [DONE]\r\n\r\n";
             let mut out = Vec::new();
             filter.push(event, &mut out);
             assert!(out.capacity() >= event.len() || out.is_empty());
+        }
+    }
+
+    /// A chunk in a buffer of the given kind: 0 its own (from a `Vec`), 1 its own (split off
+    /// a `BytesMut`), 2 from a `Vec` and shared (the other handle in `aliases`).
+    fn chunk_of_kind(bytes: &[u8], kind: u8, aliases: &mut Vec<(Bytes, Vec<u8>)>) -> Bytes {
+        match kind {
+            0 => Bytes::from(bytes.to_vec()),
+            1 => {
+                let mut whole = bytes::BytesMut::from(bytes);
+                whole.split().freeze()
+            }
+            _ => {
+                let chunk = Bytes::from(bytes.to_vec());
+                aliases.push((chunk.clone(), bytes.to_vec()));
+                chunk
+            }
+        }
+    }
+
+    /// What [`UsageChunkFilter::filter`] returns for `chunks` in turn (the last one ending
+    /// the stream, or an empty one after them when `end_apart`), joined, and how many events
+    /// it removed; each chunk in a buffer of kind `kinds[i % kinds.len()]`
+    /// ([`chunk_of_kind`]). Checks that the chunks returned stay as they were while the
+    /// filter goes on, and that shared buffers are left alone.
+    fn filtered_bytes(
+        chunks: &[&[u8]],
+        max_held: usize,
+        kinds: &[u8],
+        end_apart: bool,
+    ) -> (Vec<u8>, u64) {
+        let mut filter = UsageChunkFilter::new(max_held);
+        let (mut out, mut kept, mut aliases) = (Vec::new(), Vec::new(), Vec::new());
+        let last = chunks.len().saturating_sub(1);
+        for (i, chunk) in chunks.iter().enumerate() {
+            let chunk = chunk_of_kind(chunk, kinds[i % kinds.len()], &mut aliases);
+            let piece = filter.filter(chunk, i == last && !end_apart);
+            out.extend_from_slice(&piece);
+            kept.push(piece);
+        }
+        if end_apart || chunks.is_empty() {
+            let piece = filter.filter(Bytes::new(), true);
+            out.extend_from_slice(&piece);
+            kept.push(piece);
+        }
+        assert_eq!(kept.concat(), out);
+        for (alias, was) in aliases {
+            assert_eq!(alias, was);
+        }
+        (out, filter.removed())
+    }
+
+    /// What [`UsageChunkFilter::push`] and [`finish`](UsageChunkFilter::finish) write.
+    fn pushed(chunks: &[&[u8]], max_held: usize) -> (Vec<u8>, u64) {
+        let mut filter = UsageChunkFilter::new(max_held);
+        let mut out = Vec::new();
+        for chunk in chunks {
+            filter.push(chunk, &mut out);
+        }
+        filter.finish(&mut out);
+        (out, filter.removed())
+    }
+
+    #[test]
+    fn bytes_out_are_the_bytes_pushed_at_every_split() {
+        let crlf = String::from_utf8(STREAM.to_vec()).unwrap();
+        let hostile = HOSTILE.concat();
+        for stream in [
+            crlf.clone(),
+            crlf.replace("\r\n", "\n"),
+            crlf.replace("\r\n", "\r"),
+            hostile,
+        ] {
+            let stream = stream.as_bytes();
+            for a in 0..=stream.len() {
+                for b in a..=stream.len().min(a + 14) {
+                    let chunks = [&stream[..a], &stream[a..b], &stream[b..]];
+                    let want = pushed(&chunks, 1 << 20);
+                    for (kinds, end_apart) in [([0, 1, 2], false), ([2, 0, 1], true)] {
+                        assert_eq!(
+                            filtered_bytes(&chunks, 1 << 20, &kinds, end_apart),
+                            want,
+                            "split at {a}, {b}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bytes_out_are_made_of_the_chunk_when_it_is_not_shared() {
+        let content: &[u8] = b"data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\n";
+        let want = [&content[..content.len() - 16], b"}\n\n"].concat();
+        let mut filter = UsageChunkFilter::new(1 << 20);
+        // Its own buffer: the kept bytes moved to its end, in place.
+        let split_off = || bytes::BytesMut::from(content).split().freeze();
+        for chunk in [Bytes::from(content.to_vec()), split_off()] {
+            let end = chunk.as_ptr_range().end;
+            let out = filter.filter(chunk, false);
+            assert_eq!(out, want);
+            assert_eq!(out.as_ptr_range().end, end, "in the chunk's buffer");
+        }
+        // A shared or static buffer is left as it is: a copy.
+        let chunk = Bytes::from(content.to_vec());
+        let alias = chunk.clone();
+        assert_eq!(filter.filter(chunk, false), want);
+        assert_eq!(alias, content);
+        assert_eq!(filter.filter(Bytes::from_static(content), false), want);
+        // A chunk that loses nothing, or only its start, is the chunk.
+        let done = Bytes::from_static(b"data: [DONE]\n\n");
+        assert_eq!(filter.filter(done.clone(), false).as_ptr(), done.as_ptr());
+        let usage = b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1}}\n\n";
+        let both = Bytes::from([&usage[..], &done[..]].concat());
+        let out = filter.filter(both.clone(), true);
+        assert_eq!(out, done);
+        assert_eq!(out.as_ptr(), both[usage.len()..].as_ptr());
+        assert_eq!(filter.removed(), 1);
+    }
+
+    /// An event for the proptest: one of [`HOSTILE`], with `\n`, `\r` or `\r\n` line ends.
+    fn any_event() -> impl Strategy<Value = String> {
+        let line_ends = prop::sample::select(vec!["\n", "\r", "\r\n"]);
+        (prop::sample::select(HOSTILE.to_vec()), line_ends)
+            .prop_map(|(event, end)| event.replace("\r\n", "\n").replace('\n', end))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn bytes_out_are_the_bytes_pushed(
+            events in prop::collection::vec(any_event(), 0..8),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+            max_held in prop::sample::select(vec![0usize, 8, 40, 1 << 20]),
+            kinds in prop::collection::vec(0u8..3, 1..4),
+            end_apart in any::<bool>(),
+        ) {
+            let stream = events.concat();
+            let stream = stream.as_bytes();
+            let mut at: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
+            at.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut from = 0;
+            for to in at.into_iter().chain([stream.len()]) {
+                chunks.push(&stream[from..to]);
+                from = to;
+            }
+            prop_assert_eq!(
+                filtered_bytes(&chunks, max_held, &kinds, end_apart),
+                pushed(&chunks, max_held)
+            );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        #[test]
+        fn the_short_search_finds_what_the_searcher_finds(
+            pieces in prop::collection::vec(
+                prop::sample::select(vec![
+                    ",\"usage\":null", ",\"usage\":nul", "\"usage\":null", "l", "ll", "u", ",",
+                    "\"", ":", "null", "usage", "x", "obfuscation", "\n",
+                ]),
+                0..12,
+            ),
+        ) {
+            let haystack = pieces.concat();
+            let haystack = haystack.as_bytes();
+            prop_assert_eq!(find_null_usage_short(haystack), NULL_USAGE_FINDER.find(haystack));
         }
     }
 
