@@ -774,11 +774,11 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut Box<RequestCtx>,
     ) -> Result<Option<Duration>> {
+        // The time the chunk arrived (read by `upstream_response_body_filter` for this same
+        // chunk, just before): the deadline and the chunk's timing use it rather than clock
+        // reads of their own; the only one here is the gateway's time on the chunk.
+        let now = ctx.timing.chunk_arrived.unwrap_or_else(Instant::now);
         if let Some(deadline) = ctx.timing.total_deadline {
-            // Checked against the time the chunk arrived (read by
-            // `upstream_response_body_filter` for this same chunk, just before) rather than a
-            // clock read of its own: the only one here is the gateway's time on the chunk.
-            let now = ctx.timing.chunk_arrived.unwrap_or_else(Instant::now);
             if now > deadline && !end_of_stream {
                 return Err(Error::explain(
                     ErrorType::ReadTimedout,
@@ -788,7 +788,7 @@ impl ProxyHttp for Gateway {
         }
         if let Some(genai) = ctx.llm.span.as_mut() {
             if let Some(chunk) = body.as_ref() {
-                genai.on_response_data(chunk);
+                genai.on_response_data_at(chunk, now);
             }
             if let Some(filter) = ctx.llm.usage_filter.as_mut() {
                 let chunk = body.take().unwrap_or_default();

@@ -175,8 +175,16 @@ impl GenAiSpan {
 
     /// A response body chunk passed through.
     pub fn on_response_data(&mut self, data: &[u8]) {
+        self.on_response_data_at(data, Instant::now());
+    }
+
+    /// [`on_response_data`](Self::on_response_data) for a chunk that arrived at `at`, for an
+    /// adapter that already read the clock when the chunk came in (a proxy times each chunk
+    /// on arrival): the chunk's timing (first chunk, gaps) is then the arrival's, and the
+    /// clock is read once per chunk, not twice.
+    pub fn on_response_data_at(&mut self, data: &[u8], at: Instant) {
         self.span.on_data(data.len());
-        self.exchange.on_response_data(data, Instant::now());
+        self.exchange.on_response_data(data, at);
     }
 
     /// Ends the exchange: records the report on the span and the metrics, ends the span, and
