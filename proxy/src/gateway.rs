@@ -53,9 +53,6 @@ use crate::vectordb::VectorDbs;
 pub const TRACE_ID_HEADER: &str = "x-llmtrace-trace-id";
 /// The request id header: forwarded when the client sent one, generated otherwise.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
-/// The same names, parsed once: a `&str` name is parsed again on every insert.
-const REQUEST_ID_NAME: http::HeaderName = http::HeaderName::from_static(REQUEST_ID_HEADER);
-const TRACE_ID_NAME: http::HeaderName = http::HeaderName::from_static(TRACE_ID_HEADER);
 /// Largest usage-chunk candidate held back while deciding whether to remove it.
 const MAX_HELD_EVENT: usize = 64 * 1024;
 
@@ -548,7 +545,7 @@ impl ProxyHttp for Gateway {
             // An answer the gateway may have to edit, or read, must come uncompressed.
             upstream_request.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
         }
-        upstream_request.insert_header(REQUEST_ID_NAME, ctx.ids.request_id.as_str())?;
+        upstream_request.insert_header(REQUEST_ID_HEADER, ctx.ids.request_id.as_str())?;
         // The GenAI span's own id goes upstream, so a traced provider nests under it.
         let cx = ctx
             .llm
@@ -741,7 +738,7 @@ impl ProxyHttp for Gateway {
             ctx.inbound.head = true;
         }
         if let Some(trace_id) = trace_id_of(&ctx.inbound) {
-            upstream_response.insert_header(TRACE_ID_NAME, trace_id.as_str())?;
+            upstream_response.insert_header(TRACE_ID_HEADER, trace_id.as_str())?;
         }
         // The provider's own request id (the one its support asks for) reaches the client
         // untouched and is recorded; ours is returned only when the provider sent none.
@@ -759,7 +756,7 @@ impl ProxyHttp for Gateway {
                 }
             }
             None => {
-                upstream_response.insert_header(REQUEST_ID_NAME, ctx.ids.request_id.as_str())?;
+                upstream_response.insert_header(REQUEST_ID_HEADER, ctx.ids.request_id.as_str())?;
             }
         }
         Ok(())
@@ -1588,7 +1585,12 @@ impl Gateway {
         propagation::inject_each(&cx, |name, value| match value {
             Some(value) => {
                 if result.is_ok() {
-                    result = upstream_request.insert_header(name, value);
+                    // pingora parses a name into a `HeaderName` on every insert, and copies a
+                    // `HeaderName`'s text first: a static name skips the copy.
+                    result = match static_name(&name) {
+                        Some(name) => upstream_request.insert_header(name, value),
+                        None => upstream_request.insert_header(name, value),
+                    };
                 }
             }
             // The client's own value of a header with nothing to send goes (looked up first:
@@ -1680,10 +1682,10 @@ fn content_length(req: &RequestHeader) -> Option<usize> {
 fn reply_header(status: u16, request_id: &str, trace_id: Option<&str>) -> Result<ResponseHeader> {
     let mut header = ResponseHeader::build(status, Some(5))?;
     header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
-    header.insert_header(REQUEST_ID_NAME, request_id)?;
+    header.insert_header(REQUEST_ID_HEADER, request_id)?;
     header.insert_header("request-id", request_id)?;
     if let Some(trace_id) = trace_id {
-        header.insert_header(TRACE_ID_NAME, trace_id)?;
+        header.insert_header(TRACE_ID_HEADER, trace_id)?;
     }
     Ok(header)
 }
@@ -1779,6 +1781,16 @@ fn provider_of(upstream: &UpstreamConfig, endpoint: &Endpoint) -> Provider {
             .provider
             .provider()
             .unwrap_or_else(|| endpoint.provider.clone()),
+    }
+}
+
+/// The propagation headers' names as static text (see `inject_context`).
+fn static_name(name: &http::HeaderName) -> Option<&'static str> {
+    match name.as_str() {
+        "traceparent" => Some("traceparent"),
+        "tracestate" => Some("tracestate"),
+        "baggage" => Some("baggage"),
+        _ => None,
     }
 }
 
@@ -1952,6 +1964,18 @@ mod tests {
 
     /// The prompt hash is XXH3-64 (the published test vector for empty input) in 16
     /// lower-case hex digits, leading zeros kept.
+    #[test]
+    fn propagation_names_have_static_twins() {
+        for name in [
+            propagation::TRACEPARENT,
+            propagation::TRACESTATE,
+            propagation::BAGGAGE,
+        ] {
+            assert_eq!(static_name(&name), Some(name.as_str()));
+        }
+        assert_eq!(static_name(&http::header::HOST), None);
+    }
+
     #[test]
     fn prompt_hash_is_xxh3_in_sixteen_hex_digits() {
         assert_eq!(prompt_hash(b""), 0x2d06_8005_38d3_94c2);
