@@ -28,7 +28,7 @@ impl ResponseState {
 
     /// A chunk read in full: from its bytes by the scanner, else from a `Value`.
     fn openai_chunk_in_full(&mut self, data: &str) -> EventKind {
-        if let Some(kind) = self.openai_bytes(data.as_bytes(), true) {
+        if let Some(kind) = self.openai_read(Reader::from_text(data), true) {
             return kind;
         }
         match self.parse_event(data) {
@@ -94,7 +94,18 @@ impl ResponseState {
     /// ([`ChatView::scan`]): `None` when it is an error, not an object or not read there,
     /// which `openai_value` reads.
     pub(super) fn openai_bytes(&mut self, bytes: &[u8], streamed: bool) -> Option<EventKind> {
-        let chat = ChatView::scan(bytes, streamed)?;
+        // One check of the whole body spares one per string; a body that is not UTF-8 (in
+        // a string the reader skips unchecked) is read as bytes.
+        let reader = match simdutf8::basic::from_utf8(bytes) {
+            Ok(text) => Reader::from_text(text),
+            Err(_) => Reader::new(bytes),
+        };
+        self.openai_read(reader, streamed)
+    }
+
+    /// [`openai_bytes`](Self::openai_bytes) with a reader at the start of the chunk or body.
+    fn openai_read(&mut self, reader: Reader<'_>, streamed: bool) -> Option<EventKind> {
+        let chat = ChatView::scan(reader, streamed)?;
         if chat.error.get().is_some() || chat.object.str() == Some("error") {
             return None;
         }
@@ -305,13 +316,12 @@ fn scan_list<'a, T>(
 }
 
 impl<'a> ChatView<'a> {
-    /// Reads a chunk (`streamed`) or body straight from its bytes in one pass, as serde
-    /// reads the view (the last of repeated members winning, as in a `Value`), with
-    /// [`Reader`]: the members the view declares are read, the others skipped unread (a
+    /// Reads a chunk (`streamed`) or body straight from its bytes, `reader` at their start,
+    /// in one pass, as serde reads the view (the last of repeated members winning, as in a
+    /// `Value`): the members the view declares are read, the others skipped unread (a
     /// chunk's `message` and a body's `delta` too). `None` when the bytes are not one JSON
     /// object or the reader leaves them to serde_json.
-    fn scan(bytes: &'a [u8], streamed: bool) -> Option<Self> {
-        let mut reader = Reader::new(bytes);
+    fn scan(mut reader: Reader<'a>, streamed: bool) -> Option<Self> {
         let chat = scan_object(&mut reader, |chat: &mut Self, reader, key| {
             match key {
                 b"id" => chat.id = scan_str(reader)?,
@@ -1147,6 +1157,20 @@ mod tests {
         assert_eq!(state.openai_bytes(br#"{"\u0069d":"a"}"#, false), None);
         assert_eq!(state.openai_bytes(br#"{"x":1e400}"#, false), None);
         assert_eq!(state.openai_bytes(deep(128).as_bytes(), false), None);
+    }
+
+    /// A body that is not UTF-8 in a string the scanner skips is still read from its bytes
+    /// (string by string, as before the whole-body check); in a string it reads, it is not.
+    #[test]
+    fn bodies_not_utf8_are_read_string_by_string() {
+        let body = b"{\"x\":\"\xff\",\"id\":\"a\",\"choices\":[{\"message\":{\"content\":\"h\xc3\xa9\"}}]}";
+        let mut state = fresh(false);
+        assert_eq!(state.openai_bytes(body, false), Some(EventKind::Content));
+        assert_eq!(state.content_bytes, 3);
+        assert_eq!(state.id.as_deref(), Some("a"));
+        for body in [&b"{\"id\":\"a\xff\"}"[..], b"{\"id\":\"\xc3\"}"] {
+            assert_eq!(fresh(false).openai_bytes(body, false), None);
+        }
     }
 
     /// Error bodies are left to the `Value` path, which reads their message.
