@@ -58,12 +58,19 @@ impl ResponseState {
                 tests::TEMPLATE_HITS.with(|hits| hits.set(hits.get() + 1));
                 templated_chunk(bytes, template)?
             } else {
-                let (kind, content_bytes, head) = plain_chunk(bytes)?;
+                let choices = Some(template.choices)
+                    .filter(|&at| at > 0 && bytes.starts_with(&template.head[..at]));
+                #[cfg(test)]
+                if choices.is_some() {
+                    tests::CHOICES_HITS.with(|hits| hits.set(hits.get() + 1));
+                }
+                let (kind, content_bytes, head) = plain_chunk(bytes, choices)?;
                 if let Some(head) = head.filter(|head| head.len <= MAX_TEMPLATE_HEAD) {
                     template.head.clear();
                     template.head.extend_from_slice(&bytes[..head.len]);
                     template.choice = head.choice;
                     template.delta = head.delta;
+                    template.choices = head.choices;
                     template.tail.clear();
                     template.gap = None;
                 }
@@ -468,11 +475,29 @@ impl UsageView<'_> {
 /// answers, it answers as the full read does (`the_fast_path_agrees_with_the_full_read`).
 ///
 /// With the answer comes the chunk's head, when it has one for a [`ChatTemplate`].
-fn plain_chunk(bytes: &[u8]) -> Option<(EventKind, usize, Option<Head>)> {
-    let mut reader = Plain::at(bytes, 0);
+///
+/// With `choices`, the chunk starts with the bytes of a template's head up to its `choices`
+/// array (its [`ChatTemplate::choices`]), which this read before and which count nothing:
+/// it is read from the array on, in the state it was in there (`choices` seen), as
+/// [`templated_chunk`] reads from the content on.
+fn plain_chunk(bytes: &[u8], choices: Option<usize>) -> Option<(EventKind, usize, Option<Head>)> {
     let mut read = Read::default();
     let mut once = Once::default();
-    reader.object(|reader, key| reader.top_member(key, &mut once, &mut read))?;
+    let reader = match choices {
+        None => {
+            let mut reader = Plain::at(bytes, 0);
+            reader.object(|reader, key| reader.top_member(key, &mut once, &mut read))?;
+            reader
+        }
+        Some(at) => {
+            let mut reader = Plain::at(bytes, at);
+            once.check(0)?;
+            read.choices = at;
+            reader.array(|reader| reader.choice(&mut read))?;
+            reader.after_member(|reader, key| reader.top_member(key, &mut once, &mut read))?;
+            reader
+        }
+    };
     let head = read.head.take();
     let (kind, content_bytes) = read.answer(&reader)?;
     Some((kind, content_bytes, head))
@@ -582,6 +607,8 @@ struct Head {
     choice: u8,
     /// The delta's [`Once`] bits, `content`'s set.
     delta: u8,
+    /// Where the top-level `choices` array starts.
+    choices: usize,
 }
 
 /// What [`plain_chunk`] has read so far: whether the chunk carries content, and how many
@@ -592,6 +619,8 @@ struct Read {
     content: bool,
     bytes: usize,
     head: Option<Head>,
+    /// Where the top-level `choices` array starts, once read.
+    choices: usize,
 }
 
 impl Read {
@@ -613,6 +642,7 @@ impl Read {
             content: self.content || len > 0,
             bytes: self.bytes + len,
             head: None,
+            choices: self.choices,
         }
     }
 }
@@ -753,6 +783,7 @@ impl<'a> Plain<'a> {
         match key {
             b"choices" => {
                 once.check(0)?;
+                read.choices = self.pos;
                 self.array(|reader| reader.choice(read))
             }
             b"usage" | b"error" => self.eat(b"null"),
@@ -805,6 +836,7 @@ impl<'a> Plain<'a> {
                         len: self.pos + 1,
                         choice: choice.once.0,
                         delta: choice.delta.0,
+                        choices: read.choices,
                     });
                 }
                 choice.content = self.string_or_null()?;
@@ -967,6 +999,15 @@ mod tests {
     thread_local! {
         /// Templated chunks of this thread whose tail matched their template's.
         pub(super) static TAIL_HITS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    thread_local! {
+        /// Chunks of this thread read from the `choices` of their template's head on.
+        pub(super) static CHOICES_HITS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    fn choices_hits() -> u64 {
+        CHOICES_HITS.with(std::cell::Cell::get)
     }
 
     fn template_hits() -> u64 {
@@ -2048,8 +2089,21 @@ mod tests {
         for chunk in chunks {
             let chunk = chunk.as_ref();
             let (bytes, template) = (trim_unicode_ws(chunk).as_bytes(), &fast.chat_template);
+            let at = template.choices;
+            if at > 0 && bytes.starts_with(&template.head[..at]) {
+                let answer = |choices| {
+                    plain_chunk(bytes, choices).map(|(kind, len, head)| {
+                        (
+                            kind,
+                            len,
+                            head.map(|h| (h.len, h.choice, h.delta, h.choices)),
+                        )
+                    })
+                };
+                assert_eq!(answer(Some(at)), answer(None), "chunk: {chunk}");
+            }
             if !template.head.is_empty() && bytes.starts_with(&template.head) {
-                let plain = plain_chunk(bytes).map(|(kind, len, _)| (kind, len));
+                let plain = plain_chunk(bytes, None).map(|(kind, len, _)| (kind, len));
                 let with_tail = templated_chunk(bytes, &mut template.clone());
                 assert_eq!(with_tail, plain, "chunk: {chunk}");
                 let mut tailless = template.clone();
@@ -2072,6 +2126,40 @@ mod tests {
             chunks.iter().map(AsRef::as_ref).collect::<Vec<_>>()
         );
         fast
+    }
+
+    /// A chunk that starts with the template's head up to its `choices` but not with the
+    /// whole head (OpenAI's finish and usage chunks) is read from its `choices` on, as it
+    /// would be from its start.
+    #[test]
+    fn chunks_of_the_head_s_members_are_read_from_choices_on() {
+        let head = r#"{"id":"chatcmpl-DulSaIuPk2WVzIh1ATUc3kKJq3tMX","object":"chat.completion.chunk","created":1796205257,"model":"gpt-4o","service_tier":"default","system_fingerprint":"fp_5d3f1c9b27","choices":"#;
+        let chunks = [
+            openai_chunk_at("1796205257", r#""tok0""#),
+            format!(
+                r#"{head}[{{"index":0,"delta":{{}},"logprobs":null,"finish_reason":null}}],"usage":null}}"#
+            ),
+            format!(
+                r#"{head}[{{"index":0,"delta":{{"role":"assistant","content":"x"}},"logprobs":null,"finish_reason":null}}],"usage":null}}"#
+            ),
+            format!(
+                r#"{head}[{{"index":1,"delta":{{"content":"y"}},"logprobs":null,"finish_reason":null}}],"usage":null}}"#
+            ),
+            format!(r#"{head}[{{"index":0,"delta":{{"content":"z"}}}}],"choices":[]}}"#),
+            format!(r#"{head}[],"usage":null,"id":"again","object":"error"}}"#),
+            format!(
+                r#"{head}[{{"index":0,"delta":{{}},"logprobs":null,"finish_reason":"stop"}}],"usage":null}}"#
+            ),
+            format!(
+                r#"{head}[],"usage":{{"prompt_tokens":10,"completion_tokens":16,"total_tokens":26}}}}"#
+            ),
+            format!(r#"{head}[]}} "#),
+            format!(r#"{head}[]"#),
+            format!(r#"{head}"#),
+        ];
+        let before = choices_hits();
+        stream_agrees(&chunks);
+        assert!(choices_hits() - before >= 8);
     }
 
     /// A chunk teaches the template its head, up to the content's opening quote; the next,
@@ -2140,7 +2228,7 @@ mod tests {
             templated_chunk(repeated.as_bytes(), &mut state.chat_template.clone()),
             None
         );
-        assert!(plain_chunk(repeated.as_bytes()).is_none());
+        assert!(plain_chunk(repeated.as_bytes(), None).is_none());
         assert_eq!(state.openai_chunk(&repeated), EventKind::Content);
         assert_eq!(template_hits(), hits + 1);
         assert_eq!(state.content_bytes, 4 + 1);
