@@ -805,6 +805,17 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A reader of `text` (as [`from_text`](Reader::from_text)'s) standing at `pos`, at the
+    /// value of a member of the top-level object: the caller read the bytes before, and
+    /// reads the rest of that object ([`object_rest`](Reader::object_rest)) after the value.
+    pub(crate) fn from_text_at(text: &'a str, pos: usize) -> Self {
+        Reader {
+            pos,
+            depth: 1,
+            ..Reader::from_text(text)
+        }
+    }
+
     /// The next byte that is not white space, where the reader now stands: the first byte of
     /// the next value (or a separator).
     #[inline]
@@ -866,6 +877,28 @@ impl<'a> Reader<'a> {
         }
         self.close();
         Some(true)
+    }
+
+    /// The rest of an object after one of its members' values, where the reader stands: its
+    /// other members, handed to `member` as [`object`](Reader::object) hands them, and its
+    /// closing brace.
+    pub(crate) fn object_rest(
+        &mut self,
+        mut member: impl FnMut(&mut Self, &'a [u8]) -> Option<()>,
+    ) -> Option<()> {
+        loop {
+            match self.peek()? {
+                b',' => {
+                    self.pos += 1;
+                    let key = self.key()?;
+                    member(self, key)?;
+                }
+                b'}' => break,
+                _ => return None,
+            }
+        }
+        self.close();
+        Some(())
     }
 
     /// A member's key and its `:`; `None` for a key spelled with escapes.

@@ -27,8 +27,18 @@ impl ResponseState {
     }
 
     /// A chunk read in full: from its bytes by the scanner, else from a `Value`.
+    ///
+    /// A chunk that starts with the template's head members (see [`Self::head_members`]) is
+    /// scanned from its `choices` on: those members set only the view's `id`, `model` and
+    /// `object` (`error` and `usage` are `null` there), the first two already known, which
+    /// [`Self::take_first_id_model`] then keeps, and `object` not `"error"`; the members
+    /// after, repeats included, are read as from the start.
     fn openai_chunk_in_full(&mut self, data: &str) -> EventKind {
-        if let Some(kind) = self.openai_read(Reader::from_text(data), true) {
+        let chat = match self.head_members(data.as_bytes()) {
+            Some(at) => ChatView::scan_from_choices(Reader::from_text_at(data, at), true),
+            None => ChatView::scan(Reader::from_text(data), true),
+        };
+        if let Some(kind) = self.openai_scanned(chat, true) {
             return kind;
         }
         match self.parse_event(data) {
@@ -46,11 +56,23 @@ impl ResponseState {
     /// ([`templated_chunk`], which answers as `plain_chunk` would, and learns the tail); any
     /// other, by `plain_chunk`, whose head, if it has one, the template learns (forgetting
     /// the tail, which was the old head's).
+    /// Where the top-level `choices` array of a chunk starts, when the chunk starts with the
+    /// members of the template's head before it ([`ChatTemplate::choices`]), which
+    /// [`plain_chunk`] read counting nothing (no `error`, `usage` nor `choices`, an `object`
+    /// other than `"error"`, strings without escapes), and the id and model are known.
+    fn head_members(&self, bytes: &[u8]) -> Option<usize> {
+        let template = &self.chat_template;
+        let at = template.choices;
+        let known = self.id.is_some() && self.model.is_some();
+        (known && at > 0 && bytes.starts_with(&template.head[..at])).then_some(at)
+    }
+
     fn openai_chunk_fast(&mut self, data: &str) -> Option<EventKind> {
         if self.capture || self.id.is_none() || self.model.is_none() {
             return None;
         }
         let bytes = data.as_bytes();
+        let choices = self.head_members(bytes);
         let template = &mut self.chat_template;
         let (kind, content_bytes) =
             if !template.head.is_empty() && bytes.starts_with(&template.head) {
@@ -58,8 +80,6 @@ impl ResponseState {
                 tests::TEMPLATE_HITS.with(|hits| hits.set(hits.get() + 1));
                 templated_chunk(bytes, template)?
             } else {
-                let choices = Some(template.choices)
-                    .filter(|&at| at > 0 && bytes.starts_with(&template.head[..at]));
                 #[cfg(test)]
                 if choices.is_some() {
                     tests::CHOICES_HITS.with(|hits| hits.set(hits.get() + 1));
@@ -107,12 +127,12 @@ impl ResponseState {
             Ok(text) => Reader::from_text(text),
             Err(_) => Reader::new(bytes),
         };
-        self.openai_read(reader, streamed)
+        self.openai_scanned(ChatView::scan(reader, streamed), streamed)
     }
 
-    /// [`openai_bytes`](Self::openai_bytes) with a reader at the start of the chunk or body.
-    fn openai_read(&mut self, reader: Reader<'_>, streamed: bool) -> Option<EventKind> {
-        let chat = ChatView::scan(reader, streamed)?;
+    /// What [`openai_bytes`](Self::openai_bytes) answers for the view it scanned.
+    fn openai_scanned(&mut self, chat: Option<ChatView<'_>>, streamed: bool) -> Option<EventKind> {
+        let chat = chat?;
         if chat.error.get().is_some() || chat.object.str() == Some("error") {
             return None;
         }
@@ -330,23 +350,38 @@ impl<'a> ChatView<'a> {
     /// object or the reader leaves them to serde_json.
     fn scan(mut reader: Reader<'a>, streamed: bool) -> Option<Self> {
         let chat = scan_object(&mut reader, |chat: &mut Self, reader, key| {
-            match key {
-                b"id" => chat.id = scan_str(reader)?,
-                b"model" => chat.model = scan_str(reader)?,
-                b"object" => chat.object = scan_str(reader)?,
-                b"error" => chat.error = Loose(reader.present()?.then_some(Present)),
-                b"usage" => chat.usage = UsageView::scan(reader)?,
-                b"choices" => {
-                    chat.choices = scan_list(reader, |reader| ChoiceView::scan(reader, streamed))?
-                }
-                _ => reader.skip()?,
-            }
-            Some(())
+            chat.member(reader, key, streamed)
         })?;
         if !reader.at_end() {
             return None;
         }
         chat.0
+    }
+
+    /// [`scan`](Self::scan) from the value of the top-level `choices`, where `reader`
+    /// stands (the members before it left out of the view), to the end.
+    fn scan_from_choices(mut reader: Reader<'a>, streamed: bool) -> Option<Self> {
+        let mut chat = Self::default();
+        chat.member(&mut reader, b"choices", streamed)?;
+        reader.object_rest(|reader, key| chat.member(reader, key, streamed))?;
+        reader.at_end().then_some(chat)
+    }
+
+    /// Reads the member `key` of a chunk or body into the view, or skips it.
+    #[inline(always)]
+    fn member(&mut self, reader: &mut Reader<'a>, key: &[u8], streamed: bool) -> Option<()> {
+        match key {
+            b"id" => self.id = scan_str(reader)?,
+            b"model" => self.model = scan_str(reader)?,
+            b"object" => self.object = scan_str(reader)?,
+            b"error" => self.error = Loose(reader.present()?.then_some(Present)),
+            b"usage" => self.usage = UsageView::scan(reader)?,
+            b"choices" => {
+                self.choices = scan_list(reader, |reader| ChoiceView::scan(reader, streamed))?
+            }
+            _ => reader.skip()?,
+        }
+        Some(())
     }
 }
 
@@ -2004,7 +2039,6 @@ mod tests {
 
     /// One call of `read`, never inlined: what `valgrind --tool=callgrind` counts per chunk,
     /// as the inclusive cost of `read_one::<…chunk_cost::{closure#0}>` over its calls.
-    #[inline(never)]
     fn read_one<F: Fn(&mut ResponseState, &str)>(read: &F, state: &mut ResponseState, chunk: &str) {
         read(state, chunk);
     }
@@ -2155,7 +2189,7 @@ mod tests {
             ),
             format!(r#"{head}[]}} "#),
             format!(r#"{head}[]"#),
-            format!(r#"{head}"#),
+            head.to_string(),
         ];
         let before = choices_hits();
         stream_agrees(&chunks);
