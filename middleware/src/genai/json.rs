@@ -772,8 +772,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A reader at the start of `text`, which reads as [`new`](Reader::new)'s reads its
-    /// bytes: a string is UTF-8 in a `str`, so the strings read (and, made
-    /// [`like_serde`](Reader::like_serde), the keys) need no check of their own.
+    /// bytes: a string is UTF-8 in a `str`, so the strings read need no check of their own.
     pub(crate) fn from_text(text: &'a str) -> Self {
         Reader {
             text: Some(text),
@@ -855,6 +854,7 @@ impl<'a> Reader<'a> {
 
     /// Hands each member of an object to `member`, with its key as written (without the
     /// quotes); `member` must read or skip the value. `Some(false)`: another value, skipped.
+    #[inline(always)]
     pub(crate) fn object(
         &mut self,
         mut member: impl FnMut(&mut Self, &'a [u8]) -> Option<()>,

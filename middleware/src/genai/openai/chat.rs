@@ -47,15 +47,6 @@ impl ResponseState {
         }
     }
 
-    /// Fast path, for the plain deltas that make up almost all of a stream: past its first
-    /// chunk (id and model known) and with capture off, what the full read would leave,
-    /// when [`plain_chunk`] can tell for certain (the common chunk in under half the scanner's
-    /// instructions and time); `None` leaves the chunk to the full read.
-    ///
-    /// A chunk that starts with the head of the [`ChatTemplate`] is read from there on
-    /// ([`templated_chunk`], which answers as `plain_chunk` would, and learns the tail); any
-    /// other, by `plain_chunk`, whose head, if it has one, the template learns (forgetting
-    /// the tail, which was the old head's).
     /// Where the top-level `choices` array of a chunk starts, when the chunk starts with the
     /// members of the template's head before it ([`ChatTemplate::choices`]), which
     /// [`plain_chunk`] read counting nothing (no `error`, `usage` nor `choices`, an `object`
@@ -67,6 +58,16 @@ impl ResponseState {
         (known && at > 0 && bytes.starts_with(&template.head[..at])).then_some(at)
     }
 
+    /// Fast path, for the plain deltas that make up almost all of a stream: past its first
+    /// chunk (id and model known) and with capture off, what the full read would leave,
+    /// when [`plain_chunk`] can tell for certain (the common chunk in under half the scanner's
+    /// instructions and time); `None` leaves the chunk to the full read.
+    ///
+    /// A chunk that starts with the head of the [`ChatTemplate`] is read from there on
+    /// ([`templated_chunk`], which answers as `plain_chunk` would, and learns the tail); any
+    /// other, by `plain_chunk`, whose head, if it has one, the template learns (forgetting
+    /// the tail, which was the old head's); one that starts with the head's members before
+    /// `choices` ([`Self::head_members`]), by `plain_chunk` from its `choices` on.
     fn openai_chunk_fast(&mut self, data: &str) -> Option<EventKind> {
         if self.capture || self.id.is_none() || self.model.is_none() {
             return None;
