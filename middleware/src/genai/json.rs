@@ -336,6 +336,7 @@ fn bytes_equal(word: u64, byte: u8) -> u64 {
 /// control character (below 0x20) if it comes before them. Keys and most string values are
 /// short, where a call to `memchr2` costs more than the search: the first
 /// [`SHORT_STRING`] bytes are looked at eight at a time in a word.
+#[inline(always)]
 fn string_stop(bytes: &[u8], from: usize, controls: bool) -> Option<usize> {
     let mut at = from;
     while at - from < SHORT_STRING {
@@ -544,6 +545,38 @@ pub(crate) fn escaped_char_len(rest: &[u8]) -> Option<(usize, usize)> {
     })
 }
 
+/// The end (exclusive) of the number at `pos` when it is the common kind, an integer of 1 to
+/// 19 digits (`-` allowed, no leading zero, no fraction or exponent after it), where
+/// [`Validator::number`] would stop too; `None` for any other, left to it.
+fn short_integer_end(bytes: &[u8], pos: usize) -> Option<usize> {
+    let first = pos + usize::from(bytes.get(pos) == Some(&b'-'));
+    let rest = bytes.get(first..)?;
+    let len = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    let plain = (1..=19).contains(&len)
+        && (len == 1 || rest[0] != b'0')
+        && !matches!(rest.get(len), Some(b'.' | b'e' | b'E'));
+    plain.then_some(first + len)
+}
+
+/// The number serde_json reads from `text`, an integer [`short_integer_end`] found (its
+/// digits fit a `u64`): as [`serde_number`] values it, without its general walk.
+fn short_integer(text: &[u8]) -> Number {
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', digits)) => (true, digits),
+        _ => (false, text),
+    };
+    let n = digits
+        .iter()
+        .fold(0u64, |n, &digit| n * 10 + u64::from(digit - b'0'));
+    match (negative, n) {
+        (false, n) => Number::U64(n),
+        // serde_json reads `-0` and integers below `i64::MIN` as floats.
+        (true, 0) => Number::Float(-0.0),
+        (true, n) if n <= 1 << 63 => Number::I64((n as i64).wrapping_neg()),
+        (true, n) => Number::Float(-(n as f64)),
+    }
+}
+
 /// How deeply [`Reader`] follows nesting: as deep as serde_json parses (it fails deeper).
 const MAX_DEPTH: usize = 127;
 
@@ -720,6 +753,10 @@ pub(crate) struct Reader<'a> {
     depth: usize,
     /// Made [`like_serde`](Reader::like_serde).
     like_serde: bool,
+    /// The document as text, when it is known to be UTF-8 throughout
+    /// ([`from_text`](Reader::from_text)): a string without escapes is then a slice of it,
+    /// not checked again.
+    text: Option<&'a str>,
 }
 
 impl<'a> Reader<'a> {
@@ -730,6 +767,16 @@ impl<'a> Reader<'a> {
             pos: 0,
             depth: 0,
             like_serde: false,
+            text: None,
+        }
+    }
+
+    /// A reader at the start of `text`, which reads as [`new`](Reader::new)'s reads its
+    /// bytes: a string is UTF-8 in a `str`, so the strings read need no check of their own.
+    pub(crate) fn from_text(text: &'a str) -> Self {
+        Reader {
+            text: Some(text),
+            ..Reader::new(text.as_bytes())
         }
     }
 
@@ -757,8 +804,20 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A reader of `text` (as [`from_text`](Reader::from_text)'s) standing at `pos`, at the
+    /// value of a member of the top-level object: the caller read the bytes before, and
+    /// reads the rest of that object ([`object_rest`](Reader::object_rest)) after the value.
+    pub(crate) fn from_text_at(text: &'a str, pos: usize) -> Self {
+        Reader {
+            pos,
+            depth: 1,
+            ..Reader::from_text(text)
+        }
+    }
+
     /// The next byte that is not white space, where the reader now stands: the first byte of
     /// the next value (or a separator).
+    #[inline]
     pub(crate) fn peek(&mut self) -> Option<u8> {
         self.pos = skip_ws(self.bytes, self.pos);
         self.bytes.get(self.pos).copied()
@@ -795,6 +854,7 @@ impl<'a> Reader<'a> {
 
     /// Hands each member of an object to `member`, with its key as written (without the
     /// quotes); `member` must read or skip the value. `Some(false)`: another value, skipped.
+    #[inline(always)]
     pub(crate) fn object(
         &mut self,
         mut member: impl FnMut(&mut Self, &'a [u8]) -> Option<()>,
@@ -819,7 +879,30 @@ impl<'a> Reader<'a> {
         Some(true)
     }
 
+    /// The rest of an object after one of its members' values, where the reader stands: its
+    /// other members, handed to `member` as [`object`](Reader::object) hands them, and its
+    /// closing brace.
+    pub(crate) fn object_rest(
+        &mut self,
+        mut member: impl FnMut(&mut Self, &'a [u8]) -> Option<()>,
+    ) -> Option<()> {
+        loop {
+            match self.peek()? {
+                b',' => {
+                    self.pos += 1;
+                    let key = self.key()?;
+                    member(self, key)?;
+                }
+                b'}' => break,
+                _ => return None,
+            }
+        }
+        self.close();
+        Some(())
+    }
+
     /// A member's key and its `:`; `None` for a key spelled with escapes.
+    #[inline(always)]
     fn key(&mut self) -> Option<&'a [u8]> {
         if self.peek()? != b'"' {
             return None;
@@ -830,7 +913,7 @@ impl<'a> Reader<'a> {
             return None;
         }
         let key = &self.bytes[start..end];
-        if self.like_serde && std::str::from_utf8(key).is_err() {
+        if self.like_serde && self.text.is_none() && std::str::from_utf8(key).is_err() {
             return None;
         }
         self.pos = end + 1;
@@ -867,6 +950,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A string, unescaped; `Some(None)`: another value, skipped.
+    #[inline]
     pub(crate) fn string(&mut self) -> Option<Option<Cow<'a, str>>> {
         if self.peek()? != b'"' {
             self.skip_other()?;
@@ -876,6 +960,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The string whose opening quote the reader stands on, unescaped.
+    #[inline]
     fn read_string(&mut self) -> Option<Cow<'a, str>> {
         let start = self.pos + 1;
         let end = string_stop(self.bytes, start, true)?;
@@ -885,9 +970,14 @@ impl<'a> Reader<'a> {
             // A raw control character, which serde_json rejects.
             _ => return None,
         }
-        let raw = &self.bytes[start..end];
         self.pos = end + 1;
-        std::str::from_utf8(raw).ok().map(Cow::Borrowed)
+        // Both ends are ASCII quotes, so the slice of a `str` is on its character boundaries.
+        match self.text {
+            Some(text) => text.get(start..end).map(Cow::Borrowed),
+            None => std::str::from_utf8(&self.bytes[start..end])
+                .ok()
+                .map(Cow::Borrowed),
+        }
     }
 
     /// The string with escapes that starts at `start` (just past its opening quote).
@@ -954,10 +1044,16 @@ impl<'a> Reader<'a> {
     }
 
     /// A number, valued as serde_json values it; `Some(None)`: another value, skipped.
+    #[inline]
     pub(crate) fn number(&mut self) -> Option<Option<Number>> {
         if !matches!(self.peek()?, b'-' | b'0'..=b'9') {
             self.skip_other()?;
             return Some(None);
+        }
+        let start = self.pos;
+        if let Some(end) = short_integer_end(self.bytes, start) {
+            self.pos = end;
+            return Some(Some(short_integer(&self.bytes[start..end])));
         }
         let text = self.number_text()?;
         serde_number(text).map(Some)
@@ -1007,6 +1103,10 @@ impl<'a> Reader<'a> {
     /// may be out of serde_json's range (see [`Reader`]).
     fn number_text(&mut self) -> Option<&'a [u8]> {
         let start = self.pos;
+        if let Some(end) = short_integer_end(self.bytes, start) {
+            self.pos = end;
+            return Some(&self.bytes[start..end]);
+        }
         self.validate(Validator::number)?;
         let text = &self.bytes[start..self.pos];
         let mantissa = text
@@ -1030,7 +1130,21 @@ impl<'a> Reader<'a> {
 
     /// Skips one value, checking its grammar but not the contents of its strings (unless
     /// [`like_serde`](Reader::like_serde)).
+    #[inline]
     pub(crate) fn skip(&mut self) -> Option<()> {
+        // A string or a number, the values skipped most, without the containers' bookkeeping.
+        match self.peek()? {
+            b'"' => {
+                self.pos = self.skipped_string_end(self.pos)?;
+                Some(())
+            }
+            b'-' | b'0'..=b'9' => self.number_text().map(drop),
+            _ => self.skip_any(),
+        }
+    }
+
+    /// [`skip`](Reader::skip) of any value: containers, literals, strings and numbers.
+    fn skip_any(&mut self) -> Option<()> {
         // Bit `i` of `objects`: whether the container `i` levels in from the innermost is an
         // object (rather than an array); `MAX_DEPTH` levels fit.
         let mut objects: u128 = 0;
@@ -1381,6 +1495,23 @@ mod tests {
             }
         }
 
+        /// A reader of a `str` reads what a reader of the same bytes reads: values, strings
+        /// borrowed or unescaped, failures.
+        #[test]
+        fn reading_text_agrees_with_reading_bytes(
+            doc in test_docs::any_doc(&["a", "id"], test_docs::Dirt::Broken),
+            space in proptest::sample::select(vec!["", " ", "\n\t\r "]),
+        ) {
+            let bytes = doc.bytes(space);
+            if let Ok(text) = std::str::from_utf8(&bytes) {
+                let leaked: &'static str = Box::leak(text.to_owned().into_boxed_str());
+                proptest::prop_assert_eq!(
+                    read_all(|| Reader::from_text(leaked)),
+                    read_all(|| Reader::new(leaked.as_bytes()))
+                );
+            }
+        }
+
         /// A reader like serde skips what serde_json ignores (`IgnoredAny`), and reads a
         /// value as serde_json reads a view member of that type (`Loose`); what it leaves to
         /// serde_json is long numbers and escaped keys.
@@ -1424,6 +1555,108 @@ mod tests {
                     None => proptest::prop_assert!(serde.is_none() || left, "{} {}", i, text),
                 }
             }
+        }
+    }
+
+    /// The integers [`short_integer_end`] takes are valued as [`serde_number`] values them;
+    /// every other number is left to the grammar's walk.
+    #[test]
+    fn short_integers_are_valued_as_serde_number_values_them() {
+        for text in [
+            "0",
+            "-0",
+            "7",
+            "-7",
+            "10",
+            "9223372036854775807",
+            "9223372036854775808",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "9999999999999999999",
+            "-9999999999999999999",
+            "1000000000000000000",
+        ] {
+            let bytes = text.as_bytes();
+            assert_eq!(short_integer_end(bytes, 0), Some(bytes.len()), "{text}");
+            let fast = short_integer(bytes);
+            let slow = serde_number(bytes).unwrap();
+            assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "{text}");
+        }
+        for text in [
+            "",
+            "-",
+            "--1",
+            "01",
+            "-01",
+            "00",
+            "1.5",
+            "1e3",
+            "1E3",
+            "0.0",
+            "-0e1",
+            "x",
+            // Twenty digits: beyond what a `u64` always holds.
+            "10000000000000000000",
+            "18446744073709551615",
+        ] {
+            assert_eq!(short_integer_end(text.as_bytes(), 0), None, "{text}");
+        }
+        // The end is where the grammar's number ends, whatever follows.
+        for (text, end) in [("12,", 2), ("-3}", 2), ("0]", 1), ("45 ", 2), ("6\"", 1)] {
+            assert_eq!(short_integer_end(text.as_bytes(), 0), Some(end), "{text}");
+            let mut reader = Reader::new(text.as_bytes());
+            assert!(reader.number().is_some(), "{text}");
+            assert_eq!(reader.pos, end, "{text}");
+        }
+    }
+
+    /// Every value of the document at the reader, read as what it is, written to `out`.
+    fn walk(reader: &mut Reader<'_>, out: &mut String) -> Option<()> {
+        match reader.peek()? {
+            b'{' => {
+                reader.object(|reader, key| {
+                    out.push_str(&format!("{key:?}:"));
+                    walk(reader, out)
+                })?;
+            }
+            b'[' => {
+                reader.array(|reader| walk(reader, out))?;
+            }
+            b'"' => out.push_str(&format!("{:?}", reader.string()?)),
+            b't' | b'f' => out.push_str(&format!("{:?}", reader.boolean()?)),
+            b'n' => out.push_str(&format!("{:?}", reader.present()?)),
+            _ => out.push_str(&format!("{:?}", reader.number()?)),
+        }
+        out.push(',');
+        Some(())
+    }
+
+    /// What [`walk`] reads from the whole document, and what [`Reader::skip`] answers.
+    fn read_all(make: impl Fn() -> Reader<'static>) -> (Option<String>, bool) {
+        let mut reader = make();
+        let mut out = String::new();
+        let read = walk(&mut reader, &mut out)
+            .filter(|()| reader.at_end())
+            .map(|()| out);
+        let mut reader = make();
+        let skipped = reader.skip().is_some() && reader.at_end();
+        (read, skipped)
+    }
+
+    #[test]
+    fn a_reader_of_text_reads_as_a_reader_of_bytes() {
+        for text in [
+            r#"{"a":"caf\u00e9","id":["é😀",1,-0,1.5e3,true,null,{}],"b":"\"x\""}"#,
+            r#"{"a":"tab\there","id":"\ud83d"}"#,
+            "{\"a\":\"x\u{1}y\"}",
+            r#"{"a":"unterminated}"#,
+        ] {
+            let leaked: &'static str = Box::leak(text.to_owned().into_boxed_str());
+            assert_eq!(
+                read_all(|| Reader::from_text(leaked)),
+                read_all(|| Reader::new(leaked.as_bytes())),
+                "{text}"
+            );
         }
     }
 

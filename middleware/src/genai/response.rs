@@ -122,6 +122,10 @@ pub(super) struct ChatTemplate {
     pub(super) choice: u8,
     /// The delta's `Once` bits at the head (`content`'s among them).
     pub(super) delta: u8,
+    /// Where the top-level `choices` array starts in `head`: the bytes before it are
+    /// top-level members that count nothing, so a chunk that starts with them but not with
+    /// the whole head (a finish or usage chunk) is read from there on.
+    pub(super) choices: usize,
     /// The tail after the content string of a chunk of this head that the reader accepted
     /// counting nothing in it, the contents of the string at `gap` cut out; empty until a
     /// chunk teaches it (a tail is never empty: it closes the objects), at most

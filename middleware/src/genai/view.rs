@@ -293,21 +293,25 @@ impl fmt::Display for ViewError {
 }
 
 /// Reads a string member with the one-pass [`Reader`], as its [`Loose`] view does.
+#[inline]
 pub(crate) fn scan_str<'a>(reader: &mut Reader<'a>) -> Option<Loose<Cow<'a, str>>> {
     reader.string().map(Loose)
 }
 
 /// Reads a non-negative integer member as its [`Loose`] view does.
+#[inline]
 pub(crate) fn scan_u64(reader: &mut Reader<'_>) -> Option<Loose<u64>> {
     reader.number().map(|n| Loose(n.and_then(Number::as_u64)))
 }
 
 /// Reads an integer member as its [`Loose`] view does.
+#[inline]
 pub(crate) fn scan_i64(reader: &mut Reader<'_>) -> Option<Loose<i64>> {
     reader.number().map(|n| Loose(n.and_then(Number::as_i64)))
 }
 
 /// Reads a number member as its [`Loose`] view does: any number.
+#[inline]
 pub(crate) fn scan_f64(reader: &mut Reader<'_>) -> Option<Loose<f64>> {
     reader.number().map(|n| Loose(n.map(Number::as_f64)))
 }

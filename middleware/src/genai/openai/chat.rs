@@ -27,14 +27,35 @@ impl ResponseState {
     }
 
     /// A chunk read in full: from its bytes by the scanner, else from a `Value`.
+    ///
+    /// A chunk that starts with the template's head members (see [`Self::head_members`]) is
+    /// scanned from its `choices` on: those members set only the view's `id`, `model` and
+    /// `object` (`error` and `usage` are `null` there), the first two already known, which
+    /// [`Self::take_first_id_model`] then keeps, and `object` not `"error"`; the members
+    /// after, repeats included, are read as from the start.
     fn openai_chunk_in_full(&mut self, data: &str) -> EventKind {
-        if let Some(kind) = self.openai_bytes(data.as_bytes(), true) {
+        let chat = match self.head_members(data.as_bytes()) {
+            Some(at) => ChatView::scan_from_choices(Reader::from_text_at(data, at), true),
+            None => ChatView::scan(Reader::from_text(data), true),
+        };
+        if let Some(kind) = self.openai_scanned(chat, true) {
             return kind;
         }
         match self.parse_event(data) {
             Some(value) => self.openai_value(&value, true),
             None => EventKind::Other,
         }
+    }
+
+    /// Where the top-level `choices` array of a chunk starts, when the chunk starts with the
+    /// members of the template's head before it ([`ChatTemplate::choices`]), which
+    /// [`plain_chunk`] read counting nothing (no `error`, `usage` nor `choices`, an `object`
+    /// other than `"error"`, strings without escapes), and the id and model are known.
+    fn head_members(&self, bytes: &[u8]) -> Option<usize> {
+        let template = &self.chat_template;
+        let at = template.choices;
+        let known = self.id.is_some() && self.model.is_some();
+        (known && at > 0 && bytes.starts_with(&template.head[..at])).then_some(at)
     }
 
     /// Fast path, for the plain deltas that make up almost all of a stream: past its first
@@ -45,12 +66,14 @@ impl ResponseState {
     /// A chunk that starts with the head of the [`ChatTemplate`] is read from there on
     /// ([`templated_chunk`], which answers as `plain_chunk` would, and learns the tail); any
     /// other, by `plain_chunk`, whose head, if it has one, the template learns (forgetting
-    /// the tail, which was the old head's).
+    /// the tail, which was the old head's); one that starts with the head's members before
+    /// `choices` ([`Self::head_members`]), by `plain_chunk` from its `choices` on.
     fn openai_chunk_fast(&mut self, data: &str) -> Option<EventKind> {
         if self.capture || self.id.is_none() || self.model.is_none() {
             return None;
         }
         let bytes = data.as_bytes();
+        let choices = self.head_members(bytes);
         let template = &mut self.chat_template;
         let (kind, content_bytes) =
             if !template.head.is_empty() && bytes.starts_with(&template.head) {
@@ -58,12 +81,17 @@ impl ResponseState {
                 tests::TEMPLATE_HITS.with(|hits| hits.set(hits.get() + 1));
                 templated_chunk(bytes, template)?
             } else {
-                let (kind, content_bytes, head) = plain_chunk(bytes)?;
+                #[cfg(test)]
+                if choices.is_some() {
+                    tests::CHOICES_HITS.with(|hits| hits.set(hits.get() + 1));
+                }
+                let (kind, content_bytes, head) = plain_chunk(bytes, choices)?;
                 if let Some(head) = head.filter(|head| head.len <= MAX_TEMPLATE_HEAD) {
                     template.head.clear();
                     template.head.extend_from_slice(&bytes[..head.len]);
                     template.choice = head.choice;
                     template.delta = head.delta;
+                    template.choices = head.choices;
                     template.tail.clear();
                     template.gap = None;
                 }
@@ -94,7 +122,18 @@ impl ResponseState {
     /// ([`ChatView::scan`]): `None` when it is an error, not an object or not read there,
     /// which `openai_value` reads.
     pub(super) fn openai_bytes(&mut self, bytes: &[u8], streamed: bool) -> Option<EventKind> {
-        let chat = ChatView::scan(bytes, streamed)?;
+        // One check of the whole body spares one per string; a body that is not UTF-8 (in
+        // a string the reader skips unchecked) is read as bytes.
+        let reader = match simdutf8::basic::from_utf8(bytes) {
+            Ok(text) => Reader::from_text(text),
+            Err(_) => Reader::new(bytes),
+        };
+        self.openai_scanned(ChatView::scan(reader, streamed), streamed)
+    }
+
+    /// What [`openai_bytes`](Self::openai_bytes) answers for the view it scanned.
+    fn openai_scanned(&mut self, chat: Option<ChatView<'_>>, streamed: bool) -> Option<EventKind> {
+        let chat = chat?;
         if chat.error.get().is_some() || chat.object.str() == Some("error") {
             return None;
         }
@@ -305,31 +344,45 @@ fn scan_list<'a, T>(
 }
 
 impl<'a> ChatView<'a> {
-    /// Reads a chunk (`streamed`) or body straight from its bytes in one pass, as serde
-    /// reads the view (the last of repeated members winning, as in a `Value`), with
-    /// [`Reader`]: the members the view declares are read, the others skipped unread (a
+    /// Reads a chunk (`streamed`) or body straight from its bytes, `reader` at their start,
+    /// in one pass, as serde reads the view (the last of repeated members winning, as in a
+    /// `Value`): the members the view declares are read, the others skipped unread (a
     /// chunk's `message` and a body's `delta` too). `None` when the bytes are not one JSON
     /// object or the reader leaves them to serde_json.
-    fn scan(bytes: &'a [u8], streamed: bool) -> Option<Self> {
-        let mut reader = Reader::new(bytes);
+    fn scan(mut reader: Reader<'a>, streamed: bool) -> Option<Self> {
         let chat = scan_object(&mut reader, |chat: &mut Self, reader, key| {
-            match key {
-                b"id" => chat.id = scan_str(reader)?,
-                b"model" => chat.model = scan_str(reader)?,
-                b"object" => chat.object = scan_str(reader)?,
-                b"error" => chat.error = Loose(reader.present()?.then_some(Present)),
-                b"usage" => chat.usage = UsageView::scan(reader)?,
-                b"choices" => {
-                    chat.choices = scan_list(reader, |reader| ChoiceView::scan(reader, streamed))?
-                }
-                _ => reader.skip()?,
-            }
-            Some(())
+            chat.member(reader, key, streamed)
         })?;
         if !reader.at_end() {
             return None;
         }
         chat.0
+    }
+
+    /// [`scan`](Self::scan) from the value of the top-level `choices`, where `reader`
+    /// stands (the members before it left out of the view), to the end.
+    fn scan_from_choices(mut reader: Reader<'a>, streamed: bool) -> Option<Self> {
+        let mut chat = Self::default();
+        chat.member(&mut reader, b"choices", streamed)?;
+        reader.object_rest(|reader, key| chat.member(reader, key, streamed))?;
+        reader.at_end().then_some(chat)
+    }
+
+    /// Reads the member `key` of a chunk or body into the view, or skips it.
+    #[inline(always)]
+    fn member(&mut self, reader: &mut Reader<'a>, key: &[u8], streamed: bool) -> Option<()> {
+        match key {
+            b"id" => self.id = scan_str(reader)?,
+            b"model" => self.model = scan_str(reader)?,
+            b"object" => self.object = scan_str(reader)?,
+            b"error" => self.error = Loose(reader.present()?.then_some(Present)),
+            b"usage" => self.usage = UsageView::scan(reader)?,
+            b"choices" => {
+                self.choices = scan_list(reader, |reader| ChoiceView::scan(reader, streamed))?
+            }
+            _ => reader.skip()?,
+        }
+        Some(())
     }
 }
 
@@ -458,11 +511,29 @@ impl UsageView<'_> {
 /// answers, it answers as the full read does (`the_fast_path_agrees_with_the_full_read`).
 ///
 /// With the answer comes the chunk's head, when it has one for a [`ChatTemplate`].
-fn plain_chunk(bytes: &[u8]) -> Option<(EventKind, usize, Option<Head>)> {
-    let mut reader = Plain::at(bytes, 0);
+///
+/// With `choices`, the chunk starts with the bytes of a template's head up to its `choices`
+/// array (its [`ChatTemplate::choices`]), which this read before and which count nothing:
+/// it is read from the array on, in the state it was in there (`choices` seen), as
+/// [`templated_chunk`] reads from the content on.
+fn plain_chunk(bytes: &[u8], choices: Option<usize>) -> Option<(EventKind, usize, Option<Head>)> {
     let mut read = Read::default();
     let mut once = Once::default();
-    reader.object(|reader, key| reader.top_member(key, &mut once, &mut read))?;
+    let reader = match choices {
+        None => {
+            let mut reader = Plain::at(bytes, 0);
+            reader.object(|reader, key| reader.top_member(key, &mut once, &mut read))?;
+            reader
+        }
+        Some(at) => {
+            let mut reader = Plain::at(bytes, at);
+            once.check(0)?;
+            read.choices = at;
+            reader.array(|reader| reader.choice(&mut read))?;
+            reader.after_member(|reader, key| reader.top_member(key, &mut once, &mut read))?;
+            reader
+        }
+    };
     let head = read.head.take();
     let (kind, content_bytes) = read.answer(&reader)?;
     Some((kind, content_bytes, head))
@@ -572,6 +643,8 @@ struct Head {
     choice: u8,
     /// The delta's [`Once`] bits, `content`'s set.
     delta: u8,
+    /// Where the top-level `choices` array starts.
+    choices: usize,
 }
 
 /// What [`plain_chunk`] has read so far: whether the chunk carries content, and how many
@@ -582,6 +655,8 @@ struct Read {
     content: bool,
     bytes: usize,
     head: Option<Head>,
+    /// Where the top-level `choices` array starts, once read.
+    choices: usize,
 }
 
 impl Read {
@@ -603,6 +678,7 @@ impl Read {
             content: self.content || len > 0,
             bytes: self.bytes + len,
             head: None,
+            choices: self.choices,
         }
     }
 }
@@ -743,6 +819,7 @@ impl<'a> Plain<'a> {
         match key {
             b"choices" => {
                 once.check(0)?;
+                read.choices = self.pos;
                 self.array(|reader| reader.choice(read))
             }
             b"usage" | b"error" => self.eat(b"null"),
@@ -795,6 +872,7 @@ impl<'a> Plain<'a> {
                         len: self.pos + 1,
                         choice: choice.once.0,
                         delta: choice.delta.0,
+                        choices: read.choices,
                     });
                 }
                 choice.content = self.string_or_null()?;
@@ -957,6 +1035,15 @@ mod tests {
     thread_local! {
         /// Templated chunks of this thread whose tail matched their template's.
         pub(super) static TAIL_HITS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    thread_local! {
+        /// Chunks of this thread read from the `choices` of their template's head on.
+        pub(super) static CHOICES_HITS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    fn choices_hits() -> u64 {
+        CHOICES_HITS.with(std::cell::Cell::get)
     }
 
     fn template_hits() -> u64 {
@@ -1147,6 +1234,20 @@ mod tests {
         assert_eq!(state.openai_bytes(br#"{"\u0069d":"a"}"#, false), None);
         assert_eq!(state.openai_bytes(br#"{"x":1e400}"#, false), None);
         assert_eq!(state.openai_bytes(deep(128).as_bytes(), false), None);
+    }
+
+    /// A body that is not UTF-8 in a string the scanner skips is still read from its bytes
+    /// (string by string, as before the whole-body check); in a string it reads, it is not.
+    #[test]
+    fn bodies_not_utf8_are_read_string_by_string() {
+        let body = b"{\"x\":\"\xff\",\"id\":\"a\",\"choices\":[{\"message\":{\"content\":\"h\xc3\xa9\"}}]}";
+        let mut state = fresh(false);
+        assert_eq!(state.openai_bytes(body, false), Some(EventKind::Content));
+        assert_eq!(state.content_bytes, 3);
+        assert_eq!(state.id.as_deref(), Some("a"));
+        for body in [&b"{\"id\":\"a\xff\"}"[..], b"{\"id\":\"\xc3\"}"] {
+            assert_eq!(fresh(false).openai_bytes(body, false), None);
+        }
     }
 
     /// Error bodies are left to the `Value` path, which reads their message.
@@ -1939,7 +2040,6 @@ mod tests {
 
     /// One call of `read`, never inlined: what `valgrind --tool=callgrind` counts per chunk,
     /// as the inclusive cost of `read_one::<…chunk_cost::{closure#0}>` over its calls.
-    #[inline(never)]
     fn read_one<F: Fn(&mut ResponseState, &str)>(read: &F, state: &mut ResponseState, chunk: &str) {
         read(state, chunk);
     }
@@ -2024,8 +2124,21 @@ mod tests {
         for chunk in chunks {
             let chunk = chunk.as_ref();
             let (bytes, template) = (trim_unicode_ws(chunk).as_bytes(), &fast.chat_template);
+            let at = template.choices;
+            if at > 0 && bytes.starts_with(&template.head[..at]) {
+                let answer = |choices| {
+                    plain_chunk(bytes, choices).map(|(kind, len, head)| {
+                        (
+                            kind,
+                            len,
+                            head.map(|h| (h.len, h.choice, h.delta, h.choices)),
+                        )
+                    })
+                };
+                assert_eq!(answer(Some(at)), answer(None), "chunk: {chunk}");
+            }
             if !template.head.is_empty() && bytes.starts_with(&template.head) {
-                let plain = plain_chunk(bytes).map(|(kind, len, _)| (kind, len));
+                let plain = plain_chunk(bytes, None).map(|(kind, len, _)| (kind, len));
                 let with_tail = templated_chunk(bytes, &mut template.clone());
                 assert_eq!(with_tail, plain, "chunk: {chunk}");
                 let mut tailless = template.clone();
@@ -2048,6 +2161,40 @@ mod tests {
             chunks.iter().map(AsRef::as_ref).collect::<Vec<_>>()
         );
         fast
+    }
+
+    /// A chunk that starts with the template's head up to its `choices` but not with the
+    /// whole head (OpenAI's finish and usage chunks) is read from its `choices` on, as it
+    /// would be from its start.
+    #[test]
+    fn chunks_of_the_head_s_members_are_read_from_choices_on() {
+        let head = r#"{"id":"chatcmpl-DulSaIuPk2WVzIh1ATUc3kKJq3tMX","object":"chat.completion.chunk","created":1796205257,"model":"gpt-4o","service_tier":"default","system_fingerprint":"fp_5d3f1c9b27","choices":"#;
+        let chunks = [
+            openai_chunk_at("1796205257", r#""tok0""#),
+            format!(
+                r#"{head}[{{"index":0,"delta":{{}},"logprobs":null,"finish_reason":null}}],"usage":null}}"#
+            ),
+            format!(
+                r#"{head}[{{"index":0,"delta":{{"role":"assistant","content":"x"}},"logprobs":null,"finish_reason":null}}],"usage":null}}"#
+            ),
+            format!(
+                r#"{head}[{{"index":1,"delta":{{"content":"y"}},"logprobs":null,"finish_reason":null}}],"usage":null}}"#
+            ),
+            format!(r#"{head}[{{"index":0,"delta":{{"content":"z"}}}}],"choices":[]}}"#),
+            format!(r#"{head}[],"usage":null,"id":"again","object":"error"}}"#),
+            format!(
+                r#"{head}[{{"index":0,"delta":{{}},"logprobs":null,"finish_reason":"stop"}}],"usage":null}}"#
+            ),
+            format!(
+                r#"{head}[],"usage":{{"prompt_tokens":10,"completion_tokens":16,"total_tokens":26}}}}"#
+            ),
+            format!(r#"{head}[]}} "#),
+            format!(r#"{head}[]"#),
+            head.to_string(),
+        ];
+        let before = choices_hits();
+        stream_agrees(&chunks);
+        assert!(choices_hits() - before >= 8);
     }
 
     /// A chunk teaches the template its head, up to the content's opening quote; the next,
@@ -2116,7 +2263,7 @@ mod tests {
             templated_chunk(repeated.as_bytes(), &mut state.chat_template.clone()),
             None
         );
-        assert!(plain_chunk(repeated.as_bytes()).is_none());
+        assert!(plain_chunk(repeated.as_bytes(), None).is_none());
         assert_eq!(state.openai_chunk(&repeated), EventKind::Content);
         assert_eq!(template_hits(), hits + 1);
         assert_eq!(state.content_bytes, 4 + 1);
