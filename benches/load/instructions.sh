@@ -57,19 +57,9 @@ count_args=(--connections 4 --prompt-words "$prompt_words" ${stream:+--stream})
 rm -rf "$scratch"
 mkdir -p "$scratch" "$(dirname "$out")"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 300); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing listens on port $1" >&2
-  return 1
-}
+# shellcheck source=benches/load/processes.sh
+source benches/load/processes.sh
 
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
-trap cleanup EXIT
 
 mock_port=$(free_port)
 "$load" mock --port "$mock_port" --ttft-ms 0 --gap-ms 0 --tokens 16 --threads 1 \
