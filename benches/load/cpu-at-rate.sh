@@ -71,15 +71,10 @@ wait_port "$sink_port"
 # run, appends "NAME RATE ROUND CPU_S_PER_1000 OK SENT" to $scratch/results.txt.
 run() {
   local name=$1 rate=$2 round=$3; shift 3
-  local vars=()
-  while [ "$1" != "--" ]; do vars+=("$1"); shift; done
-  shift
-  local port; port=$(free_port)
-  local cmd=("$@")
-  cmd=("${cmd[@]//@PORT@/$port}")
-  env -u OTEL_EXPORTER_OTLP_ENDPOINT -u OTEL_EXPORTER_OTLP_TRACES_ENDPOINT \
-    -u OTEL_EXPORTER_OTLP_PROTOCOL -u OTEL_SDK_DISABLED -u LLMTRACE_CONFIG ${vars[@]+"${vars[@]}"} \
-    taskset -c 1 "${cmd[@]}" >"$scratch/$name.stdout" 2>"$scratch/$name.log" &
+  parse_target "$@"
+  local port=$target_port
+  "${clean_env[@]}" ${target_vars[@]+"${target_vars[@]}"} \
+    taskset -c 1 "${target_cmd[@]}" >"$scratch/$name.stdout" 2>"$scratch/$name.log" &
   local pid=$!
   pids+=("$pid")
   wait_port "$port"

@@ -76,17 +76,12 @@ wait_port "$sink_port"
 # "NAME IR" to $scratch/results.txt and leaves the callgrind file in $scratch.
 measure() {
   local name=$1; shift
-  local vars=()
-  while [ "$1" != "--" ]; do vars+=("$1"); shift; done
-  shift
-  local port; port=$(free_port)
-  local cmd=("$@")
-  cmd=("${cmd[@]//@PORT@/$port}")
+  parse_target "$@"
+  local port=$target_port
   # env before valgrind: valgrind does not follow an exec (env's) into the program.
-  env -u OTEL_EXPORTER_OTLP_ENDPOINT -u OTEL_EXPORTER_OTLP_TRACES_ENDPOINT \
-    -u OTEL_EXPORTER_OTLP_PROTOCOL -u OTEL_SDK_DISABLED -u LLMTRACE_CONFIG ${vars[@]+"${vars[@]}"} \
+  "${clean_env[@]}" ${target_vars[@]+"${target_vars[@]}"} \
     valgrind --tool=callgrind --instr-atstart=no \
-    --callgrind-out-file="$scratch/callgrind.out.$name" "${cmd[@]}" \
+    --callgrind-out-file="$scratch/callgrind.out.$name" "${target_cmd[@]}" \
     >"$scratch/$name.stdout" 2>"$scratch/$name.log" &
   local pid=$!
   pids+=("$pid")

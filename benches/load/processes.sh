@@ -18,3 +18,19 @@ wait_port() {
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
 trap cleanup EXIT
+
+# The environment a target starts in: none of this shell's OTLP or llmtrace settings.
+clean_env=(env -u OTEL_EXPORTER_OTLP_ENDPOINT -u OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
+  -u OTEL_EXPORTER_OTLP_PROTOCOL -u OTEL_SDK_DISABLED -u LLMTRACE_CONFIG)
+
+# parse_target VAR=VALUE... -- COMMAND...: sets target_port (a free port), target_vars (the
+# variables, to set in the target's environment) and target_cmd (COMMAND with @PORT@ replaced
+# by the port).
+parse_target() {
+  target_vars=()
+  while [ "$1" != "--" ]; do target_vars+=("$1"); shift; done
+  shift
+  target_port=$(free_port)
+  target_cmd=("$@")
+  target_cmd=("${target_cmd[@]//@PORT@/$target_port}")
+}
