@@ -53,6 +53,10 @@ use crate::vectordb::VectorDbs;
 pub const TRACE_ID_HEADER: &str = "x-llmtrace-trace-id";
 /// The request id header: forwarded when the client sent one, generated otherwise.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// [`REQUEST_ID_HEADER`] as a parsed name, for lookups: a `&str` name is parsed and checked
+/// again on every `get`.
+static REQUEST_ID_NAME: http::HeaderName = http::HeaderName::from_static(REQUEST_ID_HEADER);
 /// Largest usage-chunk candidate held back while deciding whether to remove it.
 const MAX_HELD_EVENT: usize = 64 * 1024;
 
@@ -407,7 +411,7 @@ impl ProxyHttp for Gateway {
         let req = session.req_header();
         ctx.ids.request_id = req
             .headers
-            .get(REQUEST_ID_HEADER)
+            .get(&REQUEST_ID_NAME)
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 200 && v.is_ascii())
             .map_or_else(new_request_id, str::to_owned);
@@ -744,7 +748,7 @@ impl ProxyHttp for Gateway {
         // untouched and is recorded; ours is returned only when the provider sent none.
         match upstream_response
             .headers
-            .get(REQUEST_ID_HEADER)
+            .get(&REQUEST_ID_NAME)
             .and_then(|v| v.to_str().ok())
         {
             Some(upstream_id) => {
@@ -1919,8 +1923,9 @@ fn request_id_text(now: u64, n: u32) -> String {
     for (i, byte) in id[4..].iter_mut().enumerate() {
         *byte = DIGITS[(hex >> (4 * (23 - i)) & 0xf) as usize];
     }
-    // Only ASCII was written.
-    String::from_utf8_lossy(&id).into_owned()
+    // Only ASCII was written, so this never falls back (and the check is cheaper than
+    // `from_utf8_lossy`'s walk).
+    String::from_utf8(id.to_vec()).unwrap_or_default()
 }
 
 /// The credentials header a target sends in place of the client's, when it has a key.

@@ -89,6 +89,17 @@ impl Provider {
         }
     }
 
+    /// [`request_id_header`](Self::request_id_header) as a parsed header name, for lookups
+    /// without parsing the name each time.
+    pub(crate) fn request_id_name(&self) -> &'static http::HeaderName {
+        static REQUEST_ID: http::HeaderName = http::HeaderName::from_static("request-id");
+        static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+        match self {
+            Provider::Anthropic => &REQUEST_ID,
+            Provider::OpenAi | Provider::AzureOpenAi | Provider::Other(_) => &X_REQUEST_ID,
+        }
+    }
+
     /// The request header in which the provider keeps the caller's own id of a request, when
     /// it has one (OpenAI's `x-client-request-id`): sending the trace id there lets a
     /// provider-side request be found from its trace, and back.
@@ -313,6 +324,19 @@ fn openai_format(path: &str) -> Option<ApiFormat> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The parsed name the lookups use is the header the docs name, for every provider.
+    #[test]
+    fn request_id_name_is_the_request_id_header() {
+        for provider in [
+            Provider::Anthropic,
+            Provider::OpenAi,
+            Provider::AzureOpenAi,
+            Provider::Other(Cow::Borrowed("vllm")),
+        ] {
+            assert_eq!(provider.request_id_name(), provider.request_id_header());
+        }
+    }
 
     /// The provider from the host: the domain itself or a subdomain, in any case, with or
     /// without a port; a look-alike that only ends with the same letters is not it.

@@ -526,7 +526,7 @@ impl Exchange {
     pub fn on_response_head(&mut self, status: u16, headers: &http::HeaderMap, _now: Instant) {
         self.status = Some(status);
         self.provider_request_id = headers
-            .get(self.endpoint.provider.request_id_header())
+            .get(self.endpoint.provider.request_id_name())
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty())
             .map(|v| crate::limits::bounded(v, crate::limits::MAX_NAME_BYTES).into_owned());
