@@ -161,12 +161,27 @@ pub fn extract(headers: &HeaderMap) -> Context {
 /// Like [`extract`], on top of `parent`: the remote span context and the baggage, when present
 /// and valid, replace the parent's; everything else in `parent` is kept.
 pub fn extract_with_context(parent: &Context, headers: &HeaderMap) -> Context {
+    // Most requests carry none of the three: one walk over a short head's names says so for
+    // less than the three hashed lookups (~0.4k instructions a request).
+    // Without them, the parent is the answer (what `extract_values` returns for no values).
+    if headers.keys_len() <= SHORT_HEAD && !headers.keys().any(is_context_header) {
+        return parent.clone();
+    }
     extract_values(
         parent,
         headers.get_all(TRACEPARENT).iter().map(HeaderValue::to_str),
         headers.get_all(TRACESTATE).iter().map(HeaderValue::to_str),
         headers.get_all(BAGGAGE).iter().map(HeaderValue::as_bytes),
     )
+}
+
+/// Up to this many header names, [`extract_with_context`] looks for the trace context's
+/// headers by walking the names rather than by hashed lookups.
+const SHORT_HEAD: usize = 16;
+
+/// `traceparent`, `tracestate` or `baggage`.
+fn is_context_header(name: &HeaderName) -> bool {
+    *name == TRACEPARENT || *name == TRACESTATE || *name == BAGGAGE
 }
 
 /// The caller's `baggage` alone, on an empty context: what a server keeps of a request whose
@@ -321,6 +336,87 @@ impl Outgoing {
             traceparent: Some(traceparent),
             tracestate: (!tracestate.is_empty()).then_some(tracestate),
             baggage,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::baggage::BaggageExt;
+
+    /// What `extract_with_context` returned before its shortcut: the three hashed lookups.
+    fn by_lookup(parent: &Context, headers: &HeaderMap) -> Context {
+        extract_values(
+            parent,
+            headers.get_all(TRACEPARENT).iter().map(HeaderValue::to_str),
+            headers.get_all(TRACESTATE).iter().map(HeaderValue::to_str),
+            headers.get_all(BAGGAGE).iter().map(HeaderValue::as_bytes),
+        )
+    }
+
+    fn head(others: usize, context: &[(&HeaderName, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for i in 0..others {
+            let name = HeaderName::from_bytes(format!("x-other-{i}").as_bytes()).unwrap();
+            headers.insert(name, HeaderValue::from_static("v"));
+        }
+        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("a/b"));
+        for (name, value) in context {
+            headers.append(*name, HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    /// The walk over a short head's names finds the trace context's headers wherever they
+    /// are, and a head without them (short or long) keeps the parent: the same contexts as
+    /// the lookups give.
+    #[test]
+    fn the_short_head_walk_extracts_what_the_lookups_extract() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let parent_sc = SpanContext::new(
+            opentelemetry::trace::TraceId::from(7),
+            opentelemetry::trace::SpanId::from(9),
+            opentelemetry::trace::TraceFlags::SAMPLED,
+            true,
+            Default::default(),
+        );
+        let parents = [
+            Context::new(),
+            Context::new().with_remote_span_context(parent_sc),
+        ];
+        let contexts: [&[(&HeaderName, &str)]; 5] = [
+            &[],
+            &[(&TRACEPARENT, tp)],
+            &[(&TRACEPARENT, tp), (&TRACESTATE, "a=1")],
+            &[(&BAGGAGE, "k=v")],
+            &[(&TRACEPARENT, tp), (&TRACEPARENT, tp)],
+        ];
+        for parent in &parents {
+            for context in contexts {
+                for others in [0, 3, SHORT_HEAD, SHORT_HEAD + 5] {
+                    let headers = head(others, context);
+                    let (got, want) = (
+                        extract_with_context(parent, &headers),
+                        by_lookup(parent, &headers),
+                    );
+                    assert_eq!(
+                        got.span().span_context(),
+                        want.span().span_context(),
+                        "{others} others, {context:?}"
+                    );
+                    let baggage = |cx: &Context| {
+                        let mut all: Vec<String> = cx
+                            .baggage()
+                            .iter()
+                            .map(|(k, v)| format!("{k}={}", v.0))
+                            .collect();
+                        all.sort();
+                        all
+                    };
+                    assert_eq!(baggage(&got), baggage(&want), "{others} others");
+                }
+            }
         }
     }
 }
