@@ -705,6 +705,12 @@ impl LineFramer {
     pub(crate) fn pending_cr(&self) -> bool {
         self.pending_cr
     }
+
+    /// Whether the next bytes start a line afresh: no line under way, no CR waiting for its
+    /// LF. Bytes framed from here frame as they would at the start of a stream.
+    pub(crate) fn at_line_start(&self) -> bool {
+        !self.pending_cr && !self.in_line
+    }
 }
 
 /// Appends to a buffer whose length stays within `cap`, growing it by doubling (from
