@@ -12,12 +12,11 @@ use std::ops::Range;
 use std::sync::LazyLock;
 
 use bytes::{Buf, Bytes};
-use memchr::memchr2;
 use memchr::memmem::Finder;
 
 use super::super::endpoint::Endpoint;
 use super::super::json::{self, after_colon, trim_ws};
-use super::super::sse::LineFramer;
+use super::super::sse::{LineFramer, find_line_end};
 
 /// Why [`request_with_usage`] left a request body as it was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -421,7 +420,7 @@ impl UsageChunkFilter {
         if !fresh {
             return false;
         }
-        let whole = match memchr2(b'\r', b'\n', chunk) {
+        let whole = match find_line_end(chunk) {
             Some(end) if end > 0 => matches!(&chunk[end..], b"\n\n" | b"\r\n\r\n"),
             _ => false,
         };
