@@ -499,8 +499,12 @@ impl UsageChunkFilter {
     fn settle_whole<O: Out>(&mut self, event: &[u8], out: &mut O) {
         let first_usage = USAGE.find(event);
         if let Some(at) = first_usage {
-            // What `verdict` decides for a whole event, its `"usage"` already found.
-            if is_object_member(&event[at + USAGE_KEY_LEN..])
+            // What `verdict` decides for a whole event, its `"usage"` already found. The
+            // provider's `,"usage":null` (in every other chunk) is told at once to be no
+            // object.
+            let after_key = &event[at + USAGE_KEY_LEN..];
+            if !after_key.starts_with(b":null")
+                && is_object_member(after_key)
                 && matches!(choices(event), Choices::Empty)
             {
                 self.removed += 1;
@@ -725,6 +729,7 @@ fn emit_whole_event<O: Out>(event: &[u8], first_usage: usize, out: &mut O) {
 }
 
 /// The first `,"usage":null` in `bytes` at or after `from`.
+#[inline]
 fn find_null_usage(bytes: &[u8], from: usize) -> Option<usize> {
     let haystack = bytes.get(from..)?;
     if haystack.len() < NULL_USAGE.len() {
