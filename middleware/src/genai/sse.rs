@@ -51,7 +51,6 @@
 //! [interpreting an event stream]: https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation
 
 use std::mem;
-use std::sync::LazyLock;
 
 use memchr::{memchr, memchr2};
 
@@ -718,8 +717,8 @@ impl LineFramer {
 
 /// memchr's AVX2 search for CR and LF, where the CPU has AVX2.
 #[cfg(target_arch = "x86_64")]
-static CR_OR_LF: LazyLock<Option<memchr::arch::x86_64::avx2::memchr::Two>> =
-    LazyLock::new(|| memchr::arch::x86_64::avx2::memchr::Two::new(b'\r', b'\n'));
+static CR_OR_LF: std::sync::LazyLock<Option<memchr::arch::x86_64::avx2::memchr::Two>> =
+    std::sync::LazyLock::new(|| memchr::arch::x86_64::avx2::memchr::Two::new(b'\r', b'\n'));
 
 /// The first CR or LF in `bytes`. `memchr2` reaches the AVX2 search through a function
 /// pointer and a second layer of dispatch, about a fifth of its cost on a line of a few

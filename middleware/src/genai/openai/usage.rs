@@ -295,8 +295,13 @@ static USAGE: LazyLock<KeySearch> = LazyLock::new(|| KeySearch::new(b"\"usage\""
 /// dispatch that costs about as much again as the search itself on such short events
 /// (~250 instructions against ~150 on a 300-byte chunk).
 struct KeySearch {
+    /// The key (what `pair` is told to search for, and what the tests check against).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     needle: &'static [u8],
+    /// memchr's general searcher: for haystacks too short for the pair search, and CPUs
+    /// without AVX2.
     general: Finder<'static>,
+    /// memchr's AVX2 pair search, where the CPU has AVX2.
     #[cfg(target_arch = "x86_64")]
     pair: Option<memchr::arch::x86_64::avx2::packedpair::Finder>,
 }
