@@ -219,10 +219,12 @@ impl GenAiSpan {
                 Side::Server => metrics.record_server(&values),
             }
         }
+        // The report's attributes and the extra ones go to the span with the end's (one call,
+        // see `ExchangeSpan::end_with`), after the events: the attributes keep their order.
+        let mut attributes = attributes;
         if let Some(cx) = self.span.context().filter(|_| self.span.recording()) {
+            attributes.extend(extra(&summary));
             let span = cx.span();
-            span.set_attributes(attributes);
-            span.set_attributes(extra(&summary));
             for event in events {
                 span.add_event_with_timestamp(event.name, event.time, event.attributes);
             }
@@ -231,7 +233,7 @@ impl GenAiSpan {
         if let (End::Complete, Some((error_type, message))) = (&end, error) {
             self.span.fail_on_complete(error_type, message);
         }
-        self.span.end(end);
+        self.span.end_with(end, attributes);
         Some(summary)
     }
 }
