@@ -1,5 +1,10 @@
 //! Reading semantic-convention attributes off `http` types.
 
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::net::IpAddr;
+use std::sync::Arc;
+
 use http::header::{self, HeaderName};
 use http::{HeaderMap, Method, StatusCode, Uri, Version};
 use opentelemetry::{Array, Key, KeyValue, StringValue, Value};
@@ -121,19 +126,76 @@ pub(crate) fn grpc_code_name(code: i32) -> &'static str {
 
 /// The logical server host and port: the URI's authority (HTTP/2 `:authority`, absolute-form
 /// requests) or else the `Host` header. The host is at most [`MAX_ADDRESS_BYTES`].
-fn server_address(uri: &Uri, headers: &HeaderMap) -> Option<(String, Option<u16>)> {
-    let host = |authority: &http::uri::Authority| {
-        bounded(authority.host(), MAX_ADDRESS_BYTES).into_owned()
-    };
+fn server_address<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<(Cow<'a, str>, Option<u16>)> {
     if let Some(authority) = uri.authority() {
-        return Some((host(authority), authority.port_u16()));
+        return Some((
+            bounded(authority.host(), MAX_ADDRESS_BYTES),
+            authority.port_u16(),
+        ));
     }
     let header = headers.get(header::HOST)?.to_str().ok()?;
     if let Some((name, port)) = plain_host_port(header) {
-        return Some((name.to_owned(), port));
+        return Some((Cow::Borrowed(name), port));
     }
     let authority: http::uri::Authority = header.parse().ok()?;
-    Some((host(&authority), authority.port_u16()))
+    let host = bounded(authority.host(), MAX_ADDRESS_BYTES).into_owned();
+    Some((Cow::Owned(host), authority.port_u16()))
+}
+
+/// Texts a span records on nearly every request that are most often the previous request's
+/// too (the route, the path, the server's address, the user agent), each with a slot in
+/// [`recent_text`]'s cache.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Recent {
+    Route,
+    Path,
+    ServerAddress,
+    UserAgent,
+}
+
+thread_local! {
+    /// The last text of each [`Recent`] kind made on this thread.
+    static RECENT: RefCell<[Option<Arc<str>>; 4]> = const { RefCell::new([None, None, None, None]) };
+    /// The last peer address written on this thread, with its text.
+    static RECENT_IP: RefCell<Option<(IpAddr, Arc<str>)>> = const { RefCell::new(None) };
+}
+
+/// `text` as an attribute value, sharing the text the thread made last for `kind` when it
+/// is the same, rather than a copy of its own. A copy costs an allocation here and a free on
+/// the export thread, for every request; a shared one, a reference count.
+pub(crate) fn recent_text(kind: Recent, text: &str) -> StringValue {
+    let fresh = || -> Arc<str> { Arc::from(text) };
+    RECENT
+        .try_with(|recent| {
+            let Ok(mut recent) = recent.try_borrow_mut() else {
+                return fresh();
+            };
+            let slot = &mut recent[kind as usize];
+            match slot {
+                Some(last) if **last == *text => last.clone(),
+                _ => slot.insert(fresh()).clone(),
+            }
+        })
+        .unwrap_or_else(|_| fresh())
+        .into()
+}
+
+/// [`ip_text`] as an attribute value, shared like [`recent_text`]'s (the peer is most often
+/// the previous request's: a client's keep-alive connections, a load balancer).
+pub(crate) fn recent_ip_text(ip: IpAddr) -> StringValue {
+    let fresh = || -> Arc<str> { Arc::from(ip_text(ip)) };
+    RECENT_IP
+        .try_with(|recent| {
+            let Ok(mut recent) = recent.try_borrow_mut() else {
+                return fresh();
+            };
+            match &*recent {
+                Some((last, text)) if *last == ip => text.clone(),
+                _ => recent.insert((ip, fresh())).1.clone(),
+            }
+        })
+        .unwrap_or_else(|_| fresh())
+        .into()
 }
 
 /// The common `Host` values, `name` or `name:port` with a name of letters, digits, `.` and
@@ -158,7 +220,10 @@ pub(crate) fn push_server_address(attributes: &mut Vec<KeyValue>, uri: &Uri, hea
     let Some((host, port)) = server_address(uri, headers) else {
         return;
     };
-    attributes.push(KeyValue::new(semconv::http::SERVER_ADDRESS, host));
+    attributes.push(KeyValue::new(
+        semconv::http::SERVER_ADDRESS,
+        recent_text(Recent::ServerAddress, &host),
+    ));
     let default_port = match uri.scheme_str().unwrap_or("http") {
         "http" => Some(80),
         "https" => Some(443),
@@ -400,6 +465,30 @@ mod tests {
         ]);
         for ip in ips {
             assert_eq!(ip_text(ip), ip.to_string());
+        }
+    }
+
+    proptest::proptest! {
+        /// The shared texts are the texts asked for, whatever came before on the thread.
+        #[test]
+        fn recent_texts_are_the_texts_asked_for(
+            asks in proptest::collection::vec(
+                (0..4usize, proptest::sample::select(vec!["", "a", "ab", "b", "/v1/chat"])),
+                0..40,
+            ),
+            ips in proptest::collection::vec((0..3u8, proptest::bool::ANY), 0..20),
+        ) {
+            let kinds = [Recent::Route, Recent::Path, Recent::ServerAddress, Recent::UserAgent];
+            for (kind, text) in asks {
+                proptest::prop_assert_eq!(recent_text(kinds[kind], text).as_str(), text);
+            }
+            for (last, v6) in ips {
+                let ip: IpAddr = match v6 {
+                    false => std::net::Ipv4Addr::new(10, 0, 0, last).into(),
+                    true => std::net::Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, u16::from(last)).into(),
+                };
+                proptest::prop_assert_eq!(recent_ip_text(ip).as_str(), ip.to_string());
+            }
         }
     }
 

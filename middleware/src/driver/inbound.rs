@@ -11,7 +11,7 @@ use opentelemetry::KeyValue;
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::trace::{Link, Span as _, SpanBuilder, SpanKind, Tracer};
 
-use super::attrs::{self, HeaderCapture};
+use super::attrs::{self, HeaderCapture, Recent};
 use super::business::BusinessAttributes;
 use super::span::{self, ExchangeSpan, Side};
 use crate::genai::End;
@@ -401,7 +401,7 @@ fn start_span(
     if let Some(route) = &route {
         attributes.push(KeyValue::new(
             semconv::http::ROUTE,
-            route.clone().into_owned(),
+            attrs::recent_text(Recent::Route, route),
         ));
     }
     let name: Cow<'static, str> = match (grpc, route) {
@@ -453,7 +453,7 @@ fn recorded_attributes(req: &InboundRequest<'_>, spare: usize) -> Vec<KeyValue> 
     let mut more = Vec::with_capacity(10 + spare);
     more.push(KeyValue::new(
         semconv::http::URL_PATH,
-        bounded(req.uri.path(), MAX_URL_BYTES).into_owned(),
+        attrs::recent_text(Recent::Path, &bounded(req.uri.path(), MAX_URL_BYTES)),
     ));
     attrs::push_server_address(&mut more, req.uri, headers);
     if let Some(version) = attrs::protocol_version(req.version) {
@@ -468,13 +468,11 @@ fn recorded_attributes(req: &InboundRequest<'_>, spare: usize) -> Vec<KeyValue> 
     {
         more.push(KeyValue::new(
             semconv::http::USER_AGENT_ORIGINAL,
-            bounded(agent, MAX_USER_AGENT_BYTES).into_owned(),
+            attrs::recent_text(Recent::UserAgent, &bounded(agent, MAX_USER_AGENT_BYTES)),
         ));
     }
     // The peer's address, written once and shared by both attributes that may carry it.
-    let peer_ip = req
-        .peer
-        .map(|peer| opentelemetry::StringValue::from(Arc::<str>::from(attrs::ip_text(peer.ip()))));
+    let peer_ip = req.peer.map(|peer| attrs::recent_ip_text(peer.ip()));
     if let (Some(peer), Some(ip)) = (req.peer, &peer_ip) {
         more.push(KeyValue::new(
             semconv::http::NETWORK_PEER_ADDRESS,
