@@ -142,6 +142,39 @@ fn server_address<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<(Cow<'a, s
     Some((Cow::Owned(host), authority.port_u16()))
 }
 
+/// [`server_address`] with the host as a shared attribute value. Read from the `Host` header,
+/// the answer is remembered for the thread's last header value (nearly every request names
+/// the same host): the next request with the same value skips the reading.
+fn server_address_value(uri: &Uri, headers: &HeaderMap) -> Option<(StringValue, Option<u16>)> {
+    let header = match uri.authority() {
+        Some(_) => None,
+        None => headers.get(header::HOST),
+    };
+    if let Some(header) = header {
+        let known = RECENT_HOST
+            .try_with(|recent| {
+                let recent = recent.try_borrow().ok()?;
+                let (value, host, port) = recent.as_ref()?;
+                (**value == *header.as_bytes()).then(|| (host.clone(), *port))
+            })
+            .ok()
+            .flatten();
+        if let Some((host, port)) = known {
+            return Some((host.into(), port));
+        }
+    }
+    let (host, port) = server_address(uri, headers)?;
+    let host = recent_arc(Recent::ServerAddress, &host);
+    if let Some(header) = header {
+        let _ = RECENT_HOST.try_with(|recent| {
+            if let Ok(mut recent) = recent.try_borrow_mut() {
+                *recent = Some((header.as_bytes().into(), host.clone(), port));
+            }
+        });
+    }
+    Some((host.into(), port))
+}
+
 /// Texts a span records on nearly every request that are most often the previous request's
 /// too (the route, the path, the server's address, the user agent), each with a slot in
 /// [`recent_text`]'s cache.
@@ -153,9 +186,15 @@ pub(crate) enum Recent {
     UserAgent,
 }
 
+/// A `Host` header value, and the host and port read from it.
+type HostReading = (Box<[u8]>, Arc<str>, Option<u16>);
+
 thread_local! {
     /// The last text of each [`Recent`] kind made on this thread.
-    static RECENT: RefCell<[Option<Arc<str>>; 4]> = const { RefCell::new([None, None, None, None]) };
+    static RECENT: RefCell<[Option<Arc<str>>; 4]> =
+        const { RefCell::new([None, None, None, None]) };
+    /// The last `Host` header value read on this thread, with its host and port.
+    static RECENT_HOST: RefCell<Option<HostReading>> = const { RefCell::new(None) };
     /// The last peer address written on this thread, with its text.
     static RECENT_IP: RefCell<Option<(IpAddr, Arc<str>)>> = const { RefCell::new(None) };
 }
@@ -164,6 +203,11 @@ thread_local! {
 /// is the same, rather than a copy of its own. A copy costs an allocation here and a free on
 /// the export thread, for every request; a shared one, a reference count.
 pub(crate) fn recent_text(kind: Recent, text: &str) -> StringValue {
+    recent_arc(kind, text).into()
+}
+
+/// [`recent_text`]'s shared text.
+fn recent_arc(kind: Recent, text: &str) -> Arc<str> {
     let fresh = || -> Arc<str> { Arc::from(text) };
     RECENT
         .try_with(|recent| {
@@ -177,7 +221,6 @@ pub(crate) fn recent_text(kind: Recent, text: &str) -> StringValue {
             }
         })
         .unwrap_or_else(|_| fresh())
-        .into()
 }
 
 /// [`ip_text`] as an attribute value, shared like [`recent_text`]'s (the peer is most often
@@ -217,13 +260,10 @@ fn plain_host_port(value: &str) -> Option<(&str, Option<u16>)> {
 /// Pushes `server.address` and `server.port` (the scheme's default port when the authority
 /// names none), from the URI's authority or else the `Host` header.
 pub(crate) fn push_server_address(attributes: &mut Vec<KeyValue>, uri: &Uri, headers: &HeaderMap) {
-    let Some((host, port)) = server_address(uri, headers) else {
+    let Some((host, port)) = server_address_value(uri, headers) else {
         return;
     };
-    attributes.push(KeyValue::new(
-        semconv::http::SERVER_ADDRESS,
-        recent_text(Recent::ServerAddress, &host),
-    ));
+    attributes.push(KeyValue::new(semconv::http::SERVER_ADDRESS, host));
     let default_port = match uri.scheme_str().unwrap_or("http") {
         "http" => Some(80),
         "https" => Some(443),
@@ -480,14 +520,52 @@ mod tests {
         ) {
             let kinds = [Recent::Route, Recent::Path, Recent::ServerAddress, Recent::UserAgent];
             for (kind, text) in asks {
-                proptest::prop_assert_eq!(recent_text(kinds[kind], text).as_str(), text);
+                let shared = recent_text(kinds[kind], text);
+                proptest::prop_assert_eq!(shared.as_str(), text);
             }
             for (last, v6) in ips {
                 let ip: IpAddr = match v6 {
                     false => std::net::Ipv4Addr::new(10, 0, 0, last).into(),
                     true => std::net::Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, u16::from(last)).into(),
                 };
-                proptest::prop_assert_eq!(recent_ip_text(ip).as_str(), ip.to_string());
+                let shared = recent_ip_text(ip);
+                proptest::prop_assert_eq!(shared.as_str(), ip.to_string());
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// The remembered reading of a `Host` value is the reading of the value at hand.
+        #[test]
+        fn server_addresses_read_as_without_the_memory(
+            asks in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec![
+                        "example.com", "example.com:8080", "127.0.0.1:46391", "[::1]:80",
+                        "a:65536", "a:", "h\u{e9}", "EXAMPLE.com:443",
+                    ]),
+                    proptest::sample::select(vec![
+                        "/v1/x", "https://api.example.com/v1/x", "http://b:81/",
+                    ]),
+                ),
+                0..30,
+            ),
+        ) {
+            for (host, uri) in asks {
+                let uri: Uri = uri.parse().unwrap();
+                let mut headers = HeaderMap::new();
+                let value = http::HeaderValue::from_bytes(host.as_bytes()).unwrap();
+                headers.insert(header::HOST, value);
+                let mut ours = Vec::new();
+                push_server_address(&mut ours, &uri, &headers);
+                let reading = server_address(&uri, &headers)
+                    .map(|(host, port)| (host.into_owned(), port));
+                let theirs = server_address_value(&uri, &headers)
+                    .map(|(host, port)| (host.as_str().to_owned(), port));
+                proptest::prop_assert_eq!(&theirs, &reading);
+                if let Some((host, _)) = reading {
+                    proptest::prop_assert_eq!(ours[0].value.as_str(), host.as_str());
+                }
             }
         }
     }
@@ -558,7 +636,8 @@ mod tests {
         assert!(forwarded_client(&h).unwrap().len() <= MAX_ADDRESS_BYTES);
 
         h.insert(header::HOST, format!("{long}:8080").parse().unwrap());
-        let (host, port) = server_address(&Uri::from_static("/"), &h).unwrap();
+        let root = Uri::from_static("/");
+        let (host, port) = server_address(&root, &h).unwrap();
         assert!(host.len() <= MAX_ADDRESS_BYTES);
         assert_eq!(port, Some(8080));
         let uri: Uri = format!("http://{long}/x").parse().unwrap();
