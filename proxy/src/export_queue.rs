@@ -511,6 +511,46 @@ mod tests {
         release(&exporter);
     }
 
+    /// Spans leave in the order they ended, across batches and takes of the queue, and
+    /// every one is counted.
+    #[test]
+    fn spans_leave_in_order_and_counted() {
+        use opentelemetry_sdk::trace::InMemorySpanExporter;
+        let exporter = InMemorySpanExporter::default();
+        let queue = ExportQueue::new(
+            exporter.clone(),
+            QueueConfig {
+                max_queue: 100,
+                max_batch: 3,
+                delay: Duration::from_millis(5),
+            },
+        );
+        let stats = queue.stats();
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(queue)
+            .build();
+        let tracer = provider.tracer("t");
+        let names: Vec<String> = (0..20).map(|i| format!("s{i}")).collect();
+        for (i, name) in names.iter().enumerate() {
+            tracer.in_span(name.clone(), |_| {});
+            if i % 7 == 0 {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        provider.force_flush().unwrap();
+        let exported: Vec<String> = exporter
+            .get_finished_spans()
+            .unwrap()
+            .into_iter()
+            .map(|span| span.name.into_owned())
+            .collect();
+        assert_eq!(exported, names);
+        assert_eq!(ExportStats::get(&stats.exported), 20);
+        assert_eq!(ExportStats::get(&stats.dropped), 0);
+        assert_eq!(ExportStats::get(&stats.queued), 20);
+        provider.shutdown().unwrap();
+    }
+
     #[test]
     fn failed_exports_are_counted() {
         let exporter = gate(true);
