@@ -4,12 +4,12 @@
 //! itself. A gateway has to say how many spans it lost, and why: [`ExportQueue`] is the same
 //! pipeline — a bounded queue in front of one export thread that sends batches — with every
 //! span counted as queued, exported, dropped (queue full) or failed (the exporter said no).
-//! The request path only ever does a non-blocking `try_send`: a slow or dead collector fills
-//! the queue and costs counted drops, never latency.
+//! The request path only ever pushes onto a vector under a short lock: a slow or dead
+//! collector fills the queue and costs counted drops, never latency.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::ops::ControlFlow;
-use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -68,10 +68,85 @@ impl Default for QueueConfig {
     }
 }
 
+/// What the export thread is asked besides exporting: the spans go through [`SpanQueue`].
 enum Message {
-    Span(Box<SpanData>),
     Flush(mpsc::Sender<OTelSdkResult>),
     Shutdown(mpsc::Sender<OTelSdkResult>),
+}
+
+/// Finished spans waiting for the export thread, at most `max` of them.
+///
+/// A vector under a lock rather than a channel of boxed spans: a span is moved in once, with
+/// no allocation of its own, and the export thread takes a batch's worth in one swap. The
+/// lock is held for a push or a swap, never while exporting.
+struct SpanQueue {
+    state: Mutex<QueueState>,
+    max: usize,
+    /// The capacity a new queue starts with: two batches' worth. The export thread is woken
+    /// at one batch's worth, and spans go on arriving until it takes them: the second batch
+    /// is room for those, so the queue does not grow (each doubling copies every span
+    /// queued: a few hundred instructions per request, callgrind, when it happened).
+    capacity: usize,
+}
+
+struct QueueState {
+    spans: VecDeque<SpanData>,
+    /// The export thread has ended: nothing is queued any more.
+    closed: bool,
+}
+
+impl SpanQueue {
+    fn new(max: usize, batch: usize) -> Self {
+        let max = max.max(1);
+        let capacity = batch.saturating_mul(2).clamp(1, max);
+        Self {
+            state: Mutex::new(QueueState {
+                spans: VecDeque::with_capacity(capacity),
+                closed: false,
+            }),
+            max,
+            capacity,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `span`: how many spans are queued with it, or `None` (the span is dropped)
+    /// when the queue is full or closed.
+    fn push(&self, span: SpanData) -> Option<usize> {
+        let mut state = self.lock();
+        if state.closed || state.spans.len() >= self.max {
+            return None;
+        }
+        state.spans.push_back(span);
+        Some(state.spans.len())
+    }
+
+    /// Takes the oldest spans, `limit` at most, in the order they were queued.
+    fn take(&self, limit: usize) -> Vec<SpanData> {
+        let mut state = self.lock();
+        let queued = state.spans.len();
+        if queued == 0 {
+            Vec::new()
+        } else if queued <= limit {
+            // A queue filled from empty starts at the start of its buffer, so the vector is
+            // the same buffer, not a copy.
+            let next = VecDeque::with_capacity(queued.max(self.capacity));
+            Vec::from(std::mem::replace(&mut state.spans, next))
+        } else {
+            state.spans.drain(..limit).collect()
+        }
+    }
+
+    /// Closes the queue: later spans are dropped. Returns how many were still queued (and
+    /// are dropped too).
+    fn close(&self) -> usize {
+        let mut state = self.lock();
+        state.closed = true;
+        std::mem::take(&mut state.spans).len()
+    }
 }
 
 /// A span processor that queues finished spans (bounded) and exports them in batches on its
@@ -93,9 +168,9 @@ enum Message {
 /// ```
 pub struct ExportQueue {
     sender: SyncSender<Message>,
-    /// Spans queued since the export thread last looked: at a full batch's worth the thread
-    /// is woken, else it sleeps until its next export is due (no wake-up per span).
-    pending: Arc<AtomicUsize>,
+    /// The spans: at a full batch's worth queued the thread is woken, else it sleeps until
+    /// its next export is due (no wake-up per span).
+    spans: Arc<SpanQueue>,
     max_batch: usize,
     /// The export thread, woken with `unpark`.
     thread: std::thread::Thread,
@@ -115,27 +190,28 @@ impl fmt::Debug for ExportQueue {
 impl ExportQueue {
     /// A queue in front of `exporter`, with its export thread started.
     pub fn new<E: SpanExporter + 'static>(exporter: E, config: QueueConfig) -> Self {
-        let (sender, receiver) = mpsc::sync_channel(config.max_queue.max(1));
+        // Flushes and shutdowns only: a few at a time at most.
+        let (sender, receiver) = mpsc::sync_channel(16);
         let stats = Arc::new(ExportStats::default());
         let resource = Arc::new(Mutex::new(None));
-        let pending = Arc::new(AtomicUsize::new(0));
+        let spans = Arc::new(SpanQueue::new(config.max_queue, config.max_batch));
         let worker = {
             let worker = Worker {
                 exporter,
                 stats: stats.clone(),
                 resource: resource.clone(),
                 resource_set: false,
-                batch: Vec::with_capacity(config.max_batch),
+                batch: Vec::new(),
+                spans: spans.clone(),
             };
-            let pending = pending.clone();
             std::thread::Builder::new()
                 .name("llmtrace-export".into())
-                .spawn(move || run(worker, receiver, &pending, config))
+                .spawn(move || run(worker, receiver, config))
                 .expect("spawning the span export thread")
         };
         Self {
             sender,
-            pending,
+            spans,
             max_batch: config.max_batch.max(1),
             thread: worker.thread().clone(),
             stats,
@@ -156,8 +232,8 @@ impl ExportQueue {
     ) -> OTelSdkResult {
         let deadline = Instant::now() + timeout;
         let (tx, rx) = mpsc::channel();
-        // A full queue (a collector that hangs) makes this wait for room, but never past the
-        // deadline: a shutdown must not outlast its timeout. Only flush and shutdown wait.
+        // A full channel (flushes piling up behind a collector that hangs) makes this wait
+        // for room, but never past the deadline: a shutdown must not outlast its timeout.
         let mut message = make(tx);
         loop {
             match self.sender.try_send(message) {
@@ -188,15 +264,13 @@ impl SpanProcessor for ExportQueue {
             return;
         }
         ExportStats::add(&self.stats.queued, 1);
-        match self.sender.try_send(Message::Span(Box::new(span))) {
-            Ok(()) => {
-                if self.pending.fetch_add(1, Ordering::Relaxed) + 1 == self.max_batch {
+        match self.spans.push(span) {
+            Some(queued) => {
+                if queued == self.max_batch {
                     self.thread.unpark();
                 }
             }
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                ExportStats::add(&self.stats.dropped, 1);
-            }
+            None => ExportStats::add(&self.stats.dropped, 1),
         }
     }
 
@@ -226,6 +300,7 @@ struct Worker<E> {
     resource: Arc<Mutex<Option<Resource>>>,
     resource_set: bool,
     batch: Vec<SpanData>,
+    spans: Arc<SpanQueue>,
 }
 
 impl<E: SpanExporter> Worker<E> {
@@ -246,8 +321,7 @@ impl<E: SpanExporter> Worker<E> {
             return Ok(());
         }
         let n = self.batch.len();
-        // The next batch's vector starts at this one's size: no regrowing span by span.
-        let full = std::mem::replace(&mut self.batch, Vec::with_capacity(n));
+        let full = std::mem::take(&mut self.batch);
         let result = futures::executor::block_on(self.exporter.export(full));
         match &result {
             Ok(()) => ExportStats::add(&self.stats.exported, n),
@@ -259,29 +333,48 @@ impl<E: SpanExporter> Worker<E> {
         result
     }
 
-    /// Takes every message queued: spans into batches (each full one sent), a flush or a
-    /// shutdown answered once everything before it is sent. `Break` when the thread is to end.
+    /// Takes the spans queued into batches, each full one sent; the last, partial one stays
+    /// for the next call or the deadline.
+    fn take_spans(&mut self, max_batch: usize) -> OTelSdkResult {
+        let mut result = Ok(());
+        loop {
+            let room = max_batch - self.batch.len();
+            let taken = self.spans.take(room);
+            let more = taken.len() == room;
+            if self.batch.is_empty() {
+                self.batch = taken;
+            } else {
+                self.batch.extend(taken);
+            }
+            if self.batch.len() >= max_batch {
+                result = result.and(self.send());
+            }
+            if !more {
+                return result;
+            }
+        }
+    }
+
+    /// Takes every span queued and then every message: a flush or a shutdown answered once
+    /// everything queued before it is sent. `Break` when the thread is to end.
     fn drain(&mut self, receiver: &Receiver<Message>, max_batch: usize) -> ControlFlow<()> {
+        let _ = self.take_spans(max_batch);
         loop {
             match receiver.try_recv() {
-                Ok(Message::Span(span)) => {
-                    self.batch.push(*span);
-                    if self.batch.len() >= max_batch {
-                        let _ = self.send();
-                    }
-                }
                 Ok(Message::Flush(reply)) => {
-                    let result = self.finish(receiver, max_batch);
+                    let result = self.finish(max_batch);
                     let _ = reply.send(result.and(self.exporter.force_flush()));
                 }
                 Ok(Message::Shutdown(reply)) => {
-                    let result = self.finish(receiver, max_batch);
+                    let result = self.finish(max_batch);
+                    self.close();
                     let _ = reply.send(result.and(self.exporter.shutdown()));
                     return ControlFlow::Break(());
                 }
                 Err(TryRecvError::Empty) => return ControlFlow::Continue(()),
                 Err(TryRecvError::Disconnected) => {
-                    let _ = self.send();
+                    let _ = self.finish(max_batch);
+                    self.close();
                     return ControlFlow::Break(());
                 }
             }
@@ -289,39 +382,23 @@ impl<E: SpanExporter> Worker<E> {
     }
 
     /// Sends every span queued so far, in full batches and a last partial one.
-    fn finish(&mut self, receiver: &Receiver<Message>, max_batch: usize) -> OTelSdkResult {
-        let mut result = Ok(());
-        while let Ok(message) = receiver.try_recv() {
-            match message {
-                Message::Span(span) => {
-                    self.batch.push(*span);
-                    if self.batch.len() >= max_batch {
-                        result = result.and(self.send());
-                    }
-                }
-                // A second flush or shutdown while draining: answered once this one is done.
-                Message::Flush(reply) | Message::Shutdown(reply) => {
-                    let _ = reply.send(Ok(()));
-                }
-            }
-        }
-        result.and(self.send())
+    fn finish(&mut self, max_batch: usize) -> OTelSdkResult {
+        self.take_spans(max_batch).and(self.send())
+    }
+
+    /// No more spans: those queued since the last look are counted as dropped.
+    fn close(&mut self) {
+        ExportStats::add(&self.stats.dropped, self.spans.close());
     }
 }
 
 /// The export thread: asleep until a batch is due (its delay passed) or woken (a full
 /// batch's worth queued, a flush, a shutdown), then takes what is queued.
-fn run<E: SpanExporter>(
-    mut worker: Worker<E>,
-    receiver: Receiver<Message>,
-    pending: &AtomicUsize,
-    config: QueueConfig,
-) {
+fn run<E: SpanExporter>(mut worker: Worker<E>, receiver: Receiver<Message>, config: QueueConfig) {
     let max_batch = config.max_batch.max(1);
     let mut deadline = Instant::now() + config.delay;
     loop {
         std::thread::park_timeout(deadline.saturating_duration_since(Instant::now()));
-        pending.store(0, Ordering::Relaxed);
         if worker.drain(&receiver, max_batch).is_break() {
             return;
         }
@@ -433,6 +510,46 @@ mod tests {
             started.elapsed()
         );
         release(&exporter);
+    }
+
+    /// Spans leave in the order they ended, across batches and takes of the queue, and
+    /// every one is counted.
+    #[test]
+    fn spans_leave_in_order_and_counted() {
+        use opentelemetry_sdk::trace::InMemorySpanExporter;
+        let exporter = InMemorySpanExporter::default();
+        let queue = ExportQueue::new(
+            exporter.clone(),
+            QueueConfig {
+                max_queue: 100,
+                max_batch: 3,
+                delay: Duration::from_millis(5),
+            },
+        );
+        let stats = queue.stats();
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(queue)
+            .build();
+        let tracer = provider.tracer("t");
+        let names: Vec<String> = (0..20).map(|i| format!("s{i}")).collect();
+        for (i, name) in names.iter().enumerate() {
+            tracer.in_span(name.clone(), |_| {});
+            if i % 7 == 0 {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        provider.force_flush().unwrap();
+        let exported: Vec<String> = exporter
+            .get_finished_spans()
+            .unwrap()
+            .into_iter()
+            .map(|span| span.name.into_owned())
+            .collect();
+        assert_eq!(exported, names);
+        assert_eq!(ExportStats::get(&stats.exported), 20);
+        assert_eq!(ExportStats::get(&stats.dropped), 0);
+        assert_eq!(ExportStats::get(&stats.queued), 20);
+        provider.shutdown().unwrap();
     }
 
     #[test]

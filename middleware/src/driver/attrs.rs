@@ -1,5 +1,10 @@
 //! Reading semantic-convention attributes off `http` types.
 
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::net::IpAddr;
+use std::sync::Arc;
+
 use http::header::{self, HeaderName};
 use http::{HeaderMap, Method, StatusCode, Uri, Version};
 use opentelemetry::{Array, Key, KeyValue, StringValue, Value};
@@ -121,19 +126,119 @@ pub(crate) fn grpc_code_name(code: i32) -> &'static str {
 
 /// The logical server host and port: the URI's authority (HTTP/2 `:authority`, absolute-form
 /// requests) or else the `Host` header. The host is at most [`MAX_ADDRESS_BYTES`].
-fn server_address(uri: &Uri, headers: &HeaderMap) -> Option<(String, Option<u16>)> {
-    let host = |authority: &http::uri::Authority| {
-        bounded(authority.host(), MAX_ADDRESS_BYTES).into_owned()
-    };
+fn server_address<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<(Cow<'a, str>, Option<u16>)> {
     if let Some(authority) = uri.authority() {
-        return Some((host(authority), authority.port_u16()));
+        return Some((
+            bounded(authority.host(), MAX_ADDRESS_BYTES),
+            authority.port_u16(),
+        ));
     }
     let header = headers.get(header::HOST)?.to_str().ok()?;
     if let Some((name, port)) = plain_host_port(header) {
-        return Some((name.to_owned(), port));
+        return Some((Cow::Borrowed(name), port));
     }
     let authority: http::uri::Authority = header.parse().ok()?;
-    Some((host(&authority), authority.port_u16()))
+    let host = bounded(authority.host(), MAX_ADDRESS_BYTES).into_owned();
+    Some((Cow::Owned(host), authority.port_u16()))
+}
+
+/// [`server_address`] with the host as a shared attribute value. Read from the `Host` header,
+/// the answer is remembered for the thread's last header value (nearly every request names
+/// the same host): the next request with the same value skips the reading.
+fn server_address_value(uri: &Uri, headers: &HeaderMap) -> Option<(StringValue, Option<u16>)> {
+    let header = match uri.authority() {
+        Some(_) => None,
+        None => headers.get(header::HOST),
+    };
+    if let Some(header) = header {
+        let known = RECENT_HOST
+            .try_with(|recent| {
+                let recent = recent.try_borrow().ok()?;
+                let (value, host, port) = recent.as_ref()?;
+                (**value == *header.as_bytes()).then(|| (host.clone(), *port))
+            })
+            .ok()
+            .flatten();
+        if let Some((host, port)) = known {
+            return Some((host.into(), port));
+        }
+    }
+    let (host, port) = server_address(uri, headers)?;
+    let host = recent_arc(Recent::ServerAddress, &host);
+    if let Some(header) = header {
+        let _ = RECENT_HOST.try_with(|recent| {
+            if let Ok(mut recent) = recent.try_borrow_mut() {
+                *recent = Some((header.as_bytes().into(), host.clone(), port));
+            }
+        });
+    }
+    Some((host.into(), port))
+}
+
+/// Texts a span records on nearly every request that are most often the previous request's
+/// too (the route, the path, the server's address, the user agent), each with a slot in
+/// [`recent_text`]'s cache.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Recent {
+    Route,
+    Path,
+    ServerAddress,
+    UserAgent,
+}
+
+/// A `Host` header value, and the host and port read from it.
+type HostReading = (Box<[u8]>, Arc<str>, Option<u16>);
+
+thread_local! {
+    /// The last text of each [`Recent`] kind made on this thread.
+    static RECENT: RefCell<[Option<Arc<str>>; 4]> =
+        const { RefCell::new([None, None, None, None]) };
+    /// The last `Host` header value read on this thread, with its host and port.
+    static RECENT_HOST: RefCell<Option<HostReading>> = const { RefCell::new(None) };
+    /// The last peer address written on this thread, with its text.
+    static RECENT_IP: RefCell<Option<(IpAddr, Arc<str>)>> = const { RefCell::new(None) };
+}
+
+/// `text` as an attribute value, sharing the text the thread made last for `kind` when it
+/// is the same, rather than a copy of its own. A copy costs an allocation here and a free on
+/// the export thread, for every request; a shared one, a reference count.
+pub(crate) fn recent_text(kind: Recent, text: &str) -> StringValue {
+    recent_arc(kind, text).into()
+}
+
+/// [`recent_text`]'s shared text.
+fn recent_arc(kind: Recent, text: &str) -> Arc<str> {
+    let fresh = || -> Arc<str> { Arc::from(text) };
+    RECENT
+        .try_with(|recent| {
+            let Ok(mut recent) = recent.try_borrow_mut() else {
+                return fresh();
+            };
+            let slot = &mut recent[kind as usize];
+            match slot {
+                Some(last) if **last == *text => last.clone(),
+                _ => slot.insert(fresh()).clone(),
+            }
+        })
+        .unwrap_or_else(|_| fresh())
+}
+
+/// [`ip_text`] as an attribute value, shared like [`recent_text`]'s (the peer is most often
+/// the previous request's: a client's keep-alive connections, a load balancer).
+pub(crate) fn recent_ip_text(ip: IpAddr) -> StringValue {
+    let fresh = || -> Arc<str> { Arc::from(ip_text(ip)) };
+    RECENT_IP
+        .try_with(|recent| {
+            let Ok(mut recent) = recent.try_borrow_mut() else {
+                return fresh();
+            };
+            match &*recent {
+                Some((last, text)) if *last == ip => text.clone(),
+                _ => recent.insert((ip, fresh())).1.clone(),
+            }
+        })
+        .unwrap_or_else(|_| fresh())
+        .into()
 }
 
 /// The common `Host` values, `name` or `name:port` with a name of letters, digits, `.` and
@@ -155,7 +260,7 @@ fn plain_host_port(value: &str) -> Option<(&str, Option<u16>)> {
 /// Pushes `server.address` and `server.port` (the scheme's default port when the authority
 /// names none), from the URI's authority or else the `Host` header.
 pub(crate) fn push_server_address(attributes: &mut Vec<KeyValue>, uri: &Uri, headers: &HeaderMap) {
-    let Some((host, port)) = server_address(uri, headers) else {
+    let Some((host, port)) = server_address_value(uri, headers) else {
         return;
     };
     attributes.push(KeyValue::new(semconv::http::SERVER_ADDRESS, host));
@@ -307,6 +412,11 @@ impl HeaderCapture {
         Self { headers }
     }
 
+    /// How many headers are captured: at most one attribute each.
+    pub(crate) fn len(&self) -> usize {
+        self.headers.len()
+    }
+
     /// The captured headers: the first [`MAX_HEADER_VALUES`] values of each, each at most
     /// [`MAX_HEADER_VALUE_BYTES`].
     pub(crate) fn attributes(&self, headers: &HeaderMap) -> Vec<KeyValue> {
@@ -398,6 +508,68 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// The shared texts are the texts asked for, whatever came before on the thread.
+        #[test]
+        fn recent_texts_are_the_texts_asked_for(
+            asks in proptest::collection::vec(
+                (0..4usize, proptest::sample::select(vec!["", "a", "ab", "b", "/v1/chat"])),
+                0..40,
+            ),
+            ips in proptest::collection::vec((0..3u8, proptest::bool::ANY), 0..20),
+        ) {
+            let kinds = [Recent::Route, Recent::Path, Recent::ServerAddress, Recent::UserAgent];
+            for (kind, text) in asks {
+                let shared = recent_text(kinds[kind], text);
+                proptest::prop_assert_eq!(shared.as_str(), text);
+            }
+            for (last, v6) in ips {
+                let ip: IpAddr = match v6 {
+                    false => std::net::Ipv4Addr::new(10, 0, 0, last).into(),
+                    true => std::net::Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, u16::from(last)).into(),
+                };
+                let shared = recent_ip_text(ip);
+                proptest::prop_assert_eq!(shared.as_str(), ip.to_string());
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// The remembered reading of a `Host` value is the reading of the value at hand.
+        #[test]
+        fn server_addresses_read_as_without_the_memory(
+            asks in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec![
+                        "example.com", "example.com:8080", "127.0.0.1:46391", "[::1]:80",
+                        "a:65536", "a:", "h\u{e9}", "EXAMPLE.com:443",
+                    ]),
+                    proptest::sample::select(vec![
+                        "/v1/x", "https://api.example.com/v1/x", "http://b:81/",
+                    ]),
+                ),
+                0..30,
+            ),
+        ) {
+            for (host, uri) in asks {
+                let uri: Uri = uri.parse().unwrap();
+                let mut headers = HeaderMap::new();
+                let value = http::HeaderValue::from_bytes(host.as_bytes()).unwrap();
+                headers.insert(header::HOST, value);
+                let mut ours = Vec::new();
+                push_server_address(&mut ours, &uri, &headers);
+                let reading = server_address(&uri, &headers)
+                    .map(|(host, port)| (host.into_owned(), port));
+                let theirs = server_address_value(&uri, &headers)
+                    .map(|(host, port)| (host.as_str().to_owned(), port));
+                proptest::prop_assert_eq!(&theirs, &reading);
+                if let Some((host, _)) = reading {
+                    proptest::prop_assert_eq!(ours[0].value.as_str(), host.as_str());
+                }
+            }
+        }
+    }
+
     #[test]
     fn methods_are_normalised() {
         assert_eq!(method(&Method::GET), ("GET", None));
@@ -464,7 +636,8 @@ mod tests {
         assert!(forwarded_client(&h).unwrap().len() <= MAX_ADDRESS_BYTES);
 
         h.insert(header::HOST, format!("{long}:8080").parse().unwrap());
-        let (host, port) = server_address(&Uri::from_static("/"), &h).unwrap();
+        let root = Uri::from_static("/");
+        let (host, port) = server_address(&root, &h).unwrap();
         assert!(host.len() <= MAX_ADDRESS_BYTES);
         assert_eq!(port, Some(8080));
         let uri: Uri = format!("http://{long}/x").parse().unwrap();

@@ -219,10 +219,12 @@ impl GenAiSpan {
                 Side::Server => metrics.record_server(&values),
             }
         }
+        // The report's attributes and the extra ones go to the span with the end's (one call,
+        // see `ExchangeSpan::end_with`), after the events: the attributes keep their order.
+        let mut attributes = attributes;
         if let Some(cx) = self.span.context().filter(|_| self.span.recording()) {
+            attributes.extend(extra(&summary));
             let span = cx.span();
-            span.set_attributes(attributes);
-            span.set_attributes(extra(&summary));
             for event in events {
                 span.add_event_with_timestamp(event.name, event.time, event.attributes);
             }
@@ -231,7 +233,7 @@ impl GenAiSpan {
         if let (End::Complete, Some((error_type, message))) = (&end, error) {
             self.span.fail_on_complete(error_type, message);
         }
-        self.span.end(end);
+        self.span.end_with(end, attributes);
         Some(summary)
     }
 }
@@ -242,13 +244,22 @@ impl Drop for GenAiSpan {
     }
 }
 
+/// The attributes a GenAI span typically holds when it ends (28 for a plain chat call through
+/// the gateway: the request's, the response's, the usage, the gateway's timings), with some
+/// room for a streamed or tool-calling one.
+const GENAI_SPAN_ATTRIBUTES: usize = 32;
+
 fn start_span(
     shared: &GenAiRecorder,
     exchange: &Exchange,
     parts: &http::request::Parts,
     parent: &Context,
 ) -> Context {
-    let mut attributes = exchange.start_attributes();
+    // The SDK keeps the builder's vector as the span's: sized here for what the span holds
+    // at its end, it never grows on the way (each growth is a reallocation and a copy).
+    let start = exchange.start_attributes();
+    let mut attributes = Vec::with_capacity(GENAI_SPAN_ATTRIBUTES.max(start.len() + 4));
+    attributes.extend(start);
     attrs::push_server_address(&mut attributes, &parts.uri, &parts.headers);
     attrs::push_method(&mut attributes, &parts.method);
     let kind = match shared.side {

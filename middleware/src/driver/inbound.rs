@@ -11,7 +11,7 @@ use opentelemetry::KeyValue;
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::trace::{Link, Span as _, SpanBuilder, SpanKind, Tracer};
 
-use super::attrs::{self, HeaderCapture};
+use super::attrs::{self, HeaderCapture, Recent};
 use super::business::BusinessAttributes;
 use super::span::{self, ExchangeSpan, Side};
 use crate::genai::End;
@@ -224,8 +224,9 @@ impl InboundSpan {
     /// For a server that still holds the request head when the exchange ends (a proxy): a
     /// streamed answer can stay open for minutes, and the details, which no sampler sees
     /// (they are recorded only once the span is known to record), would be held as
-    /// attributes all that time. Starting without them halves the span's attribute storage
-    /// while it is open (8 slots instead of 16). The exported span is the same: only the
+    /// copies all that time. Starting without them keeps those copies (the path, the user
+    /// agent, the addresses) out of memory while the span is open; the span's attribute
+    /// vector is sized for its end either way. The exported span is the same: only the
     /// order of its attributes differs.
     ///
     /// A span whose details were never recorded (the owner forgot, or dropped it first) ends
@@ -384,7 +385,12 @@ fn start_span(
     // What a sampler may want to see goes in at creation (method, scheme, route, rpc.*, the
     // captured request headers, which rules match on: a user tier, a tenant); the rest,
     // including the path, which costs an allocation, only when recording.
-    let mut attributes = Vec::with_capacity(8);
+    // The SDK keeps this vector as the span's: sized for what the span holds at its end (the
+    // request's details, the response's status and size, an error), it never grows on the
+    // way (each growth is a reallocation and a copy).
+    let captured = request_capture.map_or(0, HeaderCapture::len);
+    let business = req.business.map_or(0, |b| b.attributes().len());
+    let mut attributes = Vec::with_capacity(SERVER_SPAN_ATTRIBUTES + captured + business);
     let method = attrs::push_method(&mut attributes, req.method);
     attributes.push(KeyValue::new(
         semconv::http::URL_SCHEME,
@@ -395,7 +401,7 @@ fn start_span(
     if let Some(route) = &route {
         attributes.push(KeyValue::new(
             semconv::http::ROUTE,
-            route.clone().into_owned(),
+            attrs::recent_text(Recent::Route, route),
         ));
     }
     let name: Cow<'static, str> = match (grpc, route) {
@@ -435,6 +441,11 @@ fn start_span(
     }
 }
 
+/// The attributes a SERVER span holds at its end besides the captured headers and the
+/// business context: 14 for a plain HTTP/1.1 request with a peer and a `User-Agent`, with
+/// room for a few more (a `_OTHER` method's original, `error.type`, a gRPC status).
+const SERVER_SPAN_ATTRIBUTES: usize = 16;
+
 /// The attributes only a recording span gets (the request's details), with room for
 /// `spare` more.
 fn recorded_attributes(req: &InboundRequest<'_>, spare: usize) -> Vec<KeyValue> {
@@ -442,7 +453,7 @@ fn recorded_attributes(req: &InboundRequest<'_>, spare: usize) -> Vec<KeyValue> 
     let mut more = Vec::with_capacity(10 + spare);
     more.push(KeyValue::new(
         semconv::http::URL_PATH,
-        bounded(req.uri.path(), MAX_URL_BYTES).into_owned(),
+        attrs::recent_text(Recent::Path, &bounded(req.uri.path(), MAX_URL_BYTES)),
     ));
     attrs::push_server_address(&mut more, req.uri, headers);
     if let Some(version) = attrs::protocol_version(req.version) {
@@ -457,13 +468,11 @@ fn recorded_attributes(req: &InboundRequest<'_>, spare: usize) -> Vec<KeyValue> 
     {
         more.push(KeyValue::new(
             semconv::http::USER_AGENT_ORIGINAL,
-            bounded(agent, MAX_USER_AGENT_BYTES).into_owned(),
+            attrs::recent_text(Recent::UserAgent, &bounded(agent, MAX_USER_AGENT_BYTES)),
         ));
     }
     // The peer's address, written once and shared by both attributes that may carry it.
-    let peer_ip = req
-        .peer
-        .map(|peer| opentelemetry::StringValue::from(Arc::<str>::from(attrs::ip_text(peer.ip()))));
+    let peer_ip = req.peer.map(|peer| attrs::recent_ip_text(peer.ip()));
     if let (Some(peer), Some(ip)) = (req.peer, &peer_ip) {
         more.push(KeyValue::new(
             semconv::http::NETWORK_PEER_ADDRESS,

@@ -180,6 +180,13 @@ impl ExchangeSpan {
 
     /// Ends the span. Later calls (and the drop) do nothing.
     pub(crate) fn end(&mut self, end: End) {
+        self.end_with(end, Vec::new());
+    }
+
+    /// [`end`](Self::end), recording `attributes` (on a recording span) before the end's own.
+    /// They go to the span with the end's attributes in one call: each call locks the span
+    /// and walks the SDK's dynamic calls once more.
+    pub(crate) fn end_with(&mut self, end: End, mut attributes: Vec<KeyValue>) {
         let Some(cx) = self.cx.take() else {
             return;
         };
@@ -190,7 +197,7 @@ impl ExchangeSpan {
             }
             return;
         }
-        let mut attributes = Vec::with_capacity(4);
+        attributes.reserve(3);
         if self.status.is_some() {
             attributes.push(KeyValue::new(
                 semconv::http::RESPONSE_BODY_SIZE,
@@ -233,8 +240,13 @@ impl ExchangeSpan {
                 Status::error(message)
             }
         };
-        span.set_attributes(attributes);
-        span.set_status(status);
+        if !attributes.is_empty() {
+            span.set_attributes(attributes);
+        }
+        // `Unset` never replaces a status (the SDK keeps the highest): no call needed.
+        if status != Status::Unset {
+            span.set_status(status);
+        }
         span.end();
     }
 

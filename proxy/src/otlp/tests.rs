@@ -399,3 +399,52 @@ fn the_batch_is_prosts_bytes() {
     let (ours, prost) = both_bytes(&batch, &resource());
     assert_eq!(ours, prost);
 }
+
+/// A scope from a small alphabet, its texts either `'static` (shared by every scope that
+/// names them) or owned copies, so that equal scopes come both with the same texts and with
+/// equal texts at other addresses.
+fn any_scope() -> impl Strategy<Value = InstrumentationScope> {
+    let text = || {
+        (
+            prop::sample::select(vec!["llmtrace", "other", ""]),
+            any::<bool>(),
+        )
+            .prop_map(|(text, owned)| -> Cow<'static, str> {
+                if owned {
+                    Cow::Owned(text.to_owned())
+                } else {
+                    Cow::Borrowed(text)
+                }
+            })
+    };
+    let attribute = prop::sample::select(vec![("k", 1), ("k", 2), ("j", 1)]);
+    (
+        text(),
+        prop::option::of(text()),
+        prop::option::of(text()),
+        prop::collection::vec(attribute, 0..3),
+    )
+        .prop_map(|(name, version, schema_url, attributes)| {
+            let mut builder = InstrumentationScope::builder(name);
+            if let Some(version) = version {
+                builder = builder.with_version(version);
+            }
+            if let Some(url) = schema_url {
+                builder = builder.with_schema_url(url);
+            }
+            builder
+                .with_attributes(attributes.into_iter().map(|(k, v)| KeyValue::new(k, v)))
+                .build()
+        })
+}
+
+proptest! {
+    /// The scope comparison's shortcut (same texts, no attributes) answers as `==` does.
+    #[test]
+    fn scopes_compare_as_their_equality_does(a in any_scope(), b in any_scope()) {
+        use super::encode::same_scope;
+        prop_assert_eq!(same_scope(&a, &b), a == b);
+        prop_assert_eq!(same_scope(&b, &a), b == a);
+        prop_assert!(same_scope(&a, &a.clone()));
+    }
+}
