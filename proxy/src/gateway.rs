@@ -721,7 +721,7 @@ impl ProxyHttp for Gateway {
             call.on_response_head(upstream_response.status, &upstream_response.headers);
         }
         // Which upstream answered, after how many attempts, goes on the GenAI span when it
-        // ends (`record_gateway_time`), not held as attributes while the answer streams.
+        // ends (`gateway_time`), not held as attributes while the answer streams.
         ctx.attempts.answered = true;
         if ctx.llm.usage_filter.is_some() {
             if !is_event_stream(&upstream_response.headers) {
@@ -953,9 +953,9 @@ impl Gateway {
         let Some(mut genai) = ctx.llm.span.take() else {
             return;
         };
-        record_gateway_time(&genai, ctx, &self.targets);
         let asked_by = genai.context().map(|cx| cx.span().span_context().clone());
-        let Some(summary) = genai.finish(end.clone()) else {
+        let targets = &self.targets;
+        let Some(summary) = genai.finish_with(end.clone(), |_| gateway_time(ctx, targets)) else {
             return;
         };
         if let (Some(asked_by), End::Complete) = (&asked_by, end) {
@@ -1629,33 +1629,31 @@ impl Gateway {
     }
 }
 
-/// The gateway's own share of the latency, next to the provider's, on the GenAI span.
-fn record_gateway_time(genai: &GenAiSpan, ctx: &RequestCtx, targets: &[Target]) {
-    let Some(cx) = genai.context() else {
-        return;
-    };
-    let span = cx.span();
+/// The gateway's own share of the latency, next to the provider's, for the GenAI span: added
+/// with the span's end (one call into the span, not one per attribute).
+fn gateway_time(ctx: &RequestCtx, targets: &[Target]) -> Vec<KeyValue> {
+    let mut attributes = Vec::with_capacity(7);
     if let (true, Some(target)) = (ctx.attempts.answered, ctx.attempts.target) {
-        span.set_attribute(KeyValue::new(
+        attributes.push(KeyValue::new(
             names::UPSTREAM_NAME,
             targets[target].name.clone(),
         ));
-        span.set_attribute(KeyValue::new(
+        attributes.push(KeyValue::new(
             names::UPSTREAM_ATTEMPTS,
             i64::from(ctx.attempts.attempt + 1),
         ));
     }
     if let Some(outcome) = &ctx.llm.usage_injection {
-        span.set_attribute(KeyValue::new(semconv::llmtrace::USAGE_INJECTION, *outcome));
+        attributes.push(KeyValue::new(semconv::llmtrace::USAGE_INJECTION, *outcome));
     }
     let micros = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
     if let (Some(received), Some(selected)) = (ctx.timing.received, ctx.timing.peer_selected) {
-        span.set_attribute(KeyValue::new(
+        attributes.push(KeyValue::new(
             names::GATEWAY_REQUEST_US,
             micros(selected.duration_since(received)),
         ));
         if let Some(sent) = ctx.timing.upstream_sent {
-            span.set_attribute(KeyValue::new(
+            attributes.push(KeyValue::new(
                 names::UPSTREAM_CONNECT_US,
                 micros(sent.saturating_duration_since(selected)),
             ));
@@ -1663,15 +1661,16 @@ fn record_gateway_time(genai: &GenAiSpan, ctx: &RequestCtx, targets: &[Target]) 
     }
     let latency = ctx.timing.chunk_latency;
     if latency.count > 0 {
-        span.set_attribute(KeyValue::new(
+        attributes.push(KeyValue::new(
             names::GATEWAY_CHUNK_MAX_US,
             micros(latency.max),
         ));
-        span.set_attribute(KeyValue::new(
+        attributes.push(KeyValue::new(
             names::GATEWAY_CHUNK_MEAN_US,
             micros(latency.sum / latency.count),
         ));
     }
+    attributes
 }
 
 /// The head of an answer from the gateway itself: JSON, the request id (under OpenAI's and
