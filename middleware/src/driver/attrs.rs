@@ -412,11 +412,6 @@ impl HeaderCapture {
         Self { headers }
     }
 
-    /// How many headers are captured: at most one attribute each.
-    pub(crate) fn len(&self) -> usize {
-        self.headers.len()
-    }
-
     /// The captured headers: the first [`MAX_HEADER_VALUES`] values of each, each at most
     /// [`MAX_HEADER_VALUE_BYTES`].
     pub(crate) fn attributes(&self, headers: &HeaderMap) -> Vec<KeyValue> {

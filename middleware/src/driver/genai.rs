@@ -244,22 +244,13 @@ impl Drop for GenAiSpan {
     }
 }
 
-/// The attributes a GenAI span typically holds when it ends (28 for a plain chat call through
-/// the gateway: the request's, the response's, the usage, the gateway's timings), with some
-/// room for a streamed or tool-calling one.
-const GENAI_SPAN_ATTRIBUTES: usize = 32;
-
 fn start_span(
     shared: &GenAiRecorder,
     exchange: &Exchange,
     parts: &http::request::Parts,
     parent: &Context,
 ) -> Context {
-    // The SDK keeps the builder's vector as the span's: sized here for what the span holds
-    // at its end, it never grows on the way (each growth is a reallocation and a copy).
-    let start = exchange.start_attributes();
-    let mut attributes = Vec::with_capacity(GENAI_SPAN_ATTRIBUTES.max(start.len() + 4));
-    attributes.extend(start);
+    let mut attributes = exchange.start_attributes();
     attrs::push_server_address(&mut attributes, &parts.uri, &parts.headers);
     attrs::push_method(&mut attributes, &parts.method);
     let kind = match shared.side {
