@@ -8,6 +8,8 @@
 #   bash benches/load/instructions.sh --no-build      # use the binaries in target/release
 #   bash benches/load/instructions.sh --stream        # streamed requests (16 chunks each)
 #   bash benches/load/instructions.sh --prompt-words 15000  # a ~100 KB prompt (default 10 words)
+#   bash benches/load/instructions.sh --config benches/load/configs/lean.toml  # the gateway
+#                                      # configured by a file (@UPSTREAM@: the mock's URL)
 #   LLMTRACE_LOAD=... LLMTRACE_PROXY=... bash benches/load/instructions.sh --no-build  # others
 #
 # Each target runs under `valgrind --tool=callgrind --instr-atstart=no` (native speed until
@@ -28,12 +30,14 @@ requests=2000
 build=1
 stream=""
 prompt_words=10
+config=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --requests) requests=$2; shift 2 ;;
     --no-build) build=""; shift ;;
     --stream) stream=1; shift ;;
     --prompt-words) prompt_words=$2; shift 2 ;;
+    --config) config=$2; shift 2 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -51,6 +55,7 @@ load="${LLMTRACE_LOAD:-$target_dir/release/llmtrace-load}"
 proxy="${LLMTRACE_PROXY:-$target_dir/release/llmtrace-proxy}"
 suffix=${stream:+-stream}
 [ "$prompt_words" = 10 ] || suffix="$suffix-prompt-$prompt_words"
+[ -z "$config" ] || suffix="$suffix-config-$(basename "$config" .toml)"
 scratch=benches/load/.scratch/instructions$suffix
 out=benches/load/results/instructions$suffix.md
 count_args=(--connections 4 --prompt-words "$prompt_words" ${stream:+--stream})
@@ -101,8 +106,13 @@ measure() {
 }
 
 upstream="127.0.0.1:$mock_port"
-proxy_args=(--listen 127.0.0.1:@PORT@ --upstream "http://$upstream" --provider openai
-  --threads 1 --admin off)
+proxy_args=(--listen 127.0.0.1:@PORT@ --threads 1 --admin off)
+if [ -n "$config" ]; then
+  sed "s|@UPSTREAM@|http://$upstream|g" "$config" >"$scratch/proxy.toml"
+  proxy_args+=(--config "$scratch/proxy.toml")
+else
+  proxy_args+=(--upstream "http://$upstream" --provider openai)
+fi
 echo "==> bare pingora" >&2
 measure pingora -- "$load" bare-pingora --listen 127.0.0.1:@PORT@ --upstream "$upstream" \
   --threads 1
@@ -115,15 +125,17 @@ mapfile -t results <"$scratch/results.txt"
 spans=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("spans", 0))' \
   "$scratch/sink-counts.json" 2>/dev/null || echo "?")
 
-python3 - "$out" "$requests" "$export_wait" "$spans" "$(valgrind --version)" "${stream:-}" "$scratch" "$prompt_words" \
+python3 - "$out" "$requests" "$export_wait" "$spans" "$(valgrind --version)" "${stream:-}" "$scratch" "$prompt_words" "$config" \
   "$(git rev-parse --short HEAD)$(git diff --quiet -- proxy middleware || echo ' + uncommitted changes in proxy/ or middleware/'); proxy binary $proxy built $(date -u -r "$proxy" '+%Y-%m-%d %H:%M UTC')" \
   "${results[@]}" <<'PY'
 import datetime, sys
-out, n, wait, spans, valgrind, stream, scratch, words, commit, *rows = sys.argv[1:]
+out, n, wait, spans, valgrind, stream, scratch, words, config, commit, *rows = sys.argv[1:]
 kind = "streamed" if stream else "non-streamed"
 flag = " --stream" if stream else ""
 if words != "10":
     flag += f" --prompt-words {words}"
+if config:
+    flag += f" --config {config}"
 n = int(n)
 ir = {name: int(value.replace(",", "")) for name, value in (r.split() for r in rows)}
 base = ir.get("pingora")
