@@ -425,7 +425,9 @@ fn max_rate_notes(
          CPU time over each run, per answered request, the median of the clean runs; \
          every target is offered the same rate there, below its limit, so it compares equal \
          work, where the max-rate CPU compares a saturated target with one the generator may \
-         not have saturated. Runs: {}. Pinning: {}.",
+         not have saturated. Runs: {}. wrk runs that took more than their duration + {} s \
+         (wrk's process did not run: a stall of the machine or of wrk's core) were discarded \
+         and run again, at most {} runs: {}. Pinning: {}.",
         plan.max_rate_connections,
         plan.half_rate_warmup_s,
         plan.half_rate_s,
@@ -433,10 +435,30 @@ fn max_rate_notes(
         plan.half_rate_attempts.max(plan.half_rate_runs),
         MAX_HALF_RATE_LAG_MS,
         half_rate_attempts(rows),
+        crate::maxrate::OVERSTAY_S,
+        crate::maxrate::MAX_RATE_ATTEMPTS,
+        overstays(rows),
         pinned
             .as_deref()
             .unwrap_or("none (fewer than two CPUs, or it failed)"),
     )
+}
+
+/// The wrk runs of the max-rate phase that overstayed and were run again, by target.
+fn overstays(rows: &[(&TargetResult, &MaxRate)]) -> String {
+    let runs: Vec<String> = rows
+        .iter()
+        .filter(|(_, m)| !m.overstayed_s.is_empty())
+        .map(|(r, m)| {
+            let took: Vec<String> = m.overstayed_s.iter().map(|s| format!("{s:.1} s")).collect();
+            format!("{} (took {})", r.target.name(), took.join(", "))
+        })
+        .collect();
+    if runs.is_empty() {
+        "none".to_owned()
+    } else {
+        runs.join("; ")
+    }
 }
 
 /// The targets of issue 6 as ratios from this run: one row per target, with what was
@@ -925,6 +947,7 @@ mod tests {
                     cpu_us_per_request: Some(cpu * 1.5),
                     target_cpu_share: Some(0.25),
                 }),
+                overstayed_s: Vec::new(),
             }),
             ..crate::bench::failed(kind, String::new())
         };
@@ -968,6 +991,16 @@ mod tests {
         );
         assert!(
             table.contains("pingora 1 clean of 2, discarded with lag 7.2 ms"),
+            "{table}"
+        );
+        assert!(table.contains("at most 3 runs: none."), "{table}");
+        let mut stalled = results.clone();
+        if let Some(m) = stalled[0].max_rate.as_mut() {
+            m.overstayed_s = vec![19.29];
+        }
+        let table = max_rate_table(&Plan::quick(), &stalled);
+        assert!(
+            table.contains("at most 3 runs: pingora (took 19.3 s)."),
             "{table}"
         );
         let mut lagging = results.clone();
