@@ -45,6 +45,29 @@ impl ExportStats {
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
+
+    /// The counters as one line, as the gateway prints it when it stops: `spans: N queued,
+    /// N exported, N dropped (queue full), N failed (N failed export calls)`.
+    ///
+    /// ```
+    /// use llmtrace_proxy::export_queue::ExportStats;
+    ///
+    /// let stats = ExportStats::default();
+    /// assert_eq!(
+    ///     stats.summary(),
+    ///     "spans: 0 queued, 0 exported, 0 dropped (queue full), 0 failed (0 failed export calls)"
+    /// );
+    /// ```
+    pub fn summary(&self) -> String {
+        format!(
+            "spans: {} queued, {} exported, {} dropped (queue full), {} failed ({} failed export calls)",
+            Self::get(&self.queued),
+            Self::get(&self.exported),
+            Self::get(&self.dropped),
+            Self::get(&self.failed),
+            Self::get(&self.export_errors),
+        )
+    }
 }
 
 /// Sizes and timing of an [`ExportQueue`].

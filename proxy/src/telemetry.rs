@@ -190,10 +190,16 @@ impl Telemetry {
         })
     }
 
-    /// Flushes and stops both pipelines; errors are reported on stderr.
+    /// Flushes and stops both pipelines; errors are reported on stderr, and so is what
+    /// became of the spans over the process's life ([`ExportStats::summary`]): a span lost
+    /// anywhere (queue full, export failed) is counted there even when no one read
+    /// `/metrics`.
     pub fn shutdown(&self) {
         if let Err(error) = self.tracer_provider.shutdown() {
             eprintln!("llmtrace-proxy: flushing spans at shutdown: {error}");
+        }
+        if let Some(stats) = &self.export_stats {
+            eprintln!("llmtrace-proxy: {}", stats.summary());
         }
         if let Some(push) = &self.metrics_push {
             push.shutdown();

@@ -140,5 +140,11 @@ async fn sigterm_drains_the_stream_in_flight_then_exits_and_flushes_spans() {
     assert_eq!(line["output_tokens"], 20);
     assert_eq!(line["client_aborted"], false);
     assert_eq!(line["trace_id"], client["trace_id"], "{line}");
+    // What became of the spans, said once the queue is flushed.
+    let spans_said = format!(
+        "llmtrace-proxy: spans: {n} queued, {n} exported, 0 dropped (queue full), 0 failed",
+        n = spans.len()
+    );
+    assert!(stderr.contains(&spans_said), "{spans_said} not in {stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -260,12 +260,14 @@ fn main() {
         Command::Mock(args) => mock(args),
         Command::BarePingora(args) => bare::serve(&args.listen, &args.upstream, args.threads),
         Command::Count(args) => count(args),
-        Command::Sink(args) => runtime(1).and_then(|rt| {
-            rt.block_on(sink::serve(
-                ([127, 0, 0, 1], args.port).into(),
-                args.counts_file,
-            ))
-        }),
+        Command::Sink(args) => sink::idle_priority()
+            .and_then(|()| runtime(1))
+            .and_then(|rt| {
+                rt.block_on(sink::serve(
+                    ([127, 0, 0, 1], args.port).into(),
+                    args.counts_file,
+                ))
+            }),
     };
     if let Err(error) = result {
         eprintln!("llmtrace-load: {error}");
@@ -506,6 +508,7 @@ fn run(args: RunArgs) -> Result<(), String> {
         cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
         kernel: shell("uname -sr"),
         wall_s: started.elapsed().as_secs_f64(),
+        spans: crate::targets::span_summaries(),
     };
     let table = report::write(&args.out, &context, &plan, &results)?;
     println!("\n{table}");

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::bench::{Plan, TargetResult};
 use crate::maxrate::{MAX_HALF_RATE_LAG_MS, MaxRate};
 use crate::stats::{Latencies, added};
-use crate::targets::TargetKind;
+use crate::targets::{SpanSummary, TargetKind};
 
 /// The context of a run, printed next to its numbers.
 #[derive(Clone, Debug, Serialize)]
@@ -30,6 +30,64 @@ pub struct Context {
     pub kernel: String,
     /// Wall time of the run, s.
     pub wall_s: f64,
+    /// What the gateway processes said of their spans as they stopped, by process name
+    /// ([`crate::targets::span_summaries`]).
+    pub spans: Vec<(String, SpanSummary)>,
+}
+
+/// What became of the tracing gateways' spans, summed by process name: a sentence for the
+/// report, empty when no gateway exported any. A gateway that lost spans (queue full,
+/// export failed) did less work than tracing asks, and the sentence says so.
+pub fn spans_sentence(spans: &[(String, SpanSummary)]) -> String {
+    let mut by_name: Vec<(&str, SpanSummary)> = Vec::new();
+    // Processes that exported nothing (a target's idle instances) say nothing.
+    for (name, summary) in spans.iter().filter(|(_, s)| s.queued > 0) {
+        let i = match by_name.iter().position(|(n, _)| n == name) {
+            Some(i) => i,
+            None => {
+                by_name.push((name, SpanSummary::default()));
+                by_name.len() - 1
+            }
+        };
+        let sum = &mut by_name[i].1;
+        sum.queued += summary.queued;
+        sum.exported += summary.exported;
+        sum.dropped += summary.dropped;
+        sum.failed += summary.failed;
+    }
+    if by_name.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = by_name
+        .iter()
+        .map(|(name, s)| {
+            format!(
+                "{name} {} queued, {} exported, {} lost",
+                s.queued,
+                s.exported,
+                s.lost()
+            )
+        })
+        .collect();
+    let lost: Vec<&str> = by_name
+        .iter()
+        .filter(|(_, s)| s.lost() > 0)
+        .map(|(name, _)| *name)
+        .collect();
+    let verdict = if lost.is_empty() {
+        "every span queued was exported".to_owned()
+    } else {
+        format!(
+            "**spans lost by {}**: that tracing did less work than asked (a dropped span is \
+             not encoded or sent), so its CPU per request is understated",
+            lost.join(", ")
+        )
+    };
+    format!(
+        "Spans, as each gateway process counted them when it stopped (summed over its runs): \
+         {}; {verdict}.\n",
+        parts.join("; ")
+    )
 }
 
 /// The whole of `results.json`.
@@ -630,7 +688,14 @@ pub fn write(
     };
     write("results.json", &json)?;
     let table = table(plan, results);
-    write("table.md", &format!("{table}\n{}", verdict(results)))?;
+    write(
+        "table.md",
+        &format!(
+            "{table}\n{}\n{}",
+            verdict(results),
+            spans_sentence(&context.spans)
+        ),
+    )?;
     let direct = results.iter().find(|r| r.target == TargetKind::Direct);
     for r in results.iter().filter(|r| r.stream_total.count() > 0) {
         let mut series = vec![
@@ -846,7 +911,7 @@ pub fn benchmarks_md(
          Run on {} ({} logical CPUs, {}), wall time {:.0} s. Load average (1/5/15 min) before \
          {}, after {}. The machine is shared with other jobs; treat ratios from one run as \
          the result and absolute numbers as indicative.\n\n## Results\n\n{table}\n\
-         ## Against the targets of issue 6\n\n{}\n## Targets\n",
+         ## Against the targets of issue 6\n\n{}\n{}\n## Targets\n",
         context.command,
         context.date,
         context.cpus,
@@ -855,6 +920,7 @@ pub fn benchmarks_md(
         context.load_before,
         context.load_after,
         verdict(results),
+        spans_sentence(&context.spans),
     );
     for r in results {
         let _ = writeln!(
@@ -897,6 +963,40 @@ pub fn benchmarks_md(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_spans_sentence_sums_by_process_and_names_losses() {
+        let summary = |queued, exported, dropped, failed| SpanSummary {
+            queued,
+            exported,
+            dropped,
+            failed,
+        };
+        assert_eq!(spans_sentence(&[]), "");
+        let kept = spans_sentence(&[
+            ("proxy-tracing-instant".into(), summary(10, 10, 0, 0)),
+            ("proxy-tracing-fast".into(), summary(4, 4, 0, 0)),
+            ("proxy-tracing-instant".into(), summary(6, 6, 0, 0)),
+            ("proxy-tracing-slow".into(), summary(0, 0, 0, 0)),
+        ]);
+        assert!(!kept.contains("slow"), "{kept}");
+        assert!(
+            kept.contains(
+                "proxy-tracing-instant 16 queued, 16 exported, 0 lost; proxy-tracing-fast 4"
+            ),
+            "{kept}"
+        );
+        assert!(kept.contains("every span queued was exported"), "{kept}");
+        let lost = spans_sentence(&[
+            ("proxy-tracing-instant".into(), summary(10, 10, 0, 0)),
+            ("proxy-tracing-instant".into(), summary(10, 5, 3, 2)),
+        ]);
+        assert!(lost.contains("20 queued, 15 exported, 5 lost"), "{lost}");
+        assert!(
+            lost.contains("**spans lost by proxy-tracing-instant**"),
+            "{lost}"
+        );
+    }
 
     #[test]
     fn cdf_plot_writes_an_svg() {

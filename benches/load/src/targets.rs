@@ -22,6 +22,8 @@ pub struct Child {
     name: String,
     child: std::process::Child,
     stop_signal: i32,
+    /// Where its stderr goes (a gateway says there what became of its spans when it stops).
+    stderr: PathBuf,
 }
 
 impl Child {
@@ -50,6 +52,7 @@ impl Child {
             name: name.to_owned(),
             child,
             stop_signal,
+            stderr: stderr.to_owned(),
         })
     }
 
@@ -347,12 +350,81 @@ impl Running {
         self.children.iter().map(Child::pid).collect()
     }
 
-    /// Stops its processes.
+    /// Stops its processes. A gateway that exported spans says, as it stops, what became of
+    /// them ([`SpanSummary`]); a target that lost any (queue full, export failed) did less
+    /// work than tracing asks: said here, and in the report ([`span_summaries`]).
     pub fn stop(mut self) {
         for child in self.children.iter_mut().rev() {
             child.stop();
+            let said = std::fs::read_to_string(&child.stderr).unwrap_or_default();
+            if let Some(summary) = SpanSummary::last_in(&said) {
+                let mut seen = SPAN_SUMMARIES.lock().unwrap_or_else(|e| e.into_inner());
+                seen.push((child.name.clone(), summary));
+                if summary.lost() > 0 {
+                    eprintln!(
+                        "  {} lost {} of its {} spans ({} dropped, queue full; {} failed to \
+                         export): it did less work than tracing asks",
+                        child.name,
+                        summary.lost(),
+                        summary.queued,
+                        summary.dropped,
+                        summary.failed
+                    );
+                }
+            }
         }
     }
+}
+
+/// What a gateway says of its spans when it stops (`llmtrace-proxy: spans: N queued, N
+/// exported, N dropped (queue full), N failed (...)`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SpanSummary {
+    /// Spans ended and handed to the export queue.
+    pub queued: u64,
+    /// Spans the collector accepted.
+    pub exported: u64,
+    /// Spans dropped because the queue was full.
+    pub dropped: u64,
+    /// Spans in batches that failed to export.
+    pub failed: u64,
+}
+
+impl SpanSummary {
+    /// The last summary line in a gateway's stderr, if it wrote one.
+    pub fn last_in(stderr: &str) -> Option<SpanSummary> {
+        let line = stderr
+            .lines()
+            .rev()
+            .find_map(|line| line.strip_prefix("llmtrace-proxy: spans: "))?;
+        let mut numbers = line
+            .split(", ")
+            .map(|part| part.split(' ').next()?.parse::<u64>().ok());
+        let mut next = || numbers.next().flatten();
+        Some(SpanSummary {
+            queued: next()?,
+            exported: next()?,
+            dropped: next()?,
+            failed: next()?,
+        })
+    }
+
+    /// Spans that did not reach the collector.
+    pub fn lost(&self) -> u64 {
+        self.dropped + self.failed
+    }
+}
+
+static SPAN_SUMMARIES: std::sync::Mutex<Vec<(String, SpanSummary)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Every gateway process stopped so far that summarized its spans, by process name, with
+/// what it said.
+pub fn span_summaries() -> Vec<(String, SpanSummary)> {
+    SPAN_SUMMARIES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
 }
 
 /// The gateway's configuration for the `proxy-shadow` target: one route to `upstream`,
@@ -737,6 +809,30 @@ pub fn litellm_config(fast_url: &str, slow_url: &str, instant_url: &str) -> Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_span_summary_of_a_gateway_is_read() {
+        // The line `ExportStats::summary` writes (proxy/src/export_queue.rs), after others.
+        let stderr = "llmtrace-proxy: listening on http://127.0.0.1:1\n\
+                      llmtrace-proxy: spans: 3 queued, 3 exported, 0 dropped (queue full), 0 \
+                      failed (0 failed export calls)\n\
+                      {\"route\":\"/\"}\n\
+                      llmtrace-proxy: spans: 9000 queued, 8000 exported, 808 dropped (queue \
+                      full), 192 failed (2 failed export calls)\n";
+        let summary = SpanSummary::last_in(stderr).unwrap();
+        assert_eq!(
+            summary,
+            SpanSummary {
+                queued: 9000,
+                exported: 8000,
+                dropped: 808,
+                failed: 192
+            }
+        );
+        assert_eq!(summary.lost(), 1000);
+        assert_eq!(SpanSummary::last_in("llmtrace-proxy: listening\n"), None);
+        assert_eq!(SpanSummary::last_in("llmtrace-proxy: spans: many\n"), None);
+    }
 
     #[test]
     fn nginx_config_streams_without_buffering() {
