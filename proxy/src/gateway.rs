@@ -21,7 +21,7 @@ use llmtrace::driver::{
 };
 use llmtrace::genai::{
     BatchCall, BatchIndex, End, Endpoint, Exchange, Provider, RequestInfo, Summary,
-    UsageChunkFilter, request_with_usage,
+    UsageChunkFilter, request_with_usage_read,
 };
 use llmtrace::limits::{self, bounded};
 use llmtrace::propagation;
@@ -1284,17 +1284,19 @@ impl Gateway {
         }
         // This request could have had usage spliced in: say whether it was, and why not.
         let outcome = match (ended.held, ended.copy) {
-            (true, Some(original)) => match request_with_usage(endpoint, &original) {
-                Ok(rewritten) => {
-                    ctx.llm.usage_filter = Some(UsageChunkFilter::new(MAX_HELD_EVENT));
-                    *body = Some(Bytes::from(rewritten));
-                    "added"
+            (true, Some(original)) => {
+                match request_with_usage_read(endpoint, &original, genai.exchange().request()) {
+                    Ok(rewritten) => {
+                        ctx.llm.usage_filter = Some(UsageChunkFilter::new(MAX_HELD_EVENT));
+                        *body = Some(Bytes::from(rewritten));
+                        "added"
+                    }
+                    Err(skip) => {
+                        *body = Some(original);
+                        skip.outcome()
+                    }
                 }
-                Err(skip) => {
-                    *body = Some(original);
-                    skip.outcome()
-                }
-            },
+            }
             // Released at the cap: it went through untouched.
             _ => "skipped:too_large",
         };

@@ -85,7 +85,7 @@ pub use exchange::{
 };
 pub use gaps::GapStats;
 pub use metrics::GenAiMetrics;
-pub use openai::{UsageChunkFilter, UsageSkip, request_with_usage};
+pub use openai::{UsageChunkFilter, UsageSkip, request_with_usage, request_with_usage_read};
 pub use prompt::{DEFAULT_MAX_SCAN_BYTES, PromptWatch, PromptWatchBuilder, PromptWatchError};
 pub use request::RequestInfo;
 pub use response::Usage;

@@ -27,6 +27,12 @@ pub struct RequestInfo {
     pub model: Option<String>,
     /// `stream: true`.
     pub stream: bool,
+    /// How many times the body names `stream` among its top-level members (counted to 2),
+    /// where the one-pass read knows it: a body it read itself, no top-level key of which is
+    /// spelled with an escape. `None` for a body read another way (kept for content capture,
+    /// left to serde, not read). With `Some(0 | 1)` and `stream == false`, the body is
+    /// certain not to stream (see [`request_with_usage_read`](super::request_with_usage_read)).
+    pub stream_members: Option<u8>,
     /// `stream_options.include_usage: true` (OpenAI).
     pub include_usage: bool,
     /// `max_tokens`, `max_completion_tokens` or `max_output_tokens`.
@@ -278,7 +284,13 @@ struct RequestView<'a> {
     conversation: Loose<Conversation<'a>>,
     #[serde(default, borrow)]
     previous_response_id: Loose<Cow<'a, str>>,
+    /// How many times the scan met `stream` (counted to 2); serde leaves it `None`.
+    #[serde(skip)]
+    stream_members: Option<u8>,
 }
+
+/// The bit [`RequestView::scan_member`] answers for `stream` (`put`'s index 1).
+const STREAM_BIT: u32 = 1 << 1;
 
 /// The members that carry tool results, read in a second pass over bodies that name one (most
 /// requests do not: their prompts are skipped once, by the first pass).
@@ -516,9 +528,12 @@ impl<'a> RequestView<'a> {
     fn scan(bytes: &'a [u8]) -> Option<Self> {
         let mut reader = Reader::like_serde(bytes);
         let mut view = RequestView::default();
-        let (mut seen, mut repeated) = (0u32, false);
+        let (mut seen, mut repeated, mut streams) = (0u32, false, 0u8);
         let object = reader.object(|reader, key| {
             let bit = view.scan_member(reader, key, &mut repeated)?;
+            if bit == STREAM_BIT {
+                streams = streams.saturating_add(1).min(2);
+            }
             repeated |= seen & bit != 0;
             seen |= bit;
             Some(())
@@ -526,6 +541,7 @@ impl<'a> RequestView<'a> {
         if !object || !reader.at_end() || (repeated && !json::is_valid(bytes)) {
             return None;
         }
+        view.stream_members = Some(streams);
         Some(view)
     }
 
@@ -581,6 +597,7 @@ impl<'a> RequestView<'a> {
             info.model = Some(name(model));
         }
         info.stream = self.stream.value().unwrap_or(false);
+        info.stream_members = self.stream_members;
         info.include_usage = self
             .stream_options
             .get()
@@ -860,6 +877,7 @@ mod scan_tests {
 
     use super::*;
     use crate::genai::json::test_docs::{self, Dirt, Doc};
+    use crate::genai::{request_with_usage, request_with_usage_read};
 
     /// The members the view reads, at every level, and other keys bodies have.
     const NAMES: &[&str] = &[
@@ -907,6 +925,17 @@ mod scan_tests {
         for endpoint in endpoints() {
             let scanned = RequestInfo::parse(&endpoint, body, false);
             let serde = RequestInfo::parse_as(&endpoint, body, false, false);
+            assert_eq!(serde.stream_members, None);
+            // A body said not to stream is one the usage splice leaves for that reason.
+            assert_eq!(
+                request_with_usage_read(&endpoint, body, &scanned),
+                request_with_usage(&endpoint, body),
+                "{text}"
+            );
+            let scanned = RequestInfo {
+                stream_members: None,
+                ..scanned
+            };
             assert_eq!(format!("{scanned:?}"), format!("{serde:?}"), "{text}");
             // Capture reads through a `Value`: the same members.
             let kept = RequestInfo::parse(&endpoint, body, true);

@@ -11,7 +11,7 @@ mod usage;
 
 use serde_json::{Value, json};
 
-pub use usage::{UsageChunkFilter, UsageSkip, request_with_usage};
+pub use usage::{UsageChunkFilter, UsageSkip, request_with_usage, request_with_usage_read};
 
 use super::content::{message, parts_of};
 use super::endpoint::ApiFormat;
