@@ -1258,7 +1258,11 @@ impl Gateway {
             ctx.llm.request_parsed = true;
             let mut info = match ended.copy.as_deref() {
                 Some(copy) => {
-                    ctx.llm.prompt_hash = Some(prompt_hash(copy));
+                    // For the access log only: a pass over the whole body (~30k
+                    // instructions for 100 KB) that nothing else reads.
+                    if self.config.telemetry.access_log {
+                        ctx.llm.prompt_hash = Some(prompt_hash(copy));
+                    }
                     RequestInfo::parse_with(endpoint, copy, self.recorder.config())
                 }
                 None => RequestInfo::body_not_read(endpoint, cap),
