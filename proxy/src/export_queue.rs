@@ -460,6 +460,27 @@ mod tests {
         }
     }
 
+    /// A tracer provider whose spans go through an export queue of these sizes to
+    /// `exporter`, and the queue's counters.
+    fn provider<E: SpanExporter + 'static>(
+        exporter: E,
+        max_queue: usize,
+        max_batch: usize,
+        delay_ms: u64,
+    ) -> (SdkTracerProvider, Arc<ExportStats>) {
+        let config = QueueConfig {
+            max_queue,
+            max_batch,
+            delay: Duration::from_millis(delay_ms),
+        };
+        let queue = ExportQueue::new(exporter, config);
+        let stats = queue.stats();
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(queue)
+            .build();
+        (provider, stats)
+    }
+
     fn gate(fail: bool) -> Gate {
         Gate {
             open: Arc::new((Mutex::new(false), std::sync::Condvar::new())),
@@ -475,18 +496,7 @@ mod tests {
     #[test]
     fn a_stuck_exporter_costs_counted_drops_and_never_blocks_on_end() {
         let exporter = gate(false);
-        let queue = ExportQueue::new(
-            exporter.clone(),
-            QueueConfig {
-                max_queue: 10,
-                max_batch: 5,
-                delay: Duration::from_millis(10),
-            },
-        );
-        let stats = queue.stats();
-        let provider = SdkTracerProvider::builder()
-            .with_span_processor(queue)
-            .build();
+        let (provider, stats) = provider(exporter.clone(), 10, 5, 10);
         let tracer = provider.tracer("t");
         let started = Instant::now();
         for _ in 0..1000 {
@@ -510,17 +520,7 @@ mod tests {
     #[test]
     fn shutdown_gives_up_at_its_timeout_when_the_exporter_hangs() {
         let exporter = gate(false);
-        let queue = ExportQueue::new(
-            exporter.clone(),
-            QueueConfig {
-                max_queue: 4,
-                max_batch: 2,
-                delay: Duration::from_millis(1),
-            },
-        );
-        let provider = SdkTracerProvider::builder()
-            .with_span_processor(queue)
-            .build();
+        let (provider, _) = provider(exporter.clone(), 4, 2, 1);
         for _ in 0..20 {
             provider.tracer("t").in_span("s", |_| {});
         }
@@ -541,18 +541,7 @@ mod tests {
     fn spans_leave_in_order_and_counted() {
         use opentelemetry_sdk::trace::InMemorySpanExporter;
         let exporter = InMemorySpanExporter::default();
-        let queue = ExportQueue::new(
-            exporter.clone(),
-            QueueConfig {
-                max_queue: 100,
-                max_batch: 3,
-                delay: Duration::from_millis(5),
-            },
-        );
-        let stats = queue.stats();
-        let provider = SdkTracerProvider::builder()
-            .with_span_processor(queue)
-            .build();
+        let (provider, stats) = provider(exporter.clone(), 100, 3, 5);
         let tracer = provider.tracer("t");
         let names: Vec<String> = (0..20).map(|i| format!("s{i}")).collect();
         for (i, name) in names.iter().enumerate() {
