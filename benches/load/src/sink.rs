@@ -94,9 +94,9 @@ impl MetricsService for Sink {
 /// shares a core with the load generator and the mocks. Decoding a batch of 512 spans is a
 /// burst of work on that core, and the generator then read the tracing gateway's answers
 /// late: measured (`llmtrace-load run --max-rate-only --targets pingora,proxy-tracing`), the
-/// tracing gateway's core was 80 % busy at "max rate" with the sink at normal priority and 88 %
-/// with it idle, the max rate 13.2k against 14.1–14.3k req/s, with the gateway's CPU per
-/// request unchanged. Only the tracing target exports, so the burst slowed only its
+/// tracing gateway's core was 79–82 % busy at "max rate" with the sink at normal priority
+/// and 87–88 % with it idle, the max rate 13.2k against 14.1–14.3k req/s, with the
+/// gateway's CPU per request unchanged. Only the tracing target exports, so the burst slowed only its
 /// measurement. A sink starved for long would make the gateway drop spans; the gateways'
 /// own span counts in the report say whether any were lost.
 pub fn idle_priority() -> Result<(), String> {
