@@ -41,7 +41,10 @@ pub struct Context {
 pub fn spans_sentence(spans: &[(String, SpanSummary)]) -> String {
     let mut by_name: Vec<(&str, SpanSummary)> = Vec::new();
     // Processes that exported nothing (a target's idle instances) say nothing.
-    for (name, summary) in spans.iter().filter(|(_, s)| s.queued > 0) {
+    for (name, summary) in spans
+        .iter()
+        .filter(|(_, s)| s.queued > 0 || s.unreported > 0)
+    {
         let i = match by_name.iter().position(|(n, _)| n == name) {
             Some(i) => i,
             None => {
@@ -54,6 +57,7 @@ pub fn spans_sentence(spans: &[(String, SpanSummary)]) -> String {
         sum.exported += summary.exported;
         sum.dropped += summary.dropped;
         sum.failed += summary.failed;
+        sum.unreported += summary.unreported;
     }
     if by_name.is_empty() {
         return String::new();
@@ -74,7 +78,23 @@ pub fn spans_sentence(spans: &[(String, SpanSummary)]) -> String {
         .filter(|(_, s)| s.lost() > 0)
         .map(|(name, _)| *name)
         .collect();
-    let verdict = if lost.is_empty() {
+    let unreported: Vec<&str> = by_name
+        .iter()
+        .filter(|(_, s)| s.unreported > 0)
+        .map(|(name, _)| *name)
+        .collect();
+    let verdict = if !unreported.is_empty() {
+        format!(
+            "**no span count from {}** (a process stopped without giving one, killed): what \
+             it lost is unknown{}",
+            unreported.join(", "),
+            if lost.is_empty() {
+                String::new()
+            } else {
+                format!("; spans lost by {}", lost.join(", "))
+            }
+        )
+    } else if lost.is_empty() {
         "every span queued was exported".to_owned()
     } else {
         format!(
@@ -971,6 +991,7 @@ mod tests {
             exported,
             dropped,
             failed,
+            unreported: 0,
         };
         assert_eq!(spans_sentence(&[]), "");
         let kept = spans_sentence(&[
@@ -995,6 +1016,24 @@ mod tests {
         assert!(
             lost.contains("**spans lost by proxy-tracing-instant**"),
             "{lost}"
+        );
+        let killed = spans_sentence(&[
+            ("proxy-tracing-instant".into(), summary(10, 10, 0, 0)),
+            (
+                "proxy-tracing-instant".into(),
+                SpanSummary {
+                    unreported: 1,
+                    ..SpanSummary::default()
+                },
+            ),
+        ]);
+        assert!(
+            killed.contains("**no span count from proxy-tracing-instant**"),
+            "{killed}"
+        );
+        assert!(
+            !killed.contains("every span queued was exported"),
+            "{killed}"
         );
     }
 

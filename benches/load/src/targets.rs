@@ -357,7 +357,21 @@ impl Running {
         for child in self.children.iter_mut().rev() {
             child.stop();
             let said = std::fs::read_to_string(&child.stderr).unwrap_or_default();
-            if let Some(summary) = SpanSummary::last_in(&said) {
+            let summary = SpanSummary::last_in(&said).or_else(|| {
+                // A gateway that exported spans and stopped without a count (killed): what
+                // it lost is unknown, and the report says so.
+                SpanSummary::exports(&said).then(|| {
+                    eprintln!(
+                        "  {} stopped without counting its spans: their fate is unknown",
+                        child.name
+                    );
+                    SpanSummary {
+                        unreported: 1,
+                        ..SpanSummary::default()
+                    }
+                })
+            });
+            if let Some(summary) = summary {
                 let mut seen = SPAN_SUMMARIES.lock().unwrap_or_else(|e| e.into_inner());
                 seen.push((child.name.clone(), summary));
                 if summary.lost() > 0 {
@@ -388,6 +402,8 @@ pub struct SpanSummary {
     pub dropped: u64,
     /// Spans in batches that failed to export.
     pub failed: u64,
+    /// Processes that exported spans but stopped without saying this (killed).
+    pub unreported: u64,
 }
 
 impl SpanSummary {
@@ -406,6 +422,17 @@ impl SpanSummary {
             exported: next()?,
             dropped: next()?,
             failed: next()?,
+            unreported: 0,
+        })
+    }
+
+    /// Whether a gateway's stderr says it exports spans (its start line names an exporter),
+    /// so that it has a count to give when it stops.
+    pub fn exports(stderr: &str) -> bool {
+        stderr.lines().any(|line| {
+            line.starts_with("llmtrace-proxy: listening on ")
+                && line.contains(" spans → ")
+                && !line.ends_with(" spans → Disabled")
         })
     }
 
@@ -826,12 +853,22 @@ mod tests {
                 queued: 9000,
                 exported: 8000,
                 dropped: 808,
-                failed: 192
+                failed: 192,
+                unreported: 0,
             }
         );
         assert_eq!(summary.lost(), 1000);
         assert_eq!(SpanSummary::last_in("llmtrace-proxy: listening\n"), None);
         assert_eq!(SpanSummary::last_in("llmtrace-proxy: spans: many\n"), None);
+        // The gateway's start line (proxy/src/main.rs) says whether it exports.
+        assert!(SpanSummary::exports(
+            "llmtrace-proxy: listening on http://127.0.0.1:1 (1 upstreams, 1 routes), admin \
+             off, spans → Otlp { protocol: \"grpc\" }\n"
+        ));
+        assert!(!SpanSummary::exports(
+            "llmtrace-proxy: listening on http://127.0.0.1:1 (1 upstreams, 1 routes), admin \
+             off, spans → Disabled\n"
+        ));
     }
 
     #[test]
